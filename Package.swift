@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+// The Engine: an OpenAI-compatible proxy in front of vLLM, one libevent loop per process.
+import PackageDescription
+
+let package = Package(
+    name: "Engine",
+    products: [
+        .executable(name: "engine-server", targets: ["engine-server"]),
+        .executable(name: "vllm-sim", targets: ["vllm-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // Plain C: Debian's libevent, hiredis, libyaml, http-parser and jansson, plus ces_* wrappers
+        // for what Swift cannot call (macros, bitfields, the hiredis libevent adapter).
+        .target(
+            name: "CEventShim",
+            linkerSettings: [
+                .linkedLibrary("event_core"),
+                .linkedLibrary("hiredis"),
+                .linkedLibrary("yaml"),
+                .linkedLibrary("http_parser"),
+                .linkedLibrary("jansson"),
+            ]
+        ),
+        .target(name: "Reactor", dependencies: ["CEventShim"]),
+        .target(
+            name: "Engine",
+            dependencies: [
+                "Reactor", "CEventShim",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "engine-server",
+            dependencies: [
+                "Engine", "Reactor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "vllm-sim",
+            dependencies: [
+                "Reactor", "CEventShim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor"]),
+        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEventShim"]),
+    ]
+)

@@ -1,0 +1,44 @@
+/*
+ * CEventShim: the one C module the Swift targets import.
+ * It re-exports Debian's libevent (event_core), hiredis, libyaml, http-parser and jansson,
+ * and declares ces_* wrappers only for what Swift cannot call directly: function-like
+ * macros, bitfields, and the hiredis libevent adapter (a static function in a header).
+ */
+#ifndef CEVENTSHIM_H
+#define CEVENTSHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <yaml.h>
+#include <http_parser.h>
+#include <jansson.h>
+
+/* http_parser keeps these in bitfields / behind a macro. */
+unsigned int ces_http_status(const http_parser *p);
+unsigned int ces_http_method(const http_parser *p);
+unsigned int ces_http_errno(const http_parser *p);
+int ces_http_is_paused(const http_parser *p);
+
+/* jansson's type tests are macros. */
+int ces_json_type(const json_t *j);
+
+/* hiredis' libevent adapter is a static function in adapters/libevent.h. */
+int ces_redis_attach(redisAsyncContext *ac, struct event_base *base);
+
+/* Sets TCP_NODELAY and returns 0 on success. */
+int ces_set_nodelay(evutil_socket_t fd);
+
+/* Current RSS in bytes from /proc/self/statm (0 when unknown). */
+size_t ces_rss_bytes(void);
+
+#endif

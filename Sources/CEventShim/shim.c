@@ -1,0 +1,44 @@
+/*
+ * ces_* wrappers: each exists because Swift cannot reach the API directly.
+ * This is the only file that includes hiredis/adapters/libevent.h.
+ */
+#include "CEventShim.h"
+#include <hiredis/adapters/libevent.h>
+#include <stdio.h>
+#include <unistd.h>
+
+/* Bitfields: Swift's importer does not expose them reliably. */
+unsigned int ces_http_status(const http_parser *p) { return p->status_code; }
+unsigned int ces_http_method(const http_parser *p) { return p->method; }
+unsigned int ces_http_errno(const http_parser *p) { return p->http_errno; }
+int ces_http_is_paused(const http_parser *p) { return p->http_errno == HPE_PAUSED; }
+
+/* Macro: json_typeof. */
+int ces_json_type(const json_t *j) { return j == NULL ? -1 : (int)json_typeof(j); }
+
+/* Static function in a header. */
+int ces_redis_attach(redisAsyncContext *ac, struct event_base *base)
+{
+    return redisLibeventAttach(ac, base);
+}
+
+/* setsockopt takes a void pointer to an int; kept here to avoid pointer dances. */
+int ces_set_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+size_t ces_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, rss = 0;
+    if (f == NULL) {
+        return 0;
+    }
+    if (fscanf(f, "%lu %lu", &size, &rss) != 2) {
+        rss = 0;
+    }
+    fclose(f);
+    return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
+}

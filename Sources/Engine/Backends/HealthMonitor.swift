@@ -1,0 +1,68 @@
+// HealthMonitor: every vllm.health_check_interval_seconds, asks each backend GET /health and,
+// when its models are not configured, GET /v1/models. Drives Backend.isHealthy and the model
+// lists behind GET /v1/models. Control plane only; owns one Timer.
+import CEventShim
+import Reactor
+
+final class HealthMonitor {
+    private let loop: Loop
+    private let backends: BackendSet
+    private let interval: Duration
+    private let timer: Timer
+    var onChange: ((Backend) -> Void)?
+
+    init(loop: Loop, backends: BackendSet, interval: Duration) {
+        self.loop = loop
+        self.backends = backends
+        self.interval = interval
+        self.timer = Timer(loop: loop)
+        timer.onFire = { [unowned self] in self.checkAll() }
+    }
+
+    func start() { checkAll() }
+
+    func stop() { timer.close() }
+
+    private func checkAll() {
+        for b in backends.all { check(b) }
+        timer.schedule(after: interval)
+    }
+
+    private func headers(_ b: Backend) -> HTTPHeaders {
+        var h = HTTPHeaders()
+        if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
+        return h
+    }
+
+    func check(_ b: Backend) {
+        UpstreamFetch(loop: loop, pool: b.pool, path: "/health", headers: headers(b), timeout: .seconds(2)) { [weak self] status, _ in
+            guard let self else { return }
+            let up = status == 200
+            let changed = up != b.isHealthy || b.lastCheckedNanos == 0
+            b.isHealthy = up
+            b.lastCheckedNanos = Loop.nowNanos()
+            if up && b.configuredModels == nil { self.fetchModels(b) }
+            if changed { self.onChange?(b) }
+        }
+    }
+
+    private func fetchModels(_ b: Backend) {
+        UpstreamFetch(loop: loop, pool: b.pool, path: "/v1/models", headers: headers(b), timeout: .seconds(2)) { status, body in
+            guard status == 200 else { return }
+            let parsed = body.withUnsafeBytes { JSONDocument.parse($0) }
+            guard case .success(let doc) = parsed else { return }
+            let data = json_object_get(doc.root, "data")
+            guard JSONValue.type(data) == JSONValue.array else { return }
+            var ids: [String] = []
+            var objects: [[UInt8]] = []
+            for i in 0..<json_array_size(data) {
+                let m = json_array_get(data, i)
+                guard let id = JSONValue.string(json_object_get(m, "id")) else { continue }
+                ids.append(id)
+                objects.append(JSONDocument.serialize(m))
+            }
+            b.discoveredModels = ids
+            b.modelObjects = objects
+        }
+    }
+}

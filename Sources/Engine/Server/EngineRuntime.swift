@@ -1,0 +1,98 @@
+// EngineRuntime: everything one process serves with — config snapshot, the loop, the listener,
+// the backends and their health monitor, metrics — and the Frontend that routes each request.
+// Built by engine-server's main; loop-confined; one per process.
+import CEventShim
+import Logging
+import Reactor
+
+public final class EngineRuntime {
+    public let config: EngineConfig
+    public let loop: Loop
+    public let backends: BackendSet
+    public let metrics: Metrics
+    public var logger: Logger
+    let requestPolicy: RequestMachine.Policy
+    private var listener: Listener?
+    private var monitor: HealthMonitor?
+    private lazy var frontend = Frontend(runtime: self)
+
+    public init(config: EngineConfig, loop: Loop, logger: Logger) throws(ConfigError) {
+        self.config = config
+        self.loop = loop
+        self.logger = logger
+        var list: [Backend] = []
+        for (i, inst) in config.vllm.instances.enumerated() {
+            guard let ep = Endpoint(host: inst.host, port: inst.port, basePath: inst.basePath) else {
+                throw ConfigError.invalid(key: "vllm.instances[\(i)].url", message: "cannot resolve host \(inst.host)")
+            }
+            list.append(Backend(id: BackendID(i), url: inst.url, endpoint: ep, loop: loop,
+                                apiKey: inst.apiKey, weight: inst.weight, models: inst.models))
+        }
+        backends = BackendSet(list)
+        metrics = Metrics(now: Loop.nowNanos())
+        requestPolicy = RequestMachine.Policy(
+            maxAttempts: 1 + config.vllm.retryCount,
+            backoff: .milliseconds(Int64(config.vllm.retryBackoffSeconds * 1000)),
+            upstreamTimeout: .milliseconds(Int64(config.vllm.timeoutSeconds * 1000)))
+    }
+
+    var serverLimits: HTTPServerLimits {
+        HTTPServerLimits(
+            maxHeaderBytes: config.server.maxHeaderBytes,
+            maxBodyBytes: config.server.maxBodyBytes,
+            readTimeout: .milliseconds(Int64(config.server.readTimeoutSeconds * 1000)),
+            idleTimeout: .milliseconds(Int64(config.server.idleTimeoutSeconds * 1000)))
+    }
+
+    /// Binds and starts the health monitor; returns the bound port.
+    public func start(host: String, port: Int, reusePort: Bool = true) throws(ListenerError) -> Int {
+        let fe = frontend
+        let l = try Listener(loop: loop, host: host, port: port, reusePort: reusePort) { fd in fe.accept(fd) }
+        listener = l
+        let m = HealthMonitor(loop: loop, backends: backends,
+                              interval: .milliseconds(Int64(config.vllm.healthCheckIntervalSeconds * 1000)))
+        m.onChange = { [unowned self] b in
+            self.logger.notice("backend \(b.isHealthy ? "up" : "down")", metadata: ["eng.upstream": "\(b.url)"])
+        }
+        monitor = m
+        m.start()
+        return l.port
+    }
+
+    public func stop() {
+        listener?.close()
+        monitor?.stop()
+        for b in backends.all { b.pool.closeAll() }
+    }
+
+    // MARK: helpers for drivers
+
+    func writeError(_ err: EngineError, to c: HTTPServerConnection, requestId: String?) {
+        var h = HTTPHeaders()
+        h.add("content-type", "application/json")
+        if let r = requestId { h.add("x-request-id", r) }
+        if let ra = err.retryAfterSeconds { h.add("retry-after", String(ra)) }
+        metrics.recordStatus(err.status)
+        c.writeResponse(status: err.status, headers: h, body: err.jsonBody)
+    }
+
+    func requestFinished(_ s: RequestSession, termination: Termination) {
+        metrics.requestsInFlight -= 1
+        metrics.recordStatus(s.status)
+        metrics.terminations[termination.description, default: 0] += 1
+        if logger.logLevel <= .info {
+            let now = Loop.nowNanos()
+            logger.info("access", metadata: [
+                "eng.req": "\(s.requestId)",
+                "route": "\(s.request.kind == .chat ? "chat" : "completions")",
+                "model": "\(s.request.model ?? "-")",
+                "backend": "\(s.backend?.url ?? "-")",
+                "status": "\(s.status)",
+                "term": "\(termination)",
+                "bytes_out": "\(s.bytesOut)",
+                "ttfb_ms": "\(s.firstByteNanos > 0 ? Double(s.firstByteNanos - s.startNanos) / 1e6 : -1)",
+                "duration_ms": "\(Double(now - s.startNanos) / 1e6)",
+            ])
+        }
+    }
+}

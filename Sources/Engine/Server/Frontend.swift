@@ -1,0 +1,176 @@
+// Frontend: the delegate of every client connection. Routes each complete request: generation
+// routes start a RequestSession (stored in the connection's `context`); /health, /v1/models and
+// /metrics are answered here. Every error leaves as OpenAI-style JSON.
+import CEventShim
+import Reactor
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class Frontend: HTTPServerConnectionDelegate {
+    unowned let runtime: EngineRuntime
+    private var nextId: UInt64 = 0
+    private var rng = SystemRandomNumberGenerator()
+
+    init(runtime: EngineRuntime) { self.runtime = runtime }
+
+    func accept(_ fd: Int32) {
+        nextId += 1
+        let c = HTTPServerConnection(loop: runtime.loop, fd: fd, id: nextId, limits: runtime.serverLimits)
+        c.delegate = self
+        runtime.metrics.openConnections += 1
+        runtime.metrics.connectionsTotal += 1
+    }
+
+    enum Route: Equatable {
+        case generate(EndpointKind)
+        case models, health, metricsJSON, metricsPrometheus
+    }
+
+    /// Path → (route, allowed method). Also accepts the paths without `/v1`.
+    static func route(for path: Substring) -> (Route, String)? {
+        switch path {
+        case "/v1/chat/completions", "/chat/completions": return (.generate(.chat), "POST")
+        case "/v1/completions", "/completions": return (.generate(.completion), "POST")
+        case "/v1/models", "/models": return (.models, "GET")
+        case "/health": return (.health, "GET")
+        case "/metrics": return (.metricsJSON, "GET")
+        case "/metrics/prometheus": return (.metricsPrometheus, "GET")
+        default: return nil
+        }
+    }
+
+    func makeRequestId(_ head: HTTPRequestHead) -> String {
+        if let r = head.headers["x-request-id"], !r.isEmpty, r.utf8.count <= 128 { return r }
+        let v = rng.next() as UInt64
+        let hex = String(v, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8]) {
+        runtime.metrics.requestsTotal += 1
+        let rid = makeRequestId(head)
+        guard let (route, method) = Frontend.route(for: head.path) else {
+            runtime.writeError(EngineError(.routeNotFound, "Unknown path \(head.path)."), to: c, requestId: rid)
+            return
+        }
+        guard head.method == method || (method == "GET" && head.method == "HEAD" && false) else {
+            runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."), to: c, requestId: rid)
+            return
+        }
+        switch route {
+        case .generate(let kind):
+            switch OpenAIRequest.parse(kind: kind, body: body) {
+            case .failure(let err):
+                runtime.writeError(err, to: c, requestId: rid)
+            case .success(let req):
+                runtime.metrics.requestsInFlight += 1
+                if req.stream { runtime.metrics.streamsStarted += 1 }
+                let s = RequestSession(runtime: runtime, client: c, request: req, body: body, requestId: rid)
+                c.context = s
+                s.start()
+            }
+        case .models:
+            writeJSON(c, 200, modelsBody(), rid)
+        case .health:
+            let up = runtime.backends.healthyCount
+            let total = runtime.backends.all.count
+            let st = up > 0 ? 200 : 503
+            let s = "{\"status\":\"\(up > 0 ? "ok" : "unavailable")\",\"version\":\"\(engineVersion)\",\"backends\":{\"up\":\(up),\"total\":\(total)}}"
+            writeJSON(c, st, Array(s.utf8), rid)
+        case .metricsJSON:
+            writeJSON(c, 200, Array(metricsJSON().utf8), rid)
+        case .metricsPrometheus:
+            var h = HTTPHeaders()
+            h.add("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            c.writeResponse(status: 200, headers: h, body: Array(prometheusText().utf8))
+        }
+    }
+
+    private func writeJSON(_ c: HTTPServerConnection, _ status: Int, _ body: [UInt8], _ rid: String) {
+        var h = HTTPHeaders()
+        h.add("content-type", "application/json")
+        h.add("x-request-id", rid)
+        runtime.metrics.recordStatus(status)
+        c.writeResponse(status: status, headers: h, body: body)
+    }
+
+    func connection(_ c: HTTPServerConnection, didFail failure: HTTPServerFailure) {
+        let err: EngineError
+        switch failure {
+        case .malformed(let why): err = EngineError(.invalidRequest, "Malformed HTTP request: \(why).")
+        case .headersTooLarge: err = EngineError(.headersTooLarge, "Request headers exceed \(runtime.config.server.maxHeaderBytes) bytes.")
+        case .bodyTooLarge: err = EngineError(.bodyTooLarge, "Request body exceeds \(runtime.config.server.maxBodyBytes) bytes.")
+        case .readTimeout: err = EngineError(.requestTimeout, "The request was not received in time.")
+        }
+        runtime.metrics.clientErrors += 1
+        runtime.writeError(err, to: c, requestId: nil)
+    }
+
+    func connectionDidDrain(_ c: HTTPServerConnection) {
+        (c.context as? RequestSession)?.clientDrained()
+    }
+
+    func connectionDidClose(_ c: HTTPServerConnection) {
+        runtime.metrics.openConnections -= 1
+        (c.context as? RequestSession)?.clientClosed()
+    }
+
+    // MARK: bodies
+
+    func modelsBody() -> [UInt8] {
+        var seen: Set<String> = []
+        var out = Array("{\"object\":\"list\",\"data\":[".utf8)
+        var first = true
+        for b in runtime.backends.all {
+            if let fixed = b.configuredModels {
+                for m in fixed where seen.insert(m).inserted {
+                    if !first { out.append(UInt8(ascii: ",")) }
+                    first = false
+                    out += Array("{\"id\":\(JSONText.quoted(m)),\"object\":\"model\",\"created\":\(Int(Loop.wallSeconds())),\"owned_by\":\"vllm\"}".utf8)
+                }
+            } else {
+                for (i, m) in b.discoveredModels.enumerated() where seen.insert(m).inserted {
+                    if !first { out.append(UInt8(ascii: ",")) }
+                    first = false
+                    out += b.modelObjects[i]
+                }
+            }
+        }
+        out += Array("]}".utf8)
+        return out
+    }
+
+    func metricsJSON() -> String {
+        let m = runtime.metrics
+        let uptime = Double(Loop.nowNanos() - m.startedNanos) / 1e9
+        var s = "{\"version\":\"\(engineVersion)\",\"uptime_seconds\":\(uptime),\"pid\":\(getpid()),"
+        s += "\"requests_total\":\(m.requestsTotal),\"requests_in_flight\":\(m.requestsInFlight),"
+        s += "\"streams_started\":\(m.streamsStarted),\"open_connections\":\(m.openConnections),"
+        s += "\"responses\":{\"2xx\":\(m.responsesByClass[2]),\"4xx\":\(m.responsesByClass[4]),\"5xx\":\(m.responsesByClass[5])},"
+        s += "\"rss_bytes\":\(ces_rss_bytes()),"
+        s += "\"backends\":["
+        for (i, b) in runtime.backends.all.enumerated() {
+            if i > 0 { s += "," }
+            s += "{\"url\":\(JSONText.quoted(b.url)),\"healthy\":\(b.isHealthy),\"models\":["
+            s += b.models.map { JSONText.quoted($0) }.joined(separator: ",")
+            s += "],\"idle_connections\":\(b.pool.idleCount)}"
+        }
+        s += "],\"healthy_backends\":\(runtime.backends.healthyCount)}"
+        return s
+    }
+
+    func prometheusText() -> String {
+        let m = runtime.metrics
+        var s = "# HELP engine_requests_total Requests received.\n# TYPE engine_requests_total counter\n"
+        s += "engine_requests_total \(m.requestsTotal)\n"
+        s += "# HELP engine_open_connections Open client connections.\n# TYPE engine_open_connections gauge\n"
+        s += "engine_open_connections \(m.openConnections)\n"
+        s += "# HELP engine_healthy_backends Backends whose last health check answered.\n# TYPE engine_healthy_backends gauge\n"
+        s += "engine_healthy_backends \(runtime.backends.healthyCount)\n"
+        return s
+    }
+}
+
+public let engineVersion = "0.1.0"

@@ -1,0 +1,23 @@
+// Metrics: this process's counters (one process per core; scrape each). Plain values mutated on
+// the loop only. Rendered as JSON (/metrics) and Prometheus text (/metrics/prometheus).
+
+public final class Metrics {
+    public let startedNanos: UInt64
+    public var requestsTotal = 0
+    /// Responses by status class: index 1..5 for 1xx..5xx.
+    public var responsesByClass = [Int](repeating: 0, count: 6)
+    public var requestsInFlight = 0
+    public var streamsStarted = 0
+    public var openConnections = 0
+    public var connectionsTotal = 0
+    public var upstreamRetries = 0
+    public var terminations: [String: Int] = [:]
+    public var clientErrors = 0
+
+    init(now: UInt64) { startedNanos = now }
+
+    func recordStatus(_ status: Int) {
+        let c = status / 100
+        if c >= 1 && c <= 5 { responsesByClass[c] += 1 }
+    }
+}

@@ -1,0 +1,293 @@
+// HTTPClientConnection: one nonblocking upstream connection (bufferevent + http-parser in
+// response mode), one exchange at a time, kept alive for reuse by HTTPClientPool.
+// Owns: the bufferevent (and fd), freed in close(); parks in loop.bury afterwards (style E.3).
+// The delegate is the request driver during an exchange and the pool while idle.
+import CEventShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public protocol HTTPClientConnectionDelegate: AnyObject {
+    func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders)
+    /// De-chunked body bytes, valid only during the call.
+    func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer)
+    func upstreamDidFinish(_ c: HTTPClientConnection)
+    func upstream(_ c: HTTPClientConnection, didFail failure: HTTPClientFailure)
+}
+
+/// A resolved upstream address.
+public struct Endpoint: Sendable, Equatable, Hashable {
+    public let host: String
+    public let port: Int
+    /// Path prefix from the instance URL ("" or "/something"), no trailing slash.
+    public let basePath: String
+    fileprivate let addr: [UInt8]
+
+    /// Resolves once (blocking getaddrinfo): call at start-up, never on the data path.
+    public init?(host: String, port: Int, basePath: String = "") {
+        self.host = host
+        self.port = port
+        self.basePath = basePath
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_family = AF_UNSPEC
+        var res: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &res) == 0, let r = res else { return nil }
+        defer { freeaddrinfo(res) }
+        // Prefer IPv4 for localhost-style names (vLLM binds 0.0.0.0 by default).
+        var pick = r
+        var cur: UnsafeMutablePointer<addrinfo>? = r
+        while let c = cur {
+            if c.pointee.ai_family == AF_INET { pick = c; break }
+            cur = c.pointee.ai_next
+        }
+        addr = Array(UnsafeRawBufferPointer(start: pick.pointee.ai_addr, count: Int(pick.pointee.ai_addrlen)))
+    }
+
+    public var hostHeader: String { port == 80 ? host : "\(host):\(port)" }
+}
+
+// STYLE-EXCEPTION: a process-wide constant pointer; written once here, read-only afterwards.
+nonisolated(unsafe) private let clientSettings: UnsafeMutablePointer<http_parser_settings> = {
+    let s = UnsafeMutablePointer<http_parser_settings>.allocate(capacity: 1)
+    s.initialize(to: http_parser_settings())
+    s.pointee.on_header_field = { p, at, len in HTTPClientConnection.from(p).onHeaderField(at!, len) }
+    s.pointee.on_header_value = { p, at, len in HTTPClientConnection.from(p).onHeaderValue(at!, len) }
+    s.pointee.on_headers_complete = { p in HTTPClientConnection.from(p).onHeadersComplete() }
+    s.pointee.on_body = { p, at, len in HTTPClientConnection.from(p).onBody(at!, len) }
+    s.pointee.on_message_complete = { p in HTTPClientConnection.from(p).onMessageComplete() }
+    return s
+}()
+
+public final class HTTPClientConnection {
+    public let loop: Loop
+    public let endpoint: Endpoint
+    public weak var delegate: HTTPClientConnectionDelegate?
+    private var bev: OpaquePointer?
+    // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).
+    private let parser = UnsafeMutablePointer<http_parser>.allocate(capacity: 1)
+
+    public private(set) var isConnected = false
+    public private(set) var isClosed = false
+    /// Exchanges completed on this connection (a reused connection may have been closed by the peer).
+    public private(set) var exchangesCompleted = 0
+    public private(set) var inExchange = false
+    private var gotHead = false
+    private var fields: [HTTPHeaders.Field] = []
+    private var curName: [UInt8] = []
+    private var curValue: [UInt8] = []
+    private var lastWasValue = false
+    private var messageDone = false
+    private var reusable = false
+
+    public init(loop: Loop, endpoint: Endpoint) {
+        self.loop = loop
+        self.endpoint = endpoint
+        http_parser_init(parser, HTTP_RESPONSE)
+        bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        let arg = Unmanaged.passUnretained(self).toOpaque()
+        bufferevent_setcb(bev, { _, arg in
+            Unmanaged<HTTPClientConnection>.fromOpaque(arg!).takeUnretainedValue().onReadable()
+        }, nil, { _, what, arg in
+            Unmanaged<HTTPClientConnection>.fromOpaque(arg!).takeUnretainedValue().onEvent(what)
+        }, arg)
+        bufferevent_setwatermark(bev, Int16(EV_READ), 0, 256 * 1024)
+        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        let rc = endpoint.addr.withUnsafeBytes { p in
+            bufferevent_socket_connect(bev, p.baseAddress!.assumingMemoryBound(to: sockaddr.self), Int32(p.count))
+        }
+        if rc != 0 { pendingConnectFailure = true }
+    }
+    /// A connect that failed synchronously is reported when the request is sent, through a
+    /// zero-delay timer, so the delegate never hears of it inside its own call to send().
+    private var pendingConnectFailure = false
+    private var failTimer: Timer?
+
+    deinit {
+        if let bev { bufferevent_free(bev) }
+        parser.deallocate()
+    }
+
+    fileprivate static func from(_ p: UnsafeMutablePointer<http_parser>?) -> HTTPClientConnection {
+        Unmanaged<HTTPClientConnection>.fromOpaque(p!.pointee.data).takeUnretainedValue()
+    }
+
+    /// Sends one request. The body is copied once into the socket buffer.
+    public func send(method: String, path: String, headers: HTTPHeaders, body: UnsafeRawBufferPointer?) {
+        guard let bev, !isClosed else { return }
+        precondition(!inExchange, "one exchange at a time")
+        inExchange = true
+        gotHead = false
+        messageDone = false
+        fields.removeAll(keepingCapacity: true)
+        http_parser_init(parser, HTTP_RESPONSE)
+        parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        let out = bufferevent_get_output(bev)!
+        var s = method + " " + endpoint.basePath + path + " HTTP/1.1\r\nhost: " + endpoint.hostHeader + "\r\n"
+        for f in headers.items { s += f.name; s += ": "; s += f.value; s += "\r\n" }
+        if let body { s += "content-length: \(body.count)\r\n" }
+        s += "\r\n"
+        evbufferAppend(out, s)
+        if let body, body.count > 0 { evbufferAppend(out, body) }
+        if pendingConnectFailure {
+            pendingConnectFailure = false
+            let t = Timer(loop: loop)
+            t.onFire = { [unowned self] in self.failTimer?.close(); self.fail(.connectFailed) }
+            t.schedule(after: .zero)
+            failTimer = t
+        }
+    }
+
+    /// Stops reading from the upstream (client backpressure).
+    public func pauseReading() { if let bev { bufferevent_disable(bev, Int16(EV_READ)) } }
+    public func resumeReading() { if let bev { bufferevent_enable(bev, Int16(EV_READ)) } }
+
+    private func onReadable() {
+        guard let bev else { return }
+        let input = bufferevent_get_input(bev)!
+        if !inExchange {
+            // Bytes on an idle connection: the peer misbehaves; drop the connection.
+            close()
+            delegate?.upstream(self, didFail: .malformed)
+            return
+        }
+        while !isClosed && inExchange && evbuffer_get_length(input) > 0 {
+            var iov = iovec()
+            guard evbuffer_peek(input, -1, nil, &iov, 1) > 0 else { break }
+            let n = http_parser_execute(parser, clientSettings, iov.iov_base.assumingMemoryBound(to: CChar.self), iov.iov_len)
+            if isClosed { return }
+            evbuffer_drain(input, n)
+            if messageDone { finishExchange(); return }
+            let err = ces_http_errno(parser)
+            if err != HPE_OK.rawValue || n < iov.iov_len {
+                fail(.malformed)
+                return
+            }
+        }
+    }
+
+    private func finishExchange() {
+        inExchange = false
+        exchangesCompleted += 1
+        if !reusable { close() }
+        delegate?.upstreamDidFinish(self)
+    }
+
+    private func onEvent(_ what: Int16) {
+        if what & Int16(BEV_EVENT_CONNECTED) != 0 {
+            isConnected = true
+            if let bev { _ = ces_set_nodelay(bufferevent_getfd(bev)) }
+            return
+        }
+        if inExchange && what & Int16(BEV_EVENT_EOF) != 0 && gotHead {
+            // Body delimited by close: tell the parser.
+            _ = http_parser_execute(parser, clientSettings, nil, 0)
+            if messageDone { reusable = false; finishExchange(); return }
+        }
+        fail(isConnected || exchangesCompleted > 0 ? .closed(receivedHead: gotHead) : .connectFailed)
+    }
+
+    private func fail(_ f: HTTPClientFailure) {
+        let wasIn = inExchange
+        inExchange = false
+        close()
+        if wasIn || true { delegate?.upstream(self, didFail: f) }
+    }
+
+    fileprivate func onHeaderField(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        if lastWasValue { flushField() }
+        curName.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        lastWasValue = false
+        return 0
+    }
+
+    fileprivate func onHeaderValue(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        curValue.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        lastWasValue = true
+        return 0
+    }
+
+    private func flushField() {
+        fields.append(.init(String(decoding: curName, as: UTF8.self), String(decoding: curValue, as: UTF8.self)))
+        curName.removeAll(keepingCapacity: true)
+        curValue.removeAll(keepingCapacity: true)
+    }
+
+    fileprivate func onHeadersComplete() -> Int32 {
+        if lastWasValue || !curName.isEmpty { flushField() }
+        lastWasValue = false
+        gotHead = true
+        let status = Int(ces_http_status(parser))
+        let h = HTTPHeaders(fields)
+        fields = []
+        delegate?.upstream(self, didReceiveHead: status, headers: h)
+        return isClosed ? -1 : 0
+    }
+
+    fileprivate func onBody(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        delegate?.upstream(self, didReceiveBody: UnsafeRawBufferPointer(start: at, count: len))
+        return isClosed ? -1 : 0
+    }
+
+    fileprivate func onMessageComplete() -> Int32 {
+        reusable = http_should_keep_alive(parser) != 0
+        messageDone = true
+        http_parser_pause(parser, 1)
+        return 0
+    }
+
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        inExchange = false
+        if let bev { bufferevent_free(bev) }
+        bev = nil
+        loop.bury(self)
+    }
+}
+
+/// Idle keep-alive connections to one endpoint. Not a pipeline stage: pure plumbing.
+public final class HTTPClientPool: HTTPClientConnectionDelegate {
+    public let loop: Loop
+    public let endpoint: Endpoint
+    public var maxIdle: Int
+    private var idle: [HTTPClientConnection] = []
+    public private(set) var opened = 0
+
+    public init(loop: Loop, endpoint: Endpoint, maxIdle: Int = 256) {
+        self.loop = loop
+        self.endpoint = endpoint
+        self.maxIdle = maxIdle
+    }
+
+    public var idleCount: Int { idle.count }
+
+    /// An idle connection if any, else a new one (connecting).
+    public func acquire() -> HTTPClientConnection {
+        while let c = idle.popLast() {
+            if !c.isClosed { c.delegate = nil; return c }
+        }
+        opened += 1
+        return HTTPClientConnection(loop: loop, endpoint: endpoint)
+    }
+
+    /// Returns a connection whose exchange finished cleanly.
+    public func release(_ c: HTTPClientConnection) {
+        guard !c.isClosed, !c.inExchange, idle.count < maxIdle else { c.close(); return }
+        c.delegate = self
+        idle.append(c)
+    }
+
+    public func closeAll() {
+        for c in idle { c.close() }
+        idle.removeAll()
+    }
+
+    public func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {}
+    public func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {}
+    public func upstreamDidFinish(_ c: HTTPClientConnection) {}
+    public func upstream(_ c: HTTPClientConnection, didFail failure: HTTPClientFailure) {
+        idle.removeAll { $0 === c }
+    }
+}

@@ -1,0 +1,372 @@
+// HTTPServerConnection: one accepted client socket, HTTP/1.1 parsed by Debian's http-parser over
+// a bufferevent. Keep-alive, chunked request bodies and pipelining (one request at a time: the
+// parser pauses after each message until its response is complete).
+// Owns: the bufferevent (and so the fd) and one Timer; both freed in close(), after which the
+// object parks in loop.bury (style E.3). The delegate is the request driver; it is told about
+// complete requests, failures, drained output and the peer's close.
+import CEventShim
+
+public protocol HTTPServerConnectionDelegate: AnyObject {
+    /// A complete request (head and whole body). The delegate must answer it, in order.
+    func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8])
+    /// The connection could not produce a request; the delegate writes an error response
+    /// (the connection closes after it is flushed).
+    func connection(_ c: HTTPServerConnection, didFail failure: HTTPServerFailure)
+    /// Output fell to the low-water mark after being above it.
+    func connectionDidDrain(_ c: HTTPServerConnection)
+    /// The peer went away (or the connection was closed); no more calls follow.
+    func connectionDidClose(_ c: HTTPServerConnection)
+}
+
+// http_parser wants one settings struct with C function pointers; it is immutable after setup.
+// STYLE-EXCEPTION: a process-wide constant pointer; written once here, read-only afterwards.
+nonisolated(unsafe) private let serverSettings: UnsafeMutablePointer<http_parser_settings> = {
+    let s = UnsafeMutablePointer<http_parser_settings>.allocate(capacity: 1)
+    s.initialize(to: http_parser_settings())
+    s.pointee.on_message_begin = { p in HTTPServerConnection.from(p).onMessageBegin() }
+    s.pointee.on_url = { p, at, len in HTTPServerConnection.from(p).onURL(at!, len) }
+    s.pointee.on_header_field = { p, at, len in HTTPServerConnection.from(p).onHeaderField(at!, len) }
+    s.pointee.on_header_value = { p, at, len in HTTPServerConnection.from(p).onHeaderValue(at!, len) }
+    s.pointee.on_headers_complete = { p in HTTPServerConnection.from(p).onHeadersComplete() }
+    s.pointee.on_body = { p, at, len in HTTPServerConnection.from(p).onBody(at!, len) }
+    s.pointee.on_message_complete = { p in HTTPServerConnection.from(p).onMessageComplete() }
+    return s
+}()
+
+public final class HTTPServerConnection {
+    public let loop: Loop
+    public weak var delegate: HTTPServerConnectionDelegate?
+    /// The request driver attached to this connection (kept alive by the connection).
+    public var context: AnyObject?
+    public let id: UInt64
+    public let limits: HTTPServerLimits
+
+    private var bev: OpaquePointer?
+    // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).
+    private let parser = UnsafeMutablePointer<http_parser>.allocate(capacity: 1)
+    private let timer: Timer
+
+    // Request under construction.
+    private var url: [UInt8] = []
+    private var fields: [HTTPHeaders.Field] = []
+    private var curName: [UInt8] = []
+    private var curValue: [UInt8] = []
+    private var lastWasValue = false
+    private var headerBytes = 0
+    private var body: [UInt8] = []
+    private var parseFailure: HTTPServerFailure?
+    private var completed: HTTPRequestHead?
+    private var messageInProgress = false
+
+    /// A request was handed to the delegate and its response is not complete yet.
+    public private(set) var isAwaitingResponse = false
+    private var responseIsChunked = false
+    private var keepAliveAfterResponse = true
+    private var closeWhenFlushed = false
+    private var wantsDrainNotice = false
+    public private(set) var isClosed = false
+    /// Output above this asks the driver to pause its producer (see `isWriteBlocked`).
+    public var writeHighWater = 256 * 1024
+    private let writeLowWater = 64 * 1024
+
+    public init(loop: Loop, fd: Int32, id: UInt64, limits: HTTPServerLimits) {
+        self.loop = loop
+        self.id = id
+        self.limits = limits
+        self.timer = Timer(loop: loop)
+        _ = ces_set_nodelay(fd)
+        bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        http_parser_init(parser, HTTP_REQUEST)
+        parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        let arg = Unmanaged.passUnretained(self).toOpaque()
+        bufferevent_setcb(bev, { _, arg in
+            Unmanaged<HTTPServerConnection>.fromOpaque(arg!).takeUnretainedValue().onReadable()
+        }, { _, arg in
+            Unmanaged<HTTPServerConnection>.fromOpaque(arg!).takeUnretainedValue().onWritable()
+        }, { _, what, arg in
+            Unmanaged<HTTPServerConnection>.fromOpaque(arg!).takeUnretainedValue().onEvent(what)
+        }, arg)
+        // Bound what a pipelining client can make us buffer.
+        bufferevent_setwatermark(bev, Int16(EV_READ), 0, max(limits.maxBodyBytes + limits.maxHeaderBytes, 64 * 1024))
+        bufferevent_setwatermark(bev, Int16(EV_WRITE), writeLowWater, 0)
+        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        timer.onFire = { [unowned self] in self.onTimer() }
+        timer.schedule(after: limits.idleTimeout)
+        selfRef = self
+    }
+    /// An open connection keeps itself alive; close() drops this (after parking in the graveyard).
+    private var selfRef: HTTPServerConnection?
+
+    deinit {
+        if let bev { bufferevent_free(bev) }
+        parser.deallocate()
+    }
+
+    fileprivate static func from(_ p: UnsafeMutablePointer<http_parser>?) -> HTTPServerConnection {
+        Unmanaged<HTTPServerConnection>.fromOpaque(p!.pointee.data).takeUnretainedValue()
+    }
+
+    // MARK: reading
+
+    private func onReadable() {
+        guard let bev, !isClosed else { return }
+        let input = bufferevent_get_input(bev)!
+        while !isClosed && !isAwaitingResponse && !closeWhenFlushed && evbuffer_get_length(input) > 0 {
+            var iov = iovec()
+            guard evbuffer_peek(input, -1, nil, &iov, 1) > 0 else { break }
+            let n = http_parser_execute(parser, serverSettings, iov.iov_base.assumingMemoryBound(to: CChar.self), iov.iov_len)
+            if isClosed { return }
+            evbuffer_drain(input, n)
+            let err = ces_http_errno(parser)
+            if let head = completed {
+                completed = nil
+                http_parser_pause(parser, 0)
+                dispatch(head)
+                continue
+            }
+            if err != HPE_OK.rawValue || parseFailure != nil {
+                let failure = parseFailure ?? (err == HPE_HEADER_OVERFLOW.rawValue
+                    ? .headersTooLarge : .malformed(String(cString: http_errno_description(http_errno(rawValue: err)))))
+                fail(failure)
+                return
+            }
+            if n < iov.iov_len { fail(.malformed("parser stopped")); return }
+        }
+    }
+
+    private func dispatch(_ head: HTTPRequestHead) {
+        isAwaitingResponse = true
+        keepAliveAfterResponse = head.keepAlive
+        timer.cancel()
+        let b = body
+        body = []
+        delegate?.connection(self, didReceive: head, body: b)
+    }
+
+    private func fail(_ failure: HTTPServerFailure) {
+        // Whatever the delegate answers is the last response on this connection.
+        isAwaitingResponse = true
+        keepAliveAfterResponse = false
+        timer.cancel()
+        if let bev { bufferevent_disable(bev, Int16(EV_READ)) }
+        delegate?.connection(self, didFail: failure)
+        if !isClosed && isAwaitingResponse {
+            // The delegate did not answer: close.
+            close()
+        }
+    }
+
+    fileprivate func onMessageBegin() -> Int32 {
+        messageInProgress = true
+        url.removeAll(keepingCapacity: true)
+        fields.removeAll(keepingCapacity: true)
+        curName.removeAll(keepingCapacity: true)
+        curValue.removeAll(keepingCapacity: true)
+        lastWasValue = false
+        headerBytes = 0
+        body.removeAll(keepingCapacity: false)
+        timer.schedule(after: limits.readTimeout)
+        return 0
+    }
+
+    private func countHeader(_ len: Int) -> Bool {
+        headerBytes += len
+        if headerBytes > limits.maxHeaderBytes { parseFailure = .headersTooLarge; return false }
+        return true
+    }
+
+    fileprivate func onURL(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        guard countHeader(len) else { return 1 }
+        url.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        return 0
+    }
+
+    fileprivate func onHeaderField(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        guard countHeader(len) else { return 1 }
+        if lastWasValue { flushField() }
+        curName.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        lastWasValue = false
+        return 0
+    }
+
+    fileprivate func onHeaderValue(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        guard countHeader(len) else { return 1 }
+        curValue.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        lastWasValue = true
+        return 0
+    }
+
+    private func flushField() {
+        fields.append(.init(String(decoding: curName, as: UTF8.self), String(decoding: curValue, as: UTF8.self)))
+        curName.removeAll(keepingCapacity: true)
+        curValue.removeAll(keepingCapacity: true)
+    }
+
+    fileprivate func onHeadersComplete() -> Int32 {
+        if lastWasValue || !curName.isEmpty { flushField() }
+        let cl = parser.pointee.content_length
+        if cl != UInt64.max && cl > UInt64(limits.maxBodyBytes) {
+            parseFailure = .bodyTooLarge
+            return -1
+        }
+        if cl != UInt64.max && cl > 0 { body.reserveCapacity(Int(cl)) }
+        return 0
+    }
+
+    fileprivate func onBody(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        if body.count + len > limits.maxBodyBytes { parseFailure = .bodyTooLarge; return 1 }
+        body.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        return 0
+    }
+
+    fileprivate func onMessageComplete() -> Int32 {
+        messageInProgress = false
+        let head = HTTPRequestHead(
+            method: httpMethodName(ces_http_method(parser)),
+            target: String(decoding: url, as: UTF8.self),
+            headers: HTTPHeaders(fields),
+            keepAlive: http_should_keep_alive(parser) != 0)
+        completed = head
+        http_parser_pause(parser, 1)
+        return 0
+    }
+
+    // MARK: writing
+
+    public var pendingOutputBytes: Int {
+        guard let bev else { return 0 }
+        return evbuffer_get_length(bufferevent_get_output(bev))
+    }
+
+    /// True when the driver should stop producing until `connectionDidDrain`.
+    public var isWriteBlocked: Bool {
+        let blocked = pendingOutputBytes >= writeHighWater
+        if blocked { wantsDrainNotice = true }
+        return blocked
+    }
+
+    private func writeHeadBytes(status: Int, headers: HTTPHeaders, framing: String) {
+        guard let bev else { return }
+        let out = bufferevent_get_output(bev)!
+        var s = "HTTP/1.1 \(status) \(reasonPhrase(status))\r\n"
+        for f in headers.items { s += f.name; s += ": "; s += f.value; s += "\r\n" }
+        s += framing
+        if !keepAliveAfterResponse { s += "connection: close\r\n" }
+        s += "\r\n"
+        evbufferAppend(out, s)
+    }
+
+    /// A whole response with a Content-Length body.
+    public func writeResponse(status: Int, headers: HTTPHeaders, body: UnsafeRawBufferPointer) {
+        guard !isClosed, let bev else { return }
+        writeHeadBytes(status: status, headers: headers, framing: "content-length: \(body.count)\r\n")
+        if body.count > 0 { evbufferAppend(bufferevent_get_output(bev)!, body) }
+        responseComplete()
+    }
+
+    public func writeResponse(status: Int, headers: HTTPHeaders, body: [UInt8]) {
+        body.withUnsafeBytes { writeResponse(status: status, headers: headers, body: $0) }
+    }
+
+    /// Starts a chunked response (SSE).
+    public func writeChunkedHead(status: Int, headers: HTTPHeaders) {
+        guard !isClosed else { return }
+        responseIsChunked = true
+        writeHeadBytes(status: status, headers: headers, framing: "transfer-encoding: chunked\r\n")
+    }
+
+    /// One chunk of a chunked response; copies `bytes` once into the socket's output buffer.
+    public func writeChunk(_ bytes: UnsafeRawBufferPointer) {
+        guard !isClosed, let bev, bytes.count > 0 else { return }
+        let out = bufferevent_get_output(bev)!
+        evbufferAppend(out, String(bytes.count, radix: 16) + "\r\n")
+        _ = evbuffer_add(out, bytes.baseAddress, bytes.count)
+        _ = evbuffer_add(out, crlf, 2)
+    }
+
+    /// One chunk moved from `buffer` (emptied, no copy).
+    public func writeChunk(buffer: OpaquePointer) {
+        guard !isClosed, let bev else { return }
+        let n = evbuffer_get_length(buffer)
+        guard n > 0 else { return }
+        let out = bufferevent_get_output(bev)!
+        evbufferAppend(out, String(n, radix: 16) + "\r\n")
+        _ = evbuffer_add_buffer(out, buffer)
+        _ = evbuffer_add(out, crlf, 2)
+    }
+
+    /// Ends a chunked response. `close` forces the connection closed after the flush.
+    public func endChunked(close: Bool = false) {
+        guard !isClosed, let bev else { return }
+        _ = evbuffer_add(bufferevent_get_output(bev)!, lastChunk, 5)
+        responseIsChunked = false
+        if close { keepAliveAfterResponse = false }
+        responseComplete()
+    }
+
+    private func responseComplete() {
+        isAwaitingResponse = false
+        if !keepAliveAfterResponse {
+            closeWhenFlushed = true
+            if let bev {
+                bufferevent_disable(bev, Int16(EV_READ))
+                bufferevent_setwatermark(bev, Int16(EV_WRITE), 0, 0)
+            }
+            if pendingOutputBytes == 0 { close() }
+            return
+        }
+        timer.schedule(after: limits.idleTimeout)
+        // Pipelined bytes already buffered: parse them now (the loop in onReadable continues
+        // if we are inside it; otherwise schedule nothing and parse directly).
+        if let bev, evbuffer_get_length(bufferevent_get_input(bev)) > 0, !inDispatchFromRead {
+            inDispatchFromRead = true
+            onReadable()
+            inDispatchFromRead = false
+        }
+    }
+    private var inDispatchFromRead = false
+
+    private func onWritable() {
+        if closeWhenFlushed {
+            if pendingOutputBytes == 0 { close() }
+            return
+        }
+        if wantsDrainNotice {
+            wantsDrainNotice = false
+            delegate?.connectionDidDrain(self)
+        }
+    }
+
+    private func onEvent(_ what: Int16) {
+        // EOF, error or timeout: the peer is gone (a half-closed client is treated as gone, so its
+        // upstream request is aborted).
+        close()
+    }
+
+    private func onTimer() {
+        if messageInProgress && !isAwaitingResponse {
+            fail(.readTimeout)
+        } else if !isAwaitingResponse {
+            close()
+        }
+    }
+
+    /// Closes now; the delegate hears `connectionDidClose` once.
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        timer.close()
+        if let bev { bufferevent_free(bev) }
+        bev = nil
+        let d = delegate
+        delegate = nil
+        loop.bury(self)
+        selfRef = nil
+        d?.connectionDidClose(self)
+        context = nil
+    }
+}
+
+// STYLE-EXCEPTION: immutable byte constants shared by every connection.
+nonisolated(unsafe) private let crlf: UnsafeRawPointer = UnsafeRawPointer(("\r\n" as StaticString).utf8Start)
+nonisolated(unsafe) private let lastChunk: UnsafeRawPointer = UnsafeRawPointer(("0\r\n\r\n" as StaticString).utf8Start)

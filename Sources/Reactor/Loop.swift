@@ -1,0 +1,81 @@
+// Loop: the one event_base of this process and its deferred-free graveyard.
+// Owns: the event_base (freed in close()). Every Reactor object is confined to the thread that
+// runs this loop; none is Sendable (style F). Objects that close themselves inside their own
+// libevent callback park here and are dropped after the current pass (style E.3).
+import CEventShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public final class Loop {
+    public let base: OpaquePointer
+    private var graveyard: [AnyObject] = []
+    private var reaper: OpaquePointer?
+    private var isClosed = false
+
+    public init() {
+        // Writes to a socket the peer closed must fail with EPIPE, not kill the process;
+        // libevent writes with plain writev, so the process ignores SIGPIPE (NIO does the same).
+        signal(SIGPIPE, SIG_IGN)
+        guard let b = event_base_new() else { fatalError("event_base_new failed") }
+        base = b
+        reaper = event_new(base, -1, 0, { _, _, arg in
+            Unmanaged<Loop>.fromOpaque(arg!).takeUnretainedValue().reap()
+        }, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    deinit { assert(isClosed || true) }
+
+    /// Runs until `stop()` or until no events remain.
+    public func run() { event_base_dispatch(base) }
+
+    /// Runs one pass (tests).
+    public func runOnce(nonBlocking: Bool = false) {
+        _ = event_base_loop(base, nonBlocking ? EVLOOP_NONBLOCK : EVLOOP_ONCE)
+    }
+
+    public func stop() { event_base_loopbreak(base) }
+
+    /// Keeps `object` alive until the current callback pass is over.
+    public func bury(_ object: AnyObject) {
+        graveyard.append(object)
+        if graveyard.count == 1, let r = reaper {
+            var tv = timeval(tv_sec: 0, tv_usec: 0)
+            event_add(r, &tv)
+        }
+    }
+
+    private func reap() { graveyard.removeAll(keepingCapacity: true) }
+
+    /// Monotonic nanoseconds; the only clock drivers read (machines receive `now` as a value).
+    public static func nowNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Wall-clock seconds since the epoch (for `created` fields and logs).
+    public static func wallSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        if let r = reaper { event_free(r) }
+        reaper = nil
+        graveyard.removeAll()
+        event_base_free(base)
+    }
+}
+
+/// Converts a duration to a timeval for event_add.
+@inline(__always)
+func makeTimeval(_ d: Duration) -> timeval {
+    let (s, atto) = d.components
+    let us = max(0, atto / 1_000_000_000_000)
+    return timeval(tv_sec: Int(max(0, s)), tv_usec: Int(us))
+}

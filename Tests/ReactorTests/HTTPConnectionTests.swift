@@ -1,0 +1,232 @@
+// Reactor tests: real libevent, no network — a socketpair carries bytes between a test "peer"
+// and an HTTPServerConnection / HTTPClientConnection; timers run on the real loop.
+import CEventShim
+import Testing
+@testable import Reactor
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private final class Recorder: HTTPServerConnectionDelegate {
+    var requests: [(HTTPRequestHead, [UInt8])] = []
+    var failures: [HTTPServerFailure] = []
+    var closed = 0
+    var autoRespond = true
+
+    func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8]) {
+        requests.append((head, body))
+        if autoRespond {
+            c.writeResponse(status: 200, headers: HTTPHeaders([.init("content-type", "text/plain")]), body: Array("ok\(requests.count)".utf8))
+        }
+    }
+    func connection(_ c: HTTPServerConnection, didFail failure: HTTPServerFailure) {
+        failures.append(failure)
+        c.writeResponse(status: 400, headers: HTTPHeaders(), body: Array("bad".utf8))
+    }
+    func connectionDidDrain(_ c: HTTPServerConnection) {}
+    func connectionDidClose(_ c: HTTPServerConnection) { closed += 1 }
+}
+
+private func socketPair() -> (Int32, Int32) {
+    var fds: [Int32] = [0, 0]
+    let rc = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds)
+    precondition(rc == 0)
+    _ = evutil_make_socket_nonblocking(fds[0])
+    return (fds[0], fds[1])
+}
+
+private func writeAll(_ fd: Int32, _ s: String) {
+    var s = s
+    s.withUTF8 { p in _ = write(fd, p.baseAddress, p.count) }
+}
+
+private func readAvailable(_ fd: Int32) -> String {
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    let flags = fcntl(fd, F_GETFL)
+    _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+    while true {
+        let n = read(fd, &buf, buf.count)
+        if n <= 0 { break }
+        out += buf[0..<n]
+    }
+    _ = fcntl(fd, F_SETFL, flags)
+    return String(decoding: out, as: UTF8.self)
+}
+
+private func offset(of needle: String, in hay: String) -> Int {
+    let h = Array(hay.utf8), n = Array(needle.utf8)
+    guard h.count >= n.count else { return -1 }
+    for i in 0...(h.count - n.count) where Array(h[i..<(i + n.count)]) == n { return i }
+    return -1
+}
+
+private func spin(_ loop: Loop, _ passes: Int = 20) {
+    for _ in 0..<passes { loop.runOnce(nonBlocking: true) }
+}
+
+@Suite struct HTTPServerConnectionTests {
+    @Test func parsesRequestWithBodyAndKeepsAlive() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        spin(loop)
+        #expect(rec.requests.count == 1)
+        #expect(rec.requests.first?.0.method == "POST")
+        #expect(rec.requests.first?.0.target == "/v1/completions")
+        #expect(rec.requests.first?.0.headers["host"] == "x")
+        #expect(rec.requests.first.map { String(decoding: $0.1, as: UTF8.self) } == "hello")
+        let resp = readAvailable(peer)
+        #expect(resp.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(resp.contains("content-length: 3\r\n"))
+        #expect(resp.hasSuffix("\r\n\r\nok1"))
+        #expect(!c.isClosed)
+        close(peer)
+        spin(loop)
+        #expect(rec.closed == 1)
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n")
+        spin(loop)
+        #expect(rec.requests.map { $0.0.target } == ["/a", "/b", "/c"])
+        let resp = readAvailable(peer)
+        let r1 = offset(of: "ok1", in: resp), r2 = offset(of: "ok2", in: resp), r3 = offset(of: "ok3", in: resp)
+        #expect(r1 >= 0 && r1 < r2 && r2 < r3)
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func waitsForResponseBeforeParsingTheNextPipelinedRequest() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        rec.autoRespond = false
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+        spin(loop)
+        #expect(rec.requests.count == 1)
+        c.writeResponse(status: 200, headers: HTTPHeaders(), body: [])
+        spin(loop)
+        #expect(rec.requests.count == 2)
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func chunkedRequestBodyIsReassembled() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        spin(loop)
+        #expect(rec.requests.first.map { String(decoding: $0.1, as: UTF8.self) } == "abcde")
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func oversizedBodyIsRefusedBeforeItIsRead() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits(maxBodyBytes: 10))
+        c.delegate = rec
+        writeAll(peer, "POST /x HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+        spin(loop)
+        #expect(rec.failures == [.bodyTooLarge])
+        #expect(readAvailable(peer).hasPrefix("HTTP/1.1 400"))
+        spin(loop)
+        #expect(c.isClosed)
+        close(peer)
+    }
+
+    @Test func oversizedChunkedBodyIsRefused() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits(maxBodyBytes: 4))
+        c.delegate = rec
+        writeAll(peer, "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")
+        spin(loop)
+        #expect(rec.failures == [.bodyTooLarge])
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func oversizedHeadersAreRefused() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits(maxHeaderBytes: 64))
+        c.delegate = rec
+        writeAll(peer, "GET /x HTTP/1.1\r\nX-Long: " + String(repeating: "a", count: 200) + "\r\n\r\n")
+        spin(loop)
+        #expect(rec.failures == [.headersTooLarge])
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func garbageIsMalformed() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "\u{01}\u{02}garbage garbage\r\n\r\n")
+        spin(loop)
+        #expect(rec.failures.count == 1)
+        if case .malformed = rec.failures.first { } else { Issue.record("expected malformed, got \(rec.failures)") }
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func slowRequestTimesOut() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits(readTimeout: .milliseconds(50)))
+        c.delegate = rec
+        writeAll(peer, "POST /x HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        spin(loop)
+        let deadline = Loop.nowNanos() + 2_000_000_000
+        while rec.failures.isEmpty && Loop.nowNanos() < deadline { loop.runOnce() }
+        #expect(rec.failures == [.readTimeout])
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func chunkedResponseFraming() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        rec.autoRespond = false
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "GET /s HTTP/1.1\r\n\r\n")
+        spin(loop)
+        c.writeChunkedHead(status: 200, headers: HTTPHeaders([.init("content-type", "text/event-stream")]))
+        Array("data: 1\n\n".utf8).withUnsafeBytes { c.writeChunk($0) }
+        c.endChunked()
+        spin(loop)
+        let resp = readAvailable(peer)
+        #expect(resp.contains("transfer-encoding: chunked\r\n"))
+        #expect(resp.hasSuffix("\r\n\r\n9\r\ndata: 1\n\n\r\n0\r\n\r\n"))
+        close(peer)
+        spin(loop)
+    }
+}
