@@ -1,0 +1,266 @@
+// AdmissionMachine: load shedding in front of the pool (issue 4), a pure value (standard library
+// only). Owns per-backend loads (from VLLMMetricsParser, fed by the poller) and one bounded FIFO
+// queue per pool (pool = model name). The request driver asks it on arrival; the poller feeds
+// `loadsUpdated`; a per-loop timer feeds `tick`. Fixes original bugs 9 (QUEUE meant ACCEPT) and 14
+// (an unreadable backend read as 0 % used). Times are monotonic nanoseconds (`Loop.nowNanos()`).
+
+/// Identifies one admission request (the driver maps it to its session).
+public struct RequestToken: Hashable, Sendable, CustomStringConvertible {
+    public let raw: UInt64
+    public init(_ raw: UInt64) { self.raw = raw }
+    public var description: String { "r\(raw)" }
+}
+
+/// What a backend's last reading says about new work.
+public enum AdmissionDecision: Equatable, Sendable {
+    /// kvUsage < soft: send now.
+    case accept
+    /// soft ≤ kvUsage < hard: hold new work until it drops.
+    case queue
+    /// kvUsage ≥ hard: refuse new work.
+    case reject
+    /// No reading: never polled, poll failed, or no KV gauge on the page. Treated as eligible (a
+    /// backend we cannot read must not block traffic) but NOT as 0 % used: it ranks after every
+    /// known-accepting backend, and releases at most one queued request per update.
+    case unknown
+}
+
+public struct AdmissionMachine: Sendable {
+    public struct Policy: Equatable, Sendable {
+        /// Fractions 0...1; the config validates 0 < soft < hard ≤ 1.
+        public var softLimit: Double
+        public var hardLimit: Double
+        /// Queued requests per pool; 0 disables queueing (QUEUE then rejects).
+        public var maxQueue: Int
+        /// A queued request is rejected once it has waited this long.
+        public var maxWait: Duration
+        /// How often a queued request is told to keep its client alive.
+        public var keepAliveInterval: Duration
+        /// Upper bound of requests released to one backend by one `loadsUpdated`.
+        public var maxReleasePerUpdate: Int
+
+        public init(softLimit: Double = 0.70, hardLimit: Double = 0.90, maxQueue: Int = 256,
+                    maxWait: Duration = .seconds(30), keepAliveInterval: Duration = .seconds(5),
+                    maxReleasePerUpdate: Int = 8) {
+            self.softLimit = softLimit
+            self.hardLimit = hardLimit
+            self.maxQueue = maxQueue
+            self.maxWait = maxWait
+            self.keepAliveInterval = keepAliveInterval
+            self.maxReleasePerUpdate = max(1, maxReleasePerUpdate)
+        }
+    }
+
+    /// Actions carry the token they concern: one event can touch several requests (an update
+    /// releases many, a tick expires many), so every event returns `[Action]` in the order to
+    /// perform them (FIFO by arrival). Empty arrays do not allocate, and the common arrival path
+    /// returns one element.
+    public enum Action: Equatable, Sendable {
+        /// Send this request to this backend now (a newcomer, or a queued request being released).
+        case admit(RequestToken, BackendID)
+        /// The request now waits in its pool's queue; nothing to send yet.
+        case enqueued(RequestToken)
+        /// Answer 429 with `Retry-After: retryAfterSeconds`; the request is no longer tracked here.
+        case reject(RequestToken, retryAfterSeconds: Int)
+        /// The request is still queued: write `: queued` to a streaming client so proxies and the
+        /// client keep the connection (non-streaming clients: nothing to do).
+        case keepAlive(RequestToken)
+    }
+
+    /// A queued request.
+    struct Waiter: Equatable, Sendable {
+        var token: RequestToken
+        /// Arrival order across all pools (FIFO when one backend serves several pools).
+        var seq: UInt64
+        var candidates: [BackendID]
+        var enqueuedAt: UInt64
+        var lastKeepAlive: UInt64
+    }
+
+    public let policy: Policy
+    /// Last reading per backend; absent = unknown (never read, or the last read failed).
+    private(set) var loads: [BackendID: BackendLoad] = [:]
+    private(set) var queues: [String: [Waiter]] = [:]
+    private var poolOf: [RequestToken: String] = [:]
+    /// Instants of recent releases per pool (at most `drainSamples`, none older than `drainWindow`).
+    private var releases: [String: [UInt64]] = [:]
+    private var nextSeq: UInt64 = 0
+
+    static let drainSamples = 64
+    static let drainWindow: UInt64 = 60_000_000_000
+
+    public init(policy: Policy) { self.policy = policy }
+
+    // MARK: - Queries
+
+    public func decision(for backend: BackendID) -> AdmissionDecision {
+        guard let u = loads[backend]?.kvUsage, !u.isNaN else { return .unknown }
+        if u >= policy.hardLimit { return .reject }
+        if u >= policy.softLimit { return .queue }
+        return .accept
+    }
+
+    public func queuedCount(pool: String) -> Int { queues[pool]?.count ?? 0 }
+    public var queuedTotal: Int { poolOf.count }
+    public func isQueued(_ token: RequestToken) -> Bool { poolOf[token] != nil }
+
+    // MARK: - Events
+
+    /// A request for `pool` that may go to any of `candidates`, in the caller's preference order
+    /// (e.g. the selector's pick first). Picks the first ACCEPT, else the first UNKNOWN. If the
+    /// pool already has waiters, the oldest one that can use that backend goes instead and the
+    /// newcomer takes a place at the tail (no overtaking; the queue drains at the arrival rate).
+    /// Else, if some candidate says QUEUE, waits (or is rejected when the queue is full). All
+    /// REJECT, or no candidates, → reject (the driver answers 503 itself before asking when the
+    /// pool has no usable backend at all). A token must be new (reusing a live one is our bug: trap).
+    public mutating func requestArrived(_ token: RequestToken, pool: String, candidates: [BackendID], now: UInt64) -> [Action] {
+        precondition(poolOf[token] == nil, "\(token) arrived twice")
+        var firstAccept: BackendID?
+        var firstUnknown: BackendID?
+        var anyQueue = false
+        for c in candidates {
+            switch decision(for: c) {
+            case .accept: if firstAccept == nil { firstAccept = c }
+            case .unknown: if firstUnknown == nil { firstUnknown = c }
+            case .queue: anyQueue = true
+            case .reject: break
+            }
+        }
+        if let target = firstAccept ?? firstUnknown {
+            if let i = queues[pool]?.firstIndex(where: { $0.candidates.contains(target) }) {
+                let w = queues[pool]!.remove(at: i)
+                poolOf[w.token] = nil
+                noteRelease(pool: pool, now: now)
+                enqueue(token, pool: pool, candidates: candidates, now: now)
+                return [.admit(w.token, target), .enqueued(token)]
+            }
+            return [.admit(token, target)]
+        }
+        if anyQueue && queuedCount(pool: pool) < policy.maxQueue {
+            enqueue(token, pool: pool, candidates: candidates, now: now)
+            return [.enqueued(token)]
+        }
+        return [.reject(token, retryAfterSeconds: retryAfter(pool: pool, now: now))]
+    }
+
+    /// A new reading for `backend` (nil: the poll failed or the page had no KV gauge). An ACCEPT
+    /// reading releases queued requests that list this backend, oldest first across pools, as many
+    /// as the headroom allows: with R running and usage u, one request costs ≈ u/R, so
+    /// ⌊(soft − u)/(u/R)⌋ fit, clamped to 1...maxReleasePerUpdate (the maximum when u = 0, 1 when R
+    /// is unknown). An UNKNOWN reading releases exactly one. QUEUE and REJECT release none.
+    public mutating func loadsUpdated(_ backend: BackendID, _ load: BackendLoad?, now: UInt64) -> [Action] {
+        loads[backend] = load
+        let room: Int
+        switch decision(for: backend) {
+        case .accept: room = headroom(load!)
+        case .unknown: room = 1
+        case .queue, .reject: return []
+        }
+        var actions: [Action] = []
+        for _ in 0..<room {
+            guard let (pool, i) = oldestWaiter(for: backend) else { break }
+            let w = queues[pool]!.remove(at: i)
+            poolOf[w.token] = nil
+            noteRelease(pool: pool, now: now)
+            actions.append(.admit(w.token, backend))
+        }
+        return actions
+    }
+
+    /// Expires requests that waited `maxWait` (reject with Retry-After), and asks for a keepalive
+    /// for each request whose last one (or arrival) is `keepAliveInterval` ago. FIFO order.
+    public mutating func tick(now: UInt64) -> [Action] {
+        let maxWait = Self.nanos(policy.maxWait)
+        let keepAlive = Self.nanos(policy.keepAliveInterval)
+        var out: [(seq: UInt64, action: Action)] = []
+        for pool in Array(queues.keys) {
+            var kept: [Waiter] = []
+            var expired: [Waiter] = []
+            for w in queues[pool]! {
+                if Self.age(w.enqueuedAt, now) >= maxWait { expired.append(w) } else { kept.append(w) }
+            }
+            for w in expired {
+                poolOf[w.token] = nil
+                // Retry-After as if it re-joined the queue that is left.
+                out.append((w.seq, .reject(w.token, retryAfterSeconds: retryAfter(pool: pool, queued: kept.count, now: now))))
+            }
+            for i in kept.indices where Self.age(kept[i].lastKeepAlive, now) >= keepAlive {
+                kept[i].lastKeepAlive = now
+                out.append((kept[i].seq, .keepAlive(kept[i].token)))
+            }
+            queues[pool] = kept.isEmpty ? nil : kept
+        }
+        out.sort { $0.seq < $1.seq }
+        return out.map(\.action)
+    }
+
+    /// The client went away: forget the request. Returns whether it was queued (an admitted
+    /// request is no longer tracked here, so leaving then is a no-op).
+    @discardableResult
+    public mutating func requestLeft(_ token: RequestToken) -> Bool {
+        guard let pool = poolOf.removeValue(forKey: token) else { return false }
+        queues[pool]?.removeAll { $0.token == token }
+        return true
+    }
+
+    // MARK: - Internals
+
+    private mutating func enqueue(_ token: RequestToken, pool: String, candidates: [BackendID], now: UInt64) {
+        queues[pool, default: []].append(Waiter(token: token, seq: nextSeq, candidates: candidates, enqueuedAt: now, lastKeepAlive: now))
+        nextSeq += 1
+        poolOf[token] = pool
+    }
+
+    private func oldestWaiter(for backend: BackendID) -> (String, Int)? {
+        var best: (pool: String, index: Int, seq: UInt64)?
+        for (pool, q) in queues {
+            guard let i = q.firstIndex(where: { $0.candidates.contains(backend) }) else { continue }
+            if best == nil || q[i].seq < best!.seq { best = (pool, i, q[i].seq) }
+        }
+        return best.map { ($0.pool, $0.index) }
+    }
+
+    private func headroom(_ load: BackendLoad) -> Int {
+        let cap = policy.maxReleasePerUpdate
+        guard let u = load.kvUsage else { return 1 }
+        if u <= 0 { return cap }
+        guard let r = load.running, r >= 1 else { return 1 }
+        // The epsilon keeps 0.2/0.1 = 1.9999… from losing a whole request to rounding.
+        let fit = ((policy.softLimit - u) / (u / r) + 1e-9).rounded(.down)
+        guard fit.isFinite else { return 1 }
+        return fit >= Double(cap) ? cap : max(1, Int(fit))
+    }
+
+    private mutating func noteRelease(pool: String, now: UInt64) {
+        var r = releases[pool, default: []]
+        r.removeAll { Self.age($0, now) > Self.drainWindow }
+        if r.count >= Self.drainSamples { r.removeFirst(r.count - Self.drainSamples + 1) }
+        r.append(now)
+        releases[pool] = r
+    }
+
+    private func retryAfter(pool: String, now: UInt64) -> Int {
+        retryAfter(pool: pool, queued: queuedCount(pool: pool), now: now)
+    }
+
+    /// Seconds until `queued + 1` requests would drain at the observed rate (releases in the last
+    /// minute over the time since the oldest of them, at least 1 s), clamped to 1...60; 1 when no
+    /// release was seen in that window.
+    func retryAfter(pool: String, queued: Int, now: UInt64) -> Int {
+        let recent = (releases[pool] ?? []).filter { Self.age($0, now) <= Self.drainWindow }
+        guard let oldest = recent.first else { return 1 }
+        let span = max(Double(Self.age(oldest, now)) / 1e9, 1.0)
+        // (queued + 1) / (count / span), written to keep exact inputs exact (2·30/2 = 30, not 30.000…4).
+        let seconds = (Double(queued + 1) * span / Double(recent.count)).rounded(.up)
+        return seconds >= 60 ? 60 : max(1, Int(seconds))
+    }
+
+    @inline(__always) static func age(_ then: UInt64, _ now: UInt64) -> UInt64 { now >= then ? now - then : 0 }
+
+    static func nanos(_ d: Duration) -> UInt64 {
+        let (s, atto) = d.components
+        if s < 0 || (s == 0 && atto <= 0) { return 0 }
+        if s >= Int64(UInt64.max / 1_000_000_000) - 1 { return UInt64.max }
+        return UInt64(s) * 1_000_000_000 + UInt64(atto / 1_000_000_000)
+    }
+}
