@@ -23,6 +23,7 @@ let package = Package(
                 .linkedLibrary("yaml"),
                 .linkedLibrary("http_parser"),
                 .linkedLibrary("jansson"),
+                .linkedLibrary("crypto"),
             ]
         ),
         .target(name: "Reactor", dependencies: ["CEventShim"]),

@@ -24,7 +24,9 @@ public final class Listener {
         self.onAccept = onAccept
         var storage = sockaddr_storage()
         var len = Int32(MemoryLayout<sockaddr_storage>.size)
-        let spec = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        // evutil_parse_sockaddr_port rejects ":0"; an address without a port parses as port 0.
+        let bracketed = host.contains(":") ? "[\(host)]" : host
+        let spec = port == 0 ? bracketed : "\(bracketed):\(port)"
         let ok = withUnsafeMutablePointer(to: &storage) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sp in
                 evutil_parse_sockaddr_port(spec, sp, &len)

@@ -22,6 +22,8 @@
 #include <yaml.h>
 #include <http_parser.h>
 #include <jansson.h>
+#include <openssl/sha.h>
+#include <openssl/crypto.h>
 
 /* http_parser keeps these in bitfields / behind a macro. */
 unsigned int ces_http_status(const http_parser *p);

@@ -45,6 +45,16 @@ public final class BackendSet {
 
     init(_ backends: [Backend]) { all = backends }
 
+    /// Whether some backend serves `model`: nil while any backend's model list is still unknown.
+    public func isKnown(_ model: String) -> Bool? {
+        var unknown = false
+        for b in all {
+            let m = b.models
+            if m.isEmpty { unknown = true } else if m.contains(model) { return true }
+        }
+        return unknown ? nil : false
+    }
+
     public var healthyCount: Int { all.reduce(0) { $0 + ($1.isHealthy ? 1 : 0) } }
 
     public subscript(id: BackendID) -> Backend { all[id.index] }

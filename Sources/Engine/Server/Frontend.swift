@@ -65,6 +65,11 @@ final class Frontend: HTTPServerConnectionDelegate {
             case .failure(let err):
                 runtime.writeError(err, to: c, requestId: rid)
             case .success(let req):
+                if let m = req.model, runtime.backends.isKnown(m) == false {
+                    let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
+                    runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
+                    return
+                }
                 runtime.metrics.requestsInFlight += 1
                 if req.stream { runtime.metrics.streamsStarted += 1 }
                 let s = RequestSession(runtime: runtime, client: c, request: req, body: body, requestId: rid)
@@ -147,7 +152,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         let uptime = Double(Loop.nowNanos() - m.startedNanos) / 1e9
         var s = "{\"version\":\"\(engineVersion)\",\"uptime_seconds\":\(uptime),\"pid\":\(getpid()),"
         s += "\"requests_total\":\(m.requestsTotal),\"requests_in_flight\":\(m.requestsInFlight),"
-        s += "\"streams_started\":\(m.streamsStarted),\"open_connections\":\(m.openConnections),"
+        s += "\"streams_started\":\(m.streamsStarted),\"open_connections\":\(m.openConnections),\"connections_total\":\(m.connectionsTotal),"
         s += "\"responses\":{\"2xx\":\(m.responsesByClass[2]),\"4xx\":\(m.responsesByClass[4]),\"5xx\":\(m.responsesByClass[5])},"
         s += "\"rss_bytes\":\(ces_rss_bytes()),"
         s += "\"backends\":["
@@ -155,7 +160,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             if i > 0 { s += "," }
             s += "{\"url\":\(JSONText.quoted(b.url)),\"healthy\":\(b.isHealthy),\"models\":["
             s += b.models.map { JSONText.quoted($0) }.joined(separator: ",")
-            s += "],\"idle_connections\":\(b.pool.idleCount)}"
+            s += "],\"idle_connections\":\(b.pool.idleCount),\"upstream_connections_opened\":\(b.pool.opened)}"
         }
         s += "],\"healthy_backends\":\(runtime.backends.healthyCount)}"
         return s

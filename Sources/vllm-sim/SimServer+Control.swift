@@ -1,0 +1,210 @@
+// SimServer+Control: /tokenize and /detokenize (vLLM-shaped, using SimTokenizer) and the
+// simulator's own /sim/config, /sim/stats and /sim/reset (see main.swift for their contract).
+
+import Reactor
+
+extension SimServer {
+    // MARK: vLLM tokenizer endpoints
+
+    func tokenize(_ head: HTTPRequestHead, _ body: [UInt8]) -> Result<[UInt8], APIError> {
+        readJSONObject(body, contentType: head.headers["content-type"]) { root in
+            let prompt = root["prompt"]
+            let messages = root["messages"]
+            if prompt.kind == .missing && messages.kind == .missing {
+                let input = root.pydanticInput
+                return .failure(.vllm(400, message: "2 validation errors:\n  {'type': 'missing', 'loc': 'body.prompt', 'msg': 'Field required', 'input': '\(input)'}\n  {'type': 'missing', 'loc': 'body.messages', 'msg': 'Field required', 'input': '\(input)'}",
+                                      type: "Bad Request", param: "body.prompt"))
+            }
+            var f = FieldReader()
+            let isChat = messages.kind != .missing
+            let addSpecial = f.bool(root["add_special_tokens"], "body.add_special_tokens") ?? !isChat
+            let addGenerationPrompt = f.bool(root["add_generation_prompt"], "body.add_generation_prompt") ?? true
+            let wantStrings = f.bool(root["return_token_strs"], "body.return_token_strs") ?? false
+            if isChat && messages.kind != .array {
+                f.fail(.validation("list_type", loc: "body.messages", msg: "Input should be a valid list",
+                                   input: messages.pydanticInput))
+            }
+            if !isChat && prompt.kind != .string {
+                f.fail(.validation("string_type", loc: "body.prompt", msg: "Input should be a valid string",
+                                   input: prompt.pydanticInput))
+            }
+            if let failure = f.failure { return .failure(failure) }
+            if let e = checkModel(root["model"]) { return .failure(e) }
+
+            var ids: [Int] = []
+            var strs: [String] = []
+            func special(_ id: Int) {
+                ids.append(id)
+                if wantStrings { strs.append(SimTokenizer.text(of: id)) }
+            }
+            func text(_ bytes: UnsafeRawBufferPointer) {
+                SimTokenizer.forEachChunk(bytes) { chunk in
+                    ids.append(SimTokenizer.chunkID(chunk))
+                    if wantStrings { strs.append(String(decoding: chunk, as: UTF8.self)) }
+                }
+            }
+            if addSpecial { special(SimTokenizer.bos) }
+            if isChat {
+                if messages.count == 0 { return .failure(.emptyConversation) }
+                for i in 0..<messages.count {
+                    let m = messages[i]
+                    special(SimTokenizer.roleID(m["role"].string ?? "user"))
+                    special(SimTokenizer.newline)
+                    let content = m["content"]
+                    if let b = content.stringBytes {
+                        text(b)
+                    } else if content.kind == .array {
+                        for j in 0..<content.count {
+                            if let b = content[j]["text"].stringBytes { text(b) }
+                        }
+                    }
+                    special(SimTokenizer.eos)
+                    special(SimTokenizer.newline)
+                }
+                if addGenerationPrompt {
+                    special(SimTokenizer.assistantRole)
+                    special(SimTokenizer.newline)
+                }
+            } else if let b = prompt.stringBytes {
+                text(b)
+            }
+
+            var w = ByteWriter(capacity: 64 + ids.count * 6)
+            w.write("{\"count\":")
+            w.write(int: ids.count)
+            w.write(",\"max_model_len\":")
+            w.write(int: settings.maxModelLen)
+            w.write(",\"tokens\":[")
+            for (i, id) in ids.enumerated() {
+                if i > 0 { w.write(byte: UInt8(ascii: ",")) }
+                w.write(int: id)
+            }
+            w.write("],\"token_strs\":")
+            if wantStrings {
+                w.write(byte: UInt8(ascii: "["))
+                for (i, s) in strs.enumerated() {
+                    if i > 0 { w.write(byte: UInt8(ascii: ",")) }
+                    w.write(jsonString: s)
+                }
+                w.write("]}")
+            } else {
+                w.write("null}")
+            }
+            return .success(w.bytes)
+        }
+    }
+
+    func detokenize(_ head: HTTPRequestHead, _ body: [UInt8]) -> Result<[UInt8], APIError> {
+        readJSONObject(body, contentType: head.headers["content-type"]) { root in
+            let tokens = root["tokens"]
+            switch tokens.kind {
+            case .missing:
+                return .failure(.missingField("body.tokens", root: root))
+            case .array:
+                break
+            default:
+                return .failure(.validation("list_type", loc: "body.tokens", msg: "Input should be a valid list",
+                                            input: tokens.pydanticInput))
+            }
+            var f = FieldReader()
+            var text = ""
+            for i in 0..<tokens.count {
+                if let id = f.int(tokens[i], "body.tokens.\(i)") { text += SimTokenizer.text(of: id) }
+            }
+            if let failure = f.failure { return .failure(failure) }
+            if let e = checkModel(root["model"]) { return .failure(e) }
+            var w = ByteWriter(capacity: 32 + text.utf8.count)
+            w.write("{\"prompt\":")
+            w.write(jsonString: text)
+            w.write("}")
+            return .success(w.bytes)
+        }
+    }
+
+    private func checkModel(_ model: JSONNode) -> APIError? {
+        if model.isAbsent { return nil }
+        guard let name = model.stringBytes else {
+            return .validation("string_type", loc: "body.model", msg: "Input should be a valid string",
+                               input: model.pydanticInput)
+        }
+        return catalog.index(of: name) == nil ? .unknownModel(model.string ?? "", aliases: catalog.aliases) : nil
+    }
+
+    // MARK: /sim/*
+
+    func configure(_ body: [UInt8]) -> Result<[UInt8], APIError> {
+        let loaded = withJSONDocument(body) { root -> APIError? in
+            guard root.kind == .object else { return .simControl("body must be a JSON object") }
+            return knobs.apply(root)
+        }
+        switch loaded {
+        case .failure:
+            return .failure(.simControl("body is not valid JSON"))
+        case .success(let e?):
+            return .failure(e)
+        case .success(nil):
+            refuseTimer?.cancel()
+            if knobs.refuse && knobs.refuseMs > 0 {
+                let t = refuseTimer ?? Timer(loop: loop)
+                t.onFire = { [unowned self] in
+                    self.knobs.refuse = false
+                    self.knobs.refuseMs = 0
+                }
+                t.schedule(after: .nanoseconds(Int64(nanos(milliseconds: knobs.refuseMs))))
+                refuseTimer = t
+            }
+            return .success(knobs.json())
+        }
+    }
+
+    func statsBody() -> [UInt8] {
+        var w = ByteWriter(capacity: 1024 + stats.lastRequestBody.count)
+        w.write("{\"requests_total\":")
+        w.write(int: stats.requestsTotal)
+        w.write(",\"chat_requests\":")
+        w.write(int: stats.chatRequests)
+        w.write(",\"completion_requests\":")
+        w.write(int: stats.completionRequests)
+        w.write(",\"stream_requests\":")
+        w.write(int: stats.streamRequests)
+        w.write(",\"aborted\":")
+        w.write(int: stats.aborted)
+        w.write(",\"running\":")
+        w.write(int: scheduler.runningCount)
+        w.write(",\"waiting\":")
+        w.write(int: scheduler.waitingCount)
+        w.write(",\"max_running_seen\":")
+        w.write(int: stats.maxRunningSeen)
+        w.write(",\"errors_injected\":")
+        w.write(int: stats.errorsInjected)
+        w.write(",\"refused_connections\":")
+        w.write(int: stats.refusedConnections)
+        w.write(",\"kv_cache_usage_perc\":")
+        w.write(pythonFloat: kvUsage(now: Loop.nowNanos()))
+        w.write(",\"last_request_headers\":{")
+        // Lower-cased names; a repeated header keeps its last value.
+        var seen: [String: String] = [:]
+        var order: [String] = []
+        for field in stats.lastRequestHeaders.items {
+            let name = field.name.lowercased()
+            if seen.updateValue(field.value, forKey: name) == nil { order.append(name) }
+        }
+        for (i, name) in order.enumerated() {
+            if i > 0 { w.write(byte: UInt8(ascii: ",")) }
+            w.write(jsonString: name)
+            w.write(byte: UInt8(ascii: ":"))
+            w.write(jsonString: seen[name]!)
+        }
+        w.write("},\"last_request_body\":")
+        w.write(jsonString: String(decoding: stats.lastRequestBody, as: UTF8.self))
+        w.write(",\"config\":")
+        w.write(knobs.json())
+        w.write("}")
+        return w.bytes
+    }
+
+    func resetStats() {
+        stats = SimStats()
+        stats.maxRunningSeen = scheduler.runningCount
+    }
+}

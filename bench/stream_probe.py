@@ -1,0 +1,66 @@
+"""Streaming probe for bench/run.sh: N concurrent SSE chat streams against a base URL; reports the
+time to first token (TTFT, first content chunk) and the gap between chunks, p50/p99."""
+import json
+import socket
+import statistics
+import sys
+import threading
+import time
+
+host, port = sys.argv[1], int(sys.argv[2])
+n_streams = int(sys.argv[3]) if len(sys.argv) > 3 else 32
+tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 64
+body = json.dumps({"model": "sim-model", "messages": [{"role": "user", "content": "stream please"}],
+                   "max_tokens": tokens, "stream": True}).encode()
+req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+ttft, gaps = [], []
+lock = threading.Lock()
+
+
+def one():
+    s = socket.create_connection((host, port))
+    t0 = time.perf_counter()
+    s.sendall(req)
+    buf = b""
+    last = None
+    first = None
+    my_gaps = []
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        now = time.perf_counter()
+        buf += d
+        n = buf.count(b'"content":"') - (1 if first is None and b'"role"' in buf else 0)
+        while b"\n\n" in buf:
+            ev, buf = buf.split(b"\n\n", 1)
+            if b'"delta":{"content"' in ev:
+                if first is None:
+                    first = now - t0
+                elif last is not None:
+                    my_gaps.append(now - last)
+                last = now
+            if b"[DONE]" in ev:
+                s.close()
+                with lock:
+                    ttft.append(first)
+                    gaps.extend(my_gaps)
+                return
+    s.close()
+
+
+threads = [threading.Thread(target=one) for _ in range(n_streams)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000 if xs else float("nan")
+
+
+print(json.dumps({"streams": len(ttft), "ttft_p50_ms": pct(ttft, 50), "ttft_p99_ms": pct(ttft, 99),
+                  "gap_p50_ms": pct(gaps, 50), "gap_p99_ms": pct(gaps, 99)}))
