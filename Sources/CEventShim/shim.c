@@ -2,6 +2,8 @@
  * ces_* wrappers: each exists because Swift cannot reach the API directly.
  * This is the only file that includes hiredis/adapters/libevent.h.
  */
+#define _GNU_SOURCE
+#include <string.h>
 #include "CEventShim.h"
 #include <hiredis/adapters/libevent.h>
 #include <stdio.h>
@@ -41,4 +43,10 @@ size_t ces_rss_bytes(void)
     }
     fclose(f);
     return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* memmem is a GNU extension: glibc declares it only under _GNU_SOURCE. */
+int ces_contains(const void *hay, size_t hay_len, const void *needle, size_t needle_len)
+{
+    return memmem(hay, hay_len, needle, needle_len) != NULL;
 }

@@ -18,8 +18,14 @@ public final class Backend {
     public internal(set) var modelObjects: [[UInt8]] = []
     public internal(set) var isHealthy = false
     public internal(set) var lastCheckedNanos: UInt64 = 0
+    /// Consecutive-failure breaker (connect errors, timeouts, 5xx, error events, failed checks).
+    public var breaker: CircuitBreaker
+    /// Last polled vLLM load (nil: never read, or the last poll failed).
+    public internal(set) var load: BackendLoad?
+    public internal(set) var requestsSent = 0
 
-    init(id: BackendID, url: String, endpoint: Endpoint, loop: Loop, apiKey: String?, weight: Int, models: [String]?) {
+    init(id: BackendID, url: String, endpoint: Endpoint, loop: Loop, apiKey: String?, weight: Int, models: [String]?,
+         breaker: CircuitBreaker) {
         self.id = id
         self.url = url
         self.endpoint = endpoint
@@ -27,6 +33,7 @@ public final class Backend {
         self.apiKey = apiKey
         self.weight = weight
         self.configuredModels = models
+        self.breaker = breaker
     }
 
     public var models: [String] { configuredModels ?? discoveredModels }
@@ -41,9 +48,28 @@ public final class Backend {
 
 public final class BackendSet {
     public private(set) var all: [Backend] = []
-    private var cursor = 0
+    private var selector: BackendSelector
 
-    init(_ backends: [Backend]) { all = backends }
+    init(_ backends: [Backend]) {
+        all = backends
+        selector = BackendSelector(weights: backends.map(\.weight))
+    }
+
+    /// May `b` take a request for `model` now? (Serves it and its breaker lets traffic through.)
+    func isEligible(_ b: Backend, model: String?, now: UInt64) -> Bool {
+        b.serves(model) && b.breaker.isAvailable(now: now)
+    }
+
+    /// The pool of `model` in preference order: the weighted round-robin pick first, then the
+    /// other eligible backends. Empty when none serves the model or every breaker is open.
+    public func candidates(model: String?, now: UInt64) -> [BackendID] {
+        guard let first = selector.pick(eligible: { self.isEligible(self.all[$0.index], model: model, now: now) }) else {
+            return []
+        }
+        var out = [first]
+        for b in all where b.id != first && isEligible(b, model: model, now: now) { out.append(b.id) }
+        return out
+    }
 
     /// Whether some backend serves `model`: nil while any backend's model list is still unknown.
     public func isKnown(_ model: String) -> Bool? {
@@ -59,22 +85,9 @@ public final class BackendSet {
 
     public subscript(id: BackendID) -> Backend { all[id.index] }
 
-    /// Round-robin pick among backends serving `model`, preferring ones not yet tried and
-    /// healthy ones; nil when none serves the model.
-    public func pick(model: String?, excluding: [BackendID]) -> BackendID? {
-        let n = all.count
-        guard n > 0 else { return nil }
-        var fallback: BackendID?
-        for i in 0..<n {
-            let b = all[(cursor + i) % n]
-            guard b.serves(model) else { continue }
-            if !excluding.contains(b.id) && (b.isHealthy || b.lastCheckedNanos == 0) {
-                cursor = (cursor + i + 1) % n
-                return b.id
-            }
-            if fallback == nil || (excluding.contains(fallback!) && !excluding.contains(b.id)) { fallback = b.id }
-        }
-        if let f = fallback { cursor = (f.index + 1) % n }
-        return fallback
+    /// Weighted round-robin pick among eligible backends of `model`, avoiding `excluding` (already
+    /// tried) unless nothing else is eligible; nil when none is eligible.
+    public func pick(model: String?, excluding: [BackendID], now: UInt64) -> BackendID? {
+        selector.pick(eligible: { self.isEligible(self.all[$0.index], model: model, now: now) }, excluding: excluding)
     }
 }

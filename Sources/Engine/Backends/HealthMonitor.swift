@@ -10,6 +10,7 @@ final class HealthMonitor {
     private let interval: Duration
     private let timer: Timer
     var onChange: ((Backend) -> Void)?
+    var onBreakerOpened: ((Backend) -> Void)?
 
     init(loop: Loop, backends: BackendSet, interval: Duration) {
         self.loop = loop
@@ -41,6 +42,8 @@ final class HealthMonitor {
             let changed = up != b.isHealthy || b.lastCheckedNanos == 0
             b.isHealthy = up
             b.lastCheckedNanos = Loop.nowNanos()
+            // A failed check counts against the breaker; a passing one proves nothing about serving.
+            if !up, b.breaker.recordFailure(now: b.lastCheckedNanos) == .opened { self.onBreakerOpened?(b) }
             if up && b.configuredModels == nil { self.fetchModels(b) }
             if changed { self.onChange?(b) }
         }

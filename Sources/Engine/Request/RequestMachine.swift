@@ -54,10 +54,23 @@ public struct RequestMachine: Sendable {
         public var backoff: Duration
         /// vllm.timeout_seconds: until the whole buffered response, or between stream chunks.
         public var upstreamTimeout: Duration
-        public init(maxAttempts: Int, backoff: Duration, upstreamTimeout: Duration) {
+        /// Ask admission control (KV pressure) before the first attempt.
+        public var usesAdmission: Bool
+        /// The model to try when the requested model's pool cannot serve (nil: none, or the same).
+        public var fallbackModel: String?
+        /// Whether a stale cache entry may answer when every backend failed.
+        public var canUseStale: Bool
+        /// Whether the client asked for a stream (queued streams get `: queued` comments).
+        public var isStream: Bool
+        public init(maxAttempts: Int, backoff: Duration, upstreamTimeout: Duration, usesAdmission: Bool = false,
+                    fallbackModel: String? = nil, canUseStale: Bool = false, isStream: Bool = false) {
             self.maxAttempts = max(1, maxAttempts)
             self.backoff = backoff
             self.upstreamTimeout = upstreamTimeout
+            self.usesAdmission = usesAdmission
+            self.fallbackModel = fallbackModel
+            self.canUseStale = canUseStale
+            self.isStream = isStream
         }
     }
 
@@ -69,6 +82,12 @@ public struct RequestMachine: Sendable {
     }
 
     enum State: Sendable, Equatable {
+        /// Created; nothing asked yet. Next: admitting, pickingBackend.
+        case received
+        /// Waiting in admission control's queue (KV pressure). Next: awaitingHead, finished.
+        case admitting
+        /// Every backend failed; asking the cache for a stale entry. Next: finished.
+        case lookingUpStale(EngineError)
         /// Waiting for the driver to choose a backend. Next: awaitingHead, finished.
         case pickingBackend(Attempts)
         /// Request sent; waiting for the response head. Next: buffering, streaming, backoff, finished.
@@ -84,6 +103,20 @@ public struct RequestMachine: Sendable {
     }
 
     public enum Action: Equatable, Sendable {
+        /// Ask admission control for a backend; answer with admitted/queued/admissionRejected.
+        case requestAdmission
+        /// A queued request's keepalive: for a stream, write `: queued` (after the SSE head when
+        /// `writeHead`, the first time).
+        case sendQueuedComment(writeHead: Bool)
+        /// Leave the admission queue (the client went away while queued).
+        case leaveQueue
+        /// The requested model's pool cannot serve: rewrite the request to this model, then pick a
+        /// backend of its pool and call `backendChosen`.
+        case fallBackToModel(String)
+        /// Ask the cache for a stale entry of this request; answer with `staleLookedUp`.
+        case lookupStale
+        /// Answer from the stale entry the driver holds (X-Cache: STALE); return nothing upstream.
+        case replayStale
         /// Ask the pool for a backend not in `excluding` (preferably), then call `backendChosen`.
         case pickBackend(excluding: [BackendID])
         /// Open (or reuse) a connection to the backend, send the request, arm the upstream timer.
@@ -113,27 +146,73 @@ public struct RequestMachine: Sendable {
 
     let policy: Policy
     private(set) var state: State
+    /// The SSE head went to the client (a queued stream's keepalive, or the stream itself).
+    public private(set) var clientHeadSent = false
+    public private(set) var usedFallback = false
 
     public init(policy: Policy) {
         self.policy = policy
-        self.state = .pickingBackend(Attempts())
+        self.state = .received
     }
 
     public var isFinished: Bool { if case .finished = state { return true } else { return false } }
     public var termination: Termination? { if case .finished(let t) = state { return t } else { return nil } }
 
-    /// The first action: ask for a backend.
+    /// The first action: admission control, or straight to the pool.
     public mutating func start() -> Action {
-        guard case .pickingBackend(let a) = state else { preconditionFailure("start in \(state)") }
-        return .pickBackend(excluding: a.tried)
+        guard case .received = state else { preconditionFailure("start in \(state)") }
+        if policy.usesAdmission {
+            state = .admitting
+            return .requestAdmission
+        }
+        state = .pickingBackend(Attempts())
+        return .pickBackend(excluding: [])
+    }
+
+    /// Admission control chose `backend` (now or after a wait).
+    public mutating func admitted(_ backend: BackendID) -> Action {
+        guard case .admitting = state else { return .none }
+        state = .pickingBackend(Attempts())
+        return backendChosen(backend)
+    }
+
+    /// Admission control has no backend to offer at all (none serves or none is available).
+    public mutating func admissionFoundNoBackend() -> Action {
+        guard case .admitting = state else { return .none }
+        state = .pickingBackend(Attempts())
+        return backendChosen(nil)
+    }
+
+    /// A queued request's keepalive is due.
+    public mutating func queueKeepAliveDue() -> Action {
+        guard case .admitting = state, policy.isStream else { return .none }
+        let first = !clientHeadSent
+        clientHeadSent = true
+        return .sendQueuedComment(writeHead: first)
+    }
+
+    /// KV pressure: every backend rejects, the queue is full, or the wait ran out. No fallback:
+    /// the pool is healthy, just full.
+    public mutating func admissionRejected(retryAfterSeconds: Int) -> Action {
+        guard case .admitting = state else { return .none }
+        return finish(EngineError(.rateLimited, "The backends for this model are at capacity (KV cache). Retry later.",
+                                  source: .upstream, retryAfterSeconds: retryAfterSeconds), Termination(.resource, .queue))
+    }
+
+    public mutating func staleLookedUp(found: Bool) -> Action {
+        guard case .lookingUpStale(let err) = state else { return .none }
+        if found {
+            state = .finished(.normal)
+            return .replayStale
+        }
+        return finish(err, Termination(.server, .connect))
     }
 
     public mutating func backendChosen(_ b: BackendID?) -> Action {
         guard case .pickingBackend(var a) = state else { return .none }
         guard let b else {
             let err = a.lastError ?? EngineError(.noBackend, "No backend is available to serve this request.", source: .upstream, retryAfterSeconds: 1)
-            state = .finished(Termination(.server, .connect))
-            return .respondError(err)
+            return exhausted(err, phase: .connect)
         }
         a.count += 1
         a.tried.append(b)
@@ -148,6 +227,7 @@ public struct RequestMachine: Sendable {
         }
         if status == 200 && isEventStream {
             state = .streaming(b, paused: false)
+            clientHeadSent = true
             return .startStream(timeout: policy.upstreamTimeout)
         }
         state = .buffering(a, b, status: status)
@@ -239,9 +319,12 @@ public struct RequestMachine: Sendable {
         case .awaitingHead:
             state = .finished(Termination(.client, .headers))
             return .abortUpstream
-        case .pickingBackend, .backoff:
+        case .pickingBackend, .backoff, .received, .lookingUpStale:
             state = .finished(Termination(.client, .connect))
             return .abortUpstream
+        case .admitting:
+            state = .finished(Termination(.client, .queue))
+            return .leaveQueue
         }
     }
 
@@ -256,9 +339,29 @@ public struct RequestMachine: Sendable {
         a.lastError = err
         if a.count < policy.maxAttempts {
             state = .backoff(a)
-            return .retry(after: policy.backoff)
+            // Linear backoff: retry_backoff_seconds × attempt number.
+            return .retry(after: policy.backoff * a.count)
         }
-        state = .finished(Termination(err.kind == .upstreamTimeout ? .serverTimeout : .server, phase))
-        return .respondError(err)
+        return exhausted(err, phase: phase)
+    }
+
+    /// The pool could not serve: fallback model, then a stale cache entry, then the error.
+    private mutating func exhausted(_ err: EngineError, phase: Termination.Phase) -> Action {
+        if !usedFallback, let fb = policy.fallbackModel {
+            usedFallback = true
+            state = .pickingBackend(Attempts())
+            return .fallBackToModel(fb)
+        }
+        if policy.canUseStale {
+            state = .lookingUpStale(err)
+            return .lookupStale
+        }
+        return finish(err, Termination(err.kind == .upstreamTimeout ? .serverTimeout : .server, phase))
+    }
+
+    /// Ends with an error: JSON before the client saw a head, a final SSE event after.
+    private mutating func finish(_ err: EngineError, _ t: Termination) -> Action {
+        state = .finished(t)
+        return clientHeadSent ? .failStream(err) : .respondError(err)
     }
 }

@@ -5,6 +5,10 @@ import CEventShim
 import Logging
 import Reactor
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 public final class EngineRuntime {
     public let config: EngineConfig
     public let loop: Loop
@@ -12,6 +16,10 @@ public final class EngineRuntime {
     public let metrics: Metrics
     public var logger: Logger
     let requestPolicy: RequestMachine.Policy
+    let router: ModelRouter
+    let estimator = TokenEstimator()
+    let auth: APIKeyAuth?
+    private(set) var admission: AdmissionDriver?
     private var listener: Listener?
     private var monitor: HealthMonitor?
     private lazy var frontend = Frontend(runtime: self)
@@ -26,14 +34,39 @@ public final class EngineRuntime {
                 throw ConfigError.invalid(key: "vllm.instances[\(i)].url", message: "cannot resolve host \(inst.host)")
             }
             list.append(Backend(id: BackendID(i), url: inst.url, endpoint: ep, loop: loop,
-                                apiKey: inst.apiKey, weight: inst.weight, models: inst.models))
+                                apiKey: inst.apiKey, weight: inst.weight, models: inst.models,
+                                breaker: CircuitBreaker(threshold: config.circuitBreaker.failureThreshold,
+                                                        cooldown: .milliseconds(Int64(config.circuitBreaker.cooldownSeconds * 1000)))))
+        }
+        router = ModelRouter(fastModel: config.modelRegistry.fastModel, largeModel: config.modelRegistry.largeModel,
+                             threshold: config.modelRegistry.fastModelTokenThreshold)
+        if config.auth.isEnabled {
+            var keys = config.auth.apiKeys
+            if let file = config.auth.apiKeysFile {
+                guard let text = readTextFile(file) else {
+                    throw ConfigError.invalid(key: "auth.api_keys_file", message: "cannot read \(file)")
+                }
+                keys += APIKeyAuth.parseKeysFile(text)
+            }
+            auth = try APIKeyAuth(keys: keys)
+        } else {
+            auth = nil
         }
         backends = BackendSet(list)
         metrics = Metrics(now: Loop.nowNanos())
         requestPolicy = RequestMachine.Policy(
             maxAttempts: 1 + config.vllm.retryCount,
             backoff: .milliseconds(Int64(config.vllm.retryBackoffSeconds * 1000)),
-            upstreamTimeout: .milliseconds(Int64(config.vllm.timeoutSeconds * 1000)))
+            upstreamTimeout: .milliseconds(Int64(config.vllm.timeoutSeconds * 1000)),
+            usesAdmission: true)
+        if config.admissionControl.isEnabled {
+            let a = config.admissionControl
+            admission = AdmissionDriver(
+                loop: loop, backends: backends,
+                policy: AdmissionMachine.Policy(softLimit: a.softLimit, hardLimit: a.hardLimit, maxQueue: a.maxQueue,
+                                                maxWait: .milliseconds(Int64(a.maxWaitSeconds * 1000))),
+                pollInterval: .milliseconds(Int64(a.pollIntervalSeconds * 1000)))
+        }
     }
 
     var serverLimits: HTTPServerLimits {
@@ -51,17 +84,25 @@ public final class EngineRuntime {
         listener = l
         let m = HealthMonitor(loop: loop, backends: backends,
                               interval: .milliseconds(Int64(config.vllm.healthCheckIntervalSeconds * 1000)))
+        m.onBreakerOpened = { [unowned self] b in self.breakerChanged(b) }
         m.onChange = { [unowned self] b in
             self.logger.notice("backend \(b.isHealthy ? "up" : "down")", metadata: ["eng.upstream": "\(b.url)"])
         }
         monitor = m
         m.start()
+        admission?.start()
         return l.port
+    }
+
+    func breakerChanged(_ b: Backend) {
+        let names = ["closed", "open", "half-open"]
+        logger.notice("circuit breaker \(names[b.breaker.gauge])", metadata: ["eng.upstream": "\(b.url)"])
     }
 
     public func stop() {
         listener?.close()
         monitor?.stop()
+        admission?.stop()
         for b in backends.all { b.pool.closeAll() }
     }
 
@@ -95,4 +136,18 @@ public final class EngineRuntime {
             ])
         }
     }
+}
+
+/// Reads a whole text file at start-up (config helpers; never on the data path).
+func readTextFile(_ path: String) -> String? {
+    guard let f = fopen(path, "r") else { return nil }
+    defer { fclose(f) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&buf, 1, buf.count, f)
+        if n <= 0 { break }
+        out += buf[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
 }

@@ -26,6 +26,15 @@ final class Frontend: HTTPServerConnectionDelegate {
     enum Route: Equatable {
         case generate(EndpointKind)
         case models, health, metricsJSON, metricsPrometheus
+
+        /// /health stays open; metrics only when auth.protect_metrics.
+        func needsAuth(protectMetrics: Bool) -> Bool {
+            switch self {
+            case .generate, .models: return true
+            case .health: return false
+            case .metricsJSON, .metricsPrometheus: return protectMetrics
+            }
+        }
     }
 
     /// Path → (route, allowed method). Also accepts the paths without `/v1`.
@@ -59,23 +68,20 @@ final class Frontend: HTTPServerConnectionDelegate {
             runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."), to: c, requestId: rid)
             return
         }
+        if let auth = runtime.auth, route.needsAuth(protectMetrics: runtime.config.auth.isMetricsProtected) {
+            switch auth.authenticate(authorizationHeader: head.headers["authorization"]) {
+            case .ok: break
+            case .missing:
+                runtime.writeError(EngineError(.unauthorized, "Missing API key: send Authorization: Bearer <key>."), to: c, requestId: rid)
+                return
+            case .invalid:
+                runtime.writeError(EngineError(.unauthorized, "Incorrect API key provided."), to: c, requestId: rid)
+                return
+            }
+        }
         switch route {
         case .generate(let kind):
-            switch OpenAIRequest.parse(kind: kind, body: body) {
-            case .failure(let err):
-                runtime.writeError(err, to: c, requestId: rid)
-            case .success(let req):
-                if let m = req.model, runtime.backends.isKnown(m) == false {
-                    let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
-                    runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
-                    return
-                }
-                runtime.metrics.requestsInFlight += 1
-                if req.stream { runtime.metrics.streamsStarted += 1 }
-                let s = RequestSession(runtime: runtime, client: c, request: req, body: body, requestId: rid)
-                c.context = s
-                s.start()
-            }
+            startGeneration(c, kind: kind, head: head, body: body, rid: rid)
         case .models:
             writeJSON(c, 200, modelsBody(), rid)
         case .health:
@@ -91,6 +97,40 @@ final class Frontend: HTTPServerConnectionDelegate {
             h.add("content-type", "text/plain; version=0.0.4; charset=utf-8")
             c.writeResponse(status: 200, headers: h, body: Array(prometheusText().utf8))
         }
+    }
+
+    /// parse → route → session (cache, coalescer, admission and pool run inside the session).
+    private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], rid: String) {
+        let req: OpenAIRequest
+        switch OpenAIRequest.parse(kind: kind, body: body) {
+        case .failure(let err):
+            runtime.writeError(err, to: c, requestId: rid)
+            return
+        case .success(let r): req = r
+        }
+        let tokens = runtime.estimator.estimate(TokenEstimator.measure(req.document))
+        var forward = body
+        var extra = HTTPHeaders()
+        let served: String
+        switch runtime.router.route(requested: req.model, promptTokens: tokens, isKnown: { self.runtime.backends.isKnown($0) }) {
+        case .unknownModel(let m):
+            let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
+            runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
+            return
+        case .model(let m, let routed):
+            served = m
+            if routed {
+                json_object_set_new(req.document.root, "model", json_string(m))
+                forward = req.document.serialized()
+                extra.add("x-routed-model", m)
+            }
+        }
+        runtime.metrics.requestsInFlight += 1
+        if req.stream { runtime.metrics.streamsStarted += 1 }
+        let s = RequestSession(runtime: runtime, client: c, request: req, body: forward, requestId: rid,
+                               requestedModel: req.model, servedModel: served, extraHeaders: extra)
+        c.context = s
+        s.start()
     }
 
     private func writeJSON(_ c: HTTPServerConnection, _ status: Int, _ body: [UInt8], _ rid: String) {
@@ -160,9 +200,20 @@ final class Frontend: HTTPServerConnectionDelegate {
             if i > 0 { s += "," }
             s += "{\"url\":\(JSONText.quoted(b.url)),\"healthy\":\(b.isHealthy),\"models\":["
             s += b.models.map { JSONText.quoted($0) }.joined(separator: ",")
-            s += "],\"idle_connections\":\(b.pool.idleCount),\"upstream_connections_opened\":\(b.pool.opened)}"
+            s += "],\"idle_connections\":\(b.pool.idleCount),\"upstream_connections_opened\":\(b.pool.opened)"
+            s += ",\"breaker\":\"\(["closed", "open", "half-open"][b.breaker.gauge])\",\"requests_sent\":\(b.requestsSent)"
+            if let l = b.load {
+                s += ",\"kv_cache_usage\":\(l.kvUsage.map { "\($0)" } ?? "null"),\"num_requests_running\":\(l.running.map { "\($0)" } ?? "null"),\"num_requests_waiting\":\(l.waiting.map { "\($0)" } ?? "null")"
+            } else {
+                s += ",\"kv_cache_usage\":null"
+            }
+            s += "}"
         }
-        s += "],\"healthy_backends\":\(runtime.backends.healthyCount)}"
+        s += "],\"healthy_backends\":\(runtime.backends.healthyCount)"
+        if let a = runtime.admission {
+            s += ",\"admission\":{\"queued\":\(a.queuedTotal),\"admitted\":\(a.decisions["admit"] ?? 0),\"enqueued\":\(a.decisions["queue"] ?? 0),\"rejected\":\(a.decisions["reject"] ?? 0)}"
+        }
+        s += "}"
         return s
     }
 

@@ -1,0 +1,117 @@
+// AdmissionDriver: performs AdmissionMachine's I/O. Every admission_control.poll_interval_seconds
+// it reads each backend's GET /metrics (VLLMMetricsParser) and feeds the machine; a tick timer
+// runs while requests wait (expiry, `: queued` keepalives). Sessions ask through `request` and
+// hear back through AdmissionWaiter. Owns: two Timers and the machine; loop-confined.
+import Reactor
+
+protocol AdmissionWaiter: AnyObject {
+    func admissionAdmitted(_ backend: BackendID)
+    func admissionQueued()
+    func admissionRejected(retryAfterSeconds: Int)
+    func admissionKeepAlive()
+}
+
+final class AdmissionDriver {
+    private let loop: Loop
+    private let backends: BackendSet
+    private(set) var machine: AdmissionMachine
+    private var waiters: [RequestToken: AdmissionWaiter] = [:]
+    private var nextToken: UInt64 = 0
+    private let pollTimer: Timer
+    private let tickTimer: Timer
+    private let pollInterval: Duration
+    /// Per backend: a poll is in flight.
+    private var polling: Set<Int> = []
+    var onLoad: ((Backend) -> Void)?
+    private(set) var decisions: [String: Int] = ["admit": 0, "queue": 0, "reject": 0]
+    private(set) var waitNanosTotal: UInt64 = 0
+    private var enqueuedAt: [RequestToken: UInt64] = [:]
+
+    init(loop: Loop, backends: BackendSet, policy: AdmissionMachine.Policy, pollInterval: Duration) {
+        self.loop = loop
+        self.backends = backends
+        self.machine = AdmissionMachine(policy: policy)
+        self.pollInterval = pollInterval
+        self.pollTimer = Timer(loop: loop)
+        self.tickTimer = Timer(loop: loop)
+        pollTimer.onFire = { [unowned self] in self.pollAll() }
+        tickTimer.onFire = { [unowned self] in self.tick() }
+    }
+
+    func start() { pollAll() }
+
+    func stop() {
+        pollTimer.close()
+        tickTimer.close()
+    }
+
+    var queuedTotal: Int { machine.queuedTotal }
+
+    /// Asks for a backend of `pool` among `candidates`; answers through `waiter` (maybe at once).
+    func request(_ waiter: AdmissionWaiter, pool: String, candidates: [BackendID]) -> RequestToken {
+        nextToken += 1
+        let token = RequestToken(nextToken)
+        waiters[token] = waiter
+        perform(machine.requestArrived(token, pool: pool, candidates: candidates, now: Loop.nowNanos()))
+        return token
+    }
+
+    func leave(_ token: RequestToken) {
+        waiters[token] = nil
+        enqueuedAt[token] = nil
+        machine.requestLeft(token)
+    }
+
+    private func perform(_ actions: [AdmissionMachine.Action]) {
+        for a in actions {
+            switch a {
+            case .admit(let t, let b):
+                decisions["admit", default: 0] += 1
+                if let at = enqueuedAt.removeValue(forKey: t) { waitNanosTotal += Loop.nowNanos() - at }
+                waiters.removeValue(forKey: t)?.admissionAdmitted(b)
+            case .enqueued(let t):
+                decisions["queue", default: 0] += 1
+                enqueuedAt[t] = Loop.nowNanos()
+                if !tickTimer.isArmed { tickTimer.schedule(after: .milliseconds(250)) }
+                waiters[t]?.admissionQueued()
+            case .reject(let t, let ra):
+                decisions["reject", default: 0] += 1
+                enqueuedAt[t] = nil
+                waiters.removeValue(forKey: t)?.admissionRejected(retryAfterSeconds: ra)
+            case .keepAlive(let t):
+                waiters[t]?.admissionKeepAlive()
+            }
+        }
+    }
+
+    private func tick() {
+        perform(machine.tick(now: Loop.nowNanos()))
+        if machine.queuedTotal > 0 { tickTimer.schedule(after: .milliseconds(250)) }
+    }
+
+    private func pollAll() {
+        for b in backends.all where !polling.contains(b.id.index) { poll(b) }
+        pollTimer.schedule(after: pollInterval)
+    }
+
+    private func poll(_ b: Backend) {
+        polling.insert(b.id.index)
+        var h = HTTPHeaders()
+        if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
+        UpstreamFetch(loop: loop, pool: b.pool, path: "/metrics", headers: h, timeout: .seconds(2), maxBytes: 4 << 20) { [weak self] status, body in
+            guard let self else { return }
+            self.polling.remove(b.id.index)
+            var load: BackendLoad?
+            if status == 200 {
+                let byModel = VLLMMetricsParser.parse(body)
+                // One engine per backend: its KV cache is shared by what it serves; take the fullest.
+                for (_, l) in byModel where l.kvUsage != nil {
+                    if load == nil || (l.kvUsage ?? 0) > (load!.kvUsage ?? 0) { load = l }
+                }
+            }
+            b.load = load
+            self.onLoad?(b)
+            self.perform(self.machine.loadsUpdated(b.id, load, now: Loop.nowNanos()))
+        }
+    }
+}
