@@ -1,0 +1,65 @@
+// CacheStore: where complete response bodies live, keyed by CacheKey.make (hex SHA-256).
+// Owns nothing itself; MemoryCacheStore (embedded default, synchronous) and RedisCacheStore
+// (shared across worker processes, asynchronous over RedisConnection) implement it.
+// The cache stage's driver calls it; hits/misses are counted by the caller, not here.
+// Store failures are values (`.unavailable`, `false`), never throws (style I).
+
+/// Result of a lookup.
+public enum CacheLookup: Equatable, Sendable {
+    /// Within its TTL.
+    case fresh([UInt8])
+    /// TTL passed but still within the stale TTL (serve on upstream failure, or revalidate).
+    case stale([UInt8])
+    case miss
+    /// The store could not answer (Redis down, timeout, error): treat as a miss, never as a 500.
+    case unavailable
+
+    public var body: [UInt8]? {
+        switch self {
+        case .fresh(let b), .stale(let b): return b
+        case .miss, .unavailable: return nil
+        }
+    }
+}
+
+/// Times are passed in, never read (machines and tests control the clock):
+/// `now` is monotonic nanoseconds (Loop.nowNanos(), used by MemoryCacheStore) and `wallMillis`
+/// is wall-clock epoch milliseconds (used by RedisCacheStore, whose entries outlive a process).
+/// Completions may run synchronously (MemoryCacheStore) or later on the loop (RedisCacheStore).
+public protocol CacheStore: AnyObject {
+    /// Fresh or stale entry, refreshing its LRU position; `.miss` when absent or past its stale TTL.
+    func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void)
+    /// Read-only peek for the fallback chain (upstream failed): fresh or stale, without touching
+    /// the LRU order, so serving a stale fallback does not keep a dead entry alive.
+    func getStale(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void)
+    /// Stores `value`: fresh for `ttl`, then stale for `staleTTL`, then gone. Completion says
+    /// whether it was stored (false: store unavailable, or the value is too large).
+    func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64,
+             completion: ((Bool) -> Void)?)
+    /// Number of entries (Redis: LRU set cardinality, may briefly include expired ghosts); nil if unknown.
+    func count(completion: @escaping (Int?) -> Void)
+}
+
+extension CacheStore {
+    public func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64) {
+        put(key: key, value: value, ttl: ttl, staleTTL: staleTTL, now: now, wallMillis: wallMillis, completion: nil)
+    }
+}
+
+/// Duration helpers shared by the stores (saturating, sub-second precision kept).
+enum CacheTime {
+    static func nanos(_ d: Duration) -> UInt64 {
+        let (s, atto) = d.components
+        guard s >= 0, !(s == 0 && atto <= 0) else { return 0 }
+        let (whole, o) = UInt64(s).multipliedReportingOverflow(by: 1_000_000_000)
+        if o { return .max }
+        return whole.addingReportingOverflow(UInt64(atto / 1_000_000_000)).overflow ? .max
+            : whole + UInt64(atto / 1_000_000_000)
+    }
+
+    /// Milliseconds, rounded up so a 1.0005 s TTL does not become 1 s.
+    static func millisRoundingUp(_ d: Duration) -> UInt64 {
+        let n = nanos(d)
+        return n == .max ? .max / 1_000_000 : (n + 999_999) / 1_000_000
+    }
+}

@@ -1,0 +1,159 @@
+// RedisCacheStore: the CacheStore shared by every worker process, over one RedisConnection per loop.
+// Owns nothing but its script texts; the RedisConnection (and its hiredis context) belongs to the
+// caller, who connects and closes it. Atomicity comes from Lua run with EVALSHA (SCRIPT LOAD on
+// every connect, EVAL on NOSCRIPT). Layout under `namespace` (default "engine:cache"):
+//   <ns>:v:<key>  "v1:<fresh-until wall ms>\n" + body, PEXPIRE = ttl + staleTTL (ms, rounded up)
+//   <ns>:lru      sorted set of keys scored by INCR <ns>:clock (a Redis-side counter, not a clock)
+// Standalone Redis only: the scripts touch value keys they are not passed (no Cluster slots).
+import CEventShim
+import Reactor
+
+public final class RedisCacheStore: CacheStore {
+    public let connection: RedisConnection
+    public let namespace: String
+    public let maxEntries: Int
+    private let lruKey: String
+    private let clockKey: String
+    private let valuePrefix: String
+
+    /// Read and bump: a hit moves the key to the top of the LRU; a miss removes a ghost member
+    /// (value expired, member still in the set).
+    static let getScript = """
+        local v = redis.call('GET', KEYS[1])
+        if not v then
+          redis.call('ZREM', KEYS[2], ARGV[1])
+          return false
+        end
+        redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+        return v
+        """
+
+    /// Write, bump, clean up to two ghosts at the cold end, then evict the coldest beyond max.
+    /// ARGV: member, blob, px, max entries, value key prefix.
+    static let putScript = """
+        redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+        redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+        local cold = redis.call('ZRANGE', KEYS[2], 0, 1)
+        for i = 1, #cold do
+          if redis.call('EXISTS', ARGV[5] .. cold[i]) == 0 then
+            redis.call('ZREM', KEYS[2], cold[i])
+          end
+        end
+        local excess = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+        if excess > 0 then
+          local victims = redis.call('ZRANGE', KEYS[2], 0, excess - 1)
+          for i = 1, #victims do
+            redis.call('DEL', ARGV[5] .. victims[i])
+          end
+          redis.call('ZREMRANGEBYRANK', KEYS[2], 0, excess - 1)
+          return excess
+        end
+        return 0
+        """
+
+    static let getSHA = sha1Hex(getScript)
+    static let putSHA = sha1Hex(putScript)
+
+    public init(connection: RedisConnection, maxEntries: Int, namespace: String = "engine:cache") {
+        self.connection = connection
+        self.maxEntries = max(1, maxEntries)
+        self.namespace = namespace
+        lruKey = namespace + ":lru"
+        clockKey = namespace + ":clock"
+        valuePrefix = namespace + ":v:"
+        connection.addSetupCommand(["SCRIPT", "LOAD", Self.getScript])
+        connection.addSetupCommand(["SCRIPT", "LOAD", Self.putScript])
+    }
+
+    public func valueKey(_ key: String) -> String { valuePrefix + key }
+
+    public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
+        let keys = [valueKey(key), lruKey, clockKey]
+        eval(sha: Self.getSHA, script: Self.getScript, keys: keys, args: [Array(key.utf8)]) { v in
+            completion(Self.lookup(from: v, wallMillis: wallMillis))
+        }
+    }
+
+    public func getStale(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
+        connection.send(["GET", valueKey(key)]) { v in
+            completion(Self.lookup(from: v, wallMillis: wallMillis))
+        }
+    }
+
+    public func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64,
+                    completion: ((Bool) -> Void)?) {
+        let ttlMs = CacheTime.millisRoundingUp(ttl)
+        guard ttlMs > 0 else {
+            completion?(false)
+            return
+        }
+        let totalMs = max(1, ttlMs &+ CacheTime.millisRoundingUp(staleTTL))
+        var blob = Array("v1:\(wallMillis &+ ttlMs)\n".utf8)
+        blob.append(contentsOf: value)
+        let args: [[UInt8]] = [Array(key.utf8), blob, Array(String(totalMs).utf8), Array(String(maxEntries).utf8),
+                               Array(valuePrefix.utf8)]
+        eval(sha: Self.putSHA, script: Self.putScript, keys: [valueKey(key), lruKey, clockKey], args: args) { v in
+            if case .int = v { completion?(true) } else { completion?(false) }
+        }
+    }
+
+    public func count(completion: @escaping (Int?) -> Void) {
+        connection.send(["ZCARD", lruKey]) { v in
+            if case .int(let n) = v { completion(n) } else { completion(nil) }
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func eval(sha: String, script: String, keys: [String], args: [[UInt8]],
+                      completion: @escaping (RedisValue) -> Void) {
+        var tail: [[UInt8]] = [Array(String(keys.count).utf8)]
+        tail.append(contentsOf: keys.map { Array($0.utf8) })
+        tail.append(contentsOf: args)
+        connection.send([Array("EVALSHA".utf8), Array(sha.utf8)] + tail) { [weak self] v in
+            // NOSCRIPT: the server restarted or was flushed after our SCRIPT LOAD; EVAL also caches it.
+            if case .error(let e) = v, e.hasPrefix("NOSCRIPT"), let self {
+                self.connection.send([Array("EVAL".utf8), Array(script.utf8)] + tail, completion: completion)
+            } else {
+                completion(v)
+            }
+        }
+    }
+
+    /// Decodes a stored blob; anything unexpected is a miss (a foreign or corrupt value).
+    static func lookup(from v: RedisValue, wallMillis: UInt64) -> CacheLookup {
+        switch v {
+        case .null: return .miss
+        case .string(let blob):
+            guard let parsed = decode(blob) else { return .miss }
+            return wallMillis < parsed.freshUntil ? .fresh(parsed.body) : .stale(parsed.body)
+        default: return .unavailable
+        }
+    }
+
+    static func decode(_ blob: [UInt8]) -> (freshUntil: UInt64, body: [UInt8])? {
+        let prefix = Array("v1:".utf8)
+        guard blob.count > prefix.count, Array(blob[0..<prefix.count]) == prefix,
+              let nl = blob[prefix.count...].prefix(24).firstIndex(of: UInt8(ascii: "\n")),
+              let ms = UInt64(String(decoding: blob[prefix.count..<nl], as: UTF8.self)) else { return nil }
+        return (ms, Array(blob[(nl + 1)...]))
+    }
+
+    static func sha1Hex(_ s: String) -> String {
+        var md = [UInt8](repeating: 0, count: Int(SHA_DIGEST_LENGTH))
+        let bytes = Array(s.utf8)
+        bytes.withUnsafeBufferPointer { p in _ = SHA1(p.baseAddress, p.count, &md) }
+        return hex(md)
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for b in bytes {
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 0xf)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
