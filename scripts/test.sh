@@ -2,16 +2,16 @@
 # test.sh: THE test command (CI's .ci/run calls it). Phases: setup, build, unit tests, integration tests.
 # Unit = `swift test` (Swift Testing and XCTest); integration = pytest on Tests/integration against the
 # debug engine-server and vllm-sim binaries. Exits non-zero if any phase fails; extra args go to pytest.
+# shellcheck disable=SC2317 # the phase functions are called through run_phase "$@"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 suite_start=$SECONDS
 summary=()
 failed=0
-failed_prefixes=()  # xUnit file prefixes of the test phases that failed (for test_summary.py)
+failed_prefixes=() # xUnit file prefixes of the phases that failed (see scripts/test_summary.py)
 results=.build/test-results
-rm -rf "$results"
-mkdir -p "$results"
+unit_redis_pid=""
 
 banner() {
     printf '\n######## test.sh: %s ########\n' "$1"
@@ -35,41 +35,84 @@ run_phase() {
     return "$status"
 }
 
+# Prints the phase table and, last, one line "tests: N passed, N failed, N skipped"; exits.
 finish() {
+    stop_unit_redis
     banner "summary"
     printf '%s\n' "${summary[@]}"
     echo "total: $((SECONDS - suite_start))s"
-    python3 scripts/test_summary.py "$results" "${failed_prefixes[@]}" || true
     if ((failed)); then
         echo "test.sh: FAILED"
-        exit 1
+    else
+        echo "test.sh: all phases passed"
     fi
-    echo "test.sh: all phases passed"
-    exit 0
+    python3 scripts/test_summary.py "$results" "${failed_prefixes[@]}" || true
+    exit "$failed"
 }
 
-run_phase "setup" bash scripts/setup.sh || {
+# A private redis-server for the Swift live Redis tests (ENGINE_TEST_REDIS_URL), unless one is
+# named already. The Python fixtures start their own.
+start_unit_redis() {
+    local port i
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+        --dir "$PWD/$results" --enable-debug-command local >"$results/unit-redis.log" 2>&1 &
+    unit_redis_pid=$!
+    for ((i = 0; i < 100; i++)); do
+        if [[ "$(redis-cli -p "$port" ping 2>/dev/null)" == PONG ]]; then
+            export ENGINE_TEST_REDIS_URL="redis://127.0.0.1:$port"
+            echo "test.sh: redis-server for the unit tests at $ENGINE_TEST_REDIS_URL"
+            return 0
+        fi
+        kill -0 "$unit_redis_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "test.sh: redis-server for the unit tests did not start:" >&2
+    cat "$results/unit-redis.log" >&2
+    return 1
+}
+
+stop_unit_redis() {
+    if [[ -n "$unit_redis_pid" ]]; then
+        kill "$unit_redis_pid" 2>/dev/null || true
+        wait "$unit_redis_pid" 2>/dev/null || true
+        unit_redis_pid=""
+    fi
+}
+
+unit_tests() {
+    if [[ -z "${ENGINE_TEST_REDIS_URL:-}" ]]; then
+        start_unit_redis || return 1
+    fi
+    local status=0
+    swift test --skip-build --xunit-output "$results/swift.xml" || status=$?
+    stop_unit_redis
+    return "$status"
+}
+
+integration_tests() {
+    local bin_path
+    bin_path=$(swift build --show-bin-path)
+    # `timeout` bounds the phase (the suite must stay well under CI's limit); the fixtures kill
+    # every process they start, whatever happens.
+    ENGINE_BIN="$bin_path/engine-server" SIM_BIN="$bin_path/vllm-sim" \
+        timeout --kill-after=30 900 .venv/bin/python -m pytest -q --junitxml="$results/pytest.xml" \
+        Tests/integration "$@"
+}
+
+trap stop_unit_redis EXIT
+rm -rf "$results"
+mkdir -p "$results"
+
+if ! run_phase "setup" bash scripts/setup.sh; then
     failed_prefixes+=(setup)
     finish
-}
-run_phase "build" swift build --build-tests || {
+fi
+if ! run_phase "build" swift build --build-tests; then
     failed_prefixes+=(build)
     finish
-}
-
-bin_path=$(swift build --show-bin-path)
-export ENGINE_BIN="$bin_path/engine-server"
-export SIM_BIN="$bin_path/vllm-sim"
-
+fi
 # Unit and integration tests both run even if the other fails, so one run shows everything.
-# Each writes xUnit XML into $results; test_summary.py adds them up into the closing line.
-run_phase "unit tests" swift test --skip-build --xunit-output "$results/swift.xml" ||
-    failed_prefixes+=(swift)
-# `timeout` bounds the integration phase (the whole suite must stay well under CI's limit);
-# the fixtures kill every process they start, whatever happens.
-run_phase "integration tests" \
-    timeout --kill-after=30 900 .venv/bin/python -m pytest -q --junitxml="$results/pytest.xml" \
-    Tests/integration "$@" ||
-    failed_prefixes+=(pytest)
-
+run_phase "unit tests" unit_tests || failed_prefixes+=(swift)
+run_phase "integration tests" integration_tests "$@" || failed_prefixes+=(pytest)
 finish

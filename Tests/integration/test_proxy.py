@@ -160,8 +160,8 @@ def test_5xx_is_retried_on_another_backend(sim_factory, engine_factory):
     bad = sim_factory("--error-rate", 1.0)
     good = sim_factory()
     eng = engine_factory(make_config([bad, good], vllm={"retry_count": 2, "retry_backoff_seconds": 0.01}))
-    for _ in range(10):
-        r = eng.post("/v1/chat/completions", json=chat_body())
+    for i in range(10):
+        r = eng.post("/v1/chat/completions", json=chat_body(f"q{i}"))
         assert r.status_code == 200, r.text
     assert good.stats()["requests_total"] == 10
 
@@ -213,8 +213,8 @@ def test_health_and_models_union(sim_factory, engine_factory):
     assert err["param"] == "model"
     assert a.stats()["requests_total"] + b.stats()["requests_total"] == before
     # Each model goes only to a backend that serves it.
-    for _ in range(4):
-        assert eng.post("/v1/chat/completions", json=chat_body(model="beta")).status_code == 200
+    for i in range(4):
+        assert eng.post("/v1/chat/completions", json=chat_body(f"q{i}", model="beta")).status_code == 200
     assert b.stats()["requests_total"] == 4 and a.stats()["requests_total"] == 0
 
 

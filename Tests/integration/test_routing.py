@@ -108,8 +108,8 @@ def test_failing_backend_is_skipped_after_threshold_and_clients_never_see_it(sim
     good = sim_factory()
     eng = engine_factory(make_config([bad, good], circuit_breaker={"failure_threshold": 2, "cooldown_seconds": 60},
                                      vllm={"retry_backoff_seconds": 0.01, "retry_count": 2}))
-    for _ in range(20):
-        r = eng.post("/v1/chat/completions", json=chat_body())
+    for i in range(20):
+        r = eng.post("/v1/chat/completions", json=chat_body(f"q{i}"))
         assert r.status_code == 200, r.text
     assert bad.stats()["requests_total"] <= 2
     m = eng.get("/metrics").json()

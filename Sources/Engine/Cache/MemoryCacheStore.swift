@@ -53,7 +53,9 @@ public final class MemoryCacheStore: CacheStore {
 
     public func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64,
                     completion: ((Bool) -> Void)?) {
-        completion?(store(key, value, ttl: ttl, staleTTL: staleTTL, now: now))
+        // Not `completion?(store(...))`: optional chaining would skip the store when there is no completion.
+        let stored = store(key, value, ttl: ttl, staleTTL: staleTTL, now: now)
+        completion?(stored)
     }
 
     public func count(completion: @escaping (Int?) -> Void) { completion(index.count) }

@@ -62,6 +62,10 @@ public struct RequestMachine: Sendable {
         public var canUseStale: Bool
         /// Whether the client asked for a stream (queued streams get `: queued` comments).
         public var isStream: Bool
+        /// Look the response cache up first (a cacheable request without Cache-Control: no-cache).
+        public var lookupCache: Bool = false
+        /// Share an identical in-flight request (single-flight) instead of calling upstream.
+        public var coalesce: Bool = false
         public init(maxAttempts: Int, backoff: Duration, upstreamTimeout: Duration, usesAdmission: Bool = false,
                     fallbackModel: String? = nil, canUseStale: Bool = false, isStream: Bool = false) {
             self.maxAttempts = max(1, maxAttempts)
@@ -82,8 +86,14 @@ public struct RequestMachine: Sendable {
     }
 
     enum State: Sendable, Equatable {
-        /// Created; nothing asked yet. Next: admitting, pickingBackend.
+        /// Created; nothing asked yet. Next: lookingUpCache, joiningFlight, admitting, pickingBackend.
         case received
+        /// Waiting for the response cache. Next: finished (hit), joiningFlight, admitting, pickingBackend.
+        case lookingUpCache
+        /// Asking the coalescer whether an identical request is in flight. Next: following, admitting, pickingBackend.
+        case joiningFlight
+        /// Attached to an identical request in flight; its answer will be ours. Next: finished.
+        case following
         /// Waiting in admission control's queue (KV pressure). Next: awaitingHead, finished.
         case admitting
         /// Every backend failed; asking the cache for a stale entry. Next: finished.
@@ -103,6 +113,16 @@ public struct RequestMachine: Sendable {
     }
 
     public enum Action: Equatable, Sendable {
+        /// Look the cache up; answer with `cacheLookedUp`.
+        case lookupCache
+        /// Answer from the fresh cache entry the driver holds (X-Cache: HIT).
+        case replayCached
+        /// Lead or follow an identical in-flight request; answer with `flightJoined`.
+        case joinFlight
+        /// Deliver what the flight we followed produced (X-Coalesced: true).
+        case deliverFromFlight
+        /// Stop following (the client went away); the leader and other followers carry on.
+        case leaveFlight
         /// Ask admission control for a backend; answer with admitted/queued/admissionRejected.
         case requestAdmission
         /// A queued request's keepalive: for a stream, write `: queued` (after the SSE head when
@@ -158,9 +178,51 @@ public struct RequestMachine: Sendable {
     public var isFinished: Bool { if case .finished = state { return true } else { return false } }
     public var termination: Termination? { if case .finished(let t) = state { return t } else { return nil } }
 
-    /// The first action: admission control, or straight to the pool.
+    /// The first action: the cache, the coalescer, admission control, or straight to the pool.
     public mutating func start() -> Action {
         guard case .received = state else { preconditionFailure("start in \(state)") }
+        if policy.lookupCache {
+            state = .lookingUpCache
+            return .lookupCache
+        }
+        return afterCache()
+    }
+
+    public mutating func cacheLookedUp(found: Bool) -> Action {
+        guard case .lookingUpCache = state else { return .none }
+        if found {
+            state = .finished(.normal)
+            return .replayCached
+        }
+        return afterCache()
+    }
+
+    public mutating func flightJoined(asLeader: Bool) -> Action {
+        guard case .joiningFlight = state else { return .none }
+        if !asLeader {
+            state = .following
+            return .none
+        }
+        state = .received
+        return toAdmission()
+    }
+
+    /// The flight we followed ended (with an answer or an error, the driver holds it).
+    public mutating func flightFinished() -> Action {
+        guard case .following = state else { return .none }
+        state = .finished(.normal)
+        return .deliverFromFlight
+    }
+
+    private mutating func afterCache() -> Action {
+        if policy.coalesce {
+            state = .joiningFlight
+            return .joinFlight
+        }
+        return toAdmission()
+    }
+
+    private mutating func toAdmission() -> Action {
         if policy.usesAdmission {
             state = .admitting
             return .requestAdmission
@@ -325,6 +387,12 @@ public struct RequestMachine: Sendable {
         case .admitting:
             state = .finished(Termination(.client, .queue))
             return .leaveQueue
+        case .following:
+            state = .finished(Termination(.client, .data))
+            return .leaveFlight
+        case .lookingUpCache, .joiningFlight:
+            state = .finished(Termination(.client, .request))
+            return .abortUpstream
         }
     }
 

@@ -34,12 +34,30 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private var buffered: [UInt8] = []
     private var upstreamContentType: String?
     private var sawErrorEvent = false
+    /// What the cache and coalescer may do for this request (decided by the Frontend).
+    let cachePlan: CachePlan
+    /// X-Cache outcome: HIT, MISS, STALE or BYPASS.
+    private(set) var cacheOutcome: String
+    private var cachedBody: [UInt8] = []
+    /// Records a streamed answer to store it (and to hand followers a JSON form).
+    private var assembler: StreamAssembler?
+    /// The flight this session leads or follows.
+    private var flight: Flight?
+    private var isLeader = false
+    /// A follower relaying the leader's stream live.
+    private var followsLive = false
+    /// Strips the usage chunk the Engine asked for on the client's behalf.
+    private var usageFilter: SSEUsageFilter?
+    private var filtered: [UInt8] = []
     private(set) var bytesOut = 0
     private(set) var firstByteNanos: UInt64 = 0
     private(set) var status = 0
 
     init(runtime: EngineRuntime, client: HTTPServerConnection, request: OpenAIRequest, body: [UInt8],
-         requestId: String, requestedModel: String?, servedModel: String?, extraHeaders: HTTPHeaders) {
+         requestId: String, requestedModel: String?, servedModel: String?, extraHeaders: HTTPHeaders,
+         cachePlan: CachePlan) {
+        self.cachePlan = cachePlan
+        self.cacheOutcome = cachePlan.key == nil ? "BYPASS" : (cachePlan.lookup ? "MISS" : "BYPASS")
         self.runtime = runtime
         self.client = client
         self.request = request
@@ -51,10 +69,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         self.startNanos = Loop.nowNanos()
         var policy = runtime.requestPolicy
         policy.isStream = request.stream
+        policy.lookupCache = cachePlan.key != nil && cachePlan.lookup
+        policy.coalesce = cachePlan.key != nil && cachePlan.coalesce
+        policy.canUseStale = cachePlan.key != nil && runtime.cache != nil
         if let fb = runtime.config.modelRegistry.fallbackModel, fb != servedModel, runtime.backends.isKnown(fb) != false {
             policy.fallbackModel = fb
         }
         self.machine = RequestMachine(policy: policy)
+        if request.stream && !request.includeUsage { usageFilter = SSEUsageFilter() }
         self.timer = Timer(loop: runtime.loop)
         timer.onFire = { [unowned self] in self.run(self.machine.timerFired(self.armed)) }
     }
@@ -63,7 +85,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     // MARK: events from the client side (via Frontend)
 
-    func clientClosed() { run(machine.clientClosed()) }
+    func clientClosed() {
+        if isLeader, let f = flight, !f.followers.isEmpty {
+            // Followers still want this answer: keep generating for them, write to nobody.
+            client = nil
+            return
+        }
+        run(machine.clientClosed())
+    }
     func clientDrained() { run(machine.clientDrained()) }
 
     // MARK: events from admission control
@@ -98,8 +127,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             buffered.append(contentsOf: bytes)
         case .forwardChunk(let pause, let timeout):
             if !sawErrorEvent && containsErrorEvent(bytes) { sawErrorEvent = true }
-            client?.writeChunk(bytes)
-            bytesOut += bytes.count
+            assembler?.feed(bytes)
+            if usageFilter != nil {
+                filtered.removeAll(keepingCapacity: true)
+                usageFilter!.filter(bytes, into: &filtered)
+                filtered.withUnsafeBytes { relay($0) }
+            } else {
+                relay(bytes)
+            }
             arm(.upstream, timeout)
             if pause { c.pauseReading() }
         case let other:
@@ -124,10 +159,62 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         run(machine.upstreamFailed(f))
     }
 
+    /// Writes stream bytes to the client and to live followers.
+    private func relay(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        if isLeader { flight?.chunk(bytes) }
+        client?.writeChunk(bytes)
+        bytesOut += bytes.count
+    }
+
     // MARK: the one place that performs actions
 
     private func run(_ action: RequestMachine.Action) {
         switch action {
+        case .lookupCache:
+            guard let cache = runtime.cache, let key = cachePlan.key else { run(machine.cacheLookedUp(found: false)); return }
+            runtime.logger.debug("cache lookup", metadata: ["eng.req": "\(requestId)", "key": "\(key)"])
+            cache.get(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] lookup in
+                guard let self else { return }
+                switch lookup {
+                case .fresh(let body):
+                    self.cachedBody = body
+                    self.cacheOutcome = "HIT"
+                    self.runtime.metrics.cacheHits += 1
+                    self.run(self.machine.cacheLookedUp(found: true))
+                case .stale, .miss:
+                    self.runtime.metrics.cacheMisses += 1
+                    self.run(self.machine.cacheLookedUp(found: false))
+                case .unavailable:
+                    self.runtime.metrics.cacheMisses += 1
+                    self.runtime.metrics.cacheErrors += 1
+                    self.run(self.machine.cacheLookedUp(found: false))
+                }
+            }
+        case .replayCached:
+            status = 200
+            respond { self.writeStored($0, self.cachedBody) }
+        case .joinFlight:
+            guard let key = cachePlan.key else { run(machine.flightJoined(asLeader: true)); return }
+            if let f = runtime.flights[key] {
+                flight = f
+                runtime.metrics.coalescedFollowers += 1
+                extraHeaders.add("x-coalesced", "true")
+                run(machine.flightJoined(asLeader: false))
+                f.add(self)
+            } else {
+                let f = Flight(key: key, leader: self)
+                runtime.flights[key] = f
+                flight = f
+                isLeader = true
+                run(machine.flightJoined(asLeader: true))
+            }
+        case .deliverFromFlight:
+            deliverFlightOutcome()
+        case .leaveFlight:
+            flight?.remove(self)
+            flight = nil
+            finished()
         case .requestAdmission:
             let now = Loop.nowNanos()
             let cands = runtime.backends.candidates(model: servedModel, now: now)
@@ -179,6 +266,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .startStream(let timeout):
             arm(.upstream, timeout)
             status = 200
+            if cachePlan.store || (isLeader && flight != nil) { assembler = StreamAssembler() }
+            if isLeader { flight?.streamStarted() }
             guard firstByteNanos == 0 else { return } // SSE head already sent while queued
             firstByteNanos = Loop.nowNanos()
             client?.writeChunkedHead(status: 200, headers: sseHeaders())
@@ -189,6 +278,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             endAttempt(success: st < 500)
             releaseUpstream()
             status = st
+            let ct = upstreamContentType ?? "application/json"
+            if st == 200 { store(buffered) }
+            leaderFinished(.buffered(status: st, contentType: ct, body: buffered))
             if machine.clientHeadSent {
                 // The SSE head went out while queued: the answer becomes the stream's last event.
                 respond { c in
@@ -199,14 +291,17 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 }
                 return
             }
-            var h = extraHeaders
-            h.add("content-type", upstreamContentType ?? "application/json")
-            h.add("x-request-id", requestId)
+            var h = responseHeaders()
+            h.add("content-type", ct)
             respond { $0.writeResponse(status: st, headers: h, body: buffered) }
         case .finishStream:
             timer.cancel()
             endAttempt(success: !sawErrorEvent)
             releaseUpstream()
+            var complete: [UInt8]?
+            if let a = assembler, !sawErrorEvent { complete = a.completeBody() }
+            if let body = complete { store(body) }
+            leaderFinished(.streamed(completeBody: complete))
             respond { $0.endChunked() }
         case .retry(let after):
             endAttempt(success: false)
@@ -216,21 +311,35 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .lookupStale:
             endAttempt(success: false)
             closeUpstream()
-            // The stale cache plugs in here (cache issue); without one, nothing is found.
-            run(machine.staleLookedUp(found: false))
+            guard let cache = runtime.cache, let key = cachePlan.key else { run(machine.staleLookedUp(found: false)); return }
+            cache.getStale(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] lookup in
+                guard let self else { return }
+                if let body = lookup.body {
+                    self.cachedBody = body
+                    self.cacheOutcome = "STALE"
+                    self.runtime.metrics.cacheStaleServed += 1
+                    self.run(self.machine.staleLookedUp(found: true))
+                } else {
+                    self.run(self.machine.staleLookedUp(found: false))
+                }
+            }
         case .replayStale:
-            respond { _ in }
+            status = 200
+            leaderFinished(.buffered(status: 200, contentType: "application/json", body: cachedBody))
+            respond { self.writeStored($0, self.cachedBody) }
         case .respondError(let err):
             timer.cancel()
             endAttempt(success: false)
             closeUpstream()
             status = err.status
-            respond { runtime.writeError(err, to: $0, requestId: requestId) }
+            leaderFinished(.failed(err))
+            respond { self.runtime.writeError(err, to: $0, requestId: self.requestId, extra: self.responseHeaders()) }
         case .failStream(let err):
             timer.cancel()
             endAttempt(success: false)
             closeUpstream()
             status = err.status
+            leaderFinished(.failed(err))
             respond { c in
                 err.sseEvent.withUnsafeBytes { c.writeChunk($0) }
                 c.endChunked(close: true)
@@ -239,19 +348,116 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             timer.cancel()
             endAttempt(success: nil)
             closeUpstream()
+            leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with was cancelled.", source: .client)))
             finished()
         case .none:
             break
         }
     }
 
-    private func sseHeaders() -> HTTPHeaders {
+    /// Headers on every response of this session.
+    private func responseHeaders() -> HTTPHeaders {
         var h = extraHeaders
+        h.add("x-request-id", requestId)
+        h.add("x-cache", cacheOutcome)
+        return h
+    }
+
+    private func sseHeaders() -> HTTPHeaders {
+        var h = responseHeaders()
         h.add("content-type", "text/event-stream; charset=utf-8")
         h.add("cache-control", "no-cache")
         h.add("x-accel-buffering", "no")
-        h.add("x-request-id", requestId)
         return h
+    }
+
+    private func wallMillis() -> UInt64 { UInt64(Loop.wallSeconds() * 1000) }
+
+    /// Stores a complete 200 answer under this request's key, unless policy says no or the answer
+    /// came from the fallback model (never stored under the primary model's key).
+    private func store(_ body: [UInt8]) {
+        guard cachePlan.store, !machine.usedFallback, let key = cachePlan.key, let cache = runtime.cache, !body.isEmpty else { return }
+        let c = runtime.config.cache
+        cache.put(key: key, value: body, ttl: .milliseconds(Int64(c.ttlSeconds * 1000)),
+                  staleTTL: .milliseconds(Int64(c.staleTtlSeconds * 1000)), now: Loop.nowNanos(), wallMillis: wallMillis())
+        runtime.metrics.cacheStores += 1
+        runtime.logger.debug("cache store", metadata: ["eng.req": "\(requestId)", "key": "\(key)", "bytes": "\(body.count)", "ttl": "\(c.ttlSeconds)", "n": "\((cache as? MemoryCacheStore)?.entryCount ?? -1)"])
+    }
+
+    /// Writes a stored complete JSON answer in the form this client asked for.
+    private func writeStored(_ c: HTTPServerConnection, _ body: [UInt8]) {
+        if request.stream {
+            guard let sse = ReplayWriter.sse(fromCompleteBody: body, includeUsage: request.includeUsage) else {
+                runtime.writeError(EngineError(.internalError, "A stored answer could not be replayed."), to: c, requestId: requestId)
+                return
+            }
+            if !machine.clientHeadSent { c.writeChunkedHead(status: 200, headers: sseHeaders()) }
+            sse.withUnsafeBytes { c.writeChunk($0) }
+            c.endChunked()
+        } else {
+            var h = responseHeaders()
+            h.add("content-type", "application/json")
+            c.writeResponse(status: 200, headers: h, body: body)
+        }
+    }
+
+    // MARK: coalescing
+
+    /// As the leader: hand the outcome to the followers and retire the flight.
+    private func leaderFinished(_ o: Flight.Outcome) {
+        guard isLeader, let f = flight else { return }
+        flight = nil
+        isLeader = false
+        if runtime.flights[f.key] === f { runtime.flights[f.key] = nil }
+        f.finish(o)
+    }
+
+    /// As a follower: the leader's stream started; go live if its bytes fit this client exactly.
+    func flightStreamStarted(_ f: Flight) {
+        guard request.stream, request.includeUsage == f.leader.request.includeUsage, !f.streamedOverflow,
+              let c = client else { return }
+        followsLive = true
+        status = 200
+        firstByteNanos = Loop.nowNanos()
+        c.writeChunkedHead(status: 200, headers: sseHeaders())
+        if !f.streamed.isEmpty { f.streamed.withUnsafeBytes { c.writeChunk($0) } }
+    }
+
+    func flightChunk(_ bytes: UnsafeRawBufferPointer) {
+        guard followsLive else { return }
+        bytesOut += bytes.count
+        client?.writeChunk(bytes)
+    }
+
+    func flightFinished(_ f: Flight) { run(machine.flightFinished()) }
+
+    private func deliverFlightOutcome() {
+        guard let f = flight, let outcome = f.outcome else { return }
+        flight = nil
+        let live = followsLive
+        respond { c in
+            switch outcome {
+            case .streamed(let complete):
+                if live { c.endChunked(); return }
+                if let body = complete { self.status = 200; self.writeStored(c, body); return }
+                self.status = 502
+                self.runtime.writeError(EngineError(.badGateway, "The shared answer could not be rebuilt for this request."), to: c, requestId: self.requestId)
+            case .buffered(let st, let ct, let body):
+                self.status = st
+                if st == 200 { self.writeStored(c, body); return }
+                var h = self.responseHeaders()
+                h.add("content-type", ct)
+                c.writeResponse(status: st, headers: h, body: body)
+            case .failed(let err):
+                self.status = err.status
+                if live {
+                    err.sseEvent.withUnsafeBytes { c.writeChunk($0) }
+                    c.endChunked(close: true)
+                } else {
+                    self.runtime.writeError(err, to: c, requestId: self.requestId, extra: self.responseHeaders())
+                }
+            }
+        }
     }
 
     private func arm(_ kind: TimerKind, _ d: Duration) {

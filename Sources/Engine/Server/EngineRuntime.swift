@@ -20,6 +20,11 @@ public final class EngineRuntime {
     let estimator = TokenEstimator()
     let auth: APIKeyAuth?
     private(set) var admission: AdmissionDriver?
+    /// The response cache: in process (no redis.url) or Redis; nil when cache.enabled is false.
+    private(set) var cache: CacheStore?
+    private(set) var redis: RedisConnection?
+    /// In-flight requests by cache key (single-flight inside this process).
+    var flights: [String: Flight] = [:]
     private var listener: Listener?
     private var monitor: HealthMonitor?
     private lazy var frontend = Frontend(runtime: self)
@@ -59,6 +64,19 @@ public final class EngineRuntime {
             backoff: .milliseconds(Int64(config.vllm.retryBackoffSeconds * 1000)),
             upstreamTimeout: .milliseconds(Int64(config.vllm.timeoutSeconds * 1000)),
             usesAdmission: true)
+        if config.cache.isEnabled {
+            if config.redis.url.isEmpty {
+                cache = MemoryCacheStore(maxEntries: config.cache.maxSize)
+            } else {
+                guard let u = RedisURL.parse(config.redis.url) else {
+                    throw ConfigError.invalid(key: "redis.url", message: "not a redis:// URL")
+                }
+                let timeout = Duration.milliseconds(Int64(config.redis.socketTimeoutSeconds * 1000))
+                let conn = RedisConnection(loop: loop, url: u, commandTimeout: timeout, connectTimeout: max(timeout, .milliseconds(500)))
+                redis = conn
+                cache = RedisCacheStore(connection: conn, maxEntries: config.cache.maxSize)
+            }
+        }
         if config.admissionControl.isEnabled {
             let a = config.admissionControl
             admission = AdmissionDriver(
@@ -91,6 +109,18 @@ public final class EngineRuntime {
         monitor = m
         m.start()
         admission?.start()
+        if let r = redis {
+            r.onStateChange = { [unowned self] up in
+                // Once per change, not per request.
+                if up {
+                    self.logger.notice("redis connected", metadata: ["eng.redis": "\(self.config.redis.url)"])
+                } else {
+                    self.logger.warning("redis lost: serving without the shared cache until it returns",
+                                        metadata: ["eng.redis": "\(self.config.redis.url)", "error": "\(r.lastError ?? "-")"])
+                }
+            }
+            r.connect()
+        }
         return l.port
     }
 
@@ -103,15 +133,16 @@ public final class EngineRuntime {
         listener?.close()
         monitor?.stop()
         admission?.stop()
+        redis?.close()
         for b in backends.all { b.pool.closeAll() }
     }
 
     // MARK: helpers for drivers
 
-    func writeError(_ err: EngineError, to c: HTTPServerConnection, requestId: String?) {
-        var h = HTTPHeaders()
+    func writeError(_ err: EngineError, to c: HTTPServerConnection, requestId: String?, extra: HTTPHeaders? = nil) {
+        var h = extra ?? HTTPHeaders()
         h.add("content-type", "application/json")
-        if let r = requestId { h.add("x-request-id", r) }
+        if extra == nil, let r = requestId { h.add("x-request-id", r) }
         if let ra = err.retryAfterSeconds { h.add("retry-after", String(ra)) }
         metrics.recordStatus(err.status)
         c.writeResponse(status: err.status, headers: h, body: err.jsonBody)

@@ -68,9 +68,10 @@ final class Frontend: HTTPServerConnectionDelegate {
             runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."), to: c, requestId: rid)
             return
         }
+        var identity: String?
         if let auth = runtime.auth, route.needsAuth(protectMetrics: runtime.config.auth.isMetricsProtected) {
             switch auth.authenticate(authorizationHeader: head.headers["authorization"]) {
-            case .ok: break
+            case .ok(let id): identity = id
             case .missing:
                 runtime.writeError(EngineError(.unauthorized, "Missing API key: send Authorization: Bearer <key>."), to: c, requestId: rid)
                 return
@@ -81,7 +82,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         switch route {
         case .generate(let kind):
-            startGeneration(c, kind: kind, head: head, body: body, rid: rid)
+            startGeneration(c, kind: kind, head: head, body: body, rid: rid, identity: identity)
         case .models:
             writeJSON(c, 200, modelsBody(), rid)
         case .health:
@@ -100,7 +101,8 @@ final class Frontend: HTTPServerConnectionDelegate {
     }
 
     /// parse → route → session (cache, coalescer, admission and pool run inside the session).
-    private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], rid: String) {
+    private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], rid: String,
+                                 identity: String?) {
         let req: OpenAIRequest
         switch OpenAIRequest.parse(kind: kind, body: body) {
         case .failure(let err):
@@ -119,18 +121,48 @@ final class Frontend: HTTPServerConnectionDelegate {
             return
         case .model(let m, let routed):
             served = m
+            var rewrite = false
             if routed {
                 json_object_set_new(req.document.root, "model", json_string(m))
-                forward = req.document.serialized()
                 extra.add("x-routed-model", m)
+                rewrite = true
             }
+            if req.stream && !req.includeUsage {
+                // Always ask vLLM for the usage chunk (token metrics, complete cache entries);
+                // the session strips it for this client, who did not ask for it.
+                var so = json_object_get(req.document.root, "stream_options")
+                if JSONValue.type(so) != JSONValue.object {
+                    so = json_object()
+                    json_object_set_new(req.document.root, "stream_options", so)
+                }
+                json_object_set_new(so, "include_usage", json_true())
+                rewrite = true
+            }
+            if rewrite { forward = req.document.serialized() }
         }
         runtime.metrics.requestsInFlight += 1
         if req.stream { runtime.metrics.streamsStarted += 1 }
         let s = RequestSession(runtime: runtime, client: c, request: req, body: forward, requestId: rid,
-                               requestedModel: req.model, servedModel: served, extraHeaders: extra)
+                               requestedModel: req.model, servedModel: served, extraHeaders: extra,
+                               cachePlan: cachePlan(kind: kind, head: head, req: req, served: served, identity: identity))
         c.context = s
         s.start()
+    }
+
+    /// Cache and coalescing policy: what is cacheable (all complete answers, or only deterministic
+    /// ones), Cache-Control (no-cache: skip the lookup, still store; no-store: neither), and the
+    /// key (endpoint, served model, canonical body, tenant unless shared_across_keys).
+    private func cachePlan(kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest, served: String, identity: String?) -> CachePlan {
+        let cfg = runtime.config.cache
+        guard runtime.cache != nil, CacheKey.isCacheable(document: req.document, deterministicOnly: cfg.isDeterministicOnly) else {
+            runtime.metrics.cacheBypasses += 1
+            return .bypass
+        }
+        let cc = CachePolicy.from(cacheControl: head.headers["cache-control"])
+        if !cc.lookup { runtime.metrics.cacheBypasses += 1 }
+        let tenant = cfg.isSharedAcrossKeys ? nil : identity
+        let key = CacheKey.make(kind: kind, servedModel: served, document: req.document, tenant: tenant)
+        return CachePlan(key: key, lookup: cc.lookup, store: cc.store, coalesce: cc.store)
     }
 
     private func writeJSON(_ c: HTTPServerConnection, _ status: Int, _ body: [UInt8], _ rid: String) {

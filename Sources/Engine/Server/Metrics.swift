@@ -13,6 +13,13 @@ public final class Metrics {
     public var upstreamRetries = 0
     public var terminations: [String: Int] = [:]
     public var clientErrors = 0
+    public var cacheHits = 0
+    public var cacheMisses = 0
+    public var cacheBypasses = 0
+    public var cacheStaleServed = 0
+    public var cacheStores = 0
+    public var cacheErrors = 0
+    public var coalescedFollowers = 0
 
     init(now: UInt64) { startedNanos = now }
 

@@ -130,3 +130,14 @@ private func get(_ m: MemoryCacheStore, _ k: String, at now: UInt64) -> CacheLoo
         }
     }
 }
+
+@Suite struct MemoryCacheStoreProtocolTests {
+    /// Through the protocol's put without a completion (what the driver calls).
+    @Test func putWithoutCompletionStores() {
+        let store: CacheStore = MemoryCacheStore(maxEntries: 4)
+        store.put(key: "k", value: [1, 2, 3], ttl: .seconds(10), staleTTL: .seconds(10), now: 1_000, wallMillis: 0)
+        var got: CacheLookup?
+        store.get(key: "k", now: 2_000, wallMillis: 0) { got = $0 }
+        #expect(got == .fresh([1, 2, 3]))
+    }
+}
