@@ -1,6 +1,6 @@
-// HTTPClientConnection: one nonblocking upstream connection (bufferevent + http-parser in
+// HTTPClientConnection: one nonblocking upstream connection (StreamSocket + http-parser in
 // response mode), one exchange at a time, kept alive for reuse by HTTPClientPool.
-// Owns: the bufferevent (and fd), freed in close(); parks in loop.bury afterwards (style E.3).
+// Owns: the StreamSocket (and fd), freed in close(); parks in loop.bury afterwards (style E.3).
 // The delegate is the request driver during an exchange and the pool while idle.
 import CEventShim
 
@@ -29,6 +29,7 @@ public struct Endpoint: Sendable, Equatable, Hashable {
         self.host = host
         self.port = port
         self.basePath = basePath
+        self.hostHeader = port == 80 ? host : (host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
@@ -45,7 +46,8 @@ public struct Endpoint: Sendable, Equatable, Hashable {
         addr = Array(UnsafeRawBufferPointer(start: pick.pointee.ai_addr, count: Int(pick.pointee.ai_addrlen)))
     }
 
-    public var hostHeader: String { port == 80 ? host : "\(host):\(port)" }
+    /// The Host header value, built once.
+    public let hostHeader: String
 }
 
 // STYLE-EXCEPTION: a process-wide constant pointer; written once here, read-only afterwards.
@@ -60,11 +62,11 @@ nonisolated(unsafe) private let clientSettings: UnsafeMutablePointer<http_parser
     return s
 }()
 
-public final class HTTPClientConnection {
+public final class HTTPClientConnection: StreamSocketDelegate {
     public let loop: Loop
     public let endpoint: Endpoint
     public weak var delegate: HTTPClientConnectionDelegate?
-    private var bev: OpaquePointer?
+    private var sock: StreamSocket?
     // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).
     private let parser = UnsafeMutablePointer<http_parser>.allocate(capacity: 1)
 
@@ -85,27 +87,17 @@ public final class HTTPClientConnection {
         self.loop = loop
         self.endpoint = endpoint
         http_parser_init(parser, HTTP_RESPONSE)
-        bev = bufferevent_socket_new(loop.base, -1, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
-        let arg = Unmanaged.passUnretained(self).toOpaque()
-        bufferevent_setcb(bev, { _, arg in
-            Unmanaged<HTTPClientConnection>.fromOpaque(arg!).takeUnretainedValue().onReadable()
-        }, nil, { _, what, arg in
-            Unmanaged<HTTPClientConnection>.fromOpaque(arg!).takeUnretainedValue().onEvent(what)
-        }, arg)
-        bufferevent_setwatermark(bev, Int16(EV_READ), 0, 256 * 1024)
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
-        let rc = endpoint.addr.withUnsafeBytes { p in
-            bufferevent_socket_connect(bev, p.baseAddress!.assumingMemoryBound(to: sockaddr.self), Int32(p.count))
-        }
-        if rc != 0 { pendingConnectFailure = true }
+        sock = StreamSocket.connecting(loop: loop, addr: endpoint.addr, delegate: self)
+        if sock == nil { pendingConnectFailure = true }
     }
+
     /// A connect that failed synchronously is reported when the request is sent, through a
     /// zero-delay timer, so the delegate never hears of it inside its own call to send().
     private var pendingConnectFailure = false
     private var failTimer: Timer?
 
     deinit {
-        if let bev { bufferevent_free(bev) }
+        sock?.close()
         parser.deallocate()
     }
 
@@ -115,7 +107,7 @@ public final class HTTPClientConnection {
 
     /// Sends one request. The body is copied once into the socket buffer.
     public func send(method: String, path: String, headers: HTTPHeaders, body: UnsafeRawBufferPointer?) {
-        guard let bev, !isClosed else { return }
+        guard !isClosed else { return }
         precondition(!inExchange, "one exchange at a time")
         inExchange = true
         gotHead = false
@@ -123,13 +115,25 @@ public final class HTTPClientConnection {
         fields.removeAll(keepingCapacity: true)
         http_parser_init(parser, HTTP_RESPONSE)
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        let out = bufferevent_get_output(bev)!
-        var s = method + " " + endpoint.basePath + path + " HTTP/1.1\r\nhost: " + endpoint.hostHeader + "\r\n"
-        for f in headers.items { s += f.name; s += ": "; s += f.value; s += "\r\n" }
-        if let body { s += "content-length: \(body.count)\r\n" }
-        s += "\r\n"
-        evbufferAppend(out, s)
-        if let body, body.count > 0 { evbufferAppend(out, body) }
+        if let sock {
+            let out = sock.output
+            evbufferAppend(out, method)
+            evbufferAppend(out, " " as StaticString)
+            if !endpoint.basePath.isEmpty { evbufferAppend(out, endpoint.basePath) }
+            evbufferAppend(out, path)
+            evbufferAppend(out, " HTTP/1.1\r\nhost: " as StaticString)
+            evbufferAppend(out, endpoint.hostHeader)
+            evbufferAppend(out, "\r\n" as StaticString)
+            evbufferAppendHeaders(out, headers)
+            if let body {
+                evbufferAppend(out, "content-length: " as StaticString)
+                evbufferAppendNumber(out, body.count)
+                evbufferAppend(out, "\r\n" as StaticString)
+            }
+            evbufferAppend(out, "\r\n" as StaticString)
+            if let body, body.count > 0 { evbufferAppend(out, body) }
+            sock.flush()
+        }
         if pendingConnectFailure {
             pendingConnectFailure = false
             let t = Timer(loop: loop)
@@ -140,12 +144,26 @@ public final class HTTPClientConnection {
     }
 
     /// Stops reading from the upstream (client backpressure).
-    public func pauseReading() { if let bev { bufferevent_disable(bev, Int16(EV_READ)) } }
-    public func resumeReading() { if let bev { bufferevent_enable(bev, Int16(EV_READ)) } }
+    public func pauseReading() { sock?.disableRead() }
+    public func resumeReading() { if inExchange { sock?.enableRead() } }
+
+    func socketConnected(error: Int32) {
+        if error != 0 { fail(.connectFailed); return }
+        isConnected = true
+        sock?.enableRead()
+    }
+
+    func socketReadable(eof: Bool) {
+        if eof { onEOF(); return }
+        onReadable()
+    }
+
+    func socketDrained() {}
+    func socketFailed(error: Int32) { fail(isConnected || exchangesCompleted > 0 ? .closed(receivedHead: gotHead) : .connectFailed) }
 
     private func onReadable() {
-        guard let bev else { return }
-        let input = bufferevent_get_input(bev)!
+        guard let sock else { return }
+        let input = sock.input
         if !inExchange {
             // Bytes on an idle connection: the peer misbehaves; drop the connection.
             close()
@@ -174,13 +192,8 @@ public final class HTTPClientConnection {
         delegate?.upstreamDidFinish(self)
     }
 
-    private func onEvent(_ what: Int16) {
-        if what & Int16(BEV_EVENT_CONNECTED) != 0 {
-            isConnected = true
-            if let bev { _ = ces_set_nodelay(bufferevent_getfd(bev)) }
-            return
-        }
-        if inExchange && what & Int16(BEV_EVENT_EOF) != 0 && gotHead {
+    private func onEOF() {
+        if inExchange && gotHead {
             // Body delimited by close: tell the parser.
             _ = http_parser_execute(parser, clientSettings, nil, 0)
             if messageDone { reusable = false; finishExchange(); return }
@@ -241,8 +254,8 @@ public final class HTTPClientConnection {
         guard !isClosed else { return }
         isClosed = true
         inExchange = false
-        if let bev { bufferevent_free(bev) }
-        bev = nil
+        sock?.close()
+        sock = nil
         loop.bury(self)
     }
 }

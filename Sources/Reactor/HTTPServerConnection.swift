@@ -1,7 +1,7 @@
 // HTTPServerConnection: one accepted client socket, HTTP/1.1 parsed by Debian's http-parser over
-// a bufferevent. Keep-alive, chunked request bodies and pipelining (one request at a time: the
+// a StreamSocket. Keep-alive, chunked request bodies and pipelining (one request at a time: the
 // parser pauses after each message until its response is complete).
-// Owns: the bufferevent (and so the fd) and one Timer; both freed in close(), after which the
+// Owns: the StreamSocket (and so the fd) and one Timer; both freed in close(), after which the
 // object parks in loop.bury (style E.3). The delegate is the request driver; it is told about
 // complete requests, failures, drained output and the peer's close.
 import CEventShim
@@ -33,7 +33,7 @@ nonisolated(unsafe) private let serverSettings: UnsafeMutablePointer<http_parser
     return s
 }()
 
-public final class HTTPServerConnection {
+public final class HTTPServerConnection: StreamSocketDelegate {
     public let loop: Loop
     public weak var delegate: HTTPServerConnectionDelegate?
     /// The request driver attached to this connection (kept alive by the connection).
@@ -41,7 +41,7 @@ public final class HTTPServerConnection {
     public let id: UInt64
     public let limits: HTTPServerLimits
 
-    private var bev: OpaquePointer?
+    private var sock: StreamSocket?
     // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).
     private let parser = UnsafeMutablePointer<http_parser>.allocate(capacity: 1)
     private let timer: Timer
@@ -74,22 +74,12 @@ public final class HTTPServerConnection {
         self.id = id
         self.limits = limits
         self.timer = Timer(loop: loop)
-        _ = ces_set_nodelay(fd)
-        bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
         http_parser_init(parser, HTTP_REQUEST)
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        let arg = Unmanaged.passUnretained(self).toOpaque()
-        bufferevent_setcb(bev, { _, arg in
-            Unmanaged<HTTPServerConnection>.fromOpaque(arg!).takeUnretainedValue().onReadable()
-        }, { _, arg in
-            Unmanaged<HTTPServerConnection>.fromOpaque(arg!).takeUnretainedValue().onWritable()
-        }, { _, what, arg in
-            Unmanaged<HTTPServerConnection>.fromOpaque(arg!).takeUnretainedValue().onEvent(what)
-        }, arg)
-        // Bound what a pipelining client can make us buffer.
-        bufferevent_setwatermark(bev, Int16(EV_READ), 0, max(limits.maxBodyBytes + limits.maxHeaderBytes, 64 * 1024))
-        bufferevent_setwatermark(bev, Int16(EV_WRITE), writeLowWater, 0)
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        let so = StreamSocket(loop: loop, fd: fd, delegate: self)
+        so.lowWater = writeLowWater
+        sock = so
+        so.enableRead()
         timer.onFire = { [unowned self] in self.onTimer() }
         timer.schedule(after: limits.idleTimeout)
         selfRef = self
@@ -98,7 +88,7 @@ public final class HTTPServerConnection {
     private var selfRef: HTTPServerConnection?
 
     deinit {
-        if let bev { bufferevent_free(bev) }
+        sock?.close()
         parser.deallocate()
     }
 
@@ -108,9 +98,31 @@ public final class HTTPServerConnection {
 
     // MARK: reading
 
+    /// Past this much unparsed input (a pipelining flood) reading pauses until the response is out.
+    private var maxBufferedInput: Int { max(limits.maxBodyBytes + limits.maxHeaderBytes, 64 * 1024) }
+
+    func socketReadable(eof: Bool) {
+        if eof {
+            // The peer is gone (a half-closed client is treated as gone, so its upstream request
+            // is aborted). Bytes it sent before closing are not served.
+            close()
+            return
+        }
+        guard let sock else { return }
+        if isAwaitingResponse {
+            if evbuffer_get_length(sock.input) > maxBufferedInput { sock.disableRead() }
+            return
+        }
+        onReadable()
+    }
+
+    func socketDrained() { onWritable() }
+    func socketConnected(error: Int32) {}
+    func socketFailed(error: Int32) { close() }
+
     private func onReadable() {
-        guard let bev, !isClosed else { return }
-        let input = bufferevent_get_input(bev)!
+        guard let sock, !isClosed else { return }
+        let input = sock.input
         while !isClosed && !isAwaitingResponse && !closeWhenFlushed && evbuffer_get_length(input) > 0 {
             var iov = iovec()
             guard evbuffer_peek(input, -1, nil, &iov, 1) > 0 else { break }
@@ -148,7 +160,7 @@ public final class HTTPServerConnection {
         isAwaitingResponse = true
         keepAliveAfterResponse = false
         timer.cancel()
-        if let bev { bufferevent_disable(bev, Int16(EV_READ)) }
+        sock?.disableRead()
         delegate?.connection(self, didFail: failure)
         if !isClosed && isAwaitingResponse {
             // The delegate did not answer: close.
@@ -233,10 +245,7 @@ public final class HTTPServerConnection {
 
     // MARK: writing
 
-    public var pendingOutputBytes: Int {
-        guard let bev else { return 0 }
-        return evbuffer_get_length(bufferevent_get_output(bev))
-    }
+    public var pendingOutputBytes: Int { sock?.pendingOutput ?? 0 }
 
     /// True when the driver should stop producing until `connectionDidDrain`.
     public var isWriteBlocked: Bool {
@@ -245,22 +254,33 @@ public final class HTTPServerConnection {
         return blocked
     }
 
-    private func writeHeadBytes(status: Int, headers: HTTPHeaders, framing: String) {
-        guard let bev else { return }
-        let out = bufferevent_get_output(bev)!
-        var s = "HTTP/1.1 \(status) \(reasonPhrase(status))\r\n"
-        for f in headers.items { s += f.name; s += ": "; s += f.value; s += "\r\n" }
-        s += framing
-        if !keepAliveAfterResponse { s += "connection: close\r\n" }
-        s += "\r\n"
-        evbufferAppend(out, s)
+    /// Status line and headers straight into the output buffer; `contentLength` nil = chunked.
+    private func writeHeadBytes(status: Int, headers: HTTPHeaders, contentLength: Int?) {
+        guard let sock else { return }
+        let out = sock.output
+        evbufferAppend(out, "HTTP/1.1 " as StaticString)
+        evbufferAppendNumber(out, status)
+        evbufferAppend(out, " " as StaticString)
+        evbufferAppend(out, reasonPhrase(status))
+        evbufferAppend(out, "\r\n" as StaticString)
+        evbufferAppendHeaders(out, headers)
+        if let n = contentLength {
+            evbufferAppend(out, "content-length: " as StaticString)
+            evbufferAppendNumber(out, n)
+            evbufferAppend(out, "\r\n" as StaticString)
+        } else {
+            evbufferAppend(out, "transfer-encoding: chunked\r\n" as StaticString)
+        }
+        if !keepAliveAfterResponse { evbufferAppend(out, "connection: close\r\n" as StaticString) }
+        evbufferAppend(out, "\r\n" as StaticString)
     }
 
     /// A whole response with a Content-Length body.
     public func writeResponse(status: Int, headers: HTTPHeaders, body: UnsafeRawBufferPointer) {
-        guard !isClosed, let bev else { return }
-        writeHeadBytes(status: status, headers: headers, framing: "content-length: \(body.count)\r\n")
-        if body.count > 0 { evbufferAppend(bufferevent_get_output(bev)!, body) }
+        guard !isClosed, let sock else { return }
+        writeHeadBytes(status: status, headers: headers, contentLength: body.count)
+        if body.count > 0 { evbufferAppend(sock.output, body) }
+        sock.flush()
         responseComplete()
     }
 
@@ -272,53 +292,61 @@ public final class HTTPServerConnection {
     public func writeChunkedHead(status: Int, headers: HTTPHeaders) {
         guard !isClosed else { return }
         responseIsChunked = true
-        writeHeadBytes(status: status, headers: headers, framing: "transfer-encoding: chunked\r\n")
+        writeHeadBytes(status: status, headers: headers, contentLength: nil)
+        sock?.flush()
     }
 
     /// One chunk of a chunked response; copies `bytes` once into the socket's output buffer.
     public func writeChunk(_ bytes: UnsafeRawBufferPointer) {
-        guard !isClosed, let bev, bytes.count > 0 else { return }
-        let out = bufferevent_get_output(bev)!
-        evbufferAppend(out, String(bytes.count, radix: 16) + "\r\n")
+        guard !isClosed, let sock, bytes.count > 0 else { return }
+        let out = sock.output
+        evbufferAppendNumber(out, bytes.count, radix: 16)
+        _ = evbuffer_add(out, crlf, 2)
         _ = evbuffer_add(out, bytes.baseAddress, bytes.count)
         _ = evbuffer_add(out, crlf, 2)
+        sock.flush()
     }
 
     /// One chunk moved from `buffer` (emptied, no copy).
     public func writeChunk(buffer: OpaquePointer) {
-        guard !isClosed, let bev else { return }
+        guard !isClosed, let sock else { return }
         let n = evbuffer_get_length(buffer)
         guard n > 0 else { return }
-        let out = bufferevent_get_output(bev)!
-        evbufferAppend(out, String(n, radix: 16) + "\r\n")
+        let out = sock.output
+        evbufferAppendNumber(out, n, radix: 16)
+        _ = evbuffer_add(out, crlf, 2)
         _ = evbuffer_add_buffer(out, buffer)
         _ = evbuffer_add(out, crlf, 2)
+        sock.flush()
     }
 
     /// Ends a chunked response. `close` forces the connection closed after the flush.
     public func endChunked(close: Bool = false) {
-        guard !isClosed, let bev else { return }
-        _ = evbuffer_add(bufferevent_get_output(bev)!, lastChunk, 5)
+        guard !isClosed, let sock else { return }
+        _ = evbuffer_add(sock.output, lastChunk, 5)
+        sock.flush()
         responseIsChunked = false
         if close { keepAliveAfterResponse = false }
         responseComplete()
     }
 
     private func responseComplete() {
+        guard !isClosed else { return }
         isAwaitingResponse = false
         if !keepAliveAfterResponse {
             closeWhenFlushed = true
-            if let bev {
-                bufferevent_disable(bev, Int16(EV_READ))
-                bufferevent_setwatermark(bev, Int16(EV_WRITE), 0, 0)
+            if let sock {
+                sock.disableRead()
+                sock.lowWater = 0
             }
             if pendingOutputBytes == 0 { close() }
             return
         }
         timer.schedule(after: limits.idleTimeout)
+        sock?.enableRead()
         // Pipelined bytes already buffered: parse them now (the loop in onReadable continues
         // if we are inside it; otherwise schedule nothing and parse directly).
-        if let bev, evbuffer_get_length(bufferevent_get_input(bev)) > 0, !inDispatchFromRead {
+        if let sock, evbuffer_get_length(sock.input) > 0, !inDispatchFromRead {
             inDispatchFromRead = true
             onReadable()
             inDispatchFromRead = false
@@ -337,12 +365,6 @@ public final class HTTPServerConnection {
         }
     }
 
-    private func onEvent(_ what: Int16) {
-        // EOF, error or timeout: the peer is gone (a half-closed client is treated as gone, so its
-        // upstream request is aborted).
-        close()
-    }
-
     private func onTimer() {
         if messageInProgress && !isAwaitingResponse {
             fail(.readTimeout)
@@ -356,8 +378,8 @@ public final class HTTPServerConnection {
         guard !isClosed else { return }
         isClosed = true
         timer.close()
-        if let bev { bufferevent_free(bev) }
-        bev = nil
+        sock?.close()
+        sock = nil
         let d = delegate
         delegate = nil
         loop.bury(self)

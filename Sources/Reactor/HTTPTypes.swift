@@ -131,3 +131,36 @@ public func evbufferAppend(_ buf: OpaquePointer, _ bytes: UnsafeRawBufferPointer
 func httpMethodName(_ m: UInt32) -> String {
     String(cString: http_method_str(http_method(rawValue: m)))
 }
+
+/// Appends a static string (no allocation).
+@inline(__always)
+public func evbufferAppend(_ buf: OpaquePointer, _ s: StaticString) {
+    _ = evbuffer_add(buf, s.utf8Start, s.utf8CodeUnitCount)
+}
+
+/// Appends a non-negative integer in decimal (or hex) without building a String.
+@inline(__always)
+public func evbufferAppendNumber(_ buf: OpaquePointer, _ value: Int, radix: Int = 10) {
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { p in
+        var v = max(0, value)
+        var i = 24
+        repeat {
+            i -= 1
+            let d = v % radix
+            p[i] = UInt8(d < 10 ? 48 + d : 87 + d)
+            v /= radix
+        } while v > 0
+        _ = evbuffer_add(buf, p.baseAddress! + i, 24 - i)
+    }
+}
+
+/// Writes `name: value\r\n` for each header (no intermediate String).
+@inline(__always)
+func evbufferAppendHeaders(_ buf: OpaquePointer, _ headers: HTTPHeaders) {
+    for f in headers.items {
+        evbufferAppend(buf, f.name)
+        evbufferAppend(buf, ": " as StaticString)
+        evbufferAppend(buf, f.value)
+        evbufferAppend(buf, "\r\n" as StaticString)
+    }
+}

@@ -23,7 +23,9 @@ final class AdmissionDriver {
     /// Per backend: a poll is in flight.
     private var polling: Set<Int> = []
     var onLoad: ((Backend) -> Void)?
-    private(set) var decisions: [String: Int] = ["admit": 0, "queue": 0, "reject": 0]
+    private(set) var admittedCount = 0
+    private(set) var enqueuedCount = 0
+    private(set) var rejectedCount = 0
     private(set) var waitNanosTotal: UInt64 = 0
     private var enqueuedAt: [RequestToken: UInt64] = [:]
 
@@ -66,16 +68,16 @@ final class AdmissionDriver {
         for a in actions {
             switch a {
             case .admit(let t, let b):
-                decisions["admit", default: 0] += 1
+                admittedCount += 1
                 if let at = enqueuedAt.removeValue(forKey: t) { waitNanosTotal += Loop.nowNanos() - at }
                 waiters.removeValue(forKey: t)?.admissionAdmitted(b)
             case .enqueued(let t):
-                decisions["queue", default: 0] += 1
+                enqueuedCount += 1
                 enqueuedAt[t] = Loop.nowNanos()
                 if !tickTimer.isArmed { tickTimer.schedule(after: .milliseconds(250)) }
                 waiters[t]?.admissionQueued()
             case .reject(let t, let ra):
-                decisions["reject", default: 0] += 1
+                rejectedCount += 1
                 enqueuedAt[t] = nil
                 waiters.removeValue(forKey: t)?.admissionRejected(retryAfterSeconds: ra)
             case .keepAlive(let t):

@@ -23,7 +23,7 @@ public struct BackendID: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// How a request ended: HAProxy-style cause and phase (style J).
-public struct Termination: Equatable, Sendable, CustomStringConvertible {
+public struct Termination: Hashable, Sendable, CustomStringConvertible {
     public enum Cause: Character, Sendable { case normal = "-", client = "C", server = "S", policy = "P", resource = "R", `internal` = "I", clientTimeout = "c", serverTimeout = "s" }
     public enum Phase: Character, Sendable { case none = "-", request = "R", queue = "Q", connect = "C", headers = "H", data = "D", last = "L" }
     public var cause: Cause

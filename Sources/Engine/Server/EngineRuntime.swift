@@ -151,7 +151,7 @@ public final class EngineRuntime {
     func requestFinished(_ s: RequestSession, termination: Termination) {
         metrics.requestsInFlight -= 1
         metrics.recordStatus(s.status)
-        metrics.terminations[termination.description, default: 0] += 1
+        metrics.terminationCounts[termination, default: 0] += 1
         if logger.logLevel <= .info {
             let now = Loop.nowNanos()
             logger.info("access", metadata: [

@@ -243,7 +243,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         s += "],\"healthy_backends\":\(runtime.backends.healthyCount)"
         if let a = runtime.admission {
-            s += ",\"admission\":{\"queued\":\(a.queuedTotal),\"admitted\":\(a.decisions["admit"] ?? 0),\"enqueued\":\(a.decisions["queue"] ?? 0),\"rejected\":\(a.decisions["reject"] ?? 0)}"
+            s += ",\"admission\":{\"queued\":\(a.queuedTotal),\"admitted\":\(a.admittedCount),\"enqueued\":\(a.enqueuedCount),\"rejected\":\(a.rejectedCount)}"
         }
         s += "}"
         return s

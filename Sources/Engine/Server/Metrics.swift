@@ -11,7 +11,8 @@ public final class Metrics {
     public var openConnections = 0
     public var connectionsTotal = 0
     public var upstreamRetries = 0
-    public var terminations: [String: Int] = [:]
+    /// Termination counts by code ("--", "CD", "SH", ...), counted without building strings.
+    public var terminationCounts: [Termination: Int] = [:]
     public var clientErrors = 0
     public var cacheHits = 0
     public var cacheMisses = 0
