@@ -1,5 +1,5 @@
 // CacheKey: the response-cache key of a request, plus the cacheability and Cache-Control policy.
-// Owns: a temporary jansson deep copy of the request body (decref'd before returning); the
+// Owns: a temporary shallow jansson copy of the request body (decref'd before returning); the
 // caller's JSONDocument is never modified. Key = hex SHA-256 (OpenSSL) of the canonical form:
 // body minus fields that do not change the output (stream, stream_options, user, model), plus
 // __kind/__model/__tenant, dumped JSON_COMPACT | JSON_SORT_KEYS (jansson sorts recursively).
@@ -19,7 +19,9 @@ public enum CacheKey {
                                       tenant: String?) -> [UInt8] {
         let root = document.root
         let copy: UnsafeMutablePointer<json_t>
-        if JSONValue.type(root) == JSONValue.object, let c = json_deep_copy(root) {
+        // A shallow copy is enough: only top-level keys are removed or added, nested values are
+        // shared read-only (and it costs one allocation instead of one per node).
+        if JSONValue.type(root) == JSONValue.object, let c = json_copy(root) {
             copy = c
         } else {
             // Not an object (the parser rejects these, but stay total): hash it under one field.
@@ -37,9 +39,17 @@ public enum CacheKey {
         json_object_set_new(copy, "__model", jsonString(servedModel))
         json_object_set_new(copy, "__tenant", tenant.map(jsonString) ?? json_null())
         let flags = Int(JSON_COMPACT) | Int(JSON_SORT_KEYS) | Int(JSON_ENCODE_ANY)
-        let n = json_dumpb(copy, nil, 0, flags)
+        // One pass for typical bodies: dump into 4 KiB, and only measure-then-dump when larger.
+        var out = [UInt8](repeating: 0, count: 4096)
+        let n = out.withUnsafeMutableBytes { p in
+            json_dumpb(copy, p.baseAddress!.assumingMemoryBound(to: CChar.self), p.count, flags)
+        }
         guard n > 0 else { return [] }
-        var out = [UInt8](repeating: 0, count: n)
+        if n <= out.count {
+            out.removeSubrange(n...)
+            return out
+        }
+        out = [UInt8](repeating: 0, count: n)
         out.withUnsafeMutableBytes { p in
             _ = json_dumpb(copy, p.baseAddress!.assumingMemoryBound(to: CChar.self), n, flags)
         }

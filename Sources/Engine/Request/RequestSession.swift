@@ -29,7 +29,15 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private(set) var backend: Backend?
     private var attempt: (backend: Backend, permit: CircuitBreaker.Permit)?
     private var admissionToken: RequestToken?
-    private let timer: Timer
+    /// Created on first use: cache hits never need one.
+    private var timerStorage: Timer?
+    private var timer: Timer {
+        if let t = timerStorage { return t }
+        let t = Timer(loop: runtime.loop)
+        t.onFire = { [unowned self] in self.run(self.machine.timerFired(self.armed)) }
+        timerStorage = t
+        return t
+    }
     private var armed: TimerKind = .upstream
     private var buffered: [UInt8] = []
     private var upstreamContentType: String?
@@ -77,8 +85,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         }
         self.machine = RequestMachine(policy: policy)
         if request.stream && !request.includeUsage { usageFilter = SSEUsageFilter() }
-        self.timer = Timer(loop: runtime.loop)
-        timer.onFire = { [unowned self] in self.run(self.machine.timerFired(self.armed)) }
     }
 
     func start() { run(machine.start()) }
@@ -274,7 +280,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .resumeUpstream:
             upstream?.resumeReading()
         case .respondBuffered(let st):
-            timer.cancel()
+            timerStorage?.cancel()
             endAttempt(success: st < 500)
             releaseUpstream()
             status = st
@@ -295,7 +301,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             h.add("content-type", ct)
             respond { $0.writeResponse(status: st, headers: h, body: buffered) }
         case .finishStream:
-            timer.cancel()
+            timerStorage?.cancel()
             endAttempt(success: !sawErrorEvent)
             releaseUpstream()
             var complete: [UInt8]?
@@ -328,14 +334,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             leaderFinished(.buffered(status: 200, contentType: "application/json", body: cachedBody))
             respond { self.writeStored($0, self.cachedBody) }
         case .respondError(let err):
-            timer.cancel()
+            timerStorage?.cancel()
             endAttempt(success: false)
             closeUpstream()
             status = err.status
             leaderFinished(.failed(err))
             respond { self.runtime.writeError(err, to: $0, requestId: self.requestId, extra: self.responseHeaders()) }
         case .failStream(let err):
-            timer.cancel()
+            timerStorage?.cancel()
             endAttempt(success: false)
             closeUpstream()
             status = err.status
@@ -345,7 +351,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 c.endChunked(close: true)
             }
         case .abortUpstream:
-            timer.cancel()
+            timerStorage?.cancel()
             endAttempt(success: nil)
             closeUpstream()
             leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with was cancelled.", source: .client)))
@@ -502,7 +508,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     private func finished() {
         runtime.requestFinished(self, termination: machine.termination ?? .normal)
-        timer.close()
+        timerStorage?.close()
     }
 
     /// Writes the final response; detaches from the client first, since completing the response

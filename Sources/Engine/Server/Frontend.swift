@@ -52,9 +52,15 @@ final class Frontend: HTTPServerConnectionDelegate {
 
     func makeRequestId(_ head: HTTPRequestHead) -> String {
         if let r = head.headers["x-request-id"], !r.isEmpty, r.utf8.count <= 128 { return r }
-        let v = rng.next() as UInt64
-        let hex = String(v, radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        var v = rng.next() as UInt64
+        return String(unsafeUninitializedCapacity: 16) { buf in
+            for i in stride(from: 15, through: 0, by: -1) {
+                let d = UInt8(v & 0xF)
+                buf[i] = d < 10 ? 48 + d : 87 + d
+                v >>= 4
+            }
+            return 16
+        }
     }
 
     func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8]) {
