@@ -20,26 +20,41 @@ trap cleanup EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1$2" && return 0; sleep 0.1; done; echo "no answer on $1" >&2; return 1; }
 
-SIM_PORT=$(port); NGINX_PORT=$(port); ENGINE_PORT=$(port)
+SIM_PORT=$(port); NGINX_PORT=$(port); ENGINE_PORT=$(port); CACHE_PORT=$(port); MISS_PORT=$(port); RMISS_PORT=$(port)
+SIM2_PORT=$(port); REDIS_PORT=$(port); SENGINE_PORT=$(port)
 "$BIN/vllm-sim" --port "$SIM_PORT" ${SIM_ARGS:-} >"$WORK/sim.log" 2>&1 & pids+=($!)
+"$BIN/vllm-sim" --port "$SIM2_PORT" --ttft-ms 10 --itl-ms 5 >"$WORK/sim2.log" 2>&1 & pids+=($!)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 & pids+=($!)
 wait_http "$SIM_PORT" /health
 sed -e "s#__DIR__#$WORK#g" -e "s#__UPSTREAM_PORT__#$SIM_PORT#g" -e "s#__PORT__#$NGINX_PORT#g" \
     bench/nginx.conf.template >"$WORK/nginx.conf"
 nginx -c "$WORK/nginx.conf" -p "$WORK" >"$WORK/nginx.log" 2>&1 & pids+=($!)
 wait_http "$NGINX_PORT" /health
-cat >"$WORK/engine.yaml" <<YAML
-server: {host: 127.0.0.1, log_level: warning}
-vllm: {instances: [{url: "http://127.0.0.1:$SIM_PORT"}]}
-redis: {url: "${BENCH_REDIS_URL:-}"}
-cache: {enabled: ${BENCH_CACHE:-false}}
+engine_conf() { # name upstream-port cache redis-url
+    cat >"$WORK/$1.yaml" <<YAML
+server: {host: 127.0.0.1, log_level: warning, access_log: false, workers: 1}
+vllm: {instances: [{url: "http://127.0.0.1:$2"}]}
+redis: {url: "$4"}
+cache: {enabled: $3}
 model_registry: {fast_model: sim-model, large_model: sim-model, fallback_model: sim-model}
 YAML
-"$BIN/engine-server" --config "$WORK/engine.yaml" --port "$ENGINE_PORT" >"$WORK/engine.log" 2>&1 & ENGINE_PID=$!; pids+=($ENGINE_PID)
-wait_http "$ENGINE_PORT" /health
+}
+start_engine() { # name port upstream-port cache redis-url
+    engine_conf "$1" "$3" "$4" "$5"
+    "$BIN/engine-server" --config "$WORK/$1.yaml" --port "$2" >"$WORK/$1.log" 2>&1 & pids+=($!)
+    wait_http "$2" /health
+}
+start_engine engine "$ENGINE_PORT" "$SIM_PORT" false ""; ENGINE_PID=${pids[-1]}
+start_engine cache "$CACHE_PORT" "$SIM_PORT" true ""
+start_engine miss "$MISS_PORT" "$SIM_PORT" true ""
+start_engine rmiss "$RMISS_PORT" "$SIM_PORT" true "redis://127.0.0.1:$REDIS_PORT/0"
+start_engine stream "$SENGINE_PORT" "$SIM2_PORT" false ""
 
-run_wrk() { # name port -> "name rps p50ms p99ms"
-    wrk -t2 -c"$CONNS" -d3s -s bench/post.lua "http://127.0.0.1:$2/v1/chat/completions" >/dev/null 2>&1 # warm-up
-    wrk -t2 -c"$CONNS" -d"$DUR" --latency -s bench/post.lua "http://127.0.0.1:$2/v1/chat/completions" >"$WORK/wrk-$1.txt" 2>&1
+run_wrk() { # name port conns script -> "name rps p50ms p99ms non2xx"
+    local script=${4:-bench/post.lua}
+    wrk -t2 -c"$3" -d2s -s "$script" "http://127.0.0.1:$2/v1/chat/completions" >/dev/null 2>&1 # warm-up
+    local threads=2; [ "$3" -lt 2 ] && threads=1
+    wrk -t$threads -c"$3" -d"$DUR" --latency -s "$script" "http://127.0.0.1:$2/v1/chat/completions" >"$WORK/wrk-$1.txt" 2>&1
     python3 - "$1" "$WORK/wrk-$1.txt" <<'PY'
 import re, sys
 t = open(sys.argv[2]).read()
@@ -47,32 +62,46 @@ def ms(v):
     n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups(); n = float(n)
     return n / 1000 if u == "us" else n * 1000 if u == "s" else n
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-p50 = ms(re.search(r"50%\s+(\S+)", t).group(1)); p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 print(sys.argv[1], rps, p50, p99, errs.group(1) if errs else 0)
 PY
 }
-direct=$(run_wrk direct "$SIM_PORT"); ngx=$(run_wrk nginx "$NGINX_PORT"); eng=$(run_wrk engine "$ENGINE_PORT")
-stream_direct=$(python3 bench/stream_probe.py 127.0.0.1 "$SIM_PORT" 32 64)
-stream_engine=$(python3 bench/stream_probe.py 127.0.0.1 "$ENGINE_PORT" 32 64)
+direct=$(run_wrk direct "$SIM_PORT" "$CONNS"); ngx=$(run_wrk nginx "$NGINX_PORT" "$CONNS"); eng=$(run_wrk engine "$ENGINE_PORT" "$CONNS")
+direct1=$(run_wrk direct1 "$SIM_PORT" 1); ngx1=$(run_wrk nginx1 "$NGINX_PORT" 1); eng1=$(run_wrk engine1 "$ENGINE_PORT" 1)
+hit=$(run_wrk hit "$CACHE_PORT" "$CONNS")
+miss=$(run_wrk miss "$MISS_PORT" 1 bench/unique.lua); rmiss=$(run_wrk rmiss "$RMISS_PORT" 1 bench/unique.lua)
+stream_direct=$(python3 bench/stream_probe.py 127.0.0.1 "$SIM2_PORT" 16 64)
+stream_engine=$(python3 bench/stream_probe.py 127.0.0.1 "$SENGINE_PORT" 16 64)
 idle=$(python3 bench/idle_conns.py 127.0.0.1 "$ENGINE_PORT" 1000 "$ENGINE_PID")
 
-python3 - "$direct" "$ngx" "$eng" "$stream_direct" "$stream_engine" "$idle" "$CONNS" "$DUR" <<'PY' | tee bench/results/latest.md
+python3 - "$direct" "$ngx" "$eng" "$direct1" "$ngx1" "$eng1" "$hit" "$miss" "$rmiss" "$stream_direct" "$stream_engine" "$idle" "$CONNS" "$DUR" <<'PY' | tee bench/results/latest.md
 import json, sys
-rows = [a.split() for a in sys.argv[1:4]]
-d, n, e = ({"rps": float(r[1]), "p50": float(r[2]), "p99": float(r[3]), "non2xx": int(r[4])} for r in rows)
-print(f"## Non-streaming chat, wrk -t2 -c{sys.argv[7]} -d{sys.argv[8]}, same vllm-sim upstream\n")
+def row(a):
+    r = a.split(); return {"rps": float(r[1]), "p50": float(r[2]), "p99": float(r[3]), "non2xx": int(r[4])}
+d, n, e, d1, n1, e1, hit, miss, rmiss = (row(a) for a in sys.argv[1:10])
+sd, se = json.loads(sys.argv[10]), json.loads(sys.argv[11])
+conns, dur = sys.argv[13], sys.argv[14]
+print(f"## Throughput: non-streaming chat, wrk -t2 -c{conns} -d{dur}, same vllm-sim upstream\n")
 print("| target | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|")
-for name, x in (("direct (vllm-sim)", d), ("nginx proxy", n), ("Engine (1 process)", e)):
+for name, x in (("direct (vllm-sim)", d), ("nginx proxy", n), ("Engine (1 process)", e), ("Engine cache hits", hit)):
     print(f"| {name} | {x['rps']:.0f} | {x['p50']:.3f} | {x['p99']:.3f} | {x['non2xx']} |")
-print(f"\nEngine/nginx throughput: **{e['rps']/n['rps']:.2f}x**; Engine/direct: {e['rps']/d['rps']:.2f}x")
-print(f"Added p50 vs direct: Engine {e['p50']-d['p50']:+.3f} ms, nginx {n['p50']-d['p50']:+.3f} ms")
-print(f"Added p99 vs direct: Engine {e['p99']-d['p99']:+.3f} ms, nginx {n['p99']-d['p99']:+.3f} ms")
-sd, se = json.loads(sys.argv[4]), json.loads(sys.argv[5])
-print("\n## Streaming, 32 concurrent chat streams x 64 tokens\n")
+print(f"\nEngine/nginx throughput: **{e['rps']/n['rps']:.2f}x** (target >= 0.8x); Engine/direct: {e['rps']/d['rps']:.2f}x")
+print(f"Cache-hit throughput / nginx passthrough: **{hit['rps']/n['rps']:.2f}x** (target >= 1.5x)")
+print(f"\n## Added latency at low load: one connection (wrk -t1 -c1 -d{dur})\n")
+print("| target | req/s | p50 ms | p99 ms |\n|---|---|---|---|")
+for name, x in (("direct", d1), ("nginx", n1), ("Engine", e1)):
+    print(f"| {name} | {x['rps']:.0f} | {x['p50']:.3f} | {x['p99']:.3f} |")
+print(f"\nAdded by the Engine vs direct: p50 **{e1['p50']-d1['p50']:+.3f} ms**, p99 **{e1['p99']-d1['p99']:+.3f} ms** (target p99 <= 1 ms); nginx: p50 {n1['p50']-d1['p50']:+.3f} ms, p99 {n1['p99']-d1['p99']:+.3f} ms")
+print(f"\n## Cache miss cost, Redis on vs off (unique prompts, one connection)\n")
+print("| Engine | p50 ms | p99 ms |\n|---|---|---|")
+print(f"| in-process cache | {miss['p50']:.3f} | {miss['p99']:.3f} |\n| Redis cache | {rmiss['p50']:.3f} | {rmiss['p99']:.3f} |")
+print(f"\nAdded by Redis on a miss at p50: **{rmiss['p50']-miss['p50']:+.3f} ms** (target <= 0.2 ms)")
+print("\n## Streaming: 16 concurrent chat streams x 64 tokens, upstream TTFT 10 ms, 5 ms per token\n")
 print("| target | TTFT p50 ms | TTFT p99 ms | chunk gap p50 ms | chunk gap p99 ms |\n|---|---|---|---|---|")
 for name, x in (("direct", sd), ("Engine", se)):
     print(f"| {name} | {x['ttft_p50_ms']:.2f} | {x['ttft_p99_ms']:.2f} | {x['gap_p50_ms']:.3f} | {x['gap_p99_ms']:.3f} |")
-n_idle, rss = sys.argv[6].split()
-print(f"\n## Memory\n\nEngine RSS with {n_idle} idle keep-alive connections: **{int(rss)/1e6:.1f} MB**")
+print(f"\nAdded TTFT p50: {se['ttft_p50_ms']-sd['ttft_p50_ms']:+.2f} ms; added per-chunk gap p50: {se['gap_p50_ms']-sd['gap_p50_ms']:+.3f} ms")
+n_idle, rss = sys.argv[12].split()
+print(f"\n## Memory\n\nEngine RSS with {n_idle} idle keep-alive connections: **{int(rss)/1e6:.1f} MB** (target <= 30 MB)")
 PY

@@ -373,6 +373,14 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         }
     }
 
+    /// Graceful drain: an idle connection closes now; a busy one closes after its current
+    /// response (which then says `connection: close` if its head is not out yet).
+    public func closeWhenIdle() {
+        guard !isClosed else { return }
+        keepAliveAfterResponse = false
+        if !isAwaitingResponse && !messageInProgress { close() }
+    }
+
     /// Closes now; the delegate hears `connectionDidClose` once.
     public func close() {
         guard !isClosed else { return }

@@ -16,6 +16,8 @@ struct EngineServer: ParsableCommand {
     @Option(help: "Config file (YAML).") var config: String = "configs/default.yaml"
     @Option(help: "Listen address (overrides server.host).") var host: String?
     @Option(help: "Listen port (overrides server.port; 0 = any free port).") var port: Int?
+    @Option(help: "Worker processes sharing the port (overrides server.workers; 0 = one per core).") var workers: Int?
+    @Option(help: .hidden) var workerIndex: Int?
 
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
@@ -35,6 +37,13 @@ struct EngineServer: ParsableCommand {
         var logger = Logger(label: "engine")
         logger.logLevel = Logger.Level(rawValue: cfg.server.logLevel) ?? .info
         let loop = Loop()
+        var n = workers ?? cfg.server.workers
+        if n <= 0 { n = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+        let h = host ?? cfg.server.host
+        if n > 1 && workerIndex == nil {
+            try superviseWorkers(n, host: h, config: cfg, loop: loop, logger: logger, env: env)
+            return
+        }
         let runtime: EngineRuntime
         do {
             runtime = try EngineRuntime(config: cfg, loop: loop, logger: logger)
@@ -42,7 +51,6 @@ struct EngineServer: ParsableCommand {
             FileHandleStderr.write("\(error)\n")
             throw ExitCode(2)
         }
-        let h = host ?? cfg.server.host
         let bound: Int
         do {
             bound = try runtime.start(host: h, port: port ?? cfg.server.port)
@@ -50,14 +58,62 @@ struct EngineServer: ParsableCommand {
             FileHandleStderr.write("engine: cannot listen on \(h):\(port ?? cfg.server.port): \(error)\n")
             throw ExitCode(1)
         }
+        if let mp = cfg.server.metricsPort {
+            let want = mp == 0 ? 0 : mp + (workerIndex ?? 0)
+            do {
+                let got = try runtime.startMetricsListener(host: h, port: want)
+                logger.notice("metrics listener on \(h):\(got)")
+            } catch {
+                FileHandleStderr.write("engine: cannot listen for metrics on \(h):\(want): \(error)\n")
+                throw ExitCode(1)
+            }
+        }
         print("engine listening on \(h):\(bound)")
         fflush(nil)
-        let term = SignalWatcher(loop: loop, signal: SIGTERM) { loop.stop() }
-        let intr = SignalWatcher(loop: loop, signal: SIGINT) { loop.stop() }
+        // SIGTERM/SIGINT: graceful drain, then exit 0. A second signal stops at once.
+        var draining = false
+        let onStop = {
+            if draining { loop.stop(); return }
+            draining = true
+            runtime.drain { loop.stop() }
+        }
+        let term = SignalWatcher(loop: loop, signal: SIGTERM, onSignal: onStop)
+        let intr = SignalWatcher(loop: loop, signal: SIGINT, onSignal: onStop)
+        // Config reload is the supervisor's job (new workers replace old ones); a lone worker
+        // ignores SIGHUP rather than dying of it.
+        let hup = SignalWatcher(loop: loop, signal: SIGHUP) {
+            logger.warning("SIGHUP ignored: reload needs --workers (the supervisor replaces workers)")
+        }
         loop.run()
         term.close()
         intr.close()
+        hup.close()
         runtime.stop()
+    }
+}
+
+extension EngineServer {
+    /// Supervisor mode: reserve the port, start N workers (`--workers 1 --worker-index i`).
+    func superviseWorkers(_ n: Int, host: String, config cfg: EngineConfig, loop: Loop, logger: Logger,
+                          env: [String: String]) throws {
+        guard let (_, port) = Supervisor.reservePort(host: host == "0.0.0.0" ? "0.0.0.0" : host, port: port ?? cfg.server.port) else {
+            FileHandleStderr.write("engine: cannot bind \(host):\(port ?? cfg.server.port)\n")
+            throw ExitCode(1)
+        }
+        let configPath = config
+        let sup = Supervisor(
+            loop: loop, executable: Supervisor.selfExecutable(), count: n,
+            drainTimeout: .milliseconds(Int64(cfg.server.drainTimeoutSeconds * 1000)), logger: logger,
+            checkConfig: {
+                do { _ = try ConfigLoader.load(path: configPath, environment: currentEnvironment()); return nil } catch { return "\(error)" }
+            },
+            argsForWorker: { i in
+                ["--config", configPath, "--host", host, "--port", String(port), "--workers", "1", "--worker-index", String(i)]
+            })
+        logger.notice("supervising \(n) workers on \(host):\(port)")
+        sup.start()
+        loop.run()
+        sup.close()
     }
 }
 

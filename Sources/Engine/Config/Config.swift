@@ -51,6 +51,8 @@ public struct EngineConfig: Sendable, Equatable {
         public var metricsPort: Int?
         /// Lowercase swift-log level name: trace, debug, info, notice, warning, error, critical.
         public var logLevel: String
+        /// One JSON line per finished request on stderr.
+        public var isAccessLogEnabled: Bool
 
         public init(
             host: String = "0.0.0.0",
@@ -62,7 +64,8 @@ public struct EngineConfig: Sendable, Equatable {
             drainTimeoutSeconds: Double = 30,
             workers: Int = 0,
             metricsPort: Int? = nil,
-            logLevel: String = "info"
+            logLevel: String = "info",
+            isAccessLogEnabled: Bool = true
         ) {
             self.host = host
             self.port = port
@@ -74,6 +77,7 @@ public struct EngineConfig: Sendable, Equatable {
             self.workers = workers
             self.metricsPort = metricsPort
             self.logLevel = logLevel
+            self.isAccessLogEnabled = isAccessLogEnabled
         }
     }
 

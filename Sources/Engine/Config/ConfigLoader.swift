@@ -226,6 +226,7 @@ public enum ConfigLoader {
             case "metrics_port": c.metricsPort = try f.isNull ? nil : f.int()
             // Lowercased so that the original's `INFO` still works.
             case "log_level": c.logLevel = try f.string().lowercased()
+            case "access_log": c.isAccessLogEnabled = try f.bool()
             default: throw f.unknownKey()
             }
         }

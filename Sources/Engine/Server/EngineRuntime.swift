@@ -23,6 +23,7 @@ public final class EngineRuntime {
     /// The response cache: in process (no redis.url) or Redis; nil when cache.enabled is false.
     private(set) var cache: CacheStore?
     private(set) var redis: RedisConnection?
+    private(set) var accessLog: AccessLog?
     /// In-flight requests by cache key (single-flight inside this process).
     var flights: [String: Flight] = [:]
     private var listener: Listener?
@@ -64,6 +65,7 @@ public final class EngineRuntime {
             backoff: .milliseconds(Int64(config.vllm.retryBackoffSeconds * 1000)),
             upstreamTimeout: .milliseconds(Int64(config.vllm.timeoutSeconds * 1000)),
             usesAdmission: true)
+        if config.server.isAccessLogEnabled { accessLog = AccessLog(loop: loop) }
         if config.cache.isEnabled {
             if config.redis.url.isEmpty {
                 cache = MemoryCacheStore(maxEntries: config.cache.maxSize)
@@ -129,7 +131,48 @@ public final class EngineRuntime {
         logger.notice("circuit breaker \(names[b.breaker.gauge])", metadata: ["eng.upstream": "\(b.url)"])
     }
 
+    /// Graceful drain (SIGTERM): stop accepting, let in-flight requests and streams finish, then
+    /// call `done` — when the last connection closes, or after server.drain_timeout_seconds.
+    public func drain(done: @escaping () -> Void) {
+        logger.notice("draining: no new connections; waiting for in-flight requests")
+        listener?.close()
+        listener = nil
+        metricsListener?.close()
+        metricsListener = nil
+        frontend.drain()
+        let deadline = Loop.nowNanos() + UInt64(config.server.drainTimeoutSeconds * 1e9)
+        let t = Timer(loop: loop)
+        drainTimer = t
+        t.onFire = { [unowned self] in
+            if self.frontend.connections.isEmpty || Loop.nowNanos() >= deadline {
+                if !self.frontend.connections.isEmpty {
+                    self.logger.warning("drain timeout: closing \(self.frontend.connections.count) connections")
+                }
+                done()
+            } else {
+                self.drainTimer?.schedule(after: .milliseconds(50))
+            }
+        }
+        t.schedule(after: .zero)
+    }
+    private var drainTimer: Timer?
+    private var metricsListener: Listener?
+
+    /// server.metrics_port: a second listener for this process alone (with SO_REUSEPORT on the
+    /// main port, scrapes there reach a random worker; each worker's metrics port is
+    /// metrics_port + worker index).
+    public func startMetricsListener(host: String, port: Int) throws(ListenerError) -> Int {
+        let fe = frontend
+        let l = try Listener(loop: loop, host: host, port: port, reusePort: false) { fd in fe.accept(fd) }
+        metricsListener = l
+        return l.port
+    }
+
     public func stop() {
+        accessLog?.close()
+        accessLog = nil
+        drainTimer?.close()
+        metricsListener?.close()
         listener?.close()
         monitor?.stop()
         admission?.stop()
@@ -152,20 +195,26 @@ public final class EngineRuntime {
         metrics.requestsInFlight -= 1
         metrics.recordStatus(s.status)
         metrics.terminationCounts[termination, default: 0] += 1
-        if logger.logLevel <= .info {
-            let now = Loop.nowNanos()
-            logger.info("access", metadata: [
-                "eng.req": "\(s.requestId)",
-                "route": "\(s.request.kind == .chat ? "chat" : "completions")",
-                "model": "\(s.request.model ?? "-")",
-                "backend": "\(s.backend?.url ?? "-")",
-                "status": "\(s.status)",
-                "term": "\(termination)",
-                "bytes_out": "\(s.bytesOut)",
-                "ttfb_ms": "\(s.firstByteNanos > 0 ? Double(s.firstByteNanos - s.startNanos) / 1e6 : -1)",
-                "duration_ms": "\(Double(now - s.startNanos) / 1e6)",
-            ])
-        }
+        guard let log = accessLog else { return }
+        let now = Loop.nowNanos()
+        log.write(AccessLog.Entry(
+            requestId: s.requestId, route: s.request.kind == .chat ? "chat" : "completions",
+            modelAsked: s.requestedModel, modelServed: s.servedModel, backend: s.backend?.url,
+            status: s.status, cache: s.cacheOutcome, coalesced: s.isFollower,
+            bytesIn: s.bytesIn, bytesOut: s.bytesOut,
+            ttfbSeconds: s.firstByteNanos > 0 ? Double(s.firstByteNanos - s.startNanos) / 1e9 : nil,
+            durationSeconds: Double(now - s.startNanos) / 1e9, termination: termination))
+    }
+
+    /// Access line for a request answered by the Frontend itself (bad input, auth, routes).
+    func frontendAnswered(route: String, status: Int, requestId: String, bytesIn: Int, startNanos: UInt64) {
+        metrics.terminationCounts[Termination(status >= 400 ? .policy : .normal, .request), default: 0] += 1
+        guard let log = accessLog else { return }
+        log.write(AccessLog.Entry(
+            requestId: requestId, route: route, modelAsked: nil, modelServed: nil, backend: nil, status: status,
+            cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: 0, ttfbSeconds: nil,
+            durationSeconds: Double(Loop.nowNanos() - startNanos) / 1e9,
+            termination: Termination(status >= 400 ? .policy : .normal, .request)))
     }
 }
 

@@ -15,10 +15,16 @@ final class Frontend: HTTPServerConnectionDelegate {
 
     init(runtime: EngineRuntime) { self.runtime = runtime }
 
+    /// Open client connections by id (for graceful drain).
+    private(set) var connections: [UInt64: HTTPServerConnection] = [:]
+    private var isDraining = false
+
     func accept(_ fd: Int32) {
         nextId += 1
         let c = HTTPServerConnection(loop: runtime.loop, fd: fd, id: nextId, limits: runtime.serverLimits)
         c.delegate = self
+        connections[c.id] = c
+        if isDraining { c.closeWhenIdle() }
         runtime.metrics.openConnections += 1
         runtime.metrics.connectionsTotal += 1
     }
@@ -26,6 +32,16 @@ final class Frontend: HTTPServerConnectionDelegate {
     enum Route: Equatable {
         case generate(EndpointKind)
         case models, health, metricsJSON, metricsPrometheus
+
+        var name: String {
+            switch self {
+            case .generate(let k): return k == .chat ? "chat" : "completions"
+            case .models: return "models"
+            case .health: return "health"
+            case .metricsJSON: return "metrics"
+            case .metricsPrometheus: return "metrics_prometheus"
+            }
+        }
 
         /// /health stays open; metrics only when auth.protect_metrics.
         func needsAuth(protectMetrics: Bool) -> Bool {
@@ -66,12 +82,18 @@ final class Frontend: HTTPServerConnectionDelegate {
     func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8]) {
         runtime.metrics.requestsTotal += 1
         let rid = makeRequestId(head)
+        let t0 = Loop.nowNanos()
+        // Every error the Frontend answers itself gets an access line too.
+        func reject(_ err: EngineError, route: String) {
+            runtime.writeError(err, to: c, requestId: rid)
+            runtime.frontendAnswered(route: route, status: err.status, requestId: rid, bytesIn: body.count, startNanos: t0)
+        }
         guard let (route, method) = Frontend.route(for: head.path) else {
-            runtime.writeError(EngineError(.routeNotFound, "Unknown path \(head.path)."), to: c, requestId: rid)
+            reject(EngineError(.routeNotFound, "Unknown path \(head.path)."), route: "-")
             return
         }
-        guard head.method == method || (method == "GET" && head.method == "HEAD" && false) else {
-            runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."), to: c, requestId: rid)
+        guard head.method == method else {
+            reject(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."), route: route.name)
             return
         }
         var identity: String?
@@ -79,10 +101,10 @@ final class Frontend: HTTPServerConnectionDelegate {
             switch auth.authenticate(authorizationHeader: head.headers["authorization"]) {
             case .ok(let id): identity = id
             case .missing:
-                runtime.writeError(EngineError(.unauthorized, "Missing API key: send Authorization: Bearer <key>."), to: c, requestId: rid)
+                reject(EngineError(.unauthorized, "Missing API key: send Authorization: Bearer <key>."), route: route.name)
                 return
             case .invalid:
-                runtime.writeError(EngineError(.unauthorized, "Incorrect API key provided."), to: c, requestId: rid)
+                reject(EngineError(.unauthorized, "Incorrect API key provided."), route: route.name)
                 return
             }
         }
@@ -113,6 +135,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         switch OpenAIRequest.parse(kind: kind, body: body) {
         case .failure(let err):
             runtime.writeError(err, to: c, requestId: rid)
+            runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: err.status, requestId: rid,
+                                     bytesIn: body.count, startNanos: Loop.nowNanos())
             return
         case .success(let r): req = r
         }
@@ -124,6 +148,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .unknownModel(let m):
             let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
             runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
+            runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 404, requestId: rid,
+                                     bytesIn: body.count, startNanos: Loop.nowNanos())
             return
         case .model(let m, let routed):
             served = m
@@ -188,14 +214,23 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .readTimeout: err = EngineError(.requestTimeout, "The request was not received in time.")
         }
         runtime.metrics.clientErrors += 1
-        runtime.writeError(err, to: c, requestId: nil)
+        let rid = makeRequestId(HTTPRequestHead(method: "", target: "", headers: HTTPHeaders(), keepAlive: false))
+        runtime.writeError(err, to: c, requestId: rid)
+        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, bytesIn: 0, startNanos: Loop.nowNanos())
     }
 
     func connectionDidDrain(_ c: HTTPServerConnection) {
         (c.context as? RequestSession)?.clientDrained()
     }
 
+    /// Stops keep-alive everywhere: idle connections close now, busy ones after their response.
+    func drain() {
+        isDraining = true
+        for c in Array(connections.values) { c.closeWhenIdle() }
+    }
+
     func connectionDidClose(_ c: HTTPServerConnection) {
+        connections[c.id] = nil
         runtime.metrics.openConnections -= 1
         (c.context as? RequestSession)?.clientClosed()
     }

@@ -1,0 +1,129 @@
+"""Issue 5 end to end: access log lines, request ids, graceful drain on SIGTERM, the worker
+supervisor (--workers 2 on one port, a killed worker replaced, SIGHUP replaces workers), and the
+per-process metrics port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import requests
+
+from harness import RawStream, chat_body, free_port, make_config, start_engine, wait_until
+
+
+def access_lines(eng):
+    out = []
+    for line in eng.log_text().splitlines():
+        if line.startswith('{"time":'):
+            out.append(json.loads(line))
+    return out
+
+
+def test_access_log_has_one_json_line_per_request(sim, engine_factory):
+    eng = engine_factory(make_config([sim]))
+    r = eng.post("/v1/chat/completions", json=chat_body("log me", max_tokens=3), headers={"X-Request-Id": "acc-1"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "acc-1"
+    eng.post("/v1/chat/completions", data=b"{bad", headers={"X-Request-Id": "acc-2"})
+    lines = wait_until(lambda: len(x := access_lines(eng)) >= 2 and x, timeout=3)
+    first = next(l for l in lines if l["request_id"] == "acc-1")
+    assert first["route"] == "chat" and first["status"] == 200 and first["termination"] == "--"
+    assert first["model"] == "sim-model" and first["served_model"] == "sim-model"
+    assert first["backend"] == sim.url and first["cache"] == "MISS"
+    assert first["bytes_in"] > 0 and first["bytes_out"] > 0
+    assert first["ttfb_ms"] is not None and first["duration_ms"] >= first["ttfb_ms"]
+    bad = next(l for l in lines if l["request_id"] == "acc-2")
+    assert bad["status"] == 400 and bad["termination"] == "PR"
+
+
+def test_request_id_is_generated_when_absent(sim, engine):
+    r = engine.post("/v1/chat/completions", json=chat_body("rid", max_tokens=1))
+    rid = r.headers["x-request-id"]
+    assert len(rid) == 16 and int(rid, 16) >= 0
+    assert sim.stats()["last_request_headers"]["x-request-id"] == rid
+    assert r.json()["id"] == f"chatcmpl-{rid}"
+
+
+def test_client_abort_is_logged_with_its_termination_code(sim_factory, engine_factory):
+    sim = sim_factory("--itl-ms", 50)
+    eng = engine_factory(make_config([sim]))
+    s = RawStream(eng.port, "POST", "/v1/chat/completions", chat_body("abort", max_tokens=100, stream=True),
+                  headers={"X-Request-Id": "gone-1"})
+    s.read_head()
+    s.read_event()
+    s.close()
+    line = wait_until(lambda: next((l for l in access_lines(eng) if l["request_id"] == "gone-1"), None), timeout=3)
+    assert line["termination"] == "CD"
+
+
+def test_sigterm_drains_a_stream_to_done_and_exits_0(sim_factory, engine_factory):
+    sim = sim_factory("--itl-ms", 30)
+    eng = engine_factory(make_config([sim]))
+    s = RawStream(eng.port, "POST", "/v1/chat/completions", chat_body("drain", max_tokens=30, stream=True))
+    s.read_head()
+    s.read_event()
+    eng.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    # No new connections while draining...
+    try:
+        requests.get(eng.url + "/health", timeout=1)
+        refused = False
+    except requests.ConnectionError:
+        refused = True
+    assert refused
+    # ...but the stream in flight finishes properly.
+    events = []
+    while (ev := s.read_event()) is not None:
+        events.append(ev)
+    assert events[-1] == "data: [DONE]"
+    assert eng.proc.wait(timeout=5) == 0
+
+
+def worker_pids(sup_pid):
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == sup_pid:
+                    out.append(int(p))
+            except OSError:
+                pass
+    return sorted(out)
+
+
+def test_two_workers_share_one_port_and_a_killed_worker_is_replaced(sim, engine_factory):
+    eng = engine_factory(make_config([sim], server={"workers": 2}))
+    pids = wait_until(lambda: len(x := worker_pids(eng.proc.pid)) == 2 and x, timeout=5)
+    seen = set()
+    def served_by_both():
+        for _ in range(20):
+            with requests.Session() as s:  # new connection each time: the kernel spreads them
+                seen.add(s.get(eng.url + "/metrics", timeout=2).json()["pid"])
+        return len(seen) == 2
+    wait_until(served_by_both, timeout=10, what="both workers to answer")
+    assert seen == set(pids)
+    os.kill(pids[0], signal.SIGKILL)
+    new = wait_until(lambda: len(x := worker_pids(eng.proc.pid)) == 2 and x != pids and x, timeout=5)
+    assert pids[0] not in new
+    for i in range(10):
+        assert requests.post(eng.url + "/v1/chat/completions", json=chat_body(f"w{i}", max_tokens=1), timeout=5).status_code == 200
+    # SIGHUP: every worker replaced with one that re-read the config, and still serving.
+    eng.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(x := worker_pids(eng.proc.pid)) == 2 and not set(x) & set(new), timeout=10,
+               what="workers replaced after SIGHUP")
+    assert requests.get(eng.url + "/health", timeout=2).status_code == 200
+    # SIGTERM to the supervisor: all workers drain and it exits 0.
+    eng.proc.send_signal(signal.SIGTERM)
+    assert eng.proc.wait(timeout=10) == 0
+
+
+def test_metrics_port_serves_this_process(sim, engine_factory):
+    mport = free_port()
+    eng = engine_factory(make_config([sim], server={"metrics_port": mport}))
+    m = requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=2).json()
+    assert m["pid"] == eng.get("/metrics").json()["pid"]
+    assert requests.get(f"http://127.0.0.1:{mport}/metrics/prometheus", timeout=2).status_code == 200
