@@ -58,6 +58,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private var usageFilter: SSEUsageFilter?
     private var filtered: [UInt8] = []
     private(set) var bytesOut = 0
+    var bytesIn: Int { body.count }
+    var isFollower: Bool { flight != nil && !isLeader || followsLive || extraHeaders["x-coalesced"] != nil }
     private(set) var firstByteNanos: UInt64 = 0
     private(set) var status = 0
 
