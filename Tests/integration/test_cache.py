@@ -226,3 +226,53 @@ def test_stale_entry_answers_when_every_backend_fails(sim, engine_factory):
     # Never served as fresh: a healthy backend answers anew.
     sim.configure(error_rate=0.0)
     assert eng.post("/v1/chat/completions", json=body).headers["x-cache"] == "MISS"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_identical_requests_across_two_processes_make_one_upstream_call(sim_factory, engine_factory, redis, stream):
+    sim = sim_factory("--itl-ms", 40)
+    a = engine_factory(cfg([sim], redis))
+    b = engine_factory(cfg([sim], redis))
+    wait_until(lambda: a.get("/health").status_code == 200 and b.get("/health").status_code == 200)
+    time.sleep(0.3)  # both connected to Redis
+    body = chat_body("across processes", max_tokens=10, stream=stream)
+
+    def one(i):
+        eng = a if i % 2 == 0 else b
+        r = requests.post(eng.url + "/v1/chat/completions", json=body, timeout=20)
+        assert r.status_code == 200, r.text
+        if stream:
+            return "".join(c["choices"][0]["delta"].get("content", "") for c in sse_json(r.content) if c["choices"])
+        return r.json()["choices"][0]["message"]["content"]
+
+    with ThreadPoolExecutor(20) as ex:
+        texts = list(ex.map(one, range(20)))
+    assert len(set(texts)) == 1 and texts[0]
+    assert sim.stats()["requests_total"] == 1
+
+
+def test_a_dead_leader_is_taken_over(sim_factory, engine_factory, redis):
+    sim = sim_factory("--ttft-ms", 2000)
+    a = engine_factory(cfg([sim], redis))
+    b = engine_factory(cfg([sim], redis))
+    wait_until(lambda: a.get("/health").status_code == 200 and b.get("/health").status_code == 200)
+    time.sleep(0.3)
+    body = chat_body("orphan", max_tokens=3)
+    import threading
+    def lead():
+        try:
+            requests.post(a.url + "/v1/chat/completions", json=body, timeout=30)
+        except requests.RequestException:
+            pass  # its process is killed below
+    t = threading.Thread(target=lead)
+    t.start()
+    wait_until(lambda: sim.stats()["running"] + sim.stats()["waiting"] == 1, what="leader's call at the sim")
+    follower = {}
+    t2 = threading.Thread(target=lambda: follower.update(r=requests.post(b.url + "/v1/chat/completions", json=body, timeout=30)))
+    t2.start()
+    time.sleep(0.3)
+    a.kill()  # the leader's process dies without a word
+    t2.join(25)
+    assert follower["r"].status_code == 200, follower["r"].text
+    assert sim.stats()["requests_total"] == 2  # the follower took over with its own call
+    t.join(1)

@@ -66,6 +66,9 @@ public struct RequestMachine: Sendable {
         public var lookupCache: Bool = false
         /// Share an identical in-flight request (single-flight) instead of calling upstream.
         public var coalesce: Bool = false
+        /// Also across processes: the in-process leader claims a Redis lock, or follows the
+        /// process that holds it through a Redis stream.
+        public var coalesceAcrossProcesses: Bool = false
         public init(maxAttempts: Int, backoff: Duration, upstreamTimeout: Duration, usesAdmission: Bool = false,
                     fallbackModel: String? = nil, canUseStale: Bool = false, isStream: Bool = false) {
             self.maxAttempts = max(1, maxAttempts)
@@ -113,6 +116,11 @@ public struct RequestMachine: Sendable {
     }
 
     public enum Action: Equatable, Sendable {
+        /// Try to become the leader across processes (Redis lock); answer with `globalLeadClaimed`.
+        case claimGlobalLead
+        /// Another process leads: read its answer from Redis as if it were an upstream response
+        /// (head, body, end, or `remoteLeaderLost`).
+        case followRemote
         /// Look the cache up; answer with `cacheLookedUp`.
         case lookupCache
         /// Answer from the fresh cache entry the driver holds (X-Cache: HIT).
@@ -204,8 +212,38 @@ public struct RequestMachine: Sendable {
             return .none
         }
         state = .received
+        if policy.coalesceAcrossProcesses { return .claimGlobalLead }
         return toAdmission()
     }
+
+    /// The Redis lock answered: we lead (call upstream), or another process does (follow it).
+    public mutating func globalLeadClaimed(_ isLeader: Bool) -> Action {
+        guard case .received = state else { return .none }
+        if isLeader { return toAdmission() }
+        state = .awaitingHead(Attempts(), RequestMachine.remote)
+        return .followRemote
+    }
+
+    /// The remote leader vanished (its lock expired without an end). Nothing sent yet: call
+    /// upstream ourselves, at once and without counting an attempt; mid-stream: end with an error.
+    public mutating func remoteLeaderLost() -> Action {
+        switch state {
+        case .awaitingHead(let a, let b) where b == RequestMachine.remote:
+            state = .pickingBackend(a)
+            return .pickBackend(excluding: [])
+        case .buffering(let a, let b, _) where b == RequestMachine.remote:
+            state = .pickingBackend(a)
+            return .pickBackend(excluding: [])
+        case .streaming(let b, _) where b == RequestMachine.remote:
+            state = .finished(Termination(.server, .data))
+            return .failStream(EngineError(.badGateway, "The request this one shared was lost in the middle of the stream.", source: .upstream))
+        default:
+            return .none
+        }
+    }
+
+    /// Stands for "another process's upstream call" in exchange states.
+    public static let remote = BackendID(-1)
 
     /// The flight we followed ended (with an answer or an error, the driver holds it).
     public mutating func flightFinished() -> Action {

@@ -11,7 +11,7 @@ import Reactor
 import Glibc
 #endif
 
-final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
+final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, RemoteFlightReaderDelegate {
     private let runtime: EngineRuntime
     private weak var client: HTTPServerConnection?
     private var machine: RequestMachine
@@ -54,6 +54,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private var isLeader = false
     /// A follower relaying the leader's stream live.
     private var followsLive = false
+    /// Cross-process single-flight: what we publish as leader, or read as follower.
+    private var publisher: RemoteFlightPublisher?
+    private var remoteReader: RemoteFlightReader?
+    private var remoteOwner: String?
     /// Strips the usage chunk the Engine asked for on the client's behalf.
     private var usageFilter: SSEUsageFilter?
     private var filtered: [UInt8] = []
@@ -81,6 +85,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         policy.isStream = request.stream
         policy.lookupCache = cachePlan.key != nil && cachePlan.lookup
         policy.coalesce = cachePlan.key != nil && cachePlan.coalesce
+        policy.coalesceAcrossProcesses = policy.coalesce && runtime.redis != nil
         policy.canUseStale = cachePlan.key != nil && runtime.cache != nil
         if let fb = runtime.config.modelRegistry.fallbackModel, fb != servedModel, runtime.backends.isKnown(fb) != false {
             policy.fallbackModel = fb
@@ -129,12 +134,18 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
         guard c === upstream else { return }
+        handleBody(bytes, from: c)
+    }
+
+    /// Upstream (or remote leader) body bytes: buffer, or relay as stream chunks.
+    private func handleBody(_ bytes: UnsafeRawBufferPointer, from c: HTTPClientConnection?) {
         let blocked = client?.isWriteBlocked ?? false
         switch machine.upstreamBody(clientBlocked: blocked) {
         case .bufferBody:
             buffered.append(contentsOf: bytes)
         case .forwardChunk(let pause, let timeout):
             if !sawErrorEvent && containsErrorEvent(bytes) { sawErrorEvent = true }
+            publisher?.chunk(bytes)
             assembler?.feed(bytes)
             if usageFilter != nil {
                 filtered.removeAll(keepingCapacity: true)
@@ -144,10 +155,34 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 relay(bytes)
             }
             arm(.upstream, timeout)
-            if pause { c.pauseReading() }
+            if pause { c?.pauseReading() }
         case let other:
             run(other)
         }
+    }
+
+    // MARK: events from another process's flight (Redis)
+
+    func remoteHead(status: Int, contentType: String) {
+        upstreamContentType = contentType
+        self.status = status
+        run(machine.upstreamHead(status: status, isEventStream: contentType.hasPrefix("text/event-stream")))
+    }
+
+    func remoteBody(_ bytes: UnsafeRawBufferPointer) { handleBody(bytes, from: nil) }
+
+    func remoteEnd(status: Int, contentType: String, body: [UInt8]?) {
+        if let body {
+            remoteHead(status: status, contentType: contentType)
+            body.withUnsafeBytes { handleBody($0, from: nil) }
+        }
+        run(machine.upstreamEnd())
+    }
+
+    func remoteLost() {
+        remoteReader?.stop()
+        remoteReader = nil
+        run(machine.remoteLeaderLost())
     }
 
     func upstreamDidFinish(_ c: HTTPClientConnection) {
@@ -179,6 +214,34 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     private func run(_ action: RequestMachine.Action) {
         switch action {
+        case .claimGlobalLead:
+            guard let redis = runtime.redis, let key = cachePlan.key else { run(machine.globalLeadClaimed(true)); return }
+            let owner = runtime.instanceId + "-" + requestId
+            RemoteFlightPublisher.claim(redis: redis, key: key, owner: owner) { [weak self] result in
+                guard let self else { return }
+                switch result {
+                case .leader:
+                    self.publisher = RemoteFlightPublisher(redis: redis, loop: self.runtime.loop, key: key, owner: owner)
+                    self.run(self.machine.globalLeadClaimed(true))
+                case .unavailable:
+                    self.run(self.machine.globalLeadClaimed(true))
+                case .follower(let leaderOwner):
+                    self.runtime.metrics.coalescedFollowers += 1
+                    self.extraHeaders.add("x-coalesced", "true")
+                    self.remoteOwner = leaderOwner
+                    self.run(self.machine.globalLeadClaimed(false))
+                }
+            }
+        case .followRemote:
+            guard let redis = runtime.redis, let key = cachePlan.key, let owner = remoteOwner else {
+                run(machine.remoteLeaderLost())
+                return
+            }
+            // Same deadline as an upstream call, so a silent leader cannot hold us forever.
+            arm(.upstream, runtime.requestPolicy.upstreamTimeout)
+            let r = RemoteFlightReader(redis: redis, loop: runtime.loop, key: key, owner: owner, delegate: self)
+            remoteReader = r
+            r.start()
         case .lookupCache:
             guard let cache = runtime.cache, let key = cachePlan.key else { run(machine.cacheLookedUp(found: false)); return }
             runtime.logger.debug("cache lookup", metadata: ["eng.req": "\(requestId)", "key": "\(key)"])
@@ -246,6 +309,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             admissionToken = nil
             finished()
         case .pickBackend(let excluding):
+            remoteReader?.stop()
+            remoteReader = nil
             let chosen = runtime.backends.pick(model: servedModel, excluding: excluding, now: Loop.nowNanos())
             run(machine.backendChosen(chosen))
         case .fallBackToModel(let model):
@@ -276,6 +341,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             status = 200
             if cachePlan.store || (isLeader && flight != nil) { assembler = StreamAssembler() }
             if isLeader { flight?.streamStarted() }
+            publisher?.head(status: 200, contentType: upstreamContentType ?? "text/event-stream")
             guard firstByteNanos == 0 else { return } // SSE head already sent while queued
             firstByteNanos = Loop.nowNanos()
             client?.writeChunkedHead(status: 200, headers: sseHeaders())
@@ -312,6 +378,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             leaderFinished(.streamed(completeBody: complete))
             respond { $0.endChunked() }
         case .retry(let after):
+            remoteReader?.stop()
+            remoteReader = nil
             endAttempt(success: false)
             runtime.metrics.upstreamRetries += 1
             closeUpstream()
@@ -411,8 +479,17 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     // MARK: coalescing
 
-    /// As the leader: hand the outcome to the followers and retire the flight.
+    /// As the leader: hand the outcome to the followers (here and in other processes) and
+    /// retire the flight.
     private func leaderFinished(_ o: Flight.Outcome) {
+        if let p = publisher {
+            publisher = nil
+            switch o {
+            case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body)
+            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil)
+            case .failed: p.fail()
+            }
+        }
         guard isLeader, let f = flight else { return }
         flight = nil
         isLeader = false
@@ -509,6 +586,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     }
 
     private func finished() {
+        remoteReader?.stop()
+        remoteReader = nil
         runtime.requestFinished(self, termination: machine.termination ?? .normal)
         timerStorage?.close()
     }

@@ -24,6 +24,11 @@ public final class EngineRuntime {
     private(set) var cache: CacheStore?
     private(set) var redis: RedisConnection?
     private(set) var accessLog: AccessLog?
+    /// Names this process in cross-process flight locks.
+    let instanceId: String = {
+        var rng = SystemRandomNumberGenerator()
+        return String(getpid()) + "." + String(rng.next() as UInt32, radix: 16)
+    }()
     /// In-flight requests by cache key (single-flight inside this process).
     var flights: [String: Flight] = [:]
     private var listener: Listener?
