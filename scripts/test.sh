@@ -104,7 +104,7 @@ trap stop_unit_redis EXIT
 rm -rf "$results"
 mkdir -p "$results"
 
-if ! run_phase "setup" bash scripts/setup.sh; then
+if ! run_phase "setup" bash scripts/setup.sh --promtool; then
     failed_prefixes+=(setup)
     finish
 fi

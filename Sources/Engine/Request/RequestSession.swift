@@ -62,6 +62,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private var usageFilter: SSEUsageFilter?
     private var filtered: [UInt8] = []
     private(set) var bytesOut = 0
+    /// Timing for metrics: the current upstream exchange, the last chunk relayed, the queue.
+    private(set) var upstreamStartNanos: UInt64 = 0
+    private(set) var upstreamNanos: UInt64 = 0
+    private var lastChunkNanos: UInt64 = 0
+    private var queuedAtNanos: UInt64 = 0
+    /// Tokens from vLLM's usage (body or usage chunk), for the token counters.
+    private(set) var usage: (prompt: Int, completion: Int)?
     var bytesIn: Int { body.count }
     var isFollower: Bool { flight != nil && !isLeader || followsLive || extraHeaders["x-coalesced"] != nil }
     private(set) var firstByteNanos: UInt64 = 0
@@ -112,14 +119,29 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
 
     func admissionAdmitted(_ backend: BackendID) {
         admissionToken = nil
+        observeQueueWait()
         run(machine.admitted(backend))
     }
-    func admissionQueued() {}
+    func admissionQueued() { queuedAtNanos = Loop.nowNanos() }
     func admissionRejected(retryAfterSeconds: Int) {
         admissionToken = nil
+        observeQueueWait()
         run(machine.admissionRejected(retryAfterSeconds: retryAfterSeconds))
     }
     func admissionKeepAlive() { run(machine.queueKeepAliveDue()) }
+
+    private func observeQueueWait() {
+        guard queuedAtNanos > 0 else { return }
+        runtime.metrics.queueWaitSeconds.observe(Double(Loop.nowNanos() - queuedAtNanos) / 1e9)
+        queuedAtNanos = 0
+    }
+
+    /// Closes the timing of the current upstream exchange.
+    private func upstreamDone() {
+        guard upstreamStartNanos > 0 else { return }
+        upstreamNanos += Loop.nowNanos() - upstreamStartNanos
+        upstreamStartNanos = 0
+    }
 
     // MARK: events from the upstream connection
 
@@ -145,6 +167,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             buffered.append(contentsOf: bytes)
         case .forwardChunk(let pause, let timeout):
             if !sawErrorEvent && containsErrorEvent(bytes) { sawErrorEvent = true }
+            let now = Loop.nowNanos()
+            if lastChunkNanos > 0 { runtime.metrics.interChunkSeconds.observe(Double(now - lastChunkNanos) / 1e9) }
+            lastChunkNanos = now
+            if usage == nil, let base = bytes.baseAddress, ces_contains(base, bytes.count, "\"usage\":{", 9) != 0 {
+                usage = UsageScanner.scan(bytes)
+            }
             publisher?.chunk(bytes)
             assembler?.feed(bytes)
             if usageFilter != nil {
@@ -333,6 +361,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             h.add("x-request-id", requestId)
             if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
             arm(.upstream, timeout)
+            upstreamStartNanos = Loop.nowNanos()
             body.withUnsafeBytes { c.send(method: "POST", path: request.kind.upstreamPath, headers: h, body: $0) }
         case .bufferBody, .forwardChunk:
             preconditionFailure("\(action) is performed inline in didReceiveBody")
@@ -353,7 +382,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             releaseUpstream()
             status = st
             let ct = upstreamContentType ?? "application/json"
-            if st == 200 { store(buffered) }
+            upstreamDone()
+            if st == 200 {
+                usage = buffered.withUnsafeBytes { UsageScanner.scan($0) }
+                store(buffered)
+            }
             leaderFinished(.buffered(status: st, contentType: ct, body: buffered))
             if machine.clientHeadSent {
                 // The SSE head went out while queued: the answer becomes the stream's last event.
@@ -372,6 +405,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             timerStorage?.cancel()
             endAttempt(success: !sawErrorEvent)
             releaseUpstream()
+            upstreamDone()
             var complete: [UInt8]?
             if let a = assembler, !sawErrorEvent { complete = a.completeBody() }
             if let body = complete { store(body) }
@@ -579,6 +613,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     }
 
     private func closeUpstream() {
+        upstreamDone()
         guard let c = upstream else { return }
         upstream = nil
         c.delegate = nil

@@ -200,8 +200,19 @@ public final class EngineRuntime {
         metrics.requestsInFlight -= 1
         metrics.recordStatus(s.status)
         metrics.terminationCounts[termination, default: 0] += 1
-        guard let log = accessLog else { return }
         let now = Loop.nowNanos()
+        let model = s.servedModel.flatMap { backends.isKnown($0) == false ? nil : $0 } ?? "other"
+        let route = s.request.kind == .chat ? "chat" : "completions"
+        metrics.requestsByKey[Metrics.RequestKey(route: route, model: model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome), default: 0] += 1
+        let duration = now - s.startNanos
+        metrics.e2eSeconds.observe(Double(duration) / 1e9)
+        if s.firstByteNanos > 0 { metrics.ttftSeconds.observe(Double(s.firstByteNanos - s.startNanos) / 1e9) }
+        metrics.overheadSeconds.observe(Double(duration - min(duration, s.upstreamNanos)) / 1e9)
+        if let u = s.usage {
+            metrics.promptTokens[model, default: 0] += u.prompt
+            metrics.completionTokens[model, default: 0] += u.completion
+        }
+        guard let log = accessLog else { return }
         log.write(AccessLog.Entry(
             requestId: s.requestId, route: s.request.kind == .chat ? "chat" : "completions",
             modelAsked: s.requestedModel, modelServed: s.servedModel, backend: s.backend?.url,

@@ -124,7 +124,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .metricsPrometheus:
             var h = HTTPHeaders()
             h.add("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            c.writeResponse(status: 200, headers: h, body: Array(prometheusText().utf8))
+            c.writeResponse(status: 200, headers: h, body: Array(runtime.prometheusText().utf8))
         }
     }
 
@@ -268,6 +268,13 @@ final class Frontend: HTTPServerConnectionDelegate {
         s += "\"streams_started\":\(m.streamsStarted),\"open_connections\":\(m.openConnections),\"connections_total\":\(m.connectionsTotal),"
         s += "\"responses\":{\"2xx\":\(m.responsesByClass[2]),\"4xx\":\(m.responsesByClass[4]),\"5xx\":\(m.responsesByClass[5])},"
         s += "\"rss_bytes\":\(ces_rss_bytes()),"
+        let looked = m.cacheHits + m.cacheMisses
+        s += "\"cache\":{\"enabled\":\(runtime.cache != nil),\"backend\":\"\(runtime.redis != nil ? "redis" : "memory")\",\"hits\":\(m.cacheHits),\"misses\":\(m.cacheMisses),"
+        s += "\"hit_ratio\":\(looked > 0 ? Double(m.cacheHits) / Double(looked) : 0),\"stale_served\":\(m.cacheStaleServed),\"bypasses\":\(m.cacheBypasses),"
+        s += "\"stores\":\(m.cacheStores),\"coalesced_followers\":\(m.coalescedFollowers)"
+        if let mem = runtime.cache as? MemoryCacheStore { s += ",\"entries\":\(mem.entryCount)" }
+        if let r = runtime.redis { s += ",\"redis_up\":\(r.isConnected)" }
+        s += "},"
         s += "\"backends\":["
         for (i, b) in runtime.backends.all.enumerated() {
             if i > 0 { s += "," }
@@ -287,17 +294,6 @@ final class Frontend: HTTPServerConnectionDelegate {
             s += ",\"admission\":{\"queued\":\(a.queuedTotal),\"admitted\":\(a.admittedCount),\"enqueued\":\(a.enqueuedCount),\"rejected\":\(a.rejectedCount)}"
         }
         s += "}"
-        return s
-    }
-
-    func prometheusText() -> String {
-        let m = runtime.metrics
-        var s = "# HELP engine_requests_total Requests received.\n# TYPE engine_requests_total counter\n"
-        s += "engine_requests_total \(m.requestsTotal)\n"
-        s += "# HELP engine_open_connections Open client connections.\n# TYPE engine_open_connections gauge\n"
-        s += "engine_open_connections \(m.openConnections)\n"
-        s += "# HELP engine_healthy_backends Backends whose last health check answered.\n# TYPE engine_healthy_backends gauge\n"
-        s += "engine_healthy_backends \(runtime.backends.healthyCount)\n"
         return s
     }
 }

@@ -22,7 +22,34 @@ public final class Metrics {
     public var cacheErrors = 0
     public var coalescedFollowers = 0
 
+    /// Finished generation requests by (route, served model, status class, cache outcome).
+    /// Models are bounded by the configured/discovered set; anything else counts as "other".
+    struct RequestKey: Hashable {
+        var route: String
+        var model: String
+        var statusClass: String
+        var cache: String
+    }
+    var requestsByKey: [RequestKey: Int] = [:]
+    var e2eSeconds = Histogram(buckets: Histogram.latencySeconds)
+    var ttftSeconds = Histogram(buckets: Histogram.ttftSeconds)
+    var overheadSeconds = Histogram(buckets: Histogram.engineOverheadSeconds)
+    var interChunkSeconds = Histogram(buckets: Histogram.interChunkSeconds)
+    var queueWaitSeconds = Histogram(buckets: Histogram.queueWaitSeconds)
+    var promptTokens: [String: Int] = [:]
+    var completionTokens: [String: Int] = [:]
+
     init(now: UInt64) { startedNanos = now }
+
+    static func statusClass(_ status: Int) -> String {
+        switch status / 100 {
+        case 2: return "2xx"
+        case 3: return "3xx"
+        case 4: return "4xx"
+        case 5: return "5xx"
+        default: return "other"
+        }
+    }
 
     func recordStatus(_ status: Int) {
         let c = status / 100

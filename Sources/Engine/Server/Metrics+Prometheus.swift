@@ -1,0 +1,71 @@
+// Metrics rendered as Prometheus text exposition 0.0.4 (PrometheusWriter): one prefix `engine_`,
+// units in names, labels of bounded cardinality (route, model from the known set, status class,
+// cache outcome, backend URL from the config, termination code from a fixed alphabet).
+import Reactor
+
+extension EngineRuntime {
+    func prometheusText() -> String {
+        let m = metrics
+        var w = PrometheusWriter()
+        w.counter("engine_requests_total", help: "Finished generation requests by route, served model, status class and cache outcome.",
+                  samples: m.requestsByKey.sorted { ($0.key.route, $0.key.model, $0.key.statusClass, $0.key.cache) < ($1.key.route, $1.key.model, $1.key.statusClass, $1.key.cache) }
+                    .map { (labels: [("route", $0.key.route), ("model", $0.key.model), ("status", $0.key.statusClass), ("cache", $0.key.cache)], value: Double($0.value)) })
+        w.counter("engine_http_requests_total", help: "HTTP requests received on any route.", value: Double(m.requestsTotal))
+        w.counter("engine_responses_total", help: "Responses by status class.",
+                  samples: (1...5).map { (labels: [("status", "\($0)xx")], value: Double(m.responsesByClass[$0])) })
+        w.histogram("engine_request_duration_seconds", help: "End-to-end duration of generation requests.",
+                    series: [(labels: [], histogram: m.e2eSeconds)])
+        w.histogram("engine_time_to_first_byte_seconds", help: "Time to the first response byte (the first SSE chunk for streams).",
+                    series: [(labels: [], histogram: m.ttftSeconds)])
+        w.histogram("engine_overhead_seconds", help: "Time the Engine itself added: duration minus the upstream exchange.",
+                    series: [(labels: [], histogram: m.overheadSeconds)])
+        w.histogram("engine_stream_chunk_gap_seconds", help: "Gap between consecutive SSE chunks relayed to clients.",
+                    series: [(labels: [], histogram: m.interChunkSeconds)])
+        w.counter("engine_prompt_tokens_total", help: "Prompt tokens reported by vLLM usage, by served model.",
+                  samples: m.promptTokens.sorted { $0.key < $1.key }.map { (labels: [("model", $0.key)], value: Double($0.value)) })
+        w.counter("engine_completion_tokens_total", help: "Completion tokens reported by vLLM usage, by served model.",
+                  samples: m.completionTokens.sorted { $0.key < $1.key }.map { (labels: [("model", $0.key)], value: Double($0.value)) })
+        w.counter("engine_cache_hits_total", help: "Fresh cache hits.", value: Double(m.cacheHits))
+        w.counter("engine_cache_misses_total", help: "Cache lookups that found nothing fresh.", value: Double(m.cacheMisses))
+        w.counter("engine_cache_stale_served_total", help: "Stale entries served by the fallback chain.", value: Double(m.cacheStaleServed))
+        w.counter("engine_cache_bypasses_total", help: "Requests that skipped the cache (policy or Cache-Control).", value: Double(m.cacheBypasses))
+        w.counter("engine_cache_stores_total", help: "Complete answers stored.", value: Double(m.cacheStores))
+        w.counter("engine_cache_errors_total", help: "Cache lookups that failed (Redis unavailable).", value: Double(m.cacheErrors))
+        if let mem = cache as? MemoryCacheStore {
+            w.gauge("engine_cache_entries", help: "Entries in the in-process cache.", value: Double(mem.entryCount))
+        }
+        w.counter("engine_coalesced_followers_total", help: "Requests answered by an identical request's upstream call.", value: Double(m.coalescedFollowers))
+        w.counter("engine_upstream_retries_total", help: "Upstream attempts retried before the first byte.", value: Double(m.upstreamRetries))
+        if let a = admission {
+            w.counter("engine_admission_decisions_total", help: "Admission control decisions.",
+                      samples: [(labels: [("decision", "admit")], value: Double(a.admittedCount)),
+                                (labels: [("decision", "queue")], value: Double(a.enqueuedCount)),
+                                (labels: [("decision", "reject")], value: Double(a.rejectedCount))])
+            w.gauge("engine_admission_queue_depth", help: "Requests waiting in admission queues.", value: Double(a.queuedTotal))
+            w.histogram("engine_admission_wait_seconds", help: "Time requests waited in the admission queue.",
+                        series: [(labels: [], histogram: m.queueWaitSeconds)])
+        }
+        let bl: (Backend) -> [(String, String)] = { [("backend", $0.url)] }
+        w.gauge("engine_backend_kv_cache_usage", help: "Last polled vllm:kv_cache_usage_perc (0..1); absent when unknown.",
+                samples: backends.all.compactMap { b in b.load?.kvUsage.map { (labels: bl(b), value: $0) } })
+        w.gauge("engine_backend_requests_running", help: "Last polled vllm:num_requests_running.",
+                samples: backends.all.compactMap { b in b.load?.running.map { (labels: bl(b), value: $0) } })
+        w.gauge("engine_backend_requests_waiting", help: "Last polled vllm:num_requests_waiting.",
+                samples: backends.all.compactMap { b in b.load?.waiting.map { (labels: bl(b), value: $0) } })
+        w.gauge("engine_backend_breaker_state", help: "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+                samples: backends.all.map { (labels: bl($0), value: Double($0.breaker.gauge)) })
+        w.gauge("engine_backend_healthy", help: "1 when the backend's last health check answered.",
+                samples: backends.all.map { (labels: bl($0), value: $0.isHealthy ? 1 : 0) })
+        w.gauge("engine_healthy_backends", help: "Backends whose last health check answered.", value: Double(backends.healthyCount))
+        if let r = redis {
+            w.gauge("engine_redis_up", help: "1 when the Redis connection is up.", value: r.isConnected ? 1 : 0)
+        }
+        w.gauge("engine_open_connections", help: "Open client connections.", value: Double(m.openConnections))
+        w.gauge("engine_requests_in_flight", help: "Generation requests in progress.", value: Double(m.requestsInFlight))
+        w.counter("engine_terminations_total", help: "How requests ended (HAProxy-style cause and phase; -- is normal).",
+                  samples: m.terminationCounts.sorted { $0.key.description < $1.key.description }
+                    .map { (labels: [("code", $0.key.description)], value: Double($0.value)) })
+        w.gauge("engine_uptime_seconds", help: "Seconds since this process started.", value: Double(Loop.nowNanos() - m.startedNanos) / 1e9)
+        return w.text
+    }
+}
