@@ -172,3 +172,25 @@ def test_auth_accepts_rejects_and_never_forwards_keys(sim, engine_factory):
     assert eng.get("/v1/models").status_code == 401
     log = eng.log_text()
     assert "plain-key" not in log and "hashed-key" not in log
+
+
+def test_exact_token_count_asks_tokenize(sim_factory, engine_factory):
+    fast = sim_factory("--model", "fast-m")
+    large = sim_factory("--model", "large-m")
+    prompt = "a a a a a a a a a a a a a a a a a a a a"  # 39 bytes: the estimate says 9 tokens
+    exact = requests.post(fast.url + "/tokenize", json={"prompt": prompt}).json()["count"]
+    assert exact != 39 // 4, "pick a prompt where the estimate and the tokenizer disagree"
+    # Threshold between the two counts: the estimate and the exact count route differently.
+    lo, hi = sorted((exact, 39 // 4))
+    threshold = hi
+    over = {"model_registry": {"fast_model": "fast-m", "large_model": "large-m", "fallback_model": None,
+                               "fast_model_token_threshold": threshold}}
+    est_eng = engine_factory(make_config([fast, large], **over))
+    exact_over = {"model_registry": {**over["model_registry"], "exact_token_count": True}}
+    exact_eng = engine_factory(make_config([fast, large], **exact_over))
+    for e in (est_eng, exact_eng):
+        wait_until(lambda: e.get("/health").json()["backends"]["up"] == 2)
+    by_estimate = est_eng.post("/v1/completions", json={"prompt": prompt, "max_tokens": 1}).headers["x-routed-model"]
+    by_exact = exact_eng.post("/v1/completions", json={"prompt": prompt, "max_tokens": 1}).headers["x-routed-model"]
+    assert by_estimate != by_exact
+    assert by_exact == ("large-m" if exact >= threshold else "fast-m")

@@ -1,5 +1,5 @@
-// UpstreamFetch: one small control-plane GET to a backend (health, model list, metrics), with a
-// deadline. Not on the data path: it reports through one completion closure.
+// UpstreamFetch: one small control-plane request to a backend (health, model list, metrics,
+// /tokenize), with a deadline. Not on the data path: it reports through one completion closure.
 // Owns: its Timer; borrows a connection from the backend's pool and returns or closes it.
 import Reactor
 
@@ -16,7 +16,8 @@ final class UpstreamFetch: HTTPClientConnectionDelegate {
     /// Starts at once; `onDone(status, body)` with status nil on failure or timeout.
     @discardableResult
     init(loop: Loop, pool: HTTPClientPool, path: String, headers: HTTPHeaders = HTTPHeaders(),
-         timeout: Duration, maxBytes: Int = 1 << 20, onDone: @escaping (Int?, [UInt8]) -> Void) {
+         timeout: Duration, maxBytes: Int = 1 << 20, method: String = "GET", body: [UInt8]? = nil,
+         onDone: @escaping (Int?, [UInt8]) -> Void) {
         self.pool = pool
         self.timer = Timer(loop: loop)
         self.onDone = onDone
@@ -27,7 +28,11 @@ final class UpstreamFetch: HTTPClientConnectionDelegate {
         let c = pool.acquire()
         conn = c
         c.delegate = self
-        c.send(method: "GET", path: path, headers: headers, body: nil)
+        if let body {
+            body.withUnsafeBytes { c.send(method: method, path: path, headers: headers, body: $0) }
+        } else {
+            c.send(method: method, path: path, headers: headers, body: nil)
+        }
     }
 
     private func finish(_ st: Int?) {

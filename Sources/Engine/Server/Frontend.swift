@@ -140,7 +140,40 @@ final class Frontend: HTTPServerConnectionDelegate {
             return
         case .success(let r): req = r
         }
-        let tokens = runtime.estimator.estimate(TokenEstimator.measure(req.document))
+        let estimate = runtime.estimator.estimate(TokenEstimator.measure(req.document))
+        let needsRouting = req.model == nil || req.model == "auto" || req.model == ""
+        if needsRouting && runtime.config.modelRegistry.isExactTokenCount {
+            exactTokenCount(req) { [weak self, weak c] exact in
+                guard let self, let c, !c.isClosed else { return }
+                self.routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity,
+                                   tokens: exact ?? estimate)
+            }
+            return
+        }
+        routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity, tokens: estimate)
+    }
+
+    /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template
+    /// applied for chat), with a 100 ms deadline; nil (use the estimate) on any failure.
+    private func exactTokenCount(_ req: OpenAIRequest, done: @escaping (Int?) -> Void) {
+        guard let b = runtime.backends.all.first(where: { $0.isHealthy }) ?? runtime.backends.all.first else { done(nil); return }
+        let q = json_object()!
+        defer { json_decref(q) }
+        let field = req.kind == .chat ? "messages" : "prompt"
+        if let v = json_object_get(req.document.root, field) { json_object_set(q, field, v) }
+        var h = HTTPHeaders()
+        h.add("content-type", "application/json")
+        if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
+        UpstreamFetch(loop: runtime.loop, pool: b.pool, path: "/tokenize", headers: h, timeout: .milliseconds(100),
+                      method: "POST", body: JSONDocument.serialize(q)) { status, body in
+            guard status == 200, case .success(let doc) = body.withUnsafeBytes({ JSONDocument.parse($0) }),
+                  let n = JSONValue.number(json_object_get(doc.root, "count")) else { done(nil); return }
+            done(Int(n))
+        }
+    }
+
+    private func routeAndStart(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest,
+                               body: [UInt8], rid: String, identity: String?, tokens: Int) {
         var forward = body
         var extra = HTTPHeaders()
         let served: String
