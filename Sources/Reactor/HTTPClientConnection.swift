@@ -76,10 +76,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     public private(set) var exchangesCompleted = 0
     public private(set) var inExchange = false
     private var gotHead = false
-    private var fields: [HTTPHeaders.Field] = []
-    private var curName: [UInt8] = []
-    private var curValue: [UInt8] = []
-    private var lastWasValue = false
+    private var headerFields = HeaderAccumulator()
     private var messageDone = false
     private var reusable = false
 
@@ -112,7 +109,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         inExchange = true
         gotHead = false
         messageDone = false
-        fields.removeAll(keepingCapacity: true)
+        headerFields.reset()
         http_parser_init(parser, HTTP_RESPONSE)
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         if let sock {
@@ -201,39 +198,27 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         fail(isConnected || exchangesCompleted > 0 ? .closed(receivedHead: gotHead) : .connectFailed)
     }
 
+    /// Closes and tells the delegate (during an exchange the driver; while idle the pool).
     private func fail(_ f: HTTPClientFailure) {
-        let wasIn = inExchange
         inExchange = false
         close()
-        if wasIn || true { delegate?.upstream(self, didFail: f) }
+        delegate?.upstream(self, didFail: f)
     }
 
     fileprivate func onHeaderField(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
-        if lastWasValue { flushField() }
-        curName.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
-        lastWasValue = false
+        headerFields.field(at, len)
         return 0
     }
 
     fileprivate func onHeaderValue(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
-        curValue.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
-        lastWasValue = true
+        headerFields.value(at, len)
         return 0
     }
 
-    private func flushField() {
-        fields.append(.init(String(decoding: curName, as: UTF8.self), String(decoding: curValue, as: UTF8.self)))
-        curName.removeAll(keepingCapacity: true)
-        curValue.removeAll(keepingCapacity: true)
-    }
-
     fileprivate func onHeadersComplete() -> Int32 {
-        if lastWasValue || !curName.isEmpty { flushField() }
-        lastWasValue = false
         gotHead = true
         let status = Int(ces_http_status(parser))
-        let h = HTTPHeaders(fields)
-        fields = []
+        let h = headerFields.finish()
         delegate?.upstream(self, didReceiveHead: status, headers: h)
         return isClosed ? -1 : 0
     }

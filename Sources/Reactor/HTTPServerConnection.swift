@@ -48,10 +48,8 @@ public final class HTTPServerConnection: StreamSocketDelegate {
 
     // Request under construction.
     private var url: [UInt8] = []
-    private var fields: [HTTPHeaders.Field] = []
-    private var curName: [UInt8] = []
-    private var curValue: [UInt8] = []
-    private var lastWasValue = false
+    private var headerFields = HeaderAccumulator()
+    private var pendingHeaders = HTTPHeaders()
     private var headerBytes = 0
     private var body: [UInt8] = []
     private var parseFailure: HTTPServerFailure?
@@ -171,10 +169,7 @@ public final class HTTPServerConnection: StreamSocketDelegate {
     fileprivate func onMessageBegin() -> Int32 {
         messageInProgress = true
         url.removeAll(keepingCapacity: true)
-        fields.removeAll(keepingCapacity: true)
-        curName.removeAll(keepingCapacity: true)
-        curValue.removeAll(keepingCapacity: true)
-        lastWasValue = false
+        headerFields.reset()
         headerBytes = 0
         body.removeAll(keepingCapacity: false)
         timer.schedule(after: limits.readTimeout)
@@ -195,27 +190,18 @@ public final class HTTPServerConnection: StreamSocketDelegate {
 
     fileprivate func onHeaderField(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
         guard countHeader(len) else { return 1 }
-        if lastWasValue { flushField() }
-        curName.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
-        lastWasValue = false
+        headerFields.field(at, len)
         return 0
     }
 
     fileprivate func onHeaderValue(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
         guard countHeader(len) else { return 1 }
-        curValue.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
-        lastWasValue = true
+        headerFields.value(at, len)
         return 0
     }
 
-    private func flushField() {
-        fields.append(.init(String(decoding: curName, as: UTF8.self), String(decoding: curValue, as: UTF8.self)))
-        curName.removeAll(keepingCapacity: true)
-        curValue.removeAll(keepingCapacity: true)
-    }
-
     fileprivate func onHeadersComplete() -> Int32 {
-        if lastWasValue || !curName.isEmpty { flushField() }
+        pendingHeaders = headerFields.finish()
         let cl = parser.pointee.content_length
         if cl != UInt64.max && cl > UInt64(limits.maxBodyBytes) {
             parseFailure = .bodyTooLarge
@@ -236,7 +222,7 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         let head = HTTPRequestHead(
             method: httpMethodName(ces_http_method(parser)),
             target: String(decoding: url, as: UTF8.self),
-            headers: HTTPHeaders(fields),
+            headers: pendingHeaders,
             keepAlive: http_should_keep_alive(parser) != 0)
         completed = head
         http_parser_pause(parser, 1)

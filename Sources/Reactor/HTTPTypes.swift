@@ -165,3 +165,45 @@ func evbufferAppendHeaders(_ buf: OpaquePointer, _ headers: HTTPHeaders) {
         evbufferAppend(buf, "\r\n" as StaticString)
     }
 }
+
+/// Collects header fields from http-parser's on_header_field / on_header_value callbacks (either
+/// may arrive in pieces) into HTTPHeaders. Shared by the server and client connections.
+struct HeaderAccumulator {
+    private var fields: [HTTPHeaders.Field] = []
+    private var name: [UInt8] = []
+    private var value: [UInt8] = []
+    private var lastWasValue = false
+
+    mutating func reset() {
+        fields.removeAll(keepingCapacity: true)
+        name.removeAll(keepingCapacity: true)
+        value.removeAll(keepingCapacity: true)
+        lastWasValue = false
+    }
+
+    mutating func field(_ at: UnsafePointer<CChar>, _ len: Int) {
+        if lastWasValue { flush() }
+        name.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        lastWasValue = false
+    }
+
+    mutating func value(_ at: UnsafePointer<CChar>, _ len: Int) {
+        value.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        lastWasValue = true
+    }
+
+    private mutating func flush() {
+        fields.append(.init(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+        name.removeAll(keepingCapacity: true)
+        value.removeAll(keepingCapacity: true)
+    }
+
+    /// The headers so far; the accumulator is empty afterwards.
+    mutating func finish() -> HTTPHeaders {
+        if lastWasValue || !name.isEmpty { flush() }
+        lastWasValue = false
+        let h = HTTPHeaders(fields)
+        fields = []
+        return h
+    }
+}

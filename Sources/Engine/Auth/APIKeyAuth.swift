@@ -110,26 +110,9 @@ public struct APIKeyAuth: Sendable {
 
     static func sha256(_ s: String) -> [UInt8] { sha256(Array(s.utf8)[...]) }
 
-    static func sha256(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 32)
-        bytes.withUnsafeBufferPointer { p in
-            out.withUnsafeMutableBufferPointer { o in
-                _ = SHA256(p.baseAddress, p.count, o.baseAddress)
-            }
-        }
-        return out
-    }
+    static func sha256(_ bytes: ArraySlice<UInt8>) -> [UInt8] { Digest.sha256(bytes) }
 
-    static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for b in bytes {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0x0F)])
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func hex(_ bytes: [UInt8]) -> String { Digest.hex(bytes) }
 
     private static func decodeHex(_ s: Substring.UTF8View) -> [UInt8]? {
         guard s.count == 64 else { return nil }

@@ -76,13 +76,9 @@ public enum CacheKey {
         return j ?? json_null()
     }
 
-    static func sha256(_ bytes: [UInt8]) -> [UInt8] {
-        var md = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
-        bytes.withUnsafeBufferPointer { p in _ = SHA256(p.baseAddress, p.count, &md) }
-        return md
-    }
+    static func sha256(_ bytes: [UInt8]) -> [UInt8] { Digest.sha256(bytes) }
 
-    static func hex(_ bytes: [UInt8]) -> String { RedisCacheStore.hex(bytes) }
+    static func hex(_ bytes: [UInt8]) -> String { Digest.hex(bytes) }
 }
 
 /// The request's Cache-Control, as far as the response cache is concerned.

@@ -1,0 +1,27 @@
+// Digest: SHA-256 (Debian's OpenSSL libcrypto) and lowercase hex, shared by the cache key, the
+// API-key identities and the Redis script ids.
+import CEventShim
+
+enum Digest {
+    static func sha256<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
+        var md = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
+        let done = bytes.withContiguousStorageIfAvailable { p in _ = SHA256(p.baseAddress, p.count, &md) }
+        if done == nil {
+            let copy = Array(bytes)
+            copy.withUnsafeBufferPointer { p in _ = SHA256(p.baseAddress, p.count, &md) }
+        }
+        return md
+    }
+
+    static func hex(_ bytes: [UInt8]) -> String {
+        String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+            let digits: StaticString = "0123456789abcdef"
+            let d = digits.utf8Start
+            for (i, b) in bytes.enumerated() {
+                out[2 * i] = d[Int(b >> 4)]
+                out[2 * i + 1] = d[Int(b & 0x0F)]
+            }
+            return bytes.count * 2
+        }
+    }
+}
