@@ -52,6 +52,13 @@ final class RemoteFlightPublisher {
         }
     }
 
+    static let releaseScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+
+    /// Gives back a lock this owner took but turned out not to need (compare-and-delete).
+    static func release(redis: RedisConnection, key: String, owner: String) {
+        redis.send(["EVAL", releaseScript, "1", RemoteFlightKeys.lock(key), owner]) { _ in }
+    }
+
     init(redis: RedisConnection, loop: Loop, key: String, owner: String) {
         self.redis = redis
         self.key = key

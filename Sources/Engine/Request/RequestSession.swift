@@ -189,6 +189,40 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         }
     }
 
+    // MARK: cross-process claim
+
+    private var preClaim: ClaimResult?
+    private var preClaimPending = false
+    private var preClaimWaiting = false
+    private var claimOwner: String { runtime.instanceId + "-" + requestId }
+    private var isFollowerOfLocalFlight: Bool { flight != nil && !isLeader }
+
+    private func handleClaim(_ result: ClaimResult, redis: RedisConnection, key: String) {
+        switch result {
+        case .leader:
+            if machine.isFinished || isFollowerOfLocalFlight {
+                RemoteFlightPublisher.release(redis: redis, key: key, owner: claimOwner)
+                return
+            }
+            publisher = RemoteFlightPublisher(redis: redis, loop: runtime.loop, key: key, owner: claimOwner)
+            run(machine.globalLeadClaimed(true))
+        case .unavailable:
+            run(machine.globalLeadClaimed(true))
+        case .follower(let leaderOwner):
+            runtime.metrics.coalescedFollowers += 1
+            extraHeaders.add("x-coalesced", "true")
+            remoteOwner = leaderOwner
+            run(machine.globalLeadClaimed(false))
+        }
+    }
+
+    /// A lock taken by the pipelined claim that turned out not to be needed (hit, local follower).
+    private func releasePreClaim() {
+        guard let r = preClaim, let redis = runtime.redis, let key = cachePlan.key else { return }
+        preClaim = nil
+        if case .leader = r { RemoteFlightPublisher.release(redis: redis, key: key, owner: claimOwner) }
+    }
+
     // MARK: events from another process's flight (Redis)
 
     func remoteHead(status: Int, contentType: String) {
@@ -244,20 +278,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         switch action {
         case .claimGlobalLead:
             guard let redis = runtime.redis, let key = cachePlan.key else { run(machine.globalLeadClaimed(true)); return }
-            let owner = runtime.instanceId + "-" + requestId
-            RemoteFlightPublisher.claim(redis: redis, key: key, owner: owner) { [weak self] result in
-                guard let self else { return }
-                switch result {
-                case .leader:
-                    self.publisher = RemoteFlightPublisher(redis: redis, loop: self.runtime.loop, key: key, owner: owner)
-                    self.run(self.machine.globalLeadClaimed(true))
-                case .unavailable:
-                    self.run(self.machine.globalLeadClaimed(true))
-                case .follower(let leaderOwner):
-                    self.runtime.metrics.coalescedFollowers += 1
-                    self.extraHeaders.add("x-coalesced", "true")
-                    self.remoteOwner = leaderOwner
-                    self.run(self.machine.globalLeadClaimed(false))
+            if let r = preClaim {
+                preClaim = nil
+                handleClaim(r, redis: redis, key: key)
+            } else if preClaimPending {
+                preClaimWaiting = true
+            } else {
+                RemoteFlightPublisher.claim(redis: redis, key: key, owner: claimOwner) { [weak self] r in
+                    self?.handleClaim(r, redis: redis, key: key)
                 }
             }
         case .followRemote:
@@ -272,6 +300,27 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             r.start()
         case .lookupCache:
             guard let cache = runtime.cache, let key = cachePlan.key else { run(machine.cacheLookedUp(found: false)); return }
+            if machine.policy.coalesceAcrossProcesses, let redis = runtime.redis {
+                // Pipelined with the lookup: on a miss the cross-process lock is already ours (or
+                // not), so a miss costs one Redis round trip, not two.
+                preClaimPending = true
+                let owner = claimOwner
+                RemoteFlightPublisher.claim(redis: redis, key: key, owner: owner) { [weak self] r in
+                    guard let self else {
+                        if case .leader = r { RemoteFlightPublisher.release(redis: redis, key: key, owner: owner) }
+                        return
+                    }
+                    self.preClaimPending = false
+                    if self.preClaimWaiting {
+                        self.preClaimWaiting = false
+                        self.handleClaim(r, redis: redis, key: key)
+                    } else if self.machine.isFinished || self.isFollowerOfLocalFlight {
+                        if case .leader = r { RemoteFlightPublisher.release(redis: redis, key: key, owner: self.claimOwner) }
+                    } else {
+                        self.preClaim = r
+                    }
+                }
+            }
             runtime.logger.debug("cache lookup", metadata: ["eng.req": "\(requestId)", "key": "\(key)"])
             cache.get(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] lookup in
                 guard let self else { return }
@@ -291,11 +340,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
                 }
             }
         case .replayCached:
+            releasePreClaim()
             status = 200
             respond { self.writeStored($0, self.cachedBody) }
         case .joinFlight:
             guard let key = cachePlan.key else { run(machine.flightJoined(asLeader: true)); return }
             if let f = runtime.flights[key] {
+                releasePreClaim()
                 flight = f
                 runtime.metrics.coalescedFollowers += 1
                 extraHeaders.add("x-coalesced", "true")
@@ -621,6 +672,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     }
 
     private func finished() {
+        releasePreClaim()
         remoteReader?.stop()
         remoteReader = nil
         runtime.requestFinished(self, termination: machine.termination ?? .normal)

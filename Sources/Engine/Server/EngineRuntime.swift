@@ -24,6 +24,8 @@ public final class EngineRuntime {
     private(set) var cache: CacheStore?
     private(set) var redis: RedisConnection?
     private(set) var accessLog: AccessLog?
+    /// Byte-identical repeats → cache key, for the embedded cache's fast hit path.
+    private(set) var hitMemo: HitMemo?
     /// Names this process in cross-process flight locks.
     let instanceId: String = {
         var rng = SystemRandomNumberGenerator()
@@ -74,6 +76,7 @@ public final class EngineRuntime {
         if config.cache.isEnabled {
             if config.redis.url.isEmpty {
                 cache = MemoryCacheStore(maxEntries: config.cache.maxSize)
+                hitMemo = HitMemo(capacity: max(1024, 4 * config.cache.maxSize))
             } else {
                 guard let u = RedisURL.parse(config.redis.url) else {
                     throw ConfigError.invalid(key: "redis.url", message: "not a redis:// URL")
@@ -220,6 +223,24 @@ public final class EngineRuntime {
             bytesIn: s.bytesIn, bytesOut: s.bytesOut,
             ttfbSeconds: s.firstByteNanos > 0 ? Double(s.firstByteNanos - s.startNanos) / 1e9 : nil,
             durationSeconds: Double(now - s.startNanos) / 1e9, termination: termination))
+    }
+
+    /// Metrics and access line for a hit answered by the Frontend's fast path.
+    func memoHitAnswered(kind: EndpointKind, servedModel: String, requestId: String, bytesIn: Int, bytesOut: Int, startNanos: UInt64) {
+        let now = Loop.nowNanos()
+        let route = kind == .chat ? "chat" : "completions"
+        metrics.cacheHits += 1
+        metrics.recordStatus(200)
+        metrics.terminationCounts[.normal, default: 0] += 1
+        metrics.requestsByKey[Metrics.RequestKey(route: route, model: servedModel, statusClass: "2xx", cache: "HIT"), default: 0] += 1
+        let d = Double(now - startNanos) / 1e9
+        metrics.e2eSeconds.observe(d)
+        metrics.ttftSeconds.observe(d)
+        metrics.overheadSeconds.observe(d)
+        accessLog?.write(AccessLog.Entry(
+            requestId: requestId, route: route, modelAsked: nil, modelServed: servedModel, backend: nil, status: 200,
+            cache: "HIT", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut, ttfbSeconds: d, durationSeconds: d,
+            termination: .normal))
     }
 
     /// Access line for a request answered by the Frontend itself (bad input, auth, routes).

@@ -131,6 +131,17 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// parse → route → session (cache, coalescer, admission and pool run inside the session).
     private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], rid: String,
                                  identity: String?) {
+        // Fast path: a byte-identical repeat of a request whose answer is fresh in the embedded cache.
+        var memoKey: String?
+        if let memo = runtime.hitMemo, let mem = runtime.cache as? MemoryCacheStore, head.headers["cache-control"] == nil {
+            let t0 = Loop.nowNanos()
+            let rk = HitMemo.rawKey(kind: kind, identity: identity, body: body)
+            if let e = memo.get(rk), case .fresh(let stored) = mem.lookup(e.cacheKey, now: t0, touch: true) {
+                answerFromMemo(c, kind: kind, entry: e, stored: stored, rid: rid, bytesIn: body.count, startNanos: t0)
+                return
+            }
+            memoKey = rk
+        }
         let req: OpenAIRequest
         switch OpenAIRequest.parse(kind: kind, body: body) {
         case .failure(let err):
@@ -146,11 +157,36 @@ final class Frontend: HTTPServerConnectionDelegate {
             exactTokenCount(req) { [weak self, weak c] exact in
                 guard let self, let c, !c.isClosed else { return }
                 self.routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity,
-                                   tokens: exact ?? estimate)
+                                   tokens: exact ?? estimate, memoKey: memoKey)
             }
             return
         }
-        routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity, tokens: estimate)
+        routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity, tokens: estimate,
+                      memoKey: memoKey)
+    }
+
+    private func answerFromMemo(_ c: HTTPServerConnection, kind: EndpointKind, entry e: HitMemo.Entry, stored: [UInt8],
+                                rid: String, bytesIn: Int, startNanos: UInt64) {
+        var h = HTTPHeaders()
+        if e.routed { h.add("x-routed-model", e.servedModel) }
+        h.add("x-request-id", rid)
+        h.add("x-cache", "HIT")
+        if e.stream {
+            guard let sse = ReplayWriter.sse(fromCompleteBody: stored, includeUsage: e.includeUsage) else {
+                runtime.writeError(EngineError(.internalError, "A stored answer could not be replayed."), to: c, requestId: rid)
+                return
+            }
+            h.add("content-type", "text/event-stream; charset=utf-8")
+            h.add("cache-control", "no-cache")
+            c.writeChunkedHead(status: 200, headers: h)
+            sse.withUnsafeBytes { c.writeChunk($0) }
+            c.endChunked()
+        } else {
+            h.add("content-type", "application/json")
+            c.writeResponse(status: 200, headers: h, body: stored)
+        }
+        runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestId: rid, bytesIn: bytesIn,
+                                bytesOut: stored.count, startNanos: startNanos)
     }
 
     /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template
@@ -173,7 +209,7 @@ final class Frontend: HTTPServerConnectionDelegate {
     }
 
     private func routeAndStart(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest,
-                               body: [UInt8], rid: String, identity: String?, tokens: Int) {
+                               body: [UInt8], rid: String, identity: String?, tokens: Int, memoKey: String?) {
         var forward = body
         var extra = HTTPHeaders()
         let served: String
@@ -207,9 +243,13 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         runtime.metrics.requestsInFlight += 1
         if req.stream { runtime.metrics.streamsStarted += 1 }
+        let plan = cachePlan(kind: kind, head: head, req: req, served: served, identity: identity)
+        if let mk = memoKey, let key = plan.key, let memo = runtime.hitMemo {
+            memo.put(mk, HitMemo.Entry(cacheKey: key, servedModel: served, routed: extra["x-routed-model"] != nil,
+                                       stream: req.stream, includeUsage: req.includeUsage))
+        }
         let s = RequestSession(runtime: runtime, client: c, request: req, body: forward, requestId: rid,
-                               requestedModel: req.model, servedModel: served, extraHeaders: extra,
-                               cachePlan: cachePlan(kind: kind, head: head, req: req, served: served, identity: identity))
+                               requestedModel: req.model, servedModel: served, extraHeaders: extra, cachePlan: plan)
         c.context = s
         s.start()
     }
