@@ -50,3 +50,10 @@ int ces_contains(const void *hay, size_t hay_len, const void *needle, size_t nee
 {
     return memmem(hay, hay_len, needle, needle_len) != NULL;
 }
+
+/* Offset just past the first `needle` in `hay`, or -1 (memmem; for byte scanners in Swift). */
+long ces_find_end(const void *hay, size_t hay_len, const void *needle, size_t needle_len)
+{
+    const char *p = memmem(hay, hay_len, needle, needle_len);
+    return p == NULL ? -1 : (long)(p - (const char *)hay) + (long)needle_len;
+}

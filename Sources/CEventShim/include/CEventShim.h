@@ -43,6 +43,9 @@ int ces_set_nodelay(evutil_socket_t fd);
 /* 1 when `needle` occurs in `hay` (memmem, a GNU extension). */
 int ces_contains(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
 
+/* Offset just past the first `needle` in `hay`, or -1. */
+long ces_find_end(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
+
 /* Current RSS in bytes from /proc/self/statm (0 when unknown). */
 size_t ces_rss_bytes(void);
 

@@ -1,6 +1,8 @@
 // UsageScanner: pulls `prompt_tokens` and `completion_tokens` out of the `"usage":{...}` object
 // of a vLLM response body or usage chunk without parsing the whole JSON (token metrics on the
-// hot path). Pure; returns nil when there is no usage object with both numbers.
+// hot path). Pure (memmem through the C shim for the search); nil when there is no usage
+// object with both numbers.
+import CEventShim
 
 public enum UsageScanner {
     public static func scan(_ bytes: UnsafeRawBufferPointer) -> (prompt: Int, completion: Int)? {
@@ -27,18 +29,8 @@ public enum UsageScanner {
 
     /// Index just past the first occurrence of `needle` at or after `from`.
     private static func find(_ b: UnsafeRawBufferPointer, _ needle: StaticString, from: Int) -> Int? {
-        let n = needle.utf8CodeUnitCount
-        let np = needle.utf8Start
-        guard b.count >= n else { return nil }
-        var i = from
-        while i + n <= b.count {
-            if b[i] == np[0] {
-                var k = 1
-                while k < n && b[i + k] == np[k] { k += 1 }
-                if k == n { return i + n }
-            }
-            i += 1
-        }
-        return nil
+        guard let base = b.baseAddress, from < b.count else { return nil }
+        let r = ces_find_end(base + from, b.count - from, needle.utf8Start, needle.utf8CodeUnitCount)
+        return r < 0 ? nil : from + r
     }
 }
