@@ -70,11 +70,16 @@ struct EngineServer: ParsableCommand {
         }
         print("engine listening on \(h):\(bound)")
         fflush(nil)
-        // SIGTERM/SIGINT: graceful drain, then exit 0. A second signal stops at once.
-        var draining = false
+        // SIGTERM/SIGINT: graceful drain, then exit 0. A second signal more than a second later
+        // stops at once (one sent to the whole process group reaches a worker twice: from the
+        // terminal or systemd, and forwarded by the supervisor).
+        var drainStarted: UInt64 = 0
         let onStop = {
-            if draining { loop.stop(); return }
-            draining = true
+            if drainStarted > 0 {
+                if Loop.nowNanos() - drainStarted > 1_000_000_000 { loop.stop() }
+                return
+            }
+            drainStarted = Loop.nowNanos()
             runtime.drain { loop.stop() }
         }
         let term = SignalWatcher(loop: loop, signal: SIGTERM, onSignal: onStop)

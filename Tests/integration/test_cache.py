@@ -276,3 +276,15 @@ def test_a_dead_leader_is_taken_over(sim_factory, engine_factory, redis):
     assert follower["r"].status_code == 200, follower["r"].text
     assert sim.stats()["requests_total"] == 2  # the follower took over with its own call
     t.join(1)
+
+
+def test_a_queued_leader_that_leaves_does_not_strand_its_flight(sim_factory, engine_factory):
+    sim = sim_factory("--kv-usage-override", 0.8)
+    eng = engine_factory(cfg([sim], admission_control={"enabled": True, "poll_interval_seconds": 0.1, "max_wait_seconds": 10}))
+    time.sleep(0.4)
+    body = chat_body("stranded?", max_tokens=2)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(eng.url + "/v1/chat/completions", json=body, timeout=0.5)  # leaves while queued
+    sim.configure(kv_usage_override=0.1)
+    r = requests.post(eng.url + "/v1/chat/completions", json=body, timeout=5)
+    assert r.status_code == 200 and r.headers.get("x-coalesced") is None

@@ -100,7 +100,7 @@ public struct RequestMachine: Sendable {
         /// Waiting in admission control's queue (KV pressure). Next: awaitingHead, finished.
         case admitting
         /// Every backend failed; asking the cache for a stale entry. Next: finished.
-        case lookingUpStale(EngineError)
+        case lookingUpStale(EngineError, Termination)
         /// Waiting for the driver to choose a backend. Next: awaitingHead, finished.
         case pickingBackend(Attempts)
         /// Request sent; waiting for the response head. Next: buffering, streaming, backoff, finished.
@@ -300,12 +300,12 @@ public struct RequestMachine: Sendable {
     }
 
     public mutating func staleLookedUp(found: Bool) -> Action {
-        guard case .lookingUpStale(let err) = state else { return .none }
+        guard case .lookingUpStale(let err, let t) = state else { return .none }
         if found {
             state = .finished(.normal)
             return .replayStale
         }
-        return finish(err, Termination(.server, .connect))
+        return finish(err, t)
     }
 
     public mutating func backendChosen(_ b: BackendID?) -> Action {
@@ -458,11 +458,12 @@ public struct RequestMachine: Sendable {
             state = .pickingBackend(Attempts())
             return .fallBackToModel(fb)
         }
+        let t = Termination(err.kind == .upstreamTimeout ? .serverTimeout : .server, phase)
         if policy.canUseStale {
-            state = .lookingUpStale(err)
+            state = .lookingUpStale(err, t)
             return .lookupStale
         }
-        return finish(err, Termination(err.kind == .upstreamTimeout ? .serverTimeout : .server, phase))
+        return finish(err, t)
     }
 
     /// Ends with an error: JSON before the client saw a head, a final SSE event after.

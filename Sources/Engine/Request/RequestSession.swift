@@ -66,6 +66,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private(set) var upstreamStartNanos: UInt64 = 0
     private(set) var upstreamNanos: UInt64 = 0
     private var lastChunkNanos: UInt64 = 0
+    private var upstreamPaused = false
     private var queuedAtNanos: UInt64 = 0
     /// Tokens from vLLM's usage (body or usage chunk), for the token counters.
     private(set) var usage: (prompt: Int, completion: Int)?
@@ -182,8 +183,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             } else {
                 relay(bytes)
             }
-            arm(.upstream, timeout)
-            if pause { c?.pauseReading() }
+            if pause {
+                // A slow client is not the backend's fault: no upstream deadline while paused.
+                upstreamPaused = true
+                timerStorage?.cancel()
+                c?.pauseReading()
+            } else if !upstreamPaused {
+                arm(.upstream, timeout)
+            }
         case let other:
             run(other)
         }
@@ -401,7 +408,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         case .sendUpstream(let id, let timeout):
             let b = runtime.backends[id]
             backend = b
-            attempt = (b, b.breaker.acquire(now: Loop.nowNanos()))
+            let permit = b.breaker.acquire(now: Loop.nowNanos())
+            guard permit.isGranted else {
+                // Its half-open probe went out since it was chosen (e.g. while we were queued):
+                // not this backend, and not a failure of it. The next pick avoids it.
+                run(machine.upstreamFailed(.connect))
+                return
+            }
+            attempt = (b, permit)
             b.requestsSent += 1
             buffered.removeAll(keepingCapacity: true)
             let c = b.pool.acquire()
@@ -426,6 +440,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             firstByteNanos = Loop.nowNanos()
             client?.writeChunkedHead(status: 200, headers: sseHeaders())
         case .resumeUpstream:
+            upstreamPaused = false
+            arm(.upstream, runtime.requestPolicy.upstreamTimeout)
             upstream?.resumeReading()
         case .respondBuffered(let st):
             timerStorage?.cancel()
@@ -494,12 +510,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             closeUpstream()
             status = err.status
             leaderFinished(.failed(err))
-            respond { self.runtime.writeError(err, to: $0, requestId: self.requestId, extra: self.responseHeaders()) }
+            respond { self.runtime.writeError(err, to: $0, requestId: self.requestId, extra: self.responseHeaders(), counted: false) }
         case .failStream(let err):
             timerStorage?.cancel()
             endAttempt(success: false)
             closeUpstream()
-            status = err.status
             leaderFinished(.failed(err))
             respond { c in
                 err.sseEvent.withUnsafeBytes { c.writeChunk($0) }
@@ -547,6 +562,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
 
     /// Writes a stored complete JSON answer in the form this client asked for.
     private func writeStored(_ c: HTTPServerConnection, _ body: [UInt8]) {
+        bytesOut += body.count
         if request.stream {
             guard let sse = ReplayWriter.sse(fromCompleteBody: body, includeUsage: request.includeUsage) else {
                 runtime.writeError(EngineError(.internalError, "A stored answer could not be replayed."), to: c, requestId: requestId)
@@ -605,13 +621,18 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         guard let f = flight, let outcome = f.outcome else { return }
         flight = nil
         let live = followsLive
+        switch outcome {
+        case .streamed(let complete): status = live || complete != nil ? 200 : 502
+        case .buffered(let st, _, _): status = st
+        case .failed(let err): status = live ? 200 : err.status
+        }
         respond { c in
             switch outcome {
             case .streamed(let complete):
                 if live { c.endChunked(); return }
                 if let body = complete { self.status = 200; self.writeStored(c, body); return }
                 self.status = 502
-                self.runtime.writeError(EngineError(.badGateway, "The shared answer could not be rebuilt for this request."), to: c, requestId: self.requestId)
+                self.runtime.writeError(EngineError(.badGateway, "The shared answer could not be rebuilt for this request."), to: c, requestId: self.requestId, counted: false)
             case .buffered(let st, let ct, let body):
                 self.status = st
                 if st == 200 { self.writeStored(c, body); return }
@@ -624,7 +645,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
                     err.sseEvent.withUnsafeBytes { c.writeChunk($0) }
                     c.endChunked(close: true)
                 } else {
-                    self.runtime.writeError(err, to: c, requestId: self.requestId, extra: self.responseHeaders())
+                    self.runtime.writeError(err, to: c, requestId: self.requestId, extra: self.responseHeaders(), counted: false)
                 }
             }
         }
@@ -672,6 +693,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     }
 
     private func finished() {
+        // A leader that ends without an answer (its client left while queued, ...) must not leave
+        // its flight (or its Redis lock) behind: followers get the failure, new requests start fresh.
+        leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with ended without an answer.", source: .client)))
         releasePreClaim()
         remoteReader?.stop()
         remoteReader = nil

@@ -120,16 +120,27 @@ public final class EngineRuntime {
         m.start()
         admission?.start()
         if let r = redis {
+            let where_ = redactedRedisURL
             r.onStateChange = { [unowned self] up in
                 // Once per change, not per request.
                 if up {
-                    self.logger.notice("redis connected", metadata: ["eng.redis": "\(self.config.redis.url)"])
+                    self.logger.notice("redis connected", metadata: ["eng.redis": "\(where_)"])
                 } else {
                     self.logger.warning("redis lost: serving without the shared cache until it returns",
-                                        metadata: ["eng.redis": "\(self.config.redis.url)", "error": "\(r.lastError ?? "-")"])
+                                        metadata: ["eng.redis": "\(where_)", "error": "\(r.lastError ?? "-")"])
                 }
             }
             r.connect()
+            // Down from the start: say so once (onStateChange only reports changes).
+            let t = Timer(loop: loop)
+            t.onFire = { [unowned self] in
+                if !r.isConnected {
+                    self.logger.warning("redis unavailable at start-up: serving without the shared cache until it answers",
+                                        metadata: ["eng.redis": "\(where_)", "error": "\(r.lastError ?? "-")"])
+                }
+            }
+            t.schedule(after: .seconds(2))
+            startupRedisCheck = t
         }
         return l.port
     }
@@ -164,6 +175,13 @@ public final class EngineRuntime {
         t.schedule(after: .zero)
     }
     private var drainTimer: Timer?
+    private var startupRedisCheck: Timer?
+
+    /// redis.url without its password, for logs.
+    var redactedRedisURL: String {
+        guard let u = RedisURL.parse(config.redis.url) else { return "(invalid)" }
+        return "redis://\(u.password != nil ? "***@" : "")\(u.host):\(u.port)/\(u.db)"
+    }
     private var metricsListener: Listener?
 
     /// server.metrics_port: a second listener for this process alone (with SO_REUSEPORT on the
@@ -177,6 +195,7 @@ public final class EngineRuntime {
     }
 
     public func stop() {
+        startupRedisCheck?.close()
         accessLog?.close()
         accessLog = nil
         drainTimer?.close()
@@ -190,12 +209,14 @@ public final class EngineRuntime {
 
     // MARK: helpers for drivers
 
-    func writeError(_ err: EngineError, to c: HTTPServerConnection, requestId: String?, extra: HTTPHeaders? = nil) {
+    /// `counted: false` when a session answers: its requestFinished counts the status once.
+    func writeError(_ err: EngineError, to c: HTTPServerConnection, requestId: String?, extra: HTTPHeaders? = nil,
+                    counted: Bool = true) {
         var h = extra ?? HTTPHeaders()
         h.add("content-type", "application/json")
         if extra == nil, let r = requestId { h.add("x-request-id", r) }
         if let ra = err.retryAfterSeconds { h.add("retry-after", String(ra)) }
-        metrics.recordStatus(err.status)
+        if counted { metrics.recordStatus(err.status) }
         c.writeResponse(status: err.status, headers: h, body: err.jsonBody)
     }
 
@@ -244,14 +265,16 @@ public final class EngineRuntime {
     }
 
     /// Access line for a request answered by the Frontend itself (bad input, auth, routes).
-    func frontendAnswered(route: String, status: Int, requestId: String, bytesIn: Int, startNanos: UInt64) {
-        metrics.terminationCounts[Termination(status >= 400 ? .policy : .normal, .request), default: 0] += 1
+    func frontendAnswered(route: String, status: Int, requestId: String, bytesIn: Int, startNanos: UInt64,
+                          termination: Termination? = nil) {
+        let term = termination ?? Termination(status >= 400 ? .policy : .normal, .request)
+        metrics.terminationCounts[term, default: 0] += 1
         guard let log = accessLog else { return }
         log.write(AccessLog.Entry(
             requestId: requestId, route: route, modelAsked: nil, modelServed: nil, backend: nil, status: status,
             cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: 0, ttfbSeconds: nil,
             durationSeconds: Double(Loop.nowNanos() - startNanos) / 1e9,
-            termination: Termination(status >= 400 ? .policy : .normal, .request)))
+            termination: term))
     }
 }
 

@@ -93,7 +93,12 @@ final class Frontend: HTTPServerConnectionDelegate {
             return
         }
         guard head.method == method else {
-            reject(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."), route: route.name)
+            var h = HTTPHeaders()
+            h.add("x-request-id", rid)
+            h.add("allow", method)
+            runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."),
+                               to: c, requestId: rid, extra: h)
+            runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, bytesIn: body.count, startNanos: t0)
             return
         }
         var identity: String?
@@ -143,11 +148,12 @@ final class Frontend: HTTPServerConnectionDelegate {
             memoKey = rk
         }
         let req: OpenAIRequest
+        let parseStart = Loop.nowNanos()
         switch OpenAIRequest.parse(kind: kind, body: body) {
         case .failure(let err):
             runtime.writeError(err, to: c, requestId: rid)
             runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: err.status, requestId: rid,
-                                     bytesIn: body.count, startNanos: Loop.nowNanos())
+                                     bytesIn: body.count, startNanos: parseStart)
             return
         case .success(let r): req = r
         }
@@ -289,7 +295,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         runtime.metrics.clientErrors += 1
         let rid = makeRequestId(HTTPRequestHead(method: "", target: "", headers: HTTPHeaders(), keepAlive: false))
         runtime.writeError(err, to: c, requestId: rid)
-        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, bytesIn: 0, startNanos: Loop.nowNanos())
+        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, bytesIn: 0, startNanos: Loop.nowNanos(),
+                                 termination: failure == .readTimeout ? Termination(.clientTimeout, .request) : nil)
     }
 
     func connectionDidDrain(_ c: HTTPServerConnection) {
@@ -342,7 +349,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         s += "\"responses\":{\"2xx\":\(m.responsesByClass[2]),\"4xx\":\(m.responsesByClass[4]),\"5xx\":\(m.responsesByClass[5])},"
         s += "\"rss_bytes\":\(ces_rss_bytes()),"
         let looked = m.cacheHits + m.cacheMisses
-        s += "\"cache\":{\"enabled\":\(runtime.cache != nil),\"backend\":\"\(runtime.redis != nil ? "redis" : "memory")\",\"hits\":\(m.cacheHits),\"misses\":\(m.cacheMisses),"
+        s += "\"cache\":{\"enabled\":\(runtime.cache != nil),\"backend\":\"\(runtime.cache == nil ? "none" : runtime.redis != nil ? "redis" : "memory")\",\"hits\":\(m.cacheHits),\"misses\":\(m.cacheMisses),"
         s += "\"hit_ratio\":\(looked > 0 ? Double(m.cacheHits) / Double(looked) : 0),\"stale_served\":\(m.cacheStaleServed),\"bypasses\":\(m.cacheBypasses),"
         s += "\"stores\":\(m.cacheStores),\"coalesced_followers\":\(m.coalescedFollowers)"
         if let mem = runtime.cache as? MemoryCacheStore { s += ",\"entries\":\(mem.entryCount)" }

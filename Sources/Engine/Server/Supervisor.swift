@@ -97,11 +97,19 @@ public final class Supervisor {
             return
         }
         logger.notice("SIGHUP: replacing \(workers.count) workers with the new config")
-        for (pid, index) in workers {
-            replaced.insert(pid)
-            spawn(index)
-            kill(pid, SIGTERM)
+        let old = workers
+        for (_, index) in old { spawn(index) }
+        // The old workers keep listening until the new ones have bound the port and run their
+        // first health checks; then they drain.
+        let t = Timer(loop: loop)
+        t.onFire = { [unowned self] in
+            for (pid, _) in old where self.workers[pid] != nil {
+                self.replaced.insert(pid)
+                kill(pid, SIGTERM)
+            }
         }
+        t.schedule(after: .milliseconds(1500))
+        timers.append(t)
     }
 
     private func shutdown() {
