@@ -1,0 +1,56 @@
+# The Engine and vllm-sim in one image.
+#   docker build -t engine .
+#   docker run --rm -p 8000:8000 -e VLLM_URL=http://vllm-host:8000 engine
+# Build stage: Swift toolchain + Debian's -dev packages (the same list scripts/setup.sh installs).
+# Runtime stage: debian:bookworm-slim with the matching runtime libraries and the Swift runtime
+# copied from the build image. Not built in CI (no Docker engine there); see docs/operations.md.
+#
+# CI builds with Swift 6.3.1; the package needs Swift 6.0 or later. Pick the toolchain with
+#   docker build --build-arg SWIFT_IMAGE=swift:6.3-bookworm .
+# The runtime stage must stay on Debian 12 (bookworm) to match the build image's libraries.
+
+ARG SWIFT_IMAGE=swift:6.0-bookworm
+
+FROM ${SWIFT_IMAGE} AS build
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies first, so that source edits do not refetch them. Package.resolved is optional
+# (it is not tracked in git); the glob matches Package.swift in any case.
+COPY Package.* ./
+RUN swift package resolve
+COPY Sources ./Sources
+# SwiftPM checks every declared target's directory, test targets included.
+COPY Tests ./Tests
+RUN swift build -c release --product engine-server \
+    && swift build -c release --product vllm-sim \
+    && mkdir -p /out \
+    && cp "$(swift build -c release --show-bin-path)/engine-server" \
+          "$(swift build -c release --show-bin-path)/vllm-sim" /out/
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        libevent-core-2.1-7 libhiredis0.14 libyaml-0-2 libhttp-parser2.9 libjansson4 libssl3 \
+        libstdc++6 curl \
+    && rm -rf /var/lib/apt/lists/*
+# The Swift runtime (libswiftCore, Foundation essentials, dispatch, …). The binaries' RUNPATH
+# points at the build image's /usr/lib/swift/linux; the ld.so.conf entry covers other layouts.
+COPY --from=build /usr/lib/swift/linux/*.so /usr/lib/swift/linux/
+RUN echo /usr/lib/swift/linux > /etc/ld.so.conf.d/swift.conf && ldconfig
+COPY --from=build /out/engine-server /out/vllm-sim /usr/local/bin/
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin engine
+WORKDIR /app
+COPY configs ./configs
+USER engine
+EXPOSE 8000
+# /health answers 200 once at least one backend passed its health check.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+    CMD curl -fsS -o /dev/null http://127.0.0.1:8000/health || exit 1
+# No ENTRYPOINT: the same image runs `vllm-sim …` when given that command.
+# server.workers is 0 (one worker per online CPU, as the kernel reports them, which ignores
+# container CPU limits); pass --workers N to match the container's CPU quota.
+CMD ["engine-server", "--config", "/app/configs/default.yaml"]
