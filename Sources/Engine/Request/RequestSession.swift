@@ -67,6 +67,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private(set) var upstreamNanos: UInt64 = 0
     private var lastChunkNanos: UInt64 = 0
     private var upstreamPaused = false
+    /// Time spent waiting in admission queues (not the Engine's own overhead).
+    private(set) var queueNanos: UInt64 = 0
     private var queuedAtNanos: UInt64 = 0
     /// Tokens from vLLM's usage (body or usage chunk), for the token counters.
     private(set) var usage: (prompt: Int, completion: Int)?
@@ -133,7 +135,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
 
     private func observeQueueWait() {
         guard queuedAtNanos > 0 else { return }
-        runtime.metrics.queueWaitSeconds.observe(Double(Loop.nowNanos() - queuedAtNanos) / 1e9)
+        let waited = Loop.nowNanos() - queuedAtNanos
+        queueNanos += waited
+        runtime.metrics.queueWaitSeconds.observe(Double(waited) / 1e9)
         queuedAtNanos = 0
     }
 

@@ -231,7 +231,10 @@ public final class EngineRuntime {
         let duration = now - s.startNanos
         metrics.e2eSeconds.observe(Double(duration) / 1e9)
         if s.firstByteNanos > 0 { metrics.ttftSeconds.observe(Double(s.firstByteNanos - s.startNanos) / 1e9) }
-        metrics.overheadSeconds.observe(Double(duration - min(duration, s.upstreamNanos)) / 1e9)
+        // Overhead: what is left after the upstream exchange and admission waits. A follower's
+        // wait for its leader counts as upstream time too.
+        let waited = s.isFollower ? duration : min(duration, s.upstreamNanos + s.queueNanos)
+        metrics.overheadSeconds.observe(Double(duration - waited) / 1e9)
         if let u = s.usage {
             metrics.promptTokens[model, default: 0] += u.prompt
             metrics.completionTokens[model, default: 0] += u.completion

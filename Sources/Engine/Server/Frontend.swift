@@ -198,7 +198,10 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template
     /// applied for chat), with a 100 ms deadline; nil (use the estimate) on any failure.
     private func exactTokenCount(_ req: OpenAIRequest, done: @escaping (Int?) -> Void) {
-        guard let b = runtime.backends.all.first(where: { $0.isHealthy }) ?? runtime.backends.all.first else { done(nil); return }
+        // A backend of the fast model's pool: its tokenizer decides the threshold comparison.
+        let fast = runtime.config.modelRegistry.fastModel
+        guard let b = runtime.backends.all.first(where: { $0.isHealthy && $0.serves(fast) })
+                ?? runtime.backends.all.first(where: { $0.isHealthy }) ?? runtime.backends.all.first else { done(nil); return }
         let q = json_object()!
         defer { json_decref(q) }
         let field = req.kind == .chat ? "messages" : "prompt"
