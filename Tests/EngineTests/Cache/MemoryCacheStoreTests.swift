@@ -91,7 +91,7 @@ private func get(_ m: MemoryCacheStore, _ k: String, at now: UInt64) -> CacheLoo
     }
 
     @Test func matchesAReferenceModelUnderRandomOperations() {
-        var rng = CacheTestRNG(seed: 0xC0FFEE)
+        var rng = TestRNG(seed: 0xC0FFEE)
         let m = MemoryCacheStore(maxEntries: 16)
         var model: [(key: String, value: [UInt8], fresh: UInt64, stale: UInt64)] = []  // most recent first
         var now: UInt64 = 0

@@ -220,7 +220,7 @@ private func text(_ b: [UInt8]?) -> String? { b.map { String(decoding: $0, as: U
             #expect(!a.isCacheable, "\(j)")
             #expect(a.completeBody() == nil)
         }
-        var rng = CacheTestRNG(seed: 99)
+        var rng = TestRNG(seed: 99)
         let sample = Array(chatUsageStream.utf8)
         for _ in 0..<300 {
             var mutated = sample

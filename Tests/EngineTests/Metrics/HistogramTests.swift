@@ -99,7 +99,7 @@ import Testing
     }
 
     @Test func binarySearchAgreesWithALinearScan() {
-        var rng = SplitMix64(seed: 0x5EED)
+        var rng = TestRNG(seed: 0x5EED)
         let bounds = Histogram.ttftSeconds
         var h = Histogram(buckets: bounds)
         var reference = [UInt64](repeating: 0, count: bounds.count + 1)
@@ -157,15 +157,3 @@ import Testing
     }
 }
 
-/// A seeded generator so the random comparison is reproducible.
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

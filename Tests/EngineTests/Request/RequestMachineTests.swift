@@ -192,7 +192,7 @@ private let b1 = BackendID(1)
     /// never sends more attempts than allowed, and every terminal action comes with `finished`.
     @Test(arguments: 0..<200)
     func randomSequencesKeepInvariants(seed: Int) {
-        var rng = SplitMix(seed: UInt64(seed))
+        var rng = TestRNG(seed: UInt64(seed))
         let p = RequestMachine.Policy(maxAttempts: 3, backoff: .milliseconds(1), upstreamTimeout: .seconds(1),
                                       usesAdmission: seed % 2 == 0, fallbackModel: seed % 3 == 0 ? "fb" : nil,
                                       canUseStale: seed % 5 < 2, isStream: seed % 7 < 3)
@@ -234,18 +234,5 @@ private let b1 = BackendID(1)
         }
         #expect(ended == (m.isFinished ? 1 : 0))
         #expect(sends >= (ended == 1 && m.termination?.cause == .normal ? 1 : 0))
-    }
-}
-
-/// Deterministic PRNG for the randomized tests.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49EB_11D4_EB28
-        return z ^ (z >> 31)
     }
 }

@@ -1,7 +1,7 @@
-// Shared helpers for the cache tests (deterministic PRNG).
+// Shared test helpers: one deterministic PRNG for every randomized test.
 
-/// SplitMix64: reproducible random sequences for the randomized cache tests.
-struct CacheTestRNG: RandomNumberGenerator {
+/// SplitMix64: reproducible random sequences for the randomized tests.
+struct TestRNG: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {
