@@ -442,6 +442,9 @@ public struct RequestMachine: Sendable {
 
     private mutating func retryOrFail(_ a: Attempts, _ err: EngineError, phase: Termination.Phase) -> Action {
         var a = a
+        var err = err
+        // When the chain ends with it, tell the client when to come back (like the 503).
+        if err.retryAfterSeconds == nil { err.retryAfterSeconds = 1 }
         a.lastError = err
         if a.count < policy.maxAttempts {
             state = .backoff(a)

@@ -1,0 +1,108 @@
+// RequestMachine's cache and coalescing paths as values: hit, miss → lead or follow (in process
+// and across processes), follower leaving, remote leader lost before and after the head.
+import Testing
+@testable import Engine
+
+private func policy(lookup: Bool = true, coalesce: Bool = true, remote: Bool = false, admission: Bool = false) -> RequestMachine.Policy {
+    var p = RequestMachine.Policy(maxAttempts: 2, backoff: .milliseconds(10), upstreamTimeout: .seconds(5), usesAdmission: admission)
+    p.lookupCache = lookup
+    p.coalesce = coalesce
+    p.coalesceAcrossProcesses = remote
+    return p
+}
+
+@Suite struct RequestMachineCoalescingTests {
+    @Test func hitIsReplayedAndNothingElseHappens() {
+        var m = RequestMachine(policy: policy())
+        #expect(m.start() == .lookupCache)
+        #expect(m.cacheLookedUp(found: true) == .replayCached)
+        #expect(m.termination == .normal)
+        #expect(m.clientClosed() == .none)
+    }
+
+    @Test func missLeadsWhenNobodyIsInFlight() {
+        var m = RequestMachine(policy: policy())
+        _ = m.start()
+        #expect(m.cacheLookedUp(found: false) == .joinFlight)
+        #expect(m.flightJoined(asLeader: true) == .pickBackend(excluding: []))
+    }
+
+    @Test func followerGetsTheFlightsAnswer() {
+        var m = RequestMachine(policy: policy())
+        _ = m.start()
+        _ = m.cacheLookedUp(found: false)
+        #expect(m.flightJoined(asLeader: false) == .none)
+        #expect(m.upstreamBody(clientBlocked: false) == .none) // a follower has no upstream of its own
+        #expect(m.flightFinished() == .deliverFromFlight)
+        #expect(m.termination == .normal)
+    }
+
+    @Test func followerThatLeavesLeavesOnlyTheFlight() {
+        var m = RequestMachine(policy: policy())
+        _ = m.start()
+        _ = m.cacheLookedUp(found: false)
+        _ = m.flightJoined(asLeader: false)
+        #expect(m.clientClosed() == .leaveFlight)
+        #expect(m.termination?.description == "CD")
+        #expect(m.flightFinished() == .none)
+    }
+
+    @Test func noCacheControlSkipsLookupButStillCoalesces() {
+        var m = RequestMachine(policy: policy(lookup: false))
+        #expect(m.start() == .joinFlight)
+    }
+
+    @Test func leaderClaimsAcrossProcessesThenAdmission() {
+        var m = RequestMachine(policy: policy(remote: true, admission: true))
+        _ = m.start()
+        _ = m.cacheLookedUp(found: false)
+        #expect(m.flightJoined(asLeader: true) == .claimGlobalLead)
+        #expect(m.globalLeadClaimed(true) == .requestAdmission)
+    }
+
+    @Test func remoteFollowerRelaysTheOtherProcessesStream() {
+        var m = RequestMachine(policy: policy(remote: true))
+        _ = m.start()
+        _ = m.cacheLookedUp(found: false)
+        _ = m.flightJoined(asLeader: true)
+        #expect(m.globalLeadClaimed(false) == .followRemote)
+        #expect(m.upstreamHead(status: 200, isEventStream: true) == .startStream(timeout: .seconds(5)))
+        #expect(m.upstreamBody(clientBlocked: false) == .forwardChunk(pauseUpstream: false, timeout: .seconds(5)))
+        #expect(m.upstreamEnd() == .finishStream)
+    }
+
+    @Test func remoteLeaderLostBeforeTheHeadMeansOurOwnCallUncounted() {
+        var m = RequestMachine(policy: policy(remote: true))
+        _ = m.start()
+        _ = m.cacheLookedUp(found: false)
+        _ = m.flightJoined(asLeader: true)
+        _ = m.globalLeadClaimed(false)
+        #expect(m.remoteLeaderLost() == .pickBackend(excluding: []))
+        #expect(m.backendChosen(BackendID(0)) == .sendUpstream(BackendID(0), timeout: .seconds(5)))
+        // Both attempts are still ours: the remote wait did not use one.
+        #expect(m.upstreamHead(status: 500, isEventStream: false) == .retry(after: .milliseconds(10)))
+    }
+
+    @Test func remoteLeaderLostMidStreamIsAnErrorEvent() {
+        var m = RequestMachine(policy: policy(remote: true))
+        _ = m.start()
+        _ = m.cacheLookedUp(found: false)
+        _ = m.flightJoined(asLeader: true)
+        _ = m.globalLeadClaimed(false)
+        _ = m.upstreamHead(status: 200, isEventStream: true)
+        guard case .failStream(let e) = m.remoteLeaderLost() else { Issue.record("expected failStream"); return }
+        #expect(e.status == 502)
+        #expect(m.termination?.description == "SD")
+    }
+
+    @Test func exhaustedAttemptsCarryRetryAfter() {
+        var m = RequestMachine(policy: policy(lookup: false, coalesce: false))
+        _ = m.start()
+        _ = m.backendChosen(BackendID(0))
+        _ = m.upstreamFailed(.connect)
+        _ = m.timerFired(.backoff)
+        _ = m.backendChosen(BackendID(0))
+        guard case .respondError(let e) = m.upstreamFailed(.connect) else { Issue.record("expected error"); return }
+        #expect(e.status == 502 && e.retryAfterSeconds == 1)
+    }
+}
