@@ -32,7 +32,19 @@ public final class Listener {
                 evutil_parse_sockaddr_port(spec, sp, &len)
             }
         }
-        guard ok == 0 else { throw .badAddress(spec) }
+        if ok != 0 {
+            // Not a literal: resolve the name once (start-up only), first address.
+            var hints = addrinfo()
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            hints.ai_flags = AI_PASSIVE
+            var res: UnsafeMutablePointer<addrinfo>?
+            guard getaddrinfo(host, String(port), &hints, &res) == 0, let ai = res else { throw .badAddress(spec) }
+            defer { freeaddrinfo(res) }
+            withUnsafeMutableBytes(of: &storage) { dst in
+                dst.copyMemory(from: UnsafeRawBufferPointer(start: ai.pointee.ai_addr, count: Int(ai.pointee.ai_addrlen)))
+            }
+            len = Int32(ai.pointee.ai_addrlen)
+        }
         var flags = UInt32(LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC)
         if reusePort { flags |= UInt32(LEV_OPT_REUSEABLE_PORT) }
         let l = withUnsafePointer(to: &storage) { p in

@@ -101,7 +101,7 @@ extension EngineServer {
     /// Supervisor mode: reserve the port, start N workers (`--workers 1 --worker-index i`).
     func superviseWorkers(_ n: Int, host: String, config cfg: EngineConfig, loop: Loop, logger: Logger,
                           env: [String: String]) throws {
-        guard let (_, port) = Supervisor.reservePort(host: host == "0.0.0.0" ? "0.0.0.0" : host, port: port ?? cfg.server.port) else {
+        guard let (_, port) = Supervisor.reservePort(host: host, port: port ?? cfg.server.port) else {
             FileHandleStderr.write("engine: cannot bind \(host):\(port ?? cfg.server.port)\n")
             throw ExitCode(1)
         }
@@ -119,6 +119,7 @@ extension EngineServer {
         sup.start()
         loop.run()
         sup.close()
+        if sup.gaveUp { throw ExitCode(1) }
     }
 }
 

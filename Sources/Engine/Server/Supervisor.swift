@@ -26,6 +26,11 @@ public final class Supervisor {
     private var watchers: [SignalWatcher] = []
     private var timers: [Timer] = []
     public private(set) var restarts = 0
+    /// Workers that died within a second of starting, in a row: past `maxEarlyDeaths` the
+    /// supervisor gives up (exit 1) instead of restarting a broken setup forever.
+    private var earlyDeaths = 0
+    private let maxEarlyDeaths = 5
+    public private(set) var gaveUp = false
 
     public init(loop: Loop, executable: String, count: Int, drainTimeout: Duration, logger: Logger,
                 checkConfig: @escaping () -> String?, argsForWorker: @escaping (Int) -> [String]) {
@@ -77,13 +82,23 @@ public final class Supervisor {
             restarts += 1
             logger.warning("worker \(index) exited; restarting", metadata: ["pid": "\(pid)", "status": "\(status)"])
             // A worker that dies within a second of starting is restarted after a second, so a
-            // broken config or port does not become a fork storm.
+            // broken config or port does not become a fork storm; five such deaths in a row and
+            // the supervisor stops everything and exits 1.
             if age < 1_000_000_000 {
+                earlyDeaths += 1
+                if earlyDeaths >= maxEarlyDeaths {
+                    logger.critical("workers keep dying at start-up (\(earlyDeaths) in a row); giving up")
+                    gaveUp = true
+                    shutdown()
+                    if workers.isEmpty { loop.stop() }
+                    return
+                }
                 let t = Timer(loop: loop)
                 t.onFire = { [unowned self] in if !self.stopping { self.spawn(index) } }
                 t.schedule(after: .seconds(1))
                 timers.append(t)
             } else {
+                earlyDeaths = 0
                 spawn(index)
             }
         }
@@ -140,25 +155,31 @@ public final class Supervisor {
 
     /// Reserves `port` (or an ephemeral one for 0) with SO_REUSEPORT without listening, so every
     /// worker binds the same number. Returns (fd, port); the fd stays open for the supervisor's life.
+    /// `host` may be an IPv4 or IPv6 literal or a name (resolved once, first address).
     public static func reservePort(host: String, port: Int) -> (Int32, Int)? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_flags = AI_PASSIVE
+        var res: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &res) == 0, let ai = res else { return nil }
+        defer { freeaddrinfo(res) }
+        let fd = socket(ai.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(port).bigEndian
-        guard inet_pton(AF_INET, host, &addr.sin_addr) == 1 else { Glibc.close(fd); return nil }
-        let ok = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard ok == 0 else { Glibc.close(fd); return nil }
-        var bound = sockaddr_in()
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        guard bind(fd, ai.pointee.ai_addr, ai.pointee.ai_addrlen) == 0 else { Glibc.close(fd); return nil }
+        var bound = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
         _ = withUnsafeMutablePointer(to: &bound) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
         }
-        return (fd, Int(UInt16(bigEndian: bound.sin_port)))
+        let family = bound.ss_family
+        let p: UInt16 = withUnsafePointer(to: &bound) { b in
+            family == sa_family_t(AF_INET6)
+                ? b.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_port }
+                : b.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_port }
+        }
+        return (fd, Int(UInt16(bigEndian: p)))
     }
 }
