@@ -384,3 +384,26 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
     cfg.write_text("vllm:\n  timeout_secs: 3\n")
     p = subprocess.run([ENGINE_BIN, "--config", str(cfg)], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "vllm.timeout_secs" in p.stderr
+
+
+def test_slow_reader_backpressure_keeps_memory_bounded(sim_factory, engine_factory):
+    sim = sim_factory("--max-model-len", 200000)
+    eng = engine_factory(make_config([sim], cache={"enabled": False}))
+    def rss():
+        return eng.get("/metrics").json()["rss_bytes"]
+    base = rss()
+    s = socket.create_connection(("127.0.0.1", eng.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.sendall(build_request("POST", "/v1/completions", completion_body("flood", max_tokens=60000, stream=True)))
+    time.sleep(1.5)  # read nothing: the Engine must stop reading the upstream (the stream is ~9 MB)
+    grown = rss() - base
+    assert grown < 4 * 1024 * 1024, f"RSS grew by {grown} bytes while the client was not reading"
+    s.settimeout(20)
+    data = b""
+    while not data.endswith(b"0\r\n\r\n"):
+        chunk = s.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert b"data: [DONE]" in data and len(data) > 5_000_000
