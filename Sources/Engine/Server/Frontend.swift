@@ -11,7 +11,7 @@ import Glibc
 final class Frontend: HTTPServerConnectionDelegate {
     unowned let runtime: EngineRuntime
     private var nextId: UInt64 = 0
-    private var rng = SystemRandomNumberGenerator()
+    private var rng = FastRandom()
 
     init(runtime: EngineRuntime) { self.runtime = runtime }
 
