@@ -102,6 +102,40 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         Unmanaged<HTTPClientConnection>.fromOpaque(p!.pointee.data).takeUnretainedValue()
     }
 
+    /// Sends one request whose fixed header lines come prebuilt (`headerBlock`: "name: value\r\n"…)
+    /// plus one per-request header. Nothing is allocated for the head.
+    public func send(method: StaticString, path: String, headerBlock: [UInt8], name: StaticString, value: String,
+                     body: UnsafeRawBufferPointer) {
+        guard !isClosed else { return }
+        precondition(!inExchange, "one exchange at a time")
+        inExchange = true
+        gotHead = false
+        messageDone = false
+        headerFields.reset()
+        http_parser_init(parser, HTTP_RESPONSE)
+        parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+        if let sock {
+            let out = sock.output
+            evbufferAppend(out, method)
+            evbufferAppend(out, " " as StaticString)
+            if !endpoint.basePath.isEmpty { evbufferAppend(out, endpoint.basePath) }
+            evbufferAppend(out, path)
+            evbufferAppend(out, " HTTP/1.1\r\nhost: " as StaticString)
+            evbufferAppend(out, endpoint.hostHeader)
+            evbufferAppend(out, "\r\n" as StaticString)
+            evbufferAppend(out, headerBlock)
+            evbufferAppend(out, name)
+            evbufferAppend(out, ": " as StaticString)
+            evbufferAppend(out, value)
+            evbufferAppend(out, "\r\ncontent-length: " as StaticString)
+            evbufferAppendNumber(out, body.count)
+            evbufferAppend(out, "\r\n\r\n" as StaticString)
+            if body.count > 0 { evbufferAppend(out, body) }
+            sock.flush()
+        }
+        scheduleConnectFailureIfNeeded()
+    }
+
     /// Sends one request. The body is copied once into the socket buffer.
     public func send(method: String, path: String, headers: HTTPHeaders, body: UnsafeRawBufferPointer?) {
         guard !isClosed else { return }
@@ -131,6 +165,10 @@ public final class HTTPClientConnection: StreamSocketDelegate {
             if let body, body.count > 0 { evbufferAppend(out, body) }
             sock.flush()
         }
+        scheduleConnectFailureIfNeeded()
+    }
+
+    private func scheduleConnectFailureIfNeeded() {
         if pendingConnectFailure {
             pendingConnectFailure = false
             let t = Timer(loop: loop)

@@ -53,6 +53,13 @@ final class AdmissionDriver {
     func request(_ waiter: AdmissionWaiter, pool: String, candidates: [BackendID]) -> RequestToken {
         nextToken += 1
         let token = RequestToken(nextToken)
+        // Fast path, same decision the machine would take: nobody waits anywhere and the preferred
+        // backend's last reading says ACCEPT. No token bookkeeping, no action array.
+        if machine.queuedTotal == 0, let first = candidates.first, machine.decision(for: first) == .accept {
+            admittedCount += 1
+            waiter.admissionAdmitted(first)
+            return token
+        }
         waiters[token] = waiter
         perform(machine.requestArrived(token, pool: pool, candidates: candidates, now: Loop.nowNanos()))
         return token

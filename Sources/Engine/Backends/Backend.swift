@@ -23,6 +23,8 @@ public final class Backend {
     /// Last polled vLLM load (nil: never read, or the last poll failed).
     public internal(set) var load: BackendLoad?
     public internal(set) var requestsSent = 0
+    /// The fixed header lines of every generation request to this backend, built once.
+    let requestHeaderBlock: [UInt8]
 
     init(id: BackendID, url: String, endpoint: Endpoint, loop: Loop, apiKey: String?, weight: Int, models: [String]?,
          breaker: CircuitBreaker) {
@@ -34,6 +36,9 @@ public final class Backend {
         self.weight = weight
         self.configuredModels = models
         self.breaker = breaker
+        var block = "content-type: application/json\r\n"
+        if let k = apiKey { block += "authorization: Bearer " + k + "\r\n" }
+        self.requestHeaderBlock = Array(block.utf8)
     }
 
     public var models: [String] { configuredModels ?? discoveredModels }

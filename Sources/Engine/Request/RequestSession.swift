@@ -155,6 +155,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         let ct = headers["content-type"]
         upstreamContentType = ct
         let sse = ct.map { $0.hasPrefix("text/event-stream") } ?? false
+        if !sse, let cl = headers["content-length"], let n = Int(cl), n > 0, n < 64 << 20 { buffered.reserveCapacity(n) }
         self.status = status
         run(machine.upstreamHead(status: status, isEventStream: sse))
     }
@@ -425,13 +426,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             let c = b.pool.acquire()
             upstream = c
             c.delegate = self
-            var h = HTTPHeaders()
-            h.add("content-type", "application/json")
-            h.add("x-request-id", requestId)
-            if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
             arm(.upstream, timeout)
             upstreamStartNanos = Loop.nowNanos()
-            body.withUnsafeBytes { c.send(method: "POST", path: request.kind.upstreamPath, headers: h, body: $0) }
+            body.withUnsafeBytes {
+                c.send(method: "POST", path: request.kind.upstreamPath, headerBlock: b.requestHeaderBlock,
+                       name: "x-request-id", value: requestId, body: $0)
+            }
         case .bufferBody, .forwardChunk:
             preconditionFailure("\(action) is performed inline in didReceiveBody")
         case .startStream(let timeout):
