@@ -454,11 +454,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             status = st
             let ct = upstreamContentType ?? "application/json"
             upstreamDone()
-            if st == 200 {
-                usage = buffered.withUnsafeBytes { UsageScanner.scan($0) }
-                store(buffered)
-            }
-            leaderFinished(.buffered(status: st, contentType: ct, body: buffered))
+            if st == 200 { usage = buffered.withUnsafeBytes { UsageScanner.scan($0) } }
+            // The client gets its bytes first; storing and telling followers (maybe over Redis)
+            // come after, off the client's latency.
+            deferredOutcome = .buffered(status: st, contentType: ct, body: buffered)
             if machine.clientHeadSent {
                 // The SSE head went out while queued: the answer becomes the stream's last event.
                 respond { c in
@@ -467,21 +466,26 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
                     ev.withUnsafeBytes { c.writeChunk($0) }
                     c.endChunked(close: st != 200)
                 }
-                return
+            } else {
+                var h = responseHeaders()
+                h.add("content-type", ct)
+                respond { $0.writeResponse(status: st, headers: h, body: buffered) }
             }
-            var h = responseHeaders()
-            h.add("content-type", ct)
-            respond { $0.writeResponse(status: st, headers: h, body: buffered) }
+            if st == 200 { store(buffered) }
+            deliverDeferredOutcome()
         case .finishStream:
             timerStorage?.cancel()
             endAttempt(success: !sawErrorEvent)
             releaseUpstream()
             upstreamDone()
+            deferredOutcome = .streamed(completeBody: nil)
+            respond { $0.endChunked() }
+            // After the client's last chunk: rebuild, store, tell followers.
             var complete: [UInt8]?
             if let a = assembler, !sawErrorEvent { complete = a.completeBody() }
             if let body = complete { store(body) }
-            leaderFinished(.streamed(completeBody: complete))
-            respond { $0.endChunked() }
+            deferredOutcome = .streamed(completeBody: complete)
+            deliverDeferredOutcome()
         case .retry(let after):
             remoteReader?.stop()
             remoteReader = nil
@@ -696,10 +700,21 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         c.close()
     }
 
+    /// A success outcome handed to followers after the client's response is written.
+    private var deferredOutcome: Flight.Outcome?
+
+    private func deliverDeferredOutcome() {
+        guard let o = deferredOutcome else { return }
+        deferredOutcome = nil
+        leaderFinished(o)
+    }
+
     private func finished() {
         // A leader that ends without an answer (its client left while queued, ...) must not leave
         // its flight (or its Redis lock) behind: followers get the failure, new requests start fresh.
-        leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with ended without an answer.", source: .client)))
+        if deferredOutcome == nil {
+            leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with ended without an answer.", source: .client)))
+        }
         releasePreClaim()
         remoteReader?.stop()
         remoteReader = nil
