@@ -92,23 +92,30 @@ final class RemoteFlightPublisher {
         guard !isDone else { return }
         var f = [Array("t".utf8), Array("e".utf8), Array("s".utf8), Array(String(status).utf8), Array("c".utf8), Array(contentType.utf8)]
         if let body { f += [Array("b".utf8), body] }
-        add(f)
-        finish(keepLockMillis: 5_000)
+        finish(f)
     }
 
     func fail() {
         guard !isDone else { return }
-        add([Array("t".utf8), Array("f".utf8)])
-        finish(keepLockMillis: 5_000)
+        finish([Array("t".utf8), Array("f".utf8)])
     }
+
+    // The last entry, the stream's expiry and the lock's shorter life in one command: it shares
+    // the connection with every cache lookup, so fewer commands mean less waiting behind them.
+    static let finishScript = """
+        redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+        redis.call('EXPIRE', KEYS[1], 60)
+        if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+        return 1
+        """
 
     /// The lock stays a few seconds past the end, so a process arriving just now still finds
     /// the stream (and its end) instead of calling upstream again.
-    private func finish(keepLockMillis: Int) {
+    private func finish(_ fields: [[UInt8]]) {
         isDone = true
         refresh.close()
-        redis.send(["EXPIRE", streamKey, "60"]) { _ in }
-        redis.send(["EVAL", Self.refreshScript, "1", RemoteFlightKeys.lock(key), owner, String(keepLockMillis)]) { _ in }
+        let head: [[UInt8]] = ["EVAL", Self.finishScript, "2", streamKey, RemoteFlightKeys.lock(key), owner, "5000"].map { Array($0.utf8) }
+        redis.send(head + fields) { _ in }
     }
 
     func close() {
