@@ -10,6 +10,9 @@ import Glibc
 
 public final class Loop {
     public let base: OpaquePointer
+    /// Scratch space every socket on this loop reads into (see StreamSocket.onRead).
+    let readScratch: UnsafeMutableRawPointer
+    static let readScratchSize = 16 * 1024
     private var graveyard: [AnyObject] = []
     private var reaper: OpaquePointer?
     private var isClosed = false
@@ -20,12 +23,14 @@ public final class Loop {
         signal(SIGPIPE, SIG_IGN)
         guard let b = event_base_new() else { fatalError("event_base_new failed") }
         base = b
+        readScratch = UnsafeMutableRawPointer.allocate(byteCount: Loop.readScratchSize, alignment: 16)
         reaper = event_new(base, -1, 0, { _, _, arg in
             Unmanaged<Loop>.fromOpaque(arg!).takeUnretainedValue().reap()
         }, Unmanaged.passUnretained(self).toOpaque())
     }
 
-    deinit { assert(isClosed || true) }
+    // The scratch buffer lives as long as the loop object: sockets may outlive close() briefly.
+    deinit { readScratch.deallocate() }
 
     /// Runs until `stop()` or until no events remain.
     public func run() { event_base_dispatch(base) }

@@ -35,11 +35,15 @@ final class StreamSocket {
     private var pendingConnectError: Int32 = 0
     private(set) var isClosed = false
     var lowWater = 0
-    static let readSize = 16 * 1024
+    static let readSize = Loop.readScratchSize
+    /// The loop's scratch buffer (one per loop, so per thread): a read's bytes are copied into
+    /// `input` before anything else can run on this loop.
+    private let readScratch: UnsafeMutableRawPointer
 
     init(loop: Loop, fd: Int32, delegate: StreamSocketDelegate) {
         self.fd = fd
         self.delegate = delegate
+        self.readScratch = loop.readScratch
         input = evbuffer_new()
         output = evbuffer_new()
         _ = evutil_make_socket_nonblocking(fd)
@@ -158,8 +162,3 @@ final class StreamSocket {
 
     deinit { close() }
 }
-
-// One read buffer for the whole process: one loop, one thread, and a read's bytes are copied into
-// the socket's evbuffer before anything else runs.
-// STYLE-EXCEPTION: process-wide scratch memory, only touched by the loop's thread.
-nonisolated(unsafe) private let readScratch = UnsafeMutableRawPointer.allocate(byteCount: StreamSocket.readSize, alignment: 16)
