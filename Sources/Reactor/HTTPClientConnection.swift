@@ -106,39 +106,28 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     /// plus one per-request header. Nothing is allocated for the head.
     public func send(method: StaticString, path: String, headerBlock: [UInt8], name: StaticString, value: String,
                      body: UnsafeRawBufferPointer) {
-        guard !isClosed else { return }
-        precondition(!inExchange, "one exchange at a time")
-        inExchange = true
-        gotHead = false
-        messageDone = false
-        headerFields.reset()
-        http_parser_init(parser, HTTP_RESPONSE)
-        parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        if let sock {
-            let out = sock.output
-            evbufferAppend(out, method)
-            evbufferAppend(out, " " as StaticString)
-            if !endpoint.basePath.isEmpty { evbufferAppend(out, endpoint.basePath) }
-            evbufferAppend(out, path)
-            evbufferAppend(out, " HTTP/1.1\r\nhost: " as StaticString)
-            evbufferAppend(out, endpoint.hostHeader)
-            evbufferAppend(out, "\r\n" as StaticString)
-            evbufferAppend(out, headerBlock)
-            evbufferAppend(out, name)
-            evbufferAppend(out, ": " as StaticString)
-            evbufferAppend(out, value)
-            evbufferAppend(out, "\r\ncontent-length: " as StaticString)
-            evbufferAppendNumber(out, body.count)
-            evbufferAppend(out, "\r\n\r\n" as StaticString)
-            if body.count > 0 { evbufferAppend(out, body) }
-            sock.flush()
-        }
-        scheduleConnectFailureIfNeeded()
+        guard let out = beginExchange() else { return }
+        writeRequestLine(out, method: { evbufferAppend(out, method) }, path: path)
+        evbufferAppend(out, headerBlock)
+        evbufferAppend(out, name)
+        evbufferAppend(out, ": " as StaticString)
+        evbufferAppend(out, value)
+        evbufferAppend(out, "\r\n" as StaticString)
+        endRequest(out, body: body)
     }
 
     /// Sends one request. The body is copied once into the socket buffer.
     public func send(method: String, path: String, headers: HTTPHeaders, body: UnsafeRawBufferPointer?) {
-        guard !isClosed else { return }
+        guard let out = beginExchange() else { return }
+        writeRequestLine(out, method: { evbufferAppend(out, method) }, path: path)
+        evbufferAppendHeaders(out, headers)
+        endRequest(out, body: body)
+    }
+
+    /// Resets the response parser for a new exchange; the socket's output buffer, or nil when closed
+    /// (a connection that is still connecting queues the request until it is up).
+    private func beginExchange() -> OpaquePointer? {
+        guard !isClosed else { return nil }
         precondition(!inExchange, "one exchange at a time")
         inExchange = true
         gotHead = false
@@ -146,25 +135,30 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         headerFields.reset()
         http_parser_init(parser, HTTP_RESPONSE)
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        if let sock {
-            let out = sock.output
-            evbufferAppend(out, method)
-            evbufferAppend(out, " " as StaticString)
-            if !endpoint.basePath.isEmpty { evbufferAppend(out, endpoint.basePath) }
-            evbufferAppend(out, path)
-            evbufferAppend(out, " HTTP/1.1\r\nhost: " as StaticString)
-            evbufferAppend(out, endpoint.hostHeader)
+        if sock == nil { scheduleConnectFailureIfNeeded() }
+        return sock?.output
+    }
+
+    private func writeRequestLine(_ out: OpaquePointer, method: () -> Void, path: String) {
+        method()
+        evbufferAppend(out, " " as StaticString)
+        if !endpoint.basePath.isEmpty { evbufferAppend(out, endpoint.basePath) }
+        evbufferAppend(out, path)
+        evbufferAppend(out, " HTTP/1.1\r\nhost: " as StaticString)
+        evbufferAppend(out, endpoint.hostHeader)
+        evbufferAppend(out, "\r\n" as StaticString)
+    }
+
+    /// content-length (when there is a body), the blank line, the body; then write it out.
+    private func endRequest(_ out: OpaquePointer, body: UnsafeRawBufferPointer?) {
+        if let body {
+            evbufferAppend(out, "content-length: " as StaticString)
+            evbufferAppendNumber(out, body.count)
             evbufferAppend(out, "\r\n" as StaticString)
-            evbufferAppendHeaders(out, headers)
-            if let body {
-                evbufferAppend(out, "content-length: " as StaticString)
-                evbufferAppendNumber(out, body.count)
-                evbufferAppend(out, "\r\n" as StaticString)
-            }
-            evbufferAppend(out, "\r\n" as StaticString)
-            if let body, body.count > 0 { evbufferAppend(out, body) }
-            sock.flush()
         }
+        evbufferAppend(out, "\r\n" as StaticString)
+        if let body, body.count > 0 { evbufferAppend(out, body) }
+        sock?.flush()
         scheduleConnectFailureIfNeeded()
     }
 
