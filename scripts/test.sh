@@ -100,6 +100,31 @@ integration_tests() {
         Tests/integration "$@"
 }
 
+build() {
+    swift build --build-tests 2>&1 | tee "$results/build.log"
+}
+
+# House rules a machine can check (style.md A and L): *Machine.swift files import nothing but
+# the standard library, and our own sources compile without warnings.
+style_checks() {
+    local status=0 offenders warnings
+    offenders=$(grep -l '^import ' $(find Sources -name '*Machine.swift') || true)
+    if [[ -n "$offenders" ]]; then
+        echo "style: these state machines import modules (they must be pure):"
+        echo "$offenders"
+        status=1
+    fi
+    # Only this repository's files (dependencies under .build/ have their own Sources/).
+    warnings=$(grep -E "^$PWD/(Sources|Tests)/[^:]+:[0-9]+:[0-9]+: warning:" "$results/build.log" | sort -u || true)
+    if [[ -n "$warnings" ]]; then
+        echo "style: compiler warnings in our sources:"
+        echo "$warnings"
+        status=1
+    fi
+    ((status == 0)) && echo "style: ok (pure machines, no warnings)"
+    return "$status"
+}
+
 trap stop_unit_redis EXIT
 rm -rf "$results"
 mkdir -p "$results"
@@ -108,10 +133,11 @@ if ! run_phase "setup" bash scripts/setup.sh --promtool; then
     failed_prefixes+=(setup)
     finish
 fi
-if ! run_phase "build" swift build --build-tests; then
+if ! run_phase "build" build; then
     failed_prefixes+=(build)
     finish
 fi
+run_phase "style checks" style_checks || failed_prefixes+=(style)
 # Unit and integration tests both run even if the other fails, so one run shows everything.
 run_phase "unit tests" unit_tests || failed_prefixes+=(swift)
 run_phase "integration tests" integration_tests "$@" || failed_prefixes+=(pytest)

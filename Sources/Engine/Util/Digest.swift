@@ -5,7 +5,7 @@ import CEventShim
 enum Digest {
     static func sha256<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
         var md = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
-        let done = bytes.withContiguousStorageIfAvailable { p in _ = SHA256(p.baseAddress, p.count, &md) }
+        let done: Void? = bytes.withContiguousStorageIfAvailable { p in _ = SHA256(p.baseAddress, p.count, &md) }
         if done == nil {
             let copy = Array(bytes)
             copy.withUnsafeBufferPointer { p in _ = SHA256(p.baseAddress, p.count, &md) }
