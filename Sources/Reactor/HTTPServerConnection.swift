@@ -293,19 +293,6 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         sock.flush()
     }
 
-    /// One chunk moved from `buffer` (emptied, no copy).
-    public func writeChunk(buffer: OpaquePointer) {
-        guard !isClosed, let sock else { return }
-        let n = evbuffer_get_length(buffer)
-        guard n > 0 else { return }
-        let out = sock.output
-        evbufferAppendNumber(out, n, radix: 16)
-        _ = evbuffer_add(out, crlf, 2)
-        _ = evbuffer_add_buffer(out, buffer)
-        _ = evbuffer_add(out, crlf, 2)
-        sock.flush()
-    }
-
     /// Ends a chunked response. `close` forces the connection closed after the flush.
     public func endChunked(close: Bool = false) {
         guard !isClosed, let sock else { return }

@@ -254,12 +254,11 @@ def _next_name(prefix: str) -> str:
 SIM_READY = r"^vllm-sim listening on (\S+):(\d+)\s*$"
 
 
-class Sim(ManagedProcess):
-    """A running vllm-sim. `url` is the base URL without /v1 (as the Engine config wants it)."""
+class HTTPServerProcess(ManagedProcess):
+    """A managed process that serves HTTP on host:port: base URL and small request helpers."""
 
     host: str
     port: int
-    model: str
 
     @property
     def url(self) -> str:
@@ -276,6 +275,15 @@ class Sim(ManagedProcess):
     def openai(self, **kw: Any):
         """An openai.OpenAI client for this server (see openai_client)."""
         return openai_client(self.url, **kw)
+
+
+class Sim(HTTPServerProcess):
+    """A running vllm-sim. `url` is the base URL without /v1 (as the Engine config wants it)."""
+
+    host: str
+    port: int
+    model: str
+
 
     def stats(self) -> dict:
         """GET /sim/stats: {"requests_total", "aborted", "running", ...}."""
@@ -328,28 +336,13 @@ def start_sim(*args: Any, timeout: float = STARTUP_TIMEOUT, env: Mapping[str, st
 ENGINE_READY = r"^engine listening on (\S+):(\d+)\s*$"
 
 
-class Engine(ManagedProcess):
+class Engine(HTTPServerProcess):
     """A running engine-server; `url` is its base URL, `config_path` the YAML it was given."""
 
     host: str
     port: int
     config_path: Path
 
-    @property
-    def url(self) -> str:
-        return f"http://{_url_host(self.host)}:{self.port}"
-
-    def get(self, path: str, **kw) -> requests.Response:
-        kw.setdefault("timeout", HTTP_TIMEOUT)
-        return requests.get(self.url + path, **kw)
-
-    def post(self, path: str, **kw) -> requests.Response:
-        kw.setdefault("timeout", HTTP_TIMEOUT)
-        return requests.post(self.url + path, **kw)
-
-    def openai(self, **kw: Any):
-        """An openai.OpenAI client for this server (see openai_client)."""
-        return openai_client(self.url, **kw)
 
 
 def openai_client(base_url: str, api_key: str = "test-key", **kw: Any):

@@ -73,7 +73,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     /// Tokens from vLLM's usage (body or usage chunk), for the token counters.
     private(set) var usage: (prompt: Int, completion: Int)?
     var bytesIn: Int { body.count }
-    var isFollower: Bool { flight != nil && !isLeader || followsLive || extraHeaders["x-coalesced"] != nil }
+    /// Answered by another request's upstream call (in this process or another).
+    private(set) var isFollower = false
     private(set) var firstByteNanos: UInt64 = 0
     private(set) var status = 0
 
@@ -201,6 +202,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         }
     }
 
+    private func markCoalesced() {
+        isFollower = true
+        runtime.metrics.coalescedFollowers += 1
+        extraHeaders.add("x-coalesced", "true")
+    }
+
     // MARK: cross-process claim
 
     private var preClaim: ClaimResult?
@@ -221,8 +228,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         case .unavailable:
             run(machine.globalLeadClaimed(true))
         case .follower(let leaderOwner):
-            runtime.metrics.coalescedFollowers += 1
-            extraHeaders.add("x-coalesced", "true")
+            markCoalesced()
             remoteOwner = leaderOwner
             run(machine.globalLeadClaimed(false))
         }
@@ -360,8 +366,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             if let f = runtime.flights[key] {
                 releasePreClaim()
                 flight = f
-                runtime.metrics.coalescedFollowers += 1
-                extraHeaders.add("x-coalesced", "true")
+                markCoalesced()
                 run(machine.flightJoined(asLeader: false))
                 f.add(self)
             } else {

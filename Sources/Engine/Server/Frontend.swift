@@ -66,8 +66,14 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
     }
 
+    /// The client's X-Request-Id when it sent a usable one, else a new id.
     func makeRequestId(_ head: HTTPRequestHead) -> String {
         if let r = head.headers["x-request-id"], !r.isEmpty, r.utf8.count <= 128 { return r }
+        return newRequestId()
+    }
+
+    /// 16 hex digits from the loop's generator.
+    func newRequestId() -> String {
         var v = rng.next() as UInt64
         return String(unsafeUninitializedCapacity: 16) { buf in
             for i in stride(from: 15, through: 0, by: -1) {
@@ -295,8 +301,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .bodyTooLarge: err = EngineError(.bodyTooLarge, "Request body exceeds \(runtime.config.server.maxBodyBytes) bytes.")
         case .readTimeout: err = EngineError(.requestTimeout, "The request was not received in time.")
         }
-        runtime.metrics.clientErrors += 1
-        let rid = makeRequestId(HTTPRequestHead(method: "", target: "", headers: HTTPHeaders(), keepAlive: false))
+        let rid = newRequestId()
         runtime.writeError(err, to: c, requestId: rid)
         runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, bytesIn: 0, startNanos: Loop.nowNanos(),
                                  termination: failure == .readTimeout ? Termination(.clientTimeout, .request) : nil)

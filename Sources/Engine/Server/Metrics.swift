@@ -13,7 +13,6 @@ public final class Metrics {
     public var upstreamRetries = 0
     /// Termination counts by code ("--", "CD", "SH", ...), counted without building strings.
     public var terminationCounts: [Termination: Int] = [:]
-    public var clientErrors = 0
     public var cacheHits = 0
     public var cacheMisses = 0
     public var cacheBypasses = 0
