@@ -28,13 +28,20 @@ let package = Package(
                 .linkedLibrary("crypto"),
             ]
         ),
+        // C++ over Debian's simdjson behind a C header: validates a request body and reads the few
+        // fields the pipeline needs without building a tree (jansson builds one only when a stage
+        // rewrites the body or keys the cache).
+        .target(
+            name: "CRequestScan",
+            linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
+        ),
         // Release builds skip Swift's dynamic exclusivity checks on the data path (they showed up
         // as ~2 % of CPU under load); debug builds and tests keep them.
         .target(name: "Reactor", dependencies: ["CEventShim"], swiftSettings: releaseFast),
         .target(
             name: "Engine",
             dependencies: [
-                "Reactor", "CEventShim",
+                "Reactor", "CEventShim", "CRequestScan",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: releaseFast
@@ -56,5 +63,6 @@ let package = Package(
         ),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEventShim"]),
-    ]
+    ],
+    cxxLanguageStandard: .cxx17
 )

@@ -29,7 +29,7 @@ fi
 
 # --- Debian packages -------------------------------------------------------------------------
 # libssl-dev: libcrypto (linked by CEventShim); curl: scripts/run.sh polls the simulator with it.
-wanted=(libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libssl-dev redis-server curl)
+wanted=(libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libsimdjson-dev libssl-dev redis-server curl)
 if ((bench)); then
     wanted+=(wrk nginx-light haproxy)
 fi

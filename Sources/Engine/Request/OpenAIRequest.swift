@@ -2,7 +2,10 @@
 // Validation is what must hold before anything reaches a backend (issue: bad input never
 // reaches a backend): a JSON object, typed `messages` (chat) or `prompt` (completions),
 // typed `model`, `stream`, `stream_options`. Everything else is vLLM's to judge.
+// The body is validated by simdjson (CRequestScan: no tree, no allocation per request); the
+// jansson tree that rewrites and cache keys work on is parsed only when a stage asks for it.
 import CEventShim
+import CRequestScan
 
 public enum EndpointKind: Sendable, Equatable {
     case chat
@@ -22,101 +25,81 @@ public struct OpenAIRequest {
     public var model: String?
     public let stream: Bool
     public let includeUsage: Bool
-    public let document: JSONDocument
+    /// Prompt size measured during validation (TokenEstimator's rules).
+    public let promptSize: PromptSize
+    /// The body (shared with the session's copy: arrays are copy-on-write).
+    private let body: [UInt8]
+    /// The jansson tree of the body; nil until `loadDocument()` succeeded.
+    public private(set) var document: JSONDocument?
 
-    public static func parse(kind: EndpointKind, body: [UInt8]) -> Result<OpenAIRequest, EngineError> {
-        let parsed = body.withUnsafeBytes { JSONDocument.parse($0) }
-        let doc: JSONDocument
-        switch parsed {
+    /// Parses the body into a jansson tree (once). Stages that rewrite the body or key the cache
+    /// call this first; jansson may reject a body simdjson accepted (a NUL escape, an integer
+    /// beyond 64 bits), which is then the client's 400.
+    public mutating func loadDocument() -> Result<JSONDocument, EngineError> {
+        if let d = document { return .success(d) }
+        switch body.withUnsafeBytes({ JSONDocument.parse($0) }) {
         case .failure(let f):
             return .failure(EngineError(.invalidJSON, "We could not parse the JSON body of your request: \(f.message) (at byte \(f.position))", param: "body"))
-        case .success(let d): doc = d
+        case .success(let d):
+            document = d
+            return .success(d)
         }
-        let root = doc.root
-        guard JSONValue.type(root) == JSONValue.object else {
+    }
+
+    public static func parse(kind: EndpointKind, body: [UInt8]) -> Result<OpenAIRequest, EngineError> {
+        var r = rs_result()
+        body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind == .chat ? 1 : 0, &r) }
+        let model: String? = r.has_model != 0
+            ? String(decoding: UnsafeRawBufferPointer(start: r.model, count: r.model_len), as: UTF8.self) : nil
+        rs_trim()
+        switch Int(r.status) {
+        case RS_OK: break
+        case RS_BAD_JSON:
+            let why = withUnsafeBytes(of: &r.error) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            return .failure(EngineError(.invalidJSON, "We could not parse the JSON body of your request: \(why)", param: "body"))
+        case RS_NOT_OBJECT:
             return .failure(EngineError(.invalidRequest, "The request body must be a JSON object.", param: "body"))
+        default:
+            return .failure(validationError(field: Int(r.field), index: r.index))
         }
-        var model: String?
-        let m = json_object_get(root, "model")
-        switch JSONValue.type(m) {
-        case -1, JSONValue.null: model = nil
-        case JSONValue.string: model = JSONValue.string(m)
-        default: return .failure(EngineError(.invalidRequest, "'model' must be a string.", param: "model"))
-        }
-        var stream = false
-        let s = json_object_get(root, "stream")
-        switch JSONValue.type(s) {
-        case -1, JSONValue.null: stream = false
-        case JSONValue.jtrue, JSONValue.jfalse: stream = JSONValue.bool(s)!
-        default: return .failure(EngineError(.invalidRequest, "'stream' must be a boolean.", param: "stream"))
-        }
-        var includeUsage = false
-        let so = json_object_get(root, "stream_options")
-        switch JSONValue.type(so) {
-        case -1, JSONValue.null: break
-        case JSONValue.object:
-            includeUsage = JSONValue.bool(json_object_get(so, "include_usage")) ?? false
-        default: return .failure(EngineError(.invalidRequest, "'stream_options' must be an object.", param: "stream_options"))
-        }
-        switch kind {
-        case .chat:
-            if let e = validateMessages(json_object_get(root, "messages")) { return .failure(e) }
-        case .completion:
-            if let e = validatePrompt(json_object_get(root, "prompt")) { return .failure(e) }
-        }
-        return .success(OpenAIRequest(kind: kind, model: model, stream: stream, includeUsage: includeUsage, document: doc))
+        let size = PromptSize(textBytes: r.text_bytes, messages: r.messages, tokenIDs: r.token_ids >= 0 ? r.token_ids : nil)
+        return .success(OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
+                                      promptSize: size, body: body))
     }
 
-    static func validateMessages(_ j: UnsafeMutablePointer<json_t>?) -> EngineError? {
-        guard JSONValue.type(j) != -1 else {
+    /// The prompt size of any JSON object body, valid or not (for tests of the measuring rules).
+    static func measure(kind: EndpointKind, body: [UInt8]) -> PromptSize {
+        var r = rs_result()
+        body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind == .chat ? 1 : 0, &r) }
+        return PromptSize(textBytes: r.text_bytes, messages: r.messages, tokenIDs: r.token_ids >= 0 ? r.token_ids : nil)
+    }
+
+    static func validationError(field: Int, index: Int) -> EngineError {
+        switch field {
+        case RS_F_MODEL_TYPE:
+            return EngineError(.invalidRequest, "'model' must be a string.", param: "model")
+        case RS_F_STREAM_TYPE:
+            return EngineError(.invalidRequest, "'stream' must be a boolean.", param: "stream")
+        case RS_F_STREAM_OPTIONS_TYPE:
+            return EngineError(.invalidRequest, "'stream_options' must be an object.", param: "stream_options")
+        case RS_F_MESSAGES_MISSING:
             return EngineError(.invalidRequest, "'messages' is a required property.", param: "messages")
-        }
-        guard JSONValue.type(j) == JSONValue.array else {
+        case RS_F_MESSAGES_TYPE:
             return EngineError(.invalidRequest, "'messages' must be an array of message objects.", param: "messages")
-        }
-        let n = json_array_size(j)
-        guard n > 0 else {
+        case RS_F_MESSAGES_EMPTY:
             return EngineError(.invalidRequest, "'messages' must contain at least one message.", param: "messages")
-        }
-        for i in 0..<n {
-            let msg = json_array_get(j, i)
-            guard JSONValue.type(msg) == JSONValue.object else {
-                return EngineError(.invalidRequest, "'messages[\(i)]' must be an object.", param: "messages[\(i)]")
-            }
-            guard JSONValue.type(json_object_get(msg, "role")) == JSONValue.string else {
-                return EngineError(.invalidRequest, "'messages[\(i)].role' is required and must be a string.", param: "messages[\(i)].role")
-            }
-            let c = JSONValue.type(json_object_get(msg, "content"))
-            if c != -1 && c != JSONValue.null && c != JSONValue.string && c != JSONValue.array {
-                return EngineError(.invalidRequest, "'messages[\(i)].content' must be a string or an array of content parts.", param: "messages[\(i)].content")
-            }
-        }
-        return nil
-    }
-
-    static func validatePrompt(_ j: UnsafeMutablePointer<json_t>?) -> EngineError? {
-        let t = JSONValue.type(j)
-        if t == -1 || t == JSONValue.null {
+        case RS_F_MESSAGE_NOT_OBJECT:
+            return EngineError(.invalidRequest, "'messages[\(index)]' must be an object.", param: "messages[\(index)]")
+        case RS_F_MESSAGE_ROLE:
+            return EngineError(.invalidRequest, "'messages[\(index)].role' is required and must be a string.", param: "messages[\(index)].role")
+        case RS_F_MESSAGE_CONTENT:
+            return EngineError(.invalidRequest, "'messages[\(index)].content' must be a string or an array of content parts.", param: "messages[\(index)].content")
+        case RS_F_PROMPT_MISSING:
             return EngineError(.invalidRequest, "'prompt' is a required property.", param: "prompt")
-        }
-        if t == JSONValue.string { return nil }
-        guard t == JSONValue.array, json_array_size(j) > 0 else {
+        case RS_F_PROMPT_TOKENS:
+            return EngineError(.invalidRequest, "'prompt' token arrays must hold integers.", param: "prompt")
+        default:
             return EngineError(.invalidRequest, "'prompt' must be a string, an array of strings, or an array of token ids.", param: "prompt")
         }
-        // Array of strings, of integers, or of integer arrays.
-        let first = JSONValue.type(json_array_get(j, 0))
-        for i in 0..<json_array_size(j) {
-            let e = json_array_get(j, i)
-            let et = JSONValue.type(e)
-            guard et == first, et == JSONValue.string || et == JSONValue.integer || et == JSONValue.array else {
-                return EngineError(.invalidRequest, "'prompt' must be a string, an array of strings, or an array of token ids.", param: "prompt")
-            }
-            if et == JSONValue.array {
-                for k in 0..<json_array_size(e) where JSONValue.type(json_array_get(e, k)) != JSONValue.integer {
-                    return EngineError(.invalidRequest, "'prompt' token arrays must hold integers.", param: "prompt")
-                }
-            }
-        }
-        return nil
     }
 }

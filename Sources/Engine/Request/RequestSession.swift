@@ -15,7 +15,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private let runtime: EngineRuntime
     private weak var client: HTTPServerConnection?
     private var machine: RequestMachine
-    let request: OpenAIRequest
+    private(set) var request: OpenAIRequest
     /// The bytes forwarded upstream (the client's body, or a rewrite of it).
     private var body: [UInt8]
     let requestId: String
@@ -686,8 +686,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     }
 
     private func rewriteModel(_ model: String) {
-        json_object_set_new(request.document.root, "model", json_string(model))
-        body = request.document.serialized()
+        // The Frontend loaded the tree when a fallback model was configured; this load is a no-op.
+        if case .success(let doc) = request.loadDocument() {
+            json_object_set_new(doc.root, "model", json_string(model))
+            body = doc.serialized()
+        }
         servedModel = model
     }
 

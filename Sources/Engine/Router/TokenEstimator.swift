@@ -1,5 +1,5 @@
 // TokenEstimator: a cheap prompt-size guess from UTF-8 byte counts, for model routing (issue 4).
-// Pure value, standard library only; TokenEstimator+JSON.swift measures a jansson request into a
+// Pure value, standard library only; the request scanner (CRequestScan) measures a body into a
 // PromptSize. Nothing here tokenizes: ~4 bytes per token is right for English BPE vocabularies and
 // errs high for CJK (3 bytes per character), which is the safe side for "route long prompts to
 // the large model". Token-id prompts are counted exactly.

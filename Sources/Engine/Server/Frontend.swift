@@ -153,19 +153,29 @@ final class Frontend: HTTPServerConnectionDelegate {
             }
             memoKey = rk
         }
-        let req: OpenAIRequest
+        var req: OpenAIRequest
         let parseStart = Loop.nowNanos()
-        switch OpenAIRequest.parse(kind: kind, body: body) {
-        case .failure(let err):
+        func reject(_ err: EngineError) {
             runtime.writeError(err, to: c, requestId: rid)
             runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: err.status, requestId: rid,
                                      bytesIn: body.count, startNanos: parseStart)
-            return
+        }
+        switch OpenAIRequest.parse(kind: kind, body: body) {
+        case .failure(let err): reject(err); return
         case .success(let r): req = r
         }
-        let estimate = runtime.estimator.estimate(TokenEstimator.measure(req.document))
+        let estimate = runtime.estimator.estimate(req.promptSize)
         let needsRouting = req.model == nil || req.model == "auto" || req.model == ""
+        // The jansson tree only when a stage will rewrite the body (routing, include_usage, a
+        // fallback model) or key the cache; a plain passthrough forwards the validated bytes.
+        let fallback = runtime.config.modelRegistry.fallbackModel
+        if needsRouting || (req.stream && !req.includeUsage) || runtime.cache != nil || (fallback != nil && fallback != req.model),
+           case .failure(let err) = req.loadDocument() {
+            reject(err)
+            return
+        }
         if needsRouting && runtime.config.modelRegistry.isExactTokenCount {
+            let req = req
             exactTokenCount(req) { [weak self, weak c] exact in
                 guard let self, let c, !c.isClosed else { return }
                 self.routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity,
@@ -211,7 +221,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         let q = json_object()!
         defer { json_decref(q) }
         let field = req.kind == .chat ? "messages" : "prompt"
-        if let v = json_object_get(req.document.root, field) { json_object_set(q, field, v) }
+        if let v = json_object_get(req.document?.root, field) { json_object_set(q, field, v) }
         var h = HTTPHeaders()
         h.add("content-type", "application/json")
         if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
@@ -238,23 +248,25 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .model(let m, let routed):
             served = m
             var rewrite = false
-            if routed {
-                json_object_set_new(req.document.root, "model", json_string(m))
+            // The tree is loaded (startGeneration) whenever one of these rewrites can apply.
+            let root = req.document?.root
+            if routed, let root {
+                json_object_set_new(root, "model", json_string(m))
                 extra.add("x-routed-model", m)
                 rewrite = true
             }
-            if req.stream && !req.includeUsage {
+            if req.stream && !req.includeUsage, let root {
                 // Always ask vLLM for the usage chunk (token metrics, complete cache entries);
                 // the session strips it for this client, who did not ask for it.
-                var so = json_object_get(req.document.root, "stream_options")
+                var so = json_object_get(root, "stream_options")
                 if JSONValue.type(so) != JSONValue.object {
                     so = json_object()
-                    json_object_set_new(req.document.root, "stream_options", so)
+                    json_object_set_new(root, "stream_options", so)
                 }
                 json_object_set_new(so, "include_usage", json_true())
                 rewrite = true
             }
-            if rewrite { forward = req.document.serialized() }
+            if rewrite, let doc = req.document { forward = doc.serialized() }
         }
         runtime.metrics.requestsInFlight += 1
         if req.stream { runtime.metrics.streamsStarted += 1 }
@@ -274,14 +286,15 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// key (endpoint, served model, canonical body, tenant unless shared_across_keys).
     private func cachePlan(kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest, served: String, identity: String?) -> CachePlan {
         let cfg = runtime.config.cache
-        guard runtime.cache != nil, CacheKey.isCacheable(document: req.document, deterministicOnly: cfg.isDeterministicOnly) else {
+        guard runtime.cache != nil, let doc = req.document,
+              CacheKey.isCacheable(document: doc, deterministicOnly: cfg.isDeterministicOnly) else {
             runtime.metrics.cacheBypasses += 1
             return .bypass
         }
         let cc = CachePolicy.from(cacheControl: head.headers["cache-control"])
         if !cc.lookup { runtime.metrics.cacheBypasses += 1 }
         let tenant = cfg.isSharedAcrossKeys ? nil : identity
-        let key = CacheKey.make(kind: kind, servedModel: served, document: req.document, tenant: tenant)
+        let key = CacheKey.make(kind: kind, servedModel: served, document: doc, tenant: tenant)
         return CachePlan(key: key, lookup: cc.lookup, store: cc.store, coalesce: cc.store)
     }
 

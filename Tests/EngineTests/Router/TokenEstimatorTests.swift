@@ -1,11 +1,9 @@
-// TokenEstimator and its jansson measurement: known inputs, known counts.
+// TokenEstimator and the request scanner's measurement (CRequestScan): known inputs, known counts.
 import Testing
 @testable import Engine
 
 private func measure(_ json: String) -> PromptSize {
-    let bytes = Array(json.utf8)
-    let doc = bytes.withUnsafeBytes { try! JSONDocument.parse($0).get() }
-    return TokenEstimator.measure(doc)
+    OpenAIRequest.measure(kind: .chat, body: Array(json.utf8))
 }
 
 @Suite struct TokenEstimatorTests {

@@ -1,0 +1,63 @@
+// CRequestScan: validates an OpenAI request body with Debian's simdjson (DOM API: the whole
+// document is validated, UTF-8 included) and extracts what the pipeline needs before any tree is
+// built: model, stream, stream_options.include_usage, the shape of messages/prompt, and the prompt
+// size for the token estimate. Plain C interface; the implementation is C++ (request_scan.cpp).
+#ifndef CREQUESTSCAN_H
+#define CREQUESTSCAN_H
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+    RS_OK = 0,
+    RS_BAD_JSON = 1,     // not JSON at all: `error` holds simdjson's message
+    RS_NOT_OBJECT = 2,   // valid JSON, but not an object
+    RS_INVALID = 3,      // an object with a field of the wrong shape: see `field`, `index`
+};
+
+enum {
+    RS_F_NONE = 0,
+    RS_F_MODEL_TYPE,
+    RS_F_STREAM_TYPE,
+    RS_F_STREAM_OPTIONS_TYPE,
+    RS_F_MESSAGES_MISSING,
+    RS_F_MESSAGES_TYPE,
+    RS_F_MESSAGES_EMPTY,
+    RS_F_MESSAGE_NOT_OBJECT,     // index = message
+    RS_F_MESSAGE_ROLE,           // index = message
+    RS_F_MESSAGE_CONTENT,        // index = message
+    RS_F_PROMPT_MISSING,
+    RS_F_PROMPT_TYPE,
+    RS_F_PROMPT_TOKENS,
+};
+
+typedef struct rs_result {
+    int status;
+    int field;
+    long index;
+    char error[128];
+    /// 1 when `model` is a string; `model` points into the scanner's buffer (copy it at once;
+    /// valid until the next scan on this thread).
+    int has_model;
+    const char *model;
+    size_t model_len;
+    int stream;
+    int include_usage;
+    /// Prompt size: text bytes, chat messages, token ids given verbatim (-1 when none).
+    size_t text_bytes;
+    size_t messages;
+    long token_ids;
+} rs_result;
+
+/// Scans `len` bytes. `chat` selects the chat (messages) or completion (prompt) rules.
+void rs_scan(const void *body, size_t len, int chat, rs_result *out);
+
+/// Call after the result's strings were copied: frees the scanner's buffers if a large body grew them.
+void rs_trim(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

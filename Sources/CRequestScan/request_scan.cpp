@@ -1,0 +1,172 @@
+// request_scan.cpp: rs_scan over simdjson's DOM parser (one reusable parser per thread, so a
+// steady stream of requests allocates nothing). The rules mirror OpenAIRequest's documentation:
+// a JSON object; `model` string or null; `stream` boolean or null; `stream_options` object or
+// null; chat `messages` a non-empty array of objects with a string `role` and a string, array or
+// null `content`; completion `prompt` a string, or a non-empty array of strings, of integers, or
+// of integer arrays. Prompt size: every chat `content` string and text part, or the prompt's
+// strings and token ids (TokenEstimator's rules).
+#include "CRequestScan.h"
+#include <simdjson.h>
+#include <cstring>
+
+using namespace simdjson;
+
+namespace {
+
+// After a body above this, rs_trim frees the parser's buffers, so one huge request does not pin them.
+constexpr size_t kLargeBody = 256 * 1024;
+
+thread_local dom::parser tlsParser;
+
+// Typed reads after a type check (error-code API: no exception can reach the C caller).
+std::string_view str(dom::element e) { std::string_view s; if (e.get_string().get(s)) return {}; return s; }
+dom::array arr(dom::element e) { dom::array a; (void)e.get_array().get(a); return a; }
+dom::object obj(dom::element e) { dom::object o; (void)e.get_object().get(o); return o; }
+bool boolean(dom::element e) { bool b = false; (void)e.get_bool().get(b); return b; }
+
+bool isInteger(dom::element e) {
+    auto t = e.type();
+    return t == dom::element_type::INT64 || t == dom::element_type::UINT64;
+}
+
+void measureMessages(dom::array messages, rs_result *out) {
+    out->messages = messages.size();
+    for (dom::element m : messages) {
+        if (!m.is_object()) continue;
+        dom::element content;
+        if (m.get_object().at_key("content").get(content)) continue;
+        if (content.is_string()) {
+            out->text_bytes += str(content).size();
+        } else if (content.is_array()) {
+            for (dom::element part : arr(content)) {
+                if (!part.is_object()) continue;
+                dom::object po = obj(part);
+                dom::element type;
+                bool hasType = !po.at_key("type").get(type);
+                // A part without "type" but with "text" is accepted leniently.
+                if (hasType && !(type.is_string() && str(type) == "text")) continue;
+                dom::element text;
+                if (!po.at_key("text").get(text) && text.is_string()) out->text_bytes += str(text).size();
+            }
+        }
+    }
+}
+
+void measurePrompt(dom::element j, int depth, rs_result *out) {
+    if (j.is_string()) {
+        out->text_bytes += str(j).size();
+    } else if (isInteger(j)) {
+        out->token_ids = (out->token_ids < 0 ? 0 : out->token_ids) + 1;
+    } else if (j.is_array() && depth < 2) {
+        for (dom::element e : arr(j)) measurePrompt(e, depth + 1, out);
+    }
+}
+
+void invalid(rs_result *out, int field, long index = -1) {
+    out->status = RS_INVALID;
+    out->field = field;
+    out->index = index;
+}
+
+void validateMessages(dom::object root, rs_result *out) {
+    dom::element j;
+    if (root.at_key("messages").get(j)) return invalid(out, RS_F_MESSAGES_MISSING);
+    if (!j.is_array()) return invalid(out, RS_F_MESSAGES_TYPE);
+    dom::array a = arr(j);
+    if (a.size() == 0) return invalid(out, RS_F_MESSAGES_EMPTY);
+    long i = 0;
+    for (dom::element m : a) {
+        if (!m.is_object()) return invalid(out, RS_F_MESSAGE_NOT_OBJECT, i);
+        dom::object mo = obj(m);
+        dom::element role;
+        if (mo.at_key("role").get(role) || !role.is_string()) return invalid(out, RS_F_MESSAGE_ROLE, i);
+        dom::element content;
+        if (!mo.at_key("content").get(content)) {
+            if (!(content.is_null() || content.is_string() || content.is_array())) return invalid(out, RS_F_MESSAGE_CONTENT, i);
+        }
+        i++;
+    }
+}
+
+void validatePrompt(dom::object root, rs_result *out) {
+    dom::element j;
+    if (root.at_key("prompt").get(j) || j.is_null()) return invalid(out, RS_F_PROMPT_MISSING);
+    if (j.is_string()) return;
+    if (!j.is_array()) return invalid(out, RS_F_PROMPT_TYPE);
+    dom::array a = arr(j);
+    if (a.size() == 0) return invalid(out, RS_F_PROMPT_TYPE);
+    // Array of strings, of integers, or of integer arrays: every element of the first's kind.
+    int first = -1;
+    for (dom::element e : a) {
+        int kind = e.is_string() ? 0 : isInteger(e) ? 1 : e.is_array() ? 2 : 3;
+        if (first < 0) first = kind;
+        if (kind == 3 || kind != first) return invalid(out, RS_F_PROMPT_TYPE);
+        if (kind == 2) {
+            for (dom::element t : arr(e)) {
+                if (!isInteger(t)) return invalid(out, RS_F_PROMPT_TOKENS);
+            }
+        }
+    }
+}
+
+void scan(dom::parser &parser, const uint8_t *body, size_t len, bool chat, rs_result *out) {
+    dom::element root;
+    auto err = parser.parse(body, len).get(root);
+    if (err) {
+        out->status = RS_BAD_JSON;
+        std::strncpy(out->error, error_message(err), sizeof(out->error) - 1);
+        out->error[sizeof(out->error) - 1] = 0;
+        return;
+    }
+    if (!root.is_object()) { out->status = RS_NOT_OBJECT; return; }
+    dom::object o = obj(root);
+
+    dom::element v;
+    if (!o.at_key("model").get(v) && !v.is_null()) {
+        if (!v.is_string()) return invalid(out, RS_F_MODEL_TYPE);
+        std::string_view s = str(v);
+        out->has_model = 1;
+        out->model = s.data();
+        out->model_len = s.size();
+    }
+    if (!o.at_key("stream").get(v) && !v.is_null()) {
+        if (!v.is_bool()) return invalid(out, RS_F_STREAM_TYPE);
+        out->stream = boolean(v) ? 1 : 0;
+    }
+    if (!o.at_key("stream_options").get(v) && !v.is_null()) {
+        if (!v.is_object()) return invalid(out, RS_F_STREAM_OPTIONS_TYPE);
+        dom::element iu;
+        if (!obj(v).at_key("include_usage").get(iu) && iu.is_bool()) out->include_usage = boolean(iu) ? 1 : 0;
+    }
+    if (chat) validateMessages(o, out); else validatePrompt(o, out);
+
+    // The estimate (also for shapes the validation rejected, as far as they make sense): chat when there is a messages array, else the completion's prompt.
+    if (!o.at_key("messages").get(v) && v.is_array()) {
+        measureMessages(arr(v), out);
+    } else if (!o.at_key("prompt").get(v)) {
+        measurePrompt(v, 0, out);
+    }
+}
+
+} // namespace
+
+extern "C" void rs_scan(const void *body, size_t len, int chat, rs_result *out) {
+    std::memset(out, 0, sizeof(*out));
+    out->index = -1;
+    out->token_ids = -1;
+    const uint8_t *bytes = static_cast<const uint8_t *>(body);
+    static const uint8_t empty = 0;
+    if (bytes == nullptr) bytes = &empty;
+    try {
+        scan(tlsParser, bytes, len, chat != 0, out);
+    } catch (...) {
+        // Not expected (only the error-code API is used); never let an exception reach Swift.
+        std::memset(out, 0, sizeof(*out));
+        out->status = RS_BAD_JSON;
+        std::strncpy(out->error, "the body could not be read", sizeof(out->error) - 1);
+    }
+}
+
+extern "C" void rs_trim(void) {
+    if (tlsParser.capacity() > kLargeBody) tlsParser = dom::parser{};
+}
