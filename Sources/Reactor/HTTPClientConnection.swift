@@ -65,7 +65,10 @@ nonisolated(unsafe) private let clientSettings: UnsafeMutablePointer<http_parser
 public final class HTTPClientConnection: StreamSocketDelegate {
     public let loop: Loop
     public let endpoint: Endpoint
-    public weak var delegate: HTTPClientConnectionDelegate?
+    /// Strong: the driver of the current exchange (or the pool while idle). The reference is
+    /// dropped when the exchange ends (the pool takes over, or close()), which breaks the cycle
+    /// with a driver that holds this connection. No weak reference: those cost a side table.
+    public var delegate: HTTPClientConnectionDelegate?
     private var sock: StreamSocket?
     // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).
     private let parser = UnsafeMutablePointer<http_parser>.allocate(capacity: 1)
@@ -304,7 +307,7 @@ public final class HTTPClientPool: HTTPClientConnectionDelegate {
 
     /// Returns a connection whose exchange finished cleanly.
     public func release(_ c: HTTPClientConnection) {
-        guard !c.isClosed, !c.inExchange, idle.count < maxIdle else { c.close(); return }
+        guard !c.isClosed, !c.inExchange, idle.count < maxIdle else { c.delegate = nil; c.close(); return }
         c.delegate = self
         idle.append(c)
     }

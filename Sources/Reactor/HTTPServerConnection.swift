@@ -35,7 +35,8 @@ nonisolated(unsafe) private let serverSettings: UnsafeMutablePointer<http_parser
 
 public final class HTTPServerConnection: StreamSocketDelegate {
     public let loop: Loop
-    public weak var delegate: HTTPServerConnectionDelegate?
+    /// Strong (no weak side table on the data path); dropped in close().
+    public var delegate: HTTPServerConnectionDelegate?
     /// The request driver attached to this connection (kept alive by the connection).
     public var context: AnyObject?
     public let id: UInt64

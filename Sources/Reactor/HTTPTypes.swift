@@ -1,23 +1,99 @@
 // HTTP value types shared by the server and client connections. Plain values, Sendable.
 import CEventShim
 
-/// Header list in arrival order; lookups are ASCII case-insensitive.
+/// Header list in arrival order, stored as it goes on the wire: one byte array of
+/// `name: value\r\n` lines (one allocation per header set, written out with one copy).
+/// Lookups are ASCII case-insensitive; CR and LF in added names or values become spaces.
 public struct HTTPHeaders: Sendable, Equatable {
-    public var items: [Field]
+    public private(set) var block: [UInt8] = []
+
     public struct Field: Sendable, Equatable {
         public var name: String
         public var value: String
         public init(_ name: String, _ value: String) { self.name = name; self.value = value }
     }
 
-    public init(_ items: [Field] = []) { self.items = items }
+    public init() {}
+    public init(_ items: [Field]) { for f in items { add(f.name, f.value) } }
+    /// Wraps lines already in wire form (the parser's accumulator).
+    init(block: [UInt8]) { self.block = block }
 
-    public subscript(_ name: String) -> String? {
-        for f in items where asciiCaseEqual(f.name, name) { return f.value }
-        return nil
+    public var isEmpty: Bool { block.isEmpty }
+
+    /// The fields, parsed out of the block (not for the data path).
+    public var items: [Field] {
+        var out: [Field] = []
+        forEachLine { name, value in
+            out.append(Field(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
+            return true
+        }
+        return out
     }
 
-    public mutating func add(_ name: String, _ value: String) { items.append(Field(name, value)) }
+    /// The first value of `name`, or nil.
+    public subscript(_ name: String) -> String? {
+        var found: String?
+        var name = name
+        name.withUTF8 { needle in
+            forEachLine { n, v in
+                guard asciiCaseEqual(n, needle) else { return true }
+                found = String(decoding: v, as: UTF8.self)
+                return false
+            }
+        }
+        return found
+    }
+
+    public mutating func add(_ name: String, _ value: String) {
+        if block.isEmpty { block.reserveCapacity(256) }
+        appendSanitized(name)
+        block.append(UInt8(ascii: ":"))
+        block.append(UInt8(ascii: " "))
+        appendSanitized(value)
+        block.append(13)
+        block.append(10)
+    }
+
+    private mutating func appendSanitized(_ s: String) {
+        var s = s
+        s.withUTF8 { p in
+            let start = block.count
+            block.append(contentsOf: p)
+            for i in start..<block.count where block[i] == 13 || block[i] == 10 { block[i] = UInt8(ascii: " ") }
+        }
+    }
+
+    /// Calls `body(name, value)` per line until it returns false.
+    private func forEachLine(_ body: (UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> Bool) {
+        block.withUnsafeBufferPointer { p in
+            let n = p.count
+            var i = 0
+            while i < n {
+                var colon = i
+                while colon < n && p[colon] != UInt8(ascii: ":") { colon += 1 }
+                var end = colon
+                while end < n && p[end] != 13 { end += 1 }
+                var v = min(colon + 1, end)
+                while v < end && (p[v] == 32 || p[v] == 9) { v += 1 }
+                let name = UnsafeBufferPointer(rebasing: p[i..<colon])
+                let value = UnsafeBufferPointer(rebasing: p[v..<end])
+                if !body(name, value) { return }
+                i = end + 2
+            }
+        }
+    }
+}
+
+@inline(__always)
+func asciiCaseEqual(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+    guard a.count == b.count else { return false }
+    for i in 0..<a.count {
+        var x = a[i], y = b[i]
+        if x >= 65 && x <= 90 { x += 32 }
+        if y >= 65 && y <= 90 { y += 32 }
+        if x != y { return false }
+    }
+    return true
 }
 
 @inline(__always)
@@ -130,7 +206,11 @@ public func evbufferAppend(_ buf: OpaquePointer, _ bytes: UnsafeRawBufferPointer
 
 /// Method name for http_parser's numeric method.
 func httpMethodName(_ m: UInt32) -> String {
-    String(cString: http_method_str(http_method(rawValue: m)))
+    switch http_method(rawValue: m) {
+    case HTTP_GET: return "GET"
+    case HTTP_POST: return "POST"
+    default: return String(cString: http_method_str(http_method(rawValue: m)))
+    }
 }
 
 /// Appends a static string (no allocation).
@@ -155,55 +235,60 @@ public func evbufferAppendNumber(_ buf: OpaquePointer, _ value: Int, radix: Int 
     }
 }
 
-/// Writes `name: value\r\n` for each header (no intermediate String).
+/// Writes the `name: value\r\n` lines (one copy of the block).
 @inline(__always)
 func evbufferAppendHeaders(_ buf: OpaquePointer, _ headers: HTTPHeaders) {
-    for f in headers.items {
-        evbufferAppend(buf, f.name)
-        evbufferAppend(buf, ": " as StaticString)
-        evbufferAppend(buf, f.value)
-        evbufferAppend(buf, "\r\n" as StaticString)
-    }
+    if !headers.block.isEmpty { evbufferAppend(buf, headers.block) }
 }
 
 /// Collects header fields from http-parser's on_header_field / on_header_value callbacks (either
-/// may arrive in pieces) into HTTPHeaders. Shared by the server and client connections.
+/// may arrive in pieces) straight into wire-form lines. Shared by the server and client connections.
 struct HeaderAccumulator {
-    private var fields: [HTTPHeaders.Field] = []
-    private var name: [UInt8] = []
-    private var value: [UInt8] = []
-    private var lastWasValue = false
+    private var block: [UInt8] = []
+    private var inValue = false
+    private var lineOpen = false
 
     mutating func reset() {
-        fields.removeAll(keepingCapacity: true)
-        name.removeAll(keepingCapacity: true)
-        value.removeAll(keepingCapacity: true)
-        lastWasValue = false
+        block.removeAll(keepingCapacity: true)
+        inValue = false
+        lineOpen = false
     }
 
     mutating func field(_ at: UnsafePointer<CChar>, _ len: Int) {
-        if lastWasValue { flush() }
-        name.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
-        lastWasValue = false
+        if inValue {
+            block.append(13)
+            block.append(10)
+            inValue = false
+        }
+        if block.isEmpty { block.reserveCapacity(512) }
+        block.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        lineOpen = true
     }
 
     mutating func value(_ at: UnsafePointer<CChar>, _ len: Int) {
-        value.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
-        lastWasValue = true
-    }
-
-    private mutating func flush() {
-        fields.append(.init(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
-        name.removeAll(keepingCapacity: true)
-        value.removeAll(keepingCapacity: true)
+        if !inValue {
+            if !lineOpen { return }  // a value without a name: http-parser never does this
+            block.append(UInt8(ascii: ":"))
+            block.append(UInt8(ascii: " "))
+            inValue = true
+        }
+        let start = block.count
+        block.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        // A folded (obs-fold) value must not break the line structure.
+        for i in start..<block.count where block[i] == 13 || block[i] == 10 { block[i] = UInt8(ascii: " ") }
     }
 
     /// The headers so far; the accumulator is empty afterwards.
     mutating func finish() -> HTTPHeaders {
-        if lastWasValue || !name.isEmpty { flush() }
-        lastWasValue = false
-        let h = HTTPHeaders(fields)
-        fields = []
+        if lineOpen {
+            if !inValue { block.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")]) }
+            block.append(13)
+            block.append(10)
+        }
+        inValue = false
+        lineOpen = false
+        let h = HTTPHeaders(block: block)
+        block = []
         return h
     }
 }

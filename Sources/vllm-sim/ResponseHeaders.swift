@@ -14,12 +14,13 @@ struct ResponseHeaders {
     private(set) var sse = HTTPHeaders()
     private(set) var empty = HTTPHeaders()
     private(set) var metrics = HTTPHeaders()
+    private var date = HTTPHeaders.Field("date", "")
 
     mutating func refresh() {
         let now = Int(time(nil))
         guard now != second else { return }
         second = now
-        let date = HTTPHeaders.Field("date", httpDate(now))
+        date = HTTPHeaders.Field("date", httpDate(now))
         let server = HTTPHeaders.Field("server", "uvicorn")
         let vary = HTTPHeaders.Field("vary", "Origin")
         json = HTTPHeaders([date, server, .init("content-type", "application/json"), vary])
@@ -30,9 +31,8 @@ struct ResponseHeaders {
 
     /// The JSON set plus `allow`, as Starlette sends with a 405.
     func jsonAllowing(_ methods: String) -> HTTPHeaders {
-        var h = json
-        h.items.insert(.init("allow", methods), at: 2)
-        return h
+        HTTPHeaders([date, .init("server", "uvicorn"), .init("allow", methods), .init("content-type", "application/json"),
+                     .init("vary", "Origin")])
     }
 }
 

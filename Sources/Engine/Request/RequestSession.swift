@@ -2,8 +2,10 @@
 // `let a = machine.event(...)` then `run(a)`; `run` is one exhaustive switch that performs I/O.
 // Owns: the upstream connection while an exchange runs (returned to the backend's pool or
 // closed), one Timer, the buffered response body, the breaker permit of the current attempt.
-// Kept alive by its client connection's `context`; weakly referenced by the upstream connection
-// (delegate) and by admission control (waiter).
+// Kept alive by its client connection's `context` and, during an exchange, by the upstream
+// connection (delegate); it holds both strongly and lets go of them when it ends (respond,
+// clientClosed, releaseUpstream/closeUpstream), which breaks those cycles. Admission control
+// references it weakly (waiter).
 import CEventShim
 import Reactor
 
@@ -13,7 +15,7 @@ import Glibc
 
 final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, RemoteFlightReaderDelegate {
     private let runtime: EngineRuntime
-    private weak var client: HTTPServerConnection?
+    private var client: HTTPServerConnection?
     private var machine: RequestMachine
     private(set) var request: OpenAIRequest
     /// The bytes forwarded upstream (the client's body, or a rewrite of it).
@@ -33,12 +35,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private var timerStorage: Timer?
     private var timer: Timer {
         if let t = timerStorage { return t }
-        let t = Timer(loop: runtime.loop)
+        let t = runtime.takeTimer()
         t.onFire = { [unowned self] in self.run(self.machine.timerFired(self.armed)) }
         timerStorage = t
         return t
     }
     private var armed: TimerKind = .upstream
+    /// Set when the session finished and gave its timer back to the runtime's pool.
+    private var timerRetired = false
     private var buffered: [UInt8] = []
     private var upstreamContentType: String?
     private var sawErrorEvent = false
@@ -110,9 +114,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     // MARK: events from the client side (via Frontend)
 
     func clientClosed() {
+        client = nil
         if isLeader, let f = flight, !f.followers.isEmpty {
             // Followers still want this answer: keep generating for them, write to nobody.
-            client = nil
             return
         }
         run(machine.clientClosed())
@@ -665,6 +669,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     }
 
     private func arm(_ kind: TimerKind, _ d: Duration) {
+        guard !timerRetired else { return }
         armed = kind
         timer.schedule(after: d)
     }
@@ -727,7 +732,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         remoteReader?.stop()
         remoteReader = nil
         runtime.requestFinished(self, termination: machine.termination ?? .normal)
-        timerStorage?.close()
+        timerRetired = true
+        if let t = timerStorage {
+            timerStorage = nil
+            runtime.returnTimer(t)
+        }
     }
 
     /// Writes the final response; detaches from the client first, since completing the response
@@ -737,6 +746,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         bytesOut += buffered.count
         finished()
         guard let c = client else { return }
+        client = nil
         if c.context === self { c.context = nil }
         write(c)
     }

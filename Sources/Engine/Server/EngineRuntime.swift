@@ -220,6 +220,17 @@ public final class EngineRuntime {
         c.writeResponse(status: err.status, headers: h, body: err.jsonBody)
     }
 
+    /// Idle session timers (a libevent event each), reused instead of one allocation per request.
+    private var idleTimers: [Timer] = []
+
+    func takeTimer() -> Timer { idleTimers.popLast() ?? Timer(loop: loop) }
+
+    func returnTimer(_ t: Timer) {
+        t.cancel()
+        t.onFire = nil
+        if idleTimers.count < 4096 { idleTimers.append(t) } else { t.close() }
+    }
+
     func requestFinished(_ s: RequestSession, termination: Termination) {
         metrics.requestsInFlight -= 1
         metrics.recordStatus(s.status)
