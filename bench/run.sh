@@ -2,7 +2,7 @@
 # bench/run.sh: one run, same upstream (vllm-sim, zero latency), three targets: the upstream
 # directly, nginx as a plain keep-alive reverse proxy, and one Engine process. wrk (Debian) is
 # the load. Prints req/s, p50, p99 side by side with ratios, a streaming TTFT/gap probe, and the
-# Engine's RSS with 1,000 idle keep-alive connections. Usage: bench/run.sh [DURATION] [CONNS]
+# Engine's RSS with 1,000 idle keep-alive connections. Usage: [ROUNDS=3] bench/run.sh [DURATION] [CONNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10s}
@@ -50,24 +50,44 @@ start_engine miss "$MISS_PORT" "$SIM_PORT" true ""
 start_engine rmiss "$RMISS_PORT" "$SIM_PORT" true "redis://127.0.0.1:$REDIS_PORT/0"
 start_engine stream "$SENGINE_PORT" "$SIM2_PORT" false ""
 
-run_wrk() { # name port conns script -> "name rps p50ms p99ms non2xx"
+# CPU seconds (utime+stime) of every process listening on a port (nginx: master + worker).
+cpu_of_port() {
+    local total=0
+    for pid in $(ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+        total=$((total + $(awk '{print $14+$15}' /proc/$pid/stat)))
+    done
+    echo "$total"
+}
+run_wrk() { # name port conns script -> "name rps p50ms p99ms non2xx cpu_us_per_request"
     local script=${4:-bench/post.lua}
     wrk -t2 -c"$3" -d2s -s "$script" "http://127.0.0.1:$2/v1/chat/completions" >/dev/null 2>&1 # warm-up
     local threads=2; [ "$3" -lt 2 ] && threads=1
+    local c0; c0=$(cpu_of_port "$2")
     wrk -t$threads -c"$3" -d"$DUR" --latency -s "$script" "http://127.0.0.1:$2/v1/chat/completions" >"$WORK/wrk-$1.txt" 2>&1
-    python3 - "$1" "$WORK/wrk-$1.txt" <<'PY'
+    local c1; c1=$(cpu_of_port "$2")
+    python3 - "$1" "$WORK/wrk-$1.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 t = open(sys.argv[2]).read()
 def ms(v):
     n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups(); n = float(n)
     return n / 1000 if u == "us" else n * 1000 if u == "s" else n
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+total = int(re.search(r"(\d+) requests in", t).group(1))
 p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print(sys.argv[1], rps, p50, p99, errs.group(1) if errs else 0)
+cpu_us = int(sys.argv[3]) / int(sys.argv[4]) * 1e6 / max(total, 1)
+print(sys.argv[1], rps, p50, p99, errs.group(1) if errs else 0, round(cpu_us, 1))
 PY
 }
-direct=$(run_wrk direct "$SIM_PORT" "$CONNS"); ngx=$(run_wrk nginx "$NGINX_PORT" "$CONNS"); eng=$(run_wrk engine "$ENGINE_PORT" "$CONNS")
+# Throughput: ROUNDS interleaved rounds (direct, nginx, Engine), so drift on a shared machine
+# hits all three alike; the report takes the median of each.
+ROUNDS=${ROUNDS:-3}
+direct=""; ngx=""; eng=""
+for _ in $(seq "$ROUNDS"); do
+    direct+="$(run_wrk direct "$SIM_PORT" "$CONNS");"
+    ngx+="$(run_wrk nginx "$NGINX_PORT" "$CONNS");"
+    eng+="$(run_wrk engine "$ENGINE_PORT" "$CONNS");"
+done
 direct1=$(run_wrk direct1 "$SIM_PORT" 1); ngx1=$(run_wrk nginx1 "$NGINX_PORT" 1); eng1=$(run_wrk engine1 "$ENGINE_PORT" 1)
 hit=$(run_wrk hit "$CACHE_PORT" "$CONNS")
 miss=$(run_wrk miss "$MISS_PORT" 1 bench/unique.lua); rmiss=$(run_wrk rmiss "$RMISS_PORT" 1 bench/unique.lua)
@@ -77,16 +97,25 @@ idle=$(python3 bench/idle_conns.py 127.0.0.1 "$ENGINE_PORT" 1000 "$ENGINE_PID")
 
 python3 - "$direct" "$ngx" "$eng" "$direct1" "$ngx1" "$eng1" "$hit" "$miss" "$rmiss" "$stream_direct" "$stream_engine" "$idle" "$CONNS" "$DUR" <<'PY' | tee bench/results/latest.md
 import json, sys
+import statistics
+def one(a):
+    r = a.split(); return {"rps": float(r[1]), "p50": float(r[2]), "p99": float(r[3]), "non2xx": int(r[4]), "cpu": float(r[5])}
 def row(a):
-    r = a.split(); return {"rps": float(r[1]), "p50": float(r[2]), "p99": float(r[3]), "non2xx": int(r[4])}
+    rounds = [one(x) for x in a.split(";") if x.strip()]
+    m = {k: statistics.median(r[k] for r in rounds) for k in ("rps", "p50", "p99", "cpu")}
+    m["non2xx"] = sum(r["non2xx"] for r in rounds); m["rounds"] = rounds
+    return m
 d, n, e, d1, n1, e1, hit, miss, rmiss = (row(a) for a in sys.argv[1:10])
 sd, se = json.loads(sys.argv[10]), json.loads(sys.argv[11])
 conns, dur = sys.argv[13], sys.argv[14]
-print(f"## Throughput: non-streaming chat, wrk -t2 -c{conns} -d{dur}, same vllm-sim upstream\n")
-print("| target | req/s | p50 ms | p99 ms | non-2xx |\n|---|---|---|---|---|")
+rounds = len(e["rounds"])
+print(f"## Throughput: non-streaming chat, wrk -t2 -c{conns} -d{dur}, same vllm-sim upstream, median of {rounds} interleaved rounds\n")
+print("| target | req/s | p50 ms | p99 ms | non-2xx | CPU µs/request (target process) |\n|---|---|---|---|---|---|")
 for name, x in (("direct (vllm-sim)", d), ("nginx proxy", n), ("Engine (1 process)", e), ("Engine cache hits", hit)):
-    print(f"| {name} | {x['rps']:.0f} | {x['p50']:.3f} | {x['p99']:.3f} | {x['non2xx']} |")
-print(f"\nEngine/nginx throughput: **{e['rps']/n['rps']:.2f}x** (target >= 0.8x); Engine/direct: {e['rps']/d['rps']:.2f}x")
+    print(f"| {name} | {x['rps']:.0f} | {x['p50']:.3f} | {x['p99']:.3f} | {x['non2xx']} | {x['cpu']:.1f} |")
+per_round = ", ".join(f"{a['rps']/b['rps']:.2f}x" for a, b in zip(e["rounds"], n["rounds"]))
+print(f"\nEngine/nginx throughput: **{e['rps']/n['rps']:.2f}x** (target >= 0.8x; per round: {per_round}); Engine/direct: {e['rps']/d['rps']:.2f}x")
+print(f"CPU per proxied request: Engine {e['cpu']:.1f} µs, nginx {n['cpu']:.1f} µs (nginx/Engine {n['cpu']/e['cpu']:.2f}x)")
 print(f"Cache-hit throughput / nginx passthrough: **{hit['rps']/n['rps']:.2f}x** (target >= 1.5x)")
 print(f"\n## Added latency at low load: one connection (wrk -t1 -c1 -d{dur})\n")
 print("| target | req/s | p50 ms | p99 ms |\n|---|---|---|---|")

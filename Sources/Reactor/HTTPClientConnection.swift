@@ -109,15 +109,28 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     /// plus one per-request header. Nothing is allocated for the head.
     public func send(method: StaticString, path: String, headerBlock: [UInt8], name: StaticString, value: String,
                      body: UnsafeRawBufferPointer) {
-        guard let out = beginExchange() else { return }
-        writeRequestLine(out, method: { evbufferAppend(out, method) }, path: path)
-        evbufferAppend(out, headerBlock)
-        evbufferAppend(out, name)
-        evbufferAppend(out, ": " as StaticString)
-        evbufferAppend(out, value)
-        evbufferAppend(out, "\r\n" as StaticString)
-        endRequest(out, body: body)
+        guard beginExchange() != nil, let sock else { return }
+        headBuffer.removeAll(keepingCapacity: true)
+        appendASCII(&headBuffer, method)
+        headBuffer.append(UInt8(ascii: " "))
+        if !endpoint.basePath.isEmpty { appendString(&headBuffer, endpoint.basePath) }
+        appendString(&headBuffer, path)
+        appendASCII(&headBuffer, " HTTP/1.1\r\nhost: ")
+        appendString(&headBuffer, endpoint.hostHeader)
+        appendASCII(&headBuffer, "\r\n")
+        headBuffer.append(contentsOf: headerBlock)
+        appendASCII(&headBuffer, name)
+        appendASCII(&headBuffer, ": ")
+        appendString(&headBuffer, value)
+        appendASCII(&headBuffer, "\r\ncontent-length: ")
+        appendDecimal(&headBuffer, body.count)
+        appendASCII(&headBuffer, "\r\n\r\n")
+        // One writev of head and body, no copy of the body (queued instead while connecting).
+        headBuffer.withUnsafeBytes { sock.write($0, body) }
+        scheduleConnectFailureIfNeeded()
     }
+    /// Reused for every request head on this connection.
+    private var headBuffer: [UInt8] = []
 
     /// Sends one request. The body is copied once into the socket buffer.
     public func send(method: String, path: String, headers: HTTPHeaders, body: UnsafeRawBufferPointer?) {
@@ -188,6 +201,21 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     func socketReadable(eof: Bool) {
         if eof { onEOF(); return }
         onReadable()
+    }
+
+    func socketReceived(_ bytes: UnsafeRawBufferPointer) {
+        guard let sock else { return }
+        if !inExchange || isClosed {
+            evbufferAppend(sock.input, bytes)
+            onReadable()
+            return
+        }
+        // Parsed in place (body bytes reach the delegate straight from the read buffer).
+        let n = http_parser_execute(parser, clientSettings, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
+        if isClosed { return }
+        if n < bytes.count { evbufferAppend(sock.input, UnsafeRawBufferPointer(rebasing: bytes[n...])) }
+        if messageDone { finishExchange(); return }
+        if ces_http_errno(parser) != HPE_OK.rawValue || n < bytes.count { fail(.malformed) }
     }
 
     func socketDrained() {}

@@ -115,6 +115,22 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         onReadable()
     }
 
+    func socketReceived(_ bytes: UnsafeRawBufferPointer) {
+        guard let sock else { return }
+        if isClosed || isAwaitingResponse || closeWhenFlushed {
+            evbufferAppend(sock.input, bytes)
+            socketReadable(eof: false)
+            return
+        }
+        // Parsed in place; what the parser leaves (a pipelined request after a complete one)
+        // goes to `input` before the request is dispatched.
+        let n = http_parser_execute(parser, serverSettings, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
+        if isClosed { return }
+        if n < bytes.count { evbufferAppend(sock.input, UnsafeRawBufferPointer(rebasing: bytes[n...])) }
+        guard afterExecute(consumed: n, offered: bytes.count) else { return }
+        onReadable()
+    }
+
     func socketDrained() { onWritable() }
     func socketConnected(error: Int32) {}
     func socketFailed(error: Int32) { close() }
@@ -128,21 +144,28 @@ public final class HTTPServerConnection: StreamSocketDelegate {
             let n = http_parser_execute(parser, serverSettings, iov.iov_base.assumingMemoryBound(to: CChar.self), iov.iov_len)
             if isClosed { return }
             evbuffer_drain(input, n)
-            let err = ces_http_errno(parser)
-            if let head = completed {
-                completed = nil
-                http_parser_pause(parser, 0)
-                dispatch(head)
-                continue
-            }
-            if err != HPE_OK.rawValue || parseFailure != nil {
-                let failure = parseFailure ?? (err == HPE_HEADER_OVERFLOW.rawValue
-                    ? .headersTooLarge : .malformed(String(cString: http_errno_description(http_errno(rawValue: err)))))
-                fail(failure)
-                return
-            }
-            if n < iov.iov_len { fail(.malformed("parser stopped")); return }
+            guard afterExecute(consumed: n, offered: iov.iov_len) else { return }
         }
+    }
+
+    /// After http_parser_execute took `n` of `len` bytes (the rest is in `input` already):
+    /// dispatches a completed request, or fails the connection; false when parsing must stop.
+    private func afterExecute(consumed n: Int, offered len: Int) -> Bool {
+        if let head = completed {
+            completed = nil
+            http_parser_pause(parser, 0)
+            dispatch(head)
+            return true
+        }
+        let err = ces_http_errno(parser)
+        if err != HPE_OK.rawValue || parseFailure != nil {
+            let failure = parseFailure ?? (err == HPE_HEADER_OVERFLOW.rawValue
+                ? .headersTooLarge : .malformed(String(cString: http_errno_description(http_errno(rawValue: err)))))
+            fail(failure)
+            return false
+        }
+        if n < len { fail(.malformed("parser stopped")); return false }
+        return true
     }
 
     private func dispatch(_ head: HTTPRequestHead) {
@@ -262,14 +285,23 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         evbufferAppend(out, "\r\n" as StaticString)
     }
 
-    /// A whole response with a Content-Length body.
+    /// A whole response with a Content-Length body: the head is composed in `headBuffer` and
+    /// written with the body in one writev, without copying the body.
     public func writeResponse(status: Int, headers: HTTPHeaders, body: UnsafeRawBufferPointer) {
         guard !isClosed, let sock else { return }
-        writeHeadBytes(status: status, headers: headers, contentLength: body.count)
-        if body.count > 0 { evbufferAppend(sock.output, body) }
-        sock.flush()
+        headBuffer.removeAll(keepingCapacity: true)
+        appendStatusLine(&headBuffer, status)
+        headBuffer.append(contentsOf: headers.block)
+        appendASCII(&headBuffer, "content-length: ")
+        appendDecimal(&headBuffer, body.count)
+        appendASCII(&headBuffer, "\r\n")
+        if !keepAliveAfterResponse { appendASCII(&headBuffer, "connection: close\r\n") }
+        appendASCII(&headBuffer, "\r\n")
+        headBuffer.withUnsafeBytes { sock.write($0, body) }
         responseComplete()
     }
+    /// Reused for every response head on this connection.
+    private var headBuffer: [UInt8] = []
 
     public func writeResponse(status: Int, headers: HTTPHeaders, body: [UInt8]) {
         body.withUnsafeBytes { writeResponse(status: status, headers: headers, body: $0) }

@@ -213,6 +213,43 @@ func httpMethodName(_ m: UInt32) -> String {
     }
 }
 
+/// Byte-array forms of the writers above, for heads composed before one writev.
+@inline(__always)
+func appendASCII(_ out: inout [UInt8], _ s: StaticString) {
+    out.append(contentsOf: UnsafeBufferPointer(start: s.utf8Start, count: s.utf8CodeUnitCount))
+}
+
+@inline(__always)
+func appendString(_ out: inout [UInt8], _ s: String) {
+    var s = s
+    s.withUTF8 { out.append(contentsOf: $0) }
+}
+
+func appendDecimal(_ out: inout [UInt8], _ value: Int) {
+    var v = max(0, value)
+    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    withUnsafeMutableBytes(of: &digits) { p in
+        var i = p.count
+        repeat {
+            i -= 1
+            p[i] = UInt8(48 + v % 10)
+            v /= 10
+        } while v > 0
+        out.append(contentsOf: p[i...])
+    }
+}
+
+/// "HTTP/1.1 <status> <reason>\r\n".
+func appendStatusLine(_ out: inout [UInt8], _ status: Int) {
+    appendASCII(&out, "HTTP/1.1 ")
+    appendDecimal(&out, status)
+    out.append(UInt8(ascii: " "))
+    appendString(&out, reasonPhrase(status))
+    appendASCII(&out, "\r\n")
+}
+
 /// Appends a static string (no allocation).
 @inline(__always)
 public func evbufferAppend(_ buf: OpaquePointer, _ s: StaticString) {
