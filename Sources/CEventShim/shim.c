@@ -8,6 +8,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 
 /* Bitfields: Swift's importer does not expose them reliably. */
 unsigned int ces_http_status(const http_parser *p) { return p->status_code; }
@@ -29,6 +30,15 @@ int ces_set_nodelay(evutil_socket_t fd)
 {
     int one = 1;
     return setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int ces_unsent_bytes(evutil_socket_t fd)
+{
+    int n = 0;
+    if (ioctl(fd, TIOCOUTQ, &n) != 0) {
+        return -1;
+    }
+    return n;
 }
 
 size_t ces_rss_bytes(void)

@@ -348,6 +348,7 @@ public final class HTTPServerConnection: StreamSocketDelegate {
             if pendingOutputBytes == 0 { close() }
             return
         }
+        pendingAtLastIdleCheck = 0
         timer.schedule(after: limits.idleTimeout)
         sock?.enableRead()
         // Pipelined bytes already buffered: parse them now (the loop in onReadable continues
@@ -375,9 +376,18 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         if messageInProgress && !isAwaitingResponse {
             fail(.readTimeout)
         } else if !isAwaitingResponse {
+            // Not idle while the last response is still leaving: a slow reader keeps the
+            // connection as long as it makes progress within each idle period.
+            let pending = sock?.unsentBytes ?? 0
+            if pending > 0 && pending != pendingAtLastIdleCheck {
+                pendingAtLastIdleCheck = pending
+                timer.schedule(after: limits.idleTimeout)
+                return
+            }
             close()
         }
     }
+    private var pendingAtLastIdleCheck = 0
 
     /// Graceful drain: an idle connection closes now; a busy one closes after its current
     /// response (which then says `connection: close` if its head is not out yet).

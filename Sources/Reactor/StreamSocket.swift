@@ -98,6 +98,9 @@ final class StreamSocket {
 
     var pendingOutput: Int { evbuffer_get_length(output) }
 
+    /// Output not yet taken by the peer: our buffer plus the kernel's send queue.
+    var unsentBytes: Int { isClosed ? 0 : evbuffer_get_length(output) + max(0, Int(ces_unsent_bytes(fd))) }
+
     /// Writes what it can now; arms EV_WRITE only if bytes remain.
     func flush() {
         guard !isClosed, !isConnecting else { return }

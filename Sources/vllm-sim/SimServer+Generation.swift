@@ -130,6 +130,8 @@ extension SimServer {
                 writeScratchChunk(c)
             }
             g.emittedSteps = step
+            // A write can fail and close the connection (a peer that reset): that aborted `g`.
+            if g.phase == .finished { return }
             if step == g.steps {
                 finishStream(g, c, now: now)
                 return

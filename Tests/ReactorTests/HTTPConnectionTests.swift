@@ -210,6 +210,38 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
         spin(loop)
     }
 
+    @Test func slowReaderKeepsTheConnectionPastTheIdleTimeout() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        rec.autoRespond = false
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits(idleTimeout: .milliseconds(100)))
+        c.delegate = rec
+        writeAll(peer, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        spin(loop)
+        #expect(rec.requests.count == 1)
+        let body = [UInt8](repeating: UInt8(ascii: "x"), count: 2 << 20)
+        c.writeResponse(status: 200, headers: HTTPHeaders(), body: body)
+        // Read 32 KiB every 20 ms: the response takes over a second to leave, ten idle periods.
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        var buf = [UInt8](repeating: 0, count: 32768)
+        var got = 0
+        var sawEOF = false
+        let deadline = Loop.nowNanos() + 30_000_000_000
+        while got < body.count && !sawEOF && Loop.nowNanos() < deadline {
+            usleep(20_000)
+            spin(loop, 5)
+            let n = read(peer, &buf, buf.count)
+            if n == 0 { sawEOF = true } else if n > 0 { got += n }
+        }
+        #expect(!sawEOF)
+        #expect(got >= body.count)  // head + the whole body (the head is a few dozen bytes)
+        #expect(rec.closed == 0)
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
     @Test func chunkedResponseFraming() {
         let loop = Loop()
         let (a, peer) = socketPair()

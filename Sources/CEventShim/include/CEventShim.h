@@ -40,6 +40,9 @@ int ces_redis_attach(redisAsyncContext *ac, struct event_base *base);
 /* Sets TCP_NODELAY and returns 0 on success. */
 int ces_set_nodelay(evutil_socket_t fd);
 
+/* Bytes still in the kernel send queue of a socket (ioctl TIOCOUTQ is variadic); -1 on error. */
+int ces_unsent_bytes(evutil_socket_t fd);
+
 /* 1 when `needle` occurs in `hay` (memmem, a GNU extension). */
 int ces_contains(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
 
