@@ -56,6 +56,7 @@ public final class HTTPServerConnection: StreamSocketDelegate {
     private var parseFailure: HTTPServerFailure?
     private var completed: HTTPRequestHead?
     private var messageInProgress = false
+    private var lastTarget = ""
 
     /// A request was handed to the delegate and its response is not complete yet.
     public private(set) var isAwaitingResponse = false
@@ -243,9 +244,13 @@ public final class HTTPServerConnection: StreamSocketDelegate {
 
     fileprivate func onMessageComplete() -> Int32 {
         messageInProgress = false
+        // A keep-alive client usually asks for the same path again: reuse that String.
+        var lastTarget = self.lastTarget
+        let sameTarget = lastTarget.withUTF8 { $0.elementsEqual(url) }
+        if !sameTarget { self.lastTarget = String(decoding: url, as: UTF8.self) }
         let head = HTTPRequestHead(
             method: httpMethodName(ces_http_method(parser)),
-            target: String(decoding: url, as: UTF8.self),
+            target: self.lastTarget,
             headers: pendingHeaders,
             keepAlive: http_should_keep_alive(parser) != 0)
         completed = head

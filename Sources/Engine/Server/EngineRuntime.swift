@@ -234,11 +234,11 @@ public final class EngineRuntime {
     func requestFinished(_ s: RequestSession, termination: Termination) {
         metrics.requestsInFlight -= 1
         metrics.recordStatus(s.status)
-        metrics.terminationCounts[termination, default: 0] += 1
+        metrics.terminationCounts.increment(termination)
         let now = Loop.nowNanos()
         let model = s.servedModel.flatMap { backends.isKnown($0) == false ? nil : $0 } ?? "other"
         let route = s.request.kind == .chat ? "chat" : "completions"
-        metrics.requestsByKey[Metrics.RequestKey(route: route, model: model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome), default: 0] += 1
+        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome))
         let duration = now - s.startNanos
         metrics.e2eSeconds.observe(Double(duration) / 1e9)
         if s.firstByteNanos > 0 { metrics.ttftSeconds.observe(Double(s.firstByteNanos - s.startNanos) / 1e9) }
@@ -266,8 +266,8 @@ public final class EngineRuntime {
         let route = kind == .chat ? "chat" : "completions"
         metrics.cacheHits += 1
         metrics.recordStatus(200)
-        metrics.terminationCounts[.normal, default: 0] += 1
-        metrics.requestsByKey[Metrics.RequestKey(route: route, model: servedModel, statusClass: "2xx", cache: "HIT"), default: 0] += 1
+        metrics.terminationCounts.increment(.normal)
+        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: servedModel, statusClass: "2xx", cache: "HIT"))
         let d = Double(now - startNanos) / 1e9
         metrics.e2eSeconds.observe(d)
         metrics.ttftSeconds.observe(d)
@@ -282,7 +282,7 @@ public final class EngineRuntime {
     func frontendAnswered(route: String, status: Int, requestId: String, bytesIn: Int, startNanos: UInt64,
                           termination: Termination? = nil) {
         let term = termination ?? Termination(status >= 400 ? .policy : .normal, .request)
-        metrics.terminationCounts[term, default: 0] += 1
+        metrics.terminationCounts.increment(term)
         guard let log = accessLog else { return }
         log.write(AccessLog.Entry(
             requestId: requestId, route: route, modelAsked: nil, modelServed: nil, backend: nil, status: status,

@@ -8,7 +8,7 @@ extension EngineRuntime {
         let m = metrics
         var w = PrometheusWriter()
         w.counter("engine_requests_total", help: "Finished generation requests by route, served model, status class and cache outcome.",
-                  samples: m.requestsByKey.sorted { ($0.key.route, $0.key.model, $0.key.statusClass, $0.key.cache) < ($1.key.route, $1.key.model, $1.key.statusClass, $1.key.cache) }
+                  samples: m.requestsByKey.entries.sorted { ($0.key.route, $0.key.model, $0.key.statusClass, $0.key.cache) < ($1.key.route, $1.key.model, $1.key.statusClass, $1.key.cache) }
                     .map { (labels: [("route", $0.key.route), ("model", $0.key.model), ("status", $0.key.statusClass), ("cache", $0.key.cache)], value: Double($0.value)) })
         w.counter("engine_http_requests_total", help: "HTTP requests received on any route.", value: Double(m.requestsTotal))
         w.counter("engine_responses_total", help: "Responses by status class.",
@@ -63,7 +63,7 @@ extension EngineRuntime {
         w.gauge("engine_open_connections", help: "Open client connections.", value: Double(m.openConnections))
         w.gauge("engine_requests_in_flight", help: "Generation requests in progress.", value: Double(m.requestsInFlight))
         w.counter("engine_terminations_total", help: "How requests ended (HAProxy-style cause and phase; -- is normal).",
-                  samples: m.terminationCounts.sorted { $0.key.description < $1.key.description }
+                  samples: m.terminationCounts.entries.sorted { $0.key.description < $1.key.description }
                     .map { (labels: [("code", $0.key.description)], value: Double($0.value)) })
         w.gauge("engine_uptime_seconds", help: "Seconds since this process started.", value: Double(Loop.nowNanos() - m.startedNanos) / 1e9)
         return w.text

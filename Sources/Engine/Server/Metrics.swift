@@ -12,7 +12,7 @@ public final class Metrics {
     public var connectionsTotal = 0
     public var upstreamRetries = 0
     /// Termination counts by code ("--", "CD", "SH", ...), counted without building strings.
-    public var terminationCounts: [Termination: Int] = [:]
+    var terminationCounts = CounterTable<Termination>()
     public var cacheHits = 0
     public var cacheMisses = 0
     public var cacheBypasses = 0
@@ -29,7 +29,7 @@ public final class Metrics {
         var statusClass: String
         var cache: String
     }
-    var requestsByKey: [RequestKey: Int] = [:]
+    var requestsByKey = CounterTable<RequestKey>()
     var e2eSeconds = Histogram(buckets: Histogram.latencySeconds)
     var ttftSeconds = Histogram(buckets: Histogram.ttftSeconds)
     var overheadSeconds = Histogram(buckets: Histogram.engineOverheadSeconds)
@@ -54,4 +54,32 @@ public final class Metrics {
         let c = status / 100
         if c >= 1 && c <= 5 { responsesByClass[c] += 1 }
     }
+}
+
+/// Counters keyed by a small label set (tens of keys): a linear table that checks the last key
+/// hit first, so the per-request increment hashes nothing (a Dictionary hashed four strings).
+struct CounterTable<Key: Equatable> {
+    private var keys: [Key] = []
+    private var counts: [Int] = []
+    private var last = 0
+
+    mutating func increment(_ key: Key, by n: Int = 1) {
+        if last < keys.count && keys[last] == key {
+            counts[last] += n
+            return
+        }
+        if let i = keys.firstIndex(of: key) {
+            last = i
+            counts[i] += n
+            return
+        }
+        keys.append(key)
+        counts.append(n)
+        last = keys.count - 1
+    }
+
+    subscript(_ key: Key) -> Int { keys.firstIndex(of: key).map { counts[$0] } ?? 0 }
+
+    /// Every key with its count, in first-seen order.
+    var entries: [(key: Key, value: Int)] { zip(keys, counts).map { (key: $0, value: $1) } }
 }
