@@ -54,11 +54,11 @@ public struct Endpoint: Sendable, Equatable, Hashable {
 nonisolated(unsafe) private let clientSettings: UnsafeMutablePointer<http_parser_settings> = {
     let s = UnsafeMutablePointer<http_parser_settings>.allocate(capacity: 1)
     s.initialize(to: http_parser_settings())
-    s.pointee.on_header_field = { p, at, len in HTTPClientConnection.from(p).onHeaderField(at!, len) }
-    s.pointee.on_header_value = { p, at, len in HTTPClientConnection.from(p).onHeaderValue(at!, len) }
-    s.pointee.on_headers_complete = { p in HTTPClientConnection.from(p).onHeadersComplete() }
-    s.pointee.on_body = { p, at, len in HTTPClientConnection.from(p).onBody(at!, len) }
-    s.pointee.on_message_complete = { p in HTTPClientConnection.from(p).onMessageComplete() }
+    s.pointee.on_header_field = { p, at, len in HTTPClientConnection.with(p) { $0.onHeaderField(at!, len) } }
+    s.pointee.on_header_value = { p, at, len in HTTPClientConnection.with(p) { $0.onHeaderValue(at!, len) } }
+    s.pointee.on_headers_complete = { p in HTTPClientConnection.with(p) { $0.onHeadersComplete() } }
+    s.pointee.on_body = { p, at, len in HTTPClientConnection.with(p) { $0.onBody(at!, len) } }
+    s.pointee.on_message_complete = { p in HTTPClientConnection.with(p) { $0.onMessageComplete() } }
     return s
 }()
 
@@ -101,8 +101,11 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         parser.deallocate()
     }
 
-    fileprivate static func from(_ p: UnsafeMutablePointer<http_parser>?) -> HTTPClientConnection {
-        Unmanaged<HTTPClientConnection>.fromOpaque(p!.pointee.data).takeUnretainedValue()
+    /// Calls `body` with the connection behind a parser, without a retain/release pair per
+    /// callback: the connection outlives every http_parser_execute it runs (it holds the parser).
+    @inline(__always)
+    fileprivate static func with(_ p: UnsafeMutablePointer<http_parser>?, _ body: (HTTPClientConnection) -> Int32) -> Int32 {
+        Unmanaged<HTTPClientConnection>.fromOpaque(p!.pointee.data)._withUnsafeGuaranteedRef(body)
     }
 
     /// Sends one request whose fixed header lines come prebuilt (`headerBlock`: "name: value\r\n"…)

@@ -23,13 +23,13 @@ public protocol HTTPServerConnectionDelegate: AnyObject {
 nonisolated(unsafe) private let serverSettings: UnsafeMutablePointer<http_parser_settings> = {
     let s = UnsafeMutablePointer<http_parser_settings>.allocate(capacity: 1)
     s.initialize(to: http_parser_settings())
-    s.pointee.on_message_begin = { p in HTTPServerConnection.from(p).onMessageBegin() }
-    s.pointee.on_url = { p, at, len in HTTPServerConnection.from(p).onURL(at!, len) }
-    s.pointee.on_header_field = { p, at, len in HTTPServerConnection.from(p).onHeaderField(at!, len) }
-    s.pointee.on_header_value = { p, at, len in HTTPServerConnection.from(p).onHeaderValue(at!, len) }
-    s.pointee.on_headers_complete = { p in HTTPServerConnection.from(p).onHeadersComplete() }
-    s.pointee.on_body = { p, at, len in HTTPServerConnection.from(p).onBody(at!, len) }
-    s.pointee.on_message_complete = { p in HTTPServerConnection.from(p).onMessageComplete() }
+    s.pointee.on_message_begin = { p in HTTPServerConnection.with(p) { $0.onMessageBegin() } }
+    s.pointee.on_url = { p, at, len in HTTPServerConnection.with(p) { $0.onURL(at!, len) } }
+    s.pointee.on_header_field = { p, at, len in HTTPServerConnection.with(p) { $0.onHeaderField(at!, len) } }
+    s.pointee.on_header_value = { p, at, len in HTTPServerConnection.with(p) { $0.onHeaderValue(at!, len) } }
+    s.pointee.on_headers_complete = { p in HTTPServerConnection.with(p) { $0.onHeadersComplete() } }
+    s.pointee.on_body = { p, at, len in HTTPServerConnection.with(p) { $0.onBody(at!, len) } }
+    s.pointee.on_message_complete = { p in HTTPServerConnection.with(p) { $0.onMessageComplete() } }
     return s
 }()
 
@@ -92,8 +92,11 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         parser.deallocate()
     }
 
-    fileprivate static func from(_ p: UnsafeMutablePointer<http_parser>?) -> HTTPServerConnection {
-        Unmanaged<HTTPServerConnection>.fromOpaque(p!.pointee.data).takeUnretainedValue()
+    /// Calls `body` with the connection behind a parser, without a retain/release pair per
+    /// callback: the connection outlives every http_parser_execute it runs (it holds the parser).
+    @inline(__always)
+    fileprivate static func with(_ p: UnsafeMutablePointer<http_parser>?, _ body: (HTTPServerConnection) -> Int32) -> Int32 {
+        Unmanaged<HTTPServerConnection>.fromOpaque(p!.pointee.data)._withUnsafeGuaranteedRef(body)
     }
 
     // MARK: reading

@@ -1,6 +1,10 @@
 // HTTP value types shared by the server and client connections. Plain values, Sendable.
 import CEventShim
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Header list in arrival order, stored as it goes on the wire: one byte array of
 /// `name: value\r\n` lines (one allocation per header set, written out with one copy).
 /// Lookups are ASCII case-insensitive; CR and LF in added names or values become spaces.
@@ -32,16 +36,13 @@ public struct HTTPHeaders: Sendable, Equatable {
 
     /// The first value of `name`, or nil.
     public subscript(_ name: String) -> String? {
-        var found: String?
         var name = name
-        name.withUTF8 { needle in
-            forEachLine { n, v in
-                guard asciiCaseEqual(n, needle) else { return true }
-                found = String(decoding: v, as: UTF8.self)
-                return false
+        return name.withUTF8 { needle in
+            block.withUnsafeBufferPointer { p -> String? in
+                guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return nil }
+                return String(decoding: UnsafeBufferPointer(rebasing: p[r]), as: UTF8.self)
             }
         }
-        return found
     }
 
     public mutating func add(_ name: String, _ value: String) {
@@ -59,8 +60,30 @@ public struct HTTPHeaders: Sendable, Equatable {
         s.withUTF8 { p in
             let start = block.count
             block.append(contentsOf: p)
-            for i in start..<block.count where block[i] == 13 || block[i] == 10 { block[i] = UInt8(ascii: " ") }
+            if hasLineBreak(p) { replaceLineBreaks(&block, from: start) }
         }
+    }
+
+    /// The value bytes of the first line named `needle` (ASCII case-insensitive). Lines are
+    /// `name: value\r\n`; names hold no ':' (http-parser checks token characters), values no CR/LF.
+    static func valueRange(in p: UnsafeBufferPointer<UInt8>, of needle: UnsafeBufferPointer<UInt8>) -> Range<Int>? {
+        guard let base = p.baseAddress else { return nil }
+        let n = p.count, k = needle.count
+        var i = 0
+        while i < n {
+            let rest = UnsafeRawPointer(base + i)
+            let endPtr = memchr(rest, 13, n - i)
+            let end = endPtr.map { UnsafeRawPointer($0) - UnsafeRawPointer(base) } ?? n
+            // A match needs `name:` with exactly the needle's length.
+            if i + k < end && base[i + k] == UInt8(ascii: ":")
+                && asciiCaseEqual(UnsafeBufferPointer(start: base + i, count: k), needle) {
+                var v = i + k + 1
+                while v < end && (base[v] == 32 || base[v] == 9) { v += 1 }
+                return v..<end
+            }
+            i = end + 2
+        }
+        return nil
     }
 
     /// Calls `body(name, value)` per line until it returns false.
@@ -96,18 +119,16 @@ func asciiCaseEqual(_ a: UnsafeBufferPointer<UInt8>, _ b: UnsafeBufferPointer<UI
     return true
 }
 
+/// True when `p` holds a CR or LF (memchr: the common case, none, costs two vector scans).
 @inline(__always)
-public func asciiCaseEqual(_ a: String, _ b: String) -> Bool {
-    var ia = a.utf8.makeIterator()
-    var ib = b.utf8.makeIterator()
-    while true {
-        let ca = ia.next(), cb = ib.next()
-        if ca == nil || cb == nil { return ca == cb }
-        var x = ca!, y = cb!
-        if x >= 65 && x <= 90 { x += 32 }
-        if y >= 65 && y <= 90 { y += 32 }
-        if x != y { return false }
-    }
+func hasLineBreak(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
+    guard let b = p.baseAddress, p.count > 0 else { return false }
+    return memchr(b, 13, p.count) != nil || memchr(b, 10, p.count) != nil
+}
+
+/// Turns CR and LF from `start` on into spaces, so a value cannot end its header line early.
+func replaceLineBreaks(_ a: inout [UInt8], from start: Int) {
+    for i in start..<a.count where a[i] == 13 || a[i] == 10 { a[i] = UInt8(ascii: " ") }
 }
 
 public struct HTTPRequestHead: Sendable, Equatable {
@@ -310,9 +331,10 @@ struct HeaderAccumulator {
             inValue = true
         }
         let start = block.count
-        block.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        let piece = UnsafeBufferPointer(start: UnsafeRawPointer(at).assumingMemoryBound(to: UInt8.self), count: len)
+        block.append(contentsOf: piece)
         // A folded (obs-fold) value must not break the line structure.
-        for i in start..<block.count where block[i] == 13 || block[i] == 10 { block[i] = UInt8(ascii: " ") }
+        if hasLineBreak(piece) { replaceLineBreaks(&block, from: start) }
     }
 
     /// The headers so far; the accumulator is empty afterwards.
