@@ -33,7 +33,7 @@ RUN swift build -c release --product engine-server \
 FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libevent-core-2.1-7 libhiredis0.14 libyaml-0-2 libhttp-parser2.9 libjansson4 libsimdjson14 libstdc++6 libssl3 \
+        libevent-core-2.1-7 libhiredis0.14 libyaml-0-2 libhttp-parser2.9 libjansson4 libsimdjson14 libssl3 \
         libstdc++6 curl \
     && rm -rf /var/lib/apt/lists/*
 # The Swift runtime (libswiftCore, Foundation essentials, dispatch, …). The binaries' RUNPATH

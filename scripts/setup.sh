@@ -28,8 +28,9 @@ if [[ "$(id -u)" -ne 0 ]]; then
 fi
 
 # --- Debian packages -------------------------------------------------------------------------
-# libssl-dev: libcrypto (linked by CEventShim); curl: scripts/run.sh polls the simulator with it.
-wanted=(libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libsimdjson-dev libssl-dev redis-server curl)
+# libssl-dev: libcrypto (linked by CEventShim); libsimdjson-dev + libstdc++-12-dev: CRequestScan (C++);
+# curl: scripts/run.sh polls the simulator with it.
+wanted=(libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libsimdjson-dev libstdc++-12-dev libssl-dev redis-server curl)
 if ((bench)); then
     wanted+=(wrk nginx-light haproxy)
 fi
