@@ -65,9 +65,10 @@ nonisolated(unsafe) private let clientSettings: UnsafeMutablePointer<http_parser
 public final class HTTPClientConnection: StreamSocketDelegate {
     public let loop: Loop
     public let endpoint: Endpoint
-    /// Strong: the driver of the current exchange (or the pool while idle). The reference is
-    /// dropped when the exchange ends (the pool takes over, or close()), which breaks the cycle
-    /// with a driver that holds this connection. No weak reference: those cost a side table.
+    /// Strong: the driver of the current exchange (or the pool while idle). The driver lets go
+    /// when its exchange ends (the pool takes over, or it clears this and closes), and a closed
+    /// connection is freed after the loop pass (graveyard), which breaks any cycle with a driver
+    /// that holds it. No weak reference: those cost a side table and slower reference counting.
     public var delegate: HTTPClientConnectionDelegate?
     private var sock: StreamSocket?
     // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).

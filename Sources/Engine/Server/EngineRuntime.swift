@@ -205,6 +205,8 @@ public final class EngineRuntime {
         admission?.stop()
         redis?.close()
         for b in backends.all { b.pool.closeAll() }
+        for t in idleTimers { t.close() }
+        idleTimers.removeAll()
     }
 
     // MARK: helpers for drivers
