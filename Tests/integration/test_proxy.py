@@ -294,7 +294,10 @@ def test_keep_alive_reuses_client_and_upstream_connections(sim, engine):
             assert s.post(engine.url + "/v1/chat/completions", json=chat_body()).status_code == 200
         m = s.get(engine.url + "/metrics").json()
     assert m["connections_total"] == 1
-    assert m["backends"][0]["upstream_connections_opened"] <= 2  # health check + data path
+    # At most one each for the health check, the admission /metrics poll and the data path (they
+    # can be in flight at the same moment right after start-up); without reuse the five requests
+    # alone would open five.
+    assert m["backends"][0]["upstream_connections_opened"] <= 3
 
 
 def test_pipelined_requests_are_answered_in_order(sim, engine):
