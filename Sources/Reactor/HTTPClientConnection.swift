@@ -113,41 +113,35 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     /// plus one per-request header. Nothing is allocated for the head.
     public func send(method: StaticString, path: String, headerBlock: [UInt8], name: StaticString, value: String,
                      body: UnsafeRawBufferPointer) {
-        guard beginExchange() != nil, let sock else { return }
+        guard beginExchange(), let sock else { return }
         headBuffer.removeAll(keepingCapacity: true)
         appendASCII(&headBuffer, method)
-        headBuffer.append(UInt8(ascii: " "))
-        if !endpoint.basePath.isEmpty { appendString(&headBuffer, endpoint.basePath) }
-        appendString(&headBuffer, path)
-        appendASCII(&headBuffer, " HTTP/1.1\r\nhost: ")
-        appendString(&headBuffer, endpoint.hostHeader)
-        appendASCII(&headBuffer, "\r\n")
+        appendTargetAndHost(path)
         headBuffer.append(contentsOf: headerBlock)
         appendASCII(&headBuffer, name)
         appendASCII(&headBuffer, ": ")
         appendString(&headBuffer, value)
-        appendASCII(&headBuffer, "\r\ncontent-length: ")
-        appendDecimal(&headBuffer, body.count)
-        appendASCII(&headBuffer, "\r\n\r\n")
-        // One writev of head and body, no copy of the body (queued instead while connecting).
-        headBuffer.withUnsafeBytes { sock.write($0, body) }
-        scheduleConnectFailureIfNeeded()
+        appendASCII(&headBuffer, "\r\n")
+        endHeadAndWrite(sock, body: body)
     }
+
+    /// Sends one request (health checks, metrics polls, /tokenize).
+    public func send(method: String, path: String, headers: HTTPHeaders, body: UnsafeRawBufferPointer?) {
+        guard beginExchange(), let sock else { return }
+        headBuffer.removeAll(keepingCapacity: true)
+        appendString(&headBuffer, method)
+        appendTargetAndHost(path)
+        headBuffer.append(contentsOf: headers.block)
+        endHeadAndWrite(sock, body: body)
+    }
+
     /// Reused for every request head on this connection.
     private var headBuffer: [UInt8] = []
 
-    /// Sends one request. The body is copied once into the socket buffer.
-    public func send(method: String, path: String, headers: HTTPHeaders, body: UnsafeRawBufferPointer?) {
-        guard let out = beginExchange() else { return }
-        writeRequestLine(out, method: { evbufferAppend(out, method) }, path: path)
-        evbufferAppendHeaders(out, headers)
-        endRequest(out, body: body)
-    }
-
-    /// Resets the response parser for a new exchange; the socket's output buffer, or nil when closed
-    /// (a connection that is still connecting queues the request until it is up).
-    private func beginExchange() -> OpaquePointer? {
-        guard !isClosed else { return nil }
+    /// Resets the response parser for a new exchange; false when closed (a connection that is
+    /// still connecting queues the request until it is up).
+    private func beginExchange() -> Bool {
+        guard !isClosed else { return false }
         precondition(!inExchange, "one exchange at a time")
         inExchange = true
         gotHead = false
@@ -156,29 +150,29 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         http_parser_init(parser, HTTP_RESPONSE)
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         if sock == nil { scheduleConnectFailureIfNeeded() }
-        return sock?.output
+        return sock != nil
     }
 
-    private func writeRequestLine(_ out: OpaquePointer, method: () -> Void, path: String) {
-        method()
-        evbufferAppend(out, " " as StaticString)
-        if !endpoint.basePath.isEmpty { evbufferAppend(out, endpoint.basePath) }
-        evbufferAppend(out, path)
-        evbufferAppend(out, " HTTP/1.1\r\nhost: " as StaticString)
-        evbufferAppend(out, endpoint.hostHeader)
-        evbufferAppend(out, "\r\n" as StaticString)
+    /// " <base path><path> HTTP/1.1\r\nhost: <host>\r\n" after the method.
+    private func appendTargetAndHost(_ path: String) {
+        headBuffer.append(UInt8(ascii: " "))
+        if !endpoint.basePath.isEmpty { appendString(&headBuffer, endpoint.basePath) }
+        appendString(&headBuffer, path)
+        appendASCII(&headBuffer, " HTTP/1.1\r\nhost: ")
+        appendString(&headBuffer, endpoint.hostHeader)
+        appendASCII(&headBuffer, "\r\n")
     }
 
-    /// content-length (when there is a body), the blank line, the body; then write it out.
-    private func endRequest(_ out: OpaquePointer, body: UnsafeRawBufferPointer?) {
+    /// content-length (when there is a body) and the blank line, then one writev of head and body
+    /// with no copy of the body (queued instead while connecting).
+    private func endHeadAndWrite(_ sock: StreamSocket, body: UnsafeRawBufferPointer?) {
         if let body {
-            evbufferAppend(out, "content-length: " as StaticString)
-            evbufferAppendNumber(out, body.count)
-            evbufferAppend(out, "\r\n" as StaticString)
+            appendASCII(&headBuffer, "content-length: ")
+            appendDecimal(&headBuffer, body.count)
+            appendASCII(&headBuffer, "\r\n")
         }
-        evbufferAppend(out, "\r\n" as StaticString)
-        if let body, body.count > 0 { evbufferAppend(out, body) }
-        sock?.flush()
+        appendASCII(&headBuffer, "\r\n")
+        headBuffer.withUnsafeBytes { sock.write($0, body ?? UnsafeRawBufferPointer(start: nil, count: 0)) }
         scheduleConnectFailureIfNeeded()
     }
 

@@ -272,44 +272,32 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         return blocked
     }
 
-    /// Status line and headers straight into the output buffer; `contentLength` nil = chunked.
-    private func writeHeadBytes(status: Int, headers: HTTPHeaders, contentLength: Int?) {
-        guard let sock else { return }
-        let out = sock.output
-        evbufferAppend(out, "HTTP/1.1 " as StaticString)
-        evbufferAppendNumber(out, status)
-        evbufferAppend(out, " " as StaticString)
-        evbufferAppend(out, reasonPhrase(status))
-        evbufferAppend(out, "\r\n" as StaticString)
-        evbufferAppendHeaders(out, headers)
-        if let n = contentLength {
-            evbufferAppend(out, "content-length: " as StaticString)
-            evbufferAppendNumber(out, n)
-            evbufferAppend(out, "\r\n" as StaticString)
-        } else {
-            evbufferAppend(out, "transfer-encoding: chunked\r\n" as StaticString)
-        }
-        if !keepAliveAfterResponse { evbufferAppend(out, "connection: close\r\n" as StaticString) }
-        evbufferAppend(out, "\r\n" as StaticString)
-    }
-
-    /// A whole response with a Content-Length body: the head is composed in `headBuffer` and
-    /// written with the body in one writev, without copying the body.
-    public func writeResponse(status: Int, headers: HTTPHeaders, body: UnsafeRawBufferPointer) {
-        guard !isClosed, let sock else { return }
+    /// Status line and headers into `headBuffer`; `contentLength` nil = chunked.
+    private func composeHead(status: Int, headers: HTTPHeaders, contentLength: Int?) {
         headBuffer.removeAll(keepingCapacity: true)
         appendStatusLine(&headBuffer, status)
         headBuffer.append(contentsOf: headers.block)
-        appendASCII(&headBuffer, "content-length: ")
-        appendDecimal(&headBuffer, body.count)
-        appendASCII(&headBuffer, "\r\n")
+        if let n = contentLength {
+            appendASCII(&headBuffer, "content-length: ")
+            appendDecimal(&headBuffer, n)
+            appendASCII(&headBuffer, "\r\n")
+        } else {
+            appendASCII(&headBuffer, "transfer-encoding: chunked\r\n")
+        }
         if !keepAliveAfterResponse { appendASCII(&headBuffer, "connection: close\r\n") }
         appendASCII(&headBuffer, "\r\n")
-        headBuffer.withUnsafeBytes { sock.write($0, body) }
-        responseComplete()
     }
     /// Reused for every response head on this connection.
     private var headBuffer: [UInt8] = []
+
+    /// A whole response with a Content-Length body: head and body leave in one writev, without
+    /// copying the body.
+    public func writeResponse(status: Int, headers: HTTPHeaders, body: UnsafeRawBufferPointer) {
+        guard !isClosed, let sock else { return }
+        composeHead(status: status, headers: headers, contentLength: body.count)
+        headBuffer.withUnsafeBytes { sock.write($0, body) }
+        responseComplete()
+    }
 
     public func writeResponse(status: Int, headers: HTTPHeaders, body: [UInt8]) {
         body.withUnsafeBytes { writeResponse(status: status, headers: headers, body: $0) }
@@ -319,8 +307,9 @@ public final class HTTPServerConnection: StreamSocketDelegate {
     public func writeChunkedHead(status: Int, headers: HTTPHeaders) {
         guard !isClosed else { return }
         responseIsChunked = true
-        writeHeadBytes(status: status, headers: headers, contentLength: nil)
-        sock?.flush()
+        guard let sock else { return }
+        composeHead(status: status, headers: headers, contentLength: nil)
+        headBuffer.withUnsafeBytes { sock.write($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
     }
 
     /// One chunk of a chunked response; copies `bytes` once into the socket's output buffer.

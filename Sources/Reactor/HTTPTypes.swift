@@ -216,11 +216,6 @@ public func evbufferAppend(_ buf: OpaquePointer, _ s: String) {
 }
 
 @inline(__always)
-public func evbufferAppend(_ buf: OpaquePointer, _ bytes: [UInt8]) {
-    bytes.withUnsafeBufferPointer { p in _ = evbuffer_add(buf, p.baseAddress, p.count) }
-}
-
-@inline(__always)
 public func evbufferAppend(_ buf: OpaquePointer, _ bytes: UnsafeRawBufferPointer) {
     _ = evbuffer_add(buf, bytes.baseAddress, bytes.count)
 }
@@ -271,12 +266,6 @@ func appendStatusLine(_ out: inout [UInt8], _ status: Int) {
     appendASCII(&out, "\r\n")
 }
 
-/// Appends a static string (no allocation).
-@inline(__always)
-public func evbufferAppend(_ buf: OpaquePointer, _ s: StaticString) {
-    _ = evbuffer_add(buf, s.utf8Start, s.utf8CodeUnitCount)
-}
-
 /// Appends a non-negative integer in decimal (or hex) without building a String.
 @inline(__always)
 public func evbufferAppendNumber(_ buf: OpaquePointer, _ value: Int, radix: Int = 10) {
@@ -291,12 +280,6 @@ public func evbufferAppendNumber(_ buf: OpaquePointer, _ value: Int, radix: Int 
         } while v > 0
         _ = evbuffer_add(buf, p.baseAddress! + i, 24 - i)
     }
-}
-
-/// Writes the `name: value\r\n` lines (one copy of the block).
-@inline(__always)
-func evbufferAppendHeaders(_ buf: OpaquePointer, _ headers: HTTPHeaders) {
-    if !headers.block.isEmpty { evbufferAppend(buf, headers.block) }
 }
 
 /// Collects header fields from http-parser's on_header_field / on_header_value callbacks (either

@@ -47,8 +47,7 @@ public struct OpenAIRequest {
     }
 
     public static func parse(kind: EndpointKind, body: [UInt8]) -> Result<OpenAIRequest, EngineError> {
-        var r = rs_result()
-        body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind == .chat ? 1 : 0, &r) }
+        var r = scan(kind: kind, body: body)
         let model: String? = r.has_model != 0
             ? String(decoding: UnsafeRawBufferPointer(start: r.model, count: r.model_len), as: UTF8.self) : nil
         rs_trim()
@@ -62,16 +61,23 @@ public struct OpenAIRequest {
         default:
             return .failure(validationError(field: Int(r.field), index: r.index))
         }
-        let size = PromptSize(textBytes: r.text_bytes, messages: r.messages, tokenIDs: r.token_ids >= 0 ? r.token_ids : nil)
         return .success(OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
-                                      promptSize: size, body: body))
+                                      promptSize: promptSize(r), body: body))
     }
 
     /// The prompt size of any JSON object body, valid or not (for tests of the measuring rules).
     static func measure(kind: EndpointKind, body: [UInt8]) -> PromptSize {
+        promptSize(scan(kind: kind, body: body))
+    }
+
+    private static func scan(kind: EndpointKind, body: [UInt8]) -> rs_result {
         var r = rs_result()
         body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind == .chat ? 1 : 0, &r) }
-        return PromptSize(textBytes: r.text_bytes, messages: r.messages, tokenIDs: r.token_ids >= 0 ? r.token_ids : nil)
+        return r
+    }
+
+    private static func promptSize(_ r: rs_result) -> PromptSize {
+        PromptSize(textBytes: r.text_bytes, messages: r.messages, tokenIDs: r.token_ids >= 0 ? r.token_ids : nil)
     }
 
     static func validationError(field: Int, index: Int) -> EngineError {
