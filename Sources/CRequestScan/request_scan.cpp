@@ -170,3 +170,51 @@ extern "C" void rs_scan(const void *body, size_t len, int chat, rs_result *out) 
 extern "C" void rs_trim(void) {
     if (tlsParser.capacity() > kLargeBody) tlsParser = dom::parser{};
 }
+
+namespace {
+
+bool readCount(dom::object o, const char *key, long long *out) {
+    dom::element v;
+    if (o.at_key(key).get(v)) return false;
+    int64_t i;
+    if (!v.get_int64().get(i)) { *out = i; return true; }
+    uint64_t u;
+    if (!v.get_uint64().get(u)) { *out = (long long)(u > (uint64_t)INT64_MAX ? INT64_MAX : u); return true; }
+    return false;
+}
+
+void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
+    // `[DONE]` (SSE's end marker) is not JSON; compare it before parsing.
+    if (len == 6 && std::memcmp(bytes, "[DONE]", 6) == 0) { out->kind = RS_J_DONE; return; }
+    dom::element root;
+    if (tlsParser.parse(bytes, len).get(root)) { out->kind = RS_J_BAD_JSON; return; }
+    dom::object o;
+    if (root.get_object().get(o)) { out->kind = RS_J_NOT_OBJECT; return; }
+    out->kind = RS_J_OBJECT;
+    dom::element v;
+    out->has_error = !o.at_key("error").get(v);
+    if (!o.at_key("choices").get(v) && v.is_array()) {
+        out->has_choices = 1;
+        out->choices_empty = arr(v).size() == 0;
+    }
+    if (!o.at_key("usage").get(v) && v.is_object()) {
+        dom::object u = obj(v);
+        out->has_usage = readCount(u, "prompt_tokens", &out->prompt_tokens)
+            && readCount(u, "completion_tokens", &out->completion_tokens);
+    }
+}
+
+} // namespace
+
+extern "C" void rs_inspect_upstream(const void *json, size_t len, rs_upstream_json *out) {
+    std::memset(out, 0, sizeof(*out));
+    const uint8_t *bytes = static_cast<const uint8_t *>(json);
+    static const uint8_t empty = 0;
+    if (bytes == nullptr) bytes = &empty;
+    try {
+        inspect(bytes, len, out);
+    } catch (...) {
+        std::memset(out, 0, sizeof(*out));
+        out->kind = RS_J_BAD_JSON;
+    }
+}

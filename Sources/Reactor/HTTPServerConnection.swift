@@ -33,7 +33,7 @@ nonisolated(unsafe) private let serverSettings: UnsafeMutablePointer<http_parser
     return s
 }()
 
-public final class HTTPServerConnection: StreamSocketDelegate {
+public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     public let loop: Loop
     /// Strong (no weak side table on the data path); dropped in close().
     public var delegate: HTTPServerConnectionDelegate?
@@ -141,6 +141,8 @@ public final class HTTPServerConnection: StreamSocketDelegate {
 
     private func onReadable() {
         guard let sock, !isClosed else { return }
+        inOnReadable = true
+        defer { inOnReadable = false }
         let input = sock.input
         while !isClosed && !isAwaitingResponse && !closeWhenFlushed && evbuffer_get_length(input) > 0 {
             var iov = iovec()
@@ -348,15 +350,21 @@ public final class HTTPServerConnection: StreamSocketDelegate {
         pendingAtLastIdleCheck = 0
         timer.schedule(after: limits.idleTimeout)
         sock?.enableRead()
-        // Pipelined bytes already buffered: parse them now (the loop in onReadable continues
-        // if we are inside it; otherwise schedule nothing and parse directly).
-        if let sock, evbuffer_get_length(sock.input) > 0, !inDispatchFromRead {
-            inDispatchFromRead = true
-            onReadable()
-            inDispatchFromRead = false
+        // Pipelined bytes already buffered: the next request starts after this pass, not inside
+        // the stack of the driver that just completed this response (the loop in onReadable
+        // continues by itself if we are inside it).
+        if let sock, evbuffer_get_length(sock.input) > 0, !inOnReadable, !pipelineScheduled {
+            pipelineScheduled = true
+            loop.runSoon(self)
         }
     }
-    private var inDispatchFromRead = false
+    private var pipelineScheduled = false
+    private var inOnReadable = false
+
+    public func runDeferred() {
+        pipelineScheduled = false
+        onReadable()
+    }
 
     private func onWritable() {
         if closeWhenFlushed {

@@ -45,13 +45,30 @@ public final class Loop {
     /// Keeps `object` alive until the current callback pass is over.
     public func bury(_ object: AnyObject) {
         graveyard.append(object)
-        if graveyard.count == 1, let r = reaper {
+        if graveyard.count == 1 && deferred.isEmpty, let r = reaper {
             var tv = timeval(tv_sec: 0, tv_usec: 0)
             event_add(r, &tv)
         }
     }
 
-    private func reap() { graveyard.removeAll(keepingCapacity: true) }
+    private func reap() {
+        graveyard.removeAll(keepingCapacity: true)
+        // Work deferred to "after the current pass" (style C: no re-entry into a driver).
+        let work = deferred
+        deferred.removeAll(keepingCapacity: true)
+        for w in work { w.runDeferred() }
+    }
+
+    private var deferred: [LoopDeferred] = []
+
+    /// Calls `w.runDeferred()` after the current callback pass (once per call), never inside it.
+    public func runSoon(_ w: LoopDeferred) {
+        deferred.append(w)
+        if deferred.count == 1 && graveyard.isEmpty, let r = reaper {
+            var tv = timeval(tv_sec: 0, tv_usec: 0)
+            event_add(r, &tv)
+        }
+    }
 
     /// Monotonic nanoseconds; the only clock drivers read (machines receive `now` as a value).
     public static func nowNanos() -> UInt64 {
@@ -75,6 +92,11 @@ public final class Loop {
         graveyard.removeAll()
         event_base_free(base)
     }
+}
+
+/// Something that asked to run after the current loop pass (Loop.runSoon).
+public protocol LoopDeferred: AnyObject {
+    func runDeferred()
 }
 
 /// Converts a duration to a timeval for event_add.

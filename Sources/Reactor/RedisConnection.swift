@@ -60,7 +60,8 @@ public enum RedisValue: Equatable, Sendable {
     }
 }
 
-/// `redis://[[user]:password@]host[:port][/db]` (also `[::1]` hosts and %XX escapes in credentials).
+/// `redis://[[user]:password@]host[:port][/db]` (also `[::1]` hosts and %XX escapes in credentials),
+/// or `unix:///path/to/redis.sock[?db=N]` for a Unix socket (then `host` is the path, `port` 0).
 public struct RedisURL: Equatable, Sendable {
     public var host: String
     public var port: Int
@@ -76,7 +77,22 @@ public struct RedisURL: Equatable, Sendable {
         self.password = password
     }
 
+    /// A Unix socket path instead of host and port.
+    public var socketPath: String? { port == 0 ? host : nil }
+
     public static func parse(_ s: String) -> RedisURL? {
+        if s.hasPrefix("unix://") {
+            var rest = Substring(s.dropFirst("unix://".count))
+            var db = 0
+            if let q = rest.firstIndex(of: "?") {
+                let query = rest[rest.index(after: q)...]
+                rest = rest[..<q]
+                guard query.hasPrefix("db="), let n = Int(query.dropFirst(3)), n >= 0 else { return nil }
+                db = n
+            }
+            guard rest.hasPrefix("/"), rest.count > 1 else { return nil }
+            return RedisURL(host: String(rest), port: 0, db: db)
+        }
         let scheme = "redis://"
         guard s.hasPrefix(scheme) else { return nil }
         var rest = Substring(s.dropFirst(scheme.count))
@@ -345,7 +361,8 @@ public final class RedisConnection {
     private func startAttempt() {
         guard !isClosed, current == nil else { return }
         connectAttempts += 1
-        guard let ac = redisAsyncConnect(host, Int32(port)) else {
+        let connected = port == 0 ? redisAsyncConnectUnix(host) : redisAsyncConnect(host, Int32(port))
+        guard let ac = connected else {
             attemptFailed("redisAsyncConnect returned NULL")
             return
         }

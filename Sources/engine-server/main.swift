@@ -40,8 +40,20 @@ struct EngineServer: ParsableCommand {
         var n = workers ?? cfg.server.workers
         if n <= 0 { n = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
         let h = host ?? cfg.server.host
+        var sharedStore: PrivateRedis?
+        if n > 1 && workerIndex == nil && cfg.cache.isEnabled && cfg.redis.url.isEmpty {
+            // Workers must share one cache and flight table (PrivateRedis says why).
+            if let exe = PrivateRedis.locate(environment: env), let r = PrivateRedis(executable: exe, environment: env), r.start() {
+                setenv("REDIS_URL", r.url, 1)
+                sharedStore = r
+                logger.notice("workers share a private redis-server at \(r.url)")
+            } else {
+                logger.warning("redis-server not found or not starting: running ONE worker so that the cache and coalescing stay whole (install redis-server, or set redis.url, for one worker per core)")
+                n = 1
+            }
+        }
         if n > 1 && workerIndex == nil {
-            try superviseWorkers(n, host: h, config: cfg, loop: loop, logger: logger, env: env)
+            try superviseWorkers(n, host: h, config: cfg, loop: loop, logger: logger, env: env, sharedStore: sharedStore)
             return
         }
         let runtime: EngineRuntime
@@ -100,8 +112,9 @@ struct EngineServer: ParsableCommand {
 extension EngineServer {
     /// Supervisor mode: reserve the port, start N workers (`--workers 1 --worker-index i`).
     func superviseWorkers(_ n: Int, host: String, config cfg: EngineConfig, loop: Loop, logger: Logger,
-                          env: [String: String]) throws {
+                          env: [String: String], sharedStore: PrivateRedis?) throws {
         guard let (_, port) = Supervisor.reservePort(host: host, port: port ?? cfg.server.port) else {
+            sharedStore?.stop()
             FileHandleStderr.write("engine: cannot bind \(host):\(port ?? cfg.server.port)\n")
             throw ExitCode(1)
         }
@@ -116,6 +129,7 @@ extension EngineServer {
                 ["--config", configPath, "--host", host, "--port", String(port), "--workers", "1", "--worker-index", String(i)]
             })
         logger.notice("supervising \(n) workers on \(host):\(port)")
+        sup.privateRedis = sharedStore
         sup.start()
         loop.run()
         sup.close()

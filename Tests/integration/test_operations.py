@@ -88,7 +88,10 @@ def worker_pids(sup_pid):
             try:
                 with open(f"/proc/{p}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == sup_pid:
+                with open(f"/proc/{p}/comm") as f:
+                    name = f.read().strip()
+                # The supervisor's children: its workers (and the private redis-server they share).
+                if int(fields[1]) == sup_pid and name.startswith("engine-server"):
                     out.append(int(p))
             except OSError:
                 pass

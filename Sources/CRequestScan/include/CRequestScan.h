@@ -57,6 +57,31 @@ void rs_scan(const void *body, size_t len, int chat, rs_result *out);
 /// Call after the result's strings were copied: frees the scanner's buffers if a large body grew them.
 void rs_trim(void);
 
+/// What the Engine reads from one upstream JSON document (a response body, or the `data` of one
+/// SSE event), with the same parser: valid JSON of any spacing and escapes, UTF-8 checked.
+enum {
+    RS_J_OBJECT = 0,     // a JSON object (the flags below apply)
+    RS_J_DONE = 1,       // exactly `[DONE]` (SSE end marker)
+    RS_J_BAD_JSON = 2,   // not valid JSON (or invalid UTF-8)
+    RS_J_NOT_OBJECT = 3, // valid JSON, not an object
+};
+
+typedef struct rs_upstream_json {
+    int kind;
+    /// The object has an `error` key (vLLM reports some failures inside a 200 stream).
+    int has_error;
+    /// `choices` is an array; `choices_empty` when it has no element (a usage-only chunk).
+    int has_choices;
+    int choices_empty;
+    /// `usage` is an object with integer prompt_tokens and completion_tokens.
+    int has_usage;
+    long long prompt_tokens;
+    long long completion_tokens;
+} rs_upstream_json;
+
+/// Inspects `len` bytes of upstream JSON (or `[DONE]`).
+void rs_inspect_upstream(const void *json, size_t len, rs_upstream_json *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,68 +1,71 @@
-// Flight: one upstream call shared by identical requests inside this process (single-flight).
-// The leader's session relays upstream bytes and records them here; followers either follow the
-// stream live (same `stream` and usage options, so the bytes fit them exactly) or receive the
-// outcome when the leader ends, converted to their form (JSON <-> SSE replay).
-// Owns: the leader session (strongly, so a leader whose client left keeps generating while
-// followers remain) and the followers. EngineRuntime.flights owns the flight until the leader ends.
+// Flight: what the CoalescerDriver keeps for one running flight beside the machine's table — the
+// SSE events relayed so far (to replay to a late live joiner), the live followers to fan out to,
+// the Redis publisher (this process leads) or reader (another process leads) and, for a remote
+// source, what has been read of its answer. Owned by CoalescerDriver.flights from the flight's
+// first action to its ending; nothing outlives the ending (the outcome goes to each follower as
+// a value). CachePlan is the Frontend's per-request cache decision.
 
 final class Flight {
+    let id: CoalescerMachine.FlightID
     let key: String
-    let leader: RequestSession
-    private(set) var followers: [RequestSession] = []
-    /// The leader's upstream answered with an SSE 200 (followers that fit may go live).
-    private(set) var isStreaming = false
-    /// Every SSE byte relayed so far, for late live joiners (bounded: past the cap, new followers
-    /// wait for the outcome instead).
-    private(set) var streamed: [UInt8] = []
-    private(set) var streamedOverflow = false
+    /// Every whole SSE event so far, usage chunk included (bounded: past the cap, late joiners wait).
+    private(set) var recorded: [UInt8] = []
+    private(set) var recordingOverflowed = false
     static let maxRecordedBytes = 8 << 20
-    private(set) var outcome: Outcome?
+    /// The session of this process that calls upstream for the flight (nil: another process does).
+    var leader: CoalescerMachine.RequestID?
+    /// Followers relaying the stream as it comes.
+    var live: [RequestSession] = []
+    /// This process leads across processes: the answer goes to Redis too.
+    var publisher: RemoteFlightPublisher?
+    /// Another process leads: its answer is read from Redis.
+    var reader: RemoteFlightReader?
+    /// A remote source's answer as read so far.
+    var remote = RemoteAnswer()
 
+    struct RemoteAnswer {
+        var status = 0
+        var contentType = "application/json"
+        var isStream = false
+        var body: [UInt8] = []
+        var scanner = SSEEventScanner()
+        var assembler: StreamAssembler?
+    }
+
+    init(id: CoalescerMachine.FlightID, key: String) {
+        self.id = id
+        self.key = key
+    }
+
+    /// Records whole events; false the first time the recording overflows.
+    func record(_ events: UnsafeRawBufferPointer) -> Bool {
+        guard !recordingOverflowed else { return true }
+        if recorded.count + events.count > Flight.maxRecordedBytes {
+            recordingOverflowed = true
+            recorded = []
+            return false
+        }
+        recorded.append(contentsOf: events)
+        return true
+    }
+
+    /// The answer a flight ended with, as handed to each follower.
     enum Outcome {
-        /// A whole non-SSE answer (status, content type, body), as relayed to the leader.
+        /// A whole non-SSE answer (status, content type, body).
         case buffered(status: Int, contentType: String, body: [UInt8])
         /// The stream ended with [DONE]; the equivalent JSON body when it could be rebuilt.
         case streamed(completeBody: [UInt8]?)
-        /// The leader failed (before or during the stream).
-        case failed(EngineError)
-    }
+        /// The leader failed: its status and OpenAI error body (and Retry-After when it had one).
+        case failed(status: Int, body: [UInt8], retryAfterSeconds: Int?)
 
-    init(key: String, leader: RequestSession) {
-        self.key = key
-        self.leader = leader
-    }
-
-    func add(_ follower: RequestSession) {
-        followers.append(follower)
-        if isStreaming { follower.flightStreamStarted(self) }
-    }
-
-    func remove(_ follower: RequestSession) { followers.removeAll { $0 === follower } }
-
-    // MARK: fed by the leader
-
-    func streamStarted() {
-        isStreaming = true
-        for f in followers { f.flightStreamStarted(self) }
-    }
-
-    func chunk(_ bytes: UnsafeRawBufferPointer) {
-        if !streamedOverflow {
-            if streamed.count + bytes.count > Flight.maxRecordedBytes {
-                streamedOverflow = true
-                streamed = []
-            } else {
-                streamed.append(contentsOf: bytes)
-            }
+        static func failed(_ e: EngineError) -> Outcome {
+            .failed(status: e.status, body: e.jsonBody, retryAfterSeconds: e.retryAfterSeconds)
         }
-        for f in followers { f.flightChunk(bytes) }
-    }
 
-    func finish(_ o: Outcome) {
-        outcome = o
-        let fs = followers
-        followers = []
-        for f in fs { f.flightFinished(self) }
+        var ending: CoalescerMachine.Ending {
+            if case .failed = self { return .failed }
+            return .answered
+        }
     }
 }
 
@@ -74,8 +77,13 @@ struct CachePlan {
     var lookup: Bool
     /// Store a complete answer (false with Cache-Control: no-store).
     var store: Bool
-    /// Share identical in-flight requests.
-    var coalesce: Bool
+    /// Follow an identical request in flight (false with no-cache or no-store: such a request
+    /// wants an answer made for it).
+    var follow: Bool
+    /// Lead a flight others may follow (false with no-store).
+    var lead: Bool
 
-    static let bypass = CachePlan(key: nil, lookup: false, store: false, coalesce: false)
+    var coalesces: Bool { key != nil && (follow || lead) }
+
+    static let bypass = CachePlan(key: nil, lookup: false, store: false, follow: false, lead: false)
 }

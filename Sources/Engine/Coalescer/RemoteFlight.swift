@@ -1,11 +1,14 @@
 // RemoteFlight: single-flight across processes through Redis.
 // The in-process leader claims `engine:flight:lock:<key>` (SET NX PX, refreshed every 3 s while it
 // runs, so long generations stay deduplicated) and appends its upstream answer to a Redis stream
-// `engine:flight:s:<key>:<owner>` (head, raw SSE chunks as they come, end or fail). A process that
-// finds the lock taken reads that stream from its first entry — nothing is lost to a late
-// subscription, and the stream outlives the answer by 60 s — and feeds it to its session as if
-// it were an upstream response. A leader that dies stops refreshing: its lock expires within
-// 10 s, followers see it gone with no end, and call upstream themselves.
+// `engine:flight:s:<key>:<owner>` (head, whole SSE events as they come, then end or fail). A
+// process that finds the lock taken reads that stream from its first entry — nothing is lost to
+// a late subscription — and hands it to its CoalescerDriver, which answers that process's
+// followers in the form each asked for. The flight ends when the leader ends: the lock is deleted
+// in the same script that writes the last entry, so a later request leads anew (or hits the
+// cache); the stream itself lives 60 s more, only for readers that joined while it ran. A leader
+// that dies stops refreshing: its lock expires within 10 s, readers see it gone with no end, and
+// their followers look again.
 // Owns: the publisher's refresh Timer and the reader's poll Timer; Redis errors degrade to "no
 // cross-process coalescing", never to a failed request.
 import Reactor
@@ -13,13 +16,6 @@ import Reactor
 enum RemoteFlightKeys {
     static func lock(_ key: String) -> String { "engine:flight:lock:" + key }
     static func stream(_ key: String, owner: String) -> String { "engine:flight:s:" + key + ":" + owner }
-}
-
-enum ClaimResult {
-    case leader
-    case follower(owner: String)
-    /// Redis is not answering: lead without cross-process coalescing.
-    case unavailable
 }
 
 /// Leader side: holds the lock and appends the answer to the stream.
@@ -34,25 +30,26 @@ final class RemoteFlightPublisher {
 
     // Compare-and-expire / compare-and-delete, so a leader never touches a lock it lost.
     static let refreshScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
+    static let releaseScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+    /// SET NX, or else the current owner, in one round trip.
+    static let claimScript = """
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, ARGV[1]} end
+        return {0, redis.call('GET', KEYS[1])}
+        """
 
-    static func claim(redis: RedisConnection, key: String, owner: String, completion: @escaping (ClaimResult) -> Void) {
+    /// Completes later on the loop, or at once when Redis is not connected: the caller (the
+    /// CoalescerDriver) queues the answer either way.
+    static func claim(redis: RedisConnection, key: String, owner: String,
+                      completion: @escaping (CoalescerMachine.Claim) -> Void) {
         guard redis.isConnected else { completion(.unavailable); return }
-        let lock = RemoteFlightKeys.lock(key)
-        redis.send(["SET", lock, owner, "NX", "PX", String(lockMillis)]) { v in
-            switch v {
-            case .status: completion(.leader)
-            case .null:
-                redis.send(["GET", lock]) { g in
-                    if case .string(let o) = g { completion(.follower(owner: String(decoding: o, as: UTF8.self))) } else {
-                        completion(.unavailable) // the leader finished in between: just lead
-                    }
-                }
-            default: completion(.unavailable)
-            }
+        redis.send(["EVAL", claimScript, "1", RemoteFlightKeys.lock(key), owner, String(lockMillis)]) { v in
+            guard case .array(let a) = v, a.count == 2, case .int(let won) = a[0] else { completion(.unavailable); return }
+            if won == 1 { completion(.won); return }
+            // The lock vanished between SET and GET (its leader just ended): lead without Redis.
+            guard case .string(let o) = a[1] else { completion(.unavailable); return }
+            completion(.lost(owner: String(decoding: o, as: UTF8.self)))
         }
     }
-
-    static let releaseScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 
     /// Gives back a lock this owner took but turned out not to need (compare-and-delete).
     static func release(redis: RedisConnection, key: String, owner: String) {
@@ -83,11 +80,12 @@ final class RemoteFlightPublisher {
         add([Array("t".utf8), Array("h".utf8), Array("s".utf8), Array(String(status).utf8), Array("c".utf8), Array(contentType.utf8)])
     }
 
+    /// Whole SSE events, with the usage chunk (each reader filters for its own clients).
     func chunk(_ bytes: UnsafeRawBufferPointer) {
         add([Array("t".utf8), Array("d".utf8), Array("b".utf8), Array(bytes)])
     }
 
-    /// A whole non-SSE answer, or (body nil) the end of a stream.
+    /// A whole non-SSE answer, or (body nil) the complete end of a stream.
     func end(status: Int, contentType: String, body: [UInt8]?) {
         guard !isDone else { return }
         var f = [Array("t".utf8), Array("e".utf8), Array("s".utf8), Array(String(status).utf8), Array("c".utf8), Array(contentType.utf8)]
@@ -95,41 +93,45 @@ final class RemoteFlightPublisher {
         finish(f)
     }
 
-    func fail() {
+    /// The leader failed: the followers get the same status and error body.
+    func fail(status: Int, body: [UInt8]) {
         guard !isDone else { return }
-        finish([Array("t".utf8), Array("f".utf8)])
+        finish([Array("t".utf8), Array("f".utf8), Array("s".utf8), Array(String(status).utf8), Array("b".utf8), body])
     }
 
-    // The last entry, the stream's expiry and the lock's shorter life in one command: it shares
-    // the connection with every cache lookup, so fewer commands mean less waiting behind them.
+    // The last entry, the stream's expiry and the lock's deletion in one command: the flight ends
+    // here for every process (a request arriving after this leads anew or hits the cache).
     static let finishScript = """
-        redis.call('XADD', KEYS[1], '*', unpack(ARGV, 3))
+        redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
         redis.call('EXPIRE', KEYS[1], 60)
-        if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+        if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
         return 1
         """
 
-    /// The lock stays a few seconds past the end, so a process arriving just now still finds
-    /// the stream (and its end) instead of calling upstream again.
     private func finish(_ fields: [[UInt8]]) {
         isDone = true
         refresh.close()
-        let head: [[UInt8]] = ["EVAL", Self.finishScript, "2", streamKey, RemoteFlightKeys.lock(key), owner, "5000"].map { Array($0.utf8) }
+        let head: [[UInt8]] = ["EVAL", Self.finishScript, "2", streamKey, RemoteFlightKeys.lock(key), owner].map { Array($0.utf8) }
         redis.send(head + fields) { _ in }
     }
 
     func close() {
-        if !isDone { fail() }
+        if !isDone {
+            fail(status: 502, body: EngineError(.badGateway, "The shared request ended without an answer.", source: .upstream).jsonBody)
+        }
         refresh.close()
     }
 }
 
 protocol RemoteFlightReaderDelegate: AnyObject {
-    func remoteHead(status: Int, contentType: String)
-    func remoteBody(_ bytes: UnsafeRawBufferPointer)
+    func remoteHead(_ r: RemoteFlightReader, status: Int, contentType: String)
+    func remoteBody(_ r: RemoteFlightReader, _ bytes: UnsafeRawBufferPointer)
     /// The answer ended: for a non-SSE answer, `body` is all of it.
-    func remoteEnd(status: Int, contentType: String, body: [UInt8]?)
-    func remoteLost()
+    func remoteEnd(_ r: RemoteFlightReader, status: Int, contentType: String, body: [UInt8]?)
+    /// The leader failed with this status and error body.
+    func remoteFailed(_ r: RemoteFlightReader, status: Int, body: [UInt8])
+    /// The leader vanished (its lock gone without an end) or Redis failed.
+    func remoteLost(_ r: RemoteFlightReader)
 }
 
 /// Follower side: polls the leader's stream (non-blocking XREAD every 10 ms: a blocking read
@@ -138,18 +140,22 @@ final class RemoteFlightReader {
     private let redis: RedisConnection
     private let lockKey: String
     private let streamKey: String
+    /// The flight this reader feeds (the delegate's name for it).
+    let flight: CoalescerMachine.FlightID
     private weak var delegate: RemoteFlightReaderDelegate?
     private let timer: Timer
     private var lastId = "0"
     private var inFlight = false
     private var polls = 0
     private var stopped = false
-    private var sawHead = false
+    private var lockGone = false
 
-    init(redis: RedisConnection, loop: Loop, key: String, owner: String, delegate: RemoteFlightReaderDelegate) {
+    init(redis: RedisConnection, loop: Loop, key: String, owner: String, flight: CoalescerMachine.FlightID,
+         delegate: RemoteFlightReaderDelegate) {
         self.redis = redis
         self.lockKey = RemoteFlightKeys.lock(key)
         self.streamKey = RemoteFlightKeys.stream(key, owner: owner)
+        self.flight = flight
         self.delegate = delegate
         self.timer = Timer(loop: loop)
         timer.onFire = { [unowned self] in self.poll() }
@@ -178,11 +184,18 @@ final class RemoteFlightReader {
             case .null:
                 break
             default:
-                self.delegate?.remoteLost() // Redis failed: stop waiting for the other process
                 self.stop()
+                self.delegate?.remoteLost(self)  // Redis failed: stop waiting for the other process
                 return
             }
             guard !self.stopped else { return }
+            if self.lockGone {
+                // This read began after the lock was seen gone and found no end entry: the
+                // leader died (an end writes its entry and deletes the lock in one script).
+                self.stop()
+                self.delegate?.remoteLost(self)
+                return
+            }
             if self.polls % 50 == 0 { self.checkLock() }
             self.timer.schedule(after: .milliseconds(10))
         }
@@ -191,10 +204,8 @@ final class RemoteFlightReader {
     private func checkLock() {
         redis.send(["EXISTS", lockKey]) { [weak self] v in
             guard let self, !self.stopped else { return }
-            if case .int(0) = v {
-                self.stop()
-                self.delegate?.remoteLost()
-            }
+            // Gone: read once more before deciding (the end entry may have come with it).
+            if case .int(0) = v { self.lockGone = true }
         }
     }
 
@@ -212,16 +223,16 @@ final class RemoteFlightReader {
         let ct = f["c"].map { String(decoding: $0, as: UTF8.self) } ?? "application/json"
         switch f["t"].map({ String(decoding: $0, as: UTF8.self) }) {
         case "h":
-            sawHead = true
-            delegate?.remoteHead(status: status, contentType: ct)
+            delegate?.remoteHead(self, status: status, contentType: ct)
         case "d":
-            if let b = f["b"] { b.withUnsafeBytes { delegate?.remoteBody($0) } }
+            if let b = f["b"] { b.withUnsafeBytes { delegate?.remoteBody(self, $0) } }
         case "e":
             stop()
-            delegate?.remoteEnd(status: status, contentType: ct, body: f["b"])
+            delegate?.remoteEnd(self, status: status, contentType: ct, body: f["b"])
         case "f":
             stop()
-            delegate?.remoteLost()
+            delegate?.remoteFailed(self, status: status,
+                                   body: f["b"] ?? EngineError(.badGateway, "The shared request failed.", source: .upstream).jsonBody)
         default:
             break
         }

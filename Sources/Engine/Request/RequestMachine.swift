@@ -64,11 +64,9 @@ public struct RequestMachine: Sendable {
         public var isStream: Bool
         /// Look the response cache up first (a cacheable request without Cache-Control: no-cache).
         public var lookupCache: Bool = false
-        /// Share an identical in-flight request (single-flight) instead of calling upstream.
+        /// Ask the coalescer (single-flight, in this process and across processes) before calling
+        /// upstream: it says lead, follow, or go alone.
         public var coalesce: Bool = false
-        /// Also across processes: the in-process leader claims a Redis lock, or follows the
-        /// process that holds it through a Redis stream.
-        public var coalesceAcrossProcesses: Bool = false
         public init(maxAttempts: Int, backoff: Duration, upstreamTimeout: Duration, usesAdmission: Bool = false,
                     fallbackModel: String? = nil, canUseStale: Bool = false, isStream: Bool = false) {
             self.maxAttempts = max(1, maxAttempts)
@@ -95,7 +93,8 @@ public struct RequestMachine: Sendable {
         case lookingUpCache
         /// Asking the coalescer whether an identical request is in flight. Next: following, admitting, pickingBackend.
         case joiningFlight
-        /// Attached to an identical request in flight; its answer will be ours. Next: finished.
+        /// Attached to an identical request in flight; its answer will be ours. Next: finished,
+        /// joiningFlight (the flight's source vanished before sending anything: look again).
         case following
         /// Waiting in admission control's queue (KV pressure). Next: awaitingHead, finished.
         case admitting
@@ -116,16 +115,11 @@ public struct RequestMachine: Sendable {
     }
 
     public enum Action: Equatable, Sendable {
-        /// Try to become the leader across processes (Redis lock); answer with `globalLeadClaimed`.
-        case claimGlobalLead
-        /// Another process leads: read its answer from Redis as if it were an upstream response
-        /// (head, body, end, or `remoteLeaderLost`).
-        case followRemote
         /// Look the cache up; answer with `cacheLookedUp`.
         case lookupCache
         /// Answer from the fresh cache entry the driver holds (X-Cache: HIT).
         case replayCached
-        /// Lead or follow an identical in-flight request; answer with `flightJoined`.
+        /// Ask the coalescer to lead, follow or go alone; answer with `flightJoined`.
         case joinFlight
         /// Deliver what the flight we followed produced (X-Coalesced: true).
         case deliverFromFlight
@@ -211,39 +205,16 @@ public struct RequestMachine: Sendable {
             state = .following
             return .none
         }
-        state = .received
-        if policy.coalesceAcrossProcesses { return .claimGlobalLead }
         return toAdmission()
     }
 
-    /// The Redis lock answered: we lead (call upstream), or another process does (follow it).
-    public mutating func globalLeadClaimed(_ isLeader: Bool) -> Action {
-        guard case .received = state else { return .none }
-        if isLeader { return toAdmission() }
-        state = .awaitingHead(Attempts(), RequestMachine.remote)
-        return .followRemote
+    /// The flight we followed lost its source before it sent us anything: ask the coalescer again
+    /// (now we may lead).
+    public mutating func flightRejoined() -> Action {
+        guard case .following = state else { return .none }
+        state = .joiningFlight
+        return .joinFlight
     }
-
-    /// The remote leader vanished (its lock expired without an end). Nothing sent yet: call
-    /// upstream ourselves, at once and without counting an attempt; mid-stream: end with an error.
-    public mutating func remoteLeaderLost() -> Action {
-        switch state {
-        case .awaitingHead(let a, let b) where b == RequestMachine.remote:
-            state = .pickingBackend(a)
-            return .pickBackend(excluding: [])
-        case .buffering(let a, let b, _) where b == RequestMachine.remote:
-            state = .pickingBackend(a)
-            return .pickBackend(excluding: [])
-        case .streaming(let b, _) where b == RequestMachine.remote:
-            state = .finished(Termination(.server, .data))
-            return .failStream(EngineError(.badGateway, "The request this one shared was lost in the middle of the stream.", source: .upstream))
-        default:
-            return .none
-        }
-    }
-
-    /// Stands for "another process's upstream call" in exchange states.
-    public static let remote = BackendID(-1)
 
     /// The flight we followed ended (with an answer or an error, the driver holds it).
     public mutating func flightFinished() -> Action {
@@ -347,12 +318,18 @@ public struct RequestMachine: Sendable {
         }
     }
 
-    public mutating func upstreamEnd() -> Action {
+    /// The upstream response ended. `streamComplete`: for a stream, whether it ended as a stream
+    /// must (`data: [DONE]`, no partial event); an end without it is a broken stream.
+    public mutating func upstreamEnd(streamComplete: Bool = true) -> Action {
         switch state {
         case .buffering(_, _, let status):
             state = .finished(.normal)
             return .respondBuffered(status: status)
         case .streaming:
+            guard streamComplete else {
+                state = .finished(Termination(.server, .data))
+                return .failStream(EngineError(.badGateway, "The backend ended the stream without completing it.", source: .upstream))
+            }
             state = .finished(.normal)
             return .finishStream
         case .awaitingHead(let a, _):

@@ -1,11 +1,13 @@
-// RequestSession: the driver of one RequestMachine (style C). Every entry point is
-// `let a = machine.event(...)` then `run(a)`; `run` is one exhaustive switch that performs I/O.
+// RequestSession: the driver of one RequestMachine (style C). Every fact — from the client, the
+// cache, admission, the coalescer, the upstream connection, the timer — is posted as an Event;
+// events that arrive while one is being handled wait in the queue (no re-entry: a call that
+// completes at once, like the embedded cache or admission's fast path, is handled after the call
+// returns). `handle` turns an event into a machine transition and `run` performs the action.
 // Owns: the upstream connection while an exchange runs (returned to the backend's pool or
 // closed), one Timer, the buffered response body, the breaker permit of the current attempt.
-// Kept alive by its client connection's `context` and, during an exchange, by the upstream
-// connection (delegate); it holds both strongly and lets go of them when it ends (respond,
-// clientClosed, releaseUpstream/closeUpstream), which breaks those cycles. Admission control
-// references it weakly (waiter).
+// Kept alive by its client connection's `context`, by the upstream connection (delegate) during
+// an exchange, and by the CoalescerDriver while it takes part in a flight; it lets go of each when
+// it ends. Admission control references it weakly (waiter).
 import CEventShim
 import Reactor
 
@@ -13,7 +15,49 @@ import Reactor
 import Glibc
 #endif
 
-final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, RemoteFlightReaderDelegate {
+final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
+    /// What the coalescer tells this session (CoalescerDriver → post).
+    enum FlightEvent {
+        /// Call upstream for the flight (followers get the answer through the driver).
+        case lead(CoalescerMachine.FlightID)
+        /// Call upstream outside any flight.
+        case alone
+        /// Follow; `live`: write the SSE head and `recorded` now, then relay events as they come.
+        case follow(live: Bool, recorded: [UInt8])
+        case goLive(recorded: [UInt8])
+        case ended(FlightDelivery)
+        /// The source vanished before sending anything: ask the coalescer again.
+        case rejoin
+        /// Our client left but followers remain: keep the upstream call going for them.
+        case continueHeadless
+        /// Our client left and nobody follows: abort.
+        case abort
+    }
+
+    enum FlightDelivery {
+        case endLive
+        case failLive(errorBody: [UInt8])
+        case answer(Flight.Outcome)
+    }
+
+    enum Event {
+        case start
+        case cacheAnswered(CacheLookup)
+        case staleAnswered(CacheLookup)
+        case admitted(BackendID)
+        case admissionRejected(retryAfterSeconds: Int)
+        case admissionKeepAlive
+        case clientClosed
+        case clientDrained
+        case timerFired
+        case upstreamHead(status: Int, contentType: String?)
+        /// Body bytes that arrived while another event was being handled (copied).
+        case upstreamBody([UInt8])
+        case upstreamEnd
+        case upstreamFailed(UpstreamFailure)
+        case flight(FlightEvent)
+    }
+
     private let runtime: EngineRuntime
     private var client: HTTPServerConnection?
     private var machine: RequestMachine
@@ -36,7 +80,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private var timer: Timer {
         if let t = timerStorage { return t }
         let t = runtime.takeTimer()
-        t.onFire = { [unowned self] in self.run(self.machine.timerFired(self.armed)) }
+        t.onFire = { [unowned self] in self.post(.timerFired) }
         timerStorage = t
         return t
     }
@@ -45,7 +89,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private var timerRetired = false
     private var buffered: [UInt8] = []
     private var upstreamContentType: String?
-    private var sawErrorEvent = false
     /// What the cache and coalescer may do for this request (decided by the Frontend).
     let cachePlan: CachePlan
     /// X-Cache outcome: HIT, MISS, STALE or BYPASS.
@@ -53,18 +96,23 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private var cachedBody: [UInt8] = []
     /// Records a streamed answer to store it (and to hand followers a JSON form).
     private var assembler: StreamAssembler?
-    /// The flight this session leads or follows.
-    private var flight: Flight?
-    private var isLeader = false
-    /// A follower relaying the leader's stream live.
-    private var followsLive = false
-    /// Cross-process single-flight: what we publish as leader, or read as follower.
-    private var publisher: RemoteFlightPublisher?
-    private var remoteReader: RemoteFlightReader?
-    private var remoteOwner: String?
-    /// Strips the usage chunk the Engine asked for on the client's behalf.
-    private var usageFilter: SSEUsageFilter?
-    private var filtered: [UInt8] = []
+    /// Whole SSE events of the relayed stream: usage, errors, [DONE], invalid events.
+    private var scanner = SSEEventScanner()
+    private var eventsAll: [UInt8] = []
+    private var eventsNoUsage: [UInt8] = []
+    /// This request's part in single-flight.
+    private enum Role {
+        case none
+        /// Asked the coalescer; waiting for lead / follow / alone.
+        case asking
+        case leader(CoalescerMachine.FlightID)
+        /// `live`: relaying the flight's stream as it comes.
+        case follower(live: Bool)
+    }
+    private var role: Role = .none
+    private var coalescerId: CoalescerMachine.RequestID?
+    /// The leader's client left; it keeps generating for its followers.
+    private var isHeadless = false
     private(set) var bytesOut = 0
     /// Timing for metrics: the current upstream exchange, the last chunk relayed, the queue.
     private(set) var upstreamStartNanos: UInt64 = 0
@@ -81,6 +129,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private(set) var isFollower = false
     private(set) var firstByteNanos: UInt64 = 0
     private(set) var status = 0
+
+    private var queue: [Event] = []
+    private var isHandling = false
 
     init(runtime: EngineRuntime, client: HTTPServerConnection, request: OpenAIRequest, body: [UInt8],
          requestId: String, requestedModel: String?, servedModel: String?, extraHeaders: HTTPHeaders,
@@ -99,44 +150,109 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         var policy = runtime.requestPolicy
         policy.isStream = request.stream
         policy.lookupCache = cachePlan.key != nil && cachePlan.lookup
-        policy.coalesce = cachePlan.key != nil && cachePlan.coalesce
-        policy.coalesceAcrossProcesses = policy.coalesce && runtime.redis != nil
+        policy.coalesce = cachePlan.coalesces
         policy.canUseStale = cachePlan.key != nil && runtime.cache != nil
         if let fb = runtime.config.modelRegistry.fallbackModel, fb != servedModel, runtime.backends.isKnown(fb) != false {
             policy.fallbackModel = fb
         }
         self.machine = RequestMachine(policy: policy)
-        if request.stream && !request.includeUsage { usageFilter = SSEUsageFilter() }
     }
 
-    func start() { run(machine.start()) }
+    func start() { post(.start) }
+
+    // MARK: the event queue
+
+    /// Handles `e` now, or after the event being handled (never inside it).
+    func post(_ e: Event) {
+        queue.append(e)
+        guard !isHandling else { return }
+        isHandling = true
+        var i = 0
+        while i < queue.count {
+            handle(queue[i])
+            i += 1
+        }
+        queue.removeAll(keepingCapacity: true)
+        isHandling = false
+    }
+
+    private func handle(_ e: Event) {
+        switch e {
+        case .start:
+            run(machine.start())
+        case .cacheAnswered(let lookup):
+            switch lookup {
+            case .fresh(let body):
+                cachedBody = body
+                cacheOutcome = "HIT"
+                runtime.metrics.cacheHits += 1
+                run(machine.cacheLookedUp(found: true))
+            case .stale, .miss:
+                runtime.metrics.cacheMisses += 1
+                run(machine.cacheLookedUp(found: false))
+            case .unavailable:
+                runtime.metrics.cacheMisses += 1
+                runtime.metrics.cacheErrors += 1
+                run(machine.cacheLookedUp(found: false))
+            }
+        case .staleAnswered(let lookup):
+            if let body = lookup.body {
+                cachedBody = body
+                cacheOutcome = "STALE"
+                runtime.metrics.cacheStaleServed += 1
+                run(machine.staleLookedUp(found: true))
+            } else {
+                run(machine.staleLookedUp(found: false))
+            }
+        case .admitted(let b):
+            admissionToken = nil
+            observeQueueWait()
+            run(machine.admitted(b))
+        case .admissionRejected(let ra):
+            admissionToken = nil
+            observeQueueWait()
+            run(machine.admissionRejected(retryAfterSeconds: ra))
+        case .admissionKeepAlive:
+            run(machine.queueKeepAliveDue())
+        case .clientClosed:
+            client = nil
+            if case .leader = role, !machine.isFinished, !isHeadless, let id = coalescerId {
+                // Followers may still want this answer: the coalescer decides (continue or abort).
+                runtime.coalescer.left(id)
+                return
+            }
+            run(machine.clientClosed())
+        case .clientDrained:
+            run(machine.clientDrained())
+        case .timerFired:
+            run(machine.timerFired(armed))
+        case .upstreamHead(let st, let ct):
+            upstreamContentType = ct
+            status = st
+            let sse = ct.map { $0.hasPrefix("text/event-stream") } ?? false
+            run(machine.upstreamHead(status: st, isEventStream: sse))
+        case .upstreamBody(let bytes):
+            bytes.withUnsafeBytes { handleBody($0) }
+        case .upstreamEnd:
+            run(machine.upstreamEnd(streamComplete: scanner.sawDone && scanner.pendingBytes == 0))
+        case .upstreamFailed(let f):
+            run(machine.upstreamFailed(f))
+        case .flight(let f):
+            handleFlight(f)
+        }
+    }
 
     // MARK: events from the client side (via Frontend)
 
-    func clientClosed() {
-        client = nil
-        if isLeader, let f = flight, !f.followers.isEmpty {
-            // Followers still want this answer: keep generating for them, write to nobody.
-            return
-        }
-        run(machine.clientClosed())
-    }
-    func clientDrained() { run(machine.clientDrained()) }
+    func clientClosed() { post(.clientClosed) }
+    func clientDrained() { post(.clientDrained) }
 
     // MARK: events from admission control
 
-    func admissionAdmitted(_ backend: BackendID) {
-        admissionToken = nil
-        observeQueueWait()
-        run(machine.admitted(backend))
-    }
+    func admissionAdmitted(_ backend: BackendID) { post(.admitted(backend)) }
     func admissionQueued() { queuedAtNanos = Loop.nowNanos() }
-    func admissionRejected(retryAfterSeconds: Int) {
-        admissionToken = nil
-        observeQueueWait()
-        run(machine.admissionRejected(retryAfterSeconds: retryAfterSeconds))
-    }
-    func admissionKeepAlive() { run(machine.queueKeepAliveDue()) }
+    func admissionRejected(retryAfterSeconds: Int) { post(.admissionRejected(retryAfterSeconds: retryAfterSeconds)) }
+    func admissionKeepAlive() { post(.admissionKeepAlive) }
 
     private func observeQueueWait() {
         guard queuedAtNanos > 0 else { return }
@@ -158,120 +274,30 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
         guard c === upstream else { return }
         let ct = headers["content-type"]
-        upstreamContentType = ct
         let sse = ct.map { $0.hasPrefix("text/event-stream") } ?? false
         if !sse, let cl = headers["content-length"], let n = Int(cl), n > 0, n < 64 << 20 { buffered.reserveCapacity(n) }
-        self.status = status
-        run(machine.upstreamHead(status: status, isEventStream: sse))
+        post(.upstreamHead(status: status, contentType: ct))
     }
 
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
         guard c === upstream else { return }
-        handleBody(bytes, from: c)
-    }
-
-    /// Upstream (or remote leader) body bytes: buffer, or relay as stream chunks.
-    private func handleBody(_ bytes: UnsafeRawBufferPointer, from c: HTTPClientConnection?) {
-        let blocked = client?.isWriteBlocked ?? false
-        switch machine.upstreamBody(clientBlocked: blocked) {
-        case .bufferBody:
-            buffered.append(contentsOf: bytes)
-        case .forwardChunk(let pause, let timeout):
-            if !sawErrorEvent && containsErrorEvent(bytes) { sawErrorEvent = true }
-            let now = Loop.nowNanos()
-            if lastChunkNanos > 0 { runtime.metrics.interChunkSeconds.observe(Double(now - lastChunkNanos) / 1e9) }
-            lastChunkNanos = now
-            if usage == nil, let base = bytes.baseAddress, ces_contains(base, bytes.count, "\"usage\":{", 9) != 0 {
-                usage = UsageScanner.scan(bytes)
-            }
-            publisher?.chunk(bytes)
-            assembler?.feed(bytes)
-            if usageFilter != nil {
-                filtered.removeAll(keepingCapacity: true)
-                usageFilter!.filter(bytes, into: &filtered)
-                filtered.withUnsafeBytes { relay($0) }
-            } else {
-                relay(bytes)
-            }
-            if pause {
-                // A slow client is not the backend's fault: no upstream deadline while paused.
-                upstreamPaused = true
-                timerStorage?.cancel()
-                c?.pauseReading()
-            } else if !upstreamPaused {
-                arm(.upstream, timeout)
-            }
-        case let other:
-            run(other)
+        if isHandling {
+            queue.append(.upstreamBody(Array(bytes)))
+            return
         }
-    }
-
-    private func markCoalesced() {
-        isFollower = true
-        runtime.metrics.coalescedFollowers += 1
-        extraHeaders.add("x-coalesced", "true")
-    }
-
-    // MARK: cross-process claim
-
-    private var preClaim: ClaimResult?
-    private var preClaimPending = false
-    private var preClaimWaiting = false
-    private var claimOwner: String { runtime.instanceId + "-" + requestId }
-    private var isFollowerOfLocalFlight: Bool { flight != nil && !isLeader }
-
-    private func handleClaim(_ result: ClaimResult, redis: RedisConnection, key: String) {
-        switch result {
-        case .leader:
-            if machine.isFinished || isFollowerOfLocalFlight {
-                RemoteFlightPublisher.release(redis: redis, key: key, owner: claimOwner)
-                return
-            }
-            publisher = RemoteFlightPublisher(redis: redis, loop: runtime.loop, key: key, owner: claimOwner)
-            run(machine.globalLeadClaimed(true))
-        case .unavailable:
-            run(machine.globalLeadClaimed(true))
-        case .follower(let leaderOwner):
-            markCoalesced()
-            remoteOwner = leaderOwner
-            run(machine.globalLeadClaimed(false))
+        isHandling = true
+        handleBody(bytes)
+        isHandling = false
+        if !queue.isEmpty {
+            let pending = queue
+            queue.removeAll()
+            for e in pending { post(e) }
         }
-    }
-
-    /// A lock taken by the pipelined claim that turned out not to be needed (hit, local follower).
-    private func releasePreClaim() {
-        guard let r = preClaim, let redis = runtime.redis, let key = cachePlan.key else { return }
-        preClaim = nil
-        if case .leader = r { RemoteFlightPublisher.release(redis: redis, key: key, owner: claimOwner) }
-    }
-
-    // MARK: events from another process's flight (Redis)
-
-    func remoteHead(status: Int, contentType: String) {
-        upstreamContentType = contentType
-        self.status = status
-        run(machine.upstreamHead(status: status, isEventStream: contentType.hasPrefix("text/event-stream")))
-    }
-
-    func remoteBody(_ bytes: UnsafeRawBufferPointer) { handleBody(bytes, from: nil) }
-
-    func remoteEnd(status: Int, contentType: String, body: [UInt8]?) {
-        if let body {
-            remoteHead(status: status, contentType: contentType)
-            body.withUnsafeBytes { handleBody($0, from: nil) }
-        }
-        run(machine.upstreamEnd())
-    }
-
-    func remoteLost() {
-        remoteReader?.stop()
-        remoteReader = nil
-        run(machine.remoteLeaderLost())
     }
 
     func upstreamDidFinish(_ c: HTTPClientConnection) {
         guard c === upstream else { return }
-        run(machine.upstreamEnd())
+        post(.upstreamEnd)
     }
 
     func upstream(_ c: HTTPClientConnection, didFail failure: HTTPClientFailure) {
@@ -283,108 +309,189 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         case .closed(let receivedHead): f = .closed(reused: c.exchangesCompleted > 0 && !receivedHead)
         case .malformed: f = .malformed
         }
-        run(machine.upstreamFailed(f))
+        post(.upstreamFailed(f))
     }
 
-    /// Writes stream bytes to the client and to live followers.
-    private func relay(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count > 0 else { return }
-        if isLeader { flight?.chunk(bytes) }
-        client?.writeChunk(bytes)
-        bytesOut += bytes.count
+    /// Upstream body bytes: buffer, or relay whole SSE events.
+    private func handleBody(_ bytes: UnsafeRawBufferPointer) {
+        let blocked = client?.isWriteBlocked ?? false
+        switch machine.upstreamBody(clientBlocked: blocked) {
+        case .bufferBody:
+            buffered.append(contentsOf: bytes)
+        case .forwardChunk(let pause, let timeout):
+            let now = Loop.nowNanos()
+            if lastChunkNanos > 0 { runtime.metrics.interChunkSeconds.observe(Double(now - lastChunkNanos) / 1e9) }
+            lastChunkNanos = now
+            eventsAll.removeAll(keepingCapacity: true)
+            eventsNoUsage.removeAll(keepingCapacity: true)
+            let invalidBefore = scanner.invalidEvents
+            scanner.feed(bytes, all: &eventsAll, withoutUsage: &eventsNoUsage, filterUsage: !request.includeUsage)
+            if let u = scanner.usage { usage = (u.prompt, u.completion) }
+            if !eventsAll.isEmpty {
+                assembler?.feed(eventsAll)
+                if case .leader(let f) = role { eventsAll.withUnsafeBytes { runtime.coalescer.leaderEvents(f, $0) } }
+                if request.includeUsage {
+                    eventsAll.withUnsafeBytes { writeChunk($0) }
+                } else {
+                    eventsNoUsage.withUnsafeBytes { writeChunk($0) }
+                }
+            }
+            if scanner.invalidEvents > invalidBefore {
+                // Not an SSE event we can relay (invalid JSON or UTF-8, too long, after [DONE]):
+                // the stream is broken; nothing of it is cached or shared as complete.
+                run(machine.upstreamFailed(.malformed))
+                return
+            }
+            if pause {
+                // A slow client is not the backend's fault: no upstream deadline while paused.
+                upstreamPaused = true
+                timerStorage?.cancel()
+                upstream?.pauseReading()
+            } else if !upstreamPaused {
+                arm(.upstream, timeout)
+            }
+        case let other:
+            run(other)
+        }
+    }
+
+    private func markCoalesced() {
+        guard !isFollower else { return }
+        isFollower = true
+        runtime.metrics.coalescedFollowers += 1
+        extraHeaders.add("x-coalesced", "true")
+    }
+
+    // MARK: the coalescer's decisions
+
+    private func handleFlight(_ e: FlightEvent) {
+        switch e {
+        case .lead(let f):
+            role = .leader(f)
+            run(machine.flightJoined(asLeader: true))
+        case .alone:
+            role = .none
+            coalescerId = nil
+            run(machine.flightJoined(asLeader: true))
+        case .follow(let live, let recorded):
+            role = .follower(live: false)
+            markCoalesced()
+            run(machine.flightJoined(asLeader: false))
+            if live { goLive(recorded) }
+        case .goLive(let recorded):
+            goLive(recorded)
+        case .ended(let d):
+            coalescerId = nil
+            deliver(d)
+        case .rejoin:
+            role = .none
+            coalescerId = nil
+            run(machine.flightRejoined())
+        case .continueHeadless:
+            isHeadless = true
+        case .abort:
+            run(machine.clientClosed())
+        }
+    }
+
+    /// The flight's stream: SSE head, the events so far, then `flightEvents` as they come.
+    private func goLive(_ recorded: [UInt8]) {
+        guard case .follower(live: false) = role, request.stream, let c = client else { return }
+        role = .follower(live: true)
+        status = 200
+        firstByteNanos = Loop.nowNanos()
+        writeChunkedHead(c)
+        recorded.withUnsafeBytes { flightEvents($0) }
+    }
+
+    /// Whole events of the flight's stream (usage chunk included), for a live follower.
+    func flightEvents(_ events: UnsafeRawBufferPointer) {
+        guard case .follower(live: true) = role, client != nil else { return }
+        eventsAll.removeAll(keepingCapacity: true)
+        eventsNoUsage.removeAll(keepingCapacity: true)
+        scanner.feed(events, all: &eventsAll, withoutUsage: &eventsNoUsage, filterUsage: !request.includeUsage)
+        (request.includeUsage ? eventsAll : eventsNoUsage).withUnsafeBytes { writeChunk($0) }
+    }
+
+    private func deliver(_ d: FlightDelivery) {
+        if case .answer(.streamed(completeBody: nil)) = d, case .follower(live: false) = role, !machine.isFinished {
+            // The shared stream could not be rebuilt in this client's form: make our own call.
+            role = .none
+            run(machine.flightRejoined())
+            return
+        }
+        guard machine.flightFinished() == .deliverFromFlight else { return }
+        defer { finished() }
+        let live: Bool
+        if case .follower(live: true) = role { live = true } else { live = false }
+        switch d {
+        case .endLive:
+            respond { self.endChunked($0) }
+        case .failLive(let errorBody):
+            status = 200
+            respond { c in
+                if !self.scanner.sawError { self.writeChunk(c, Array("data: ".utf8) + errorBody + Array("\n\n".utf8)) }
+                self.endChunked(c, close: true)
+            }
+        case .answer(let o):
+            switch o {
+            case .streamed(let complete):
+                status = 200
+                respond { c in
+                    if live { self.endChunked(c); return }
+                    self.writeStored(c, complete ?? [])
+                }
+            case .buffered(let st, let ct, let body):
+                status = st
+                respond { c in
+                    if st == 200 { self.writeStored(c, body); return }
+                    var h = self.responseHeaders()
+                    h.add("content-type", ct)
+                    self.writeResponse(c, status: st, headers: h, body: body)
+                }
+            case .failed(let st, let body, let retryAfter):
+                status = live ? 200 : st
+                respond { c in
+                    if live {
+                        self.writeChunk(c, Array("data: ".utf8) + body + Array("\n\n".utf8))
+                        self.endChunked(c, close: true)
+                        return
+                    }
+                    var h = self.responseHeaders()
+                    h.add("content-type", "application/json")
+                    if let ra = retryAfter { h.add("retry-after", String(ra)) }
+                    self.writeResponse(c, status: st, headers: h, body: body)
+                }
+            }
+        }
     }
 
     // MARK: the one place that performs actions
 
     private func run(_ action: RequestMachine.Action) {
         switch action {
-        case .claimGlobalLead:
-            guard let redis = runtime.redis, let key = cachePlan.key else { run(machine.globalLeadClaimed(true)); return }
-            if let r = preClaim {
-                preClaim = nil
-                handleClaim(r, redis: redis, key: key)
-            } else if preClaimPending {
-                preClaimWaiting = true
-            } else {
-                RemoteFlightPublisher.claim(redis: redis, key: key, owner: claimOwner) { [weak self] r in
-                    self?.handleClaim(r, redis: redis, key: key)
-                }
-            }
-        case .followRemote:
-            guard let redis = runtime.redis, let key = cachePlan.key, let owner = remoteOwner else {
-                run(machine.remoteLeaderLost())
-                return
-            }
-            // Same deadline as an upstream call, so a silent leader cannot hold us forever.
-            arm(.upstream, runtime.requestPolicy.upstreamTimeout)
-            let r = RemoteFlightReader(redis: redis, loop: runtime.loop, key: key, owner: owner, delegate: self)
-            remoteReader = r
-            r.start()
         case .lookupCache:
-            guard let cache = runtime.cache, let key = cachePlan.key else { run(machine.cacheLookedUp(found: false)); return }
-            if machine.policy.coalesceAcrossProcesses, let redis = runtime.redis {
-                // Pipelined with the lookup: on a miss the cross-process lock is already ours (or
-                // not), so a miss costs one Redis round trip, not two.
-                preClaimPending = true
-                let owner = claimOwner
-                RemoteFlightPublisher.claim(redis: redis, key: key, owner: owner) { [weak self] r in
-                    guard let self else {
-                        if case .leader = r { RemoteFlightPublisher.release(redis: redis, key: key, owner: owner) }
-                        return
-                    }
-                    self.preClaimPending = false
-                    if self.preClaimWaiting {
-                        self.preClaimWaiting = false
-                        self.handleClaim(r, redis: redis, key: key)
-                    } else if self.machine.isFinished || self.isFollowerOfLocalFlight {
-                        if case .leader = r { RemoteFlightPublisher.release(redis: redis, key: key, owner: self.claimOwner) }
-                    } else {
-                        self.preClaim = r
-                    }
-                }
-            }
-            runtime.logger.debug("cache lookup", metadata: ["eng.req": "\(requestId)", "key": "\(key)"])
+            guard let cache = runtime.cache, let key = cachePlan.key else { post(.cacheAnswered(.miss)); return }
+            // Completes at once (embedded store) or later (Redis): either way through the queue.
             cache.get(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] lookup in
-                guard let self else { return }
-                switch lookup {
-                case .fresh(let body):
-                    self.cachedBody = body
-                    self.cacheOutcome = "HIT"
-                    self.runtime.metrics.cacheHits += 1
-                    self.run(self.machine.cacheLookedUp(found: true))
-                case .stale, .miss:
-                    self.runtime.metrics.cacheMisses += 1
-                    self.run(self.machine.cacheLookedUp(found: false))
-                case .unavailable:
-                    self.runtime.metrics.cacheMisses += 1
-                    self.runtime.metrics.cacheErrors += 1
-                    self.run(self.machine.cacheLookedUp(found: false))
-                }
+                self?.post(.cacheAnswered(lookup))
             }
         case .replayCached:
-            releasePreClaim()
             status = 200
             respond { self.writeStored($0, self.cachedBody) }
+            finished()
         case .joinFlight:
-            guard let key = cachePlan.key else { run(machine.flightJoined(asLeader: true)); return }
-            if let f = runtime.flights[key] {
-                releasePreClaim()
-                flight = f
-                markCoalesced()
-                run(machine.flightJoined(asLeader: false))
-                f.add(self)
-            } else {
-                let f = Flight(key: key, leader: self)
-                runtime.flights[key] = f
-                flight = f
-                isLeader = true
-                run(machine.flightJoined(asLeader: true))
-            }
+            guard let key = cachePlan.key else { post(.flight(.alone)); return }
+            let id = runtime.coalescer.newRequestID()
+            coalescerId = id
+            role = .asking
+            runtime.coalescer.arrive(self, CoalescerMachine.Arrival(
+                id: id, key: key, isStream: request.stream, mayFollow: cachePlan.follow, mayLead: cachePlan.lead))
         case .deliverFromFlight:
-            deliverFlightOutcome()
+            preconditionFailure("deliverFromFlight is performed by deliver")
         case .leaveFlight:
-            flight?.remove(self)
-            flight = nil
+            if let id = coalescerId { runtime.coalescer.left(id) }
+            coalescerId = nil
             finished()
         case .requestAdmission:
             let now = Loop.nowNanos()
@@ -394,23 +501,21 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             } else if let adm = runtime.admission {
                 admissionToken = adm.request(self, pool: servedModel ?? "", candidates: cands)
             } else {
-                run(machine.admitted(cands[0]))
+                post(.admitted(cands[0]))
             }
         case .sendQueuedComment(let writeHead):
             guard let c = client else { return }
             if writeHead {
                 firstByteNanos = Loop.nowNanos()
                 status = 200
-                c.writeChunkedHead(status: 200, headers: sseHeaders())
+                writeChunkedHead(c)
             }
-            Array(": queued\n\n".utf8).withUnsafeBytes { c.writeChunk($0) }
+            writeChunk(c, Array(": queued\n\n".utf8))
         case .leaveQueue:
             if let t = admissionToken { runtime.admission?.leave(t) }
             admissionToken = nil
             finished()
         case .pickBackend(let excluding):
-            remoteReader?.stop()
-            remoteReader = nil
             let chosen = runtime.backends.pick(model: servedModel, excluding: excluding, now: Loop.nowNanos())
             run(machine.backendChosen(chosen))
         case .fallBackToModel(let model):
@@ -426,7 +531,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             guard permit.isGranted else {
                 // Its half-open probe went out since it was chosen (e.g. while we were queued):
                 // not this backend, and not a failure of it. The next pick avoids it.
-                run(machine.upstreamFailed(.connect))
+                post(.upstreamFailed(.connect))
                 return
             }
             attempt = (b, permit)
@@ -442,16 +547,17 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
                        name: "x-request-id", value: requestId, body: $0)
             }
         case .bufferBody, .forwardChunk:
-            preconditionFailure("\(action) is performed inline in didReceiveBody")
+            preconditionFailure("\(action) is performed inline in handleBody")
         case .startStream(let timeout):
             arm(.upstream, timeout)
             status = 200
-            if cachePlan.store || (isLeader && flight != nil) { assembler = StreamAssembler() }
-            if isLeader { flight?.streamStarted() }
-            publisher?.head(status: 200, contentType: upstreamContentType ?? "text/event-stream")
+            if cachePlan.store || isLeader { assembler = StreamAssembler() }
+            if case .leader(let f) = role {
+                runtime.coalescer.leaderHead(f, status: 200, contentType: upstreamContentType ?? "text/event-stream", isStream: true)
+            }
             guard firstByteNanos == 0 else { return } // SSE head already sent while queued
             firstByteNanos = Loop.nowNanos()
-            client?.writeChunkedHead(status: 200, headers: sseHeaders())
+            if let c = client { writeChunkedHead(c) }
         case .resumeUpstream:
             upstreamPaused = false
             arm(.upstream, runtime.requestPolicy.upstreamTimeout)
@@ -463,90 +569,91 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
             status = st
             let ct = upstreamContentType ?? "application/json"
             upstreamDone()
-            if st == 200 { usage = buffered.withUnsafeBytes { UsageScanner.scan($0) } }
-            // The client gets its bytes first; storing and telling followers (maybe over Redis)
-            // come after, off the client's latency.
-            deferredOutcome = .buffered(status: st, contentType: ct, body: buffered)
+            if st == 200, let u = UpstreamJSON.inspect(buffered).usage { usage = (u.prompt, u.completion) }
+            if case .leader(let f) = role {
+                runtime.coalescer.leaderHead(f, status: st, contentType: ct, isStream: false)
+            }
+            let answer = buffered
             if machine.clientHeadSent {
                 // The SSE head went out while queued: the answer becomes the stream's last event.
                 respond { c in
-                    var ev = Array("data: ".utf8) + buffered + Array("\n\n".utf8)
-                    if st == 200 { ev += Array("data: [DONE]\n\n".utf8) }
-                    ev.withUnsafeBytes { c.writeChunk($0) }
-                    c.endChunked(close: st != 200)
+                    self.writeChunk(c, Array("data: ".utf8) + answer + Array("\n\n".utf8))
+                    if st == 200 { self.writeChunk(c, Array("data: [DONE]\n\n".utf8)) }
+                    self.endChunked(c, close: st != 200)
                 }
             } else {
                 var h = responseHeaders()
                 h.add("content-type", ct)
-                respond { $0.writeResponse(status: st, headers: h, body: buffered) }
+                respond { self.writeResponse($0, status: st, headers: h, body: answer) }
             }
-            if st == 200 { store(buffered) }
-            deliverDeferredOutcome()
+            // The client has its bytes; now store and tell the followers (maybe over Redis).
+            if st == 200 { store(answer) }
+            leaderFinished(.buffered(status: st, contentType: ct, body: answer))
+            finished()
         case .finishStream:
             timerStorage?.cancel()
-            endAttempt(success: !sawErrorEvent)
+            endAttempt(success: !scanner.sawError)
             releaseUpstream()
             upstreamDone()
-            deferredOutcome = .streamed(completeBody: nil)
-            respond { $0.endChunked() }
-            // After the client's last chunk: rebuild, store, tell followers.
+            respond { self.endChunked($0) }
             var complete: [UInt8]?
-            if let a = assembler, !sawErrorEvent { complete = a.completeBody() }
+            if let a = assembler, !scanner.sawError { complete = a.completeBody() }
             if let body = complete { store(body) }
-            deferredOutcome = .streamed(completeBody: complete)
-            deliverDeferredOutcome()
+            if scanner.sawError {
+                // vLLM reported an error inside the stream: followers that wait get an error too.
+                leaderFinished(.failed(EngineError(.badGateway, "The backend reported an error in the middle of the stream.", source: .upstream)))
+            } else {
+                leaderFinished(.streamed(completeBody: complete))
+            }
+            finished()
         case .retry(let after):
-            remoteReader?.stop()
-            remoteReader = nil
             endAttempt(success: false)
             runtime.metrics.upstreamRetries += 1
             closeUpstream()
+            scanner = SSEEventScanner()
             arm(.backoff, after)
         case .lookupStale:
             endAttempt(success: false)
             closeUpstream()
-            guard let cache = runtime.cache, let key = cachePlan.key else { run(machine.staleLookedUp(found: false)); return }
+            guard let cache = runtime.cache, let key = cachePlan.key else { post(.staleAnswered(.miss)); return }
             cache.getStale(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] lookup in
-                guard let self else { return }
-                if let body = lookup.body {
-                    self.cachedBody = body
-                    self.cacheOutcome = "STALE"
-                    self.runtime.metrics.cacheStaleServed += 1
-                    self.run(self.machine.staleLookedUp(found: true))
-                } else {
-                    self.run(self.machine.staleLookedUp(found: false))
-                }
+                self?.post(.staleAnswered(lookup))
             }
         case .replayStale:
             status = 200
-            leaderFinished(.buffered(status: 200, contentType: "application/json", body: cachedBody))
-            respond { self.writeStored($0, self.cachedBody) }
+            let stale = cachedBody
+            respond { self.writeStored($0, stale) }
+            leaderFinished(.buffered(status: 200, contentType: "application/json", body: stale))
+            finished()
         case .respondError(let err):
             timerStorage?.cancel()
             endAttempt(success: false)
             closeUpstream()
             status = err.status
+            respond { self.writeError($0, err) }
             leaderFinished(.failed(err))
-            respond { self.runtime.writeError(err, to: $0, requestId: self.requestId, extra: self.responseHeaders(), counted: false) }
+            finished()
         case .failStream(let err):
             timerStorage?.cancel()
             endAttempt(success: false)
             closeUpstream()
-            leaderFinished(.failed(err))
             respond { c in
-                err.sseEvent.withUnsafeBytes { c.writeChunk($0) }
-                c.endChunked(close: true)
+                self.writeChunk(c, err.sseEvent)
+                self.endChunked(c, close: true)
             }
+            leaderFinished(.failed(err))
+            finished()
         case .abortUpstream:
             timerStorage?.cancel()
             endAttempt(success: nil)
             closeUpstream()
-            leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with was cancelled.", source: .client)))
             finished()
         case .none:
             break
         }
     }
+
+    private var isLeader: Bool { if case .leader = role { return true } else { return false } }
 
     /// Headers on every response of this session.
     private func responseHeaders() -> HTTPHeaders {
@@ -574,98 +681,62 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         cache.put(key: key, value: body, ttl: .milliseconds(Int64(c.ttlSeconds * 1000)),
                   staleTTL: .milliseconds(Int64(c.staleTtlSeconds * 1000)), now: Loop.nowNanos(), wallMillis: wallMillis())
         runtime.metrics.cacheStores += 1
-        runtime.logger.debug("cache store", metadata: ["eng.req": "\(requestId)", "key": "\(key)", "bytes": "\(body.count)", "ttl": "\(c.ttlSeconds)", "n": "\((cache as? MemoryCacheStore)?.entryCount ?? -1)"])
+    }
+
+    // MARK: client writes (every body byte the client receives is counted in bytesOut)
+
+    private func writeResponse(_ c: HTTPServerConnection, status st: Int, headers: HTTPHeaders, body: [UInt8]) {
+        bytesOut += body.count
+        c.writeResponse(status: st, headers: headers, body: body)
+    }
+
+    private func writeChunkedHead(_ c: HTTPServerConnection) {
+        c.writeChunkedHead(status: 200, headers: sseHeaders())
+    }
+
+    private func writeChunk(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0, let c = client else { return }
+        bytesOut += bytes.count
+        c.writeChunk(bytes)
+    }
+
+    private func writeChunk(_ c: HTTPServerConnection, _ bytes: [UInt8]) {
+        bytesOut += bytes.count
+        bytes.withUnsafeBytes { c.writeChunk($0) }
+    }
+
+    private func endChunked(_ c: HTTPServerConnection, close: Bool = false) { c.endChunked(close: close) }
+
+    private func writeError(_ c: HTTPServerConnection, _ err: EngineError) {
+        bytesOut += runtime.writeError(err, to: c, requestId: requestId, extra: responseHeaders(), counted: false)
     }
 
     /// Writes a stored complete JSON answer in the form this client asked for.
     private func writeStored(_ c: HTTPServerConnection, _ body: [UInt8]) {
-        bytesOut += body.count
         if request.stream {
             guard let sse = ReplayWriter.sse(fromCompleteBody: body, includeUsage: request.includeUsage) else {
-                runtime.writeError(EngineError(.internalError, "A stored answer could not be replayed."), to: c, requestId: requestId)
+                status = 502
+                writeError(c, EngineError(.badGateway, "A stored answer could not be replayed."))
                 return
             }
-            if !machine.clientHeadSent { c.writeChunkedHead(status: 200, headers: sseHeaders()) }
-            sse.withUnsafeBytes { c.writeChunk($0) }
-            c.endChunked()
+            if !machine.clientHeadSent { writeChunkedHead(c) }
+            writeChunk(c, sse)
+            endChunked(c)
         } else {
             var h = responseHeaders()
             h.add("content-type", "application/json")
-            c.writeResponse(status: 200, headers: h, body: body)
+            writeResponse(c, status: 200, headers: h, body: body)
         }
     }
 
     // MARK: coalescing
 
-    /// As the leader: hand the outcome to the followers (here and in other processes) and
-    /// retire the flight.
+    /// As the leader: hand the outcome to the followers (here and in other processes).
     private func leaderFinished(_ o: Flight.Outcome) {
-        if let p = publisher {
-            publisher = nil
-            switch o {
-            case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body)
-            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil)
-            case .failed: p.fail()
-            }
-        }
-        guard isLeader, let f = flight else { return }
-        flight = nil
-        isLeader = false
-        if runtime.flights[f.key] === f { runtime.flights[f.key] = nil }
-        f.finish(o)
-    }
-
-    /// As a follower: the leader's stream started; go live if its bytes fit this client exactly.
-    func flightStreamStarted(_ f: Flight) {
-        guard request.stream, request.includeUsage == f.leader.request.includeUsage, !f.streamedOverflow,
-              let c = client else { return }
-        followsLive = true
-        status = 200
-        firstByteNanos = Loop.nowNanos()
-        c.writeChunkedHead(status: 200, headers: sseHeaders())
-        if !f.streamed.isEmpty { f.streamed.withUnsafeBytes { c.writeChunk($0) } }
-    }
-
-    func flightChunk(_ bytes: UnsafeRawBufferPointer) {
-        guard followsLive else { return }
-        bytesOut += bytes.count
-        client?.writeChunk(bytes)
-    }
-
-    func flightFinished(_ f: Flight) { run(machine.flightFinished()) }
-
-    private func deliverFlightOutcome() {
-        guard let f = flight, let outcome = f.outcome else { return }
-        flight = nil
-        let live = followsLive
-        switch outcome {
-        case .streamed(let complete): status = live || complete != nil ? 200 : 502
-        case .buffered(let st, _, _): status = st
-        case .failed(let err): status = live ? 200 : err.status
-        }
-        respond { c in
-            switch outcome {
-            case .streamed(let complete):
-                if live { c.endChunked(); return }
-                if let body = complete { self.status = 200; self.writeStored(c, body); return }
-                self.status = 502
-                self.runtime.writeError(EngineError(.badGateway, "The shared answer could not be rebuilt for this request."), to: c, requestId: self.requestId, counted: false)
-            case .buffered(let st, let ct, let body):
-                self.status = st
-                if st == 200 { self.writeStored(c, body); return }
-                var h = self.responseHeaders()
-                h.add("content-type", ct)
-                c.writeResponse(status: st, headers: h, body: body)
-            case .failed(let err):
-                self.status = err.status
-                if live {
-                    err.sseEvent.withUnsafeBytes { c.writeChunk($0) }
-                    c.endChunked(close: true)
-                } else {
-                    self.runtime.writeError(err, to: c, requestId: self.requestId, extra: self.responseHeaders(), counted: false)
-                }
-            }
-        }
+        guard case .leader(let f) = role else { return }
+        role = .none
+        coalescerId = nil
+        runtime.coalescer.leaderEnded(f, o)
     }
 
     private func arm(_ kind: TimerKind, _ d: Duration) {
@@ -713,24 +784,18 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
         c.close()
     }
 
-    /// A success outcome handed to followers after the client's response is written.
-    private var deferredOutcome: Flight.Outcome?
-
-    private func deliverDeferredOutcome() {
-        guard let o = deferredOutcome else { return }
-        deferredOutcome = nil
-        leaderFinished(o)
-    }
+    private var isDone = false
 
     private func finished() {
-        // A leader that ends without an answer (its client left while queued, ...) must not leave
-        // its flight (or its Redis lock) behind: followers get the failure, new requests start fresh.
-        if deferredOutcome == nil {
-            leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with ended without an answer.", source: .client)))
+        guard !isDone else { return }
+        isDone = true
+        // A leader that ends without an answer (its client left, ...) must not leave its flight
+        // behind: the followers hear it failed, new requests start fresh.
+        leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with ended without an answer.", source: .client)))
+        if let id = coalescerId {
+            coalescerId = nil
+            runtime.coalescer.left(id)
         }
-        releasePreClaim()
-        remoteReader?.stop()
-        remoteReader = nil
         runtime.requestFinished(self, termination: machine.termination ?? .normal)
         timerRetired = true
         if let t = timerStorage {
@@ -740,20 +805,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     }
 
     /// Writes the final response; detaches from the client first, since completing the response
-    /// may dispatch the next pipelined request on the same connection.
+    /// may start the next pipelined request on the same connection. The caller ends the session
+    /// (`finished`) after it has stored the answer and told the followers.
     private func respond(_ write: (HTTPServerConnection) -> Void) {
         if firstByteNanos == 0 { firstByteNanos = Loop.nowNanos() }
-        bytesOut += buffered.count
-        finished()
         guard let c = client else { return }
         client = nil
         if c.context === self { c.context = nil }
         write(c)
     }
-}
-
-/// True when an SSE chunk carries an error event (vLLM reports some failures inside a 200 stream).
-private func containsErrorEvent(_ bytes: UnsafeRawBufferPointer) -> Bool {
-    guard let base = bytes.baseAddress, bytes.count >= 14 else { return false }
-    return "data: {\"error\"".withCString { needle in ces_contains(base, bytes.count, needle, 14) != 0 }
 }

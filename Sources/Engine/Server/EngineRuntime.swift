@@ -31,8 +31,9 @@ public final class EngineRuntime {
         var rng = SystemRandomNumberGenerator()
         return String(getpid()) + "." + String(rng.next() as UInt32, radix: 16)
     }()
-    /// In-flight requests by cache key (single-flight inside this process).
-    var flights: [String: Flight] = [:]
+    /// Single-flight: identical requests in flight share one upstream call (here and, with
+    /// Redis, across processes).
+    private(set) lazy var coalescer = CoalescerDriver(runtime: self)
     private var listener: Listener?
     private var monitor: HealthMonitor?
     private lazy var frontend = Frontend(runtime: self)
@@ -180,6 +181,7 @@ public final class EngineRuntime {
     /// redis.url without its password, for logs.
     var redactedRedisURL: String {
         guard let u = RedisURL.parse(config.redis.url) else { return "(invalid)" }
+        if let path = u.socketPath { return "unix://\(path)?db=\(u.db)" }
         return "redis://\(u.password != nil ? "***@" : "")\(u.host):\(u.port)/\(u.db)"
     }
     private var metricsListener: Listener?
@@ -212,14 +214,18 @@ public final class EngineRuntime {
     // MARK: helpers for drivers
 
     /// `counted: false` when a session answers: its requestFinished counts the status once.
+    /// Returns the body bytes written (for the access log's bytes_out).
+    @discardableResult
     func writeError(_ err: EngineError, to c: HTTPServerConnection, requestId: String?, extra: HTTPHeaders? = nil,
-                    counted: Bool = true) {
+                    counted: Bool = true) -> Int {
         var h = extra ?? HTTPHeaders()
         h.add("content-type", "application/json")
         if extra == nil, let r = requestId { h.add("x-request-id", r) }
         if let ra = err.retryAfterSeconds { h.add("retry-after", String(ra)) }
         if counted { metrics.recordStatus(err.status) }
-        c.writeResponse(status: err.status, headers: h, body: err.jsonBody)
+        let body = err.jsonBody
+        c.writeResponse(status: err.status, headers: h, body: body)
+        return body.count
     }
 
     /// Idle session timers (a libevent event each), reused instead of one allocation per request.
@@ -281,14 +287,14 @@ public final class EngineRuntime {
     }
 
     /// Access line for a request answered by the Frontend itself (bad input, auth, routes).
-    func frontendAnswered(route: String, status: Int, requestId: String, bytesIn: Int, startNanos: UInt64,
+    func frontendAnswered(route: String, status: Int, requestId: String, bytesIn: Int, bytesOut: Int, startNanos: UInt64,
                           termination: Termination? = nil) {
         let term = termination ?? Termination(status >= 400 ? .policy : .normal, .request)
         metrics.terminationCounts.increment(term)
         guard let log = accessLog else { return }
         log.write(AccessLog.Entry(
             requestId: requestId, route: route, modelAsked: nil, modelServed: nil, backend: nil, status: status,
-            cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: 0, ttfbSeconds: nil,
+            cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut, ttfbSeconds: nil,
             durationSeconds: Double(Loop.nowNanos() - startNanos) / 1e9,
             termination: term))
     }

@@ -91,8 +91,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         let t0 = Loop.nowNanos()
         // Every error the Frontend answers itself gets an access line too.
         func reject(_ err: EngineError, route: String) {
-            runtime.writeError(err, to: c, requestId: rid)
-            runtime.frontendAnswered(route: route, status: err.status, requestId: rid, bytesIn: body.count, startNanos: t0)
+            let n = runtime.writeError(err, to: c, requestId: rid)
+            runtime.frontendAnswered(route: route, status: err.status, requestId: rid, bytesIn: body.count, bytesOut: n, startNanos: t0)
         }
         guard let (route, method) = Frontend.route(for: head.path) else {
             reject(EngineError(.routeNotFound, "Unknown path \(head.path)."), route: "-")
@@ -102,9 +102,9 @@ final class Frontend: HTTPServerConnectionDelegate {
             var h = HTTPHeaders()
             h.add("x-request-id", rid)
             h.add("allow", method)
-            runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."),
-                               to: c, requestId: rid, extra: h)
-            runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, bytesIn: body.count, startNanos: t0)
+            let n = runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."),
+                                       to: c, requestId: rid, extra: h)
+            runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, bytesIn: body.count, bytesOut: n, startNanos: t0)
             return
         }
         var identity: String?
@@ -156,9 +156,9 @@ final class Frontend: HTTPServerConnectionDelegate {
         var req: OpenAIRequest
         let parseStart = Loop.nowNanos()
         func reject(_ err: EngineError) {
-            runtime.writeError(err, to: c, requestId: rid)
+            let n = runtime.writeError(err, to: c, requestId: rid)
             runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: err.status, requestId: rid,
-                                     bytesIn: body.count, startNanos: parseStart)
+                                     bytesIn: body.count, bytesOut: n, startNanos: parseStart)
         }
         switch OpenAIRequest.parse(kind: kind, body: body) {
         case .failure(let err): reject(err); return
@@ -193,9 +193,12 @@ final class Frontend: HTTPServerConnectionDelegate {
         if e.routed { h.add("x-routed-model", e.servedModel) }
         h.add("x-request-id", rid)
         h.add("x-cache", "HIT")
+        let sent: Int
         if e.stream {
             guard let sse = ReplayWriter.sse(fromCompleteBody: stored, includeUsage: e.includeUsage) else {
-                runtime.writeError(EngineError(.internalError, "A stored answer could not be replayed."), to: c, requestId: rid)
+                let n = runtime.writeError(EngineError(.internalError, "A stored answer could not be replayed."), to: c, requestId: rid)
+                runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 500, requestId: rid,
+                                         bytesIn: bytesIn, bytesOut: n, startNanos: startNanos)
                 return
             }
             h.add("content-type", "text/event-stream; charset=utf-8")
@@ -203,12 +206,14 @@ final class Frontend: HTTPServerConnectionDelegate {
             c.writeChunkedHead(status: 200, headers: h)
             sse.withUnsafeBytes { c.writeChunk($0) }
             c.endChunked()
+            sent = sse.count
         } else {
             h.add("content-type", "application/json")
             c.writeResponse(status: 200, headers: h, body: stored)
+            sent = stored.count
         }
         runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestId: rid, bytesIn: bytesIn,
-                                bytesOut: stored.count, startNanos: startNanos)
+                                bytesOut: sent, startNanos: startNanos)
     }
 
     /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template
@@ -241,9 +246,9 @@ final class Frontend: HTTPServerConnectionDelegate {
         switch runtime.router.route(requested: req.model, promptTokens: tokens, isKnown: { self.runtime.backends.isKnown($0) }) {
         case .unknownModel(let m):
             let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
-            runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
+            let n = runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
             runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 404, requestId: rid,
-                                     bytesIn: body.count, startNanos: Loop.nowNanos())
+                                     bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
             return
         case .model(let m, let routed):
             served = m
@@ -282,8 +287,9 @@ final class Frontend: HTTPServerConnectionDelegate {
     }
 
     /// Cache and coalescing policy: what is cacheable (all complete answers, or only deterministic
-    /// ones), Cache-Control (no-cache: skip the lookup, still store; no-store: neither), and the
-    /// key (endpoint, served model, canonical body, tenant unless shared_across_keys).
+    /// ones), Cache-Control (no-cache: skip the lookup, still store, never follow a flight but may
+    /// lead one; no-store: none of these), and the key (endpoint, served model, canonical body,
+    /// tenant unless shared_across_keys).
     private func cachePlan(kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest, served: String, identity: String?) -> CachePlan {
         let cfg = runtime.config.cache
         guard runtime.cache != nil, let doc = req.document,
@@ -295,7 +301,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         if !cc.lookup { runtime.metrics.cacheBypasses += 1 }
         let tenant = cfg.isSharedAcrossKeys ? nil : identity
         let key = CacheKey.make(kind: kind, servedModel: served, document: doc, tenant: tenant)
-        return CachePlan(key: key, lookup: cc.lookup, store: cc.store, coalesce: cc.store)
+        return CachePlan(key: key, lookup: cc.lookup, store: cc.store, follow: cc.lookup && cc.store, lead: cc.store)
     }
 
     private func writeJSON(_ c: HTTPServerConnection, _ status: Int, _ body: [UInt8], _ rid: String) {
@@ -315,8 +321,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .readTimeout: err = EngineError(.requestTimeout, "The request was not received in time.")
         }
         let rid = newRequestId()
-        runtime.writeError(err, to: c, requestId: rid)
-        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, bytesIn: 0, startNanos: Loop.nowNanos(),
+        let n = runtime.writeError(err, to: c, requestId: rid)
+        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, bytesIn: 0, bytesOut: n, startNanos: Loop.nowNanos(),
                                  termination: failure == .readTimeout ? Termination(.clientTimeout, .request) : nil)
     }
 

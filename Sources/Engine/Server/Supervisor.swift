@@ -31,6 +31,8 @@ public final class Supervisor {
     private var earlyDeaths = 0
     private let maxEarlyDeaths = 5
     public private(set) var gaveUp = false
+    /// The workers' shared store (default config), restarted when it dies.
+    public var privateRedis: PrivateRedis?
 
     public init(loop: Loop, executable: String, count: Int, drainTimeout: Duration, logger: Logger,
                 checkConfig: @escaping () -> String?, argsForWorker: @escaping (Int) -> [String]) {
@@ -72,6 +74,12 @@ public final class Supervisor {
             var status: Int32 = 0
             let pid = waitpid(-1, &status, WNOHANG)
             if pid <= 0 { break }
+            if let r = privateRedis, pid == r.pid {
+                guard !stopping else { continue }
+                logger.warning("private redis-server exited; restarting (workers serve without the shared cache meanwhile)")
+                r.start(wait: .zero)
+                continue
+            }
             guard let index = workers.removeValue(forKey: pid) else { continue }
             let age = Loop.nowNanos() - (startedAt.removeValue(forKey: pid) ?? 0)
             if stopping {
@@ -144,6 +152,7 @@ public final class Supervisor {
     public func close() {
         for w in watchers { w.close() }
         for t in timers { t.close() }
+        privateRedis?.stop()
     }
 
     /// Path of the running executable.

@@ -1,13 +1,12 @@
 // RequestMachine's cache and coalescing paths as values: hit, miss → lead or follow (in process
-// and across processes), follower leaving, remote leader lost before and after the head.
+// or across processes: the coalescer decides), follower leaving, a vanished source, a cut stream.
 import Testing
 @testable import Engine
 
-private func policy(lookup: Bool = true, coalesce: Bool = true, remote: Bool = false, admission: Bool = false) -> RequestMachine.Policy {
+private func policy(lookup: Bool = true, coalesce: Bool = true, admission: Bool = false) -> RequestMachine.Policy {
     var p = RequestMachine.Policy(maxAttempts: 2, backoff: .milliseconds(10), upstreamTimeout: .seconds(5), usesAdmission: admission)
     p.lookupCache = lookup
     p.coalesce = coalesce
-    p.coalesceAcrossProcesses = remote
     return p
 }
 
@@ -52,45 +51,31 @@ private func policy(lookup: Bool = true, coalesce: Bool = true, remote: Bool = f
         #expect(m.start() == .joinFlight)
     }
 
-    @Test func leaderClaimsAcrossProcessesThenAdmission() {
-        var m = RequestMachine(policy: policy(remote: true, admission: true))
+    @Test func leaderGoesToAdmission() {
+        var m = RequestMachine(policy: policy(admission: true))
         _ = m.start()
         _ = m.cacheLookedUp(found: false)
-        #expect(m.flightJoined(asLeader: true) == .claimGlobalLead)
-        #expect(m.globalLeadClaimed(true) == .requestAdmission)
+        #expect(m.flightJoined(asLeader: true) == .requestAdmission)
     }
 
-    @Test func remoteFollowerRelaysTheOtherProcessesStream() {
-        var m = RequestMachine(policy: policy(remote: true))
+    @Test func followerWhoseSourceVanishedAsksAgainAndMayLead() {
+        var m = RequestMachine(policy: policy())
         _ = m.start()
         _ = m.cacheLookedUp(found: false)
-        _ = m.flightJoined(asLeader: true)
-        #expect(m.globalLeadClaimed(false) == .followRemote)
-        #expect(m.upstreamHead(status: 200, isEventStream: true) == .startStream(timeout: .seconds(5)))
-        #expect(m.upstreamBody(clientBlocked: false) == .forwardChunk(pauseUpstream: false, timeout: .seconds(5)))
-        #expect(m.upstreamEnd() == .finishStream)
-    }
-
-    @Test func remoteLeaderLostBeforeTheHeadMeansOurOwnCallUncounted() {
-        var m = RequestMachine(policy: policy(remote: true))
-        _ = m.start()
-        _ = m.cacheLookedUp(found: false)
-        _ = m.flightJoined(asLeader: true)
-        _ = m.globalLeadClaimed(false)
-        #expect(m.remoteLeaderLost() == .pickBackend(excluding: []))
+        #expect(m.flightJoined(asLeader: false) == .none)
+        #expect(m.flightRejoined() == .joinFlight)
+        #expect(m.flightJoined(asLeader: true) == .pickBackend(excluding: []))
         #expect(m.backendChosen(BackendID(0)) == .sendUpstream(BackendID(0), timeout: .seconds(5)))
-        // Both attempts are still ours: the remote wait did not use one.
+        // Both attempts are still ours: following did not use one.
         #expect(m.upstreamHead(status: 500, isEventStream: false) == .retry(after: .milliseconds(10)))
     }
 
-    @Test func remoteLeaderLostMidStreamIsAnErrorEvent() {
-        var m = RequestMachine(policy: policy(remote: true))
+    @Test func streamEndingWithoutDoneIsAFailureEvent() {
+        var m = RequestMachine(policy: policy(lookup: false, coalesce: false))
         _ = m.start()
-        _ = m.cacheLookedUp(found: false)
-        _ = m.flightJoined(asLeader: true)
-        _ = m.globalLeadClaimed(false)
+        _ = m.backendChosen(BackendID(0))
         _ = m.upstreamHead(status: 200, isEventStream: true)
-        guard case .failStream(let e) = m.remoteLeaderLost() else { Issue.record("expected failStream"); return }
+        guard case .failStream(let e) = m.upstreamEnd(streamComplete: false) else { Issue.record("expected failStream"); return }
         #expect(e.status == 502)
         #expect(m.termination?.description == "SD")
     }

@@ -1,0 +1,262 @@
+// CoalescerDriver: performs CoalescerMachine's actions for this process (style C). Sessions and
+// Redis readers report facts; each becomes an event, queued while an event is being handled (no
+// re-entry: a session that answers inside an action's call only adds to the queue), then `run`
+// performs the machine's actions in one switch. Decisions for a session reach it as a queued
+// session event (RequestSession.post), never as a nested call into its half-finished state.
+// Owns: the machine, the Flight records (bytes, publisher, reader), the sessions taking part by
+// id (strongly: a headless leader lives until its flight ends). Loop-confined; one per runtime.
+import Reactor
+
+final class CoalescerDriver: RemoteFlightReaderDelegate {
+    typealias RequestID = CoalescerMachine.RequestID
+    typealias FlightID = CoalescerMachine.FlightID
+
+    private unowned let runtime: EngineRuntime
+    private var machine = CoalescerMachine()
+    private var sessions: [RequestID: RequestSession] = [:]
+    private var flights: [FlightID: Flight] = [:]
+    private var nextRequest: UInt64 = 0
+    /// Sessions that lead a flight of this process (they stay registered until it ends).
+    private var leaders: Set<RequestID> = []
+
+    private enum Event {
+        case arrived(CoalescerMachine.Arrival)
+        case claimAnswered(FlightID, CoalescerMachine.Claim)
+        case streamStarted(FlightID)
+        case ended(FlightID, Flight.Outcome)
+        case lost(FlightID)
+        case left(RequestID)
+    }
+    private var queue: [Event] = []
+    private var isRunning = false
+
+    init(runtime: EngineRuntime) { self.runtime = runtime }
+
+    var runningFlights: Int { machine.runningFlights }
+
+    func newRequestID() -> RequestID {
+        nextRequest += 1
+        return RequestID(nextRequest)
+    }
+
+    // MARK: facts from sessions
+
+    /// `s` missed the cache: it will hear lead / follow / alone through its event queue.
+    func arrive(_ s: RequestSession, _ a: CoalescerMachine.Arrival) {
+        sessions[a.id] = s
+        post(.arrived(a))
+    }
+
+    /// `id`'s client left, or its session ended, before its flight did.
+    func left(_ id: RequestID) { post(.left(id)) }
+
+    /// The leader's upstream answered: publish the head; an SSE 200 starts the followers' streams.
+    func leaderHead(_ f: FlightID, status: Int, contentType: String, isStream: Bool) {
+        guard let fl = flights[f] else { return }
+        fl.publisher?.head(status: status, contentType: contentType)
+        if isStream { post(.streamStarted(f)) }
+    }
+
+    /// Whole SSE events the leader relayed (usage chunk included): record, publish, fan out.
+    func leaderEvents(_ f: FlightID, _ events: UnsafeRawBufferPointer) {
+        guard events.count > 0, let fl = flights[f] else { return }
+        fl.publisher?.chunk(events)
+        relay(fl, events)
+    }
+
+    /// The leader's request ended (answered, failed, or its client left with nobody following).
+    func leaderEnded(_ f: FlightID, _ o: Flight.Outcome) {
+        guard let fl = flights[f] else { return }
+        if let p = fl.publisher {
+            fl.publisher = nil
+            switch o {
+            case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body)
+            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil)
+            case .failed(let st, let body, _): p.fail(status: st, body: body)
+            }
+        }
+        post(.ended(f, o))
+    }
+
+    private func relay(_ fl: Flight, _ events: UnsafeRawBufferPointer) {
+        if !fl.record(events) { machine.recordingOverflowed(fl.id) }
+        for s in fl.live { s.flightEvents(events) }
+    }
+
+    // MARK: the queue
+
+    private func post(_ e: Event) {
+        queue.append(e)
+        guard !isRunning else { return }
+        isRunning = true
+        var i = 0
+        while i < queue.count {
+            handle(queue[i])
+            i += 1
+        }
+        queue.removeAll(keepingCapacity: true)
+        isRunning = false
+    }
+
+    private func handle(_ e: Event) {
+        switch e {
+        case .arrived(let a):
+            run(machine.arrived(a, acrossProcesses: runtime.redis != nil), outcome: nil)
+        case .claimAnswered(let f, let c):
+            run(machine.claimAnswered(f, c), outcome: nil)
+        case .streamStarted(let f):
+            run(machine.streamStarted(f), outcome: nil)
+        case .ended(let f, let o):
+            finishFlight(f)
+            run(machine.ended(f, o.ending), outcome: o)
+        case .lost(let f):
+            finishFlight(f)
+            run(machine.ended(f, .lost), outcome: nil)
+        case .left(let id):
+            run(machine.left(id), outcome: nil)
+            // A follower that left is done with us; a leader stays until its flight ends.
+            if !leaders.contains(id), let s = sessions.removeValue(forKey: id) {
+                for fl in flights.values { fl.live.removeAll { $0 === s } }
+            }
+        }
+    }
+
+    /// The flight's records go (its leader, if in this process, is done with us too).
+    private func finishFlight(_ f: FlightID) {
+        guard let fl = flights.removeValue(forKey: f) else { return }
+        if let l = fl.leader {
+            leaders.remove(l)
+            sessions[l] = nil
+        }
+        fl.reader?.stop()
+        fl.reader = nil
+        fl.publisher?.close()
+        fl.publisher = nil
+        fl.live.removeAll()
+    }
+
+    // MARK: the one place that performs actions
+
+    private func run(_ actions: [CoalescerMachine.Action], outcome: Flight.Outcome?) {
+        for a in actions {
+            switch a {
+            case .claim(let f, let key):
+                flights[f] = Flight(id: f, key: key)
+                guard let redis = runtime.redis else {
+                    post(.claimAnswered(f, .unavailable))
+                    continue
+                }
+                let owner = ownerName(f)
+                RemoteFlightPublisher.claim(redis: redis, key: key, owner: owner) { [weak self] c in
+                    self?.post(.claimAnswered(f, c))
+                }
+            case .releaseClaim(let f, let key):
+                if let redis = runtime.redis { RemoteFlightPublisher.release(redis: redis, key: key, owner: ownerName(f)) }
+            case .lead(let id, let f, let publish):
+                let fl = flights[f] ?? Flight(id: f, key: key(of: f))
+                flights[f] = fl
+                fl.leader = id
+                leaders.insert(id)
+                if publish, let redis = runtime.redis, fl.publisher == nil, !fl.key.isEmpty {
+                    fl.publisher = RemoteFlightPublisher(redis: redis, loop: runtime.loop, key: fl.key, owner: ownerName(f))
+                }
+                sessions[id]?.post(.flight(.lead(f)))
+            case .proceedAlone(let id):
+                sessions.removeValue(forKey: id)?.post(.flight(.alone))
+            case .follow(let id, let f, let live):
+                guard let s = sessions[id] else { continue }
+                let fl = flights[f]
+                if live, let fl { fl.live.append(s) }
+                s.post(.flight(.follow(live: live, recorded: live ? (fl?.recorded ?? []) : [])))
+            case .readRemote(let f, let key, let owner):
+                guard let redis = runtime.redis, let fl = flights[f] else {
+                    post(.lost(f))
+                    continue
+                }
+                let r = RemoteFlightReader(redis: redis, loop: runtime.loop, key: key, owner: owner, flight: f, delegate: self)
+                fl.reader = r
+                r.start()
+            case .stopRemote(let f):
+                flights[f]?.reader?.stop()
+            case .goLive(let id, let f):
+                guard let s = sessions[id], let fl = flights[f] else { continue }
+                fl.live.append(s)
+                s.post(.flight(.goLive(recorded: fl.recorded)))
+            case .endLive(let id), .failLive(let id), .deliverAnswer(let id), .deliverError(let id):
+                guard let s = sessions.removeValue(forKey: id) else { continue }
+                s.post(.flight(.ended(delivery(for: a, outcome))))
+            case .rejoin(let id):
+                sessions.removeValue(forKey: id)?.post(.flight(.rejoin))
+            case .continueHeadless(let id):
+                sessions[id]?.post(.flight(.continueHeadless))
+            case .abortLeader(let id):
+                sessions[id]?.post(.flight(.abort))
+            }
+        }
+    }
+
+    private func delivery(for a: CoalescerMachine.Action, _ o: Flight.Outcome?) -> RequestSession.FlightDelivery {
+        switch a {
+        case .endLive: return .endLive
+        case .failLive:
+            if case .failed(_, let body, _)? = o { return .failLive(errorBody: body) }
+            return .failLive(errorBody: EngineError(.badGateway, "The request this one shared broke off in the middle of the stream.", source: .upstream).jsonBody)
+        case .deliverAnswer: return .answer(o ?? .failed(EngineError(.badGateway, "The shared answer was lost.", source: .upstream)))
+        default:
+            return .answer(o ?? .failed(EngineError(.badGateway, "The request this one shared failed.", source: .upstream)))
+        }
+    }
+
+    private func key(of f: FlightID) -> String { machine.key(of: f) ?? "" }
+
+    /// The leader's name in Redis: this process and the flight.
+    private func ownerName(_ f: FlightID) -> String { runtime.instanceId + "-" + String(f.raw) }
+
+    // MARK: RemoteFlightReaderDelegate (another process leads)
+
+    func remoteHead(_ r: RemoteFlightReader, status: Int, contentType: String) {
+        guard let fl = flights[r.flight] else { return }
+        fl.remote.status = status
+        fl.remote.contentType = contentType
+        fl.remote.isStream = status == 200 && contentType.hasPrefix("text/event-stream")
+        if fl.remote.isStream {
+            fl.remote.assembler = StreamAssembler()
+            post(.streamStarted(r.flight))
+        }
+    }
+
+    func remoteBody(_ r: RemoteFlightReader, _ bytes: UnsafeRawBufferPointer) {
+        guard let fl = flights[r.flight] else { return }
+        guard fl.remote.isStream else {
+            fl.remote.body.append(contentsOf: bytes)
+            return
+        }
+        // The leader published whole events; the scanner re-checks them (this process trusts
+        // nothing it did not parse itself) and the assembler rebuilds the JSON for plain followers.
+        var all: [UInt8] = []
+        var none: [UInt8] = []
+        fl.remote.scanner.feed(bytes, all: &all, withoutUsage: &none, filterUsage: false)
+        fl.remote.assembler?.feed(all)
+        all.withUnsafeBytes { relay(fl, $0) }
+    }
+
+    func remoteEnd(_ r: RemoteFlightReader, status: Int, contentType: String, body: [UInt8]?) {
+        guard let fl = flights[r.flight] else { return }
+        if let body {
+            post(.ended(r.flight, .buffered(status: status, contentType: contentType, body: body)))
+            return
+        }
+        let sc = fl.remote.scanner
+        guard fl.remote.isStream, sc.sawDone, !sc.sawError, sc.invalidEvents == 0, sc.pendingBytes == 0 else {
+            post(.ended(r.flight, .failed(EngineError(.badGateway, "The request this one shared ended without a complete answer.", source: .upstream))))
+            return
+        }
+        post(.ended(r.flight, .streamed(completeBody: fl.remote.assembler?.completeBody())))
+    }
+
+    func remoteFailed(_ r: RemoteFlightReader, status: Int, body: [UInt8]) {
+        post(.ended(r.flight, .failed(status: status >= 400 ? status : 502, body: body, retryAfterSeconds: nil)))
+    }
+
+    func remoteLost(_ r: RemoteFlightReader) { post(.lost(r.flight)) }
+}

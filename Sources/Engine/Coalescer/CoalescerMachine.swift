@@ -1,0 +1,317 @@
+// CoalescerMachine: single-flight for one process, as a pure value (style B). One table of the
+// flights that run now, keyed by cache key; requests arrive, lead or follow, and leave; flights
+// start streaming and end. Each event returns the actions the CoalescerDriver performs (tell a
+// session to lead, to follow, to go live, what its flight's ending means for it, talk to Redis).
+//
+// The rules it exists for (issue 9), checked as invariants by the randomized tests:
+//   - A request joins a flight only while that flight runs: an ended flight leaves the table in
+//     the same step, so later arrivals lead anew (and the cache, with its TTL, is the only store).
+//   - `mayFollow == false` (Cache-Control no-cache / no-store) never follows; no-store never leads.
+//   - Every follower hears exactly one ending: the answer, the leader's error, or `rejoin` (the
+//     source vanished before it sent anything: look again, lead or follow afresh). A follower that
+//     went live and whose flight did not end with a complete answer gets `failLive`, never `endLive`.
+//   - Only stream followers go live, and only while the flight's recording can still replay.
+//
+//   arrived ─▶ (no flight) claiming ─claim: us / no Redis─▶ leading ──ended──▶ (removed)
+//                  │                 └claim: other process─▶ followingRemote ──ended/lost──▶ (removed)
+//              (flight runs) ─▶ member (waiting ─streamStarted─▶ live) ─▶ one ending each
+
+public struct CoalescerMachine: Sendable {
+    /// A request, as the driver names it.
+    public struct RequestID: Hashable, Sendable, CustomStringConvertible {
+        public let raw: UInt64
+        public init(_ raw: UInt64) { self.raw = raw }
+        public var description: String { "r\(raw)" }
+    }
+
+    /// One flight's identity: keys repeat (a new flight after the last ended), flights do not.
+    public struct FlightID: Hashable, Sendable, CustomStringConvertible {
+        public let raw: UInt64
+        public init(_ raw: UInt64) { self.raw = raw }
+        public var description: String { "f\(raw)" }
+    }
+
+    public struct Arrival: Equatable, Sendable {
+        public var id: RequestID
+        public var key: String
+        /// The client wants a stream (may follow a live stream).
+        public var isStream: Bool
+        /// False with Cache-Control no-cache or no-store: this request never follows a flight.
+        public var mayFollow: Bool
+        /// False with no-store: its answer is shared with nobody.
+        public var mayLead: Bool
+        public init(id: RequestID, key: String, isStream: Bool, mayFollow: Bool = true, mayLead: Bool = true) {
+            self.id = id
+            self.key = key
+            self.isStream = isStream
+            self.mayFollow = mayFollow
+            self.mayLead = mayLead
+        }
+    }
+
+    /// What the Redis claim said.
+    public enum Claim: Equatable, Sendable {
+        case won
+        /// Another process leads (its owner id names its answer stream).
+        case lost(owner: String)
+        /// Redis did not answer: lead without cross-process coalescing.
+        case unavailable
+    }
+
+    /// How a flight ended.
+    public enum Ending: Equatable, Sendable {
+        /// A complete answer (a whole response of any status, or a stream that ended with [DONE]).
+        case answered
+        /// The leader's request failed (error JSON, or a stream that broke or ended without [DONE]).
+        case failed
+        /// The source vanished without a verdict (another process died, Redis failed): followers
+        /// that have nothing yet look again; live ones fail.
+        case lost
+    }
+
+    enum StreamPhase: Equatable, Sendable {
+        /// No SSE head yet (or a plain answer): followers wait for the ending.
+        case notStarted
+        /// Streaming; the driver's recording can replay everything so far to a late joiner.
+        case live
+        /// Streaming, but the recording overflowed: late joiners wait for the ending.
+        case unreplayable
+    }
+
+    struct Member: Equatable, Sendable {
+        var id: RequestID
+        var isStream: Bool
+        var isLive: Bool
+    }
+
+    enum Phase: Equatable, Sendable {
+        /// The first arrival (`leader`, nil once it left) asks Redis who leads. Next: leading,
+        /// followingRemote, or removed (the claimer left: members rejoin).
+        case claiming(leader: RequestID?, leaderIsStream: Bool, leaderMayFollow: Bool)
+        /// `leader` calls upstream in this process. Next: removed (ended).
+        case leading(leader: RequestID, stream: StreamPhase)
+        /// Another process calls upstream; the driver reads its answer from Redis. Next: removed.
+        case followingRemote(owner: String, stream: StreamPhase)
+    }
+
+    struct Flight: Equatable, Sendable {
+        var id: FlightID
+        var key: String
+        var phase: Phase
+        var members: [Member]
+    }
+
+    public enum Action: Equatable, Sendable {
+        /// Ask Redis to lead this key across processes; answer with `claimAnswered`.
+        case claim(FlightID, key: String)
+        /// Give back a lock won for a flight nobody wants any more.
+        case releaseClaim(FlightID, key: String)
+        /// This request calls upstream for the flight; `publish`: write its answer to Redis for
+        /// other processes (the lock is ours).
+        case lead(RequestID, FlightID, publish: Bool)
+        /// This request calls upstream alone, outside any flight (no-cache arrival, no-store).
+        case proceedAlone(RequestID)
+        /// This request follows the flight; `live`: write the SSE head and the recording so far.
+        case follow(RequestID, FlightID, live: Bool)
+        /// Read another process's answer for this flight from Redis.
+        case readRemote(FlightID, key: String, owner: String)
+        /// Stop reading Redis for this flight.
+        case stopRemote(FlightID)
+        /// The flight's stream started: this follower writes the SSE head and relays from now on.
+        case goLive(RequestID, FlightID)
+        /// Live follower: the stream completed; end the client's stream.
+        case endLive(RequestID)
+        /// Live follower: the stream broke; one SSE error event, then close.
+        case failLive(RequestID)
+        /// Waiting follower: answer with the flight's answer, converted to this client's form.
+        case deliverAnswer(RequestID)
+        /// Waiting follower: answer with the leader's error.
+        case deliverError(RequestID)
+        /// Waiting follower: the source vanished; look again (lead or follow afresh).
+        case rejoin(RequestID)
+        /// The leader's client left but followers still want the answer: keep generating.
+        case continueHeadless(RequestID)
+        /// The leader's client left and nobody follows: abort the upstream call.
+        case abortLeader(RequestID)
+    }
+
+    private(set) var flights: [String: Flight] = [:]
+    /// Which flight each leader or member belongs to.
+    private var flightOf: [RequestID: String] = [:]
+    private var keyOfFlight: [FlightID: String] = [:]
+    private var nextFlight: UInt64 = 0
+
+    public init() {}
+
+    public var runningFlights: Int { flights.count }
+
+    /// The flight that runs for `key` now, if any.
+    public func flight(forKey key: String) -> FlightID? { flights[key]?.id }
+
+    /// The key of a running flight.
+    public func key(of f: FlightID) -> String? { keyOfFlight[f] }
+
+    /// Members of a running flight (tests, metrics).
+    public func memberCount(_ f: FlightID) -> Int { flight(f).map { flights[$0]!.members.count } ?? 0 }
+
+    // MARK: events
+
+    /// A request missed the cache (or skipped it): lead, follow, or go alone.
+    public mutating func arrived(_ a: Arrival, acrossProcesses: Bool) -> [Action] {
+        precondition(flightOf[a.id] == nil, "\(a.id) arrived twice")
+        if var f = flights[a.key] {
+            guard a.mayFollow else { return [.proceedAlone(a.id)] }
+            let live: Bool
+            switch f.phase {
+            case .leading(_, .live), .followingRemote(_, .live): live = a.isStream
+            default: live = false
+            }
+            f.members.append(Member(id: a.id, isStream: a.isStream, isLive: live))
+            flights[a.key] = f
+            flightOf[a.id] = a.key
+            return [.follow(a.id, f.id, live: live)]
+        }
+        guard a.mayLead else { return [.proceedAlone(a.id)] }
+        nextFlight += 1
+        let id = FlightID(nextFlight)
+        flightOf[a.id] = a.key
+        if acrossProcesses {
+            flights[a.key] = Flight(id: id, key: a.key, phase: .claiming(leader: a.id, leaderIsStream: a.isStream, leaderMayFollow: a.mayFollow), members: [])
+            keyOfFlight[id] = a.key
+            return [.claim(id, key: a.key)]
+        }
+        flights[a.key] = Flight(id: id, key: a.key, phase: .leading(leader: a.id, stream: .notStarted), members: [])
+        keyOfFlight[id] = a.key
+        return [.lead(a.id, id, publish: false)]
+    }
+
+    /// Redis answered the claim of flight `fid`.
+    public mutating func claimAnswered(_ fid: FlightID, _ claim: Claim) -> [Action] {
+        guard let key = flight(fid), case .claiming(let leader, let leaderIsStream, let leaderMayFollow) = flights[key]!.phase else { return [] }
+        var f = flights[key]!
+        guard let leader else {
+            // The claimer left while asking: nobody calls upstream for this flight. Give the lock
+            // back and let the members look again (the first of them leads).
+            removeFlight(key)
+            var out: [Action] = claim == .won ? [.releaseClaim(fid, key: key)] : []
+            for m in f.members { out.append(.rejoin(m.id)) }
+            return out
+        }
+        switch claim {
+        case .won, .unavailable:
+            f.phase = .leading(leader: leader, stream: .notStarted)
+            flights[key] = f
+            return [.lead(leader, fid, publish: claim == .won)]
+        case .lost(let owner):
+            var out: [Action] = []
+            if leaderMayFollow {
+                // The claimer becomes a member like any other (it may be a stream client).
+                f.members.insert(Member(id: leader, isStream: leaderIsStream, isLive: false), at: 0)
+                out.append(.follow(leader, fid, live: false))
+            } else {
+                // A no-cache claimer wants an answer made for it: it calls upstream itself.
+                flightOf[leader] = nil
+                out.append(.proceedAlone(leader))
+            }
+            guard !f.members.isEmpty else {
+                removeFlight(key)
+                return out
+            }
+            f.phase = .followingRemote(owner: owner, stream: .notStarted)
+            flights[key] = f
+            out.append(.readRemote(fid, key: key, owner: owner))
+            return out
+        }
+    }
+
+    /// The flight's answer is an SSE stream (the leader's upstream head, or the remote head).
+    public mutating func streamStarted(_ fid: FlightID) -> [Action] {
+        guard let key = flight(fid) else { return [] }
+        var f = flights[key]!
+        switch f.phase {
+        case .leading(let l, .notStarted): f.phase = .leading(leader: l, stream: .live)
+        case .followingRemote(let o, .notStarted): f.phase = .followingRemote(owner: o, stream: .live)
+        default: return []
+        }
+        var out: [Action] = []
+        for i in f.members.indices where f.members[i].isStream {
+            f.members[i].isLive = true
+            out.append(.goLive(f.members[i].id, f.id))
+        }
+        flights[key] = f
+        return out
+    }
+
+    /// The recording outgrew its cap: late joiners can no longer be replayed the stream so far.
+    public mutating func recordingOverflowed(_ fid: FlightID) {
+        guard let key = flight(fid) else { return }
+        switch flights[key]!.phase {
+        case .leading(let l, .live): flights[key]!.phase = .leading(leader: l, stream: .unreplayable)
+        case .followingRemote(let o, .live): flights[key]!.phase = .followingRemote(owner: o, stream: .unreplayable)
+        default: break
+        }
+    }
+
+    /// The flight ended. It leaves the table now: nobody joins it any more.
+    public mutating func ended(_ fid: FlightID, _ ending: Ending) -> [Action] {
+        guard let key = flight(fid) else { return [] }
+        let f = flights[key]!
+        removeFlight(key)
+        var out: [Action] = []
+        if case .followingRemote = f.phase { out.append(.stopRemote(fid)) }
+        for m in f.members {
+            switch (ending, m.isLive) {
+            case (.answered, true): out.append(.endLive(m.id))
+            case (.answered, false): out.append(.deliverAnswer(m.id))
+            case (.failed, true), (.lost, true): out.append(.failLive(m.id))
+            case (.failed, false): out.append(.deliverError(m.id))
+            case (.lost, false): out.append(.rejoin(m.id))
+            }
+        }
+        return out
+    }
+
+    /// A request's client went away (or its session ended) before its flight did.
+    public mutating func left(_ id: RequestID) -> [Action] {
+        guard let key = flightOf[id], var f = flights[key] else {
+            flightOf[id] = nil
+            return []
+        }
+        if let i = f.members.firstIndex(where: { $0.id == id }) {
+            f.members.remove(at: i)
+            flights[key] = f
+            flightOf[id] = nil
+            return []
+        }
+        switch f.phase {
+        case .claiming(_, let isStream, let mayFollow):
+            f.phase = .claiming(leader: nil, leaderIsStream: isStream, leaderMayFollow: mayFollow)
+            flights[key] = f
+            flightOf[id] = nil
+            return []
+        case .leading:
+            // The leader stays the flight's leader until the flight ends (its session ends it).
+            return f.members.isEmpty ? [.abortLeader(id)] : [.continueHeadless(id)]
+        case .followingRemote:
+            flightOf[id] = nil
+            return []
+        }
+    }
+
+    // MARK: helpers
+
+    private func flight(_ fid: FlightID) -> String? {
+        keyOfFlight[fid]
+    }
+
+    private mutating func removeFlight(_ key: String) {
+        guard let f = flights.removeValue(forKey: key) else { return }
+        keyOfFlight[f.id] = nil
+        for m in f.members { flightOf[m.id] = nil }
+        switch f.phase {
+        case .leading(let l, _): flightOf[l] = nil
+        case .claiming(let l?, _, _): flightOf[l] = nil
+        default: break
+        }
+    }
+}

@@ -1,0 +1,134 @@
+// SSEEventScanner: splits a relayed SSE byte stream into whole events, whatever the read
+// boundaries, and reads each event's `data` with the JSON parser (UpstreamJSON): usage, error
+// events, [DONE], invalid payloads. It hands back whole events only (a partial event is held
+// until it completes), twice when asked: every event, and every event but the usage-only chunk
+// (the Engine always asks vLLM for usage; clients that did not ask do not get that chunk).
+// Events after [DONE] are dropped. Pure value: no I/O. Lines end in LF or CRLF; an empty line
+// ends an event.
+
+public struct SSEEventScanner: Sendable {
+    /// Bytes of the event whose end has not arrived yet.
+    private var partial: [UInt8] = []
+    /// Token counts from the last event that carried usage.
+    public private(set) var usage: UpstreamJSON.Usage?
+    /// An event carried an `error` object (vLLM's mid-stream error).
+    public private(set) var sawError = false
+    public private(set) var sawDone = false
+    /// Events whose data was neither [DONE] nor a JSON object, longer than the limit, or after [DONE].
+    public private(set) var invalidEvents = 0
+    public private(set) var usageEventsDropped = 0
+    /// Longest event accepted; a longer one counts as invalid (and is not held further).
+    public let maxEventBytes: Int
+
+    public init(maxEventBytes: Int = 1 << 20) { self.maxEventBytes = maxEventBytes }
+
+    /// Bytes held back because their event is not complete.
+    public var pendingBytes: Int { partial.count }
+
+    /// Appends the whole events completed by `bytes` to `all`, and (when `filterUsage`) the same
+    /// minus usage-only chunks to `withoutUsage`.
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8],
+                              filterUsage: Bool) {
+        var start = 0
+        let n = bytes.count
+        var i = 0
+        while i < n {
+            if bytes[i] == 0x0A && endsEvent(bytes, at: i) {
+                let piece = UnsafeRawBufferPointer(rebasing: bytes[start...i])
+                if partial.isEmpty {
+                    emit(piece, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage)
+                } else {
+                    partial.append(contentsOf: piece)
+                    let ev = partial
+                    partial.removeAll(keepingCapacity: true)
+                    ev.withUnsafeBytes { emit($0, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage) }
+                }
+                start = i + 1
+            }
+            i += 1
+        }
+        if start < n {
+            partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<n]))
+            if partial.count > maxEventBytes {
+                // Too long to be a real event: drop what we hold and count it as invalid.
+                invalidEvents += 1
+                partial = []
+            }
+        }
+    }
+
+    /// True when the LF at `i` closes an empty line (the previous line break is LF or CRLF).
+    private func endsEvent(_ b: UnsafeRawBufferPointer, at i: Int) -> Bool {
+        var j = i - 1
+        if byte(b, j) == 0x0D { j -= 1 }
+        return byte(b, j) == 0x0A
+    }
+
+    /// Byte `k` of `b`, or (k < 0) of the held partial counted back from its end.
+    private func byte(_ b: UnsafeRawBufferPointer, _ k: Int) -> UInt8? {
+        if k >= 0 { return b[k] }
+        let p = partial.count + k
+        return p >= 0 ? partial[p] : nil
+    }
+
+    private mutating func emit(_ ev: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8],
+                               filterUsage: Bool) {
+        if sawDone {
+            invalidEvents += 1
+            return
+        }
+        var usageOnly = false
+        if let info = Self.inspectData(ev) {
+            switch info.kind {
+            case .done: sawDone = true
+            case .object:
+                if info.hasError { sawError = true }
+                if let u = info.usage { usage = u }
+                usageOnly = info.isUsageOnly
+            case .invalid, .notObject:
+                // Not relayable: counted (the driver ends the stream with an error) and dropped.
+                invalidEvents += 1
+                return
+            }
+        }
+        all.append(contentsOf: ev)
+        if filterUsage {
+            if usageOnly { usageEventsDropped += 1 } else { withoutUsage.append(contentsOf: ev) }
+        }
+    }
+
+    /// The event's data (its `data:` lines joined by LF) inspected; nil for an event with no data
+    /// (a comment, a keepalive). One data line (vLLM's case) is read in place, without a copy.
+    static func inspectData(_ ev: UnsafeRawBufferPointer) -> UpstreamJSON? {
+        var single: Range<Int>?
+        var joined: [UInt8]?
+        var lineStart = 0
+        var i = 0
+        let n = ev.count
+        while i < n {
+            if ev[i] == 0x0A {
+                var end = i
+                if end > lineStart && ev[end - 1] == 0x0D { end -= 1 }
+                if end - lineStart >= 5, ev[lineStart] == 0x64, ev[lineStart + 1] == 0x61, ev[lineStart + 2] == 0x74,
+                   ev[lineStart + 3] == 0x61, ev[lineStart + 4] == 0x3A {  // "data:"
+                    var v = lineStart + 5
+                    if v < end && ev[v] == 0x20 { v += 1 }
+                    if let s = single {
+                        var j = joined ?? Array(UnsafeRawBufferPointer(rebasing: ev[s]))
+                        j.append(0x0A)
+                        j.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[v..<end]))
+                        joined = j
+                        single = 0..<0
+                    } else {
+                        single = v..<end
+                    }
+                }
+                lineStart = i + 1
+            }
+            i += 1
+        }
+        if let j = joined { return UpstreamJSON.inspect(j) }
+        guard let s = single else { return nil }
+        return UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s]))
+    }
+}

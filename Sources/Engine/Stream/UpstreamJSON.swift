@@ -1,0 +1,58 @@
+// UpstreamJSON: what the Engine reads from one upstream JSON document (a response body or one
+// SSE event's data), parsed by simdjson through CRequestScan: any valid spacing and escapes work,
+// invalid JSON and invalid UTF-8 are told apart from objects. No byte-pattern matching of JSON.
+import CRequestScan
+
+public struct UpstreamJSON: Equatable, Sendable {
+    public enum Kind: Equatable, Sendable {
+        case object
+        /// SSE's `[DONE]` marker.
+        case done
+        case invalid
+        case notObject
+    }
+
+    public var kind: Kind
+    /// The object has an `error` key.
+    public var hasError = false
+    /// `choices` is an array (and whether it is empty: a usage-only chunk).
+    public var hasChoices = false
+    public var choicesEmpty = false
+    /// Token counts from `usage`, when it is an object with both integers.
+    public var usage: Usage?
+
+    public struct Usage: Equatable, Sendable {
+        public var prompt: Int
+        public var completion: Int
+        public init(prompt: Int, completion: Int) {
+            self.prompt = prompt
+            self.completion = completion
+        }
+    }
+
+    public init(kind: Kind) { self.kind = kind }
+
+    /// A usage-only stream chunk (`"choices": []` with usage): stripped for clients that did not ask.
+    public var isUsageOnly: Bool { kind == .object && hasChoices && choicesEmpty && usage != nil }
+
+    public static func inspect(_ bytes: UnsafeRawBufferPointer) -> UpstreamJSON {
+        var r = rs_upstream_json()
+        rs_inspect_upstream(bytes.baseAddress, bytes.count, &r)
+        var out: UpstreamJSON
+        switch r.kind {
+        case Int32(RS_J_OBJECT): out = UpstreamJSON(kind: .object)
+        case Int32(RS_J_DONE): return UpstreamJSON(kind: .done)
+        case Int32(RS_J_NOT_OBJECT): return UpstreamJSON(kind: .notObject)
+        default: return UpstreamJSON(kind: .invalid)
+        }
+        out.hasError = r.has_error != 0
+        out.hasChoices = r.has_choices != 0
+        out.choicesEmpty = r.choices_empty != 0
+        if r.has_usage != 0 {
+            out.usage = Usage(prompt: Int(clamping: r.prompt_tokens), completion: Int(clamping: r.completion_tokens))
+        }
+        return out
+    }
+
+    public static func inspect(_ bytes: [UInt8]) -> UpstreamJSON { bytes.withUnsafeBytes { inspect($0) } }
+}

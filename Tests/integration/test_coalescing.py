@@ -1,0 +1,256 @@
+"""Issue 9 end to end: a flight is joined only while it runs (in one process and across
+processes), followers get the form they asked for, the default config (one worker per core, no
+redis.url) shares one cache and flight table, usage is read by a JSON parser, and bytes_out counts
+what every client received.
+
+Stores: "redis" = a real redis-server named by redis.url; "default" = no redis.url with the
+default worker count (on a multi-core machine the supervisor's private redis-server); "one" = a
+single process with the embedded in-process store."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from harness import chat_body, make_config, metric_value, sse_json, wait_until
+
+STORES = ["redis", "default", "one"]
+
+
+def cfg(sims, store, redis, **over):
+    server = over.pop("server", {})
+    if store == "redis":
+        return make_config(sims, redis={"url": redis.url}, server={"workers": 0, **server}, **over)
+    if store == "default":
+        return make_config(sims, server={"workers": 0, **server}, **over)
+    return make_config(sims, server={"workers": 1, **server}, **over)
+
+
+def post(eng, body, **kw):
+    # A new connection each time: with several workers the kernel spreads them.
+    with requests.Session() as s:
+        return s.post(eng.url + "/v1/chat/completions", json=body, timeout=kw.pop("timeout", 20), **kw)
+
+
+def text_of(r, stream):
+    if stream:
+        return "".join(c["choices"][0]["delta"].get("content", "") for c in sse_json(r.content) if c.get("choices"))
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def ready(eng):
+    wait_until(lambda: eng.get("/health").status_code == 200, timeout=10)
+    time.sleep(0.4)  # every worker connected to Redis
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_after_the_leader_ends_only_the_cache_answers(sim, engine_factory, redis, store):
+    eng = engine_factory(cfg([sim], store, redis, cache={"ttl_seconds": 1}, circuit_breaker={"failure_threshold": 100}))
+    ready(eng)
+    body = chat_body("flight over", max_tokens=4, temperature=0)
+    r = post(eng, body)
+    assert r.headers["x-cache"] == "MISS"
+    r = wait_until(lambda: (x := post(eng, body)).headers["x-cache"] == "HIT" and x, timeout=3)
+    calls = sim.stats()["requests_total"]
+    time.sleep(1.6)  # the entry expired; the flight ended long ago
+    r = post(eng, body)
+    assert r.status_code == 200 and r.headers["x-cache"] == "MISS"
+    assert r.headers.get("x-coalesced") is None
+    assert sim.stats()["requests_total"] == calls + 1
+    # no-cache never follows anything: its own upstream call, every time.
+    for _ in range(2):
+        r = post(eng, body, headers={"Cache-Control": "no-cache"})
+        assert r.headers["x-cache"] == "BYPASS" and r.headers.get("x-coalesced") is None
+    assert sim.stats()["requests_total"] == calls + 3
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_an_evicted_entry_is_not_served_by_an_old_flight(sim, engine_factory, redis, store):
+    eng = engine_factory(cfg([sim], store, redis, cache={"max_size": 3}))
+    ready(eng)
+    first = chat_body("evict me 0", max_tokens=2)
+    post(eng, first)
+    for i in range(1, 5):
+        post(eng, chat_body(f"evict me {i}", max_tokens=2))
+    calls = sim.stats()["requests_total"]
+    r = post(eng, first)
+    assert r.headers["x-cache"] == "MISS" and r.headers.get("x-coalesced") is None
+    assert sim.stats()["requests_total"] == calls + 1
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_cut_stream_is_never_replayed_as_complete(sim, engine_factory, redis, store):
+    eng = engine_factory(cfg([sim], store, redis, vllm={"retry_count": 0}, circuit_breaker={"failure_threshold": 100}))
+    ready(eng)
+    body = chat_body("cut me", max_tokens=8, stream=True)
+    sim.configure(disconnect_after_tokens=4)
+    r = post(eng, body)
+    assert "[DONE]" not in r.text
+    events = sse_json(r.content)
+    assert events and "error" in events[-1]  # ends with one error event, not a fake success
+    sim.configure(disconnect_after_tokens=0)
+    r = post(eng, body)
+    assert r.status_code == 200 and r.headers.get("x-coalesced") is None and r.headers["x-cache"] == "MISS"
+    assert "[DONE]" in r.text
+    assert len(text_of(r, True).split()) == 8
+
+
+@pytest.mark.parametrize("leader_stream", [True, False])
+def test_followers_in_another_process_get_their_own_form(sim_factory, engine_factory, redis, leader_stream):
+    sim = sim_factory("--itl-ms", 40)
+    a = engine_factory(cfg([sim], "redis", redis))
+    b = engine_factory(cfg([sim], "redis", redis))
+    ready(a)
+    ready(b)
+    prompt = "form across processes"
+    out = {}
+
+    def lead():
+        out["lead"] = post(a, chat_body(prompt, max_tokens=10, stream=leader_stream))
+
+    t = threading.Thread(target=lead)
+    t.start()
+    wait_until(lambda: sim.stats()["running"] == 1, what="the leader's call at the sim")
+    followers = {}
+
+    def follow(stream, usage):
+        body = chat_body(prompt, max_tokens=10, stream=stream)
+        if usage:
+            body["stream_options"] = {"include_usage": True}
+        followers[(stream, usage)] = post(b, body)
+
+    ts = [threading.Thread(target=follow, args=a_) for a_ in [(not leader_stream, False), (leader_stream, False), (True, True)]]
+    for x in ts:
+        x.start()
+    for x in ts + [t]:
+        x.join(20)
+    lead_text = text_of(out["lead"], leader_stream)
+    assert lead_text
+    for (stream, usage), r in followers.items():
+        assert r.status_code == 200, r.text
+        assert r.headers.get("x-coalesced") == "true"
+        if stream:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.text.rstrip().endswith("data: [DONE]")
+            chunks = sse_json(r.content)
+            usage_chunks = [c for c in chunks if c.get("choices") == [] and c.get("usage")]
+            assert bool(usage_chunks) == usage, (usage, chunks[-2:])
+        else:
+            assert r.headers["content-type"].startswith("application/json")
+            assert r.json()["object"] == "chat.completion"
+        assert text_of(r, stream) == lead_text
+    assert sim.stats()["requests_total"] == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_default_workers_share_one_flight_and_one_cache(sim_factory, engine_factory, redis, stream):
+    sim = sim_factory("--itl-ms", 30)
+    eng = engine_factory(cfg([sim], "default", redis))
+    ready(eng)
+    body = chat_body("default config", max_tokens=8, stream=stream)
+    with ThreadPoolExecutor(20) as ex:
+        results = list(ex.map(lambda _: post(eng, body), range(20)))
+    assert all(r.status_code == 200 for r in results)
+    assert len({text_of(r, stream) for r in results}) == 1
+    assert sim.stats()["requests_total"] == 1
+    pids = set()
+    for _ in range(12):
+        r = post(eng, body)
+        assert r.headers["x-cache"] == "HIT", r.headers
+        with requests.Session() as s:
+            pids.add(s.get(eng.url + "/metrics", timeout=2).json()["pid"])
+    assert sim.stats()["requests_total"] == 1
+    # Stale serving on every worker once the backend is gone.
+    sim.stop()
+    for _ in range(8):
+        r = post(eng, chat_body("default config", max_tokens=8, stream=stream), headers={"Cache-Control": "no-cache"})
+        assert r.status_code == 200 and r.headers["x-cache"] == "STALE", (r.status_code, r.text[:200])
+
+
+class _SpacedUpstream(http.server.BaseHTTPRequestHandler):
+    """A backend that writes JSON the way Python's json.dumps does (", " and ": ")."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, status, obj):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path.startswith("/v1/models"):
+            self._send(200, {"object": "list", "data": [{"id": "sim-model", "object": "model", "owned_by": "vllm"}]})
+        elif self.path.startswith("/metrics"):
+            data = b""
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.wfile.write(data)
+        else:
+            self._send(200, {})
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        req = json.loads(self.rfile.read(n))
+        if req.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            events = [
+                {"id": "s", "object": "chat.completion.chunk", "created": 1, "model": "sim-model",
+                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]},
+                {"id": "s", "object": "chat.completion.chunk", "created": 1, "model": "sim-model", "choices": [],
+                 "usage": {"prompt_tokens": 7, "total_tokens": 10, "completion_tokens": 3}},
+            ]
+            payload = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+            self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
+            return
+        self._send(200, {"id": "p", "object": "chat.completion", "created": 1, "model": "sim-model",
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": 11, "total_tokens": 16, "completion_tokens": 5}})
+
+
+def test_usage_with_any_json_spacing_is_counted(engine_factory):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SpacedUpstream)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        eng = engine_factory(make_config([url], server={"workers": 1}, admission_control={"enabled": False}))
+        assert eng.post("/v1/chat/completions", json=chat_body("spaced", max_tokens=5)).status_code == 200
+        r = eng.post("/v1/chat/completions", json=chat_body("spaced stream", max_tokens=5, stream=True))
+        assert r.status_code == 200 and "prompt_tokens" not in r.text  # usage chunk not asked for
+        text = eng.get("/metrics/prometheus").text
+        assert metric_value(text, "engine_prompt_tokens_total", model="sim-model") == 18
+        assert metric_value(text, "engine_completion_tokens_total", model="sim-model") == 8
+    finally:
+        srv.shutdown()
+
+
+def test_bytes_out_counts_every_answer(sim, engine_factory):
+    eng = engine_factory(make_config([sim], server={"workers": 1}))
+    body = chat_body("bytes", max_tokens=3)
+    cases = []
+    cases.append(post(eng, body))                                   # miss
+    cases.append(post(eng, body))                                   # hit (fast path)
+    cases.append(post(eng, {**body, "stream": True}))               # hit replayed as a stream
+    cases.append(post(eng, {**body, "model": "no-such-model"}))     # error answered by the Engine
+    cases.append(requests.post(eng.url + "/v1/nowhere", json={}, timeout=5))
+    for r in cases:
+        rid = r.headers["x-request-id"]
+        line = wait_until(lambda: next((json.loads(l) for l in eng.log_text().splitlines()
+                                        if l.startswith("{") and f'"{rid}"' in l), None), timeout=3,
+                          what=f"access line of {rid}")
+        assert line["bytes_out"] == len(r.content), (line, len(r.content), r.status_code)
