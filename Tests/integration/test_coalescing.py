@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from harness import chat_body, make_config, metric_value, sse_json, wait_until
+from harness import chat_body, make_config, metric_value, sse_json, sse_payloads, wait_until
 
 STORES = ["redis", "default", "one"]
 
@@ -89,16 +89,18 @@ def test_a_cut_stream_is_never_replayed_as_complete(sim, engine_factory, redis, 
     eng = engine_factory(cfg([sim], store, redis, vllm={"retry_count": 0}, circuit_breaker={"failure_threshold": 100}))
     ready(eng)
     body = chat_body("cut me", max_tokens=8, stream=True)
+    body["stream_options"] = {"include_usage": True}
     sim.configure(disconnect_after_tokens=4)
     r = post(eng, body)
     assert "[DONE]" not in r.text
-    events = sse_json(r.content)
-    assert events and "error" in events[-1]  # ends with one error event, not a fake success
+    payloads = sse_payloads(r.content)
+    assert payloads and "error" in json.loads(payloads[-1])  # one error event, not a fake success
+    assert sum("error" in p for p in payloads) == 1
     sim.configure(disconnect_after_tokens=0)
     r = post(eng, body)
     assert r.status_code == 200 and r.headers.get("x-coalesced") is None and r.headers["x-cache"] == "MISS"
-    assert "[DONE]" in r.text
-    assert len(text_of(r, True).split()) == 8
+    chunks = sse_json(r.content)  # complete: ends with [DONE]
+    assert chunks[-1]["usage"]["completion_tokens"] == 8
 
 
 @pytest.mark.parametrize("leader_stream", [True, False])
