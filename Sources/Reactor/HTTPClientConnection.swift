@@ -1,5 +1,7 @@
 // HTTPClientConnection: one nonblocking upstream connection (StreamSocket + http-parser in
-// response mode), one exchange at a time, kept alive for reuse by HTTPClientPool.
+// response mode), one exchange at a time, kept alive for reuse by HTTPClientPool. The upstream is
+// untrusted: responses are framed strictly (ResponseFramingCheck), interim 1xx are skipped, and a
+// connection that has seen a byte it cannot place is closed, never reused.
 // Owns: the StreamSocket (and fd), freed in close(); parks in loop.bury afterwards (style E.3).
 // The delegate is the request driver during an exchange and the pool while idle.
 import CEventShim
@@ -58,6 +60,7 @@ nonisolated(unsafe) private let clientSettings: UnsafeMutablePointer<http_parser
     s.pointee.on_header_value = { p, at, len in HTTPClientConnection.with(p) { $0.onHeaderValue(at!, len) } }
     s.pointee.on_headers_complete = { p in HTTPClientConnection.with(p) { $0.onHeadersComplete() } }
     s.pointee.on_body = { p, at, len in HTTPClientConnection.with(p) { $0.onBody(at!, len) } }
+    s.pointee.on_chunk_header = { p in HTTPClientConnection.with(p) { $0.onChunkHeader() } }
     s.pointee.on_message_complete = { p in HTTPClientConnection.with(p) { $0.onMessageComplete() } }
     return s
 }()
@@ -79,10 +82,28 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     /// Exchanges completed on this connection (a reused connection may have been closed by the peer).
     public private(set) var exchangesCompleted = 0
     public private(set) var inExchange = false
+    /// The final (non-1xx) head has been handed to the delegate.
     private var gotHead = false
     private var headerFields = HeaderAccumulator()
     private var messageDone = false
     private var reusable = false
+    /// The response broke the framing: the exchange fails with `.malformed`.
+    private var isMalformed = false
+
+    // Per response (an interim 1xx and the final answer are separate responses).
+    private var framing = ResponseFramingCheck()
+    /// Start of the bytes `framing` has not seen yet, in the buffer http_parser_execute runs over.
+    private var scanFrom: UnsafeRawPointer?
+    private var headStatus = 0
+    private var isChunked = false
+    private var interimResponses = 0
+    /// Go's net/http gives up after 5 interim responses too: an endless stream of 1xx would
+    /// otherwise hold the exchange open without ever sending a byte the driver sees.
+    private static let maxInterimResponses = 5
+    /// Why the parser paused (it pauses at every head and at the end of every response, so the
+    /// checks run between responses and the head reaches the delegate outside a parser callback).
+    private enum Pause { case head, interimEnd, end }
+    private var pausedAt = Pause.end
 
     public init(loop: Loop, endpoint: Endpoint) {
         self.loop = loop
@@ -146,7 +167,9 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         inExchange = true
         gotHead = false
         messageDone = false
-        headerFields.reset()
+        isMalformed = false
+        interimResponses = 0
+        startMessage()
         http_parser_init(parser, HTTP_RESPONSE)
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         if sock == nil { scheduleConnectFailureIfNeeded() }
@@ -202,18 +225,12 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     }
 
     func socketReceived(_ bytes: UnsafeRawBufferPointer) {
-        guard let sock else { return }
-        if !inExchange || isClosed {
-            evbufferAppend(sock.input, bytes)
-            onReadable()
-            return
-        }
-        // Parsed in place (body bytes reach the delegate straight from the read buffer).
-        let n = http_parser_execute(parser, clientSettings, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
-        if isClosed { return }
-        if n < bytes.count { evbufferAppend(sock.input, UnsafeRawBufferPointer(rebasing: bytes[n...])) }
-        if messageDone { finishExchange(); return }
-        if ces_http_errno(parser) != HPE_OK.rawValue || n < bytes.count { fail(.malformed) }
+        guard sock != nil else { return }
+        if !inExchange { strayBytes(); return }
+        // Parsed in place (body bytes reach the delegate straight from the read buffer). Bytes
+        // left over are never kept: the exchange is over or broken, and the connection closes.
+        let n = parse(bytes)
+        endOfParse(bytesLeft: n < bytes.count)
     }
 
     func socketDrained() {}
@@ -222,31 +239,101 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     private func onReadable() {
         guard let sock else { return }
         let input = sock.input
-        if !inExchange {
-            // Bytes on an idle connection: the peer misbehaves; drop the connection.
-            close()
-            delegate?.upstream(self, didFail: .malformed)
-            return
-        }
-        while !isClosed && inExchange && evbuffer_get_length(input) > 0 {
+        if !inExchange { strayBytes(); return }
+        while evbuffer_get_length(input) > 0 {
             var iov = iovec()
             guard evbuffer_peek(input, -1, nil, &iov, 1) > 0 else { break }
-            let n = http_parser_execute(parser, clientSettings, iov.iov_base.assumingMemoryBound(to: CChar.self), iov.iov_len)
-            if isClosed { return }
+            let n = parse(UnsafeRawBufferPointer(start: iov.iov_base, count: iov.iov_len))
+            if isClosed { return }  // the delegate closed us; `input` is gone
             evbuffer_drain(input, n)
-            if messageDone { finishExchange(); return }
+            if messageDone || isMalformed { break }
+        }
+        endOfParse(bytesLeft: evbuffer_get_length(input) > 0)
+    }
+
+    /// Runs http-parser over `bytes` until they are used up, the final response ends
+    /// (`messageDone`), or the response is malformed (`isMalformed`); returns the bytes consumed.
+    /// The delegate may close the connection meanwhile (`isClosed`).
+    private func parse(_ bytes: UnsafeRawBufferPointer) -> Int {
+        var used = 0
+        while used < bytes.count {
+            let start = bytes.baseAddress! + used
+            scanFrom = UnsafeRawPointer(start)
+            let n = http_parser_execute(parser, clientSettings, start.assumingMemoryBound(to: CChar.self), bytes.count - used)
+            if isClosed { return used + n }
             let err = ces_http_errno(parser)
-            if err != HPE_OK.rawValue || n < iov.iov_len {
-                fail(.malformed)
-                return
+            let rest = UnsafeRawBufferPointer(start: scanFrom, count: scanFrom!.distance(to: start + n))
+            guard err == HPE_OK.rawValue || err == HPE_PAUSED.rawValue, !isMalformed, framing.accept(rest) else {
+                isMalformed = true
+                return used + n
+            }
+            used += n
+            // Not paused, the parser took everything (it stops short only for an upgrade, refused at the head).
+            guard err == HPE_PAUSED.rawValue else {
+                if used < bytes.count { isMalformed = true }
+                return used
+            }
+            http_parser_pause(parser, 0)
+            switch pausedAt {
+            case .head:
+                // The parser stopped on the head's last byte (the blank line's LF) and takes it
+                // on resume: check it now, so a head the framing refuses never goes out. (A head
+                // whose read ends just before it is checked with the next read, after delivery.)
+                if used < bytes.count && !framing.accept(UnsafeRawBufferPointer(start: start + n, count: 1)) {
+                    isMalformed = true
+                    return used
+                }
+                deliverHead()
+                if isClosed { return used }
+            case .interimEnd:
+                startMessage()
+            case .end:
+                return used
             }
         }
+        return used
+    }
+
+    /// After a parse: fail a malformed exchange, or finish a complete one.
+    private func endOfParse(bytesLeft: Bool) {
+        if isClosed { return }
+        if isMalformed { fail(.malformed); return }
+        guard messageDone else { return }
+        // Bytes after the end of the response (a second response, junk): this exchange has its
+        // answer, but the connection is out of step and must never carry another request.
+        if bytesLeft { reusable = false }
+        finishExchange()
+    }
+
+    /// Bytes on an idle connection: the peer is out of step (a late second response, junk), so
+    /// the connection goes; the pool (the delegate while idle) forgets it.
+    private func strayBytes() {
+        close()
+        delegate?.upstream(self, didFail: .malformed)
+    }
+
+    private func startMessage() {
+        framing.startMessage()
+        headStatus = 0
+        isChunked = false
+        headerFields.reset()
+    }
+
+    /// A final head goes to the delegate; an interim one (100, 102, 103) is dropped (RFC 9110
+    /// §15.2: a client must be able to parse one or more unexpected 1xx before the final answer).
+    private func deliverHead() {
+        if headStatus < 200 { headerFields.reset(); return }
+        gotHead = true
+        let h = headerFields.finish()
+        delegate?.upstream(self, didReceiveHead: headStatus, headers: h)
     }
 
     private func finishExchange() {
         inExchange = false
         exchangesCompleted += 1
-        if !reusable { close() }
+        // An idle connection keeps reading even if the driver paused it, so stray bytes and EOF
+        // are seen while it waits in the pool rather than parsed as the next exchange's answer.
+        if !reusable { close() } else { sock?.enableRead() }
         delegate?.upstreamDidFinish(self)
     }
 
@@ -254,7 +341,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         if inExchange && gotHead {
             // Body delimited by close: tell the parser.
             _ = http_parser_execute(parser, clientSettings, nil, 0)
-            if messageDone { reusable = false; finishExchange(); return }
+            if messageDone && !isMalformed { reusable = false; finishExchange(); return }
         }
         fail(isConnected || exchangesCompleted > 0 ? .closed(receivedHead: gotHead) : .connectFailed)
     }
@@ -267,6 +354,9 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     }
 
     fileprivate func onHeaderField(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        // Non-strict http-parser takes SP inside a field name ("Content-Length : 5" would name a
+        // header "Content-Length " and frame the body by close instead).
+        if memchr(at, 0x20, len) != nil { isMalformed = true; return -1 }
         headerFields.field(at, len)
         return 0
     }
@@ -276,22 +366,53 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         return 0
     }
 
+    /// Pauses the parser so the head's bytes are checked before the delegate sees it.
     fileprivate func onHeadersComplete() -> Int32 {
-        gotHead = true
         let status = Int(ces_http_status(parser))
-        let h = headerFields.finish()
-        delegate?.upstream(self, didReceiveHead: status, headers: h)
-        return isClosed ? -1 : 0
+        // http-parser takes any one-digit major version and any status up to 999. 101 would
+        // switch protocols on a connection we pool: never a valid answer to our requests.
+        guard parser.pointee.http_major == 1, (100...599).contains(status), status != 101 else {
+            isMalformed = true
+            return -1
+        }
+        if status < 200 {
+            interimResponses += 1
+            if interimResponses > Self.maxInterimResponses { isMalformed = true; return -1 }
+        }
+        headStatus = status
+        pausedAt = .head
+        http_parser_pause(parser, 1)
+        // 1 = no body: 1xx, 204 and 304 end at the blank line whatever their headers say
+        // (RFC 9112 §6.3); bytes after it belong to the next response.
+        return status < 200 || status == 204 || status == 304 ? 1 : 0
+    }
+
+    fileprivate func onChunkHeader() -> Int32 {
+        isChunked = true
+        return 0
     }
 
     fileprivate func onBody(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
+        // The framing before these bytes (a chunk-size line) is checked before they go out.
+        let p = UnsafeRawPointer(at)
+        guard framing.accept(UnsafeRawBufferPointer(start: scanFrom, count: scanFrom!.distance(to: p))) else {
+            isMalformed = true
+            return -1
+        }
+        scanFrom = p + len
+        if isChunked && parser.pointee.content_length == 0 { framing.chunkEnded() }
         delegate?.upstream(self, didReceiveBody: UnsafeRawBufferPointer(start: at, count: len))
         return isClosed ? -1 : 0
     }
 
     fileprivate func onMessageComplete() -> Int32 {
-        reusable = http_should_keep_alive(parser) != 0
-        messageDone = true
+        if headStatus < 200 {
+            pausedAt = .interimEnd
+        } else {
+            reusable = http_should_keep_alive(parser) != 0
+            messageDone = true
+            pausedAt = .end
+        }
         http_parser_pause(parser, 1)
         return 0
     }

@@ -18,11 +18,14 @@ import pytest
 import harness
 from harness import (
     DELETE,
+    BadUpstream,
     Engine,
     RedisServer,
     Sim,
+    bad_upstream_config,
     make_config,
     make_config_dict,
+    start_bad_upstream,
     start_engine,
     start_sim,
 )
@@ -143,6 +146,39 @@ def engine_factory() -> Iterator[Callable[..., Engine]]:
 def engine(sim: Sim, engine_factory: Callable[..., Engine]) -> Engine:
     """An engine-server in front of the `sim` fixture, with make_config's defaults (no redis)."""
     return engine_factory(make_config([sim]))
+
+
+# ---------------------------------------------------------------------------------------------
+# bad_upstream.py: a misbehaving vLLM (issue 10)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bad_upstream_factory() -> Iterator[Callable[..., BadUpstream]]:
+    """start(mode="ok", *args) -> BadUpstream: bad_upstream.py on a free port; stopped at teardown."""
+    started: list[BadUpstream] = []
+
+    def start(mode: str = "ok", *args: Any, **kw: Any) -> BadUpstream:
+        u = start_bad_upstream(mode, *args, **kw)
+        started.append(u)
+        return u
+
+    yield start
+    for u in started:
+        u.stop()
+
+
+@pytest.fixture
+def bad_upstream(bad_upstream_factory: Callable[..., BadUpstream]) -> BadUpstream:
+    """One bad_upstream.py in mode "ok"; each request picks its fault with "x_bad_mode"."""
+    return bad_upstream_factory()
+
+
+@pytest.fixture
+def bad_engine(bad_upstream: BadUpstream, engine_factory: Callable[..., Engine]) -> Engine:
+    """An engine-server (make_config's worker count) in front of `bad_upstream`, configured by
+    bad_upstream_config (admission off, breaker threshold 100, cache on)."""
+    return engine_factory(bad_upstream_config([bad_upstream]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -327,6 +328,56 @@ def start_sim(*args: Any, timeout: float = STARTUP_TIMEOUT, env: Mapping[str, st
     m = sim.wait_for_line(SIM_READY, timeout)
     sim.host, sim.port = m.group(1), int(m.group(2))
     return sim
+
+
+# --------------------------------------------------------------------------------------------
+# bad_upstream.py (a misbehaving vLLM, issue 10)
+# --------------------------------------------------------------------------------------------
+
+BAD_UPSTREAM = str(Path(__file__).with_name("bad_upstream.py"))
+BAD_UPSTREAM_READY = r"^ready (\S+):(\d+)\s*$"
+
+
+class BadUpstream(HTTPServerProcess):
+    """A running bad_upstream.py: `url` for vllm.instances, `mode` its default answer. A request
+    picks another with the body field `"x_bad_mode": NAME` (the Engine forwards the body, not
+    client headers), e.g. chat_body("p", x_bad_mode="two_responses")."""
+
+    host: str
+    port: int
+    mode: str
+
+    def stats(self) -> dict:
+        """GET /bad/stats: {"requests_total": N, "by_mode": {NAME: N}} (generation requests)."""
+        r = self.get("/bad/stats")
+        r.raise_for_status()
+        return r.json()
+
+
+def start_bad_upstream(mode: str = "ok", *args: Any, port: int | None = None,
+                       timeout: float = STARTUP_TIMEOUT) -> BadUpstream:
+    """Starts `bad_upstream.py --mode MODE --port PORT *args` (a free port unless given) with this
+    interpreter and waits for its `ready HOST:PORT` line."""
+    argv = [sys.executable, BAD_UPSTREAM, "--mode", mode, "--port", str(port or free_port()), *map(str, args)]
+    name = _next_name("bad-upstream")
+    up = BadUpstream(name, argv, run_dir() / f"{name}.log", child_env())
+    up.mode = mode
+    m = up.wait_for_line(BAD_UPSTREAM_READY, timeout)
+    up.host, up.port = m.group(1), int(m.group(2))
+    return up
+
+
+def bad_upstream_config(upstreams: Any, **overrides: Any) -> str:
+    """make_config for an Engine in front of bad upstreams: admission control off (nothing to
+    measure), a breaker that does not open during a test of faults, the cache on, short retry
+    backoff; `overrides` deep-merged on top."""
+    base = {
+        "admission_control": {"enabled": False},
+        "circuit_breaker": {"failure_threshold": 100},
+        "cache": {"enabled": True},
+        "vllm": {"retry_backoff_seconds": 0.05},
+    }
+    return make_config(upstreams, **deep_merge(base, overrides))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+// ResponseFramingCheck: the framing rules strict http-parser enforces and Debian's libhttp-parser
+// (built with HTTP_PARSER_STRICT=0, like upstream's `make library`) skips, checked on the bytes of
+// an upstream response that are not body: the status line starts with "HTTP/", every CR is
+// followed by LF, and a chunk's data is followed by CRLF. HTTPClientConnection feeds it; pure.
+
+/// Fed, in order, every byte of one response that http-parser consumed and did not hand out as
+/// body (status line, header lines, chunk-size lines, chunk terminators, trailers).
+struct ResponseFramingCheck {
+    /// Bytes of "HTTP/" matched at the start of the current message.
+    private var prefixMatched = 0
+    /// The last framing byte was CR: the next must be LF.
+    private var afterCR = false
+    /// A chunk's data just ended: the next framing byte must be CR (then LF).
+    private var chunkDataEnded = false
+
+    private static let prefix: (UInt8, UInt8, UInt8, UInt8, UInt8) = (0x48, 0x54, 0x54, 0x50, 0x2F) // HTTP/
+    private static let cr: UInt8 = 13
+    private static let lf: UInt8 = 10
+
+    /// A new response (the first of an exchange, or the one after an interim 1xx) starts here.
+    mutating func startMessage() {
+        prefixMatched = 0
+        afterCR = false
+        chunkDataEnded = false
+    }
+
+    /// The body bytes just handed out completed a chunk.
+    mutating func chunkEnded() { chunkDataEnded = true }
+
+    /// False at the first byte that breaks a rule (the response is malformed).
+    mutating func accept(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        for b in bytes {
+            if prefixMatched < 5 {
+                let want = withUnsafeBytes(of: Self.prefix) { $0[prefixMatched] }
+                guard b == want else { return false }
+                prefixMatched += 1
+            } else if afterCR {
+                guard b == Self.lf else { return false }
+                afterCR = false
+            } else if chunkDataEnded {
+                guard b == Self.cr else { return false }
+                chunkDataEnded = false
+                afterCR = true
+            } else if b == Self.cr {
+                afterCR = true
+            }
+        }
+        return true
+    }
+}
