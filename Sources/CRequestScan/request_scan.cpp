@@ -193,6 +193,10 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     out->kind = RS_J_OBJECT;
     dom::element v;
     out->has_error = !o.at_key("error").get(v);
+    if (!o.at_key("object").get(v) && v.is_string()) {
+        std::string_view k = str(v);
+        out->object_kind = k == "chat.completion" ? 1 : k == "text_completion" ? 2 : k == "chat.completion.chunk" ? 3 : 0;
+    }
     if (!o.at_key("choices").get(v) && v.is_array()) {
         out->has_choices = 1;
         out->choices_empty = arr(v).size() == 0;

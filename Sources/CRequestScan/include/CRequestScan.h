@@ -73,6 +73,8 @@ typedef struct rs_upstream_json {
     /// `choices` is an array; `choices_empty` when it has no element (a usage-only chunk).
     int has_choices;
     int choices_empty;
+    /// `object` names a chat.completion (1), text_completion (2), chat.completion.chunk (3), other/none (0).
+    int object_kind;
     /// `usage` is an object with integer prompt_tokens and completion_tokens.
     int has_usage;
     long long prompt_tokens;

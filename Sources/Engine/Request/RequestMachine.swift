@@ -296,6 +296,11 @@ public struct RequestMachine: Sendable {
         if status >= 500 {
             return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(status).", source: .upstream, retry: .yes), phase: .headers)
         }
+        if status == 200 && isEventStream != policy.isStream {
+            // A stream to a plain request, or a plain body to a stream request: not vLLM's
+            // answer to what was asked (the untrusted upstream; never relayed or cached).
+            return retryOrFail(a, EngineError(.badGateway, "The backend answered in the wrong form (stream or not).", source: .upstream, retry: .yes), phase: .headers)
+        }
         if status == 200 && isEventStream {
             state = .streaming(b, paused: false)
             clientHeadSent = true
@@ -320,9 +325,14 @@ public struct RequestMachine: Sendable {
 
     /// The upstream response ended. `streamComplete`: for a stream, whether it ended as a stream
     /// must (`data: [DONE]`, no partial event); an end without it is a broken stream.
-    public mutating func upstreamEnd(streamComplete: Bool = true) -> Action {
+    /// `bodyIsAnswer`: for a buffered 2xx, whether the body is a JSON answer of the endpoint's
+    /// shape; a 2xx that is not (garbage, HTML, 204, another status) is the backend's failure.
+    public mutating func upstreamEnd(streamComplete: Bool = true, bodyIsAnswer: Bool = true) -> Action {
         switch state {
-        case .buffering(_, _, let status):
+        case .buffering(let a, _, let status):
+            if (200..<300).contains(status) && (status != 200 || !bodyIsAnswer) {
+                return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(status) without a valid completion.", source: .upstream, retry: .yes), phase: .data)
+            }
             state = .finished(.normal)
             return .respondBuffered(status: status)
         case .streaming:

@@ -88,6 +88,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Set when the session finished and gave its timer back to the runtime's pool.
     private var timerRetired = false
     private var buffered: [UInt8] = []
+    /// The buffered 200 body as the parser read it (usage, shape), once it is complete.
+    private var bufferedJSON: UpstreamJSON?
     private var upstreamContentType: String?
     /// What the cache and coalescer may do for this request (decided by the Frontend).
     let cachePlan: CachePlan
@@ -234,7 +236,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .upstreamBody(let bytes):
             bytes.withUnsafeBytes { handleBody($0) }
         case .upstreamEnd:
-            run(machine.upstreamEnd(streamComplete: scanner.sawDone && scanner.pendingBytes == 0))
+            bufferedJSON = status == 200 ? UpstreamJSON.inspect(buffered) : nil
+            let answer = bufferedJSON?.isAnswer(for: request.kind) ?? false
+            run(machine.upstreamEnd(streamComplete: scanner.sawDone && scanner.pendingBytes == 0, bodyIsAnswer: answer))
         case .upstreamFailed(let f):
             run(machine.upstreamFailed(f))
         case .flight(let f):
@@ -569,7 +573,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             status = st
             let ct = upstreamContentType ?? "application/json"
             upstreamDone()
-            if st == 200, let u = UpstreamJSON.inspect(buffered).usage { usage = (u.prompt, u.completion) }
+            if st == 200, let u = bufferedJSON?.usage { usage = (u.prompt, u.completion) }
             if case .leader(let f) = role {
                 runtime.coalescer.leaderHead(f, status: st, contentType: ct, isStream: false)
             }

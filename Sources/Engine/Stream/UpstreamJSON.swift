@@ -20,6 +20,19 @@ public struct UpstreamJSON: Equatable, Sendable {
     public var choicesEmpty = false
     /// Token counts from `usage`, when it is an object with both integers.
     public var usage: Usage?
+    /// The `object` field, when it names one of vLLM's answer shapes.
+    public var object: ObjectKind = .other
+
+    public enum ObjectKind: Equatable, Sendable {
+        case chatCompletion, textCompletion, chatCompletionChunk, other
+    }
+
+    /// A whole non-streamed answer of this endpoint: an object of the right `object` kind with a
+    /// `choices` array (vLLM's shape for /v1/chat/completions and /v1/completions).
+    public func isAnswer(for kind: EndpointKind) -> Bool {
+        guard self.kind == .object, hasChoices, !hasError else { return false }
+        return object == (kind == .chat ? .chatCompletion : .textCompletion)
+    }
 
     public struct Usage: Equatable, Sendable {
         public var prompt: Int
@@ -48,6 +61,12 @@ public struct UpstreamJSON: Equatable, Sendable {
         out.hasError = r.has_error != 0
         out.hasChoices = r.has_choices != 0
         out.choicesEmpty = r.choices_empty != 0
+        switch r.object_kind {
+        case 1: out.object = .chatCompletion
+        case 2: out.object = .textCompletion
+        case 3: out.object = .chatCompletionChunk
+        default: out.object = .other
+        }
         if r.has_usage != 0 {
             out.usage = Usage(prompt: Int(clamping: r.prompt_tokens), completion: Int(clamping: r.completion_tokens))
         }

@@ -91,3 +91,50 @@ private func policy(lookup: Bool = true, coalesce: Bool = true, admission: Bool 
         #expect(e.status == 502 && e.retryAfterSeconds == 1)
     }
 }
+
+/// The untrusted upstream (issue 10): a 2xx that is not the endpoint's answer, or an answer in the
+/// wrong form, is the backend's failure: retried, then a 502; never relayed as a success.
+@Suite struct RequestMachineUpstreamShapeTests {
+    private func sent(stream: Bool) -> RequestMachine {
+        var p = RequestMachine.Policy(maxAttempts: 2, backoff: .milliseconds(10), upstreamTimeout: .seconds(5), isStream: stream)
+        p.lookupCache = false
+        var m = RequestMachine(policy: p)
+        _ = m.start()
+        _ = m.backendChosen(BackendID(0))
+        return m
+    }
+
+    @Test func a200ThatIsNotAnAnswerIsRetriedThenA502() {
+        var m = sent(stream: false)
+        #expect(m.upstreamHead(status: 200, isEventStream: false) == .none)
+        #expect(m.upstreamEnd(bodyIsAnswer: false) == .retry(after: .milliseconds(10)))
+        _ = m.timerFired(.backoff)
+        _ = m.backendChosen(BackendID(1))
+        _ = m.upstreamHead(status: 200, isEventStream: false)
+        guard case .respondError(let e) = m.upstreamEnd(bodyIsAnswer: false) else { Issue.record("expected 502"); return }
+        #expect(e.status == 502)
+    }
+
+    @Test func otherSuccessStatusesAreNotAnswers() {
+        for st in [201, 204, 206] {
+            var m = sent(stream: false)
+            _ = m.upstreamHead(status: st, isEventStream: false)
+            #expect(m.upstreamEnd(bodyIsAnswer: true) == .retry(after: .milliseconds(10)), "\(st)")
+        }
+    }
+
+    @Test func clientErrorsAreRelayedAsTheyAre() {
+        var m = sent(stream: false)
+        _ = m.upstreamHead(status: 400, isEventStream: false)
+        #expect(m.upstreamEnd(bodyIsAnswer: false) == .respondBuffered(status: 400))
+    }
+
+    @Test func theWrongFormIsAFailure() {
+        var plain = sent(stream: false)
+        #expect(plain.upstreamHead(status: 200, isEventStream: true) == .retry(after: .milliseconds(10)))
+        var stream = sent(stream: true)
+        #expect(stream.upstreamHead(status: 200, isEventStream: false) == .retry(after: .milliseconds(10)))
+        var ok = sent(stream: true)
+        #expect(ok.upstreamHead(status: 200, isEventStream: true) == .startStream(timeout: .seconds(5)))
+    }
+}
