@@ -566,7 +566,7 @@ def make_config_dict(sim_urls: Any, **overrides: Any) -> dict:
     if isinstance(sim_urls, (str, Sim)) or hasattr(sim_urls, "url"):
         sim_urls = [sim_urls]
     base = {
-        "server": {"host": "127.0.0.1", "workers": 1},
+        "server": {"host": "127.0.0.1", "workers": 0},
         "vllm": {"instances": [{"url": _as_url(u)} for u in sim_urls]},
         "redis": {"url": ""},
         "model_registry": {

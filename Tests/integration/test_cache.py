@@ -5,6 +5,7 @@ Redis outages, and the stale fallback."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -210,7 +211,9 @@ def test_redis_outage_keeps_serving_and_caching_resumes(sim, engine_factory, red
         return eng.post("/v1/chat/completions", json=after).headers["x-cache"] == "HIT"
     wait_until(cached, timeout=10, interval=0.3, what="caching to resume after Redis returns")
     log = eng.log_text()
-    assert log.count("redis lost") == 1
+    # Once per change in each worker (the default: one per core), not once per request.
+    workers = len(set(re.findall(r"worker (\d+) started", log))) or 1
+    assert log.count("redis lost") == workers
 
 
 def test_stale_entry_answers_when_every_backend_fails(sim, engine_factory):

@@ -21,7 +21,9 @@ def prom(eng) -> str:
 
 def test_exposition_is_valid_and_moves(sim_factory, engine_factory):
     sim = sim_factory("--kv-usage-override", 0.42)
-    eng = engine_factory(make_config([sim], admission_control={"enabled": True, "poll_interval_seconds": 0.1}))
+    # One process: the counters asserted here are that process's (each worker keeps its own).
+    eng = engine_factory(make_config([sim], server={"workers": 1},
+                                     admission_control={"enabled": True, "poll_interval_seconds": 0.1}))
     body = chat_body("metrics", max_tokens=4)
     eng.post("/v1/chat/completions", json=body)
     eng.post("/v1/chat/completions", json=body)  # a hit
@@ -46,7 +48,8 @@ def test_exposition_is_valid_and_moves(sim_factory, engine_factory):
         assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_json_metrics_snapshot(sim, engine):
+def test_json_metrics_snapshot(sim, engine_factory):
+    engine = engine_factory(make_config([sim], server={"workers": 1}))  # one process's counters
     body = chat_body("json", max_tokens=2)
     engine.post("/v1/chat/completions", json=body)
     engine.post("/v1/chat/completions", json=body)

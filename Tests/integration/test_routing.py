@@ -44,7 +44,8 @@ def admission_config(sim, **over):
 
 def test_requests_queue_under_kv_pressure_and_are_released_when_it_drops(sim_factory, engine_factory):
     sim = sim_factory("--kv-usage-override", 0.8)
-    eng = engine_factory(admission_config(sim))
+    # One process: the queue asserted through /metrics is that worker's.
+    eng = engine_factory(admission_config(sim, server={"workers": 1}))
     time.sleep(0.4)  # a poll has seen 0.8
     result = {}
 
@@ -106,7 +107,9 @@ def test_queued_stream_gets_keepalive_comments(sim_factory, engine_factory):
 def test_failing_backend_is_skipped_after_threshold_and_clients_never_see_it(sim_factory, engine_factory):
     bad = sim_factory("--error-rate", 1.0)
     good = sim_factory()
-    eng = engine_factory(make_config([bad, good], circuit_breaker={"failure_threshold": 2, "cooldown_seconds": 60},
+    # One process: breakers are per worker (each would let `failure_threshold` failures through).
+    eng = engine_factory(make_config([bad, good], server={"workers": 1},
+                                     circuit_breaker={"failure_threshold": 2, "cooldown_seconds": 60},
                                      vllm={"retry_backoff_seconds": 0.01, "retry_count": 2}))
     for i in range(20):
         r = eng.post("/v1/chat/completions", json=chat_body(f"q{i}"))
@@ -118,7 +121,9 @@ def test_failing_backend_is_skipped_after_threshold_and_clients_never_see_it(sim
 
 def test_half_open_lets_one_probe_and_recovery_closes(sim_factory, engine_factory):
     flaky = sim_factory("--error-rate", 1.0)
-    eng = engine_factory(make_config([flaky], circuit_breaker={"failure_threshold": 1, "cooldown_seconds": 0.5},
+    # One process: the breaker's states are per worker.
+    eng = engine_factory(make_config([flaky], server={"workers": 1},
+                                     circuit_breaker={"failure_threshold": 1, "cooldown_seconds": 0.5},
                                      vllm={"retry_count": 0}, model_registry={"fallback_model": None}))
     assert eng.post("/v1/chat/completions", json=chat_body()).status_code == 502
     r = eng.post("/v1/chat/completions", json=chat_body())

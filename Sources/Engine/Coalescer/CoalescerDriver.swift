@@ -26,6 +26,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         case ended(FlightID, Flight.Outcome)
         case lost(FlightID)
         case left(RequestID)
+        case remoteFollowersCounted(FlightID, Int)
     }
     private var queue: [Event] = []
     private var isRunning = false
@@ -73,6 +74,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body)
             case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil)
             case .failed(let st, let body, _): p.fail(status: st, body: body)
+            case .abandoned: p.abandon()
             }
         }
         post(.ended(f, o))
@@ -112,6 +114,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         case .lost(let f):
             finishFlight(f)
             run(machine.ended(f, .lost), outcome: nil)
+        case .remoteFollowersCounted(let f, let n):
+            run(machine.remoteFollowersCounted(f, n), outcome: nil)
         case .left(let id):
             run(machine.left(id), outcome: nil)
             // A follower that left is done with us; a leader stays until its flight ends.
@@ -191,6 +195,12 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                 sessions[id]?.post(.flight(.continueHeadless))
             case .abortLeader(let id):
                 sessions[id]?.post(.flight(.abort))
+            case .countRemoteFollowers(_, let f):
+                guard let p = flights[f]?.publisher else {
+                    post(.remoteFollowersCounted(f, 0))
+                    continue
+                }
+                p.countReaders { [weak self] n in self?.post(.remoteFollowersCounted(f, n)) }
             }
         }
     }

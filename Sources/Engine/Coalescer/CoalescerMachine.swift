@@ -88,8 +88,9 @@ public struct CoalescerMachine: Sendable {
         /// The first arrival (`leader`, nil once it left) asks Redis who leads. Next: leading,
         /// followingRemote, or removed (the claimer left: members rejoin).
         case claiming(leader: RequestID?, leaderIsStream: Bool, leaderMayFollow: Bool)
-        /// `leader` calls upstream in this process. Next: removed (ended).
-        case leading(leader: RequestID, stream: StreamPhase)
+        /// `leader` calls upstream in this process; `publishes`: its answer also goes to Redis for
+        /// other processes' followers. Next: removed (ended).
+        case leading(leader: RequestID, stream: StreamPhase, publishes: Bool)
         /// Another process calls upstream; the driver reads its answer from Redis. Next: removed.
         case followingRemote(owner: String, stream: StreamPhase)
     }
@@ -133,6 +134,9 @@ public struct CoalescerMachine: Sendable {
         case continueHeadless(RequestID)
         /// The leader's client left and nobody follows: abort the upstream call.
         case abortLeader(RequestID)
+        /// The leader's client left, nobody here follows, but other processes may: count their
+        /// readers; answer with `remoteFollowersCounted`.
+        case countRemoteFollowers(RequestID, FlightID)
     }
 
     private(set) var flights: [String: Flight] = [:]
@@ -163,7 +167,7 @@ public struct CoalescerMachine: Sendable {
             guard a.mayFollow else { return [.proceedAlone(a.id)] }
             let live: Bool
             switch f.phase {
-            case .leading(_, .live), .followingRemote(_, .live): live = a.isStream
+            case .leading(_, .live, _), .followingRemote(_, .live): live = a.isStream
             default: live = false
             }
             f.members.append(Member(id: a.id, isStream: a.isStream, isLive: live))
@@ -180,7 +184,7 @@ public struct CoalescerMachine: Sendable {
             keyOfFlight[id] = a.key
             return [.claim(id, key: a.key)]
         }
-        flights[a.key] = Flight(id: id, key: a.key, phase: .leading(leader: a.id, stream: .notStarted), members: [])
+        flights[a.key] = Flight(id: id, key: a.key, phase: .leading(leader: a.id, stream: .notStarted, publishes: false), members: [])
         keyOfFlight[id] = a.key
         return [.lead(a.id, id, publish: false)]
     }
@@ -199,7 +203,7 @@ public struct CoalescerMachine: Sendable {
         }
         switch claim {
         case .won, .unavailable:
-            f.phase = .leading(leader: leader, stream: .notStarted)
+            f.phase = .leading(leader: leader, stream: .notStarted, publishes: claim == .won)
             flights[key] = f
             return [.lead(leader, fid, publish: claim == .won)]
         case .lost(let owner):
@@ -229,7 +233,7 @@ public struct CoalescerMachine: Sendable {
         guard let key = flight(fid) else { return [] }
         var f = flights[key]!
         switch f.phase {
-        case .leading(let l, .notStarted): f.phase = .leading(leader: l, stream: .live)
+        case .leading(let l, .notStarted, let p): f.phase = .leading(leader: l, stream: .live, publishes: p)
         case .followingRemote(let o, .notStarted): f.phase = .followingRemote(owner: o, stream: .live)
         default: return []
         }
@@ -246,7 +250,7 @@ public struct CoalescerMachine: Sendable {
     public mutating func recordingOverflowed(_ fid: FlightID) {
         guard let key = flight(fid) else { return }
         switch flights[key]!.phase {
-        case .leading(let l, .live): flights[key]!.phase = .leading(leader: l, stream: .unreplayable)
+        case .leading(let l, .live, let p): flights[key]!.phase = .leading(leader: l, stream: .unreplayable, publishes: p)
         case .followingRemote(let o, .live): flights[key]!.phase = .followingRemote(owner: o, stream: .unreplayable)
         default: break
         }
@@ -271,6 +275,13 @@ public struct CoalescerMachine: Sendable {
         return out
     }
 
+    /// How many readers other processes started on this flight's answer (after the leader's
+    /// client left): any, or a follower here, and the leader keeps generating.
+    public mutating func remoteFollowersCounted(_ fid: FlightID, _ n: Int) -> [Action] {
+        guard let key = flight(fid), case .leading(let l, _, _) = flights[key]!.phase else { return [] }
+        return n > 0 || !flights[key]!.members.isEmpty ? [.continueHeadless(l)] : [.abortLeader(l)]
+    }
+
     /// A request's client went away (or its session ended) before its flight did.
     public mutating func left(_ id: RequestID) -> [Action] {
         guard let key = flightOf[id], var f = flights[key] else {
@@ -289,9 +300,10 @@ public struct CoalescerMachine: Sendable {
             flights[key] = f
             flightOf[id] = nil
             return []
-        case .leading:
+        case .leading(_, _, let publishes):
             // The leader stays the flight's leader until the flight ends (its session ends it).
-            return f.members.isEmpty ? [.abortLeader(id)] : [.continueHeadless(id)]
+            if !f.members.isEmpty { return [.continueHeadless(id)] }
+            return publishes ? [.countRemoteFollowers(id, f.id)] : [.abortLeader(id)]
         case .followingRemote:
             flightOf[id] = nil
             return []
@@ -309,7 +321,7 @@ public struct CoalescerMachine: Sendable {
         keyOfFlight[f.id] = nil
         for m in f.members { flightOf[m.id] = nil }
         switch f.phase {
-        case .leading(let l, _): flightOf[l] = nil
+        case .leading(let l, _, _): flightOf[l] = nil
         case .claiming(let l?, _, _): flightOf[l] = nil
         default: break
         }

@@ -57,14 +57,20 @@ final class Flight {
         case streamed(completeBody: [UInt8]?)
         /// The leader failed: its status and OpenAI error body (and Retry-After when it had one).
         case failed(status: Int, body: [UInt8], retryAfterSeconds: Int?)
+        /// The leader gave up without an answer (its client left while nobody followed): the
+        /// followers that arrived meanwhile look again.
+        case abandoned
 
         static func failed(_ e: EngineError) -> Outcome {
             .failed(status: e.status, body: e.jsonBody, retryAfterSeconds: e.retryAfterSeconds)
         }
 
         var ending: CoalescerMachine.Ending {
-            if case .failed = self { return .failed }
-            return .answered
+            switch self {
+            case .failed: return .failed
+            case .abandoned: return .lost
+            case .buffered, .streamed: return .answered
+            }
         }
     }
 }

@@ -16,6 +16,8 @@ import Reactor
 enum RemoteFlightKeys {
     static func lock(_ key: String) -> String { "engine:flight:lock:" + key }
     static func stream(_ key: String, owner: String) -> String { "engine:flight:s:" + key + ":" + owner }
+    /// Readers started on a flight's stream (INCR by each; read by a leader whose client left).
+    static func readers(_ key: String, owner: String) -> String { "engine:flight:n:" + key + ":" + owner }
 }
 
 /// Leader side: holds the lock and appends the answer to the stream.
@@ -93,6 +95,19 @@ final class RemoteFlightPublisher {
         finish(f)
     }
 
+    /// The leader gave up without an answer (its client left): readers look again.
+    func abandon() {
+        guard !isDone else { return }
+        finish([Array("t".utf8), Array("a".utf8)])
+    }
+
+    /// How many readers other processes started on this flight (0 when Redis does not answer).
+    func countReaders(completion: @escaping (Int) -> Void) {
+        redis.send(["GET", RemoteFlightKeys.readers(key, owner: owner)]) { v in
+            if case .string(let b) = v, let n = Int(String(decoding: b, as: UTF8.self)) { completion(n) } else { completion(0) }
+        }
+    }
+
     /// The leader failed: the followers get the same status and error body.
     func fail(status: Int, body: [UInt8]) {
         guard !isDone else { return }
@@ -140,6 +155,7 @@ final class RemoteFlightReader {
     private let redis: RedisConnection
     private let lockKey: String
     private let streamKey: String
+    private let readersKey: String
     /// The flight this reader feeds (the delegate's name for it).
     let flight: CoalescerMachine.FlightID
     private weak var delegate: RemoteFlightReaderDelegate?
@@ -155,13 +171,19 @@ final class RemoteFlightReader {
         self.redis = redis
         self.lockKey = RemoteFlightKeys.lock(key)
         self.streamKey = RemoteFlightKeys.stream(key, owner: owner)
+        self.readersKey = RemoteFlightKeys.readers(key, owner: owner)
         self.flight = flight
         self.delegate = delegate
         self.timer = Timer(loop: loop)
         timer.onFire = { [unowned self] in self.poll() }
     }
 
-    func start() { poll() }
+    func start() {
+        // Counted, so a leader whose own client leaves keeps generating for us.
+        redis.send(["INCR", readersKey]) { _ in }
+        redis.send(["EXPIRE", readersKey, "60"]) { _ in }
+        poll()
+    }
 
     func stop() {
         stopped = true
@@ -229,6 +251,9 @@ final class RemoteFlightReader {
         case "e":
             stop()
             delegate?.remoteEnd(self, status: status, contentType: ct, body: f["b"])
+        case "a":
+            stop()
+            delegate?.remoteLost(self)
         case "f":
             stop()
             delegate?.remoteFailed(self, status: status,

@@ -418,8 +418,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     }
 
     private func deliver(_ d: FlightDelivery) {
-        if case .answer(.streamed(completeBody: nil)) = d, case .follower(live: false) = role, !machine.isFinished {
-            // The shared stream could not be rebuilt in this client's form: make our own call.
+        var ownCall = false
+        if case .answer(.streamed(completeBody: nil)) = d { ownCall = true }  // not rebuildable in our form
+        if case .answer(.abandoned) = d { ownCall = true }
+        if ownCall, case .follower(live: false) = role, !machine.isFinished {
             role = .none
             run(machine.flightRejoined())
             return
@@ -452,6 +454,17 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                     var h = self.responseHeaders()
                     h.add("content-type", ct)
                     self.writeResponse(c, status: st, headers: h, body: body)
+                }
+            case .abandoned:
+                status = live ? 200 : 502
+                let err = EngineError(.badGateway, "The request this one shared ended without an answer.", source: .upstream)
+                respond { c in
+                    if live {
+                        self.writeChunk(c, err.sseEvent)
+                        self.endChunked(c, close: true)
+                    } else {
+                        self.writeError(c, err)
+                    }
                 }
             case .failed(let st, let body, let retryAfter):
                 status = live ? 200 : st
@@ -794,8 +807,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         guard !isDone else { return }
         isDone = true
         // A leader that ends without an answer (its client left, ...) must not leave its flight
-        // behind: the followers hear it failed, new requests start fresh.
-        leaderFinished(.failed(EngineError(.badGateway, "The request this one was coalesced with ended without an answer.", source: .client)))
+        // behind: followers that arrived meanwhile look again, new requests start fresh.
+        leaderFinished(.abandoned)
         if let id = coalescerId {
             coalescerId = nil
             runtime.coalescer.left(id)

@@ -115,6 +115,15 @@ private func arrival(_ n: UInt64, _ key: String = "k", stream: Bool = false, fol
         #expect(m2.left(rid(1)) == [.abortLeader(rid(1))])
     }
 
+    @Test func aPublishingLeaderAsksForRemoteReadersBeforeAborting() {
+        var m = M()
+        guard case .claim(let f, _) = m.arrived(arrival(1, stream: true), acrossProcesses: true).first else { return }
+        _ = m.claimAnswered(f, .won)
+        #expect(m.left(rid(1)) == [.countRemoteFollowers(rid(1), f)])
+        #expect(m.remoteFollowersCounted(f, 2) == [.continueHeadless(rid(1))])
+        #expect(m.remoteFollowersCounted(f, 0) == [.abortLeader(rid(1))])
+    }
+
     @Test func eventsForEndedFlightsAreIgnored() {
         var m = M()
         guard case .lead(_, let f, _) = m.arrived(arrival(1), acrossProcesses: false).first else { return }
@@ -246,7 +255,7 @@ private struct World {
                     r.endings += 1
                     reqs[id] = r
                 }
-            case .continueHeadless, .abortLeader:
+            case .continueHeadless, .abortLeader, .countRemoteFollowers:
                 break
             }
         }
@@ -289,7 +298,12 @@ private struct World {
             let waiting = reqs.filter { $0.value.endings == 0 && !$0.value.left }.map(\.key).sorted { $0.raw < $1.raw }
             if let id = waiting.randomElement(using: &rng) {
                 reqs[id]!.left = !reqs[id]!.isLeader
-                let acts = m.left(id)
+                var acts = m.left(id)
+                if case .countRemoteFollowers(_, let f)? = acts.first {
+                    // Redis answers with how many readers other processes started.
+                    check(acrossProcesses, "counting remote followers without Redis")
+                    acts = m.remoteFollowersCounted(f, Int.random(in: 0...1, using: &rng))
+                }
                 for a in acts {
                     switch a {
                     case .abortLeader(let l):

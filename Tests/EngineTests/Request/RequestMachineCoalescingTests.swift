@@ -71,7 +71,9 @@ private func policy(lookup: Bool = true, coalesce: Bool = true, admission: Bool 
     }
 
     @Test func streamEndingWithoutDoneIsAFailureEvent() {
-        var m = RequestMachine(policy: policy(lookup: false, coalesce: false))
+        var p = policy(lookup: false, coalesce: false)
+        p.isStream = true
+        var m = RequestMachine(policy: p)
         _ = m.start()
         _ = m.backendChosen(BackendID(0))
         _ = m.upstreamHead(status: 200, isEventStream: true)

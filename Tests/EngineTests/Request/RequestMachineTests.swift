@@ -3,12 +3,14 @@ import Testing
 @testable import Engine
 
 private let policy = RequestMachine.Policy(maxAttempts: 3, backoff: .milliseconds(500), upstreamTimeout: .seconds(120))
+/// The same for a client that asked for a stream (an SSE answer is only valid then).
+private let streamPolicy = RequestMachine.Policy(maxAttempts: 3, backoff: .milliseconds(500), upstreamTimeout: .seconds(120), isStream: true)
 private let b0 = BackendID(0)
 private let b1 = BackendID(1)
 
 @Suite struct RequestMachineTests {
     @Test func streamingHappyPath() {
-        var m = RequestMachine(policy: policy)
+        var m = RequestMachine(policy: streamPolicy)
         #expect(m.start() == .pickBackend(excluding: []))
         #expect(m.backendChosen(b0) == .sendUpstream(b0, timeout: .seconds(120)))
         #expect(m.upstreamHead(status: 200, isEventStream: true) == .startStream(timeout: .seconds(120)))
@@ -70,7 +72,7 @@ private let b1 = BackendID(1)
     }
 
     @Test func failureMidStreamIsAnErrorEventNotARetry() {
-        var m = RequestMachine(policy: policy)
+        var m = RequestMachine(policy: streamPolicy)
         _ = m.start()
         _ = m.backendChosen(b0)
         _ = m.upstreamHead(status: 200, isEventStream: true)
@@ -82,7 +84,7 @@ private let b1 = BackendID(1)
     }
 
     @Test func stallMidStreamTimesOut() {
-        var m = RequestMachine(policy: policy)
+        var m = RequestMachine(policy: streamPolicy)
         _ = m.start()
         _ = m.backendChosen(b0)
         _ = m.upstreamHead(status: 200, isEventStream: true)
@@ -91,7 +93,7 @@ private let b1 = BackendID(1)
     }
 
     @Test func clientDisconnectAbortsUpstream() {
-        var m = RequestMachine(policy: policy)
+        var m = RequestMachine(policy: streamPolicy)
         _ = m.start()
         _ = m.backendChosen(b0)
         _ = m.upstreamHead(status: 200, isEventStream: true)
@@ -101,7 +103,7 @@ private let b1 = BackendID(1)
     }
 
     @Test func slowClientPausesOnceAndResumesOnDrain() {
-        var m = RequestMachine(policy: policy)
+        var m = RequestMachine(policy: streamPolicy)
         _ = m.start()
         _ = m.backendChosen(b0)
         _ = m.upstreamHead(status: 200, isEventStream: true)
