@@ -305,11 +305,16 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         body.withUnsafeBytes { writeResponse(status: status, headers: headers, body: $0) }
     }
 
+    /// Kernel send buffer for chunked (streamed) responses: with `writeHighWater` this bounds what
+    /// a client that stops reading makes the Engine hold (docs/operations.md, "Slow clients").
+    public static let streamKernelSendBuffer = 64 * 1024
+
     /// Starts a chunked response (SSE).
     public func writeChunkedHead(status: Int, headers: HTTPHeaders) {
         guard !isClosed else { return }
         responseIsChunked = true
         guard let sock else { return }
+        sock.limitKernelSendBuffer(Self.streamKernelSendBuffer)
         composeHead(status: status, headers: headers, contentLength: nil)
         headBuffer.withUnsafeBytes { sock.write($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
     }

@@ -98,6 +98,14 @@ final class StreamSocket {
 
     var pendingOutput: Int { evbuffer_get_length(output) }
 
+    /// Caps the kernel's send buffer (SO_SNDBUF; Linux doubles it), so a peer that stops reading
+    /// fills our evbuffer — and trips the driver's backpressure — after this much, instead of the
+    /// several MiB autotuning would let the kernel absorb while the upstream keeps flowing.
+    func limitKernelSendBuffer(_ bytes: Int) {
+        var v = Int32(clamping: bytes)
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Output not yet taken by the peer: our buffer plus the kernel's send queue.
     var unsentBytes: Int { isClosed ? 0 : evbuffer_get_length(output) + max(0, Int(ces_unsent_bytes(fd))) }
 

@@ -11,7 +11,9 @@ final class Flight {
     /// Every whole SSE event so far, usage chunk included (bounded: past the cap, late joiners wait).
     private(set) var recorded: [UInt8] = []
     private(set) var recordingOverflowed = false
-    static let maxRecordedBytes = 8 << 20
+    /// Past this, late joiners wait for the ending (converted) instead of going live: a flight
+    /// keeps at most this much of its stream.
+    static let maxRecordedBytes = 1 << 20
     /// The session of this process that calls upstream for the flight (nil: another process does).
     var leader: CoalescerMachine.RequestID?
     /// Followers relaying the stream as it comes.

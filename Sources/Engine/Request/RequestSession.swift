@@ -410,12 +410,20 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     /// Whole events of the flight's stream (usage chunk included), for a live follower.
     func flightEvents(_ events: UnsafeRawBufferPointer) {
-        guard case .follower(live: true) = role, client != nil else { return }
+        guard case .follower(live: true) = role, let c = client else { return }
         eventsAll.removeAll(keepingCapacity: true)
         eventsNoUsage.removeAll(keepingCapacity: true)
         scanner.feed(events, all: &eventsAll, withoutUsage: &eventsNoUsage, filterUsage: !request.includeUsage)
         (request.includeUsage ? eventsAll : eventsNoUsage).withUnsafeBytes { writeChunk($0) }
+        // The leader paces the stream for its own client; a follower cannot pause it. One that
+        // falls this far behind is closed (style C's hard limit), so it cannot grow without bound.
+        if c.pendingOutputBytes > RequestSession.followerMaxPendingBytes {
+            runtime.metrics.clientSlowClosed += 1
+            c.close()
+        }
     }
+
+    static let followerMaxPendingBytes = 1 << 20
 
     private func deliver(_ d: FlightDelivery) {
         var ownCall = false

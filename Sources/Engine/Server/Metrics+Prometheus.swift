@@ -35,6 +35,7 @@ extension EngineRuntime {
             w.gauge("engine_cache_entries", help: "Entries in the in-process cache.", value: Double(mem.entryCount))
         }
         w.counter("engine_coalesced_followers_total", help: "Requests answered by an identical request's upstream call.", value: Double(m.coalescedFollowers))
+        w.counter("engine_client_slow_closed_total", help: "Live followers closed because their client fell more than 1 MiB behind the shared stream.", value: Double(m.clientSlowClosed))
         w.counter("engine_upstream_retries_total", help: "Upstream attempts retried before the first byte.", value: Double(m.upstreamRetries))
         if let a = admission {
             w.counter("engine_admission_decisions_total", help: "Admission control decisions.",

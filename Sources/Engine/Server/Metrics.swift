@@ -20,6 +20,8 @@ public final class Metrics {
     public var cacheStores = 0
     public var cacheErrors = 0
     public var coalescedFollowers = 0
+    /// Live followers closed because their client fell too far behind the shared stream.
+    public var clientSlowClosed = 0
 
     /// Finished generation requests by (route, served model, status class, cache outcome).
     /// Models are bounded by the configured/discovered set; anything else counts as "other".
