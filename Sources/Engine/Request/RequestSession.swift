@@ -571,8 +571,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Remot
     private func store(_ body: [UInt8]) {
         guard cachePlan.store, !machine.usedFallback, let key = cachePlan.key, let cache = runtime.cache, !body.isEmpty else { return }
         let c = runtime.config.cache
-        cache.put(key: key, value: body, ttl: .milliseconds(Int64(c.ttlSeconds * 1000)),
-                  staleTTL: .milliseconds(Int64(c.staleTtlSeconds * 1000)), now: Loop.nowNanos(), wallMillis: wallMillis())
+        cache.put(key: key, value: body, ttl: .seconds(validated: c.ttlSeconds),
+                  staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: wallMillis())
         runtime.metrics.cacheStores += 1
         runtime.logger.debug("cache store", metadata: ["eng.req": "\(requestId)", "key": "\(key)", "bytes": "\(body.count)", "ttl": "\(c.ttlSeconds)", "n": "\((cache as? MemoryCacheStore)?.entryCount ?? -1)"])
     }
