@@ -395,7 +395,9 @@ public enum ConfigLoader {
         defer { fclose(file) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16_384)
-        while true {
+        // One byte past the limit is enough for `parse` to refuse the file, and stops the read
+        // there: `--config /dev/zero` must fail, not fill memory.
+        while bytes.count <= ConfigLimits.maxDocumentBytes {
             let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
             bytes.append(contentsOf: chunk[0..<count])
             if count < chunk.count { break }
