@@ -51,7 +51,9 @@ public enum ConfigLoader {
         try parse(bytes: Array(yaml.utf8), environment: environment)
     }
 
-    static func parse(bytes: [UInt8], environment: [String: String]) throws(ConfigError) -> EngineConfig {
+    /// Parses YAML bytes like `parse(yaml:environment:)`. Public for the fuzz target
+    /// (Sources/fuzz-config): no input may crash or hang it, only throw.
+    public static func parse(bytes: [UInt8], environment: [String: String]) throws(ConfigError) -> EngineConfig {
         var config = EngineConfig()
         if let root = try YAMLNode.parse(bytes) {
             try decode(root, into: &config)
