@@ -61,6 +61,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // libFuzzer target for the config loader; fuzz/run.sh builds it with the sanitizers.
+        // A plain `swift build` gives a replay tool for crash files.
+        .executableTarget(name: "fuzz-config", dependencies: ["Engine"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEventShim"]),
     ],

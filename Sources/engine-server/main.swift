@@ -121,7 +121,7 @@ extension EngineServer {
         let configPath = config
         let sup = Supervisor(
             loop: loop, executable: Supervisor.selfExecutable(), count: n,
-            drainTimeout: .milliseconds(Int64(cfg.server.drainTimeoutSeconds * 1000)), logger: logger,
+            drainTimeout: .seconds(validated: cfg.server.drainTimeoutSeconds), logger: logger,
             checkConfig: {
                 do { _ = try ConfigLoader.load(path: configPath, environment: currentEnvironment()); return nil } catch { return "\(error)" }
             },

@@ -1,11 +1,15 @@
 // ConfigTests.swift: unit tests for EngineConfig, ConfigLoader and the libyaml-backed YAMLNode.
-// No I/O except reading the shipped configs/default.yaml (found from #filePath) and a missing
-// path. Error tests check that the message names the right dotted key, since that is what an
-// operator sees.
+// No I/O except reading the shipped configs/default.yaml (found from #filePath), a missing path,
+// /dev/zero and one temporary file (the size limits). Error tests check that the message names
+// the right dotted key, since that is what an operator sees.
 
 import Testing
 
 @testable import Engine
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 private typealias Instance = EngineConfig.VLLMConfig.Instance
 
@@ -589,5 +593,236 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         instance.url = "nope"
         #expect(instance.urlProblem != nil)
         #expect(instance.host == "")
+    }
+}
+
+/// Issue 10: no config input may crash or hang the loader, or make a stage trap later.
+@Suite struct ConfigLimitTests {
+    /// Every time key: (section, name, its maximum). `ConfigLimits` holds the maxima.
+    static let durationKeys: [(section: String, name: String, max: Double)] = [
+        ("server", "read_timeout_seconds", 86_400),
+        ("server", "idle_timeout_seconds", 86_400),
+        ("server", "drain_timeout_seconds", 86_400),
+        ("vllm", "timeout_seconds", 86_400),
+        ("vllm", "retry_backoff_seconds", 86_400),
+        ("vllm", "health_check_interval_seconds", 86_400),
+        ("redis", "socket_timeout_seconds", 86_400),
+        ("admission_control", "poll_interval_seconds", 86_400),
+        ("admission_control", "max_wait_seconds", 86_400),
+        ("circuit_breaker", "cooldown_seconds", 86_400),
+        ("cache", "ttl_seconds", 31_536_000),
+        ("cache", "stale_ttl_seconds", 31_536_000),
+    ]
+
+    /// Every bounded integer key: (YAML with `N` for the value, dotted key, its maximum).
+    static let integerKeys: [(yaml: String, key: String, max: Int)] = [
+        ("server:\n  max_body_bytes: N\n", "server.max_body_bytes", 1 << 30),
+        ("server:\n  max_header_bytes: N\n", "server.max_header_bytes", 1 << 30),
+        ("server:\n  workers: N\n", "server.workers", 1024),
+        ("vllm:\n  retry_count: N\n", "vllm.retry_count", 100),
+        ("vllm:\n  instances: [{url: \"http://a\", weight: N}]\n", "vllm.instances[0].weight", 1_000_000),
+        ("cache:\n  max_size: N\n", "cache.max_size", 10_000_000),
+        ("admission_control:\n  max_queue: N\n", "admission_control.max_queue", 1_000_000),
+        ("circuit_breaker:\n  failure_threshold: N\n", "circuit_breaker.failure_threshold", 1_000_000),
+        ("model_registry:\n  fast_model_token_threshold: N\n", "model_registry.fast_model_token_threshold", 10_000_000),
+    ]
+
+    private static func yaml(_ section: String, _ name: String, _ value: String) -> String {
+        "\(section):\n  \(name): \(value)\n"
+    }
+
+    private static func key(_ section: String, _ name: String) -> String { "\(section).\(name)" }
+
+    @Test(arguments: durationKeys)
+    func hugeDurationNamesItsKey(section: String, name: String, max: Double) {
+        // 1e300 used to pass validation and trap in `.milliseconds(Int64(x * 1000))` (SIGILL).
+        for value in ["1e300", "1e16", "\(Int(max) + 1)"] {
+            let error = parseError(Self.yaml(section, name, value))
+            guard case .invalid(let key, let message) = error else {
+                Issue.record("\(name): \(value): expected .invalid, got \(String(describing: error))")
+                continue
+            }
+            #expect(key == Self.key(section, name))
+            #expect(message.hasPrefix("must be at most \(Int(max)), got "), "\(message)")
+        }
+    }
+
+    @Test(arguments: durationKeys)
+    func nonFiniteDurationNamesItsKey(section: String, name: String, max: Double) {
+        // The decoder refuses these spellings (and 1e400, which Double reads as +inf) as "not a number".
+        for value in [".inf", "-.inf", ".nan", "inf", "nan", "1e400", "-1e400"] {
+            let error = parseError(Self.yaml(section, name, value))
+            guard case .invalid(let key, _) = error else {
+                Issue.record("\(name): \(value): expected .invalid, got \(String(describing: error))")
+                continue
+            }
+            #expect(key == Self.key(section, name))
+        }
+        // A config built in code skips the decoder; validate refuses it there.
+        for value in [Double.infinity, -.infinity, .nan, 1e300] {
+            var config = EngineConfig()
+            Self.set(section, name, value, in: &config)
+            let error = #expect(throws: ConfigError.self) { try ConfigLoader.validate(config) }
+            guard case .invalid(let key, _)? = error else {
+                Issue.record("\(name): \(value): expected .invalid, got \(String(describing: error))")
+                continue
+            }
+            #expect(key == Self.key(section, name))
+        }
+    }
+
+    @Test(arguments: durationKeys)
+    func durationAtOrJustUnderTheMaximumIsAccepted(section: String, name: String, max: Double) throws {
+        for value in [max, max - 0.001] {
+            let config = try parse(Self.yaml(section, name, "\(value)"))
+            #expect(Self.get(section, name, in: config) == value)
+            // And converts without trapping, to what it says.
+            #expect(Duration.seconds(validated: value) == .milliseconds(Int64(value * 1000)))
+        }
+    }
+
+    @Test(arguments: integerKeys)
+    func integerLimits(yaml: String, key: String, max: Int) throws {
+        _ = try parse(yaml.replacing("N", with: "\(max)"))
+        _ = try parse(yaml.replacing("N", with: "\(max - 1)"))
+        #expect(
+            parseError(yaml.replacing("N", with: "\(max + 1)"))
+                == .invalid(key: key, message: "must be at most \(max), got \(max + 1)"))
+        // Past Int64: a type error, still naming the key.
+        guard case .invalid(let got, _) = parseError(yaml.replacing("N", with: "99999999999999999999"))
+        else {
+            Issue.record("\(key): expected .invalid for 99999999999999999999")
+            return
+        }
+        #expect(got == key)
+    }
+
+    @Test func conversionIsUnchangedForNormalValuesAndSaturatesOtherwise() {
+        for seconds in [0.25, 0.5, 0.57, 1, 15, 30, 120, 3600] {
+            #expect(Duration.seconds(validated: seconds) == .milliseconds(Int64(seconds * 1000)))
+            #expect(Duration.nanosecondCount(validatedSeconds: seconds) == UInt64(seconds * 1e9))
+        }
+        #expect(Duration.seconds(validated: 1e300) == .seconds(1_000_000_000))
+        #expect(Duration.seconds(validated: .infinity) == .seconds(1_000_000_000))
+        #expect(Duration.seconds(validated: .nan) == .zero)
+        #expect(Duration.seconds(validated: -5) == .zero)
+        #expect(Duration.nanosecondCount(validatedSeconds: 1e300) == 1_000_000_000_000_000_000)
+        #expect(Duration.nanosecondCount(validatedSeconds: .nan) == 0)
+        #expect(Duration.nanosecondCount(validatedSeconds: -.infinity) == 0)
+    }
+
+    /// `depth` nested collections of one kind around a scalar, on one line.
+    private static func nested(_ depth: Int, open: String, close: String) -> String {
+        String(repeating: open, count: depth) + "1" + String(repeating: close, count: depth)
+    }
+
+    @Test(arguments: [("{a: ", "}"), ("[", "]")])
+    func deepFlowNestingIsRefusedQuickly(open: String, close: String) {
+        // 50,000 levels overflowed the stack releasing the tree (SIGSEGV after ~23 s).
+        let text = Self.nested(50_000, open: open, close: close)
+        let clock = ContinuousClock()
+        var error: ConfigError?
+        let elapsed = clock.measure { error = parseError(text) }
+        #expect(error == .invalidYAML("nesting deeper than 64 levels (line 1)"))
+        #expect(elapsed < .seconds(1), "took \(elapsed)")
+    }
+
+    @Test func deepBlockNestingIsRefusedNamingTheLine() {
+        var text = ""
+        for level in 0..<100 {
+            text += String(repeating: " ", count: level) + "a:\n"
+        }
+        #expect(parseError(text) == .invalidYAML("nesting deeper than 64 levels (line 65)"))
+    }
+
+    @Test func sixtyFourLevelsParse() throws {
+        #expect(try YAMLNode.parse(Array(Self.nested(64, open: "[", close: "]").utf8)) != nil)
+        #expect(throws: ConfigError.invalidYAML("nesting deeper than 64 levels (line 1)")) {
+            try YAMLNode.parse(Array(Self.nested(65, open: "[", close: "]").utf8))
+        }
+    }
+
+    @Test func documentOverOneMiBIsRefused() throws {
+        let line = Array("# padding padding padding padding padding padding padding padding\n".utf8)
+        var bytes: [UInt8] = []
+        while bytes.count < 2 << 20 { bytes += line }
+        #expect(throws: ConfigError.invalidYAML("the document is larger than 1048576 bytes (1 MiB)")) {
+            try ConfigLoader.parse(bytes: bytes, environment: [:])
+        }
+        // Exactly 1 MiB is still read (here: only comments, so the defaults).
+        let limit = Array(bytes.prefix(1 << 20))
+        #expect(try ConfigLoader.parse(bytes: limit, environment: [:]) == EngineConfig())
+    }
+
+    @Test func twoMiBFileIsRefused() throws {
+        var template = Array("/tmp/engine-config-test-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        try #require(fd >= 0)
+        let path = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { unlink(path) }
+        let line = Array("server: {}\n# xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n".utf8)
+        var bytes: [UInt8] = []
+        while bytes.count < 2 << 20 { bytes += line }
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        try #require(written == bytes.count)
+        #expect(throws: ConfigError.invalidYAML("the document is larger than 1048576 bytes (1 MiB)")) {
+            try ConfigLoader.load(path: path, environment: [:])
+        }
+    }
+
+    @Test func endlessFileIsRefusedNotReadForever() {
+        // The loader stops reading one chunk past the limit.
+        #expect(throws: ConfigError.invalidYAML("the document is larger than 1048576 bytes (1 MiB)")) {
+            try ConfigLoader.load(path: "/dev/zero", environment: [:])
+        }
+    }
+
+    @Test func largestFlatDocumentParsesQuickly() {
+        // About 500,000 nodes in 1 MiB: the other way to make the parser work hard.
+        var text = "x: ["
+        while text.utf8.count < (1 << 20) - 4 { text += "1," }
+        text += "1]\n"
+        let clock = ContinuousClock()
+        var error: ConfigError?
+        let elapsed = clock.measure { error = parseError(text) }
+        #expect(error == .invalid(key: "x", message: "unknown key (line 1)"))
+        #expect(elapsed < .seconds(5), "took \(elapsed)")
+    }
+
+    private static func set(_ section: String, _ name: String, _ value: Double, in c: inout EngineConfig) {
+        switch (section, name) {
+        case ("server", "read_timeout_seconds"): c.server.readTimeoutSeconds = value
+        case ("server", "idle_timeout_seconds"): c.server.idleTimeoutSeconds = value
+        case ("server", "drain_timeout_seconds"): c.server.drainTimeoutSeconds = value
+        case ("vllm", "timeout_seconds"): c.vllm.timeoutSeconds = value
+        case ("vllm", "retry_backoff_seconds"): c.vllm.retryBackoffSeconds = value
+        case ("vllm", "health_check_interval_seconds"): c.vllm.healthCheckIntervalSeconds = value
+        case ("redis", "socket_timeout_seconds"): c.redis.socketTimeoutSeconds = value
+        case ("admission_control", "poll_interval_seconds"): c.admissionControl.pollIntervalSeconds = value
+        case ("admission_control", "max_wait_seconds"): c.admissionControl.maxWaitSeconds = value
+        case ("circuit_breaker", "cooldown_seconds"): c.circuitBreaker.cooldownSeconds = value
+        case ("cache", "ttl_seconds"): c.cache.ttlSeconds = value
+        case ("cache", "stale_ttl_seconds"): c.cache.staleTtlSeconds = value
+        default: Issue.record("no setter for \(section).\(name)")
+        }
+    }
+
+    private static func get(_ section: String, _ name: String, in c: EngineConfig) -> Double? {
+        switch (section, name) {
+        case ("server", "read_timeout_seconds"): c.server.readTimeoutSeconds
+        case ("server", "idle_timeout_seconds"): c.server.idleTimeoutSeconds
+        case ("server", "drain_timeout_seconds"): c.server.drainTimeoutSeconds
+        case ("vllm", "timeout_seconds"): c.vllm.timeoutSeconds
+        case ("vllm", "retry_backoff_seconds"): c.vllm.retryBackoffSeconds
+        case ("vllm", "health_check_interval_seconds"): c.vllm.healthCheckIntervalSeconds
+        case ("redis", "socket_timeout_seconds"): c.redis.socketTimeoutSeconds
+        case ("admission_control", "poll_interval_seconds"): c.admissionControl.pollIntervalSeconds
+        case ("admission_control", "max_wait_seconds"): c.admissionControl.maxWaitSeconds
+        case ("circuit_breaker", "cooldown_seconds"): c.circuitBreaker.cooldownSeconds
+        case ("cache", "ttl_seconds"): c.cache.ttlSeconds
+        case ("cache", "stale_ttl_seconds"): c.cache.staleTtlSeconds
+        default: nil
+        }
     }
 }

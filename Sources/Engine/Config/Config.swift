@@ -3,7 +3,8 @@
 // its own immutable copy. Defaults follow the original engine's section 3 and configs/default.yaml,
 // except redis.url, which defaults to empty (the in-process cache) instead of a local Redis.
 // STYLE-EXCEPTION: times are `...Seconds: Double`, not `Duration`, so each field mirrors its YAML
-// key one to one; stages convert with `.seconds(x)` when they read them.
+// key one to one; stages convert with `.seconds(validated: x)` (Duration+ConfigSeconds.swift).
+// ConfigLoader.validate bounds every number (ConfigLimits.swift).
 
 public struct EngineConfig: Sendable, Equatable {
     public var server: ServerConfig

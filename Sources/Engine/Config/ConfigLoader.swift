@@ -51,7 +51,9 @@ public enum ConfigLoader {
         try parse(bytes: Array(yaml.utf8), environment: environment)
     }
 
-    static func parse(bytes: [UInt8], environment: [String: String]) throws(ConfigError) -> EngineConfig {
+    /// Parses YAML bytes like `parse(yaml:environment:)`. Public for the fuzz target
+    /// (Sources/fuzz-config): no input may crash or hang it, only throw.
+    public static func parse(bytes: [UInt8], environment: [String: String]) throws(ConfigError) -> EngineConfig {
         var config = EngineConfig()
         if let root = try YAMLNode.parse(bytes) {
             try decode(root, into: &config)
@@ -80,19 +82,21 @@ public enum ConfigLoader {
     // MARK: - Validation
 
     /// Checks ranges and cross-field rules. `load` and `parse` call it; call it yourself for a
-    /// config built in code.
+    /// config built in code. Every number has an upper bound too (ConfigLimits), so that nothing
+    /// downstream can overflow: a validated time converts to a Duration without trapping.
     public static func validate(_ config: EngineConfig) throws(ConfigError) {
         let server = config.server
         try check((0...65535).contains(server.port), "server.port", "must be 0-65535, got \(server.port)")
         if let port = server.metricsPort {
             try check((0...65535).contains(port), "server.metrics_port", "must be 0-65535, got \(port)")
         }
-        try positive(server.maxBodyBytes, "server.max_body_bytes")
-        try positive(server.maxHeaderBytes, "server.max_header_bytes")
-        try positive(server.readTimeoutSeconds, "server.read_timeout_seconds")
-        try positive(server.idleTimeoutSeconds, "server.idle_timeout_seconds")
-        try positive(server.drainTimeoutSeconds, "server.drain_timeout_seconds")
+        try count(server.maxBodyBytes, "server.max_body_bytes", atMost: ConfigLimits.maxBytes)
+        try count(server.maxHeaderBytes, "server.max_header_bytes", atMost: ConfigLimits.maxBytes)
+        try seconds(server.readTimeoutSeconds, "server.read_timeout_seconds")
+        try seconds(server.idleTimeoutSeconds, "server.idle_timeout_seconds")
+        try seconds(server.drainTimeoutSeconds, "server.drain_timeout_seconds")
         try check(server.workers >= 0, "server.workers", "must be >= 0 (0 = one per core), got \(server.workers)")
+        try atMost(server.workers, ConfigLimits.maxWorkers, "server.workers")
         try check(
             logLevels.contains(server.logLevel), "server.log_level",
             "must be one of \(logLevels.joined(separator: ", ")), got \(quotedForMessage(server.logLevel))")
@@ -105,6 +109,7 @@ public enum ConfigLoader {
                 throw .invalid(key: "\(key).url", message: problem)
             }
             try check(instance.weight >= 1, "\(key).weight", "must be >= 1, got \(instance.weight)")
+            try atMost(instance.weight, ConfigLimits.maxWeight, "\(key).weight")
             if let models = instance.models {
                 // An empty list would make the instance unreachable; omitting the key means "any".
                 try check(!models.isEmpty, "\(key).models", "must not be empty (omit it to accept any model)")
@@ -113,23 +118,23 @@ public enum ConfigLoader {
                 }
             }
         }
-        try positive(vllm.timeoutSeconds, "vllm.timeout_seconds")
+        try seconds(vllm.timeoutSeconds, "vllm.timeout_seconds")
         try check(vllm.retryCount >= 0, "vllm.retry_count", "must be >= 0, got \(vllm.retryCount)")
-        try check(
-            vllm.retryBackoffSeconds >= 0, "vllm.retry_backoff_seconds",
-            "must be >= 0, got \(vllm.retryBackoffSeconds)")
-        try positive(vllm.healthCheckIntervalSeconds, "vllm.health_check_interval_seconds")
+        try atMost(vllm.retryCount, ConfigLimits.maxRetryCount, "vllm.retry_count")
+        try seconds(vllm.retryBackoffSeconds, "vllm.retry_backoff_seconds", allowsZero: true)
+        try seconds(vllm.healthCheckIntervalSeconds, "vllm.health_check_interval_seconds")
 
-        try positive(config.redis.socketTimeoutSeconds, "redis.socket_timeout_seconds")
+        try seconds(config.redis.socketTimeoutSeconds, "redis.socket_timeout_seconds")
 
         let cache = config.cache
-        try positive(cache.maxSize, "cache.max_size")
-        try positive(cache.ttlSeconds, "cache.ttl_seconds")
-        try check(
-            cache.staleTtlSeconds >= 0, "cache.stale_ttl_seconds",
-            "must be >= 0 (0 = never serve stale), got \(cache.staleTtlSeconds)")
+        try count(cache.maxSize, "cache.max_size", atMost: ConfigLimits.maxCacheEntries)
+        try seconds(cache.ttlSeconds, "cache.ttl_seconds", atMost: ConfigLimits.maxCacheTTLSeconds)
+        try seconds(
+            cache.staleTtlSeconds, "cache.stale_ttl_seconds", allowsZero: true, zeroMeans: "never serve stale",
+            atMost: ConfigLimits.maxCacheTTLSeconds)
 
         let admission = config.admissionControl
+        // NaN fails every comparison, so these refuse it too; +inf fails `<= 1` and `< hardLimit`.
         try check(
             admission.hardLimit > 0 && admission.hardLimit <= 1, "admission_control.hard_limit",
             "must be in (0, 1], got \(admission.hardLimit)")
@@ -138,23 +143,30 @@ public enum ConfigLoader {
         try check(
             admission.softLimit < admission.hardLimit, "admission_control.soft_limit",
             "must be less than admission_control.hard_limit (\(admission.hardLimit)), got \(admission.softLimit)")
-        try positive(admission.pollIntervalSeconds, "admission_control.poll_interval_seconds")
+        try seconds(admission.pollIntervalSeconds, "admission_control.poll_interval_seconds")
         try check(admission.maxQueue >= 0, "admission_control.max_queue", "must be >= 0, got \(admission.maxQueue)")
-        try check(
-            admission.maxWaitSeconds >= 0, "admission_control.max_wait_seconds",
-            "must be >= 0, got \(admission.maxWaitSeconds)")
+        try atMost(admission.maxQueue, ConfigLimits.maxQueue, "admission_control.max_queue")
+        try seconds(admission.maxWaitSeconds, "admission_control.max_wait_seconds", allowsZero: true)
 
-        try positive(config.circuitBreaker.failureThreshold, "circuit_breaker.failure_threshold")
-        try check(
-            config.circuitBreaker.cooldownSeconds >= 0, "circuit_breaker.cooldown_seconds",
-            "must be >= 0, got \(config.circuitBreaker.cooldownSeconds)")
+        try count(
+            config.circuitBreaker.failureThreshold, "circuit_breaker.failure_threshold",
+            atMost: ConfigLimits.maxFailureThreshold)
+        try seconds(config.circuitBreaker.cooldownSeconds, "circuit_breaker.cooldown_seconds", allowsZero: true)
 
         let models = config.modelRegistry
         try check(!models.fastModel.isEmpty, "model_registry.fast_model", "must not be empty")
         try check(!models.largeModel.isEmpty, "model_registry.large_model", "must not be empty")
-        try positive(models.fastModelTokenThreshold, "model_registry.fast_model_token_threshold")
+        try count(
+            models.fastModelTokenThreshold, "model_registry.fast_model_token_threshold",
+            atMost: ConfigLimits.maxTokenThreshold)
         if let fallback = models.fallbackModel {
             try check(!fallback.isEmpty, "model_registry.fallback_model", "must not be empty (use null to disable)")
+        }
+        if let similarity = models.fallbackCacheSimilarityThreshold {
+            // Ignored, and accepted only for the original's files, so any finite number will do.
+            try check(
+                similarity.isFinite, "model_registry.fallback_cache_similarity_threshold",
+                "must be a finite number, got \(similarity)")
         }
 
         let auth = config.auth
@@ -178,12 +190,30 @@ public enum ConfigLoader {
         if !condition { throw .invalid(key: key, message: message()) }
     }
 
-    private static func positive(_ value: Int, _ key: String) throws(ConfigError) {
-        try check(value > 0, key, "must be > 0, got \(value)")
+    private static func atMost(_ value: Int, _ limit: Int, _ key: String) throws(ConfigError) {
+        try check(value <= limit, key, "must be at most \(limit), got \(value)")
     }
 
-    private static func positive(_ value: Double, _ key: String) throws(ConfigError) {
+    /// A positive count or size with an upper bound.
+    private static func count(_ value: Int, _ key: String, atMost limit: Int) throws(ConfigError) {
         try check(value > 0, key, "must be > 0, got \(value)")
+        try atMost(value, limit, key)
+    }
+
+    /// A time in seconds: finite, > 0 (>= 0 if `allowsZero`), and at most `limit`, a day unless
+    /// said otherwise. The bound is what lets the stages convert it with `.seconds(validated:)`.
+    private static func seconds(
+        _ value: Double, _ key: String, allowsZero: Bool = false, zeroMeans: String? = nil,
+        atMost limit: Double = ConfigLimits.maxDurationSeconds
+    ) throws(ConfigError) {
+        try check(value.isFinite, key, "must be a finite number of seconds, got \(value)")
+        if allowsZero {
+            let note = zeroMeans.map { " (0 = \($0))" } ?? ""
+            try check(value >= 0, key, "must be >= 0\(note), got \(value)")
+        } else {
+            try check(value > 0, key, "must be > 0, got \(value)")
+        }
+        try check(value <= limit, key, "must be at most \(Int(limit)), got \(value)")
     }
 
     // MARK: - Decoding
@@ -367,7 +397,9 @@ public enum ConfigLoader {
         defer { fclose(file) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16_384)
-        while true {
+        // One byte past the limit is enough for `parse` to refuse the file, and stops the read
+        // there: `--config /dev/zero` must fail, not fill memory.
+        while bytes.count <= ConfigLimits.maxDocumentBytes {
             let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, $0.count, file) }
             bytes.append(contentsOf: chunk[0..<count])
             if count < chunk.count { break }

@@ -2,7 +2,9 @@
 // `YAMLNode.parse(_:)` owns the yaml_parser_t and each yaml_event_t it receives and frees them on
 // every path (success, parse error, rejected feature). The tree holds only Swift values. Anchors,
 // aliases, tags and multiple documents are rejected: a config file has no use for them, and
-// rejecting is simpler than resolving (and rules out alias bombs).
+// rejecting is simpler than resolving (and rules out alias bombs). Nesting deeper than
+// ConfigLimits.maxYAMLDepth is refused as soon as its start event arrives, so nothing that
+// recurses over the tree (its release, for one) ever sees a deep one.
 
 import CEventShim
 
@@ -29,6 +31,10 @@ enum YAMLNode: Sendable {
     static func parse(_ bytes: [UInt8]) throws(ConfigError) -> YAMLNode? {
         // libyaml asserts on a NULL input pointer, which an empty array may give us.
         if bytes.isEmpty { return nil }
+        // With the depth limit below, this bounds both the parse time and the tree's size.
+        if bytes.count > ConfigLimits.maxDocumentBytes {
+            throw .invalidYAML("the document is larger than \(ConfigLimits.maxDocumentBytes) bytes (1 MiB)")
+        }
 
         // Heap-allocated on purpose: yaml_parser_set_input_string stores a pointer to the parser
         // inside the parser, so it must not move, and neither may the input bytes.
@@ -111,10 +117,12 @@ private struct TreeBuilder {
         case YAML_SEQUENCE_START_EVENT:
             let start = event.data.sequence_start
             try Self.rejectAnchorAndTag(start.anchor, start.tag, line: line)
+            try checkDepth(line: line)
             stack.append(.sequence([], line: line))
         case YAML_MAPPING_START_EVENT:
             let start = event.data.mapping_start
             try Self.rejectAnchorAndTag(start.anchor, start.tag, line: line)
+            try checkDepth(line: line)
             stack.append(.mapping([], pendingKey: nil, line: line))
         case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
             switch stack.popLast() {
@@ -130,6 +138,13 @@ private struct TreeBuilder {
             break
         }
         return false
+    }
+
+    /// Called before a collection is opened: `stack.count` collections are open already.
+    private func checkDepth(line: Int) throws(ConfigError) {
+        if stack.count >= ConfigLimits.maxYAMLDepth {
+            throw .invalidYAML("nesting deeper than \(ConfigLimits.maxYAMLDepth) levels (line \(line))")
+        }
     }
 
     private static func rejectAnchorAndTag(

@@ -703,8 +703,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private func store(_ body: [UInt8]) {
         guard cachePlan.store, !machine.usedFallback, let key = cachePlan.key, let cache = runtime.cache, !body.isEmpty else { return }
         let c = runtime.config.cache
-        cache.put(key: key, value: body, ttl: .milliseconds(Int64(c.ttlSeconds * 1000)),
-                  staleTTL: .milliseconds(Int64(c.staleTtlSeconds * 1000)), now: Loop.nowNanos(), wallMillis: wallMillis())
+        cache.put(key: key, value: body, ttl: .seconds(validated: c.ttlSeconds),
+                  staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: wallMillis())
         runtime.metrics.cacheStores += 1
     }
 

@@ -50,7 +50,7 @@ public final class EngineRuntime {
             list.append(Backend(id: BackendID(i), url: inst.url, endpoint: ep, loop: loop,
                                 apiKey: inst.apiKey, weight: inst.weight, models: inst.models,
                                 breaker: CircuitBreaker(threshold: config.circuitBreaker.failureThreshold,
-                                                        cooldown: .milliseconds(Int64(config.circuitBreaker.cooldownSeconds * 1000)))))
+                                                        cooldown: .seconds(validated: config.circuitBreaker.cooldownSeconds))))
         }
         router = ModelRouter(fastModel: config.modelRegistry.fastModel, largeModel: config.modelRegistry.largeModel,
                              threshold: config.modelRegistry.fastModelTokenThreshold)
@@ -70,8 +70,8 @@ public final class EngineRuntime {
         metrics = Metrics(now: Loop.nowNanos())
         requestPolicy = RequestMachine.Policy(
             maxAttempts: 1 + config.vllm.retryCount,
-            backoff: .milliseconds(Int64(config.vllm.retryBackoffSeconds * 1000)),
-            upstreamTimeout: .milliseconds(Int64(config.vllm.timeoutSeconds * 1000)),
+            backoff: .seconds(validated: config.vllm.retryBackoffSeconds),
+            upstreamTimeout: .seconds(validated: config.vllm.timeoutSeconds),
             usesAdmission: true)
         if config.server.isAccessLogEnabled { accessLog = AccessLog(loop: loop) }
         if config.cache.isEnabled {
@@ -82,7 +82,7 @@ public final class EngineRuntime {
                 guard let u = RedisURL.parse(config.redis.url) else {
                     throw ConfigError.invalid(key: "redis.url", message: "not a redis:// URL")
                 }
-                let timeout = Duration.milliseconds(Int64(config.redis.socketTimeoutSeconds * 1000))
+                let timeout = Duration.seconds(validated: config.redis.socketTimeoutSeconds)
                 let conn = RedisConnection(loop: loop, url: u, commandTimeout: timeout, connectTimeout: max(timeout, .milliseconds(500)))
                 redis = conn
                 cache = RedisCacheStore(connection: conn, maxEntries: config.cache.maxSize)
@@ -93,8 +93,8 @@ public final class EngineRuntime {
             admission = AdmissionDriver(
                 loop: loop, backends: backends,
                 policy: AdmissionMachine.Policy(softLimit: a.softLimit, hardLimit: a.hardLimit, maxQueue: a.maxQueue,
-                                                maxWait: .milliseconds(Int64(a.maxWaitSeconds * 1000))),
-                pollInterval: .milliseconds(Int64(a.pollIntervalSeconds * 1000)))
+                                                maxWait: .seconds(validated: a.maxWaitSeconds)),
+                pollInterval: .seconds(validated: a.pollIntervalSeconds))
         }
     }
 
@@ -102,8 +102,8 @@ public final class EngineRuntime {
         HTTPServerLimits(
             maxHeaderBytes: config.server.maxHeaderBytes,
             maxBodyBytes: config.server.maxBodyBytes,
-            readTimeout: .milliseconds(Int64(config.server.readTimeoutSeconds * 1000)),
-            idleTimeout: .milliseconds(Int64(config.server.idleTimeoutSeconds * 1000)))
+            readTimeout: .seconds(validated: config.server.readTimeoutSeconds),
+            idleTimeout: .seconds(validated: config.server.idleTimeoutSeconds))
     }
 
     /// Binds and starts the health monitor; returns the bound port.
@@ -112,7 +112,7 @@ public final class EngineRuntime {
         let l = try Listener(loop: loop, host: host, port: port, reusePort: reusePort) { fd in fe.accept(fd) }
         listener = l
         let m = HealthMonitor(loop: loop, backends: backends,
-                              interval: .milliseconds(Int64(config.vllm.healthCheckIntervalSeconds * 1000)))
+                              interval: .seconds(validated: config.vllm.healthCheckIntervalSeconds))
         m.onBreakerOpened = { [unowned self] b in self.breakerChanged(b) }
         m.onChange = { [unowned self] b in
             self.logger.notice("backend \(b.isHealthy ? "up" : "down")", metadata: ["eng.upstream": "\(b.url)"])
@@ -160,7 +160,7 @@ public final class EngineRuntime {
         metricsListener?.close()
         metricsListener = nil
         frontend.drain()
-        let deadline = Loop.nowNanos() + UInt64(config.server.drainTimeoutSeconds * 1e9)
+        let deadline = Loop.nowNanos() + Duration.nanosecondCount(validatedSeconds: config.server.drainTimeoutSeconds)
         let t = Timer(loop: loop)
         drainTimer = t
         t.onFire = { [unowned self] in
