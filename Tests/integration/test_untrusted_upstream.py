@@ -6,6 +6,8 @@ One Engine process (make_config's default), so every request shares its upstream
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
@@ -85,3 +87,79 @@ def test_garbage_after_the_response_does_not_reach_the_next_request(bad_engine, 
         p = f"after garbage {i}"
         assert_own_answer(ask(bad_engine, p), p)
     assert bad_upstream.stats()["by_mode"] == {"garbage_after": 1, "ok": 3}
+
+
+# ---------------------------------------------------------------------------------------------
+# Bodies and streams that are not vLLM's answer: a 502 (or one SSE error event), never cached
+# ---------------------------------------------------------------------------------------------
+
+def sse_payloads_of(r: requests.Response) -> list[str]:
+    from harness import sse_payloads
+    return sse_payloads(r.content)
+
+
+def assert_one_error_event(r: requests.Response) -> None:
+    """A stream that failed after its head: whole events, the last the only error, no [DONE]."""
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    payloads = sse_payloads_of(r)
+    assert payloads and "[DONE]" not in payloads, payloads[-2:]
+    errors = [p for p in payloads if p.startswith('{"error"')]
+    assert len(errors) == 1 and payloads[-1] == errors[0], payloads[-2:]
+    for p in payloads:
+        json.loads(p)  # every relayed event is whole, valid JSON
+
+
+BAD_BODIES = ["invalid_json_200", "json_array_200", "non_completion_object_200", "html_200", "no_content_204"]
+
+
+@pytest.mark.parametrize("mode", BAD_BODIES)
+def test_a_200_that_is_not_a_completion_is_a_502_and_never_cached(bad_engine, bad_upstream, mode):
+    for attempt in range(2):
+        r = ask(bad_engine, f"garbage {mode}", mode)
+        err = assert_openai_error(r, 502)
+        assert r.headers.get("x-cache") != "HIT"
+        assert "without a valid completion" in err["message"] or "wrong form" in err["message"], err
+    # Both requests reached the backend, each with its retries: nothing was stored.
+    assert bad_upstream.stats()["by_mode"][mode] == 2 * 3
+    p = f"after {mode}"
+    assert_own_answer(ask(bad_engine, p), p)
+
+
+BAD_STREAMS = ["sse_no_done", "sse_cut_mid_event", "sse_invalid_json_event", "sse_invalid_utf8_event"]
+
+
+@pytest.mark.parametrize("mode", BAD_STREAMS)
+def test_a_broken_stream_ends_with_one_error_event_and_is_never_cached(bad_engine, bad_upstream, mode):
+    for attempt in range(2):
+        r = ask(bad_engine, f"broken {mode}", mode, stream=True)
+        assert_one_error_event(r)
+        assert r.headers.get("x-cache") != "HIT"
+    assert bad_upstream.stats()["by_mode"][mode] == 2
+    # A plain request answered with a stream is the wrong form: a 502, not SSE.
+    assert_openai_error(ask(bad_engine, f"plain {mode}", mode), 502)
+
+
+def test_an_event_over_max_event_bytes_ends_the_stream(bad_upstream, engine_factory):
+    from harness import bad_upstream_config
+    eng = engine_factory(bad_upstream_config([bad_upstream], vllm={"max_event_bytes": 65536}))
+    assert_one_error_event(ask(eng, "huge line", "sse_huge_line", stream=True))
+    # Under the default limit (1 MiB) the same ~1 MB event is relayed whole.
+    big = engine_factory(bad_upstream_config([bad_upstream]))
+    r = ask(big, "huge line ok", "sse_huge_line", stream=True)
+    assert sse_payloads_of(r)[-1] == "[DONE]"
+
+
+def test_data_after_done_is_dropped(bad_engine):
+    r = ask(bad_engine, "after done", "sse_data_after_done", stream=True)
+    payloads = sse_payloads_of(r)
+    assert payloads[-1] == "[DONE]" and payloads.count("[DONE]") == 1
+    assert answer_text(r, True) == "echo: after done"
+
+
+def test_the_usage_chunk_reaches_only_clients_that_asked(bad_engine):
+    r = ask(bad_engine, "usage please not", "sse_usage_chunk", stream=True)
+    assert not [c for c in sse_json(r.content) if c.get("usage")]
+    body = chat_body("usage please", x_bad_mode="sse_usage_chunk", stream=True)
+    body["stream_options"] = {"include_usage": True}
+    r = bad_engine.post(CHAT, json=body)
+    assert [c for c in sse_json(r.content) if c.get("usage") and c["choices"] == []]

@@ -257,7 +257,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             return
         }
         let sc = fl.remote.scanner
-        guard fl.remote.isStream, sc.sawDone, !sc.sawError, sc.invalidEvents == 0, sc.pendingBytes == 0 else {
+        guard fl.remote.isStream, sc.sawDone, !sc.sawError, sc.invalidEvents == 0 else {
             post(.ended(r.flight, .failed(EngineError(.badGateway, "The request this one shared ended without a complete answer.", source: .upstream))))
             return
         }

@@ -89,19 +89,24 @@ public struct EngineConfig: Sendable, Equatable {
         public var retryCount: Int
         public var retryBackoffSeconds: Double
         public var healthCheckIntervalSeconds: Double
+        /// Longest SSE event (its lines together) relayed from a backend; a longer one ends the
+        /// client's stream with an error event.
+        public var maxEventBytes: Int
 
         public init(
             instances: [Instance] = [Instance(url: "http://localhost:8080")],
             timeoutSeconds: Double = 120,
             retryCount: Int = 2,
             retryBackoffSeconds: Double = 0.5,
-            healthCheckIntervalSeconds: Double = 15
+            healthCheckIntervalSeconds: Double = 15,
+            maxEventBytes: Int = 1 << 20
         ) {
             self.instances = instances
             self.timeoutSeconds = timeoutSeconds
             self.retryCount = retryCount
             self.retryBackoffSeconds = retryBackoffSeconds
             self.healthCheckIntervalSeconds = healthCheckIntervalSeconds
+            self.maxEventBytes = maxEventBytes
         }
 
         /// One vLLM server. The URL is parsed once, when set; `scheme`, `host`, `port` and

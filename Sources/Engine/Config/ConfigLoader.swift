@@ -123,6 +123,8 @@ public enum ConfigLoader {
         try atMost(vllm.retryCount, ConfigLimits.maxRetryCount, "vllm.retry_count")
         try seconds(vllm.retryBackoffSeconds, "vllm.retry_backoff_seconds", allowsZero: true)
         try seconds(vllm.healthCheckIntervalSeconds, "vllm.health_check_interval_seconds")
+        try check(vllm.maxEventBytes >= 1024, "vllm.max_event_bytes", "must be >= 1024, got \(vllm.maxEventBytes)")
+        try atMost(vllm.maxEventBytes, ConfigLimits.maxBytes, "vllm.max_event_bytes")
 
         try seconds(config.redis.socketTimeoutSeconds, "redis.socket_timeout_seconds")
 
@@ -275,6 +277,7 @@ public enum ConfigLoader {
             case "retry_count": c.retryCount = try f.int()
             case "retry_backoff_seconds": c.retryBackoffSeconds = try f.double()
             case "health_check_interval_seconds": c.healthCheckIntervalSeconds = try f.double()
+            case "max_event_bytes": c.maxEventBytes = try f.int()
             default: throw f.unknownKey()
             }
         }

@@ -99,7 +99,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Records a streamed answer to store it (and to hand followers a JSON form).
     private var assembler: StreamAssembler?
     /// Whole SSE events of the relayed stream: usage, errors, [DONE], invalid events.
-    private var scanner = SSEEventScanner()
+    private var scanner: SSEEventScanner
     private var eventsAll: [UInt8] = []
     private var eventsNoUsage: [UInt8] = []
     /// This request's part in single-flight.
@@ -158,6 +158,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             policy.fallbackModel = fb
         }
         self.machine = RequestMachine(policy: policy)
+        self.scanner = SSEEventScanner(maxEventBytes: runtime.config.vllm.maxEventBytes)
     }
 
     func start() { post(.start) }
@@ -238,7 +239,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .upstreamEnd:
             bufferedJSON = status == 200 ? UpstreamJSON.inspect(buffered) : nil
             let answer = bufferedJSON?.isAnswer(for: request.kind) ?? false
-            run(machine.upstreamEnd(streamComplete: scanner.sawDone && scanner.pendingBytes == 0, bodyIsAnswer: answer))
+            run(machine.upstreamEnd(streamComplete: scanner.sawDone, bodyIsAnswer: answer))
         case .upstreamFailed(let f):
             run(machine.upstreamFailed(f))
         case .flight(let f):
@@ -341,7 +342,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 }
             }
             if scanner.invalidEvents > invalidBefore {
-                // Not an SSE event we can relay (invalid JSON or UTF-8, too long, after [DONE]):
+                // Not an SSE event we can relay (invalid JSON or UTF-8, longer than max_event_bytes):
                 // the stream is broken; nothing of it is cached or shared as complete.
                 run(machine.upstreamFailed(.malformed))
                 return
@@ -635,7 +636,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             endAttempt(success: false)
             runtime.metrics.upstreamRetries += 1
             closeUpstream()
-            scanner = SSEEventScanner()
+            scanner = SSEEventScanner(maxEventBytes: runtime.config.vllm.maxEventBytes)
             arm(.backoff, after)
         case .lookupStale:
             endAttempt(success: false)

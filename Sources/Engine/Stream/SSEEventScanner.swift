@@ -14,8 +14,10 @@ public struct SSEEventScanner: Sendable {
     /// An event carried an `error` object (vLLM's mid-stream error).
     public private(set) var sawError = false
     public private(set) var sawDone = false
-    /// Events whose data was neither [DONE] nor a JSON object, longer than the limit, or after [DONE].
+    /// Events whose data was neither [DONE] nor a JSON object, or longer than the limit.
     public private(set) var invalidEvents = 0
+    /// Events after [DONE] (dropped: nothing legitimate follows it).
+    public private(set) var eventsAfterDone = 0
     public private(set) var usageEventsDropped = 0
     /// Longest event accepted; a longer one counts as invalid (and is not held further).
     public let maxEventBytes: Int
@@ -47,7 +49,7 @@ public struct SSEEventScanner: Sendable {
             }
             i += 1
         }
-        if start < n {
+        if start < n && !sawDone {
             partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<n]))
             if partial.count > maxEventBytes {
                 // Too long to be a real event: drop what we hold and count it as invalid.
@@ -74,7 +76,7 @@ public struct SSEEventScanner: Sendable {
     private mutating func emit(_ ev: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8],
                                filterUsage: Bool) {
         if sawDone {
-            invalidEvents += 1
+            eventsAfterDone += 1
             return
         }
         var usageOnly = false

@@ -72,7 +72,9 @@ private func feed(_ text: String, step: Int, filter: Bool = true) -> (SSEEventSc
     @Test func nothingAfterDone() {
         let (sc, all, _) = feed("data: [DONE]\n\ndata: {\"choices\":[]}\n\n", step: 100)
         #expect(all == "data: [DONE]\n\n")
-        #expect(sc.invalidEvents == 1)
+        #expect(sc.invalidEvents == 0 && sc.eventsAfterDone == 1)
+        let (sc2, _, _) = feed("data: [DONE]\n\ndata: {\"partial", step: 3)
+        #expect(sc2.pendingBytes == 0)  // nothing is held after [DONE] either
     }
 
     @Test func overlongEventIsRefused() {
