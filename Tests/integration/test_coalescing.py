@@ -241,12 +241,15 @@ def test_usage_with_any_json_spacing_is_counted(engine_factory):
         srv.shutdown()
 
 
-def test_bytes_out_counts_every_answer(sim, engine_factory):
-    eng = engine_factory(make_config([sim], server={"workers": 1}))
+@pytest.mark.parametrize("workers", [0, 1])  # hits through the shared Redis, or the in-process fast path
+def test_bytes_out_counts_every_answer(sim, engine_factory, workers):
+    eng = engine_factory(make_config([sim], server={"workers": workers}))
+    ready(eng)
     body = chat_body("bytes", max_tokens=3)
     cases = []
     cases.append(post(eng, body))                                   # miss
-    cases.append(post(eng, body))                                   # hit (fast path)
+    wait_until(lambda: post(eng, body).headers["x-cache"] == "HIT", timeout=3)
+    cases.append(post(eng, body))                                   # hit
     cases.append(post(eng, {**body, "stream": True}))               # hit replayed as a stream
     cases.append(post(eng, {**body, "model": "no-such-model"}))     # error answered by the Engine
     cases.append(requests.post(eng.url + "/v1/nowhere", json={}, timeout=5))

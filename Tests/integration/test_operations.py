@@ -126,7 +126,8 @@ def test_two_workers_share_one_port_and_a_killed_worker_is_replaced(sim, engine_
 
 def test_metrics_port_serves_this_process(sim, engine_factory):
     mport = free_port()
-    eng = engine_factory(make_config([sim], server={"metrics_port": mport}))
+    # One process: its metrics port and its main port must name the same pid.
+    eng = engine_factory(make_config([sim], server={"metrics_port": mport, "workers": 1}))
     m = requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=2).json()
     assert m["pid"] == eng.get("/metrics").json()["pid"]
     assert requests.get(f"http://127.0.0.1:{mport}/metrics/prometheus", timeout=2).status_code == 200

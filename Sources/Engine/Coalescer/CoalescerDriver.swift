@@ -268,5 +268,12 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         post(.ended(r.flight, .failed(status: status >= 400 ? status : 502, body: body, retryAfterSeconds: nil)))
     }
 
-    func remoteLost(_ r: RemoteFlightReader) { post(.lost(r.flight)) }
+    func remoteLost(_ r: RemoteFlightReader) {
+        // A stream whose [DONE] arrived is complete even if its leader died before the end entry.
+        if let fl = flights[r.flight], fl.remote.isStream, fl.remote.scanner.sawDone {
+            remoteEnd(r, status: 200, contentType: fl.remote.contentType, body: nil)
+            return
+        }
+        post(.lost(r.flight))
+    }
 }

@@ -228,7 +228,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .clientDrained:
             run(machine.clientDrained())
         case .timerFired:
-            run(machine.timerFired(armed))
+            if armed == .upstream && scanner.sawDone {
+                // As below: complete, only the chunked body's tail is late. The connection is not
+                // reusable (its response never ended): close it, never pool it.
+                closeUpstream()
+                run(machine.upstreamEnd(streamComplete: true))
+            } else {
+                run(machine.timerFired(armed))
+            }
         case .upstreamHead(let st, let ct):
             upstreamContentType = ct
             status = st
@@ -241,7 +248,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             let answer = bufferedJSON?.isAnswer(for: request.kind) ?? false
             run(machine.upstreamEnd(streamComplete: scanner.sawDone, bodyIsAnswer: answer))
         case .upstreamFailed(let f):
-            run(machine.upstreamFailed(f))
+            if scanner.sawDone {
+                // The stream was complete ([DONE] relayed); only the chunked body's last bytes
+                // went missing. It ends as a complete stream: no error event after [DONE].
+                run(machine.upstreamEnd(streamComplete: true))
+            } else {
+                run(machine.upstreamFailed(f))
+            }
         case .flight(let f):
             handleFlight(f)
         }
