@@ -716,7 +716,7 @@ def summarize(args, load: Load, faults: FaultLog, unfinished: int, elapsed: floa
         "dropped_by_worker_kill": [o.report(faults) for o in results if o.final == "dropped by a killed worker"][:50],
         "clean_errors": [o.report(faults) for o in results if o.final.startswith("clean error")][:50],
     }
-    report_path.write_text(json.dumps(report, indent=1))
+    report_path.write_text(json.dumps(report, indent=1, default=str))
     print(f"\n  report: {report_path}")
     print(f"  process logs: {harness.run_dir()}")
     return n, n_faults, garbled, lost
