@@ -123,13 +123,23 @@ class Outcome:
     events: int = 0
     final: str = ""  # filled in by classify(): the reported category
 
-    def report(self, faults: "FaultLog") -> dict:
-        return {
+    def report(self, faults: "FaultLog", related: list["Outcome"] | None = None) -> dict:
+        out = {
             "category": self.final, "reason": self.reason, "request": self.spec.describe(),
             "status": self.status, "response_headers": self.headers, "events_read": self.events,
             "body_excerpt": self.excerpt, "t_start": round(self.t_start - faults.t0, 3),
             "t_end": round(self.t_end - faults.t0, 3), "nearest_faults": faults.near(self.t_end),
         }
+        if related:
+            # Requests for the same answer that overlapped this one (a leader or co-follower of it).
+            out["same_prompt_overlapping"] = [
+                {"n": o.spec.n, "stream": o.spec.stream, "no_cache": o.spec.no_cache,
+                 "leave_after": o.spec.leave_after, "t_start": round(o.t_start - faults.t0, 3),
+                 "t_end": round(o.t_end - faults.t0, 3), "category": o.final, "status": o.status,
+                 "x_cache": o.headers.get("x-cache"), "x_coalesced": o.headers.get("x-coalesced"),
+                 "reason": o.reason}
+                for o in related]
+        return out
 
 
 def excerpt(data: bytes | str, limit: int = 600) -> str:
@@ -202,6 +212,8 @@ def check_error_response(out: Outcome, body: bytes) -> None:
         return
     out.kind = "clean_error"
     out.reason = f"{status} {obj['error'].get('code')}"
+    if status == 503 and "retry-after" not in out.headers:  # documented (docs/api.md), not required here
+        out.reason += " (without Retry-After)"
 
 
 def check_stream(spec: Spec, out: Outcome, s: RawStream) -> None:
@@ -703,18 +715,28 @@ def summarize(args, load: Load, faults: FaultLog, unfinished: int, elapsed: floa
         print(f"  note: {note}")
 
     bad = [o for o in results if o.final in ("garbled", "lost")]
+    by_answer: dict[tuple[str, str], list[Outcome]] = {}
+    for o in results:
+        by_answer.setdefault((o.spec.kind, o.spec.prompt), []).append(o)
+
+    def related(o: Outcome) -> list[Outcome]:
+        """Other requests of the same kind and prompt that were in flight within 1 s of this one."""
+        return sorted((x for x in by_answer[(o.spec.kind, o.spec.prompt)]
+                       if x is not o and x.t_start <= o.t_end and x.t_end >= o.t_start - 1.0),
+                      key=lambda x: x.t_start)
     for o in bad[: args.show]:
         print(f"\n  {o.final.upper()}: {o.reason}")
-        print("    " + json.dumps(o.report(faults), indent=None)[:1500])
+        print("    " + json.dumps(o.report(faults, related(o)), indent=None)[:2000])
     if len(bad) > args.show:
         print(f"\n  ... {len(bad) - args.show} more in the report")
     report = {
         "args": vars(args), "requests": n, "not_sent": load.skipped, "faults": dict(faults.counts),
         "outcomes": dict(cats), "unfinished": unfinished,
         "fault_log": [(round(t - faults.t0, 3), k, d) for t, k, d in faults.events],
-        "anomalies": [o.report(faults) for o in bad],
-        "dropped_by_worker_kill": [o.report(faults) for o in results if o.final == "dropped by a killed worker"][:50],
-        "clean_errors": [o.report(faults) for o in results if o.final.startswith("clean error")][:50],
+        "anomalies": [o.report(faults, related(o)) for o in bad],
+        "dropped_by_worker_kill": [o.report(faults) for o in results if o.final == "dropped by a killed worker"][:500],
+        "clean_errors": [o.report(faults, related(o)) for o in results if o.final.startswith("clean error")][:500],
+        "slow_ok": [o.report(faults, related(o)) for o in ok if o.t_end - o.t_start > 5][:100],
     }
     report_path.write_text(json.dumps(report, indent=1, default=str))
     print(f"\n  report: {report_path}")
