@@ -12,8 +12,8 @@ final class Flight {
     private(set) var recorded: [UInt8] = []
     private(set) var recordingOverflowed = false
     /// Past this, late joiners wait for the ending (converted) instead of going live: a flight
-    /// keeps at most this much of its stream.
-    static let maxRecordedBytes = 1 << 20
+    /// keeps at most this much of its stream (it is memory a stalled client also pins).
+    static let maxRecordedBytes = 256 << 10
     /// The session of this process that calls upstream for the flight (nil: another process does).
     var leader: CoalescerMachine.RequestID?
     /// Followers relaying the stream as it comes.
