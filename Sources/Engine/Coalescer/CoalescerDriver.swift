@@ -28,8 +28,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         case left(RequestID)
         case remoteFollowersCounted(FlightID, Int)
     }
-    private var queue: [Event] = []
-    private var isRunning = false
+    private var queue = EventQueue<Event>()
 
     init(runtime: EngineRuntime) { self.runtime = runtime }
 
@@ -88,16 +87,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     // MARK: the queue
 
     private func post(_ e: Event) {
-        queue.append(e)
-        guard !isRunning else { return }
-        isRunning = true
-        var i = 0
-        while i < queue.count {
-            handle(queue[i])
-            i += 1
-        }
-        queue.removeAll(keepingCapacity: true)
-        isRunning = false
+        guard queue.append(e) else { return }
+        while let e = queue.next() { handle(e) }
     }
 
     private func handle(_ e: Event) {

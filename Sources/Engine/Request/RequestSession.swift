@@ -132,8 +132,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private(set) var firstByteNanos: UInt64 = 0
     private(set) var status = 0
 
-    private var queue: [Event] = []
-    private var isHandling = false
+    private var queue = EventQueue<Event>()
 
     init(runtime: EngineRuntime, client: HTTPServerConnection, request: OpenAIRequest, body: [UInt8],
          requestId: String, requestedModel: String?, servedModel: String?, extraHeaders: HTTPHeaders,
@@ -167,16 +166,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     /// Handles `e` now, or after the event being handled (never inside it).
     func post(_ e: Event) {
-        queue.append(e)
-        guard !isHandling else { return }
-        isHandling = true
-        var i = 0
-        while i < queue.count {
-            handle(queue[i])
-            i += 1
-        }
-        queue.removeAll(keepingCapacity: true)
-        isHandling = false
+        guard queue.append(e) else { return }
+        while let e = queue.next() { handle(e) }
     }
 
     private func handle(_ e: Event) {
@@ -299,18 +290,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
         guard c === upstream else { return }
-        if isHandling {
-            queue.append(.upstreamBody(Array(bytes)))
+        // Handled in place, without a copy, unless another event is being handled (then queued).
+        guard queue.enter() else {
+            _ = queue.append(.upstreamBody(Array(bytes)))
             return
         }
-        isHandling = true
         handleBody(bytes)
-        isHandling = false
-        if !queue.isEmpty {
-            let pending = queue
-            queue.removeAll()
-            for e in pending { post(e) }
-        }
+        while let e = queue.next() { handle(e) }
     }
 
     func upstreamDidFinish(_ c: HTTPClientConnection) {

@@ -136,18 +136,6 @@ private func arrival(_ n: UInt64, _ key: String = "k", stream: Bool = false, fol
 
 // MARK: - randomized interleavings against a world model
 
-/// A small deterministic generator (SplitMix64), so a failing seed replays.
-private struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 private struct World {
     enum Answer: Equatable { case cache, flight(M.FlightID, M.Ending), alone, rejoined }
     struct Req {
@@ -271,7 +259,7 @@ private struct World {
         apply(m.ended(f, e), trigger: (f, e))
     }
 
-    mutating func step(_ rng: inout SplitMix) {
+    mutating func step(_ rng: inout TestRNG) {
         let running = flights.filter { $0.value.endedAt == nil }.map(\.key).sorted { $0.raw < $1.raw }
         switch Int.random(in: 0..<10, using: &rng) {
         case 0, 1, 2:
@@ -340,7 +328,7 @@ private struct World {
 @Suite struct CoalescerMachineRandomTests {
     @Test(arguments: 0..<200)
     func invariantsHoldUnderRandomInterleavings(seed: Int) {
-        var rng = SplitMix(state: UInt64(seed) &* 7919)
+        var rng = TestRNG(seed: UInt64(seed) &* 7919)
         var w = World(acrossProcesses: seed % 2 == 0)
         for _ in 0..<300 { w.step(&rng) }
         w.finish()

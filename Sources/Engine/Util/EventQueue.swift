@@ -1,0 +1,35 @@
+// EventQueue: style C's "events raised while one is handled are queued and drained afterwards,
+// never recursed into", as a value a driver keeps. `append` says whether the caller should drain
+// now (nothing was being handled); `next` hands out the events in order and, when none is left,
+// ends the draining. Loop-confined like its driver.
+
+struct EventQueue<Event> {
+    private var events: [Event] = []
+    private var head = 0
+    private(set) var isDraining = false
+
+    /// Queues `e`; true when the caller must now drain (`while let e = next() { handle(e) }`).
+    mutating func append(_ e: Event) -> Bool {
+        events.append(e)
+        return enter()
+    }
+
+    /// Starts draining without queueing first (a fact handled in place); false if already draining.
+    mutating func enter() -> Bool {
+        guard !isDraining else { return false }
+        isDraining = true
+        return true
+    }
+
+    /// The next queued event, or nil — and then the queue is idle again.
+    mutating func next() -> Event? {
+        if head < events.count {
+            head += 1
+            return events[head - 1]
+        }
+        events.removeAll(keepingCapacity: true)
+        head = 0
+        isDraining = false
+        return nil
+    }
+}

@@ -1,0 +1,43 @@
+// EventQueue: an event raised while another is handled waits for it (no re-entry), order kept.
+import Testing
+@testable import Engine
+
+@Suite struct EventQueueTests {
+    /// A driver whose handler raises more events, as a callback completing at once would.
+    final class Driver {
+        var queue = EventQueue<Int>()
+        var log: [String] = []
+        var depth = 0
+        func post(_ e: Int) {
+            guard queue.append(e) else { log.append("queued \(e)"); return }
+            while let e = queue.next() { handle(e) }
+        }
+        func handle(_ e: Int) {
+            depth += 1
+            defer { depth -= 1 }
+            log.append("begin \(e) depth \(depth)")
+            if e < 3 { post(e + 1) }  // completes "at once"
+            log.append("end \(e)")
+        }
+    }
+
+    @Test func eventsRaisedWhileHandlingWaitTheirTurn() {
+        let d = Driver()
+        d.post(1)
+        #expect(d.log == ["begin 1 depth 1", "queued 2", "end 1", "begin 2 depth 1", "queued 3", "end 2", "begin 3 depth 1", "end 3"])
+        #expect(!d.queue.isDraining)
+        d.log = []
+        d.post(3)
+        #expect(d.log == ["begin 3 depth 1", "end 3"])
+    }
+
+    @Test func enterHandlesInPlaceUnlessDraining() {
+        var q = EventQueue<Int>()
+        #expect(q.enter())
+        #expect(!q.enter())
+        #expect(!q.append(7))
+        #expect(q.next() == 7)
+        #expect(q.next() == nil)
+        #expect(q.enter())
+    }
+}
