@@ -33,11 +33,9 @@ import Testing
 
     @Test func enterHandlesInPlaceUnlessDraining() {
         var q = EventQueue<Int>()
-        #expect(q.enter())
-        #expect(!q.enter())
-        #expect(!q.append(7))
-        #expect(q.next() == 7)
-        #expect(q.next() == nil)
-        #expect(q.enter())
+        let first = q.enter(), second = q.enter(), appendedWhileDraining = q.append(7)
+        #expect(first && !second && !appendedWhileDraining)
+        let a = q.next(), b = q.next(), again = q.enter()
+        #expect(a == 7 && b == nil && again)
     }
 }
