@@ -334,6 +334,14 @@ public final class RedisConnection {
         if !deadlineTimer.isArmed { deadlineTimer.schedule(after: commandTimeout) }
     }
 
+    /// Writes the commands queued so far to the socket now instead of on the loop's next pass, so
+    /// Redis receives them before anything the caller does next (a write that must be visible to
+    /// another process's later read). Not inside a hiredis callback: hiredis writes after those.
+    public func flushNow() {
+        guard callbackDepth == 0, !isClosed, let link = current, let ac = link.ac, isConnected else { return }
+        redisAsyncHandleWrite(ac)
+    }
+
     /// Frees the context (now, or on the next pass when called inside a hiredis callback). Waiters
     /// still pending fail with `.error("disconnected")`. Does not fire onStateChange.
     public func close() {

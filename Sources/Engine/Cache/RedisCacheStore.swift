@@ -95,6 +95,9 @@ public final class RedisCacheStore: CacheStore {
         eval(sha: Self.putSHA, script: Self.putScript, keys: [valueKey(key), lruKey, clockKey], args: args) { v in
             if case .int = v { completion?(true) } else { completion?(false) }
         }
+        // Read your writes across processes: the store reaches Redis before the caller answers
+        // its client, so that client's next request, in any worker, finds it.
+        connection.flushNow()
     }
 
     public func count(completion: @escaping (Int?) -> Void) {

@@ -599,6 +599,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 runtime.coalescer.leaderHead(f, status: st, contentType: ct, isStream: false)
             }
             let answer = buffered
+            // Stored before the client has its answer (the store is on its way to Redis first),
+            // so a repeat from this client finds it whichever worker takes it.
+            if st == 200 { store(answer) }
             if machine.clientHeadSent {
                 // The SSE head went out while queued: the answer becomes the stream's last event.
                 respond { c in
@@ -611,8 +614,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 h.add("content-type", ct)
                 respond { self.writeResponse($0, status: st, headers: h, body: answer) }
             }
-            // The client has its bytes; now store and tell the followers (maybe over Redis).
-            if st == 200 { store(answer) }
+            // The client has its bytes; now tell the followers (maybe over Redis).
             leaderFinished(.buffered(status: st, contentType: ct, body: answer))
             finished()
         case .finishStream:
@@ -620,10 +622,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             endAttempt(success: !scanner.sawError)
             releaseUpstream()
             upstreamDone()
-            respond { self.endChunked($0) }
+            // Stored before the client's stream ends, as for a buffered answer.
             var complete: [UInt8]?
             if let a = assembler, !scanner.sawError { complete = a.completeBody() }
             if let body = complete { store(body) }
+            respond { self.endChunked($0) }
             if scanner.sawError {
                 // vLLM reported an error inside the stream: followers that wait get an error too.
                 leaderFinished(.failed(EngineError(.badGateway, "The backend reported an error in the middle of the stream.", source: .upstream)))
