@@ -94,7 +94,7 @@ public func fuzzEngineMain(
 }
 #else
 /// The replay tool: runs each file named on the command line through its target: FUZZ_TARGET, or
-/// else the file name's prefix (run.sh names findings `<target>-crash-…`).
+/// else the file name's prefix (run.sh names findings `<target>-crash-…`) or its folder's name.
 @main
 enum ReplayFiles {
     static func main() {
@@ -109,7 +109,7 @@ enum ReplayFiles {
         var failed = false
         for path in CommandLine.arguments.dropFirst() {
             guard let target = fixed ?? target(fromFileName: path) else {
-                print("fuzz-engine: \(path): set FUZZ_TARGET (\(FuzzTarget.names)) or name the file <target>-…")
+                print("fuzz-engine: \(path): set FUZZ_TARGET (\(FuzzTarget.names)), or name the file <target>-… or its folder <target>")
                 failed = true
                 continue
             }
@@ -125,11 +125,15 @@ enum ReplayFiles {
         exit(failed ? 1 : 0)
     }
 
-    /// "sse" for ".../sse-crash-…".
+    /// "sse" for "fuzz/findings/sse-crash-…" (the name's prefix) or "fuzz/seeds/sse/…" and
+    /// ".build-fuzz/corpus/sse/…" (the folder's name).
     static func target(fromFileName path: String) -> FuzzTarget? {
-        let base = path.split(separator: "/").last.map(String.init) ?? path
-        guard let dash = base.firstIndex(of: "-") else { return nil }
-        return FuzzTarget(rawValue: String(base[..<dash]))
+        let parts = path.split(separator: "/")
+        if let base = parts.last, let dash = base.firstIndex(of: "-"),
+           let t = FuzzTarget(rawValue: String(base[..<dash])) {
+            return t
+        }
+        return parts.dropLast().reversed().lazy.compactMap { FuzzTarget(rawValue: String($0)) }.first
     }
 
     /// Reads a whole file, or nil if it cannot be opened.
