@@ -6,9 +6,10 @@
 //      request, and the same cache key (the key ignores exactly those fields);
 //   2. sent as raw client bytes to an HTTPServerConnection over a socketpair, cut into pieces
 //      (control bits 0-2), with small limits (bit 3), chunked answers (bit 4), a tenant in the
-//      cache key (bit 5) and a draining server (bit 6); every complete request is answered with
-//      a fixed response, and a body sent to a generation path goes through (1). After the
-//      client's EOF the connection must close, free itself and its fd.
+//      cache key (bit 5), a draining server (bit 6) and a client that resets instead of closing
+//      (bit 7); every complete request is answered with a fixed response, and a body sent to a
+//      generation path goes through (1). After the client's EOF or reset the connection must
+//      close, free itself and its fd.
 import CEventShim
 import Engine
 import Reactor
@@ -65,15 +66,17 @@ enum RequestTarget {
                                          limits: input.flag(3) ? smallLimits : HTTPServerLimits())
             c.delegate = probe
             weakConnection = c
+            // A reset (bit 7) needs the answers unread in our end.
+            h.drains = !input.flag(7)
             for r in input.pieces() {
                 h.send(UnsafeRawBufferPointer(rebasing: input.payload[r]))
                 h.settle(maxPasses: 2)
             }
             // A draining server (bit 6): idle connections close now, busy ones after their answer.
             if input.flag(6) { c.closeWhenIdle() }
-            h.shutdownWrite()
+            if input.flag(7) { h.closePeer() } else { h.shutdownWrite() }
             let closed = h.settle(maxPasses: 256) { probe.closes > 0 }
-            precondition(closed && c.isClosed, "the connection did not close after the client's EOF")
+            precondition(closed && c.isClosed, "the connection did not close after the client's EOF or reset")
         }
         h.settle(maxPasses: 4) { weakConnection == nil }
         precondition(weakConnection == nil, "the closed connection was not freed")

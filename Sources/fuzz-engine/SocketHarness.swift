@@ -21,6 +21,11 @@ struct SocketHarness {
     /// Bytes the connection sent us.
     private(set) var received: [UInt8] = []
     private(set) var peerSawEOF = false
+    /// Read what the connection sends. Off, its bytes stay unread in our end, so that closing it
+    /// resets the connection (Linux reports ECONNRESET to the peer of a unix socket closed with
+    /// unread data) instead of ending it with an orderly EOF.
+    var drains = true
+    private var peerClosed = false
 
     /// A new socketpair; traps if none can be made (an fd leak in an earlier input ends here).
     init() {
@@ -49,7 +54,7 @@ struct SocketHarness {
     mutating func send(_ bytes: UnsafeRawBufferPointer) {
         var at = 0
         var stalls = 0
-        while at < bytes.count {
+        while at < bytes.count && !peerClosed {
             let n = write(peer, bytes.baseAddress! + at, bytes.count - at)
             if n > 0 {
                 at += n
@@ -69,7 +74,15 @@ struct SocketHarness {
     /// Ends our direction (the connection reads EOF).
     func shutdownWrite() { _ = shutdown(peer, Int32(SHUT_WR)) }
 
+    /// Closes our end now: with undrained bytes in it, a reset (see `drains`).
+    mutating func closePeer() {
+        guard !peerClosed else { return }
+        peerClosed = true
+        close(peer)
+    }
+
     private mutating func drain() {
+        guard drains, !peerClosed else { return }
         var buf = [UInt8](repeating: 0, count: 16_384)
         while !peerSawEOF {
             let n = buf.withUnsafeMutableBytes { read(peer, $0.baseAddress, $0.count) }
@@ -84,8 +97,8 @@ struct SocketHarness {
 
     /// Closes our end and checks that the connection closed its own: its fd is no longer open
     /// (nothing else in this process opens descriptors meanwhile, so the number is not reused).
-    func finish() {
-        close(peer)
+    mutating func finish() {
+        closePeer()
         precondition(fcntl(engineSide, F_GETFD) == -1 && errno == EBADF,
                      "the connection under test left its descriptor \(engineSide) open")
     }

@@ -1,8 +1,8 @@
 // UpstreamTarget (FUZZ_TARGET=upstream): the upstream response framing. An HTTPClientConnection
 // over a socketpair sends a request (a POST with a body, or with bit 4 a GET); the payload
 // (FuzzInput: the first byte steers) comes back as the "server's" response, cut into pieces
-// (bits 0-2), with the upstream's EOF after it (bit 3) and the driver pausing reads after each
-// body piece (bit 5). A probe delegate checks the order of the calls (one head, body only after
+// (bits 0-2), with the upstream's EOF after it (bit 3) or a reset (bit 6), and the driver pausing
+// reads after each body piece (bit 5). A probe delegate checks the order of the calls (one head, body only after
 // it, then one finish or failure) and that a finished response's body has its Content-Length.
 // The pure ResponseFramingCheck also runs over the payload, whole and in the same pieces.
 import Engine
@@ -55,8 +55,10 @@ enum UpstreamTarget {
                            name: "x-request-id", value: "fuzz", body: $0)
                 }
             }
+            // A reset (bit 6) needs the request unread in our end.
+            h.drains = !input.flag(6)
             h.settle(maxPasses: 2)
-            precondition(h.received.starts(with: (method + " /").utf8), "the request did not go out")
+            precondition(!h.drains || h.received.starts(with: (method + " /").utf8), "the request did not go out")
             for r in input.pieces() {
                 h.send(UnsafeRawBufferPointer(rebasing: input.payload[r]))
                 h.settle(maxPasses: 2)
@@ -66,12 +68,12 @@ enum UpstreamTarget {
                     c.resumeReading()
                 }
             }
-            if input.flag(3) {
+            if input.flag(3) || input.flag(6) {
                 probe.pauses = false
                 if probe.paused { c.resumeReading() }
-                h.shutdownWrite()
+                if input.flag(6) { h.closePeer() } else { h.shutdownWrite() }
                 let ended = h.settle(maxPasses: 256) { probe.isEnded }
-                precondition(ended, "the exchange did not end after the upstream's EOF")
+                precondition(ended, "the exchange did not end after the upstream's EOF or reset")
             } else {
                 h.settle(maxPasses: 4)
             }
