@@ -11,7 +11,8 @@
 # dictionary fuzz/dicts/<target>.dict when there is one, and the findings (crash-*, leak-*,
 # timeout-*, oom-*) land in fuzz/findings/<target>-*. Replay one without sanitizers:
 # `swift build --product fuzz-engine && .build/debug/fuzz-engine fuzz/findings/sse-crash-…`
-# (the file name's prefix picks the target; FUZZ_TARGET overrides it).
+# (the file name's prefix picks the target; FUZZ_TARGET overrides it). JOBS=N runs N targets at
+# once (default 1).
 #
 # How the entry point works: -sanitize=fuzzer links libFuzzer and instruments the Swift code;
 # LLVMFuzzerTestOneInput is our @_cdecl function. libFuzzer's own `main` cannot be used, because
@@ -58,37 +59,61 @@ echo "fuzz/run.sh: build took $((SECONDS - build_start))s"
 # runtime's backtracer would run first and trip ASan reading the stack.
 export SWIFT_BACKTRACE=enable=no
 mkdir -p "$findings" "$scratch/logs"
-summary=()
-failed=0
-for t in "${targets[@]}"; do
-    corpus=$scratch/corpus/$t
+
+# Runs target $1; its output goes to .build-fuzz/logs/<target>.log, its exit status to .status.
+run_target() {
+    local t=$1 corpus=$scratch/corpus/$1 status=0
+    shift
     if [[ "${FRESH_CORPUS:-0}" == 1 ]]; then
         corpus=$scratch/corpus-fresh/$t
         rm -rf "$corpus"
     fi
     mkdir -p "$corpus"
-    seeds=("fuzz/seeds/$t")
+    local seeds=("fuzz/seeds/$t")
     [[ "$t" == config ]] && seeds+=(configs)
-    opts=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+    local opts=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
         -artifact_prefix="$findings/$t-")
     # -max_len: short inputs mutate faster; the config loader refuses more than 1 MiB anyway.
     if [[ "$t" == config ]]; then opts+=(-max_len=16384); else opts+=(-max_len=8192); fi
     [[ -f "fuzz/dicts/$t.dict" ]] && opts+=(-dict="fuzz/dicts/$t.dict")
+    FUZZ_TARGET=$t "$scratch/debug/fuzz-engine" "$corpus" "${seeds[@]}" "${opts[@]}" "$@" \
+        >"$scratch/logs/$t.log" 2>&1 || status=$?
+    echo "$status" >"$scratch/logs/$t.status"
+}
+
+# JOBS targets at a time (default 1; each libFuzzer process uses one core).
+jobs=${JOBS:-1}
+running=0
+for t in "${targets[@]}"; do
+    echo "fuzz/run.sh: $t for ${seconds}s (log: $scratch/logs/$t.log)"
+    rm -f "$scratch/logs/$t.status"
+    run_target "$t" "$@" &
+    running=$((running + 1))
+    if ((running >= jobs)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
+done
+wait
+
+summary=()
+failed=0
+for t in "${targets[@]}"; do
     log=$scratch/logs/$t.log
-    echo "fuzz/run.sh: $t for ${seconds}s (log: $log)"
-    status=0
-    FUZZ_TARGET=$t "$scratch/debug/fuzz-engine" "$corpus" "${seeds[@]}" "${opts[@]}" "$@" >"$log" 2>&1 || status=$?
-    # The last status line ("#N DONE cov: … ft: … corp: …") and the final stats.
+    status=$(cat "$scratch/logs/$t.status" 2>/dev/null || echo 1)
+    # The last status line: "#N DONE cov: … ft: … corp: … exec/s: … rss: …".
     done_line=$(grep -E '^#[0-9]+' "$log" | tail -1 | sed -E 's/^#([0-9]+)\s+\S+\s+/\1 execs, /' || true)
-    rate=$(sed -n 's/^stat::average_exec_per_sec:\s*//p' "$log" | tail -1)
     if ((status == 0)); then
-        summary+=("$(printf '%-9s ok      %s; %s exec/s' "$t" "$done_line" "${rate:-?}")")
+        summary+=("$(printf '%-9s ok      %s' "$t" "$done_line")")
     else
         failed=1
         summary+=("$(printf '%-9s FAILED  (exit %d) %s' "$t" "$status" "$done_line")")
-        # The report: from the sanitizer's or libFuzzer's first error line on.
-        grep -n -m1 -E '^==[0-9]+==|ERROR: libFuzzer|Fatal error|deadly signal' "$log" >/dev/null &&
-            sed -n "$(grep -n -m1 -E '^==[0-9]+==|ERROR: libFuzzer|Fatal error|deadly signal' "$log" | cut -d: -f1),\$p" "$log" | head -60
+        # The report: from the first error line (a Swift trap's message, the sanitizer's or
+        # libFuzzer's report) on.
+        pattern='Fatal error|Precondition failed|^==[0-9]+==|ERROR: libFuzzer'
+        first=$(grep -n -m1 -E "$pattern" "$log" | cut -d: -f1 || true)
+        echo "fuzz/run.sh: $t failed:"
+        if [[ -n "$first" ]]; then sed -n "$first,\$p" "$log" | head -60; else tail -30 "$log"; fi
     fi
 done
 
