@@ -52,6 +52,7 @@ enum RequestTarget {
         }
         precondition(again.stream == req.stream && again.model == "routed", "the rewrite changed the request")
         precondition(!req.stream || again.includeUsage, "include_usage was not set on a stream")
+        precondition(again.promptSize == req.promptSize, "the forwarded prompt measures differently")
     }
 
     /// Small limits, so that the too-large paths are reached by short inputs.

@@ -7,8 +7,9 @@
 //   - where the input is cut does not change what is relayed, held, counted or read (usage,
 //     [DONE], errors);
 // then fed (as the session does: the scanner's output) to StreamAssembler, whose complete body
-// must not depend on the cuts and must replay (ReplayWriter) as a stream our own scanner relays
-// whole. ReplayWriter also runs on the payload itself, as a stored complete body.
+// must not depend on the cuts, must replay (ReplayWriter) as a stream our own scanner relays
+// whole, and (replayed with usage) must assemble back into itself. ReplayWriter also runs on the
+// payload itself, as a stored complete body.
 import Engine
 
 enum SSETarget {
@@ -35,6 +36,13 @@ enum SSETarget {
                     preconditionFailure("an assembled body cannot be replayed: \(String(decoding: body, as: UTF8.self))")
                 }
                 checkReplay(sse)
+                // One cache entry serves both shapes: the replayed stream (with its usage chunk)
+                // assembles back into the same body.
+                guard includeUsage else { continue }
+                var again = StreamAssembler()
+                again.feed(sse)
+                precondition(again.completeBody() == body,
+                              "replay then assembly changes the body: \(String(decoding: body, as: UTF8.self))")
             }
         }
         if let sse = ReplayWriter.sse(fromCompleteBody: Array(p), includeUsage: input.flag(3)) {
