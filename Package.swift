@@ -61,9 +61,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        // libFuzzer target for the config loader; fuzz/run.sh builds it with the sanitizers.
-        // A plain `swift build` gives a replay tool for crash files.
-        .executableTarget(name: "fuzz-config", dependencies: ["Engine"]),
+        // The libFuzzer targets (config, request, upstream, sse, usage; FUZZ_TARGET picks one);
+        // fuzz/run.sh builds it with the sanitizers. A plain `swift build` gives a replay tool
+        // for crash files.
+        .executableTarget(name: "fuzz-engine", dependencies: ["Engine", "Reactor", "CEventShim"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEventShim"]),
     ],

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# test.sh: THE test command (CI's .ci/run calls it). Phases: setup, build, unit tests, integration tests.
-# Unit = `swift test` (Swift Testing and XCTest); integration = pytest on Tests/integration against the
-# debug engine-server and vllm-sim binaries. Exits non-zero if any phase fails; extra args go to pytest.
+# test.sh: THE test command (CI's .ci/run calls it). Phases: setup, build, style checks, unit tests,
+# fuzz smoke, integration tests. Unit = `swift test` (Swift Testing and XCTest); fuzz smoke =
+# fuzz/smoke.sh (every libFuzzer target a few seconds); integration = pytest on Tests/integration
+# against the debug engine-server and vllm-sim binaries. Exits non-zero if any phase fails; extra args
+# go to pytest.
 # shellcheck disable=SC2317 # the phase functions are called through run_phase "$@"
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,6 +102,13 @@ integration_tests() {
         Tests/integration "$@"
 }
 
+# One instrumented build of Sources/fuzz-engine (its own scratch path, .build-fuzz), then each fuzz
+# target for a few seconds from its seeds; a crash, trap, leak or hang fails the phase (the report
+# is in the output, the input in fuzz/findings/).
+fuzz_smoke() {
+    bash fuzz/smoke.sh
+}
+
 build() {
     swift build --build-tests 2>&1 | tee "$results/build.log"
 }
@@ -138,7 +147,8 @@ if ! run_phase "build" build; then
     finish
 fi
 run_phase "style checks" style_checks || failed_prefixes+=(style)
-# Unit and integration tests both run even if the other fails, so one run shows everything.
+# The test phases all run even if one fails, so one run shows everything.
 run_phase "unit tests" unit_tests || failed_prefixes+=(swift)
+run_phase "fuzz smoke" fuzz_smoke || failed_prefixes+=(fuzz)
 run_phase "integration tests" integration_tests "$@" || failed_prefixes+=(pytest)
 finish

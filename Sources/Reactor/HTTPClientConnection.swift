@@ -113,6 +113,18 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         if sock == nil { pendingConnectFailure = true }
     }
 
+    /// A connection over a socket that is connected already (the fuzz target's socketpair,
+    /// Sources/fuzz-engine): no connect step, and `endpoint` only names the Host header.
+    public init(loop: Loop, endpoint: Endpoint, connectedSocket fd: Int32) {
+        self.loop = loop
+        self.endpoint = endpoint
+        http_parser_init(parser, HTTP_RESPONSE)
+        let so = StreamSocket(loop: loop, fd: fd, delegate: self)
+        sock = so
+        isConnected = true
+        so.enableRead()
+    }
+
     /// A connect that failed synchronously is reported when the request is sent, through a
     /// zero-delay timer, so the delegate never hears of it inside its own call to send().
     private var pendingConnectFailure = false

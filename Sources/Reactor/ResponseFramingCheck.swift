@@ -2,10 +2,11 @@
 // (built with HTTP_PARSER_STRICT=0, like upstream's `make library`) skips, checked on the bytes of
 // an upstream response that are not body: the status line starts with "HTTP/", every CR is
 // followed by LF, and a chunk's data is followed by CRLF. HTTPClientConnection feeds it; pure.
+// Public only for the fuzz target (Sources/fuzz-engine), which also runs it over raw input.
 
 /// Fed, in order, every byte of one response that http-parser consumed and did not hand out as
 /// body (status line, header lines, chunk-size lines, chunk terminators, trailers).
-struct ResponseFramingCheck {
+public struct ResponseFramingCheck {
     /// Bytes of "HTTP/" matched at the start of the current message.
     private var prefixMatched = 0
     /// The last framing byte was CR: the next must be LF.
@@ -17,18 +18,20 @@ struct ResponseFramingCheck {
     private static let cr: UInt8 = 13
     private static let lf: UInt8 = 10
 
+    public init() {}
+
     /// A new response (the first of an exchange, or the one after an interim 1xx) starts here.
-    mutating func startMessage() {
+    public mutating func startMessage() {
         prefixMatched = 0
         afterCR = false
         chunkDataEnded = false
     }
 
     /// The body bytes just handed out completed a chunk.
-    mutating func chunkEnded() { chunkDataEnded = true }
+    public mutating func chunkEnded() { chunkDataEnded = true }
 
     /// False at the first byte that breaks a rule (the response is malformed).
-    mutating func accept(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    public mutating func accept(_ bytes: UnsafeRawBufferPointer) -> Bool {
         for b in bytes {
             if prefixMatched < 5 {
                 let want = withUnsafeBytes(of: Self.prefix) { $0[prefixMatched] }

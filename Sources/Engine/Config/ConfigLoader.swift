@@ -52,7 +52,7 @@ public enum ConfigLoader {
     }
 
     /// Parses YAML bytes like `parse(yaml:environment:)`. Public for the fuzz target
-    /// (Sources/fuzz-config): no input may crash or hang it, only throw.
+    /// (Sources/fuzz-engine): no input may crash or hang it, only throw.
     public static func parse(bytes: [UInt8], environment: [String: String]) throws(ConfigError) -> EngineConfig {
         var config = EngineConfig()
         if let root = try YAMLNode.parse(bytes) {
