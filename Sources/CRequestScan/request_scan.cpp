@@ -68,6 +68,29 @@ void invalid(rs_result *out, int field, long index = -1) {
     out->index = index;
 }
 
+// A key twice in one object: simdjson reads the first copy, jansson (the tree the Engine rewrites)
+// and vLLM (Python's json) the last, so the Engine would validate and measure one value while the
+// backend gets another. Objects whose fields the scan reads are checked; they are small.
+bool duplicateKey(dom::object o, rs_result *out, long index) {
+    std::string_view seen[64];
+    size_t n = 0;
+    for (auto field : o) {
+        for (size_t i = 0; i < n; i++) {
+            if (seen[i] == field.key) {
+                out->status = RS_INVALID;
+                out->field = RS_F_DUPLICATE_KEY;
+                out->index = index;
+                size_t k = field.key.size() < sizeof(out->error) - 1 ? field.key.size() : sizeof(out->error) - 1;
+                std::memcpy(out->error, field.key.data(), k);
+                out->error[k] = 0;
+                return true;
+            }
+        }
+        if (n < 64) seen[n++] = field.key;
+    }
+    return false;
+}
+
 void validateMessages(dom::object root, rs_result *out) {
     dom::element j;
     if (root.at_key("messages").get(j)) return invalid(out, RS_F_MESSAGES_MISSING);
@@ -78,6 +101,7 @@ void validateMessages(dom::object root, rs_result *out) {
     for (dom::element m : a) {
         if (!m.is_object()) return invalid(out, RS_F_MESSAGE_NOT_OBJECT, i);
         dom::object mo = obj(m);
+        if (duplicateKey(mo, out, i)) return;
         dom::element role;
         if (mo.at_key("role").get(role) || !role.is_string()) return invalid(out, RS_F_MESSAGE_ROLE, i);
         dom::element content;
@@ -120,6 +144,7 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, bool chat, rs_re
     }
     if (!root.is_object()) { out->status = RS_NOT_OBJECT; return; }
     dom::object o = obj(root);
+    if (duplicateKey(o, out, -1)) return;
 
     dom::element v;
     if (!o.at_key("model").get(v) && !v.is_null()) {
@@ -135,6 +160,7 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, bool chat, rs_re
     }
     if (!o.at_key("stream_options").get(v) && !v.is_null()) {
         if (!v.is_object()) return invalid(out, RS_F_STREAM_OPTIONS_TYPE);
+        if (duplicateKey(obj(v), out, -1)) return;
         dom::element iu;
         if (!obj(v).at_key("include_usage").get(iu) && iu.is_bool()) out->include_usage = boolean(iu) ? 1 : 0;
     }

@@ -31,6 +31,7 @@ enum {
     RS_F_PROMPT_MISSING,
     RS_F_PROMPT_TYPE,
     RS_F_PROMPT_TOKENS,
+    RS_F_DUPLICATE_KEY,          // `error` holds the key; index = message, or -1 (top level)
 };
 
 typedef struct rs_result {

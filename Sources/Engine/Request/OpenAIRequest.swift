@@ -59,7 +59,8 @@ public struct OpenAIRequest {
         case RS_NOT_OBJECT:
             return .failure(EngineError(.invalidRequest, "The request body must be a JSON object.", param: "body"))
         default:
-            return .failure(validationError(field: Int(r.field), index: r.index))
+            let detail = withUnsafeBytes(of: &r.error) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            return .failure(validationError(field: Int(r.field), index: r.index, detail: detail))
         }
         return .success(OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
                                       promptSize: promptSize(r), body: body))
@@ -80,8 +81,11 @@ public struct OpenAIRequest {
         PromptSize(textBytes: r.text_bytes, messages: r.messages, tokenIDs: r.token_ids >= 0 ? r.token_ids : nil)
     }
 
-    static func validationError(field: Int, index: Int) -> EngineError {
+    static func validationError(field: Int, index: Int, detail: String = "") -> EngineError {
         switch field {
+        case RS_F_DUPLICATE_KEY:
+            let at = index >= 0 ? "messages[\(index)]" : "the request body"
+            return EngineError(.invalidRequest, "Duplicate key '\(detail)' in \(at): each key may appear once.", param: index >= 0 ? "messages[\(index)]" : nil)
         case RS_F_MODEL_TYPE:
             return EngineError(.invalidRequest, "'model' must be a string.", param: "model")
         case RS_F_STREAM_TYPE:

@@ -16,8 +16,10 @@ public struct SSEEventScanner: Sendable {
     public private(set) var sawDone = false
     /// Events whose data was neither [DONE] nor a JSON object, or longer than the limit.
     public private(set) var invalidEvents = 0
-    /// Events after [DONE] (dropped: nothing legitimate follows it).
+    /// Events after [DONE] (dropped: nothing legitimate follows it), and every byte dropped
+    /// after it (whole events and any unfinished tail).
     public private(set) var eventsAfterDone = 0
+    public private(set) var bytesDroppedAfterDone = 0
     public private(set) var usageEventsDropped = 0
     /// Longest event accepted; a longer one counts as invalid (and is not held further).
     public let maxEventBytes: Int
@@ -35,7 +37,20 @@ public struct SSEEventScanner: Sendable {
         let n = bytes.count
         var i = 0
         while i < n {
-            if bytes[i] == 0x0A && endsEvent(bytes, at: i) {
+            if bytes[i] == 0x0A && isStrayBlankLine(bytes, from: start, to: i) {
+                // A blank line with no event in progress (one more after an event's end): a
+                // separator of its own, passed on at once, wherever the reads were cut.
+                let piece = UnsafeRawBufferPointer(rebasing: bytes[start...i])
+                if partial.isEmpty {
+                    emit(piece, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage)
+                } else {
+                    partial.append(contentsOf: piece)
+                    let ev = partial
+                    partial.removeAll(keepingCapacity: true)
+                    ev.withUnsafeBytes { emit($0, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage) }
+                }
+                start = i + 1
+            } else if bytes[i] == 0x0A && endsEvent(bytes, at: i) {
                 let piece = UnsafeRawBufferPointer(rebasing: bytes[start...i])
                 if partial.isEmpty {
                     emit(piece, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage)
@@ -49,7 +64,9 @@ public struct SSEEventScanner: Sendable {
             }
             i += 1
         }
-        if start < n && !sawDone {
+        if start < n && sawDone {
+            bytesDroppedAfterDone += n - start
+        } else if start < n {
             partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<n]))
             if partial.count > maxEventBytes {
                 // Too long to be a real event: drop what we hold and count it as invalid.
@@ -57,6 +74,15 @@ public struct SSEEventScanner: Sendable {
                 partial = []
             }
         }
+    }
+
+    /// True when the LF at `i` ends an empty line and nothing of an event came before it: the
+    /// event so far (held bytes, then `b[start..<i]`) is empty or a lone CR.
+    private func isStrayBlankLine(_ b: UnsafeRawBufferPointer, from start: Int, to i: Int) -> Bool {
+        let count = partial.count + (i - start)
+        if count == 0 { return true }
+        guard count == 1 else { return false }
+        return (partial.first ?? b[start]) == 0x0D
     }
 
     /// True when the LF at `i` closes an empty line (the previous line break is LF or CRLF).
@@ -77,6 +103,7 @@ public struct SSEEventScanner: Sendable {
                                filterUsage: Bool) {
         if sawDone {
             eventsAfterDone += 1
+            bytesDroppedAfterDone += ev.count
             return
         }
         var usageOnly = false

@@ -122,3 +122,25 @@ private func failure(_ json: String, _ kind: EndpointKind = .chat) -> EngineErro
         if case .failure(let e) = r.loadDocument() { #expect(e.status == 400) } else { Issue.record("jansson accepted") }
     }
 }
+
+/// fuzz/findings/request-duplicate-keys: a key twice would be read first by the validator and last
+/// by jansson and vLLM; such a body is refused.
+@Suite struct OpenAIRequestDuplicateKeyTests {
+    @Test(arguments: [
+        #"{"messages":[{"role":"u"}],"messages":[1]}"#,
+        #"{"stream":false,"stream":true,"messages":[{"role":"user","content":"x"}]}"#,
+        #"{"messages":[{"role":"user","content":"a","role":"system"}]}"#,
+        #"{"stream":true,"stream_options":{"include_usage":false,"include_usage":true},"messages":[{"role":"user","content":"x"}]}"#,
+    ])
+    func duplicateKeysAreRefused(body: String) {
+        guard case .failure(let e) = OpenAIRequest.parse(kind: .chat, body: Array(body.utf8)) else {
+            Issue.record("accepted \(body)"); return
+        }
+        #expect(e.status == 400 && e.message.contains("Duplicate key"))
+    }
+
+    @Test func sameKeyInDifferentObjectsIsFine() {
+        let body = #"{"model":"m","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}"#
+        guard case .success = OpenAIRequest.parse(kind: .chat, body: Array(body.utf8)) else { Issue.record("refused"); return }
+    }
+}

@@ -15,7 +15,7 @@ data: [DONE]
 
 """ + "\n"
 
-private func feed(_ text: String, step: Int, filter: Bool = true) -> (SSEEventScanner, String, String) {
+func feed(_ text: String, step: Int, filter: Bool = true) -> (SSEEventScanner, String, String) {
     var sc = SSEEventScanner()
     var all: [UInt8] = []
     var without: [UInt8] = []
@@ -118,5 +118,19 @@ private func feed(_ text: String, step: Int, filter: Bool = true) -> (SSEEventSc
         #expect(UpstreamJSON.inspect(Array(#"{"usage":null}"#.utf8)).usage == nil)
         #expect(UpstreamJSON.inspect(Array(#"{"usage":{"prompt_tokens":"8","completion_tokens":1}}"#.utf8)).usage == nil)
         #expect(UpstreamJSON.inspect(Array(#"{"error":{"message":"x"}}"#.utf8)).hasError)
+    }
+}
+
+/// fuzz/findings/sse-blank-line-after-done: a blank line more than an event's end is passed on
+/// by itself, whatever the read boundaries (it used to be held as the start of the next event
+/// when it came in a later read).
+@Suite struct SSEEventScannerBlankLineTests {
+    @Test(arguments: [1, 2, 3, 100])
+    func extraBlankLinesDoNotDependOnReads(step: Int) {
+        let text = "data: {\"choices\":[]}\n\n\n\r\ndata: [DONE]\n\n\n"
+        let (sc, all, _) = feed(text, step: step)
+        #expect(all == "data: {\"choices\":[]}\n\n\n\r\ndata: [DONE]\n\n")
+        #expect(sc.pendingBytes == 0 && sc.invalidEvents == 0 && sc.sawDone)
+        #expect(sc.eventsAfterDone == 1)
     }
 }
