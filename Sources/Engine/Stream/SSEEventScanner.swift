@@ -37,20 +37,10 @@ public struct SSEEventScanner: Sendable {
         let n = bytes.count
         var i = 0
         while i < n {
-            if bytes[i] == 0x0A && isStrayBlankLine(bytes, from: start, to: i) {
-                // A blank line with no event in progress (one more after an event's end): a
-                // separator of its own, passed on at once, wherever the reads were cut.
-                let piece = UnsafeRawBufferPointer(rebasing: bytes[start...i])
-                if partial.isEmpty {
-                    emit(piece, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage)
-                } else {
-                    partial.append(contentsOf: piece)
-                    let ev = partial
-                    partial.removeAll(keepingCapacity: true)
-                    ev.withUnsafeBytes { emit($0, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage) }
-                }
-                start = i + 1
-            } else if bytes[i] == 0x0A && endsEvent(bytes, at: i) {
+            // An event ends at an empty line. A blank line with no event in progress (one more
+            // after an event's end) is a separator of its own, passed on at once, wherever the
+            // reads were cut.
+            if bytes[i] == 0x0A && (isStrayBlankLine(bytes, from: start, to: i) || endsEvent(bytes, at: i)) {
                 let piece = UnsafeRawBufferPointer(rebasing: bytes[start...i])
                 if partial.isEmpty {
                     emit(piece, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage)
