@@ -34,7 +34,7 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         libevent-core-2.1-7 libhiredis0.14 libyaml-0-2 libhttp-parser2.9 libjansson4 libsimdjson14 libssl3 \
-        libstdc++6 curl \
+        libstdc++6 curl redis-server \
     && rm -rf /var/lib/apt/lists/*
 # The Swift runtime (libswiftCore, Foundation essentials, dispatch, …). The binaries' RUNPATH
 # points at the build image's /usr/lib/swift/linux; the ld.so.conf entry covers other layouts.
@@ -52,5 +52,7 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
     CMD curl -fsS -o /dev/null http://127.0.0.1:8000/health || exit 1
 # No ENTRYPOINT: the same image runs `vllm-sim …` when given that command.
 # server.workers is 0 (one worker per online CPU, as the kernel reports them, which ignores
-# container CPU limits); pass --workers N to match the container's CPU quota.
+# container CPU limits); pass --workers N to match the container's CPU quota. With more than one
+# worker and no REDIS_URL the workers share a private redis-server (installed above) on a Unix
+# socket under /tmp.
 CMD ["engine-server", "--config", "/app/configs/default.yaml"]
