@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <signal.h>
 
 /* Bitfields: Swift's importer does not expose them reliably. */
 unsigned int ces_http_status(const http_parser *p) { return p->status_code; }
@@ -55,15 +57,18 @@ size_t ces_rss_bytes(void)
     return (size_t)rss * (size_t)sysconf(_SC_PAGESIZE);
 }
 
-/* memmem is a GNU extension: glibc declares it only under _GNU_SOURCE. */
-int ces_contains(const void *hay, size_t hay_len, const void *needle, size_t needle_len)
-{
-    return memmem(hay, hay_len, needle, needle_len) != NULL;
-}
 
-/* Offset just past the first `needle` in `hay`, or -1 (memmem; for byte scanners in Swift). */
-long ces_find_end(const void *hay, size_t hay_len, const void *needle, size_t needle_len)
+/* fork + prctl(PR_SET_PDEATHSIG) + execv: posix_spawn cannot ask for the parent-death signal, and
+ * Swift cannot call fork safely. For a helper the supervisor owns (its private redis-server),
+ * which must not outlive a supervisor killed without warning. Returns the pid, or -1. */
+pid_t ces_spawn_dying_with_parent(const char *path, char *const argv[], int sig)
 {
-    const char *p = memmem(hay, hay_len, needle, needle_len);
-    return p == NULL ? -1 : (long)(p - (const char *)hay) + (long)needle_len;
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    if (prctl(PR_SET_PDEATHSIG, sig) != 0 || getppid() != parent)
+        _exit(127);
+    execv(path, argv);
+    _exit(127);
 }

@@ -43,11 +43,9 @@ int ces_set_nodelay(evutil_socket_t fd);
 /* Bytes still in the kernel send queue of a socket (ioctl TIOCOUTQ is variadic); -1 on error. */
 int ces_unsent_bytes(evutil_socket_t fd);
 
-/* 1 when `needle` occurs in `hay` (memmem, a GNU extension). */
-int ces_contains(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
-
-/* Offset just past the first `needle` in `hay`, or -1. */
-long ces_find_end(const void *hay, size_t hay_len, const void *needle, size_t needle_len);
+/* Starts `path` with `argv` in a child that gets `sig` when this process dies (fork, prctl
+ * PR_SET_PDEATHSIG, execv: posix_spawn cannot ask for it). Returns the pid, or -1. */
+pid_t ces_spawn_dying_with_parent(const char *path, char *const argv[], int sig);
 
 /* Current RSS in bytes from /proc/self/statm (0 when unknown). */
 size_t ces_rss_bytes(void);

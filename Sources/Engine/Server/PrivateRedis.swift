@@ -6,6 +6,7 @@
 // REDIS_URL: one code path with a user's own Redis, already tested. Restarted when it dies
 // (workers keep serving meanwhile: Redis down degrades to misses). Owns: the child pid and the
 // directory, removed in stop().
+import CEventShim
 import Reactor
 
 #if canImport(Glibc)
@@ -55,8 +56,9 @@ public final class PrivateRedis {
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
         cargs.append(nil)
         defer { for p in cargs { free(p) } }
-        var child: pid_t = 0
-        guard posix_spawn(&child, executable, nil, nil, cargs, environ) == 0 else { return false }
+        // SIGTERM when the supervisor dies, even by SIGKILL: no orphaned redis-server.
+        let child = ces_spawn_dying_with_parent(executable, cargs, SIGTERM)
+        guard child > 0 else { return false }
         pid = child
         let deadline = Loop.nowNanos() + UInt64(wait.components.seconds) * 1_000_000_000
         while Loop.nowNanos() < deadline {

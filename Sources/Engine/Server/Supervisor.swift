@@ -3,6 +3,7 @@
 // SIGTERM/SIGINT to all and exits 0 once they have drained, and on SIGHUP replaces every worker
 // with a fresh one that reads the config again (new first, then the old one drains: no dropped
 // connection). Owns: the worker pids, the port reservation fd, its signal watchers and timers.
+import CEventShim
 import Logging
 import Reactor
 
