@@ -1,5 +1,5 @@
 // RemoteFlight: single-flight across processes through Redis.
-// The in-process leader claims `engine:flight:lock:<key>` (SET NX PX, refreshed every 3 s while it
+// The in-process leader claims `engine:flight:lock:<key>` (SET NX PX, refreshed every second while it
 // runs, so long generations stay deduplicated) and appends its upstream answer to a Redis stream
 // `engine:flight:s:<key>:<owner>` (head, whole SSE events as they come, then end or fail). A
 // process that finds the lock taken reads that stream from its first entry — nothing is lost to
@@ -7,7 +7,7 @@
 // followers in the form each asked for. The flight ends when the leader ends: the lock is deleted
 // in the same script that writes the last entry, so a later request leads anew (or hits the
 // cache); the stream itself lives 60 s more, only for readers that joined while it ran. A leader
-// that dies stops refreshing: its lock expires within 10 s, readers see it gone with no end, and
+// that dies stops refreshing: its lock expires within 4 s, readers see it gone with no end, and
 // their followers look again.
 // Owns: the publisher's refresh Timer and the reader's poll Timer; Redis errors degrade to "no
 // cross-process coalescing", never to a failed request.
@@ -28,7 +28,9 @@ final class RemoteFlightPublisher {
     private let streamKey: String
     private let refresh: Timer
     private var isDone = false
-    static let lockMillis = 10_000
+    /// Short, so followers behind a leader that died wait little (they look again once it is
+    /// gone); refreshed every second, so a live leader keeps it through loop stalls of ~3 s.
+    static let lockMillis = 4_000
 
     // Compare-and-expire / compare-and-delete, so a leader never touches a lock it lost.
     static let refreshScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
@@ -65,13 +67,13 @@ final class RemoteFlightPublisher {
         self.streamKey = RemoteFlightKeys.stream(key, owner: owner)
         self.refresh = Timer(loop: loop)
         refresh.onFire = { [unowned self] in self.refreshLock() }
-        refresh.schedule(after: .seconds(3))
+        refresh.schedule(after: .seconds(1))
     }
 
     private func refreshLock() {
         guard !isDone else { return }
         redis.send(["EVAL", Self.refreshScript, "1", RemoteFlightKeys.lock(key), owner, String(Self.lockMillis)]) { _ in }
-        refresh.schedule(after: .seconds(3))
+        refresh.schedule(after: .seconds(1))
     }
 
     private func add(_ fields: [[UInt8]]) {
