@@ -1,8 +1,9 @@
 // HitMemo: exact request bytes → the canonical cache key (and routing outcome) they produced, so
 // a byte-identical repeat is answered from the in-process cache without parsing JSON, routing or
 // canonicalising again. Keyed by SHA-256 over (endpoint, tenant, body): a collision would be
-// SHA-256's. Only fresh entries of the embedded store are served this way; Cache-Control
-// requests and everything else take the full pipeline. Bounded: cleared when full.
+// SHA-256's. Only fresh entries are served this way (the embedded store at once, a Redis store
+// after its GET); Cache-Control requests and everything else take the full pipeline. Bounded:
+// cleared when full.
 // Owns: its dictionary; loop-confined.
 
 final class HitMemo {

@@ -77,7 +77,6 @@ public final class EngineRuntime {
         if config.cache.isEnabled {
             if config.redis.url.isEmpty {
                 cache = MemoryCacheStore(maxEntries: config.cache.maxSize)
-                hitMemo = HitMemo(capacity: max(1024, 4 * config.cache.maxSize))
             } else {
                 guard let u = RedisURL.parse(config.redis.url) else {
                     throw ConfigError.invalid(key: "redis.url", message: "not a redis:// URL")
@@ -87,6 +86,7 @@ public final class EngineRuntime {
                 redis = conn
                 cache = RedisCacheStore(connection: conn, maxEntries: config.cache.maxSize)
             }
+            hitMemo = HitMemo(capacity: max(1024, 4 * config.cache.maxSize))
         }
         if config.admissionControl.isEnabled {
             let a = config.admissionControl

@@ -142,17 +142,40 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// parse → route → session (cache, coalescer, admission and pool run inside the session).
     private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], rid: String,
                                  identity: String?) {
-        // Fast path: a byte-identical repeat of a request whose answer is fresh in the embedded cache.
-        var memoKey: String?
-        if let memo = runtime.hitMemo, let mem = runtime.cache as? MemoryCacheStore, head.headers["cache-control"] == nil {
-            let t0 = Loop.nowNanos()
-            let rk = HitMemo.rawKey(kind: kind, identity: identity, body: body)
-            if let e = memo.get(rk), case .fresh(let stored) = mem.lookup(e.cacheKey, now: t0, touch: true) {
-                answerFromMemo(c, kind: kind, entry: e, stored: stored, rid: rid, bytesIn: body.count, startNanos: t0)
-                return
-            }
-            memoKey = rk
+        // Fast path: a byte-identical repeat of a request seen before (the memo maps its bytes to
+        // its cache key, a pure function of them), answered from a fresh entry without parsing.
+        guard let memo = runtime.hitMemo, let cache = runtime.cache, head.headers["cache-control"] == nil else {
+            parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: nil)
+            return
         }
+        let t0 = Loop.nowNanos()
+        let rk = HitMemo.rawKey(kind: kind, identity: identity, body: body)
+        guard let e = memo.get(rk) else {
+            parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
+            return
+        }
+        if let mem = cache as? MemoryCacheStore {
+            if case .fresh(let stored) = mem.lookup(e.cacheKey, now: t0, touch: true) {
+                answerFromMemo(c, kind: kind, entry: e, stored: stored, rid: rid, bytesIn: body.count, startNanos: t0)
+            } else {
+                parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
+            }
+            return
+        }
+        // The shared store answers later on the loop (never inside this call): a fresh entry is
+        // answered here, anything else takes the whole pipeline (which looks it up again).
+        cache.get(key: e.cacheKey, now: t0, wallMillis: UInt64(Loop.wallSeconds() * 1000)) { [weak self] lookup in
+            guard let self, !c.isClosed else { return }
+            if case .fresh(let stored) = lookup {
+                self.answerFromMemo(c, kind: kind, entry: e, stored: stored, rid: rid, bytesIn: body.count, startNanos: t0)
+            } else {
+                self.parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
+            }
+        }
+    }
+
+    private func parseAndStart(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], rid: String,
+                               identity: String?, memoKey: String?) {
         var req: OpenAIRequest
         let parseStart = Loop.nowNanos()
         func reject(_ err: EngineError) {
