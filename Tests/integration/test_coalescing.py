@@ -259,3 +259,37 @@ def test_bytes_out_counts_every_answer(sim, engine_factory, workers):
                                         if l.startswith("{") and f'"{rid}"' in l), None), timeout=3,
                           what=f"access line of {rid}")
         assert line["bytes_out"] == len(r.content), (line, len(r.content), r.status_code)
+
+
+def test_mixed_forms_across_the_default_workers(sim_factory, engine_factory, redis):
+    """Scenario 2 with the embedded default: identical prompts in every form at once, spread by
+    the kernel over the workers; each client gets its own form, one upstream call in all."""
+    sim = sim_factory("--itl-ms", 30)
+    eng = engine_factory(cfg([sim], "default", redis))
+    ready(eng)
+    prompt = "mixed forms, default workers"
+    forms = [(False, False), (True, False), (True, True)] * 7
+
+    def one(form):
+        stream, usage = form
+        body = chat_body(prompt, max_tokens=8, stream=stream)
+        if usage:
+            body["stream_options"] = {"include_usage": True}
+        return form, post(eng, body)
+
+    with ThreadPoolExecutor(21) as ex:
+        results = list(ex.map(one, forms))
+    texts = set()
+    for (stream, usage), r in results:
+        assert r.status_code == 200, r.text
+        if stream:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            chunks = sse_json(r.content)
+            assert bool([c for c in chunks if c.get("choices") == [] and c.get("usage")]) == usage
+        else:
+            assert r.headers["content-type"].startswith("application/json")
+            assert r.json()["object"] == "chat.completion"
+        texts.add(text_of(r, stream))
+    assert len(texts) == 1 and texts.pop()
+    assert sim.stats()["requests_total"] == 1
+    assert sum(1 for _, r in results if r.headers.get("x-coalesced") == "true") == 20
