@@ -32,8 +32,6 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     init(runtime: EngineRuntime) { self.runtime = runtime }
 
-    var runningFlights: Int { machine.runningFlights }
-
     func newRequestID() -> RequestID {
         nextRequest += 1
         return RequestID(nextRequest)

@@ -149,14 +149,8 @@ public struct CoalescerMachine: Sendable {
 
     public var runningFlights: Int { flights.count }
 
-    /// The flight that runs for `key` now, if any.
-    public func flight(forKey key: String) -> FlightID? { flights[key]?.id }
-
     /// The key of a running flight.
     public func key(of f: FlightID) -> String? { keyOfFlight[f] }
-
-    /// Members of a running flight (tests, metrics).
-    public func memberCount(_ f: FlightID) -> Int { flight(f).map { flights[$0]!.members.count } ?? 0 }
 
     // MARK: events
 
