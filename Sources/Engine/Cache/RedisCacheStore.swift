@@ -51,8 +51,8 @@ public final class RedisCacheStore: CacheStore {
         return 0
         """
 
-    static let getSHA = sha1Hex(getScript)
-    static let putSHA = sha1Hex(putScript)
+    static let get = RedisScript(getScript)
+    static let put = RedisScript(putScript)
 
     public init(connection: RedisConnection, maxEntries: Int, namespace: String = "engine:cache") {
         self.connection = connection
@@ -61,15 +61,15 @@ public final class RedisCacheStore: CacheStore {
         lruKey = namespace + ":lru"
         clockKey = namespace + ":clock"
         valuePrefix = namespace + ":v:"
-        connection.addSetupCommand(["SCRIPT", "LOAD", Self.getScript])
-        connection.addSetupCommand(["SCRIPT", "LOAD", Self.putScript])
+        Self.get.register(on: connection)
+        Self.put.register(on: connection)
     }
 
     public func valueKey(_ key: String) -> String { valuePrefix + key }
 
     public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
-        let keys = [valueKey(key), lruKey, clockKey]
-        eval(sha: Self.getSHA, script: Self.getScript, keys: keys, args: [Array(key.utf8)]) { v in
+        let keys = [valueKey(key), lruKey, clockKey].map { Array($0.utf8) }
+        Self.get.run(on: connection, keys: keys, args: [Array(key.utf8)]) { v in
             completion(Self.lookup(from: v, wallMillis: wallMillis))
         }
     }
@@ -92,7 +92,7 @@ public final class RedisCacheStore: CacheStore {
         blob.append(contentsOf: value)
         let args: [[UInt8]] = [Array(key.utf8), blob, Array(String(totalMs).utf8), Array(String(maxEntries).utf8),
                                Array(valuePrefix.utf8)]
-        eval(sha: Self.putSHA, script: Self.putScript, keys: [valueKey(key), lruKey, clockKey], args: args) { v in
+        Self.put.run(on: connection, keys: [valueKey(key), lruKey, clockKey].map { Array($0.utf8) }, args: args) { v in
             if case .int = v { completion?(true) } else { completion?(false) }
         }
         // Read your writes across processes: the store reaches Redis before the caller answers
@@ -107,21 +107,6 @@ public final class RedisCacheStore: CacheStore {
     }
 
     // MARK: - Helpers
-
-    private func eval(sha: String, script: String, keys: [String], args: [[UInt8]],
-                      completion: @escaping (RedisValue) -> Void) {
-        var tail: [[UInt8]] = [Array(String(keys.count).utf8)]
-        tail.append(contentsOf: keys.map { Array($0.utf8) })
-        tail.append(contentsOf: args)
-        connection.send([Array("EVALSHA".utf8), Array(sha.utf8)] + tail) { [weak self] v in
-            // NOSCRIPT: the server restarted or was flushed after our SCRIPT LOAD; EVAL also caches it.
-            if case .error(let e) = v, e.hasPrefix("NOSCRIPT"), let self {
-                self.connection.send([Array("EVAL".utf8), Array(script.utf8)] + tail, completion: completion)
-            } else {
-                completion(v)
-            }
-        }
-    }
 
     /// Decodes a stored blob; anything unexpected is a miss (a foreign or corrupt value).
     static func lookup(from v: RedisValue, wallMillis: UInt64) -> CacheLookup {
@@ -140,13 +125,6 @@ public final class RedisCacheStore: CacheStore {
               let nl = blob[prefix.count...].prefix(24).firstIndex(of: UInt8(ascii: "\n")),
               let ms = UInt64(String(decoding: blob[prefix.count..<nl], as: UTF8.self)) else { return nil }
         return (ms, Array(blob[(nl + 1)...]))
-    }
-
-    static func sha1Hex(_ s: String) -> String {
-        var md = [UInt8](repeating: 0, count: Int(SHA_DIGEST_LENGTH))
-        let bytes = Array(s.utf8)
-        bytes.withUnsafeBufferPointer { p in _ = SHA1(p.baseAddress, p.count, &md) }
-        return hex(md)
     }
 
     static func hex(_ bytes: [UInt8]) -> String { Digest.hex(bytes) }

@@ -50,9 +50,10 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     /// The leader's upstream answered: publish the head; an SSE 200 starts the followers' streams.
     func leaderHead(_ f: FlightID, status: Int, contentType: String, isStream: Bool) {
-        guard let fl = flights[f] else { return }
+        guard let fl = flights[f], isStream else { return }
+        // A plain answer needs no head entry: its end entry carries status, type and body.
         fl.publisher?.head(status: status, contentType: contentType)
-        if isStream { post(.streamStarted(f)) }
+        post(.streamStarted(f))
     }
 
     /// Whole SSE events the leader relayed (usage chunk included): record, publish, fan out.

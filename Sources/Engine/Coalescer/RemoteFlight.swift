@@ -33,20 +33,27 @@ final class RemoteFlightPublisher {
     static let lockMillis = 4_000
 
     // Compare-and-expire / compare-and-delete, so a leader never touches a lock it lost.
-    static let refreshScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end"
-    static let releaseScript = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+    static let refreshScript = RedisScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end")
+    static let releaseScript = RedisScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end")
     /// SET NX, or else the current owner, in one round trip.
-    static let claimScript = """
+    static let claimScript = RedisScript("""
         if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, ARGV[1]} end
         return {0, redis.call('GET', KEYS[1])}
-        """
+        """)
+
+    /// Loads the flight's scripts on every connect of `redis` (EVALSHA from then on).
+    static func registerScripts(on redis: RedisConnection) {
+        for s in [refreshScript, releaseScript, claimScript, finishScript] { s.register(on: redis) }
+    }
+
+    private static func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
     /// Completes later on the loop, or at once when Redis is not connected: the caller (the
     /// CoalescerDriver) queues the answer either way.
     static func claim(redis: RedisConnection, key: String, owner: String,
                       completion: @escaping (CoalescerMachine.Claim) -> Void) {
         guard redis.isConnected else { completion(.unavailable); return }
-        redis.send(["EVAL", claimScript, "1", RemoteFlightKeys.lock(key), owner, String(lockMillis)]) { v in
+        claimScript.run(on: redis, keys: [bytes(RemoteFlightKeys.lock(key))], args: [bytes(owner), bytes(String(lockMillis))]) { v in
             guard case .array(let a) = v, a.count == 2, case .int(let won) = a[0] else { completion(.unavailable); return }
             if won == 1 { completion(.won); return }
             // The lock vanished between SET and GET (its leader just ended): lead without Redis.
@@ -57,7 +64,7 @@ final class RemoteFlightPublisher {
 
     /// Gives back a lock this owner took but turned out not to need (compare-and-delete).
     static func release(redis: RedisConnection, key: String, owner: String) {
-        redis.send(["EVAL", releaseScript, "1", RemoteFlightKeys.lock(key), owner]) { _ in }
+        releaseScript.run(on: redis, keys: [bytes(RemoteFlightKeys.lock(key))], args: [bytes(owner)]) { _ in }
     }
 
     init(redis: RedisConnection, loop: Loop, key: String, owner: String) {
@@ -72,7 +79,8 @@ final class RemoteFlightPublisher {
 
     private func refreshLock() {
         guard !isDone else { return }
-        redis.send(["EVAL", Self.refreshScript, "1", RemoteFlightKeys.lock(key), owner, String(Self.lockMillis)]) { _ in }
+        Self.refreshScript.run(on: redis, keys: [Self.bytes(RemoteFlightKeys.lock(key))],
+                               args: [Self.bytes(owner), Self.bytes(String(Self.lockMillis))]) { _ in }
         refresh.schedule(after: .seconds(1))
     }
 
@@ -118,18 +126,18 @@ final class RemoteFlightPublisher {
 
     // The last entry, the stream's expiry and the lock's deletion in one command: the flight ends
     // here for every process (a request arriving after this leads anew or hits the cache).
-    static let finishScript = """
+    static let finishScript = RedisScript("""
         redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
         redis.call('EXPIRE', KEYS[1], 60)
         if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
         return 1
-        """
+        """)
 
     private func finish(_ fields: [[UInt8]]) {
         isDone = true
         refresh.close()
-        let head: [[UInt8]] = ["EVAL", Self.finishScript, "2", streamKey, RemoteFlightKeys.lock(key), owner].map { Array($0.utf8) }
-        redis.send(head + fields) { _ in }
+        Self.finishScript.run(on: redis, keys: [Self.bytes(streamKey), Self.bytes(RemoteFlightKeys.lock(key))],
+                              args: [Self.bytes(owner)] + fields) { _ in }
     }
 
     func close() {

@@ -85,6 +85,7 @@ public final class EngineRuntime {
                 let conn = RedisConnection(loop: loop, url: u, commandTimeout: timeout, connectTimeout: max(timeout, .milliseconds(500)))
                 redis = conn
                 cache = RedisCacheStore(connection: conn, maxEntries: config.cache.maxSize)
+                RemoteFlightPublisher.registerScripts(on: conn)
             }
             hitMemo = HitMemo(capacity: max(1024, 4 * config.cache.maxSize))
         }
