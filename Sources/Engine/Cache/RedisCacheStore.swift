@@ -126,6 +126,4 @@ public final class RedisCacheStore: CacheStore {
               let ms = UInt64(String(decoding: blob[prefix.count..<nl], as: UTF8.self)) else { return nil }
         return (ms, Array(blob[(nl + 1)...]))
     }
-
-    static func hex(_ bytes: [UInt8]) -> String { Digest.hex(bytes) }
 }

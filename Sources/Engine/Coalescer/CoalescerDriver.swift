@@ -216,7 +216,6 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     func remoteHead(_ r: RemoteFlightReader, status: Int, contentType: String) {
         guard let fl = flights[r.flight] else { return }
-        fl.remote.status = status
         fl.remote.contentType = contentType
         fl.remote.isStream = status == 200 && contentType.hasPrefix("text/event-stream")
         if fl.remote.isStream {
@@ -226,11 +225,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     }
 
     func remoteBody(_ r: RemoteFlightReader, _ bytes: UnsafeRawBufferPointer) {
-        guard let fl = flights[r.flight] else { return }
-        guard fl.remote.isStream else {
-            fl.remote.body.append(contentsOf: bytes)
-            return
-        }
+        // Only a stream has body entries (a plain answer comes whole in its end entry).
+        guard let fl = flights[r.flight], fl.remote.isStream else { return }
         // The leader published whole events; the scanner re-checks them (this process trusts
         // nothing it did not parse itself) and the assembler rebuilds the JSON for plain followers.
         var all: [UInt8] = []

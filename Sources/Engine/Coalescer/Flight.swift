@@ -26,10 +26,8 @@ final class Flight {
     var remote = RemoteAnswer()
 
     struct RemoteAnswer {
-        var status = 0
         var contentType = "application/json"
         var isStream = false
-        var body: [UInt8] = []
         var scanner = SSEEventScanner()
         var assembler: StreamAssembler?
     }

@@ -440,19 +440,19 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         if case .follower(live: true) = role { live = true } else { live = false }
         switch d {
         case .endLive:
-            respond { self.endChunked($0) }
+            respond { $0.endChunked() }
         case .failLive(let errorBody):
             status = 200
             respond { c in
                 if !self.scanner.sawError { self.writeChunk(c, Array("data: ".utf8) + errorBody + Array("\n\n".utf8)) }
-                self.endChunked(c, close: true)
+                c.endChunked(close: true)
             }
         case .answer(let o):
             switch o {
             case .streamed(let complete):
                 status = 200
                 respond { c in
-                    if live { self.endChunked(c); return }
+                    if live { c.endChunked(); return }
                     self.writeStored(c, complete ?? [])
                 }
             case .buffered(let st, let ct, let body):
@@ -469,7 +469,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 respond { c in
                     if live {
                         self.writeChunk(c, err.sseEvent)
-                        self.endChunked(c, close: true)
+                        c.endChunked(close: true)
                     } else {
                         self.writeError(c, err)
                     }
@@ -479,7 +479,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 respond { c in
                     if live {
                         self.writeChunk(c, Array("data: ".utf8) + body + Array("\n\n".utf8))
-                        self.endChunked(c, close: true)
+                        c.endChunked(close: true)
                         return
                     }
                     var h = self.responseHeaders()
@@ -607,7 +607,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 respond { c in
                     self.writeChunk(c, Array("data: ".utf8) + answer + Array("\n\n".utf8))
                     if st == 200 { self.writeChunk(c, Array("data: [DONE]\n\n".utf8)) }
-                    self.endChunked(c, close: st != 200)
+                    c.endChunked(close: st != 200)
                 }
             } else {
                 var h = responseHeaders()
@@ -626,7 +626,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             var complete: [UInt8]?
             if let a = assembler, !scanner.sawError { complete = a.completeBody() }
             if let body = complete { store(body) }
-            respond { self.endChunked($0) }
+            respond { $0.endChunked() }
             if scanner.sawError {
                 // vLLM reported an error inside the stream: followers that wait get an error too.
                 leaderFinished(.failed(EngineError(.badGateway, "The backend reported an error in the middle of the stream.", source: .upstream)))
@@ -667,7 +667,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             closeUpstream()
             respond { c in
                 self.writeChunk(c, err.sseEvent)
-                self.endChunked(c, close: true)
+                c.endChunked(close: true)
             }
             leaderFinished(.failed(err))
             finished()
@@ -733,7 +733,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         bytes.withUnsafeBytes { c.writeChunk($0) }
     }
 
-    private func endChunked(_ c: HTTPServerConnection, close: Bool = false) { c.endChunked(close: close) }
 
     private func writeError(_ c: HTTPServerConnection, _ err: EngineError) {
         bytesOut += runtime.writeError(err, to: c, requestId: requestId, extra: responseHeaders(), counted: false)
@@ -749,7 +748,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             }
             if !machine.clientHeadSent { writeChunkedHead(c) }
             writeChunk(c, sse)
-            endChunked(c)
+            c.endChunked()
         } else {
             var h = responseHeaders()
             h.add("content-type", "application/json")
