@@ -6,8 +6,11 @@
 // of integer arrays. Prompt size: every chat `content` string and text part, or the prompt's
 // strings and token ids (TokenEstimator's rules).
 #include "CRequestScan.h"
+#include "json_write.hpp"
 #include <simdjson.h>
 #include <cstring>
+#include <algorithm>
+#include <vector>
 
 using namespace simdjson;
 
@@ -17,6 +20,8 @@ namespace {
 constexpr size_t kLargeBody = 256 * 1024;
 
 thread_local dom::parser tlsParser;
+// Output of rs_scan's canonical form and rs_rewrite (reused: no allocation per request).
+thread_local std::string tlsOut;
 
 // Typed reads after a type check (error-code API: no exception can reach the C caller).
 std::string_view str(dom::element e) { std::string_view s; if (e.get_string().get(s)) return {}; return s; }
@@ -68,9 +73,9 @@ void invalid(rs_result *out, int field, long index = -1) {
     out->index = index;
 }
 
-// A key twice in one object: simdjson reads the first copy, jansson (the tree the Engine rewrites)
-// and vLLM (Python's json) the last, so the Engine would validate and measure one value while the
-// backend gets another. Objects whose fields the scan reads are checked; they are small.
+// A key twice in one object: simdjson reads the first copy, vLLM (Python's json) the last, so the
+// Engine would validate and measure one value while the backend gets another (and the rewrites, which
+// write every member, would send both). Objects whose fields the scan reads are checked; they are small.
 bool duplicateKey(dom::object o, rs_result *out, long index) {
     std::string_view seen[64];
     size_t n = 0;
@@ -133,7 +138,40 @@ void validatePrompt(dom::object root, rs_result *out) {
     }
 }
 
-void scan(dom::parser &parser, const uint8_t *body, size_t len, bool chat, rs_result *out) {
+// The cache key's canonical form of the top-level object (see CRequestScan.h).
+void canonical(dom::object o, std::string &out) {
+    struct Member { std::string_view key; dom::element value; };
+    std::vector<Member> members;
+    members.reserve(o.size());
+    for (auto field : o) {
+        auto k = field.key;
+        if (k == "stream" || k == "stream_options" || k == "user" || k == "model") continue;
+        members.push_back({k, field.value});
+    }
+    std::sort(members.begin(), members.end(), [](const Member &a, const Member &b) { return a.key < b.key; });
+    out.clear();
+    out.push_back('{');
+    bool first = true;
+    for (auto &m : members) {
+        if (!first) out.push_back(',');
+        first = false;
+        rs::writeString(out, m.key);
+        out.push_back(':');
+        rs::writeValue(out, m.value, true);
+    }
+    out.push_back('}');
+}
+
+bool isDeterministic(dom::object o) {
+    dom::element v;
+    if (!o.at_key("temperature").get(v)) {
+        double d;
+        if (v.is_number() && !v.get_double().get(d) && d == 0) return true;
+    }
+    return !o.at_key("seed").get(v) && !v.is_null();
+}
+
+void scan(dom::parser &parser, const uint8_t *body, size_t len, bool chat, int flags, rs_result *out) {
     dom::element root;
     auto err = parser.parse(body, len).get(root);
     if (err) {
@@ -172,11 +210,86 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, bool chat, rs_re
     } else if (!o.at_key("prompt").get(v)) {
         measurePrompt(v, 0, out);
     }
+    if (out->status != RS_OK) return;
+    out->deterministic = isDeterministic(o) ? 1 : 0;
+    if (flags & RS_WANT_CANONICAL) {
+        canonical(o, tlsOut);
+        out->canonical = tlsOut.data();
+        out->canonical_len = tlsOut.size();
+    }
+}
+
+const char *rewrite(const uint8_t *body, size_t len, const char *model, size_t modelLen, bool includeUsage,
+                    const char *onlyKey, size_t *outLen) {
+    dom::element root;
+    if (tlsParser.parse(body, len).get(root)) return nullptr;
+    dom::object o;
+    if (root.get_object().get(o)) return nullptr;
+    std::string &out = tlsOut;
+    out.clear();
+    out.push_back('{');
+    if (onlyKey) {
+        dom::element v;
+        if (!o.at_key(onlyKey).get(v)) {
+            rs::writeString(out, onlyKey);
+            out.push_back(':');
+            rs::writeValue(out, v, false);
+        }
+        out.push_back('}');
+        *outLen = out.size();
+        return out.data();
+    }
+    bool first = true;
+    auto sep = [&] { if (!first) out.push_back(','); first = false; };
+    bool wroteModel = false, wroteOptions = false;
+    static const char usageTrue[] = "\"include_usage\":true";
+    for (auto field : o) {
+        sep();
+        rs::writeString(out, field.key);
+        out.push_back(':');
+        if (model && field.key == "model") {
+            rs::writeString(out, std::string_view(model, modelLen));
+            wroteModel = true;
+        } else if (includeUsage && field.key == "stream_options" && field.value.is_object()) {
+            out.push_back('{');
+            for (auto opt : field.value.get_object().value_unsafe()) {
+                if (opt.key == "include_usage") continue;
+                rs::writeString(out, opt.key);
+                out.push_back(':');
+                rs::writeValue(out, opt.value, false);
+                out.push_back(',');
+            }
+            out.append(usageTrue);
+            out.push_back('}');
+            wroteOptions = true;
+        } else if (includeUsage && field.key == "stream_options") {  // null (rs_scan rejects other types)
+            out.push_back('{');
+            out.append(usageTrue);
+            out.push_back('}');
+            wroteOptions = true;
+        } else {
+            rs::writeValue(out, field.value, false);
+        }
+    }
+    if (model && !wroteModel) {
+        sep();
+        out.append("\"model\":");
+        rs::writeString(out, std::string_view(model, modelLen));
+    }
+    if (includeUsage && !wroteOptions) {
+        sep();
+        out.append("\"stream_options\":{");
+        out.append(usageTrue);
+        out.push_back('}');
+    }
+    out.push_back('}');
+    *outLen = out.size();
+    return out.data();
 }
 
 } // namespace
 
-extern "C" void rs_scan(const void *body, size_t len, int chat, rs_result *out) {
+extern "C" void rs_scan(const void *body, size_t len, int chat, int flags, rs_result *out) {
     std::memset(out, 0, sizeof(*out));
     out->index = -1;
     out->token_ids = -1;
@@ -184,7 +297,7 @@ extern "C" void rs_scan(const void *body, size_t len, int chat, rs_result *out) 
     static const uint8_t empty = 0;
     if (bytes == nullptr) bytes = &empty;
     try {
-        scan(tlsParser, bytes, len, chat != 0, out);
+        scan(tlsParser, bytes, len, chat != 0, flags, out);
     } catch (...) {
         // Not expected (only the error-code API is used); never let an exception reach Swift.
         std::memset(out, 0, sizeof(*out));
@@ -195,6 +308,20 @@ extern "C" void rs_scan(const void *body, size_t len, int chat, rs_result *out) 
 
 extern "C" void rs_trim(void) {
     if (tlsParser.capacity() > kLargeBody) tlsParser = dom::parser{};
+    if (tlsOut.capacity() > kLargeBody) std::string().swap(tlsOut);
+}
+
+extern "C" const char *rs_rewrite(const void *body, size_t len, const char *model, size_t model_len, int include_usage,
+                                  const char *only_key, size_t *out_len) {
+    *out_len = 0;
+    const uint8_t *bytes = static_cast<const uint8_t *>(body);
+    static const uint8_t empty = 0;
+    if (bytes == nullptr) bytes = &empty;
+    try {
+        return rewrite(bytes, len, model, model_len, include_usage != 0, only_key, out_len);
+    } catch (...) {
+        return nullptr;
+    }
 }
 
 namespace {

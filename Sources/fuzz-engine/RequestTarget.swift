@@ -1,7 +1,7 @@
 // RequestTarget (FUZZ_TARGET=request): the client request path. The payload (FuzzInput: the
 // first byte steers) is
-//   1. validated as a body of both endpoints, as the Frontend does: OpenAIRequest.parse, then on
-//      success the jansson tree, the cache key, and the rewrites before forwarding (model,
+//   1. validated as a body of both endpoints, as the Frontend does: OpenAIRequest.parse with the
+//      canonical form, then on success the cache key and the rewrites before forwarding (model,
 //      stream_options.include_usage), which must leave a body that still validates, as the same
 //      request, and the same cache key (the key ignores exactly those fields);
 //   2. sent as raw client bytes to an HTTPServerConnection over a socketpair, cut into pieces
@@ -27,31 +27,24 @@ enum RequestTarget {
     /// The Frontend's handling of a generation body (Frontend.startGeneration, routeAndStart,
     /// cachePlan), minus the I/O.
     static func validate(kind: EndpointKind, body: [UInt8], tenant: String?) {
-        guard case .success(var req) = OpenAIRequest.parse(kind: kind, body: body) else { return }
+        guard case .success(let req) = OpenAIRequest.parse(kind: kind, body: body, canonical: true) else { return }
         precondition(req.kind == kind)
-        guard case .success(let doc) = req.loadDocument() else { return }
-        let key = CacheKey.make(kind: kind, servedModel: "served", document: doc, tenant: tenant)
-        _ = CacheKey.isCacheable(document: doc, deterministicOnly: true)
-        _ = CacheKey.isCacheable(document: doc, deterministicOnly: false)
+        guard let digest = req.canonicalDigest else { preconditionFailure("no canonical form for an accepted body") }
+        let key = CacheKey.make(kind: kind, servedModel: "served", canonicalDigest: digest, tenant: tenant)
+        _ = CacheKey.isCacheable(req, deterministicOnly: true)
         // The rewrites routeAndStart applies before forwarding.
-        json_object_set_new(doc.root, "model", json_string("routed"))
-        if req.stream && !req.includeUsage {
-            var so = json_object_get(doc.root, "stream_options")
-            if so?.pointee.type != JSON_OBJECT {
-                so = json_object()
-                json_object_set_new(doc.root, "stream_options", so)
-            }
-            json_object_set_new(so, "include_usage", json_true())
+        guard let forward = OpenAIRequest.rewrite(body, model: "routed", includeUsage: req.stream && !req.includeUsage) else {
+            preconditionFailure("an accepted body could not be rewritten")
         }
-        precondition(CacheKey.make(kind: kind, servedModel: "served", document: doc, tenant: tenant) == key,
-                     "the cache key depends on a field it should ignore (model, stream_options)")
-        let forward = doc.serialized()
-        guard case .success(let again) = OpenAIRequest.parse(kind: kind, body: forward) else {
+        guard case .success(let again) = OpenAIRequest.parse(kind: kind, body: forward, canonical: true) else {
             preconditionFailure("the rewritten body no longer validates: \(String(decoding: forward, as: UTF8.self))")
         }
+        precondition(CacheKey.make(kind: kind, servedModel: "served", canonicalDigest: again.canonicalDigest ?? [], tenant: tenant) == key,
+                     "the cache key depends on a field it should ignore (model, stream_options), or the rewrite changed a value")
         precondition(again.stream == req.stream && again.model == "routed", "the rewrite changed the request")
         precondition(!req.stream || again.includeUsage, "include_usage was not set on a stream")
         precondition(again.promptSize == req.promptSize, "the forwarded prompt measures differently")
+        precondition(again.isDeterministic == req.isDeterministic, "the rewrite changed temperature or seed")
     }
 
     /// Small limits, so that the too-large paths are reached by short inputs.

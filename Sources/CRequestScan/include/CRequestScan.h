@@ -50,10 +50,32 @@ typedef struct rs_result {
     size_t text_bytes;
     size_t messages;
     long token_ids;
+    /// 1 when the output is reproducible: `temperature` is a number equal to 0, or `seed` is
+    /// present and not null (what cache.deterministic_only admits).
+    int deterministic;
+    /// With RS_WANT_CANONICAL and status RS_OK: the body's canonical form for the cache key (the
+    /// top-level fields stream, stream_options, user and model left out; object keys sorted at
+    /// every depth; compact; see json_write.hpp). Points into a per-thread buffer: valid until the
+    /// next call of any rs_ function on this thread.
+    const char *canonical;
+    size_t canonical_len;
 } rs_result;
 
-/// Scans `len` bytes. `chat` selects the chat (messages) or completion (prompt) rules.
-void rs_scan(const void *body, size_t len, int chat, rs_result *out);
+enum { RS_WANT_CANONICAL = 1 };
+
+/// Scans `len` bytes. `chat` selects the chat (messages) or completion (prompt) rules; `flags`
+/// is 0 or RS_WANT_CANONICAL.
+void rs_scan(const void *body, size_t len, int chat, int flags, rs_result *out);
+
+/// Rewrites a body rs_scan accepted: the same top-level fields in the same order, values written
+/// compactly, except: with `model` non-NULL, `model` becomes that string (added when absent);
+/// with `include_usage`, `stream_options.include_usage` becomes true (stream_options added when
+/// absent or null). With `only_key` non-NULL, the output is instead `{"<only_key>": <its value>}`
+/// (or `{}` when absent), the other arguments ignored. Returns the output (per-thread buffer,
+/// valid until the next rs_ call on this thread) and its length in `out_len`; NULL when the body
+/// is not a JSON object.
+const char *rs_rewrite(const void *body, size_t len, const char *model, size_t model_len, int include_usage,
+                       const char *only_key, size_t *out_len);
 
 /// Call after the result's strings were copied: frees the scanner's buffers if a large body grew them.
 void rs_trim(void);

@@ -2,9 +2,9 @@
 // Validation is what must hold before anything reaches a backend (issue: bad input never
 // reaches a backend): a JSON object, typed `messages` (chat) or `prompt` (completions),
 // typed `model`, `stream`, `stream_options`. Everything else is vLLM's to judge.
-// The body is validated by simdjson (CRequestScan: no tree, no allocation per request); the
-// jansson tree that rewrites and cache keys work on is parsed only when a stage asks for it.
-import CEventShim
+// The body is validated by simdjson (CRequestScan: no tree, no allocation per request); the same
+// parse yields the canonical form the cache key hashes, and the few rewrites the pipeline makes
+// (routed model, stream_options.include_usage, a fallback model) are written from simdjson's view.
 import CRequestScan
 
 public enum EndpointKind: Sendable, Equatable {
@@ -27,27 +27,18 @@ public struct OpenAIRequest {
     public let includeUsage: Bool
     /// Prompt size measured during validation (TokenEstimator's rules).
     public let promptSize: PromptSize
-    /// The body (shared with the session's copy: arrays are copy-on-write).
-    private let body: [UInt8]
-    /// The jansson tree of the body; nil until `loadDocument()` succeeded.
-    public private(set) var document: JSONDocument?
+    /// `temperature` 0 or a `seed`: what cache.deterministic_only admits.
+    public let isDeterministic: Bool
+    /// SHA-256 of the body's canonical form (CacheKey's input); nil unless parse was asked for it.
+    public let canonicalDigest: [UInt8]?
 
-    /// Parses the body into a jansson tree (once). Stages that rewrite the body or key the cache
-    /// call this first; jansson may reject a body simdjson accepted (a NUL escape, an integer
-    /// beyond 64 bits), which is then the client's 400.
-    public mutating func loadDocument() -> Result<JSONDocument, EngineError> {
-        if let d = document { return .success(d) }
-        switch body.withUnsafeBytes({ JSONDocument.parse($0) }) {
-        case .failure(let f):
-            return .failure(EngineError(.invalidJSON, "We could not parse the JSON body of your request: \(f.message) (at byte \(f.position))", param: "body"))
-        case .success(let d):
-            document = d
-            return .success(d)
+    /// Validates `body`; with `canonical`, also digests its canonical form for the cache key.
+    public static func parse(kind: EndpointKind, body: [UInt8], canonical: Bool = false) -> Result<OpenAIRequest, EngineError> {
+        var r = scan(kind: kind, body: body, flags: canonical ? Int32(RS_WANT_CANONICAL) : 0)
+        var digest: [UInt8]?
+        if canonical, r.status == RS_OK {
+            digest = Digest.sha256(UnsafeRawBufferPointer(start: r.canonical, count: r.canonical_len))
         }
-    }
-
-    public static func parse(kind: EndpointKind, body: [UInt8]) -> Result<OpenAIRequest, EngineError> {
-        var r = scan(kind: kind, body: body)
         let model: String? = r.has_model != 0
             ? String(decoding: UnsafeRawBufferPointer(start: r.model, count: r.model_len), as: UTF8.self) : nil
         rs_trim()
@@ -63,17 +54,50 @@ public struct OpenAIRequest {
             return .failure(validationError(field: Int(r.field), index: r.index, detail: detail))
         }
         return .success(OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
-                                      promptSize: promptSize(r), body: body))
+                                      promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalDigest: digest))
+    }
+
+    /// `body` (one `parse` accepted) with `model` set and/or `stream_options.include_usage` true;
+    /// nil only if it no longer parses.
+    public static func rewrite(_ body: [UInt8], model: String?, includeUsage: Bool) -> [UInt8]? {
+        body.withUnsafeBytes { b in
+            var n = 0
+            let out: UnsafePointer<CChar>?
+            if let model {
+                var m = model
+                out = m.withUTF8 { u in
+                    u.withMemoryRebound(to: CChar.self) { rs_rewrite(b.baseAddress, b.count, $0.baseAddress, $0.count, includeUsage ? 1 : 0, nil, &n) }
+                }
+            } else {
+                out = rs_rewrite(b.baseAddress, b.count, nil, 0, includeUsage ? 1 : 0, nil, &n)
+            }
+            return out.map { Array(UnsafeRawBufferPointer(start: $0, count: n)) }
+        }
+    }
+
+    /// The canonical form `canonicalDigest` hashes (nil when the body is rejected); for tests and debugging.
+    static func canonicalForm(kind: EndpointKind, body: [UInt8]) -> [UInt8]? {
+        let r = scan(kind: kind, body: body, flags: Int32(RS_WANT_CANONICAL))
+        guard r.status == RS_OK else { return nil }
+        return Array(UnsafeRawBufferPointer(start: r.canonical, count: r.canonical_len))
+    }
+
+    /// `{"<key>": <its value>}` from `body` (`{}` when absent), e.g. the messages to tokenize.
+    public static func extract(_ body: [UInt8], key: String) -> [UInt8]? {
+        body.withUnsafeBytes { b in
+            var n = 0
+            return rs_rewrite(b.baseAddress, b.count, nil, 0, 0, key, &n).map { Array(UnsafeRawBufferPointer(start: $0, count: n)) }
+        }
     }
 
     /// The prompt size of any JSON object body, valid or not (for tests of the measuring rules).
     static func measure(kind: EndpointKind, body: [UInt8]) -> PromptSize {
-        promptSize(scan(kind: kind, body: body))
+        promptSize(scan(kind: kind, body: body, flags: 0))
     }
 
-    private static func scan(kind: EndpointKind, body: [UInt8]) -> rs_result {
+    private static func scan(kind: EndpointKind, body: [UInt8], flags: Int32) -> rs_result {
         var r = rs_result()
-        body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind == .chat ? 1 : 0, &r) }
+        body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind == .chat ? 1 : 0, flags, &r) }
         return r
     }
 

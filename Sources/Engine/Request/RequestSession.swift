@@ -789,11 +789,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     }
 
     private func rewriteModel(_ model: String) {
-        // The Frontend loaded the tree when a fallback model was configured; this load is a no-op.
-        if case .success(let doc) = request.loadDocument() {
-            json_object_set_new(doc.root, "model", json_string(model))
-            body = doc.serialized()
-        }
+        if let b = OpenAIRequest.rewrite(body, model: model, includeUsage: false) { body = b }
         servedModel = model
     }
 

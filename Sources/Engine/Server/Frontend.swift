@@ -183,23 +183,15 @@ final class Frontend: HTTPServerConnectionDelegate {
             runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: err.status, requestId: rid,
                                      bytesIn: body.count, bytesOut: n, startNanos: parseStart)
         }
-        switch OpenAIRequest.parse(kind: kind, body: body) {
+        switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil) {
         case .failure(let err): reject(err); return
         case .success(let r): req = r
         }
         let estimate = runtime.estimator.estimate(req.promptSize)
         let needsRouting = req.model == nil || req.model == "auto" || req.model == ""
-        // The jansson tree only when a stage will rewrite the body (routing, include_usage, a
-        // fallback model) or key the cache; a plain passthrough forwards the validated bytes.
-        let fallback = runtime.config.modelRegistry.fallbackModel
-        if needsRouting || (req.stream && !req.includeUsage) || runtime.cache != nil || (fallback != nil && fallback != req.model),
-           case .failure(let err) = req.loadDocument() {
-            reject(err)
-            return
-        }
         if needsRouting && runtime.config.modelRegistry.isExactTokenCount {
             let req = req
-            exactTokenCount(req) { [weak self, weak c] exact in
+            exactTokenCount(req, body: body) { [weak self, weak c] exact in
                 guard let self, let c, !c.isClosed else { return }
                 self.routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity,
                                    tokens: exact ?? estimate, memoKey: memoKey)
@@ -241,20 +233,17 @@ final class Frontend: HTTPServerConnectionDelegate {
 
     /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template
     /// applied for chat), with a 100 ms deadline; nil (use the estimate) on any failure.
-    private func exactTokenCount(_ req: OpenAIRequest, done: @escaping (Int?) -> Void) {
+    private func exactTokenCount(_ req: OpenAIRequest, body: [UInt8], done: @escaping (Int?) -> Void) {
         // A backend of the fast model's pool: its tokenizer decides the threshold comparison.
         let fast = runtime.config.modelRegistry.fastModel
         guard let b = runtime.backends.all.first(where: { $0.isHealthy && $0.serves(fast) })
                 ?? runtime.backends.all.first(where: { $0.isHealthy }) ?? runtime.backends.all.first else { done(nil); return }
-        let q = json_object()!
-        defer { json_decref(q) }
-        let field = req.kind == .chat ? "messages" : "prompt"
-        if let v = json_object_get(req.document?.root, field) { json_object_set(q, field, v) }
+        guard let q = OpenAIRequest.extract(body, key: req.kind == .chat ? "messages" : "prompt") else { done(nil); return }
         var h = HTTPHeaders()
         h.add("content-type", "application/json")
         if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
         UpstreamFetch(loop: runtime.loop, pool: b.pool, path: "/tokenize", headers: h, timeout: .milliseconds(100),
-                      method: "POST", body: JSONDocument.serialize(q)) { status, body in
+                      method: "POST", body: q) { status, body in
             guard status == 200, case .success(let doc) = body.withUnsafeBytes({ JSONDocument.parse($0) }),
                   let n = JSONValue.number(json_object_get(doc.root, "count")) else { done(nil); return }
             done(Int(n))
@@ -275,26 +264,19 @@ final class Frontend: HTTPServerConnectionDelegate {
             return
         case .model(let m, let routed):
             served = m
-            var rewrite = false
-            // The tree is loaded (startGeneration) whenever one of these rewrites can apply.
-            let root = req.document?.root
-            if routed, let root {
-                json_object_set_new(root, "model", json_string(m))
-                extra.add("x-routed-model", m)
-                rewrite = true
-            }
-            if req.stream && !req.includeUsage, let root {
-                // Always ask vLLM for the usage chunk (token metrics, complete cache entries);
-                // the session strips it for this client, who did not ask for it.
-                var so = json_object_get(root, "stream_options")
-                if JSONValue.type(so) != JSONValue.object {
-                    so = json_object()
-                    json_object_set_new(root, "stream_options", so)
+            if routed { extra.add("x-routed-model", m) }
+            // Always ask vLLM for the usage chunk (token metrics, complete cache entries); the
+            // session strips it for this client, who did not ask for it.
+            let addUsage = req.stream && !req.includeUsage
+            if routed || addUsage {
+                guard let rewritten = OpenAIRequest.rewrite(body, model: routed ? m : nil, includeUsage: addUsage) else {
+                    let n = runtime.writeError(EngineError(.internalError, "The request could not be forwarded."), to: c, requestId: rid)
+                    runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 500, requestId: rid,
+                                             bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
+                    return
                 }
-                json_object_set_new(so, "include_usage", json_true())
-                rewrite = true
+                forward = rewritten
             }
-            if rewrite, let doc = req.document { forward = doc.serialized() }
         }
         runtime.metrics.requestsInFlight += 1
         if req.stream { runtime.metrics.streamsStarted += 1 }
@@ -315,15 +297,15 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// tenant unless shared_across_keys).
     private func cachePlan(kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest, served: String, identity: String?) -> CachePlan {
         let cfg = runtime.config.cache
-        guard runtime.cache != nil, let doc = req.document,
-              CacheKey.isCacheable(document: doc, deterministicOnly: cfg.isDeterministicOnly) else {
+        guard runtime.cache != nil, let digest = req.canonicalDigest,
+              CacheKey.isCacheable(req, deterministicOnly: cfg.isDeterministicOnly) else {
             runtime.metrics.cacheBypasses += 1
             return .bypass
         }
         let cc = CachePolicy.from(cacheControl: head.headers["cache-control"])
         if !cc.lookup { runtime.metrics.cacheBypasses += 1 }
         let tenant = cfg.isSharedAcrossKeys ? nil : identity
-        let key = CacheKey.make(kind: kind, servedModel: served, document: doc, tenant: tenant)
+        let key = CacheKey.make(kind: kind, servedModel: served, canonicalDigest: digest, tenant: tenant)
         return CachePlan(key: key, lookup: cc.lookup, store: cc.store, follow: cc.lookup && cc.store, lead: cc.store)
     }
 

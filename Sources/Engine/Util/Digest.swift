@@ -13,6 +13,12 @@ enum Digest {
         return md
     }
 
+    static func sha256(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        var md = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
+        _ = SHA256(bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count, &md)
+        return md
+    }
+
     static func hex(_ bytes: [UInt8]) -> String {
         String(unsafeUninitializedCapacity: bytes.count * 2) { out in
             let digits: StaticString = "0123456789abcdef"

@@ -2,14 +2,21 @@
 import Testing
 @testable import Engine
 
-private func doc(_ s: String) -> JSONDocument {
-    let r = Array(s.utf8).withUnsafeBytes { JSONDocument.parse($0) }
-    guard case .success(let d) = r else { fatalError("bad test JSON: \(s)") }
-    return d
+private func key(_ s: String, kind: EndpointKind = .chat, model: String = "tiny", tenant: String? = nil) -> String {
+    // Parsed by the chat rules; `kind` is the endpoint the key is made for.
+    guard case .success(let r) = OpenAIRequest.parse(kind: .chat, body: Array(s.utf8), canonical: true),
+          let digest = r.canonicalDigest else { fatalError("bad test request: \(s)") }
+    return CacheKey.make(kind: kind, servedModel: model, canonicalDigest: digest, tenant: tenant)
 }
 
-private func key(_ s: String, kind: EndpointKind = .chat, model: String = "tiny", tenant: String? = nil) -> String {
-    CacheKey.make(kind: kind, servedModel: model, document: doc(s), tenant: tenant)
+private func canonical(_ s: String, kind: EndpointKind = .chat) -> String {
+    String(decoding: OpenAIRequest.canonicalForm(kind: kind, body: Array(s.utf8)) ?? [], as: UTF8.self)
+}
+
+private func cacheable(_ fields: String, deterministicOnly: Bool = true) -> Bool {
+    let body = #"{"prompt":"p""# + (fields.isEmpty ? "" : "," + fields) + "}"
+    guard case .success(let r) = OpenAIRequest.parse(kind: .completion, body: Array(body.utf8)) else { fatalError(body) }
+    return CacheKey.isCacheable(r, deterministicOnly: deterministicOnly)
 }
 
 private let base = #"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}"#
@@ -32,10 +39,20 @@ private let base = #"{"model":"tiny","messages":[{"role":"user","content":"hi"}]
         #expect(key(shuffled) == key(base))
     }
 
-    @Test func canonicalFormIsSortedCompactAndTagged() {
-        let bytes = CacheKey.canonicalBytes(kind: .chat, servedModel: "served", document: doc(base), tenant: "t1")
-        #expect(String(decoding: bytes, as: UTF8.self)
-            == #"{"__kind":"chat","__model":"served","__tenant":"t1","max_tokens":8,"messages":[{"content":"hi","role":"user"}],"temperature":0}"#)
+    @Test func canonicalFormIsSortedAndCompactWithoutFramingFields() {
+        #expect(canonical(base) == #"{"max_tokens":8,"messages":[{"content":"hi","role":"user"}],"temperature":0}"#)
+        #expect(canonical(#"{"b":{"z":1,"a":[{"y":2,"x":1}]},"a":"\u0041\u0000","stream":true,"user":"u","messages":[{"role":"user"}]}"#)
+                == #"{"a":"A\u0000","b":{"a":[{"x":1,"y":2}],"z":1},"messages":[{"role":"user"}]}"#)
+    }
+
+    @Test func anEscapeAndItsCharacterAreTheSameKey() {
+        #expect(key(#"{"messages":[{"role":"user","content":"\u00e9\/"}],"temperature":0}"#)
+                == key(#"{"messages":[{"role":"user","content":"é/"}],"temperature":0}"#))
+    }
+
+    @Test func aDoubleIsNotTheIntegerOfTheSameValue() {
+        #expect(canonical(#"{"messages":[{"role":"user"}],"temperature":0.0,"n":1}"#) == #"{"messages":[{"role":"user"}],"n":1,"temperature":0.0}"#)
+        #expect(key(#"{"messages":[{"role":"user"}],"temperature":0.0}"#) != key(#"{"messages":[{"role":"user"}],"temperature":0}"#))
     }
 
     @Test func framingAndBookkeepingFieldsDoNotChangeTheKey() {
@@ -50,7 +67,7 @@ private let base = #"{"model":"tiny","messages":[{"role":"user","content":"hi"}]
     }
 
     @Test(arguments: [
-        #""max_tokens":9"#, #""max_completion_tokens":8"#, #""temperature":0.5"#, #""top_p":0.9"#, #""top_k":5"#,
+        #""max_tokens":9"#, #""max_tokens":8"#, #""max_completion_tokens":8"#, #""temperature":0.5"#, #""top_p":0.9"#, #""top_k":5"#,
         #""n":2"#, #""stop":["\n"]"#, #""stop":"x""#, #""seed":1"#, #""presence_penalty":0.1"#,
         #""frequency_penalty":0.1"#, #""logprobs":true"#, #""top_logprobs":2"#,
         #""response_format":{"type":"json_object"}"#,
@@ -58,8 +75,9 @@ private let base = #"{"model":"tiny","messages":[{"role":"user","content":"hi"}]
         #""logit_bias":{"50256":-100}"#, #""unknown_field":1"#, #""min_tokens":2"#, #""echo":true"#,
     ])
     func everyOutputAffectingFieldChangesTheKey(_ field: String) {
-        // Added or overriding (jansson keeps the last duplicate), the key must differ from base.
-        #expect(key(String(base.dropLast()) + "," + field + "}") != key(base), "\(field)")
+        // Added to a request without it (a duplicate key is refused with 400), the key changes.
+        let bare = #"{"model":"tiny","messages":[{"role":"user","content":"hi"}]}"#
+        #expect(key(String(bare.dropLast()) + "," + field + "}") != key(bare), "\(field)")
     }
 
     @Test func valuesInsideMessagesMatter() {
@@ -81,22 +99,18 @@ private let base = #"{"model":"tiny","messages":[{"role":"user","content":"hi"}]
         #expect(key(base, model: "other") != k)
     }
 
-    @Test func callerDocumentIsNotModified() {
-        let d = doc(#"{"model":"m","stream":true,"user":"u","messages":[]}"#)
-        _ = CacheKey.make(kind: .chat, servedModel: "x", document: d, tenant: nil)
-        #expect(String(decoding: d.serialized(), as: UTF8.self) == #"{"model":"m","stream":true,"user":"u","messages":[]}"#)
-    }
-
     @Test func deterministicRequestsAreCacheable() {
-        #expect(CacheKey.isCacheable(document: doc(#"{"temperature":0}"#), deterministicOnly: true))
-        #expect(CacheKey.isCacheable(document: doc(#"{"temperature":0.0}"#), deterministicOnly: true))
-        #expect(CacheKey.isCacheable(document: doc(#"{"temperature":0.7,"seed":42}"#), deterministicOnly: true))
-        #expect(CacheKey.isCacheable(document: doc(#"{"seed":0}"#), deterministicOnly: true))
-        #expect(!CacheKey.isCacheable(document: doc(#"{"temperature":0.7}"#), deterministicOnly: true))
-        #expect(!CacheKey.isCacheable(document: doc(#"{}"#), deterministicOnly: true), "vLLM's default is 1.0")
-        #expect(!CacheKey.isCacheable(document: doc(#"{"seed":null}"#), deterministicOnly: true))
-        #expect(!CacheKey.isCacheable(document: doc(#"{"temperature":"0"}"#), deterministicOnly: true))
-        #expect(CacheKey.isCacheable(document: doc(#"{"temperature":0.7}"#), deterministicOnly: false))
+        #expect(cacheable(#""temperature":0"#))
+        #expect(cacheable(#""temperature":0.0"#))
+        #expect(cacheable(#""temperature":-0.0"#))
+        #expect(cacheable(#""temperature":0.7,"seed":42"#))
+        #expect(cacheable(#""seed":0"#))
+        #expect(!cacheable(#""temperature":0.7"#))
+        #expect(!cacheable(""), "vLLM's default is 1.0")
+        #expect(!cacheable(#""seed":null"#))
+        #expect(!cacheable(#""temperature":"0""#))
+        #expect(!cacheable(#""temperature":null"#))
+        #expect(cacheable(#""temperature":0.7"#, deterministicOnly: false))
     }
 
     @Test func cacheControlPolicy() {

@@ -21,7 +21,7 @@ private func failure(_ json: String, _ kind: EndpointKind = .chat) -> EngineErro
         #expect(r.stream)
         #expect(r.includeUsage)
         #expect(r.promptSize == PromptSize(textBytes: 2, messages: 1))
-        #expect(r.document == nil)  // no tree until a stage asks for one
+        #expect(r.canonicalDigest == nil)  // no canonical form unless the cache asks for it
     }
 
     @Test func nullAndAbsentFieldsAreDefaults() throws {
@@ -107,19 +107,54 @@ private func failure(_ json: String, _ kind: EndpointKind = .chat) -> EngineErro
         #expect(try parse(#"{"model":"small","prompt":"x"}"#, .completion).get().model == "small")
     }
 
-    @Test func loadDocumentParsesTheSameBodyOnce() throws {
-        var r = try parse(#"{"model":"m","prompt":"p","n":2}"#, .completion).get()
-        let d1 = try r.loadDocument().get()
-        let d2 = try r.loadDocument().get()
-        #expect(d1 === d2)
-        #expect(JSONValue.number(json_object_get(d1.root, "n")) == 2)
+    @Test func bigIntegersAndNULEscapesAreValidRequests() throws {
+        // simdjson reads an integer beyond int64 as uint64, and keeps a \u0000 escape; the
+        // canonical form and the rewrites keep both (jansson, the old tree, refused them).
+        let r = try parse(#"{"prompt":"p\u0000q","seed":18446744073709551615}"#, .completion).get()
+        #expect(r.isDeterministic)
+        let out = try #require(OpenAIRequest.rewrite(Array(#"{"prompt":"p\u0000q","seed":18446744073709551615}"#.utf8),
+                                                      model: "m", includeUsage: false))
+        #expect(String(decoding: out, as: UTF8.self) == #"{"prompt":"p\u0000q","seed":18446744073709551615,"model":"m"}"#)
+    }
+}
+
+/// The rewrites before forwarding, written from simdjson's view: the same fields in the same
+/// order, compact, with `model` and `stream_options.include_usage` set.
+@Suite struct OpenAIRequestRewriteTests {
+    private func rewrite(_ s: String, model: String? = nil, usage: Bool = false) -> String? {
+        OpenAIRequest.rewrite(Array(s.utf8), model: model, includeUsage: usage).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    @Test func janssonMayStillRejectWhatTheScannerAccepted() throws {
-        // An integer beyond int64: simdjson reads it as uint64, jansson refuses it; the stage
-        // that needs the tree answers 400.
-        var r = try parse(#"{"prompt":"p","seed":18446744073709551615}"#, .completion).get()
-        if case .failure(let e) = r.loadDocument() { #expect(e.status == 400) } else { Issue.record("jansson accepted") }
+    @Test func setsTheModelInPlaceOrAddsIt() {
+        #expect(rewrite(#"{ "model" : "auto", "prompt" : "p" }"#, model: "fast") == #"{"model":"fast","prompt":"p"}"#)
+        #expect(rewrite(#"{"prompt":"p","model":null}"#, model: "fast") == #"{"prompt":"p","model":"fast"}"#)
+        #expect(rewrite(#"{"prompt":"p"}"#, model: "fa\"st") == #"{"prompt":"p","model":"fa\"st"}"#)
+    }
+
+    @Test func setsIncludeUsageKeepingOtherStreamOptions() {
+        #expect(rewrite(#"{"stream":true,"prompt":"p"}"#, usage: true) == #"{"stream":true,"prompt":"p","stream_options":{"include_usage":true}}"#)
+        #expect(rewrite(#"{"stream_options":null,"prompt":"p"}"#, usage: true) == #"{"stream_options":{"include_usage":true},"prompt":"p"}"#)
+        #expect(rewrite(#"{"stream_options":{"include_usage":false,"continuous_usage_stats":true},"prompt":"p"}"#, usage: true)
+                == #"{"stream_options":{"continuous_usage_stats":true,"include_usage":true},"prompt":"p"}"#)
+        #expect(rewrite(#"{"stream_options":{},"prompt":"p"}"#, model: "m", usage: true)
+                == #"{"stream_options":{"include_usage":true},"prompt":"p","model":"m"}"#)
+    }
+
+    @Test func keepsValuesExactlyAsNumbersAndStrings() throws {
+        let body = #"{"messages":[{"role":"user","content":"\u00e9\n\"x\"\u0001 \u2028"}],"temperature":0.7,"top_p":1e-7,"n":2,"logit_bias":{"5":-100},"x":[true,false,null,1.0]}"#
+        let out = try #require(rewrite(body, model: "m"))
+        // Re-parsed, it is the same request (and the same canonical form) as before.
+        #expect(OpenAIRequest.canonicalForm(kind: .chat, body: Array(out.utf8)) == OpenAIRequest.canonicalForm(kind: .chat, body: Array(body.utf8)))
+        #expect(out.contains(#""temperature":0.7,"top_p":1e-07,"n":2"#))
+        #expect(out.contains(#""content":"é\n\"x\"\u0001 \#u{2028}""#))
+        #expect(out.contains(#""x":[true,false,null,1.0]"#))
+    }
+
+    @Test func extractsOneField() {
+        let b = Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)
+        #expect(OpenAIRequest.extract(b, key: "messages").map { String(decoding: $0, as: UTF8.self) } == #"{"messages":[{"role":"user","content":"hi"}]}"#)
+        #expect(OpenAIRequest.extract(b, key: "prompt").map { String(decoding: $0, as: UTF8.self) } == "{}")
+        #expect(OpenAIRequest.extract(Array("[1]".utf8), key: "prompt") == nil)
     }
 }
 
