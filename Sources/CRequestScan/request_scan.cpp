@@ -353,6 +353,22 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     if (!o.at_key("choices").get(v) && v.is_array()) {
         out->has_choices = 1;
         out->choices_empty = arr(v).size() == 0;
+        long long position = 0;
+        for (dom::element c : arr(v)) {
+            long long index = position++;
+            dom::object co;
+            if (c.get_object().get(co)) continue;
+            dom::element ix;
+            if (!co.at_key("index").get(ix)) {
+                int64_t i;
+                if (ix.get_int64().get(i)) { out->choices_beyond = 1; continue; }
+                index = i;
+            }
+            if (index < 0 || index > 63) { out->choices_beyond = 1; continue; }
+            out->choices_seen |= 1ULL << index;
+            dom::element fr;
+            if (!co.at_key("finish_reason").get(fr) && !fr.is_null()) out->choices_finished |= 1ULL << index;
+        }
     }
     if (!o.at_key("usage").get(v) && v.is_object()) {
         dom::object u = obj(v);

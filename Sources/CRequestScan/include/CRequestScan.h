@@ -102,6 +102,12 @@ typedef struct rs_upstream_json {
     int has_usage;
     long long prompt_tokens;
     long long completion_tokens;
+    /// Choices by their `index` (0-63; a choice without an integer index counts by position):
+    /// bit i of `choices_seen` when choice i is present, of `choices_finished` when its
+    /// finish_reason is not null. `choices_beyond` when an index is outside 0-63.
+    unsigned long long choices_seen;
+    unsigned long long choices_finished;
+    int choices_beyond;
 } rs_upstream_json;
 
 /// Inspects `len` bytes of upstream JSON (or `[DONE]`).

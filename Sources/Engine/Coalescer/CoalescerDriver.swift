@@ -219,7 +219,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         fl.remote.contentType = contentType
         fl.remote.isStream = status == 200 && contentType.hasPrefix("text/event-stream")
         if fl.remote.isStream {
-            fl.remote.assembler = StreamAssembler()
+            fl.remote.relay = StreamRelay(includeUsage: true, records: true, maxEventBytes: runtime.config.vllm.maxEventBytes)
             post(.streamStarted(r.flight))
         }
     }
@@ -228,12 +228,9 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         // Only a stream has body entries (a plain answer comes whole in its end entry).
         guard let fl = flights[r.flight], fl.remote.isStream else { return }
         // The leader published whole events; the scanner re-checks them (this process trusts
-        // nothing it did not parse itself) and the assembler rebuilds the JSON for plain followers.
-        var all: [UInt8] = []
-        var none: [UInt8] = []
-        fl.remote.scanner.feed(bytes, all: &all, withoutUsage: &none, filterUsage: false)
-        fl.remote.assembler?.feed(all)
-        all.withUnsafeBytes { relay(fl, $0) }
+        // nothing it did not parse itself) and records them for followers that are not live.
+        _ = fl.remote.relay.read(bytes)
+        fl.remote.relay.events.withUnsafeBytes { relay(fl, $0) }
     }
 
     func remoteEnd(_ r: RemoteFlightReader, status: Int, contentType: String, body: [UInt8]?) {
@@ -242,12 +239,12 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             post(.ended(r.flight, .buffered(status: status, contentType: contentType, body: body)))
             return
         }
-        let sc = fl.remote.scanner
+        let sc = fl.remote.relay.scanner
         guard fl.remote.isStream, sc.sawDone, !sc.sawError, sc.invalidEvents == 0 else {
             post(.ended(r.flight, .failed(EngineError(.badGateway, "The request this one shared ended without a complete answer.", source: .upstream))))
             return
         }
-        post(.ended(r.flight, .streamed(completeBody: fl.remote.assembler?.completeBody())))
+        post(.ended(r.flight, .streamed(fl.remote.relay.answer)))
     }
 
     func remoteFailed(_ r: RemoteFlightReader, status: Int, body: [UInt8]) {
@@ -256,7 +253,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     func remoteLost(_ r: RemoteFlightReader) {
         // A stream whose [DONE] arrived is complete even if its leader died before the end entry.
-        if let fl = flights[r.flight], fl.remote.isStream, fl.remote.scanner.sawDone {
+        if let fl = flights[r.flight], fl.remote.isStream, fl.remote.relay.sawDone {
             remoteEnd(r, status: 200, contentType: fl.remote.contentType, body: nil)
             return
         }

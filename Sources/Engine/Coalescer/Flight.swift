@@ -28,8 +28,8 @@ final class Flight {
     struct RemoteAnswer {
         var contentType = "application/json"
         var isStream = false
-        var scanner = SSEEventScanner()
-        var assembler: StreamAssembler?
+        /// The remote stream re-checked and recorded (for plain and late followers).
+        var relay = StreamRelay(includeUsage: true, records: true, maxEventBytes: 1 << 20)
     }
 
     init(id: CoalescerMachine.FlightID, key: String) {
@@ -53,8 +53,9 @@ final class Flight {
     enum Outcome {
         /// A whole non-SSE answer (status, content type, body).
         case buffered(status: Int, contentType: String, body: [UInt8])
-        /// The stream ended with [DONE]; the equivalent JSON body when it could be rebuilt.
-        case streamed(completeBody: [UInt8]?)
+        /// The stream ended with [DONE]; its events when they are a whole answer (nil: followers
+        /// that did not relay it live call upstream themselves).
+        case streamed(StreamedAnswer?)
         /// The leader failed: its status and OpenAI error body (and Retry-After when it had one).
         case failed(status: Int, body: [UInt8], retryAfterSeconds: Int?)
         /// The leader gave up without an answer (its client left while nobody followed): the

@@ -95,13 +95,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     let cachePlan: CachePlan
     /// X-Cache outcome: HIT, MISS, STALE or BYPASS.
     private(set) var cacheOutcome: String
-    private var cachedBody: [UInt8] = []
-    /// Records a streamed answer to store it (and to hand followers a JSON form).
-    private var assembler: StreamAssembler?
-    /// Whole SSE events of the relayed stream: usage, errors, [DONE], invalid events.
-    private var scanner: SSEEventScanner
-    private var eventsAll: [UInt8] = []
-    private var eventsNoUsage: [UInt8] = []
+    /// A stored answer in this client's form (SSE events or a JSON body), to replay.
+    private var cachedReply: [UInt8] = []
+    /// The stale answer replayed, as stored (followers get it in their own form).
+    private var staleAnswer: StoredAnswer?
+    /// The relayed stream (or, for a live follower, the flight's): whole events, usage, the recording.
+    private var relay: StreamRelay
     /// This request's part in single-flight.
     private enum Role {
         case none
@@ -157,7 +156,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             policy.fallbackModel = fb
         }
         self.machine = RequestMachine(policy: policy)
-        self.scanner = SSEEventScanner(maxEventBytes: runtime.config.vllm.maxEventBytes)
+        self.relay = RequestSession.newRelay(runtime, request, cachePlan)
+    }
+
+    /// Records the stream when it may be stored or shared as a whole.
+    private static func newRelay(_ runtime: EngineRuntime, _ request: OpenAIRequest, _ plan: CachePlan) -> StreamRelay {
+        StreamRelay(includeUsage: request.includeUsage, records: plan.store || plan.lead,
+                    maxEventBytes: runtime.config.vllm.maxEventBytes)
     }
 
     func start() { post(.start) }
@@ -176,8 +181,15 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             run(machine.start())
         case .cacheAnswered(let lookup):
             switch lookup {
-            case .fresh(let body):
-                cachedBody = body
+            case .fresh(let stored):
+                // An entry this client cannot be given in its form (a stream that does not
+                // rebuild as JSON, an unknown format) is a miss for it.
+                guard let reply = StoredAnswer.decode(stored)?.reply(stream: request.stream, includeUsage: request.includeUsage) else {
+                    runtime.metrics.cacheMisses += 1
+                    run(machine.cacheLookedUp(found: false))
+                    return
+                }
+                cachedReply = reply
                 cacheOutcome = "HIT"
                 runtime.metrics.cacheHits += 1
                 run(machine.cacheLookedUp(found: true))
@@ -190,8 +202,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 run(machine.cacheLookedUp(found: false))
             }
         case .staleAnswered(let lookup):
-            if let body = lookup.body {
-                cachedBody = body
+            if let stored = lookup.body.flatMap(StoredAnswer.decode),
+               let reply = stored.reply(stream: request.stream, includeUsage: request.includeUsage) {
+                cachedReply = reply
+                staleAnswer = stored
                 cacheOutcome = "STALE"
                 runtime.metrics.cacheStaleServed += 1
                 run(machine.staleLookedUp(found: true))
@@ -219,7 +233,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .clientDrained:
             run(machine.clientDrained())
         case .timerFired:
-            if armed == .upstream && scanner.sawDone {
+            if armed == .upstream && relay.sawDone {
                 // As below: complete, only the chunked body's tail is late. The connection is not
                 // reusable (its response never ended): close it, never pool it.
                 closeUpstream()
@@ -237,9 +251,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .upstreamEnd:
             bufferedJSON = status == 200 ? UpstreamJSON.inspect(buffered) : nil
             let answer = bufferedJSON?.isAnswer(for: request.kind) ?? false
-            run(machine.upstreamEnd(streamComplete: scanner.sawDone, bodyIsAnswer: answer))
+            run(machine.upstreamEnd(streamComplete: relay.sawDone, bodyIsAnswer: answer))
         case .upstreamFailed(let f):
-            if scanner.sawDone {
+            if relay.sawDone {
                 // The stream was complete ([DONE] relayed); only the chunked body's last bytes
                 // went missing. It ends as a complete stream: no error event after [DONE].
                 run(machine.upstreamEnd(streamComplete: true))
@@ -326,21 +340,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             let now = Loop.nowNanos()
             if lastChunkNanos > 0 { runtime.metrics.interChunkSeconds.observe(Double(now - lastChunkNanos) / 1e9) }
             lastChunkNanos = now
-            eventsAll.removeAll(keepingCapacity: true)
-            eventsNoUsage.removeAll(keepingCapacity: true)
-            let invalidBefore = scanner.invalidEvents
-            scanner.feed(bytes, all: &eventsAll, withoutUsage: &eventsNoUsage, filterUsage: !request.includeUsage)
-            if let u = scanner.usage { usage = (u.prompt, u.completion) }
-            if !eventsAll.isEmpty {
-                assembler?.feed(eventsAll)
-                if case .leader(let f) = role { eventsAll.withUnsafeBytes { runtime.coalescer.leaderEvents(f, $0) } }
-                if request.includeUsage {
-                    eventsAll.withUnsafeBytes { writeChunk($0) }
-                } else {
-                    eventsNoUsage.withUnsafeBytes { writeChunk($0) }
-                }
-            }
-            if scanner.invalidEvents > invalidBefore {
+            let read = relay.read(bytes)
+            if let u = relay.usage { usage = (u.prompt, u.completion) }
+            // The read's whole events go out in one write (and to the flight's followers).
+            if case .leader(let f) = role, !relay.events.isEmpty { relay.events.withUnsafeBytes { runtime.coalescer.leaderEvents(f, $0) } }
+            relay.clientEvents.withUnsafeBytes { writeChunk($0) }
+            if read == .broken {
                 // Not an SSE event we can relay (invalid JSON or UTF-8, longer than max_event_bytes):
                 // the stream is broken; nothing of it is cached or shared as complete.
                 run(machine.upstreamFailed(.malformed))
@@ -411,10 +416,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Whole events of the flight's stream (usage chunk included), for a live follower.
     func flightEvents(_ events: UnsafeRawBufferPointer) {
         guard case .follower(live: true) = role, let c = client else { return }
-        eventsAll.removeAll(keepingCapacity: true)
-        eventsNoUsage.removeAll(keepingCapacity: true)
-        scanner.feed(events, all: &eventsAll, withoutUsage: &eventsNoUsage, filterUsage: !request.includeUsage)
-        (request.includeUsage ? eventsAll : eventsNoUsage).withUnsafeBytes { writeChunk($0) }
+        _ = relay.read(events)  // the source checked them; here they are only split for this client
+        relay.clientEvents.withUnsafeBytes { writeChunk($0) }
         // The leader paces the stream for its own client; a follower cannot pause it. One that
         // falls this far behind is closed (style C's hard limit), so it cannot grow without bound.
         if c.pendingOutputBytes > RequestSession.followerMaxPendingBytes {
@@ -426,8 +429,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     static let followerMaxPendingBytes = 1 << 20
 
     private func deliver(_ d: FlightDelivery) {
+        // A streamed answer in this client's form (nil: not whole, or not rebuildable as JSON).
+        var streamedReply: [UInt8]?
+        if case .answer(.streamed(let a)) = d {
+            streamedReply = a.flatMap { StoredAnswer.stream($0).reply(stream: request.stream, includeUsage: request.includeUsage) }
+        }
         var ownCall = false
-        if case .answer(.streamed(completeBody: nil)) = d { ownCall = true }  // not rebuildable in our form
+        if case .answer(.streamed) = d, streamedReply == nil { ownCall = true }
         if case .answer(.abandoned) = d { ownCall = true }
         if ownCall, case .follower(live: false) = role, !machine.isFinished {
             role = .none
@@ -444,21 +452,21 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .failLive(let errorBody):
             status = 200
             respond { c in
-                if !self.scanner.sawError { self.writeChunk(c, Array("data: ".utf8) + errorBody + Array("\n\n".utf8)) }
+                if !self.relay.sawError { self.writeChunk(c, Array("data: ".utf8) + errorBody + Array("\n\n".utf8)) }
                 c.endChunked(close: true)
             }
         case .answer(let o):
             switch o {
-            case .streamed(let complete):
+            case .streamed:
                 status = 200
                 respond { c in
                     if live { c.endChunked(); return }
-                    self.writeStored(c, complete ?? [])
+                    self.writeReply(c, streamedReply ?? [])
                 }
             case .buffered(let st, let ct, let body):
                 status = st
                 respond { c in
-                    if st == 200 { self.writeStored(c, body); return }
+                    if st == 200 { self.writeStored(c, .json(body)); return }
                     var h = self.responseHeaders()
                     h.add("content-type", ct)
                     self.writeResponse(c, status: st, headers: h, body: body)
@@ -503,7 +511,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             }
         case .replayCached:
             status = 200
-            respond { self.writeStored($0, self.cachedBody) }
+            respond { self.writeReply($0, self.cachedReply) }
             finished()
         case .joinFlight:
             guard let key = cachePlan.key else { post(.flight(.alone)); return }
@@ -576,7 +584,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .startStream(let timeout):
             arm(.upstream, timeout)
             status = 200
-            if cachePlan.store || isLeader { assembler = StreamAssembler() }
             if case .leader(let f) = role {
                 runtime.coalescer.leaderHead(f, status: 200, contentType: upstreamContentType ?? "text/event-stream", isStream: true)
             }
@@ -601,7 +608,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             let answer = buffered
             // Stored before the client has its answer (the store is on its way to Redis first),
             // so a repeat from this client finds it whichever worker takes it.
-            if st == 200 { store(answer) }
+            if st == 200 { store(.json(answer)) }
             if machine.clientHeadSent {
                 // The SSE head went out while queued: the answer becomes the stream's last event.
                 respond { c in
@@ -619,26 +626,26 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             finished()
         case .finishStream:
             timerStorage?.cancel()
-            endAttempt(success: !scanner.sawError)
+            endAttempt(success: !relay.sawError)
             releaseUpstream()
             upstreamDone()
-            // Stored before the client's stream ends, as for a buffered answer.
-            var complete: [UInt8]?
-            if let a = assembler, !scanner.sawError { complete = a.completeBody() }
-            if let body = complete { store(body) }
+            // Stored before the client's stream ends, as for a buffered answer: the events as
+            // relayed, when they are a whole answer.
+            let whole = relay.answer
+            if let a = whole { store(.stream(a)) }
             respond { $0.endChunked() }
-            if scanner.sawError {
+            if relay.sawError {
                 // vLLM reported an error inside the stream: followers that wait get an error too.
                 leaderFinished(.failed(EngineError(.badGateway, "The backend reported an error in the middle of the stream.", source: .upstream)))
             } else {
-                leaderFinished(.streamed(completeBody: complete))
+                leaderFinished(.streamed(whole))
             }
             finished()
         case .retry(let after):
             endAttempt(success: false)
             runtime.metrics.upstreamRetries += 1
             closeUpstream()
-            scanner = SSEEventScanner(maxEventBytes: runtime.config.vllm.maxEventBytes)
+            relay = RequestSession.newRelay(runtime, request, cachePlan)
             arm(.backoff, after)
         case .lookupStale:
             endAttempt(success: false)
@@ -649,9 +656,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             }
         case .replayStale:
             status = 200
-            let stale = cachedBody
-            respond { self.writeStored($0, stale) }
-            leaderFinished(.buffered(status: 200, contentType: "application/json", body: stale))
+            respond { self.writeReply($0, self.cachedReply) }
+            switch staleAnswer {
+            case .json(let body)?: leaderFinished(.buffered(status: 200, contentType: "application/json", body: body))
+            case .stream(let a)?: leaderFinished(.streamed(a))
+            case nil: leaderFinished(.abandoned)
+            }
             finished()
         case .respondError(let err):
             timerStorage?.cancel()
@@ -703,10 +713,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     /// Stores a complete 200 answer under this request's key, unless policy says no or the answer
     /// came from the fallback model (never stored under the primary model's key).
-    private func store(_ body: [UInt8]) {
-        guard cachePlan.store, !machine.usedFallback, let key = cachePlan.key, let cache = runtime.cache, !body.isEmpty else { return }
+    private func store(_ answer: StoredAnswer) {
+        guard cachePlan.store, !machine.usedFallback, let key = cachePlan.key, let cache = runtime.cache else { return }
+        if case .json(let body) = answer, body.isEmpty { return }
         let c = runtime.config.cache
-        cache.put(key: key, value: body, ttl: .seconds(validated: c.ttlSeconds),
+        cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
                   staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: wallMillis())
         runtime.metrics.cacheStores += 1
     }
@@ -738,16 +749,21 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         bytesOut += runtime.writeError(err, to: c, requestId: requestId, extra: responseHeaders(), counted: false)
     }
 
-    /// Writes a stored complete JSON answer in the form this client asked for.
-    private func writeStored(_ c: HTTPServerConnection, _ body: [UInt8]) {
+    /// Writes a complete answer in the form this client asked for.
+    private func writeStored(_ c: HTTPServerConnection, _ answer: StoredAnswer) {
+        guard let reply = answer.reply(stream: request.stream, includeUsage: request.includeUsage) else {
+            status = 502
+            writeError(c, EngineError(.badGateway, "A stored answer could not be replayed."))
+            return
+        }
+        writeReply(c, reply)
+    }
+
+    /// Writes an answer already in this client's form: SSE events, or a JSON body.
+    private func writeReply(_ c: HTTPServerConnection, _ body: [UInt8]) {
         if request.stream {
-            guard let sse = ReplayWriter.sse(fromCompleteBody: body, includeUsage: request.includeUsage) else {
-                status = 502
-                writeError(c, EngineError(.badGateway, "A stored answer could not be replayed."))
-                return
-            }
             if !machine.clientHeadSent { writeChunkedHead(c) }
-            writeChunk(c, sse)
+            writeChunk(c, body)
             c.endChunked()
         } else {
             var h = responseHeaders()

@@ -154,9 +154,14 @@ final class Frontend: HTTPServerConnectionDelegate {
             parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
             return
         }
+        // A fresh entry in this client's form, or nil (then the whole pipeline decides).
+        func reply(_ lookup: CacheLookup) -> [UInt8]? {
+            guard case .fresh(let stored) = lookup else { return nil }
+            return StoredAnswer.decode(stored)?.reply(stream: e.stream, includeUsage: e.includeUsage)
+        }
         if let mem = cache as? MemoryCacheStore {
-            if case .fresh(let stored) = mem.lookup(e.cacheKey, now: t0, touch: true) {
-                answerFromMemo(c, kind: kind, entry: e, stored: stored, rid: rid, bytesIn: body.count, startNanos: t0)
+            if let r = reply(mem.lookup(e.cacheKey, now: t0, touch: true)) {
+                answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, bytesIn: body.count, startNanos: t0)
             } else {
                 parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
             }
@@ -166,8 +171,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         // answered here, anything else takes the whole pipeline (which looks it up again).
         cache.get(key: e.cacheKey, now: t0, wallMillis: UInt64(Loop.wallSeconds() * 1000)) { [weak self] lookup in
             guard let self, !c.isClosed else { return }
-            if case .fresh(let stored) = lookup {
-                self.answerFromMemo(c, kind: kind, entry: e, stored: stored, rid: rid, bytesIn: body.count, startNanos: t0)
+            if let r = reply(lookup) {
+                self.answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, bytesIn: body.count, startNanos: t0)
             } else {
                 self.parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
             }
@@ -202,33 +207,24 @@ final class Frontend: HTTPServerConnectionDelegate {
                       memoKey: memoKey)
     }
 
-    private func answerFromMemo(_ c: HTTPServerConnection, kind: EndpointKind, entry e: HitMemo.Entry, stored: [UInt8],
+    private func answerFromMemo(_ c: HTTPServerConnection, kind: EndpointKind, entry e: HitMemo.Entry, reply: [UInt8],
                                 rid: String, bytesIn: Int, startNanos: UInt64) {
         var h = HTTPHeaders()
         if e.routed { h.add("x-routed-model", e.servedModel) }
         h.add("x-request-id", rid)
         h.add("x-cache", "HIT")
-        let sent: Int
         if e.stream {
-            guard let sse = ReplayWriter.sse(fromCompleteBody: stored, includeUsage: e.includeUsage) else {
-                let n = runtime.writeError(EngineError(.internalError, "A stored answer could not be replayed."), to: c, requestId: rid)
-                runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 500, requestId: rid,
-                                         bytesIn: bytesIn, bytesOut: n, startNanos: startNanos)
-                return
-            }
             h.add("content-type", "text/event-stream; charset=utf-8")
             h.add("cache-control", "no-cache")
             c.writeChunkedHead(status: 200, headers: h)
-            sse.withUnsafeBytes { c.writeChunk($0) }
+            reply.withUnsafeBytes { c.writeChunk($0) }
             c.endChunked()
-            sent = sse.count
         } else {
             h.add("content-type", "application/json")
-            c.writeResponse(status: 200, headers: h, body: stored)
-            sent = stored.count
+            c.writeResponse(status: 200, headers: h, body: reply)
         }
         runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestId: rid, bytesIn: bytesIn,
-                                bytesOut: sent, startNanos: startNanos)
+                                bytesOut: reply.count, startNanos: startNanos)
     }
 
     /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template

@@ -21,6 +21,18 @@ public struct SSEEventScanner: Sendable {
     public private(set) var eventsAfterDone = 0
     public private(set) var bytesDroppedAfterDone = 0
     public private(set) var usageEventsDropped = 0
+    /// Stream chunks' choices seen and finished (bit sets by index), events that are objects but
+    /// not a stream chunk of vLLM's (chat.completion.chunk or text_completion), and choice indexes
+    /// out of range: what decides whether the stream is a whole answer worth keeping.
+    public private(set) var choicesSeen: UInt64 = 0
+    public private(set) var choicesFinished: UInt64 = 0
+    public private(set) var foreignEvents = 0
+    /// [DONE], no error event, nothing invalid or foreign, and every choice that appeared finished.
+    public var isWholeAnswer: Bool {
+        sawDone && !sawError && invalidEvents == 0 && foreignEvents == 0 && choicesSeen != 0 && choicesSeen == choicesFinished
+    }
+    /// Where the last `feed` put usage-only chunks in its `all` (byte ranges of that array).
+    public private(set) var usageRangesInAll: [Range<Int>] = []
     /// Longest event accepted; a longer one counts as invalid (and is not held further).
     public let maxEventBytes: Int
 
@@ -33,6 +45,7 @@ public struct SSEEventScanner: Sendable {
     /// minus usage-only chunks to `withoutUsage`.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8],
                               filterUsage: Bool) {
+        usageRangesInAll.removeAll(keepingCapacity: true)
         var start = 0
         let n = bytes.count
         var i = 0
@@ -104,6 +117,11 @@ public struct SSEEventScanner: Sendable {
                 if info.hasError { sawError = true }
                 if let u = info.usage { usage = u }
                 usageOnly = info.isUsageOnly
+                choicesSeen |= info.choicesSeen
+                choicesFinished |= info.choicesFinished
+                if info.choicesBeyond || !(info.object == .chatCompletionChunk || info.object == .textCompletion) {
+                    foreignEvents += 1
+                }
             case .invalid, .notObject:
                 // Not relayable: counted (the driver ends the stream with an error) and dropped.
                 invalidEvents += 1
@@ -111,6 +129,7 @@ public struct SSEEventScanner: Sendable {
             }
         }
         all.append(contentsOf: ev)
+        if usageOnly { usageRangesInAll.append((all.count - ev.count)..<all.count) }
         if filterUsage {
             if usageOnly { usageEventsDropped += 1 } else { withoutUsage.append(contentsOf: ev) }
         }

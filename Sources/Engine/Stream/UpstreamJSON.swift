@@ -22,6 +22,11 @@ public struct UpstreamJSON: Equatable, Sendable {
     public var usage: Usage?
     /// The `object` field, when it names one of vLLM's answer shapes.
     public var object: ObjectKind = .other
+    /// Choices present and finished (finish_reason not null), as bit sets of their index (0-63);
+    /// `choicesBeyond`: some index outside 0-63 (or not an integer).
+    public var choicesSeen: UInt64 = 0
+    public var choicesFinished: UInt64 = 0
+    public var choicesBeyond = false
 
     public enum ObjectKind: Equatable, Sendable {
         case chatCompletion, textCompletion, chatCompletionChunk, other
@@ -67,6 +72,9 @@ public struct UpstreamJSON: Equatable, Sendable {
         case 3: out.object = .chatCompletionChunk
         default: out.object = .other
         }
+        out.choicesSeen = UInt64(r.choices_seen)
+        out.choicesFinished = UInt64(r.choices_finished)
+        out.choicesBeyond = r.choices_beyond != 0
         if r.has_usage != 0 {
             out.usage = Usage(prompt: Int(clamping: r.prompt_tokens), completion: Int(clamping: r.completion_tokens))
         }

@@ -1,0 +1,137 @@
+// StreamRelay as a value: per read, whole events for the flight and for this client (usage-only
+// chunk stripped unless asked), one recording with the usage chunk's place, and a whole answer
+// only when the stream is complete ([DONE], every choice finished, no error, nothing invalid).
+import Testing
+@testable import Engine
+
+private func chunk(_ delta: String, finish: String? = nil, index: Int = 0) -> String {
+    let fr = finish.map { "\"\($0)\"" } ?? "null"
+    return #"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":\#(index),"delta":\#(delta),"logprobs":null,"finish_reason":\#(fr)}]}"# + "\n\n"
+}
+private let usageChunk = #"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}"# + "\n\n"
+private let done = "data: [DONE]\n\n"
+private let whole = chunk(#"{"role":"assistant","content":""}"#) + chunk(#"{"content":"Hi"}"#) + chunk(#"{"content":"!"}"#, finish: "stop") + usageChunk + done
+
+/// Feeds `text` in reads of `step` bytes; returns the relay and what the client and flight got.
+private func relay(_ text: String, step: Int, includeUsage: Bool = false, records: Bool = true) -> (StreamRelay, String, String, [StreamRelay.Read]) {
+    var r = StreamRelay(includeUsage: includeUsage, records: records, maxEventBytes: 1 << 20)
+    var client: [UInt8] = []
+    var flight: [UInt8] = []
+    var reads: [StreamRelay.Read] = []
+    let bytes = Array(text.utf8)
+    var i = 0
+    while i < bytes.count {
+        let j = min(bytes.count, i + step)
+        reads.append(bytes[i..<j].withUnsafeBytes { r.read($0) })
+        client += r.clientEvents
+        flight += r.events
+        i = j
+    }
+    return (r, String(decoding: client, as: UTF8.self), String(decoding: flight, as: UTF8.self), reads)
+}
+
+@Suite struct StreamRelayTests {
+    @Test(arguments: [1, 5, 64, 100_000])
+    func aReadsEventsGoOutWholeAndOnce(step: Int) {
+        let (r, client, flight, reads) = relay(whole, step: step)
+        #expect(flight == whole, "followers get every event, usage included")
+        #expect(client == whole.replacingOccurrences(of: usageChunk, with: ""), "this client did not ask for usage")
+        #expect(reads.allSatisfy { $0 == .relay })
+        #expect(r.usage == UpstreamJSON.Usage(prompt: 3, completion: 2))
+        #expect(r.sawDone && !r.sawError)
+    }
+
+    @Test func onlyWholeEventsLeaveAndOneReadIsOneOutput() {
+        var r = StreamRelay(includeUsage: true, records: true, maxEventBytes: 1 << 20)
+        let bytes = Array(whole.utf8)
+        let cut = chunk(#"{"role":"assistant","content":""}"#).utf8.count + 10
+        _ = bytes[..<cut].withUnsafeBytes { r.read($0) }
+        #expect(String(decoding: r.clientEvents, as: UTF8.self) == chunk(#"{"role":"assistant","content":""}"#), "the partial event waits")
+        _ = bytes[cut...].withUnsafeBytes { r.read($0) }
+        #expect(r.clientEvents.count == bytes.count - cut + 10, "the rest, in one buffer")
+    }
+
+    @Test(arguments: [1, 7, 100_000])
+    func theRecordingIsTheStreamWithItsUsageChunkNoted(step: Int) throws {
+        let (r, _, _, _) = relay(whole, step: step)
+        let a = try #require(r.answer)
+        #expect(String(decoding: a.events, as: UTF8.self) == whole)
+        #expect(a.usageRanges.count == 1)
+        #expect(String(decoding: a.events(includeUsage: false), as: UTF8.self) == whole.replacingOccurrences(of: usageChunk, with: ""))
+        #expect(a.events(includeUsage: true) == a.events)
+        let body = try #require(a.completeBody().map { String(decoding: $0, as: UTF8.self) })
+        #expect(body.contains(#""content":"Hi!""#) && body.contains(#""object":"chat.completion""#))
+    }
+
+    @Test(arguments: [
+        ("no [DONE]", chunk(#"{"content":"Hi"}"#, finish: "stop") + usageChunk),
+        ("a choice never finished", chunk(#"{"content":"Hi"}"#) + done),
+        ("one of two choices unfinished", chunk(#"{"content":"a"}"#, finish: "stop") + chunk(#"{"content":"b"}"#, index: 1) + done),
+        ("an error event", chunk(#"{"content":"Hi"}"#) + #"data: {"error":{"message":"boom","code":500}}"# + "\n\n" + done),
+        ("a foreign object", chunk(#"{"content":"Hi"}"#, finish: "stop") + #"data: {"object":"chat.completion","choices":[]}"# + "\n\n" + done),
+        ("a choice index out of range", chunk(#"{"content":"Hi"}"#, finish: "stop", index: 64) + done),
+    ])
+    func onlyAWholeAnswerIsKept(_ why: String, _ text: String) {
+        let (r, _, _, _) = relay(text, step: 9)
+        #expect(r.answer == nil, "\(why)")
+    }
+
+    @Test func anInvalidEventBreaksTheStream() {
+        let (r, client, _, reads) = relay(chunk(#"{"content":"Hi"}"#) + "data: {not json}\n\n" + done, step: 100_000)
+        #expect(reads == [.broken])
+        #expect(!client.contains("not json"))
+        #expect(r.answer == nil)
+    }
+
+    @Test func nothingIsRecordedWhenNotAskedOrTooLong() {
+        #expect(relay(whole, step: 50, records: false).0.answer == nil)
+        var r = StreamRelay(includeUsage: true, records: true, maxEventBytes: 1 << 20)
+        let big = chunk(#"{"content":""# + String(repeating: "x", count: 1 << 20) + #""}"#)
+        let n = StreamRelay.maxRecordedBytes / big.utf8.count + 1
+        for _ in 0...n { _ = Array(big.utf8).withUnsafeBytes { r.read($0) } }
+        _ = Array((chunk("{}", finish: "stop") + done).utf8).withUnsafeBytes { r.read($0) }
+        #expect(r.recordingOverflowed && r.answer == nil && r.sawDone, "relayed whole, kept nothing")
+    }
+}
+
+@Suite struct StoredAnswerTests {
+    @Test func bothFormsRoundTripThroughTheCacheFormat() throws {
+        let (r, _, _, _) = relay(whole, step: 100_000)
+        let s = StoredAnswer.stream(try #require(r.answer))
+        #expect(StoredAnswer.decode(s.encoded()) == s)
+        let j = StoredAnswer.json(Array(#"{"id":"x"}"#.utf8))
+        #expect(StoredAnswer.decode(j.encoded()) == j)
+    }
+
+    @Test func aStreamRepliesInEitherForm() throws {
+        let (r, _, _, _) = relay(whole, step: 100_000)
+        let s = StoredAnswer.stream(try #require(r.answer))
+        #expect(s.reply(stream: true, includeUsage: true).map { String(decoding: $0, as: UTF8.self) } == whole)
+        let plain = try #require(s.reply(stream: false, includeUsage: false).map { String(decoding: $0, as: UTF8.self) })
+        #expect(plain.hasPrefix("{") && plain.contains(#""prompt_tokens":3"#))
+        let back = try #require(StoredAnswer.json(Array(plain.utf8)).reply(stream: true, includeUsage: true))
+        #expect(String(decoding: back, as: UTF8.self).hasSuffix(done))
+    }
+
+    @Test(arguments: [
+        "", "J", "{\"id\":1}", "X123",
+        "S\u{0}\u{0}\u{0}\u{1}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{20}data: x\n\n",  // range past the end
+        "S\u{FF}\u{FF}\u{FF}\u{FF}data",                                             // a count beyond the bytes
+        "S\u{0}\u{0}\u{0}\u{0}",                                                     // no events
+    ])
+    func anythingElseIsAMiss(_ raw: String) {
+        #expect(StoredAnswer.decode(Array(raw.utf8)) == nil)
+    }
+}
+
+extension String {
+    fileprivate func replacingOccurrences(of a: String, with b: String) -> String {
+        var out = ""
+        var rest = Substring(self)
+        while let r = rest.firstRange(of: a) {
+            out += rest[..<r.lowerBound] + b
+            rest = rest[r.upperBound...]
+        }
+        return out + rest
+    }
+}
