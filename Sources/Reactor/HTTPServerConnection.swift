@@ -309,14 +309,17 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     /// a client that stops reading makes the Engine hold (docs/operations.md, "Slow clients").
     public static let streamKernelSendBuffer = 64 * 1024
 
-    /// Starts a chunked response (SSE).
+    /// Starts a chunked response (SSE). The head, the chunks and the end of a chunked response
+    /// leave at the end of the current callback (StreamSocket.flushSoon), together: a stream whose
+    /// head and events arrive in one upstream read costs one writev, not one per call.
     public func writeChunkedHead(status: Int, headers: HTTPHeaders) {
         guard !isClosed else { return }
         responseIsChunked = true
         guard let sock else { return }
         sock.limitKernelSendBuffer(Self.streamKernelSendBuffer)
         composeHead(status: status, headers: headers, contentLength: nil)
-        headBuffer.withUnsafeBytes { sock.write($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        _ = headBuffer.withUnsafeBytes { evbuffer_add(sock.output, $0.baseAddress, $0.count) }
+        sock.flushSoon()
     }
 
     /// One chunk of a chunked response; copies `bytes` once into the socket's output buffer.
@@ -327,14 +330,14 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         _ = evbuffer_add(out, crlf, 2)
         _ = evbuffer_add(out, bytes.baseAddress, bytes.count)
         _ = evbuffer_add(out, crlf, 2)
-        sock.flush()
+        sock.flushSoon()
     }
 
     /// Ends a chunked response. `close` forces the connection closed after the flush.
     public func endChunked(close: Bool = false) {
         guard !isClosed, let sock else { return }
         _ = evbuffer_add(sock.output, lastChunk, 5)
-        sock.flush()
+        sock.flushSoon()
         responseIsChunked = false
         if close { keepAliveAfterResponse = false }
         responseComplete()

@@ -102,9 +102,13 @@ final class StreamSocket {
     /// fills our evbuffer — and trips the driver's backpressure — after this much, instead of the
     /// several MiB autotuning would let the kernel absorb while the upstream keeps flowing.
     func limitKernelSendBuffer(_ bytes: Int) {
+        guard kernelSendBufferLimit != bytes else { return }
+        kernelSendBufferLimit = bytes
         var v = Int32(clamping: bytes)
         _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, socklen_t(MemoryLayout<Int32>.size))
     }
+
+    private var kernelSendBufferLimit = 0
 
     /// Output not yet taken by the peer: our buffer plus the kernel's send queue.
     var unsentBytes: Int { isClosed ? 0 : evbuffer_get_length(output) + max(0, Int(ces_unsent_bytes(fd))) }
@@ -155,6 +159,16 @@ final class StreamSocket {
         if !isConnecting { armWrite() }
     }
 
+    /// Writes `output` later in this loop pass: the write event is made active (no syscall), so
+    /// what else the current callback writes (the rest of one upstream read: a stream's head, its
+    /// events, its end) leaves with it in one writev.
+    func flushSoon() {
+        guard !isClosed, !isConnecting, !isWriteArmed, !isFlushPending, let w = writeEvent else { return }
+        isFlushPending = true
+        event_active(w, EV_WRITE, 0)
+    }
+    private var isFlushPending = false
+
     private func armWrite() {
         guard !isWriteArmed, let w = writeEvent else { return }
         event_add(w, nil)
@@ -184,6 +198,7 @@ final class StreamSocket {
 
     private func onWrite() {
         isWriteArmed = false
+        isFlushPending = false
         if isConnecting {
             isConnecting = false
             var err = pendingConnectError

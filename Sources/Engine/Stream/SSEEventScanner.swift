@@ -49,12 +49,12 @@ public struct SSEEventScanner: Sendable {
         var start = 0
         let n = bytes.count
         var i = 0
-        while i < n {
+        while let lf = ByteSearch.index(of: 0x0A, in: bytes, from: i) {
             // An event ends at an empty line. A blank line with no event in progress (one more
             // after an event's end) is a separator of its own, passed on at once, wherever the
             // reads were cut.
-            if bytes[i] == 0x0A && (isStrayBlankLine(bytes, from: start, to: i) || endsEvent(bytes, at: i)) {
-                let piece = UnsafeRawBufferPointer(rebasing: bytes[start...i])
+            if isStrayBlankLine(bytes, from: start, to: lf) || endsEvent(bytes, at: lf) {
+                let piece = UnsafeRawBufferPointer(rebasing: bytes[start...lf])
                 if partial.isEmpty {
                     emit(piece, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage)
                 } else {
@@ -63,9 +63,9 @@ public struct SSEEventScanner: Sendable {
                     partial.removeAll(keepingCapacity: true)
                     ev.withUnsafeBytes { emit($0, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage) }
                 }
-                start = i + 1
+                start = lf + 1
             }
-            i += 1
+            i = lf + 1
         }
         if start < n && sawDone {
             bytesDroppedAfterDone += n - start
@@ -141,29 +141,24 @@ public struct SSEEventScanner: Sendable {
         var single: Range<Int>?
         var joined: [UInt8]?
         var lineStart = 0
-        var i = 0
-        let n = ev.count
-        while i < n {
-            if ev[i] == 0x0A {
-                var end = i
-                if end > lineStart && ev[end - 1] == 0x0D { end -= 1 }
-                if end - lineStart >= 5, ev[lineStart] == 0x64, ev[lineStart + 1] == 0x61, ev[lineStart + 2] == 0x74,
-                   ev[lineStart + 3] == 0x61, ev[lineStart + 4] == 0x3A {  // "data:"
-                    var v = lineStart + 5
-                    if v < end && ev[v] == 0x20 { v += 1 }
-                    if let s = single {
-                        var j = joined ?? Array(UnsafeRawBufferPointer(rebasing: ev[s]))
-                        j.append(0x0A)
-                        j.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[v..<end]))
-                        joined = j
-                        single = 0..<0
-                    } else {
-                        single = v..<end
-                    }
+        while let i = ByteSearch.index(of: 0x0A, in: ev, from: lineStart) {
+            var end = i
+            if end > lineStart && ev[end - 1] == 0x0D { end -= 1 }
+            if end - lineStart >= 5, ev[lineStart] == 0x64, ev[lineStart + 1] == 0x61, ev[lineStart + 2] == 0x74,
+               ev[lineStart + 3] == 0x61, ev[lineStart + 4] == 0x3A {  // "data:"
+                var v = lineStart + 5
+                if v < end && ev[v] == 0x20 { v += 1 }
+                if let s = single {
+                    var j = joined ?? Array(UnsafeRawBufferPointer(rebasing: ev[s]))
+                    j.append(0x0A)
+                    j.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[v..<end]))
+                    joined = j
+                    single = 0..<0
+                } else {
+                    single = v..<end
                 }
-                lineStart = i + 1
             }
-            i += 1
+            lineStart = i + 1
         }
         if let j = joined { return UpstreamJSON.inspect(j) }
         guard let s = single else { return nil }
