@@ -3,6 +3,7 @@
 // deadline (through `import Reactor`). The pure machines of the Engine import nothing, so they do
 // not convert: they compare an age as a `Duration` (`.nanoseconds(age) >= cooldown`), exact for
 // the whole-nanosecond durations we use.
+// Pure: no imports, no I/O.
 
 extension Duration {
     /// Whole nanoseconds, truncated toward zero; saturating, never trapping: 0 for a negative

@@ -3,6 +3,7 @@
 // queue per pool (pool = model name). The request driver asks it on arrival; the poller feeds
 // `loadsUpdated`; a per-loop timer feeds `tick`. Fixes original bugs 9 (QUEUE meant ACCEPT) and 14
 // (an unreadable backend read as 0 % used). Times are monotonic nanoseconds (`Loop.nowNanos()`).
+// Pure: no imports, no I/O.
 
 /// Identifies one admission request (the driver maps it to its session).
 public struct RequestToken: Hashable, Sendable, CustomStringConvertible {

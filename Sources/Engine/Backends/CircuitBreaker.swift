@@ -3,6 +3,7 @@
 // Fixes original bug 20: HALF_OPEN lets exactly one probe through, and a probe that ends without
 // a verdict (client gone) frees its slot via `release()`. Transitions are returned, so the driver
 // logs and counts (`breaker_open`) once per change.
+// Pure: no imports, no I/O.
 
 public struct CircuitBreaker: Equatable, Sendable {
     public enum State: Equatable, Sendable {
