@@ -322,7 +322,7 @@ public final class RedisConnection {
             failLater(completion, .error("disconnected"))
             return
         }
-        let box = RedisCommandBox(deadline: Loop.nowNanos() &+ Self.nanos(commandTimeout), link: link,
+        let box = RedisCommandBox(deadline: Loop.nowNanos() &+ commandTimeout.nanoseconds, link: link,
                                   completion: completion)
         guard submit(link, argv, box) else {
             box.state = .done
@@ -541,7 +541,7 @@ public final class RedisConnection {
 
     @discardableResult
     private func submitInternal(_ link: RedisLink, _ argv: [[UInt8]], _ completion: @escaping (RedisValue) -> Void) -> Bool {
-        let box = RedisCommandBox(deadline: Loop.nowNanos() &+ Self.nanos(commandTimeout), link: link,
+        let box = RedisCommandBox(deadline: Loop.nowNanos() &+ commandTimeout.nanoseconds, link: link,
                                   completion: completion)
         // Handshake and setup commands are bounded by connectTimeout, not by the deadline queue.
         return submit(link, argv, box)
@@ -636,7 +636,7 @@ public final class RedisConnection {
             deadlineTimer.schedule(after: .nanoseconds(Int64(wait)))
         }
         if let link = current, link.inflight > 0,
-           now &- link.lastProgressAt > Self.nanos(unresponsiveTimeout) {
+           now &- link.lastProgressAt > unresponsiveTimeout.nanoseconds {
             unresponsiveDrops += 1
             lastError = "no reply for \(unresponsiveTimeout)"
             dropCurrent(deferFree: callbackDepth > 0)
@@ -666,11 +666,5 @@ public final class RedisConnection {
         let upper = String(decoding: name.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }, as: UTF8.self)
         return ["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
                 "MONITOR"].contains(upper)
-    }
-
-    static func nanos(_ d: Duration) -> UInt64 {
-        let (s, atto) = d.components
-        guard s >= 0 else { return 0 }
-        return UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, atto) / 1_000_000_000)
     }
 }

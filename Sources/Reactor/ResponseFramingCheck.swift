@@ -3,6 +3,7 @@
 // an upstream response that are not body: the status line starts with "HTTP/", every CR is
 // followed by LF, and a chunk's data is followed by CRLF. HTTPClientConnection feeds it; pure.
 // Public only for the fuzz target (Sources/fuzz-engine), which also runs it over raw input.
+// Pure: no imports, no I/O.
 
 /// Fed, in order, every byte of one response that http-parser consumed and did not hand out as
 /// body (status line, header lines, chunk-size lines, chunk terminators, trailers).

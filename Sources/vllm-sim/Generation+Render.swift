@@ -2,6 +2,7 @@
 // the plain completion / chat completion objects with all their null fields, and the SSE events
 // (chat role event, one event per token, the finish event, the include_usage event, [DONE]).
 // Writes into a caller's ByteWriter; no I/O.
+// Pure: no imports, no I/O.
 
 /// vLLM prints `vllm-<version>-<hash>`; the simulator's "hash" says what it is.
 let systemFingerprint: StaticString = "vllm-0.32.0-sim"

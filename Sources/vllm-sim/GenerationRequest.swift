@@ -1,7 +1,8 @@
 // GenerationRequest: a /v1/completions or /v1/chat/completions body, validated in vLLM 0.32.0's
 // order and reduced to what the simulator needs (token counts, limits, stream options, a text
 // seed). Also the shared body prelude (content type, JSON, object) and pydantic's lax coercions.
-// Pure: reads a jansson document, returns a value or an APIError; never throws.
+// Reads a jansson document (through JSONNode), returns a value or an APIError; never throws.
+// Pure: no imports, no I/O.
 //
 // vLLM's order, as observed: pydantic field errors → stream_options without stream → missing
 // prompt (completions) → unknown model → empty messages (chat) → n < 1 → max_tokens >

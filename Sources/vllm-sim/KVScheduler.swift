@@ -4,6 +4,7 @@
 // at the first waiter that does not fit, like vLLM's. Reserving the final footprint up front keeps
 // the model free of preemption and deadlock; the *reported* usage (SimServer) counts only the
 // blocks a request holds so far, so it still grows token by token as in vLLM.
+// Pure: no imports, no I/O.
 
 struct GenerationID: Hashable, Sendable {
     let raw: UInt64

@@ -3,6 +3,7 @@
 // a chat message costs 4 template tokens plus its content (plus 2 for the generation prompt), so
 // /tokenize, usage and the KV model all agree. Generated text is words from a fixed list picked by
 // a hash of (seed, choice, step): the same seed gives the same text. Pure functions, stdlib only.
+// Pure: no imports, no I/O.
 
 enum SimTokenizer {
     static let bos = 1

@@ -3,6 +3,7 @@
 // queue per pool (pool = model name). The request driver asks it on arrival; the poller feeds
 // `loadsUpdated`; a per-loop timer feeds `tick`. Fixes original bugs 9 (QUEUE meant ACCEPT) and 14
 // (an unreadable backend read as 0 % used). Times are monotonic nanoseconds (`Loop.nowNanos()`).
+// Pure: no imports, no I/O.
 
 /// Identifies one admission request (the driver maps it to its session).
 public struct RequestToken: Hashable, Sendable, CustomStringConvertible {
@@ -170,21 +171,19 @@ public struct AdmissionMachine: Sendable {
     /// Expires requests that waited `maxWait` (reject with Retry-After), and asks for a keepalive
     /// for each request whose last one (or arrival) is `keepAliveInterval` ago. FIFO order.
     public mutating func tick(now: UInt64) -> [Action] {
-        let maxWait = Self.nanos(policy.maxWait)
-        let keepAlive = Self.nanos(policy.keepAliveInterval)
         var out: [(seq: UInt64, action: Action)] = []
         for pool in Array(queues.keys) {
             var kept: [Waiter] = []
             var expired: [Waiter] = []
             for w in queues[pool]! {
-                if Self.age(w.enqueuedAt, now) >= maxWait { expired.append(w) } else { kept.append(w) }
+                if Self.waited(since: w.enqueuedAt, now) >= policy.maxWait { expired.append(w) } else { kept.append(w) }
             }
             for w in expired {
                 poolOf[w.token] = nil
                 // Retry-After as if it re-joined the queue that is left.
                 out.append((w.seq, .reject(w.token, retryAfterSeconds: retryAfter(pool: pool, queued: kept.count, now: now))))
             }
-            for i in kept.indices where Self.age(kept[i].lastKeepAlive, now) >= keepAlive {
+            for i in kept.indices where Self.waited(since: kept[i].lastKeepAlive, now) >= policy.keepAliveInterval {
                 kept[i].lastKeepAlive = now
                 out.append((kept[i].seq, .keepAlive(kept[i].token)))
             }
@@ -257,10 +256,7 @@ public struct AdmissionMachine: Sendable {
 
     @inline(__always) static func age(_ then: UInt64, _ now: UInt64) -> UInt64 { now >= then ? now - then : 0 }
 
-    static func nanos(_ d: Duration) -> UInt64 {
-        let (s, atto) = d.components
-        if s < 0 || (s == 0 && atto <= 0) { return 0 }
-        if s >= Int64(UInt64.max / 1_000_000_000) - 1 { return UInt64.max }
-        return UInt64(s) * 1_000_000_000 + UInt64(atto / 1_000_000_000)
-    }
+    /// `age` as a `Duration`, to compare with the policy's durations without converting them to
+    /// nanoseconds (that conversion lives in Reactor, which a pure machine does not import).
+    @inline(__always) static func waited(since then: UInt64, _ now: UInt64) -> Duration { .nanoseconds(age(then, now)) }
 }

@@ -3,6 +3,7 @@
 // only, one pass: each line is matched by its first bytes and skipped unless it is one of the four
 // gauges below. Fixes original bug 14: labels optional and in any order, the older metric name
 // accepted, several models kept apart, and a missing or unreadable gauge stays nil (never 0).
+// Pure: no imports, no I/O.
 
 /// Load of one served model on one backend, as last read from its `/metrics`.
 public struct BackendLoad: Equatable, Sendable {

@@ -3,6 +3,7 @@
 // (shared across worker processes, asynchronous over RedisConnection) implement it.
 // The cache stage's driver calls it; hits/misses are counted by the caller, not here.
 // Store failures are values (`.unavailable`, `false`), never throws (style I).
+import Reactor
 
 /// Result of a lookup.
 public enum CacheLookup: Equatable, Sendable {
@@ -46,20 +47,12 @@ extension CacheStore {
     }
 }
 
-/// Duration helpers shared by the stores (saturating, sub-second precision kept).
+/// Duration helper for the Redis store (saturating, sub-second precision kept); nanoseconds
+/// come from Reactor's `Duration.nanoseconds`.
 enum CacheTime {
-    static func nanos(_ d: Duration) -> UInt64 {
-        let (s, atto) = d.components
-        guard s >= 0, !(s == 0 && atto <= 0) else { return 0 }
-        let (whole, o) = UInt64(s).multipliedReportingOverflow(by: 1_000_000_000)
-        if o { return .max }
-        return whole.addingReportingOverflow(UInt64(atto / 1_000_000_000)).overflow ? .max
-            : whole + UInt64(atto / 1_000_000_000)
-    }
-
     /// Milliseconds, rounded up so a 1.0005 s TTL does not become 1 s.
     static func millisRoundingUp(_ d: Duration) -> UInt64 {
-        let n = nanos(d)
+        let n = d.nanoseconds
         return n == .max ? .max / 1_000_000 : (n + 999_999) / 1_000_000
     }
 }

@@ -3,6 +3,7 @@
 // head) plus a key → slot dictionary, so get/put/evict are O(1). Completions run synchronously.
 // Expiry uses the monotonic `now` passed in: fresh until T, stale until T + staleTTL, then gone.
 // Bounded by maxEntries and maxBytes (sum of body sizes); the least recently used go first.
+import Reactor
 
 public final class MemoryCacheStore: CacheStore {
     private struct Slot {
@@ -74,13 +75,13 @@ public final class MemoryCacheStore: CacheStore {
 
     @discardableResult
     public func store(_ key: String, _ value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool {
-        let ttlN = CacheTime.nanos(ttl)
+        let ttlN = ttl.nanoseconds
         guard ttlN > 0, maxEntries > 0, value.count <= maxBytes else {
             if let i = index[key] { remove(i) }  // never leave an older body behind a refused update
             return false
         }
         let fresh = now.addingReportingOverflow(ttlN).overflow ? UInt64.max : now + ttlN
-        let staleN = CacheTime.nanos(staleTTL)
+        let staleN = staleTTL.nanoseconds
         let stale = fresh.addingReportingOverflow(staleN).overflow ? UInt64.max : fresh + staleN
         if let i = index[key] {
             totalBytes += value.count - slots[i].value.count

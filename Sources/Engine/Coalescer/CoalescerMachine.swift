@@ -2,6 +2,7 @@
 // flights that run now, keyed by cache key; requests arrive, lead or follow, and leave; flights
 // start streaming and end. Each event returns the actions the CoalescerDriver performs (tell a
 // session to lead, to follow, to go live, what its flight's ending means for it, talk to Redis).
+// Pure: no imports, no I/O.
 //
 // The rules it exists for (issue 9), checked as invariants by the randomized tests:
 //   - A request joins a flight only while that flight runs: an ended flight leaves the table in

@@ -2,6 +2,7 @@
 // library only). Owned by whoever holds it (the per-process Metrics object, mutated on the loop);
 // rendered by PrometheusWriter. `observe` is a binary search plus three stores: no allocation
 // while the storage is uniquely referenced (a copy taken for rendering makes the next observe copy once).
+// Pure: no imports, no I/O.
 
 public struct Histogram: Sendable, Equatable {
     /// Finite, strictly increasing upper bounds (`le`); the implicit `+Inf` bucket is not listed.

@@ -4,6 +4,7 @@
 // Why not swift-prometheus 2.x: its registry assumes many threads (atomics per counter, a lock per
 // histogram observe and per registry access), while each Engine process has one loop and renders the
 // scrape on it; plain values plus this writer keep locks off the data path (style F), add no packages.
+// Pure: no imports, no I/O.
 
 public struct PrometheusWriter: Sendable {
     /// The exposition so far: complete families, each `# HELP`, `# TYPE`, then its samples.

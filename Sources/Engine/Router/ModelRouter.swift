@@ -3,6 +3,7 @@
 // large, as in the original §2.2). An explicit model is never re-routed; it is only checked
 // against the models the backends serve, once those lists are known. The driver supplies the
 // estimate (TokenEstimator) and the lookup; the result feeds the cache key and the pool.
+// Pure: no imports, no I/O.
 
 /// Where the router sends a request.
 public enum RouteDecision: Equatable, Sendable {

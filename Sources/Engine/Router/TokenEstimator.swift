@@ -3,6 +3,7 @@
 // PromptSize. Nothing here tokenizes: ~4 bytes per token is right for English BPE vocabularies and
 // errs high for CJK (3 bytes per character), which is the safe side for "route long prompts to
 // the large model". Token-id prompts are counted exactly.
+// Pure: no imports, no I/O.
 
 /// What was measured in a request body: text bytes, message count, and token ids given verbatim.
 public struct PromptSize: Equatable, Sendable {

@@ -161,7 +161,7 @@ public final class EngineRuntime {
         metricsListener?.close()
         metricsListener = nil
         frontend.drain()
-        let deadline = Loop.nowNanos() + Duration.nanosecondCount(validatedSeconds: config.server.drainTimeoutSeconds)
+        let deadline = Loop.nowNanos() + Duration.seconds(validated: config.server.drainTimeoutSeconds).nanoseconds
         let t = Timer(loop: loop)
         drainTimer = t
         t.onFire = { [unowned self] in

@@ -3,6 +3,7 @@
 // driver says which backends may take this request (model served, breaker available, admission)
 // and which were already tried; the selector spreads load by weight without bursts (3:1 → a a b a).
 // BackendID.index is the position in `weights`.
+// Pure: no imports, no I/O.
 
 public struct BackendSelector: Equatable, Sendable {
     /// Configured weights; a weight ≤ 0 means "never picked" (drained).

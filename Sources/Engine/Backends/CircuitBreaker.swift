@@ -3,6 +3,7 @@
 // Fixes original bug 20: HALF_OPEN lets exactly one probe through, and a probe that ends without
 // a verdict (client gone) frees its slot via `release()`. Transitions are returned, so the driver
 // logs and counts (`breaker_open`) once per change.
+// Pure: no imports, no I/O.
 
 public struct CircuitBreaker: Equatable, Sendable {
     public enum State: Equatable, Sendable {
@@ -119,13 +120,6 @@ public struct CircuitBreaker: Equatable, Sendable {
     }
 
     private func cooldownElapsed(since: UInt64, now: UInt64) -> Bool {
-        now >= since && now - since >= Self.nanos(cooldown)
-    }
-
-    static func nanos(_ d: Duration) -> UInt64 {
-        let (s, atto) = d.components
-        if s < 0 || (s == 0 && atto <= 0) { return 0 }
-        if s >= Int64(UInt64.max / 1_000_000_000) - 1 { return UInt64.max }
-        return UInt64(s) * 1_000_000_000 + UInt64(atto / 1_000_000_000)
+        now >= since && Duration.nanoseconds(now - since) >= cooldown
     }
 }
