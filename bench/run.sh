@@ -114,6 +114,25 @@ start_engine peng-off 0 false "$SIM"
 start_engine peng-on 0 true "$SIM"
 sleep 1  # every worker listening, every private redis-server up
 
+# The Engine must take the fixed answers as real ones (it checks a 200 body: a chat.completion for
+# a plain request, SSE ending in [DONE] for a stream) and cache them: MISS, then HIT. Stop otherwise.
+check_engine() { # NAME STREAM(true|false) WHAT-THE-BODY-MUST-HOLD
+    local body="{\"model\":\"sim-model\",\"messages\":[{\"role\":\"user\",\"content\":\"check $$ $1\"}],\"max_tokens\":16,\"temperature\":0,\"stream\":$2}"
+    local want
+    for want in MISS HIT; do
+        curl -s -D "$WORK/check.head" -o "$WORK/check.body" -H 'Content-Type: application/json' -d "$body" \
+            "http://127.0.0.1:${PORT[$1]}/v1/chat/completions"
+        if ! head -1 "$WORK/check.head" | grep -q " 200" || ! grep -qi "^x-cache: $want" "$WORK/check.head" \
+            || ! grep -q "$3" "$WORK/check.body"; then
+            echo "bench: $1 does not answer the fixed upstream as expected ($want, $3):" >&2
+            cat "$WORK/check.head" "$WORK/check.body" >&2
+            exit 1
+        fi
+    done
+}
+check_engine eng-on false '"object":"chat.completion"'
+check_engine seng-on true 'data: \[DONE\]'
+
 # What each target's CPU and memory figures count, for the report.
 for t in direct nginx haproxy eng-off eng-on eng1-on; do
     echo "$t $(python3 bench/proctree.py list "${ROOT[$t]}" | awk '{print $2}' | sort | uniq -c | awk '{printf "%s%s×%s", sep, $2, $1; sep=","}')"
