@@ -1,6 +1,9 @@
-"""Streaming probe for bench/run.sh: N concurrent SSE chat streams against a base URL; reports the
-time to first token (TTFT, first content chunk) and the gap between chunks, p50/p99."""
+"""Streaming probe for bench/run.sh: N concurrent SSE chat streams against HOST:PORT; reports the
+time to first token (TTFT, first content chunk) and the gap between chunks, p50/p99 and mean.
+Every stream's prompt is unique (pid, clock, index), so an Engine with the cache on misses and
+relays every stream through all its stages. Usage: stream_probe.py HOST PORT [STREAMS] [TOKENS]"""
 import json
+import os
 import socket
 import statistics
 import sys
@@ -10,15 +13,22 @@ import time
 host, port = sys.argv[1], int(sys.argv[2])
 n_streams = int(sys.argv[3]) if len(sys.argv) > 3 else 32
 tokens = int(sys.argv[4]) if len(sys.argv) > 4 else 64
-body = json.dumps({"model": "sim-model", "messages": [{"role": "user", "content": "stream please"}],
-                   "max_tokens": tokens, "stream": True}).encode()
-req = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+run_tag = f"{os.getpid()}-{time.time_ns()}"
+
+
+def request(i):
+    body = json.dumps({"model": "sim-model", "messages": [{"role": "user", "content": f"stream please {run_tag}-{i}"}],
+                       "max_tokens": tokens, "stream": True}).encode()
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
 ttft, gaps = [], []
 lock = threading.Lock()
 
 
-def one():
+def one(i):
+    req = request(i)
     s = socket.create_connection((host, port))
     t0 = time.perf_counter()
     s.sendall(req)
@@ -32,7 +42,6 @@ def one():
             break
         now = time.perf_counter()
         buf += d
-        n = buf.count(b'"content":"') - (1 if first is None and b'"role"' in buf else 0)
         while b"\n\n" in buf:
             ev, buf = buf.split(b"\n\n", 1)
             if b'"delta":{"content"' in ev:
@@ -50,7 +59,7 @@ def one():
     s.close()
 
 
-threads = [threading.Thread(target=one) for _ in range(n_streams)]
+threads = [threading.Thread(target=one, args=(i,)) for i in range(n_streams)]
 for t in threads:
     t.start()
 for t in threads:
@@ -63,4 +72,5 @@ def pct(xs, p):
 
 
 print(json.dumps({"streams": len(ttft), "ttft_p50_ms": pct(ttft, 50), "ttft_p99_ms": pct(ttft, 99),
-                  "gap_p50_ms": pct(gaps, 50), "gap_p99_ms": pct(gaps, 99)}))
+                  "gap_p50_ms": pct(gaps, 50), "gap_p99_ms": pct(gaps, 99),
+                  "gap_mean_ms": statistics.mean(gaps) * 1000 if gaps else float("nan")}))
