@@ -3,6 +3,7 @@
  * This is the only file that includes hiredis/adapters/libevent.h.
  */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <string.h>
 #include "CEventShim.h"
 #include <hiredis/adapters/libevent.h>
@@ -41,6 +42,12 @@ int ces_unsent_bytes(evutil_socket_t fd)
         return -1;
     }
     return n;
+}
+
+void ces_tune_malloc(void)
+{
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
 }
 
 size_t ces_rss_bytes(void)

@@ -1,5 +1,6 @@
 // engine-server: flags, config, one Loop, signals. No logic (style A).
 import ArgumentParser
+import CEventShim
 import Engine
 import Logging
 import Reactor
@@ -36,6 +37,7 @@ struct EngineServer: ParsableCommand {
         }
         var logger = Logger(label: "engine")
         logger.logLevel = Logger.Level(rawValue: cfg.server.logLevel) ?? .info
+        ces_tune_malloc()
         let loop = Loop()
         var n = workers ?? cfg.server.workers
         if n <= 0 { n = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
