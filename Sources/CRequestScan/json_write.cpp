@@ -91,7 +91,8 @@ void writeValue(std::string &out, dom::element e, bool sorted) {
     case dom::element_type::ARRAY: {
         out.push_back('[');
         bool first = true;
-        for (dom::element x : e.get_array().value_unsafe()) {
+        dom::array a = e.get_array().value_unsafe();  // a copy: value_unsafe() refers into a temporary
+        for (dom::element x : a) {
             if (!first) out.push_back(',');
             first = false;
             writeValue(out, x, sorted);

@@ -252,7 +252,8 @@ const char *rewrite(const uint8_t *body, size_t len, const char *model, size_t m
             wroteModel = true;
         } else if (includeUsage && field.key == "stream_options" && field.value.is_object()) {
             out.push_back('{');
-            for (auto opt : field.value.get_object().value_unsafe()) {
+            dom::object options = field.value.get_object().value_unsafe();  // a copy (see json_write.cpp)
+            for (auto opt : options) {
                 if (opt.key == "include_usage") continue;
                 rs::writeString(out, opt.key);
                 out.push_back(':');

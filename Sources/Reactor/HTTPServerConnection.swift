@@ -309,9 +309,12 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     /// a client that stops reading makes the Engine hold (docs/operations.md, "Slow clients").
     public static let streamKernelSendBuffer = 64 * 1024
 
-    /// Starts a chunked response (SSE). The head, the chunks and the end of a chunked response
-    /// leave at the end of the current callback (StreamSocket.flushSoon), together: a stream whose
-    /// head and events arrive in one upstream read costs one writev, not one per call.
+    /// Starts a chunked response (SSE). The head and the end leave at the end of the current
+    /// callback (StreamSocket.flushSoon), or with the next chunk, which is written at once: a stream
+    /// whose head and events arrive in one upstream read costs two writevs, not three. (Deferring
+    /// the chunks too made a reader with a 16 KiB receive window crawl at ~100-160 KB/s, with the
+    /// kernel refusing writes between retransmission-paced progress — test_slow_reader_backpressure;
+    /// why exactly is open, so chunks keep the immediate write.)
     public func writeChunkedHead(status: Int, headers: HTTPHeaders) {
         guard !isClosed else { return }
         responseIsChunked = true
@@ -330,7 +333,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         _ = evbuffer_add(out, crlf, 2)
         _ = evbuffer_add(out, bytes.baseAddress, bytes.count)
         _ = evbuffer_add(out, crlf, 2)
-        sock.flushSoon()
+        sock.flush()
     }
 
     /// Ends a chunked response. `close` forces the connection closed after the flush.

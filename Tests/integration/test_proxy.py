@@ -403,10 +403,15 @@ def test_slow_reader_backpressure_keeps_memory_bounded(sim_factory, engine_facto
     assert grown < 4 * 1024 * 1024, f"RSS grew by {grown} bytes while the client was not reading"
     s.settimeout(20)
     data = b""
+    t0 = time.monotonic()
     while not data.endswith(b"0\r\n\r\n"):
         chunk = s.recv(1 << 20)
         if not chunk:
             break
         data += chunk
+    took = time.monotonic() - t0
     s.close()
     assert b"data: [DONE]" in data and len(data) > 5_000_000
+    # Once it reads, a small-window reader gets the stream at loopback speed (~5 s here); writes
+    # deferred to the end of each callback once made it crawl at ~100 KB/s (90 s).
+    assert took < 40, f"{len(data)} bytes took {took:.1f} s to read
