@@ -414,4 +414,4 @@ def test_slow_reader_backpressure_keeps_memory_bounded(sim_factory, engine_facto
     assert b"data: [DONE]" in data and len(data) > 5_000_000
     # Once it reads, a small-window reader gets the stream at loopback speed (~5 s here); writes
     # deferred to the end of each callback once made it crawl at ~100 KB/s (90 s).
-    assert took < 40, f"{len(data)} bytes took {took:.1f} s to read
+    assert took < 40, f"{len(data)} bytes took {took:.1f} s to read"

@@ -467,9 +467,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 status = st
                 respond { c in
                     if st == 200 { self.writeStored(c, .json(body)); return }
-                    var h = self.responseHeaders()
-                    h.add("content-type", ct)
-                    self.writeResponse(c, status: st, headers: h, body: body)
+                    self.bytesOut += ResponseWriter.json(c, status: st, body, headers: self.responseHeaders(), contentType: ct)
                 }
             case .abandoned:
                 status = live ? 200 : 502
@@ -491,9 +489,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                         return
                     }
                     var h = self.responseHeaders()
-                    h.add("content-type", "application/json")
                     if let ra = retryAfter { h.add("retry-after", String(ra)) }
-                    self.writeResponse(c, status: st, headers: h, body: body)
+                    self.bytesOut += ResponseWriter.json(c, status: st, body, headers: h)
                 }
             }
         }
@@ -617,9 +614,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                     c.endChunked(close: st != 200)
                 }
             } else {
-                var h = responseHeaders()
-                h.add("content-type", ct)
-                respond { self.writeResponse($0, status: st, headers: h, body: answer) }
+                let h = responseHeaders()
+                respond { self.bytesOut += ResponseWriter.json($0, status: st, answer, headers: h, contentType: ct) }
             }
             // The client has its bytes; now tell the followers (maybe over Redis).
             leaderFinished(.buffered(status: st, contentType: ct, body: answer))
@@ -701,13 +697,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         return h
     }
 
-    private func sseHeaders() -> HTTPHeaders {
-        var h = responseHeaders()
-        h.add("content-type", "text/event-stream; charset=utf-8")
-        h.add("cache-control", "no-cache")
-        h.add("x-accel-buffering", "no")
-        return h
-    }
 
     private func wallMillis() -> UInt64 { UInt64(Loop.wallSeconds() * 1000) }
 
@@ -724,13 +713,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     // MARK: client writes (every body byte the client receives is counted in bytesOut)
 
-    private func writeResponse(_ c: HTTPServerConnection, status st: Int, headers: HTTPHeaders, body: [UInt8]) {
-        bytesOut += body.count
-        c.writeResponse(status: st, headers: headers, body: body)
-    }
-
     private func writeChunkedHead(_ c: HTTPServerConnection) {
-        c.writeChunkedHead(status: 200, headers: sseHeaders())
+        c.writeChunkedHead(status: 200, headers: ResponseWriter.sseHeaders(responseHeaders()))
     }
 
     private func writeChunk(_ bytes: UnsafeRawBufferPointer) {
@@ -761,15 +745,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     /// Writes an answer already in this client's form: SSE events, or a JSON body.
     private func writeReply(_ c: HTTPServerConnection, _ body: [UInt8]) {
-        if request.stream {
-            if !machine.clientHeadSent { writeChunkedHead(c) }
-            writeChunk(c, body)
-            c.endChunked()
-        } else {
-            var h = responseHeaders()
-            h.add("content-type", "application/json")
-            writeResponse(c, status: 200, headers: h, body: body)
-        }
+        bytesOut += ResponseWriter.answer(c, body, stream: request.stream, headers: responseHeaders(), headSent: machine.clientHeadSent)
     }
 
     // MARK: coalescing

@@ -220,13 +220,9 @@ public final class EngineRuntime {
     func writeError(_ err: EngineError, to c: HTTPServerConnection, requestId: String?, extra: HTTPHeaders? = nil,
                     counted: Bool = true) -> Int {
         var h = extra ?? HTTPHeaders()
-        h.add("content-type", "application/json")
         if extra == nil, let r = requestId { h.add("x-request-id", r) }
-        if let ra = err.retryAfterSeconds { h.add("retry-after", String(ra)) }
         if counted { metrics.recordStatus(err.status) }
-        let body = err.jsonBody
-        c.writeResponse(status: err.status, headers: h, body: body)
-        return body.count
+        return ResponseWriter.error(err, to: c, headers: h)
     }
 
     /// Idle session timers (a libevent event each), reused instead of one allocation per request.

@@ -213,18 +213,9 @@ final class Frontend: HTTPServerConnectionDelegate {
         if e.routed { h.add("x-routed-model", e.servedModel) }
         h.add("x-request-id", rid)
         h.add("x-cache", "HIT")
-        if e.stream {
-            h.add("content-type", "text/event-stream; charset=utf-8")
-            h.add("cache-control", "no-cache")
-            c.writeChunkedHead(status: 200, headers: h)
-            reply.withUnsafeBytes { c.writeChunk($0) }
-            c.endChunked()
-        } else {
-            h.add("content-type", "application/json")
-            c.writeResponse(status: 200, headers: h, body: reply)
-        }
+        let sent = ResponseWriter.answer(c, reply, stream: e.stream, headers: h)
         runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestId: rid, bytesIn: bytesIn,
-                                bytesOut: reply.count, startNanos: startNanos)
+                                bytesOut: sent, startNanos: startNanos)
     }
 
     /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template

@@ -1,0 +1,50 @@
+// ResponseWriter: the one place that writes the Engine's own complete responses to a client — a
+// stored or shared answer in the client's form (SSE events as a chunked stream, or a JSON body),
+// an OpenAI-style error — with the headers every such response carries. Used by the Frontend's
+// memo path, RequestSession's replays and deliveries, and EngineRuntime's error writer. Returns
+// the body bytes written (for the access log and metrics). Stateless; loop-confined callers.
+import Reactor
+
+enum ResponseWriter {
+    /// The head of every SSE response: `base` plus content type and no caching or buffering.
+    static func sseHeaders(_ base: HTTPHeaders) -> HTTPHeaders {
+        var h = base
+        h.add("content-type", "text/event-stream; charset=utf-8")
+        h.add("cache-control", "no-cache")
+        h.add("x-accel-buffering", "no")
+        return h
+    }
+
+    /// A whole answer already in the client's form: SSE events (`stream`; the chunked head unless
+    /// `headSent`, the events, the end) or a 200 JSON body.
+    @discardableResult
+    static func answer(_ c: HTTPServerConnection, _ body: [UInt8], stream: Bool, headers: HTTPHeaders,
+                       headSent: Bool = false) -> Int {
+        if stream {
+            if !headSent { c.writeChunkedHead(status: 200, headers: sseHeaders(headers)) }
+            body.withUnsafeBytes { c.writeChunk($0) }
+            c.endChunked()
+        } else {
+            json(c, status: 200, body, headers: headers)
+        }
+        return body.count
+    }
+
+    /// A JSON body with `status`.
+    @discardableResult
+    static func json(_ c: HTTPServerConnection, status: Int, _ body: [UInt8], headers: HTTPHeaders,
+                     contentType: String = "application/json") -> Int {
+        var h = headers
+        h.add("content-type", contentType)
+        c.writeResponse(status: status, headers: h, body: body)
+        return body.count
+    }
+
+    /// An OpenAI-style error (with Retry-After when it has one).
+    @discardableResult
+    static func error(_ err: EngineError, to c: HTTPServerConnection, headers: HTTPHeaders) -> Int {
+        var h = headers
+        if let ra = err.retryAfterSeconds { h.add("retry-after", String(ra)) }
+        return json(c, status: err.status, err.jsonBody, headers: h)
+    }
+}
