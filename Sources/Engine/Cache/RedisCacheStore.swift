@@ -1,10 +1,14 @@
 // RedisCacheStore: the CacheStore shared by every worker process, over one RedisConnection per loop.
 // Owns nothing but its script texts; the RedisConnection (and its hiredis context) belongs to the
-// caller, who connects and closes it. Atomicity comes from Lua run with EVALSHA (SCRIPT LOAD on
-// every connect, EVAL on NOSCRIPT). Layout under `namespace` (default "engine:cache"):
+// caller, who connects and closes it. A lookup is a plain GET (a hit then bumps its key with a
+// ZADD, sent without waiting); a store is one Lua script run with EVALSHA (SCRIPT LOAD on every
+// connect, EVAL on NOSCRIPT): write, bump, drop expired keys at the cold end, evict beyond max.
+// (Lookups were a script too: Redis spent ~16 µs per script call beyond the commands in it.)
+// Layout under `namespace` (default "engine:cache"):
 //   <ns>:v:<key>  "v1:<fresh-until wall ms>\n" + body, PEXPIRE = ttl + staleTTL (ms, rounded up)
-//   <ns>:lru      sorted set of keys scored by INCR <ns>:clock (a Redis-side counter, not a clock)
-// Standalone Redis only: the scripts touch value keys they are not passed (no Cluster slots).
+//   <ns>:lru      sorted set of keys scored by last use: wall-clock ms × 1000 + this store's
+//                 counter (an approximate LRU across processes, exact within one)
+// Standalone Redis only: the script touches value keys it is not passed (no Cluster slots).
 import CEventShim
 import Reactor
 
@@ -13,26 +17,13 @@ public final class RedisCacheStore: CacheStore {
     public let namespace: String
     public let maxEntries: Int
     private let lruKey: String
-    private let clockKey: String
     private let valuePrefix: String
 
-    /// Read and bump: a hit moves the key to the top of the LRU; a miss removes a ghost member
-    /// (value expired, member still in the set).
-    static let getScript = """
-        local v = redis.call('GET', KEYS[1])
-        if not v then
-          redis.call('ZREM', KEYS[2], ARGV[1])
-          return false
-        end
-        redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
-        return v
-        """
-
-    /// Write, bump, clean up to two ghosts at the cold end, then evict the coldest beyond max.
-    /// ARGV: member, blob, px, max entries, value key prefix.
+    /// Write, bump, clean up to two ghosts (members whose value expired) at the cold end, then
+    /// evict the coldest beyond max. ARGV: member, blob, px, max entries, value key prefix, score.
     static let putScript = """
         redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-        redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+        redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
         local cold = redis.call('ZRANGE', KEYS[2], 0, 1)
         for i = 1, #cold do
           if redis.call('EXISTS', ARGV[5] .. cold[i]) == 0 then
@@ -51,27 +42,34 @@ public final class RedisCacheStore: CacheStore {
         return 0
         """
 
-    static let get = RedisScript(getScript)
     static let put = RedisScript(putScript)
+    /// Orders this store's bumps within one millisecond.
+    private var bumps: UInt64 = 0
 
     public init(connection: RedisConnection, maxEntries: Int, namespace: String = "engine:cache") {
         self.connection = connection
         self.maxEntries = max(1, maxEntries)
         self.namespace = namespace
         lruKey = namespace + ":lru"
-        clockKey = namespace + ":clock"
         valuePrefix = namespace + ":v:"
-        Self.get.register(on: connection)
         Self.put.register(on: connection)
     }
 
     public func valueKey(_ key: String) -> String { valuePrefix + key }
 
     public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
-        let keys = [valueKey(key), lruKey, clockKey].map { Array($0.utf8) }
-        Self.get.run(on: connection, keys: keys, args: [Array(key.utf8)]) { v in
-            completion(Self.lookup(from: v, wallMillis: wallMillis))
+        let score = lruScore(wallMillis)
+        connection.send(["GET", valueKey(key)]) { [lruKey, connection] v in
+            let lookup = Self.lookup(from: v, wallMillis: wallMillis)
+            if lookup.body != nil { connection.send(["ZADD", lruKey, score, key]) { _ in } }
+            completion(lookup)
         }
+    }
+
+    /// Wall-clock ms × 1000 plus a counter: later uses score higher (within one process exactly).
+    private func lruScore(_ wallMillis: UInt64) -> String {
+        bumps &+= 1
+        return String(wallMillis &* 1000 &+ bumps % 1000)
     }
 
     public func getStale(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
@@ -91,8 +89,8 @@ public final class RedisCacheStore: CacheStore {
         var blob = Array("v1:\(wallMillis &+ ttlMs)\n".utf8)
         blob.append(contentsOf: value)
         let args: [[UInt8]] = [Array(key.utf8), blob, Array(String(totalMs).utf8), Array(String(maxEntries).utf8),
-                               Array(valuePrefix.utf8)]
-        Self.put.run(on: connection, keys: [valueKey(key), lruKey, clockKey].map { Array($0.utf8) }, args: args) { v in
+                               Array(valuePrefix.utf8), Array(lruScore(wallMillis).utf8)]
+        Self.put.run(on: connection, keys: [valueKey(key), lruKey].map { Array($0.utf8) }, args: args) { v in
             if case .int = v { completion?(true) } else { completion?(false) }
         }
         // Read your writes across processes: the store reaches Redis before the caller answers
