@@ -46,7 +46,9 @@ public final class RedisCacheStore: CacheStore {
     /// Orders this store's bumps within one millisecond.
     private var bumps: UInt64 = 0
 
-    public init(connection: RedisConnection, maxEntries: Int, namespace: String = "engine:cache") {
+    public init(connection: RedisConnection, maxEntries: Int, namespace: String = "engine:cache",
+                near: MemoryCacheStore? = nil) {
+        self.near = near
         self.connection = connection
         self.maxEntries = max(1, maxEntries)
         self.namespace = namespace
@@ -57,10 +59,35 @@ public final class RedisCacheStore: CacheStore {
 
     public func valueKey(_ key: String) -> String { valuePrefix + key }
 
+    /// This process's copies of fresh entries it read or wrote (nil: none), so a repeat is answered
+    /// without a round trip. A copy lives until the entry's freshness ends or `nearMaxAge`, whichever
+    /// is first, so an entry removed from Redis (evicted, or the database flushed) is served from
+    /// here for at most that long. Bounded by entries and bytes; the least recently used go first.
+    public let near: MemoryCacheStore?
+    public static let nearMaxAge: Duration = .seconds(10)
+    /// A hit from the near copy bumps the shared LRU one time in this many (the rest are local).
+    static let nearBumpEvery: UInt64 = 16
+    private var nearHits: UInt64 = 0
+
     public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
         let score = lruScore(wallMillis)
-        connection.send(["GET", valueKey(key)]) { [lruKey, connection] v in
-            let lookup = Self.lookup(from: v, wallMillis: wallMillis)
+        if let near, case .fresh(let body) = near.lookup(key, now: now, touch: true) {
+            nearHits &+= 1
+            if nearHits % Self.nearBumpEvery == 0 { connection.send(["ZADD", lruKey, score, key]) { _ in } }
+            completion(.fresh(body))
+            return
+        }
+        connection.send(["GET", valueKey(key)]) { [lruKey, connection, near] v in
+            var lookup = CacheLookup.unavailable
+            if case .string(let blob) = v, let parsed = Self.decode(blob) {
+                lookup = wallMillis < parsed.freshUntil ? .fresh(parsed.body) : .stale(parsed.body)
+                if case .fresh = lookup, let near {
+                    let left = Duration.milliseconds(Int64(clamping: parsed.freshUntil - wallMillis))
+                    near.store(key, parsed.body, ttl: min(left, Self.nearMaxAge), staleTTL: .zero, now: now)
+                }
+            } else {
+                lookup = Self.lookup(from: v, wallMillis: wallMillis)
+            }
             if lookup.body != nil { connection.send(["ZADD", lruKey, score, key]) { _ in } }
             completion(lookup)
         }
@@ -86,6 +113,7 @@ public final class RedisCacheStore: CacheStore {
             return
         }
         let totalMs = max(1, ttlMs &+ CacheTime.millisRoundingUp(staleTTL))
+        near?.store(key, value, ttl: min(ttl, Self.nearMaxAge), staleTTL: .zero, now: now)
         var blob = Array("v1:\(wallMillis &+ ttlMs)\n".utf8)
         blob.append(contentsOf: value)
         let args: [[UInt8]] = [Array(key.utf8), blob, Array(String(totalMs).utf8), Array(String(maxEntries).utf8),

@@ -84,7 +84,13 @@ public final class EngineRuntime {
                 let timeout = Duration.seconds(validated: config.redis.socketTimeoutSeconds)
                 let conn = RedisConnection(loop: loop, url: u, commandTimeout: timeout, connectTimeout: max(timeout, .milliseconds(500)))
                 redis = conn
-                cache = RedisCacheStore(connection: conn, maxEntries: config.cache.maxSize)
+                // Near copies of fresh entries (RedisCacheStore.near): a repeat costs no round trip.
+                // At most an eighth of the shared cache, so what a process keeps near is among the
+                // most recently used and the shared LRU stays what decides eviction (none for a
+                // cache smaller than 8 entries); at most 4,096 entries and 32 MiB a process.
+                let nearEntries = min(config.cache.maxSize / 8, 4096)
+                let near = nearEntries > 0 ? MemoryCacheStore(maxEntries: nearEntries, maxBytes: 32 << 20) : nil
+                cache = RedisCacheStore(connection: conn, maxEntries: config.cache.maxSize, near: near)
                 RemoteFlightPublisher.registerScripts(on: conn)
             }
             hitMemo = HitMemo(capacity: max(1024, 4 * config.cache.maxSize))

@@ -203,6 +203,30 @@ struct RedisCacheStoreLiveTests {
             == .array(["keep", "new"].map { .string(Array($0.utf8)) }))
     }
 
+    @Test func nearCopiesAnswerWithoutRedisOnlyWhileFresh() {
+        let loop = Loop()
+        let conn = connect(loop)
+        defer { conn.close() }
+        let ns = namespace("near")
+        let near = MemoryCacheStore(maxEntries: 16)
+        let s = Sync(loop: loop, store: RedisCacheStore(connection: conn, maxEntries: 10, namespace: ns, near: near))
+        let plain = Sync(loop: loop, store: RedisCacheStore(connection: conn, maxEntries: 10, namespace: ns))
+        let w = wallMillis()
+        #expect(s.put("k", [7], ttl: .milliseconds(300), stale: .seconds(5), wall: w) == true)
+        #expect(s.raw(["DEL", plain.store.valueKey("k")]) == .int(1))
+        #expect(plain.get("k", wall: w) == .miss, "gone from Redis")
+        #expect(s.get("k", wall: w) == .fresh([7]), "the near copy answers, no round trip")
+        // Read from Redis by another store: its near copy starts with that read.
+        #expect(plain.put("r", [8], ttl: .seconds(30), wall: w) == true)
+        #expect(s.get("r", wall: w) == .fresh([8]))
+        #expect(s.raw(["DEL", plain.store.valueKey("r")]) == .int(1))
+        #expect(s.get("r", wall: w) == .fresh([8]))
+        // Past its freshness the copy is gone: Redis decides (here: stale, then nothing).
+        #expect(s.put("f", [9], ttl: .milliseconds(100), stale: .seconds(5), wall: w) == true)
+        sleepLoop(loop, .milliseconds(150))
+        #expect(s.get("f", wall: wallMillis()) == .stale([9]))
+    }
+
     @Test func noscriptFallsBackToEval() {
         let loop = Loop()
         let conn = connect(loop)
