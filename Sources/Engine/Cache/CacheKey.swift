@@ -4,7 +4,7 @@
 // parse that validates the request (OpenAIRequest.canonicalDigest): the body minus the fields that
 // do not change the output (stream, stream_options, user, model), object keys sorted at every
 // depth, compact. Every variable-length field is length-prefixed, so no two inputs run together.
-// Pure: no I/O.
+// Pure: no imports, no I/O.
 
 public enum CacheKey {
     /// Top-level fields left out of the canonical form (CRequestScan's `canonical` names the same):

@@ -8,6 +8,7 @@
 //   "J" body                                   a complete JSON answer
 //   "S" n:u32 (start:u32 end:u32)×n events     SSE events; the n ranges are usage-only chunks
 // Integers are big-endian. Anything else (an older format, garbage) decodes to nil: a miss.
+// Pure: no imports, no I/O.
 
 /// A stream's events as relayed, and where its usage-only chunks are (clients that did not ask
 /// for usage get the events without them).

@@ -5,6 +5,7 @@
 // (the Engine always asks vLLM for usage; clients that did not ask do not get that chunk).
 // Events after [DONE] are dropped. Pure value: no I/O. Lines end in LF or CRLF; an empty line
 // ends an event.
+// Pure: no imports, no I/O.
 
 public struct SSEEventScanner: Sendable {
     /// Bytes of the event whose end has not arrived yet.

@@ -5,6 +5,7 @@
 // for the cache and plain followers (events as relayed, usage chunks noted, bounded); the usage
 // counts; and whether the stream broke (an event that is not SSE JSON, or too long).
 // Backpressure (pause the upstream while the client is slow) is RequestMachine's decision.
+// Pure: no imports, no I/O.
 
 struct StreamRelay {
     /// Past this the stream is still relayed, but not recorded: not cached, not shared as whole.
