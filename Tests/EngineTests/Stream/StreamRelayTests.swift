@@ -35,7 +35,7 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
     func aReadsEventsGoOutWholeAndOnce(step: Int) {
         let (r, client, flight, reads) = relay(whole, step: step)
         #expect(flight == whole, "followers get every event, usage included")
-        #expect(client == whole.replacingOccurrences(of: usageChunk, with: ""), "this client did not ask for usage")
+        #expect(client == whole.replacing(usageChunk, with: ""), "this client did not ask for usage")
         #expect(reads.allSatisfy { $0 == .relay })
         #expect(r.usage == UpstreamJSON.Usage(prompt: 3, completion: 2))
         #expect(r.sawDone && !r.sawError)
@@ -57,7 +57,7 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
         let a = try #require(r.answer)
         #expect(String(decoding: a.events, as: UTF8.self) == whole)
         #expect(a.usageRanges.count == 1)
-        #expect(String(decoding: a.events(includeUsage: false), as: UTF8.self) == whole.replacingOccurrences(of: usageChunk, with: ""))
+        #expect(String(decoding: a.events(includeUsage: false), as: UTF8.self) == whole.replacing(usageChunk, with: ""))
         #expect(a.events(includeUsage: true) == a.events)
         let body = try #require(a.completeBody().map { String(decoding: $0, as: UTF8.self) })
         #expect(body.contains(#""content":"Hi!""#) && body.contains(#""object":"chat.completion""#))
@@ -121,17 +121,5 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
     ])
     func anythingElseIsAMiss(_ raw: String) {
         #expect(StoredAnswer.decode(Array(raw.utf8)) == nil)
-    }
-}
-
-extension String {
-    fileprivate func replacingOccurrences(of a: String, with b: String) -> String {
-        var out = ""
-        var rest = Substring(self)
-        while let r = rest.firstRange(of: a) {
-            out += rest[..<r.lowerBound] + b
-            rest = rest[r.upperBound...]
-        }
-        return out + rest
     }
 }
