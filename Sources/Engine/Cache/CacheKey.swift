@@ -7,11 +7,6 @@
 // Pure: no imports, no I/O.
 
 public enum CacheKey {
-    /// Top-level fields left out of the canonical form (CRequestScan's `canonical` names the same):
-    /// they change the framing or bookkeeping, not the generated tokens. `model` is replaced by the
-    /// served model, so aliases share entries.
-    static let ignoredFields = ["stream", "stream_options", "user", "model"]
-
     public static func make(kind: EndpointKind, servedModel: String, canonicalDigest: [UInt8], tenant: String?) -> String {
         var bytes: [UInt8] = Array("engine-cache-v2".utf8)
         bytes.append(kind == .chat ? 1 : 2)

@@ -78,15 +78,10 @@ public final class RedisCacheStore: CacheStore {
             return
         }
         connection.send(["GET", valueKey(key)]) { [lruKey, connection, near] v in
-            var lookup = CacheLookup.unavailable
-            if case .string(let blob) = v, let parsed = Self.decode(blob) {
-                lookup = wallMillis < parsed.freshUntil ? .fresh(parsed.body) : .stale(parsed.body)
-                if case .fresh = lookup, let near {
-                    let left = Duration.milliseconds(Int64(clamping: parsed.freshUntil - wallMillis))
-                    near.store(key, parsed.body, ttl: min(left, Self.nearMaxAge), staleTTL: .zero, now: now)
-                }
-            } else {
-                lookup = Self.lookup(from: v, wallMillis: wallMillis)
+            let (lookup, freshUntil) = Self.read(v, wallMillis: wallMillis)
+            if case .fresh(let body) = lookup, let near {
+                let left = Duration.milliseconds(Int64(clamping: freshUntil - wallMillis))
+                near.store(key, body, ttl: min(left, Self.nearMaxAge), staleTTL: .zero, now: now)
             }
             if lookup.body != nil { connection.send(["ZADD", lruKey, score, key]) { _ in } }
             completion(lookup)
@@ -135,13 +130,16 @@ public final class RedisCacheStore: CacheStore {
     // MARK: - Helpers
 
     /// Decodes a stored blob; anything unexpected is a miss (a foreign or corrupt value).
-    static func lookup(from v: RedisValue, wallMillis: UInt64) -> CacheLookup {
+    static func lookup(from v: RedisValue, wallMillis: UInt64) -> CacheLookup { read(v, wallMillis: wallMillis).lookup }
+
+    /// The lookup, and (for a stored value) the wall-clock ms its freshness ends (else 0).
+    static func read(_ v: RedisValue, wallMillis: UInt64) -> (lookup: CacheLookup, freshUntil: UInt64) {
         switch v {
-        case .null: return .miss
+        case .null: return (.miss, 0)
         case .string(let blob):
-            guard let parsed = decode(blob) else { return .miss }
-            return wallMillis < parsed.freshUntil ? .fresh(parsed.body) : .stale(parsed.body)
-        default: return .unavailable
+            guard let parsed = decode(blob) else { return (.miss, 0) }
+            return (wallMillis < parsed.freshUntil ? .fresh(parsed.body) : .stale(parsed.body), parsed.freshUntil)
+        default: return (.unavailable, 0)
         }
     }
 

@@ -407,6 +407,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private func goLive(_ recorded: [UInt8]) {
         guard case .follower(live: false) = role, request.stream, let c = client else { return }
         role = .follower(live: true)
+        // The flight's events are only split for this client here: nothing to record.
+        relay = StreamRelay(includeUsage: request.includeUsage, records: false, maxEventBytes: runtime.config.vllm.maxEventBytes)
         status = 200
         firstByteNanos = Loop.nowNanos()
         writeChunkedHead(c)
