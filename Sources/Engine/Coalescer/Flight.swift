@@ -50,7 +50,7 @@ final class Flight {
     }
 
     /// The answer a flight ended with, as handed to each follower.
-    enum Outcome {
+    enum Outcome: Equatable {
         /// A whole non-SSE answer (status, content type, body).
         case buffered(status: Int, contentType: String, body: [UInt8])
         /// The stream ended with [DONE]; its events when they are a whole answer (nil: followers

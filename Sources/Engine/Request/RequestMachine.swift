@@ -1,19 +1,29 @@
-// RequestMachine: the life of one proxied generation request, as a pure value (style B).
-// Events in (backend chosen, upstream head/body/end/failure, client gone or drained, timer
-// fired), one Action out; RequestSession performs it. No I/O, no clock, no logging here.
+// RequestMachine: the life of one generation request, as a pure value (style B). Every fact —
+// the cache's answer, the coalescer's decision, admission, the backend chosen, the upstream head,
+// each upstream read, its end or failure, a timer, the client leaving or draining — is an Event;
+// `handle` returns the one Action the driver (RequestSession) performs. The machine decides
+// everything a request's answer depends on: which stage comes next, what each upstream read
+// relays (StreamRelay), what the client is sent in the end (a Reply), what is stored in the cache,
+// what the flight's followers get, and how the exchange is judged by the breaker. No I/O, no
+// clock, no logging here.
 //
 //   client ─▶ auth ─▶ parse ─▶ router ─▶ cache ─▶ coalescer ─▶ admission ─▶ pool/breaker ─▶ vLLM
 //                                 │          │hit        │follower       │429         │none
 //                                 ▼404       ▼replay     ▼attach         ▼            ▼ fallback model
 //                                                                                     → stale cache → 503
-//   This machine is the last box: it owns the upstream exchange and the relay back:
-//
-//   pickingBackend ─chosen─▶ awaitingHead ─head(SSE 200)─▶ streaming ─end─▶ finished(--)
-//        ▲  │none                │  │head(other)              │ fail/timeout ─▶ finished(SD/sD) + SSE error
-//        │  ▼                    │  ▼                          │ client gone  ─▶ finished(CD)
-//        │ finished(503)         │ buffering ─end─▶ finished(--) (relay status + body)
-//        │                       │  │ fail/5xx/timeout (retryable, attempts left)
-//        └──────── backoff ◀─────┴──┘         (no attempts left ─▶ finished(502/504))
+//   received ─▶ lookingUpCache ─hit─▶ finished (replay)
+//      │             │miss
+//      ▼             ▼
+//   joiningFlight ─follow─▶ following ─ended─▶ finished (the flight's answer, in this client's form)
+//      │lead/alone              │source lost before anything was sent ─▶ joiningFlight
+//      ▼
+//   admitting ─▶ pickingBackend ─chosen─▶ awaitingHead ─head(SSE 200)─▶ streaming ─end─▶ finished
+//                  ▲  │none                │  │head(other)                │ fail/timeout ─▶ finished + SSE error
+//                  │  ▼                    │  ▼                           │ client gone  ─▶ finished(CD)
+//                  │ fallback/stale/503    │ buffering ─end─▶ finished (status + body relayed)
+//                  │                       │  │ fail/5xx/timeout (retryable, attempts left)
+//                  └──────── backoff ◀─────┴──┘         (no attempts left ─▶ fallback, stale, 502/504)
+// Pure: no imports, no I/O.
 
 /// Identifies a backend in the pool (an index into the configured instances).
 public struct BackendID: Hashable, Sendable, CustomStringConvertible {
@@ -40,6 +50,8 @@ public enum UpstreamFailure: Equatable, Sendable {
     /// served earlier exchanges (a keep-alive race, always safe to retry).
     case closed(reused: Bool)
     case malformed
+    /// A stream event that cannot be relayed (invalid JSON or UTF-8, too long): the stream broke.
+    case invalidEvent
 }
 
 public enum TimerKind: Equatable, Sendable {
@@ -47,28 +59,45 @@ public enum TimerKind: Equatable, Sendable {
     case backoff
 }
 
-public struct RequestMachine: Sendable {
-    public struct Policy: Sendable, Equatable {
+/// The X-Cache outcome of a request.
+enum CacheOutcome: String, Equatable {
+    case hit = "HIT", miss = "MISS", stale = "STALE", bypass = "BYPASS"
+}
+
+struct RequestMachine {
+    typealias FlightID = CoalescerMachine.FlightID
+
+    struct Policy: Equatable {
         /// Total upstream attempts (1 + vllm.retry_count).
-        public var maxAttempts: Int
-        public var backoff: Duration
+        var maxAttempts: Int
+        var backoff: Duration
         /// vllm.timeout_seconds: until the whole buffered response, or between stream chunks.
-        public var upstreamTimeout: Duration
+        var upstreamTimeout: Duration
         /// Ask admission control (KV pressure) before the first attempt.
-        public var usesAdmission: Bool
+        var usesAdmission: Bool
         /// The model to try when the requested model's pool cannot serve (nil: none, or the same).
-        public var fallbackModel: String?
+        var fallbackModel: String?
         /// Whether a stale cache entry may answer when every backend failed.
-        public var canUseStale: Bool
-        /// Whether the client asked for a stream (queued streams get `: queued` comments).
-        public var isStream: Bool
+        var canUseStale: Bool
+        /// Whether the client asked for a stream (an SSE answer is only valid then).
+        var isStream: Bool
+        var kind: EndpointKind = .chat
+        /// The client asked for the usage chunk (else it is relayed to followers only).
+        var includeUsage = false
         /// Look the response cache up first (a cacheable request without Cache-Control: no-cache).
-        public var lookupCache: Bool = false
+        var lookupCache = false
+        /// Store a complete 200 answer (cache.enabled, cacheable, no Cache-Control: no-store).
+        var storesAnswer = false
         /// Ask the coalescer (single-flight, in this process and across processes) before calling
         /// upstream: it says lead, follow, or go alone.
-        public var coalesce: Bool = false
-        public init(maxAttempts: Int, backoff: Duration, upstreamTimeout: Duration, usesAdmission: Bool = false,
-                    fallbackModel: String? = nil, canUseStale: Bool = false, isStream: Bool = false) {
+        var coalesce = false
+        /// May lead a flight others follow (then a stream is recorded for them).
+        var mayLead = false
+        /// vllm.max_event_bytes: an SSE event longer than this breaks the stream.
+        var maxEventBytes = 1 << 20
+
+        init(maxAttempts: Int, backoff: Duration, upstreamTimeout: Duration, usesAdmission: Bool = false,
+             fallbackModel: String? = nil, canUseStale: Bool = false, isStream: Bool = false) {
             self.maxAttempts = max(1, maxAttempts)
             self.backoff = backoff
             self.upstreamTimeout = upstreamTimeout
@@ -79,14 +108,14 @@ public struct RequestMachine: Sendable {
         }
     }
 
-    public struct Attempts: Sendable, Equatable {
-        public var count = 0
-        public var tried: [BackendID] = []
+    struct Attempts: Equatable {
+        var count = 0
+        var tried: [BackendID] = []
         /// The last retryable failure, reported if attempts run out.
-        public var lastError: EngineError?
+        var lastError: EngineError?
     }
 
-    enum State: Sendable, Equatable {
+    enum State: Equatable {
         /// Created; nothing asked yet. Next: lookingUpCache, joiningFlight, admitting, pickingBackend.
         case received
         /// Waiting for the response cache. Next: finished (hit), joiningFlight, admitting, pickingBackend.
@@ -94,7 +123,7 @@ public struct RequestMachine: Sendable {
         /// Asking the coalescer whether an identical request is in flight. Next: following, admitting, pickingBackend.
         case joiningFlight
         /// Attached to an identical request in flight; its answer will be ours. Next: finished,
-        /// joiningFlight (the flight's source vanished before sending anything: look again).
+        /// joiningFlight (the flight ended without an answer this client can use: look again).
         case following
         /// Waiting in admission control's queue (KV pressure). Next: awaitingHead, finished.
         case admitting
@@ -105,8 +134,8 @@ public struct RequestMachine: Sendable {
         /// Request sent; waiting for the response head. Next: buffering, streaming, backoff, finished.
         case awaitingHead(Attempts, BackendID)
         /// A non-SSE response is being collected to be relayed whole. Next: backoff, finished.
-        case buffering(Attempts, BackendID, status: Int)
-        /// SSE head sent to the client; chunks relayed as they come. Next: finished.
+        case buffering(Attempts, BackendID, status: Int, contentType: String)
+        /// SSE head sent to the client; whole events relayed as they come. Next: finished.
         case streaming(BackendID, paused: Bool)
         /// Waiting `policy.backoff` before the next attempt. Next: pickingBackend, finished.
         case backoff(Attempts)
@@ -114,75 +143,210 @@ public struct RequestMachine: Sendable {
         case finished(Termination)
     }
 
-    public enum Action: Equatable, Sendable {
-        /// Look the cache up; answer with `cacheLookedUp`.
+    /// This request's part in single-flight (orthogonal to `state`).
+    enum Role: Equatable {
+        case none
+        /// Asked the coalescer; waiting for lead / follow / alone.
+        case asking
+        /// Calls upstream for the flight; `headless` once its own client left (it goes on for
+        /// the followers).
+        case leading(FlightID, headless: Bool)
+        /// `live`: relaying the flight's stream as it comes.
+        case following(live: Bool)
+    }
+
+    /// Everything the driver may tell the machine.
+    enum Event {
+        case start
+        case cacheAnswered(CacheLookup)
+        case staleAnswered(CacheLookup)
+        case flight(FlightEvent)
+        /// Whole events of the flight's stream (a live follower), copied because they arrived
+        /// while another event was being handled.
+        case flightEvents([UInt8])
+        case admitted(BackendID)
+        case admissionFoundNoBackend
+        case admissionRejected(retryAfterSeconds: Int)
+        case admissionKeepAlive
+        case backendChosen(BackendID?)
+        case upstreamHead(status: Int, contentType: String?, contentLength: Int?)
+        /// Body bytes (copied because they arrived while another event was being handled).
+        case upstreamBody([UInt8])
+        case upstreamEnd
+        case upstreamFailed(UpstreamFailure)
+        case timerFired(TimerKind)
+        case clientClosed
+        case clientDrained
+    }
+
+    /// What the coalescer tells a request (CoalescerDriver → the session's queue).
+    enum FlightEvent {
+        /// Call upstream for the flight (followers get the answer through the coalescer).
+        case lead(FlightID)
+        /// Call upstream outside any flight.
+        case alone
+        /// Follow; `live`: start the SSE stream with `recorded` now, then relay events as they come.
+        case follow(live: Bool, recorded: [UInt8])
+        case goLive(recorded: [UInt8])
+        case ended(FlightDelivery)
+        /// The source vanished before sending anything: ask the coalescer again.
+        case rejoin
+        /// Our client left but followers remain: keep the upstream call going for them.
+        case continueHeadless
+        /// Our client left and nobody follows: abort.
+        case abort
+    }
+
+    enum FlightDelivery {
+        case endLive
+        case failLive(errorBody: [UInt8])
+        case answer(Flight.Outcome)
+    }
+
+    /// What the client is sent at the end (written once; the response is then complete).
+    enum Reply: Equatable {
+        /// A whole answer already in the client's form: SSE events (after the head unless it went
+        /// out already) or a 200 JSON body.
+        case answer([UInt8])
+        /// A JSON body with this status (a relayed upstream answer or error).
+        case json(status: Int, body: [UInt8], contentType: String, retryAfter: Int?)
+        /// An OpenAI-style JSON error.
+        case error(EngineError)
+        /// The end of the SSE stream already under way.
+        case endStream
+        /// These last bytes on the SSE stream, then its end (`close`: and the connection's).
+        case lastEvents([UInt8], close: Bool)
+    }
+
+    /// The request's last action: everything that happens when it ends, in the driver's order:
+    /// timer off, the breaker's verdict, the upstream connection kept or closed, the admission
+    /// queue left, the answer stored, the reply written, the flight told, the request logged.
+    struct Finish: Equatable {
+        enum Verdict: Equatable {
+            /// 2xx–4xx (a client's error is not the backend's).
+            case success
+            case failure
+            /// The client left: no verdict (a half-open probe is released).
+            case noVerdict
+        }
+        /// Return the connection to the backend's pool (a whole response read), else close it.
+        var reuseUpstream = false
+        var verdict: Verdict = .noVerdict
+        var leaveQueue = false
+        var store: StoredAnswer?
+        /// Nil: the client is gone.
+        var reply: Reply?
+        /// When this request leads a flight: what its followers get.
+        var flight: FlightID?
+        var outcome: Flight.Outcome?
+        /// Leave the coalescer (asked it, or followed without being delivered).
+        var leaveFlight = false
+    }
+
+    /// How a read of the stream is relayed (the events are in `relay`).
+    struct Forward: Equatable {
+        /// Pause reading the upstream (the client is slow); no upstream deadline while paused.
+        var pause = false
+        /// Re-arm the upstream deadline (a read arrived and reading goes on).
+        var rearm = false
+        /// The read held an event that cannot be relayed: after writing the events before it,
+        /// report the stream broken (`upstreamFailed(.invalidEvent)`).
+        var broken = false
+    }
+
+    enum Action: Equatable {
+        /// Look the cache up; answer with `cacheAnswered`.
         case lookupCache
-        /// Answer from the fresh cache entry the driver holds (X-Cache: HIT).
-        case replayCached
-        /// Ask the coalescer to lead, follow or go alone; answer with `flightJoined`.
+        /// Ask the coalescer to lead, follow or go alone; answer with `flight(...)`.
         case joinFlight
-        /// Deliver what the flight we followed produced (X-Coalesced: true).
-        case deliverFromFlight
-        /// Stop following (the client went away); the leader and other followers carry on.
-        case leaveFlight
+        /// Our client left while we lead: tell the coalescer (it answers continueHeadless or abort).
+        case leaderLeft
         /// Ask admission control for a backend; answer with admitted/queued/admissionRejected.
         case requestAdmission
-        /// A queued request's keepalive: for a stream, write `: queued` (after the SSE head when
-        /// `writeHead`, the first time).
+        /// A queued stream's keepalive: write `: queued` (after the SSE head when `writeHead`).
         case sendQueuedComment(writeHead: Bool)
-        /// Leave the admission queue (the client went away while queued).
-        case leaveQueue
-        /// The requested model's pool cannot serve: rewrite the request to this model, then pick a
-        /// backend of its pool and call `backendChosen`.
-        case fallBackToModel(String)
-        /// Ask the cache for a stale entry of this request; answer with `staleLookedUp`.
-        case lookupStale
-        /// Answer from the stale entry the driver holds (X-Cache: STALE); return nothing upstream.
-        case replayStale
-        /// Ask the pool for a backend not in `excluding` (preferably), then call `backendChosen`.
-        case pickBackend(excluding: [BackendID])
+        /// Ask the pool for a backend of `model`'s pool not in `excluding` (preferably);
+        /// `fallBack`: this is the fallback model (rewrite the request to it first; the current
+        /// attempt failed). Answer with `backendChosen`.
+        case pickBackend(excluding: [BackendID], fallBackTo: String?)
         /// Open (or reuse) a connection to the backend, send the request, arm the upstream timer.
         case sendUpstream(BackendID, timeout: Duration)
-        /// Keep the body bytes just received (buffered response).
-        case bufferBody
-        /// Write the client the SSE head (status 200, text/event-stream), re-arm the upstream timer.
-        case startStream(timeout: Duration)
-        /// Write the bytes just received as one chunk; re-arm the upstream timer; pause reading the
-        /// upstream when `pauseUpstream` (the client is slow).
-        case forwardChunk(pauseUpstream: Bool, timeout: Duration)
-        case resumeUpstream
-        /// Relay the buffered response (status, body); return the connection to the pool.
-        case respondBuffered(status: Int)
-        /// End the chunked SSE response; return the connection to the pool.
-        case finishStream
-        /// Close the upstream connection, then wait `after` and call `backoffElapsed`.
+        /// Write the client the SSE head unless `writeHead` is false (it went out while queued);
+        /// re-arm the upstream timer; a leader tells its flight the stream started.
+        case startStream(timeout: Duration, writeHead: Bool)
+        /// Write `relay.clientEvents` (and, leading, hand `relay.events` to the flight).
+        case forward(Forward)
+        /// A live follower: write the SSE head (when `writeHead`), then `relay.clientEvents`.
+        case forwardFlight(writeHead: Bool)
+        case resumeUpstream(timeout: Duration)
+        /// Close the upstream connection, then wait `after` and fire the backoff timer.
         case retry(after: Duration)
-        /// Close the upstream (if any); answer the client with this JSON error.
-        case respondError(EngineError)
-        /// Close the upstream; send this error as a final SSE event; end and close the client.
-        case failStream(EngineError)
-        /// The client is gone: close the upstream (vLLM aborts the generation), cancel timers.
-        case abortUpstream
+        /// Ask the cache for a stale entry; answer with `staleAnswered`. The attempt failed.
+        case lookupStale
+        case finish(Finish)
         case none
     }
 
     let policy: Policy
-    private(set) var state: State
-    /// The SSE head went to the client (a queued stream's keepalive, or the stream itself).
-    public private(set) var clientHeadSent = false
-    public private(set) var usedFallback = false
+    private(set) var state: State = .received
+    private(set) var role: Role = .none
+    /// The SSE head went to the client (a queued stream's keepalive, the stream, or a live flight).
+    private(set) var clientHeadSent = false
+    private(set) var usedFallback = false
+    /// The client left (a headless leader goes on for its followers).
+    private(set) var clientGone = false
+    /// Answered by another request's upstream call (in this process or another), at some point.
+    private(set) var isFollower = false
+    private(set) var cacheOutcome: CacheOutcome
+    /// The status the client sees (the upstream's, until a reply says otherwise).
+    private(set) var status = 0
+    /// Tokens from vLLM's usage (body or usage chunk).
+    private(set) var usage: UpstreamJSON.Usage?
+    /// The relayed stream (or, for a live follower, the flight's): whole events, usage, the recording.
+    private(set) var relay: StreamRelay
+    /// The non-SSE upstream answer, collected whole.
+    private(set) var buffered: [UInt8] = []
 
-    public init(policy: Policy) {
+    /// `bypassCache`: the request is not cacheable at all (X-Cache: BYPASS whatever happens).
+    init(policy: Policy, cacheable: Bool = true) {
         self.policy = policy
-        self.state = .received
+        self.cacheOutcome = cacheable && policy.lookupCache ? .miss : .bypass
+        self.relay = StreamRelay(includeUsage: policy.includeUsage, records: policy.storesAnswer || policy.mayLead,
+                                 maxEventBytes: policy.maxEventBytes)
     }
 
-    public var isFinished: Bool { if case .finished = state { return true } else { return false } }
-    public var termination: Termination? { if case .finished(let t) = state { return t } else { return nil } }
+    var isFinished: Bool { if case .finished = state { return true } else { return false } }
+    var termination: Termination? { if case .finished(let t) = state { return t } else { return nil } }
+    var leadsFlight: FlightID? { if case .leading(let f, _) = role { return f } else { return nil } }
+
+    /// The one entry point for the driver.
+    mutating func handle(_ e: Event, clientBlocked: Bool = false) -> Action {
+        switch e {
+        case .start: return start()
+        case .cacheAnswered(let l): return cacheAnswered(l)
+        case .staleAnswered(let l): return staleAnswered(l)
+        case .flight(let f): return flight(f)
+        case .flightEvents(let b): return b.withUnsafeBytes { flightEvents($0) }
+        case .admitted(let b): return admitted(b)
+        case .admissionFoundNoBackend: return admissionFoundNoBackend()
+        case .admissionRejected(let ra): return admissionRejected(retryAfterSeconds: ra)
+        case .admissionKeepAlive: return queueKeepAliveDue()
+        case .backendChosen(let b): return backendChosen(b)
+        case .upstreamHead(let st, let ct, let cl): return upstreamHead(status: st, contentType: ct, contentLength: cl)
+        case .upstreamBody(let b): return b.withUnsafeBytes { upstreamBody($0, clientBlocked: clientBlocked) }
+        case .upstreamEnd: return upstreamEnd()
+        case .upstreamFailed(let f): return upstreamFailed(f)
+        case .timerFired(let k): return timerFired(k)
+        case .clientClosed: return clientClosed()
+        case .clientDrained: return clientDrained()
+        }
+    }
+
+    // MARK: cache, coalescer, admission
 
     /// The first action: the cache, the coalescer, admission control, or straight to the pool.
-    public mutating func start() -> Action {
-        guard case .received = state else { preconditionFailure("start in \(state)") }
+    mutating func start() -> Action {
+        guard case .received = state else { return .none }
         if policy.lookupCache {
             state = .lookingUpCache
             return .lookupCache
@@ -190,45 +354,122 @@ public struct RequestMachine: Sendable {
         return afterCache()
     }
 
-    public mutating func cacheLookedUp(found: Bool) -> Action {
+    /// A fresh entry this client can be given in its form is a hit; anything else (a stream that
+    /// does not rebuild as JSON, an unknown format, stale, a miss, the store down) is a miss.
+    mutating func cacheAnswered(_ lookup: CacheLookup) -> Action {
         guard case .lookingUpCache = state else { return .none }
-        if found {
-            state = .finished(.normal)
-            return .replayCached
+        if case .fresh(let stored) = lookup,
+           let reply = StoredAnswer.decode(stored)?.reply(stream: policy.isStream, includeUsage: policy.includeUsage) {
+            cacheOutcome = .hit
+            status = 200
+            return end(.normal, Finish(reply: .answer(reply)))
         }
         return afterCache()
-    }
-
-    public mutating func flightJoined(asLeader: Bool) -> Action {
-        guard case .joiningFlight = state else { return .none }
-        if !asLeader {
-            state = .following
-            return .none
-        }
-        return toAdmission()
-    }
-
-    /// The flight we followed lost its source before it sent us anything: ask the coalescer again
-    /// (now we may lead).
-    public mutating func flightRejoined() -> Action {
-        guard case .following = state else { return .none }
-        state = .joiningFlight
-        return .joinFlight
-    }
-
-    /// The flight we followed ended (with an answer or an error, the driver holds it).
-    public mutating func flightFinished() -> Action {
-        guard case .following = state else { return .none }
-        state = .finished(.normal)
-        return .deliverFromFlight
     }
 
     private mutating func afterCache() -> Action {
         if policy.coalesce {
             state = .joiningFlight
+            role = .asking
             return .joinFlight
         }
         return toAdmission()
+    }
+
+    mutating func flight(_ e: FlightEvent) -> Action {
+        switch e {
+        case .lead(let f):
+            guard case .joiningFlight = state else { return .none }
+            role = .leading(f, headless: false)
+            return toAdmission()
+        case .alone:
+            guard case .joiningFlight = state else { return .none }
+            role = .none
+            return toAdmission()
+        case .follow(let live, let recorded):
+            guard case .joiningFlight = state else { return .none }
+            state = .following
+            role = .following(live: false)
+            isFollower = true
+            return live ? goLive(recorded) : .none
+        case .goLive(let recorded):
+            return goLive(recorded)
+        case .ended(let d):
+            return deliver(d)
+        case .rejoin:
+            guard case .following = state else { return .none }
+            return afterCache()
+        case .continueHeadless:
+            guard case .leading(let f, _) = role, clientGone else { return .none }
+            role = .leading(f, headless: true)
+            return .none
+        case .abort:
+            return abandon()
+        }
+    }
+
+    /// The flight's stream, for a follower that relays it as it comes: head, the events so far.
+    private mutating func goLive(_ recorded: [UInt8]) -> Action {
+        guard case .following(live: false) = role, policy.isStream, !clientGone else { return .none }
+        role = .following(live: true)
+        // The flight's events are only split for this client here: nothing to record.
+        relay = StreamRelay(includeUsage: policy.includeUsage, records: false, maxEventBytes: policy.maxEventBytes)
+        status = 200
+        clientHeadSent = true
+        _ = recorded.withUnsafeBytes { relay.read($0) }
+        return .forwardFlight(writeHead: true)
+    }
+
+    /// Whole events of the flight's stream (usage chunk included), for a live follower.
+    mutating func flightEvents(_ events: UnsafeRawBufferPointer) -> Action {
+        guard case .following(live: true) = role, case .following = state, !clientGone else { return .none }
+        _ = relay.read(events) // the source checked them; here they are only split for this client
+        return .forwardFlight(writeHead: false)
+    }
+
+    /// The flight ended: its answer in this client's form, or (no answer it can use, and nothing
+    /// relayed yet) a look for another flight.
+    private mutating func deliver(_ d: FlightDelivery) -> Action {
+        guard case .following = state, case .following(let live) = role else { return .none }
+        var streamedReply: [UInt8]?
+        if case .answer(.streamed(let a)) = d {
+            streamedReply = a.flatMap { StoredAnswer.stream($0).reply(stream: policy.isStream, includeUsage: policy.includeUsage) }
+        }
+        var ownCall = false
+        if case .answer(.streamed) = d, streamedReply == nil { ownCall = true }
+        if case .answer(.abandoned) = d { ownCall = true }
+        if ownCall && !live { return afterCache() }
+        role = .none // delivered: the coalescer is done with us
+        let reply: Reply
+        switch d {
+        case .endLive:
+            reply = .endStream
+        case .failLive(let errorBody):
+            reply = .lastEvents(relay.sawError ? [] : Self.dataEvent(errorBody), close: true)
+        case .answer(.streamed):
+            status = 200
+            reply = live ? .endStream : .answer(streamedReply ?? [])
+        case .answer(.buffered(let st, let ct, let body)):
+            status = st
+            if st != 200 {
+                reply = .json(status: st, body: body, contentType: ct, retryAfter: nil)
+            } else if let r = StoredAnswer.json(body).reply(stream: policy.isStream, includeUsage: policy.includeUsage) {
+                reply = .answer(r)
+            } else {
+                reply = errorReply(EngineError(.badGateway, "A stored answer could not be replayed."))
+            }
+        case .answer(.abandoned):
+            reply = errorReply(EngineError(.badGateway, "The request this one shared ended without an answer.", source: .upstream))
+        case .answer(.failed(let st, let body, let retryAfter)):
+            if clientHeadSent {
+                status = 200
+                reply = .lastEvents(Self.dataEvent(body), close: true)
+            } else {
+                status = st
+                reply = .json(status: st, body: body, contentType: "application/json", retryAfter: retryAfter)
+            }
+        }
+        return end(.normal, Finish(reply: reply))
     }
 
     private mutating func toAdmission() -> Action {
@@ -237,49 +478,59 @@ public struct RequestMachine: Sendable {
             return .requestAdmission
         }
         state = .pickingBackend(Attempts())
-        return .pickBackend(excluding: [])
+        return .pickBackend(excluding: [], fallBackTo: nil)
     }
 
     /// Admission control chose `backend` (now or after a wait).
-    public mutating func admitted(_ backend: BackendID) -> Action {
+    mutating func admitted(_ backend: BackendID) -> Action {
         guard case .admitting = state else { return .none }
         state = .pickingBackend(Attempts())
         return backendChosen(backend)
     }
 
     /// Admission control has no backend to offer at all (none serves or none is available).
-    public mutating func admissionFoundNoBackend() -> Action {
+    mutating func admissionFoundNoBackend() -> Action {
         guard case .admitting = state else { return .none }
         state = .pickingBackend(Attempts())
         return backendChosen(nil)
     }
 
     /// A queued request's keepalive is due.
-    public mutating func queueKeepAliveDue() -> Action {
-        guard case .admitting = state, policy.isStream else { return .none }
+    mutating func queueKeepAliveDue() -> Action {
+        guard case .admitting = state, policy.isStream, !clientGone else { return .none }
         let first = !clientHeadSent
         clientHeadSent = true
+        if first { status = 200 }
         return .sendQueuedComment(writeHead: first)
     }
 
     /// KV pressure: every backend rejects, the queue is full, or the wait ran out. No fallback:
     /// the pool is healthy, just full.
-    public mutating func admissionRejected(retryAfterSeconds: Int) -> Action {
+    mutating func admissionRejected(retryAfterSeconds: Int) -> Action {
         guard case .admitting = state else { return .none }
-        return finish(EngineError(.rateLimited, "The backends for this model are at capacity (KV cache). Retry later.",
-                                  source: .upstream, retryAfterSeconds: retryAfterSeconds), Termination(.resource, .queue))
+        return fail(EngineError(.rateLimited, "The backends for this model are at capacity (KV cache). Retry later.",
+                                source: .upstream, retryAfterSeconds: retryAfterSeconds), Termination(.resource, .queue))
     }
 
-    public mutating func staleLookedUp(found: Bool) -> Action {
+    mutating func staleAnswered(_ lookup: CacheLookup) -> Action {
         guard case .lookingUpStale(let err, let t) = state else { return .none }
-        if found {
-            state = .finished(.normal)
-            return .replayStale
+        guard let stored = lookup.body.flatMap(StoredAnswer.decode),
+              let reply = stored.reply(stream: policy.isStream, includeUsage: policy.includeUsage) else {
+            return fail(err, t)
         }
-        return finish(err, t)
+        cacheOutcome = .stale
+        status = 200
+        var f = Finish(reply: .answer(reply))
+        switch stored {
+        case .json(let body): f.outcome = .buffered(status: 200, contentType: "application/json", body: body)
+        case .stream(let a): f.outcome = .streamed(a)
+        }
+        return end(.normal, f)
     }
 
-    public mutating func backendChosen(_ b: BackendID?) -> Action {
+    // MARK: the upstream exchange
+
+    mutating func backendChosen(_ b: BackendID?) -> Action {
         guard case .pickingBackend(var a) = state else { return .none }
         guard let b else {
             let err = a.lastError ?? EngineError(.noBackend, "No backend is available to serve this request.", source: .upstream, retryAfterSeconds: 1)
@@ -288,60 +539,86 @@ public struct RequestMachine: Sendable {
         a.count += 1
         a.tried.append(b)
         state = .awaitingHead(a, b)
+        buffered.removeAll(keepingCapacity: true)
         return .sendUpstream(b, timeout: policy.upstreamTimeout)
     }
 
-    public mutating func upstreamHead(status: Int, isEventStream: Bool) -> Action {
+    mutating func upstreamHead(status st: Int, contentType: String?, contentLength: Int? = nil) -> Action {
         guard case .awaitingHead(let a, let b) = state else { return .none }
-        if status >= 500 {
-            return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(status).", source: .upstream, retry: .yes), phase: .headers)
+        let isEventStream = contentType?.hasPrefix("text/event-stream") ?? false
+        if st >= 500 {
+            return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(st).", source: .upstream, retry: .yes), phase: .headers)
         }
-        if status == 200 && isEventStream != policy.isStream {
+        if st == 200 && isEventStream != policy.isStream {
             // A stream to a plain request, or a plain body to a stream request: not vLLM's
             // answer to what was asked (the untrusted upstream; never relayed or cached).
             return retryOrFail(a, EngineError(.badGateway, "The backend answered in the wrong form (stream or not).", source: .upstream, retry: .yes), phase: .headers)
         }
-        if status == 200 && isEventStream {
+        status = st
+        if st == 200 && isEventStream {
             state = .streaming(b, paused: false)
+            let writeHead = !clientHeadSent
             clientHeadSent = true
-            return .startStream(timeout: policy.upstreamTimeout)
+            return .startStream(timeout: policy.upstreamTimeout, writeHead: writeHead)
         }
-        state = .buffering(a, b, status: status)
+        if let n = contentLength, n > 0, n < 64 << 20 { buffered.reserveCapacity(n) }
+        state = .buffering(a, b, status: st, contentType: contentType ?? "application/json")
         return .none
     }
 
     /// Body bytes arrived; `clientBlocked` says the client's output buffer is above its mark.
-    public mutating func upstreamBody(clientBlocked: Bool) -> Action {
+    mutating func upstreamBody(_ bytes: UnsafeRawBufferPointer, clientBlocked: Bool) -> Action {
         switch state {
         case .buffering:
-            return .bufferBody
+            buffered.append(contentsOf: bytes)
+            return .none
         case .streaming(let b, let paused):
-            if clientBlocked && !paused { state = .streaming(b, paused: true) }
-            return .forwardChunk(pauseUpstream: clientBlocked && !paused, timeout: policy.upstreamTimeout)
+            let read = relay.read(bytes)
+            if let u = relay.usage { usage = u }
+            var f = Forward()
+            if clientBlocked && !paused && !clientGone {
+                // A slow client is not the backend's fault: no upstream deadline while paused.
+                state = .streaming(b, paused: true)
+                f.pause = true
+            } else {
+                f.rearm = !paused
+            }
+            // Not an SSE event we can relay (invalid JSON or UTF-8, longer than max_event_bytes):
+            // the stream is broken; nothing of it is cached or shared as complete.
+            f.broken = read == .broken
+            return .forward(f)
         default:
             return .none
         }
     }
 
-    /// The upstream response ended. `streamComplete`: for a stream, whether it ended as a stream
-    /// must (`data: [DONE]`, no partial event); an end without it is a broken stream.
-    /// `bodyIsAnswer`: for a buffered 2xx, whether the body is a JSON answer of the endpoint's
-    /// shape; a 2xx that is not (garbage, HTML, 204, another status) is the backend's failure.
-    public mutating func upstreamEnd(streamComplete: Bool = true, bodyIsAnswer: Bool = true) -> Action {
+    /// The upstream response ended. A stream must have ended as a stream must (`data: [DONE]`);
+    /// a buffered 2xx must be a JSON answer of the endpoint's shape (a 2xx that is not — garbage,
+    /// HTML, 204, another status — is the backend's failure).
+    mutating func upstreamEnd() -> Action {
         switch state {
-        case .buffering(let a, _, let status):
-            if (200..<300).contains(status) && (status != 200 || !bodyIsAnswer) {
-                return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(status) without a valid completion.", source: .upstream, retry: .yes), phase: .data)
+        case .buffering(let a, _, let st, let ct):
+            var body = UpstreamJSON?.none
+            if st == 200 { body = UpstreamJSON.inspect(buffered) }
+            if (200..<300).contains(st) && (st != 200 || !(body?.isAnswer(for: policy.kind) ?? false)) {
+                return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(st) without a valid completion.", source: .upstream, retry: .yes), phase: .data)
             }
-            state = .finished(.normal)
-            return .respondBuffered(status: status)
+            if let u = body?.usage { usage = u }
+            var f = Finish(reuseUpstream: true, verdict: st < 500 ? .success : .failure)
+            if st == 200 && policy.storesAnswer && !usedFallback && !buffered.isEmpty { f.store = .json(buffered) }
+            if clientHeadSent {
+                // The SSE head went out while queued: the answer becomes the stream's last event.
+                f.reply = .lastEvents(Self.dataEvent(buffered) + (st == 200 ? Self.doneEvent : []), close: st != 200)
+            } else {
+                f.reply = .json(status: st, body: buffered, contentType: ct, retryAfter: nil)
+            }
+            f.outcome = .buffered(status: st, contentType: ct, body: buffered)
+            return end(.normal, f)
         case .streaming:
-            guard streamComplete else {
-                state = .finished(Termination(.server, .data))
-                return .failStream(EngineError(.badGateway, "The backend ended the stream without completing it.", source: .upstream))
+            guard relay.sawDone else {
+                return fail(EngineError(.badGateway, "The backend ended the stream without completing it.", source: .upstream), Termination(.server, .data))
             }
-            state = .finished(.normal)
-            return .finishStream
+            return streamEnded(reusable: true)
         case .awaitingHead(let a, _):
             // A message with no head cannot complete; treat as a broken upstream.
             return retryOrFail(a, EngineError(.badGateway, "The backend sent an incomplete response.", source: .upstream, retry: .yes), phase: .headers)
@@ -350,82 +627,102 @@ public struct RequestMachine: Sendable {
         }
     }
 
-    public mutating func upstreamFailed(_ f: UpstreamFailure) -> Action {
+    /// A stream that relayed `[DONE]`: complete (stored when whole); an error event inside it
+    /// fails the followers that wait.
+    private mutating func streamEnded(reusable: Bool) -> Action {
+        var f = Finish(reuseUpstream: reusable, verdict: relay.sawError ? .failure : .success, reply: .endStream)
+        let whole = relay.answer
+        if let whole, policy.storesAnswer && !usedFallback { f.store = .stream(whole) }
+        f.outcome = relay.sawError
+            ? .failed(EngineError(.badGateway, "The backend reported an error in the middle of the stream.", source: .upstream))
+            : .streamed(whole)
+        return end(.normal, f)
+    }
+
+    mutating func upstreamFailed(_ failure: UpstreamFailure) -> Action {
         let err: EngineError
-        switch f {
+        switch failure {
         case .connect: err = EngineError(.badGateway, "Could not connect to the backend.", source: .upstream, retry: .yes)
         case .closed: err = EngineError(.badGateway, "The backend closed the connection before the response was complete.", source: .upstream, retry: .yes)
-        case .malformed: err = EngineError(.badGateway, "The backend sent a malformed HTTP response.", source: .upstream, retry: .yes)
+        case .malformed, .invalidEvent: err = EngineError(.badGateway, "The backend sent a malformed HTTP response.", source: .upstream, retry: .yes)
         }
         switch state {
         case .awaitingHead(var a, _):
-            if case .closed(reused: true) = f {
+            if case .closed(reused: true) = failure {
                 // Keep-alive race on a reused connection: retry at once, not counted.
                 a.count -= 1
                 state = .pickingBackend(a)
-                return .pickBackend(excluding: [])
+                return .pickBackend(excluding: [], fallBackTo: nil)
             }
-            return retryOrFail(a, err, phase: f == .connect ? .connect : .headers)
-        case .buffering(let a, _, _):
+            return retryOrFail(a, err, phase: failure == .connect ? .connect : .headers)
+        case .buffering(let a, _, _, _):
             return retryOrFail(a, err, phase: .data)
         case .streaming:
-            state = .finished(Termination(.server, .data))
-            return .failStream(EngineError(.badGateway, "The backend failed in the middle of the stream.", source: .upstream))
+            // After [DONE] the stream was complete; only the chunked body's tail went missing:
+            // a complete end, never an error event after [DONE].
+            if relay.sawDone && failure != .invalidEvent { return streamEnded(reusable: false) }
+            return fail(EngineError(.badGateway, "The backend failed in the middle of the stream.", source: .upstream), Termination(.server, .data))
         default:
             return .none
         }
     }
 
-    public mutating func timerFired(_ kind: TimerKind) -> Action {
+    mutating func timerFired(_ kind: TimerKind) -> Action {
         switch (kind, state) {
         case (.upstream, .awaitingHead(let a, _)):
             return retryOrFail(a, EngineError(.upstreamTimeout, "The backend did not answer in time.", source: .upstream, retry: .yes), phase: .headers)
-        case (.upstream, .buffering(let a, _, _)):
+        case (.upstream, .buffering(let a, _, _, _)):
             return retryOrFail(a, EngineError(.upstreamTimeout, "The backend did not answer in time.", source: .upstream, retry: .yes), phase: .data)
         case (.upstream, .streaming):
-            state = .finished(Termination(.serverTimeout, .data))
-            return .failStream(EngineError(.upstreamTimeout, "The backend stopped sending in the middle of the stream.", source: .upstream))
+            // Complete, only the chunked body's end is late: the connection is not reusable
+            // (its response never ended), the stream is.
+            if relay.sawDone { return streamEnded(reusable: false) }
+            return fail(EngineError(.upstreamTimeout, "The backend stopped sending in the middle of the stream.", source: .upstream), Termination(.serverTimeout, .data))
         case (.backoff, .backoff(let a)):
             state = .pickingBackend(a)
-            return .pickBackend(excluding: a.tried)
+            return .pickBackend(excluding: a.tried, fallBackTo: nil)
         default:
             return .none // stale firing
         }
     }
 
-    public mutating func clientClosed() -> Action {
-        switch state {
-        case .finished:
-            return .none
-        case .streaming:
-            state = .finished(Termination(.client, .data))
-            return .abortUpstream
-        case .buffering:
-            state = .finished(Termination(.client, .data))
-            return .abortUpstream
-        case .awaitingHead:
-            state = .finished(Termination(.client, .headers))
-            return .abortUpstream
-        case .pickingBackend, .backoff, .received, .lookingUpStale:
-            state = .finished(Termination(.client, .connect))
-            return .abortUpstream
-        case .admitting:
-            state = .finished(Termination(.client, .queue))
-            return .leaveQueue
-        case .following:
-            state = .finished(Termination(.client, .data))
-            return .leaveFlight
-        case .lookingUpCache, .joiningFlight:
-            state = .finished(Termination(.client, .request))
-            return .abortUpstream
+    // MARK: the client
+
+    mutating func clientClosed() -> Action {
+        guard !isFinished, !clientGone else { return .none }
+        clientGone = true
+        if case .leading(_, headless: false) = role {
+            // Followers may still want this answer: the coalescer decides (continueHeadless or abort).
+            return .leaderLeft
         }
+        return abandon()
     }
 
-    public mutating func clientDrained() -> Action {
+    /// Ends without an answer: the client left (or, leading, the coalescer said nobody follows).
+    private mutating func abandon() -> Action {
+        var f = Finish()
+        let phase: Termination.Phase
+        switch state {
+        case .finished: return .none
+        case .streaming, .buffering, .following: phase = .data
+        case .awaitingHead: phase = .headers
+        case .pickingBackend, .backoff, .received, .lookingUpStale: phase = .connect
+        case .admitting:
+            phase = .queue
+            f.leaveQueue = true
+        case .lookingUpCache, .joiningFlight: phase = .request
+        }
+        clientGone = true
+        return end(Termination(.client, phase), f)
+    }
+
+    mutating func clientDrained() -> Action {
         guard case .streaming(let b, paused: true) = state else { return .none }
         state = .streaming(b, paused: false)
-        return .resumeUpstream
+        return .resumeUpstream(timeout: policy.upstreamTimeout)
     }
+
+    // MARK: endings
 
     private mutating func retryOrFail(_ a: Attempts, _ err: EngineError, phase: Termination.Phase) -> Action {
         var a = a
@@ -435,6 +732,7 @@ public struct RequestMachine: Sendable {
         a.lastError = err
         if a.count < policy.maxAttempts {
             state = .backoff(a)
+            relay = StreamRelay(includeUsage: policy.includeUsage, records: relay.records, maxEventBytes: policy.maxEventBytes)
             // Linear backoff: retry_backoff_seconds × attempt number.
             return .retry(after: policy.backoff * a.count)
         }
@@ -446,19 +744,60 @@ public struct RequestMachine: Sendable {
         if !usedFallback, let fb = policy.fallbackModel {
             usedFallback = true
             state = .pickingBackend(Attempts())
-            return .fallBackToModel(fb)
+            return .pickBackend(excluding: [], fallBackTo: fb)
         }
         let t = Termination(err.kind == .upstreamTimeout ? .serverTimeout : .server, phase)
         if policy.canUseStale {
             state = .lookingUpStale(err, t)
             return .lookupStale
         }
-        return finish(err, t)
+        return fail(err, t)
     }
 
     /// Ends with an error: JSON before the client saw a head, a final SSE event after.
-    private mutating func finish(_ err: EngineError, _ t: Termination) -> Action {
+    private mutating func fail(_ err: EngineError, _ t: Termination) -> Action {
+        var f = Finish(verdict: .failure, reply: errorReply(err))
+        f.outcome = .failed(err)
+        return end(t, f)
+    }
+
+    private mutating func errorReply(_ err: EngineError) -> Reply {
+        if clientHeadSent {
+            status = 200
+            return .lastEvents(err.sseEvent, close: true)
+        }
+        status = err.status
+        return .error(err)
+    }
+
+    /// Every ending goes through here: a leader's flight always gets an outcome (abandoned when
+    /// nothing better), an asking or following request always leaves the coalescer.
+    private mutating func end(_ t: Termination, _ f: Finish) -> Action {
+        var f = f
+        switch role {
+        case .leading(let id, _):
+            f.flight = id
+            if f.outcome == nil { f.outcome = .abandoned }
+        case .asking, .following:
+            f.leaveFlight = true
+            f.outcome = nil
+        case .none:
+            f.outcome = nil
+        }
+        if clientGone { f.reply = nil }
+        role = .none
         state = .finished(t)
-        return clientHeadSent ? .failStream(err) : .respondError(err)
+        return .finish(f)
+    }
+
+    static let doneEvent = Array("data: [DONE]\n\n".utf8)
+
+    static func dataEvent(_ json: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(json.count + 8)
+        out += "data: ".utf8
+        out += json
+        out += "\n\n".utf8
+        return out
     }
 }
