@@ -96,3 +96,18 @@ public final class BackendSet {
         selector.pick(eligible: { self.isEligible(self.all[$0.index], model: model, now: now) }, excluding: excluding)
     }
 }
+
+extension Backend {
+    /// Tells the breaker how an attempt went: success (2xx–4xx: a client's error is not the
+    /// backend's), failure, or no verdict (the client left; a half-open probe is released).
+    /// True when the breaker opened or closed.
+    func endAttempt(_ permit: CircuitBreaker.Permit, _ verdict: RequestMachine.Finish.Verdict, now: UInt64) -> Bool {
+        switch verdict {
+        case .success: return breaker.recordSuccess(now: now) == .closed
+        case .failure: return breaker.recordFailure(now: now) == .opened
+        case .noVerdict:
+            if permit == .probe { breaker.release() }
+            return false
+        }
+    }
+}

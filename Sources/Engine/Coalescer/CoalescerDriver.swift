@@ -195,7 +195,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         }
     }
 
-    private func delivery(for a: CoalescerMachine.Action, _ o: Flight.Outcome?) -> RequestSession.FlightDelivery {
+    private func delivery(for a: CoalescerMachine.Action, _ o: Flight.Outcome?) -> RequestMachine.FlightDelivery {
         switch a {
         case .endLive: return .endLive
         case .failLive:

@@ -85,3 +85,21 @@ struct CounterTable<Key: Equatable> {
     /// Every key with its count, in first-seen order.
     var entries: [(key: Key, value: Int)] { zip(keys, counts).map { (key: $0, value: $1) } }
 }
+
+extension Metrics {
+    /// The counters a request event moves, once the machine has handled it (`wasFollower`: the
+    /// machine's isFollower before the event).
+    func count(_ e: RequestMachine.Event, by m: RequestMachine, wasFollower: Bool) {
+        switch e {
+        case .cacheAnswered(let l):
+            if m.cacheOutcome == .hit { cacheHits += 1 } else { cacheMisses += 1 }
+            if case .unavailable = l { cacheErrors += 1 }
+        case .staleAnswered:
+            if m.cacheOutcome == .stale { cacheStaleServed += 1 }
+        case .flight:
+            if m.isFollower && !wasFollower { coalescedFollowers += 1 }
+        default:
+            break
+        }
+    }
+}

@@ -14,9 +14,6 @@ import CEventShim
 import Reactor
 
 final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
-    typealias FlightEvent = RequestMachine.FlightEvent
-    typealias FlightDelivery = RequestMachine.FlightDelivery
-
     private let runtime: EngineRuntime
     private var client: HTTPServerConnection?
     private var machine: RequestMachine
@@ -30,7 +27,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private(set) var servedModel: String?
     /// Headers every response of this session carries (X-Routed-Model, ...).
     private let extraHeaders: HTTPHeaders
-    let cacheKey: String?
     private let cachePlan: CachePlan
     private var upstream: HTTPClientConnection?
     private(set) var backend: Backend?
@@ -40,15 +36,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Created on first use (hits never need one); back to the runtime's pool at the end.
     private var timer: Timer?
     private var armed: TimerKind = .upstream
-    private var isDone = false
-    // Timing and counts for metrics and the access log.
-    let startNanos: UInt64
-    private(set) var firstByteNanos: UInt64 = 0
-    private(set) var upstreamNanos: UInt64 = 0
-    private var upstreamStartNanos: UInt64 = 0
-    private var lastChunkNanos: UInt64 = 0
-    private(set) var queueNanos: UInt64 = 0
-    private var queuedAtNanos: UInt64 = 0
+    private(set) var timings = RequestTimings(start: Loop.nowNanos())
     private(set) var bytesOut = 0
     var bytesIn: Int { body.count }
     var status: Int { machine.status }
@@ -67,24 +55,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         self.requestedModel = requestedModel
         self.servedModel = servedModel
         self.extraHeaders = extraHeaders
-        self.cacheKey = cachePlan.key
         self.cachePlan = cachePlan
-        self.startNanos = Loop.nowNanos()
-        var policy = runtime.requestPolicy
-        policy.isStream = request.stream
-        policy.kind = request.kind
-        policy.includeUsage = request.includeUsage
-        policy.maxEventBytes = runtime.config.vllm.maxEventBytes
-        let cacheable = cachePlan.key != nil
-        policy.lookupCache = cacheable && cachePlan.lookup
-        policy.storesAnswer = cacheable && cachePlan.store && runtime.cache != nil
-        policy.coalesce = cachePlan.coalesces
-        policy.mayLead = cachePlan.coalesces && cachePlan.lead
-        policy.canUseStale = cacheable && runtime.cache != nil
-        if let fb = runtime.config.modelRegistry.fallbackModel, fb != servedModel, runtime.backends.isKnown(fb) != false {
-            policy.fallbackModel = fb
-        }
-        self.machine = RequestMachine(policy: policy, cacheable: cacheable)
+        self.machine = RequestMachine(policy: runtime.requestPolicy(for: request, plan: cachePlan, servedModel: servedModel),
+                                      cacheable: cachePlan.key != nil)
     }
 
     func start() { post(.start) }
@@ -118,25 +91,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     /// Counters that depend on what the machine made of an event.
     private func count(_ e: RequestMachine.Event, wasFollower: Bool) {
-        let m = runtime.metrics
-        switch e {
-        case .cacheAnswered(let l):
-            if machine.cacheOutcome == .hit { m.cacheHits += 1 } else { m.cacheMisses += 1 }
-            if case .unavailable = l { m.cacheErrors += 1 }
-        case .staleAnswered:
-            if machine.cacheOutcome == .stale { m.cacheStaleServed += 1 }
-        case .admitted, .admissionRejected:
-            admissionToken = nil
-            guard queuedAtNanos > 0 else { return }
-            let waited = Loop.nowNanos() - queuedAtNanos
-            queueNanos += waited
-            m.queueWaitSeconds.observe(Double(waited) / 1e9)
-            queuedAtNanos = 0
-        case .flight:
-            if machine.isFollower && !wasFollower { m.coalescedFollowers += 1 }
-        default:
-            break
-        }
+        runtime.metrics.count(e, by: machine, wasFollower: wasFollower)
+        if case .admitted = e { dequeued() }
+        if case .admissionRejected = e { dequeued() }
+    }
+
+    private func dequeued() {
+        admissionToken = nil
+        if let waited = timings.dequeued(at: Loop.nowNanos()) { runtime.metrics.queueWaitSeconds.observe(Double(waited) / 1e9) }
     }
 
     func clientClosed() {
@@ -147,7 +109,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     func flightEvents(_ events: UnsafeRawBufferPointer) { handleInPlace(events, flight: true) }
 
     func admissionAdmitted(_ backend: BackendID) { post(.admitted(backend)) }
-    func admissionQueued() { queuedAtNanos = Loop.nowNanos() }
+    func admissionQueued() { timings.enqueued(at: Loop.nowNanos()) }
     func admissionRejected(retryAfterSeconds: Int) { post(.admissionRejected(retryAfterSeconds: retryAfterSeconds)) }
     func admissionKeepAlive() { post(.admissionKeepAlive) }
 
@@ -181,16 +143,16 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private func perform(_ action: RequestMachine.Action) {
         switch action {
         case .lookupCache:
-            guard let cache = runtime.cache, let key = cacheKey else { return post(.cacheAnswered(.miss)) }
+            guard let cache = runtime.cache, let key = cachePlan.key else { return post(.cacheAnswered(.miss)) }
             // Completes at once (embedded store) or later (Redis): either way through the queue.
             cache.get(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] in self?.post(.cacheAnswered($0)) }
         case .lookupStale:
             endAttempt(.failure)
             closeUpstream()
-            guard let cache = runtime.cache, let key = cacheKey else { return post(.staleAnswered(.miss)) }
+            guard let cache = runtime.cache, let key = cachePlan.key else { return post(.staleAnswered(.miss)) }
             cache.getStale(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] in self?.post(.staleAnswered($0)) }
         case .joinFlight:
-            guard let key = cacheKey else { return post(.flight(.alone)) }
+            guard let key = cachePlan.key else { return post(.flight(.alone)) }
             let id = runtime.coalescer.newRequestID()
             coalescerId = id
             runtime.coalescer.arrive(self, CoalescerMachine.Arrival(
@@ -224,9 +186,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             if let f = machine.leadsFlight { runtime.coalescer.leaderHead(f, status: 200, contentType: "text/event-stream", isStream: true) }
             if writeHead { writeSSEHead() }
         case .forward(let f):
-            let now = Loop.nowNanos()
-            if lastChunkNanos > 0 { runtime.metrics.interChunkSeconds.observe(Double(now - lastChunkNanos) / 1e9) }
-            lastChunkNanos = now
+            if let gap = timings.chunk(at: Loop.nowNanos()) { runtime.metrics.interChunkSeconds.observe(Double(gap) / 1e9) }
             // The read's whole events go out in one write (and to the flight's followers).
             if let fl = machine.leadsFlight, !machine.relay.events.isEmpty {
                 machine.relay.events.withUnsafeBytes { runtime.coalescer.leaderEvents(fl, $0) }
@@ -280,7 +240,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         upstream = c
         c.delegate = self
         arm(.upstream, timeout)
-        upstreamStartNanos = Loop.nowNanos()
+        timings.upstreamStarted(at: Loop.nowNanos())
         body.withUnsafeBytes {
             c.send(method: "POST", path: request.kind.upstreamPath, headerBlock: b.requestHeaderBlock,
                    name: "x-request-id", value: requestId, body: $0)
@@ -294,20 +254,18 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         endAttempt(f.verdict)
         if f.reuseUpstream, let c = upstream {
             upstream = nil
-            upstreamDone()
+            timings.upstreamEnded(at: Loop.nowNanos())
             backend?.pool.release(c)
         } else {
             closeUpstream()
         }
         if f.leaveQueue, let t = admissionToken { runtime.admission?.leave(t) }
         admissionToken = nil
-        if let s = f.store { store(s) }
+        if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key) }
         if let r = f.reply { reply(r) }
         if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o) }
         if f.leaveFlight, let id = coalescerId { runtime.coalescer.left(id) }
         coalescerId = nil
-        guard !isDone else { return }
-        isDone = true
         runtime.requestFinished(self, termination: machine.termination ?? .normal)
         if let t = timer {
             timer = nil
@@ -318,26 +276,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Writes the final response; detaches from the client first, since completing the response
     /// may start the next pipelined request on the same connection.
     private func reply(_ r: RequestMachine.Reply) {
-        if firstByteNanos == 0 { firstByteNanos = Loop.nowNanos() }
+        timings.firstByte(at: Loop.nowNanos())
         guard let c = client else { return }
         client = nil
         if c.context === self { c.context = nil }
-        switch r {
-        case .answer(let body):
-            bytesOut += ResponseWriter.answer(c, body, stream: request.stream, headers: responseHeaders(), headSent: machine.clientHeadSent)
-        case .json(let st, let body, let ct, let retryAfter):
-            var h = responseHeaders()
-            if let ra = retryAfter { h.add("retry-after", String(ra)) }
-            bytesOut += ResponseWriter.json(c, status: st, body, headers: h, contentType: ct)
-        case .error(let err):
-            bytesOut += runtime.writeError(err, to: c, requestId: requestId, extra: responseHeaders(), counted: false)
-        case .endStream:
-            c.endChunked()
-        case .lastEvents(let bytes, let close):
-            bytesOut += bytes.count
-            bytes.withUnsafeBytes { c.writeChunk($0) }
-            c.endChunked(close: close)
-        }
+        bytesOut += ResponseWriter.reply(r, to: c, stream: request.stream, headers: responseHeaders(), headSent: machine.clientHeadSent)
     }
 
     /// Headers on every response of this session.
@@ -351,7 +294,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     }
 
     private func writeSSEHead() {
-        if firstByteNanos == 0 { firstByteNanos = Loop.nowNanos() }
+        timings.firstByte(at: Loop.nowNanos())
         client?.writeChunkedHead(status: 200, headers: ResponseWriter.sseHeaders(responseHeaders()))
     }
 
@@ -363,16 +306,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     private func wallMillis() -> UInt64 { UInt64(Loop.wallSeconds() * 1000) }
 
-    private func store(_ answer: StoredAnswer) {
-        guard let key = cacheKey, let cache = runtime.cache else { return }
-        let c = runtime.config.cache
-        cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
-                  staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: wallMillis())
-        runtime.metrics.cacheStores += 1
-    }
-
     private func arm(_ kind: TimerKind, _ d: Duration) {
-        guard !isDone else { return }
         armed = kind
         let t = timer ?? runtime.takeTimer()
         if timer == nil {
@@ -382,28 +316,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         t.schedule(after: d)
     }
 
-    /// Tells the current attempt's breaker how it went: success (2xx–4xx), failure, or no verdict
-    /// (the client left; a half-open probe is released).
     private func endAttempt(_ verdict: RequestMachine.Finish.Verdict) {
         guard let (b, permit) = attempt else { return }
         attempt = nil
-        let now = Loop.nowNanos()
-        switch verdict {
-        case .success: if b.breaker.recordSuccess(now: now) == .closed { runtime.breakerChanged(b) }
-        case .failure: if b.breaker.recordFailure(now: now) == .opened { runtime.breakerChanged(b) }
-        case .noVerdict: if permit == .probe { b.breaker.release() }
-        }
-    }
-
-    /// Closes the timing of the current upstream exchange.
-    private func upstreamDone() {
-        guard upstreamStartNanos > 0 else { return }
-        upstreamNanos += Loop.nowNanos() - upstreamStartNanos
-        upstreamStartNanos = 0
+        if b.endAttempt(permit, verdict, now: Loop.nowNanos()) { runtime.breakerChanged(b) }
     }
 
     private func closeUpstream() {
-        upstreamDone()
+        timings.upstreamEnded(at: Loop.nowNanos())
         guard let c = upstream else { return }
         upstream = nil
         c.delegate = nil

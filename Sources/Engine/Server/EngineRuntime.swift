@@ -231,6 +231,35 @@ public final class EngineRuntime {
         return ResponseWriter.error(err, to: c, headers: h)
     }
 
+    /// The RequestMachine policy of one request: the configured one, with what the request asks
+    /// (stream, usage), what the cache and coalescer may do for it, and its fallback model.
+    func requestPolicy(for request: OpenAIRequest, plan: CachePlan, servedModel: String?) -> RequestMachine.Policy {
+        var p = requestPolicy
+        p.isStream = request.stream
+        p.kind = request.kind
+        p.includeUsage = request.includeUsage
+        p.maxEventBytes = config.vllm.maxEventBytes
+        let cacheable = plan.key != nil
+        p.lookupCache = cacheable && plan.lookup
+        p.storesAnswer = cacheable && plan.store && cache != nil
+        p.coalesce = plan.coalesces
+        p.mayLead = plan.coalesces && plan.lead
+        p.canUseStale = cacheable && cache != nil
+        if let fb = config.modelRegistry.fallbackModel, fb != servedModel, backends.isKnown(fb) != false {
+            p.fallbackModel = fb
+        }
+        return p
+    }
+
+    /// Stores a complete answer under `key` for the configured TTLs.
+    func store(_ answer: StoredAnswer, key: String) {
+        guard let cache else { return }
+        let c = config.cache
+        cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
+                  staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: UInt64(Loop.wallSeconds() * 1000))
+        metrics.cacheStores += 1
+    }
+
     /// Idle session timers (a libevent event each), reused instead of one allocation per request.
     private var idleTimers: [Timer] = []
 
@@ -250,12 +279,13 @@ public final class EngineRuntime {
         let model = s.servedModel.flatMap { backends.isKnown($0) == false ? nil : $0 } ?? "other"
         let route = s.request.kind == .chat ? "chat" : "completions"
         metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome))
-        let duration = now - s.startNanos
+        let t = s.timings
+        let duration = now - t.start
         metrics.e2eSeconds.observe(Double(duration) / 1e9)
-        if s.firstByteNanos > 0 { metrics.ttftSeconds.observe(Double(s.firstByteNanos - s.startNanos) / 1e9) }
+        if t.firstByte > 0 { metrics.ttftSeconds.observe(Double(t.firstByte - t.start) / 1e9) }
         // Overhead: what is left after the upstream exchange and admission waits. A follower's
         // wait for its leader counts as upstream time too.
-        let waited = s.isFollower ? duration : min(duration, s.upstreamNanos + s.queueNanos)
+        let waited = s.isFollower ? duration : min(duration, t.upstream + t.queued)
         metrics.overheadSeconds.observe(Double(duration - waited) / 1e9)
         if let u = s.usage {
             metrics.promptTokens[model, default: 0] += u.prompt
@@ -267,8 +297,8 @@ public final class EngineRuntime {
             modelAsked: s.requestedModel, modelServed: s.servedModel, backend: s.backend?.url,
             status: s.status, cache: s.cacheOutcome, coalesced: s.isFollower,
             bytesIn: s.bytesIn, bytesOut: s.bytesOut,
-            ttfbSeconds: s.firstByteNanos > 0 ? Double(s.firstByteNanos - s.startNanos) / 1e9 : nil,
-            durationSeconds: Double(now - s.startNanos) / 1e9, termination: termination))
+            ttfbSeconds: t.firstByte > 0 ? Double(t.firstByte - t.start) / 1e9 : nil,
+            durationSeconds: Double(duration) / 1e9, termination: termination))
     }
 
     /// Metrics and access line for a hit answered by the Frontend's fast path.

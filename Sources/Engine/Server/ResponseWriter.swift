@@ -40,6 +40,30 @@ enum ResponseWriter {
         return body.count
     }
 
+    /// A request's reply (RequestMachine decides it; the session writes it here). `stream` and
+    /// `headSent`: the client asked for a stream, and its SSE head went out already.
+    @discardableResult
+    static func reply(_ r: RequestMachine.Reply, to c: HTTPServerConnection, stream: Bool, headers: HTTPHeaders,
+                      headSent: Bool) -> Int {
+        switch r {
+        case .answer(let body):
+            return answer(c, body, stream: stream, headers: headers, headSent: headSent)
+        case .json(let st, let body, let ct, let retryAfter):
+            var h = headers
+            if let ra = retryAfter { h.add("retry-after", String(ra)) }
+            return json(c, status: st, body, headers: h, contentType: ct)
+        case .error(let err):
+            return error(err, to: c, headers: headers)
+        case .endStream:
+            c.endChunked()
+            return 0
+        case .lastEvents(let bytes, let close):
+            bytes.withUnsafeBytes { c.writeChunk($0) }
+            c.endChunked(close: close)
+            return bytes.count
+        }
+    }
+
     /// An OpenAI-style error (with Retry-After when it has one).
     @discardableResult
     static func error(_ err: EngineError, to c: HTTPServerConnection, headers: HTTPHeaders) -> Int {
