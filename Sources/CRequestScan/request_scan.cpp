@@ -171,7 +171,7 @@ bool isDeterministic(dom::object o) {
     return !o.at_key("seed").get(v) && !v.is_null();
 }
 
-void scan(dom::parser &parser, const uint8_t *body, size_t len, bool chat, int flags, rs_result *out) {
+void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int flags, rs_result *out) {
     dom::element root;
     auto err = parser.parse(body, len).get(root);
     if (err) {
@@ -202,13 +202,17 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, bool chat, int f
         dom::element iu;
         if (!obj(v).at_key("include_usage").get(iu) && iu.is_bool()) out->include_usage = boolean(iu) ? 1 : 0;
     }
-    if (chat) validateMessages(o, out); else validatePrompt(o, out);
+    if (kind == RS_KIND_CHAT) validateMessages(o, out);
+    else if (kind == RS_KIND_COMPLETION) validatePrompt(o, out);
+    // RS_KIND_OTHER: vLLM judges the rest of the body.
 
     // The estimate (also for shapes the validation rejected, as far as they make sense): chat when there is a messages array, else the completion's prompt.
     if (!o.at_key("messages").get(v) && v.is_array()) {
         measureMessages(arr(v), out);
     } else if (!o.at_key("prompt").get(v)) {
         measurePrompt(v, 0, out);
+    } else if (kind == RS_KIND_OTHER && !o.at_key("input").get(v)) {
+        measurePrompt(v, 0, out);  // embeddings' and responses' `input`
     }
     if (out->status != RS_OK) return;
     out->deterministic = isDeterministic(o) ? 1 : 0;
@@ -290,7 +294,7 @@ const char *rewrite(const uint8_t *body, size_t len, const char *model, size_t m
 
 } // namespace
 
-extern "C" void rs_scan(const void *body, size_t len, int chat, int flags, rs_result *out) {
+extern "C" void rs_scan(const void *body, size_t len, int kind, int flags, rs_result *out) {
     std::memset(out, 0, sizeof(*out));
     out->index = -1;
     out->token_ids = -1;
@@ -298,7 +302,7 @@ extern "C" void rs_scan(const void *body, size_t len, int chat, int flags, rs_re
     static const uint8_t empty = 0;
     if (bytes == nullptr) bytes = &empty;
     try {
-        scan(tlsParser, bytes, len, chat != 0, flags, out);
+        scan(tlsParser, bytes, len, kind, flags, out);
     } catch (...) {
         // Not expected (only the error-code API is used); never let an exception reach Swift.
         std::memset(out, 0, sizeof(*out));

@@ -36,6 +36,15 @@ Modes (HTTP/1.1 keep-alive unless said otherwise):
   sse_data_after_done       a valid stream, [DONE], then one more data event
   sse_usage_chunk           a valid stream with a usage chunk ({"choices":[],"usage":{...}}) before [DONE]
 
+Relayed routes (issue 12), counted in /bad/stats "by_path":
+  POST /v1/embeddings       an embeddings list (vLLM's shape), one vector per input, derived from it
+  POST /v1/responses        a Responses API object, or with "stream": true its `event:`/`data:` SSE
+                            stream (no [DONE]); "x_bad_mode": "cut" ends the stream mid-way by closing
+                            the connection without the chunked terminator
+  POST /v1/audio/*          JSON echo of what arrived: method, path, content type, body length, and the
+                            multipart body's bytes as latin-1 text
+  GET  /version             {"version": "0.32.0"}
+
 Prints "ready HOST:PORT" (flushed) once listening; exits 0 on SIGTERM or SIGINT.
 """
 
@@ -43,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -237,6 +247,7 @@ class Server:
         self.itl = itl
         self.requests_total = 0
         self.by_mode: dict[str, int] = {}
+        self.by_path: dict[str, int] = {}
         self.connections: set[asyncio.Task] = set()
 
     async def send_events(self, w: asyncio.StreamWriter, events: list[bytes]) -> None:
@@ -395,7 +406,7 @@ class Server:
         elif method == "GET" and path == "/metrics":
             w.write(self.metrics())
         elif method == "GET" and path == "/bad/stats":
-            w.write(json_response({"requests_total": self.requests_total, "by_mode": self.by_mode}))
+            w.write(json_response({"requests_total": self.requests_total, "by_mode": self.by_mode, "by_path": self.by_path}))
         elif method == "POST" and path == "/tokenize":
             try:
                 req = json.loads(raw)
@@ -406,8 +417,56 @@ class Server:
             w.write(json_response({"count": n, "max_model_len": 2048, "tokens": list(range(1, n + 1)), "token_strs": None}))
         elif method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
             return await self.generation(path, headers, raw, w)
+        elif path in ("/v1/embeddings", "/v1/responses", "/version") or path.startswith("/v1/audio/"):
+            self.by_path[path] = self.by_path.get(path, 0) + 1
+            return await self.relayed(method, path, headers, raw, w)
         else:
             w.write(response(404, "Not Found", b'{"detail":"Not Found"}'))
+        return True
+
+    async def relayed(self, method: str, path: str, headers: dict[str, str], raw: bytes, w) -> bool:
+        if path == "/version":
+            w.write(json_response({"version": "0.32.0"}))
+            return True
+        if path.startswith("/v1/audio/"):
+            w.write(json_response({"method": method, "path": path, "content_type": headers.get("content-type"),
+                                   "body_len": len(raw), "body": raw.decode("latin-1"), "text": "echo"}))
+            return True
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            w.write(error_response(400, "Bad Request", "JSON decode error", "Bad Request"))
+            return True
+        now = int(time.time())
+        if path == "/v1/embeddings":
+            inputs = body.get("input")
+            inputs = inputs if isinstance(inputs, list) else [inputs]
+            data = [{"object": "embedding", "index": i,
+                     "embedding": [round(b / 255.0, 4) for b in hashlib.sha256(dumps(x)).digest()[:4]]}
+                    for i, x in enumerate(inputs)]
+            w.write(json_response({"id": "embd-" + os.urandom(8).hex(), "object": "list", "created": now,
+                                   "model": body.get("model") or self.model, "data": data,
+                                   "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs), "completion_tokens": 0}}))
+            return True
+        resp = {"id": "resp_" + os.urandom(8).hex(), "object": "response", "created_at": now, "status": "completed",
+                "model": body.get("model") or self.model,
+                "output": [{"type": "message", "role": "assistant", "content": [
+                    {"type": "output_text", "text": "echo: " + str(body.get("input")), "annotations": []}]}]}
+        if body.get("stream") is not True:
+            w.write(json_response(resp))
+            return True
+        w.write(sse_head(close=body.get("x_bad_mode") == "cut"))
+        evs = [("response.created", {"type": "response.created", "response": dict(resp, status="in_progress")}),
+               ("response.output_text.delta", {"type": "response.output_text.delta", "delta": "echo: "}),
+               ("response.output_text.delta", {"type": "response.output_text.delta", "delta": str(body.get("input"))}),
+               ("response.completed", {"type": "response.completed", "response": resp})]
+        for i, (name, obj) in enumerate(evs):
+            if body.get("x_bad_mode") == "cut" and i == 2:
+                await w.drain()
+                return False
+            w.write(chunk(b"event: " + name.encode() + b"\ndata: " + dumps(obj) + b"\n\n"))
+            await w.drain()
+        w.write(b"0\r\n\r\n")
         return True
 
     async def serve(self, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:

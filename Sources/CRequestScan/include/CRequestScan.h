@@ -63,9 +63,13 @@ typedef struct rs_result {
 
 enum { RS_WANT_CANONICAL = 1 };
 
-/// Scans `len` bytes. `chat` selects the chat (messages) or completion (prompt) rules; `flags`
-/// is 0 or RS_WANT_CANONICAL.
-void rs_scan(const void *body, size_t len, int chat, int flags, rs_result *out);
+/// What the body is for: chat (messages checked), completion (prompt checked), or any other
+/// JSON route of vLLM's (only model, stream and stream_options checked; the size measured from
+/// messages, prompt or input).
+enum { RS_KIND_COMPLETION = 0, RS_KIND_CHAT = 1, RS_KIND_OTHER = 2 };
+
+/// Scans `len` bytes by the rules of `kind` (RS_KIND_*); `flags` is 0 or RS_WANT_CANONICAL.
+void rs_scan(const void *body, size_t len, int kind, int flags, rs_result *out);
 
 /// Rewrites a body rs_scan accepted: the same top-level fields in the same order, values written
 /// compactly, except: with `model` non-NULL, `model` becomes that string (added when absent);

@@ -9,7 +9,13 @@
 public enum CacheKey {
     public static func make(kind: EndpointKind, servedModel: String, canonicalDigest: [UInt8], tenant: String?) -> String {
         var bytes: [UInt8] = Array("engine-cache-v2".utf8)
-        bytes.append(kind == .chat ? 1 : 2)
+        switch kind {
+        case .chat: bytes.append(1)
+        case .completion: bytes.append(2)
+        case .relay(let r):
+            bytes.append(3)
+            appendField(&bytes, Array(r.target.utf8))
+        }
         appendField(&bytes, Array(servedModel.utf8))
         if let tenant {
             bytes.append(1)
@@ -22,9 +28,11 @@ public enum CacheKey {
     }
 
     /// With `deterministicOnly`, only requests whose output is reproducible qualify:
-    /// `temperature` exactly 0, or a non-null `seed`. Without it, everything qualifies.
+    /// `temperature` exactly 0, or a non-null `seed`. Without it, every generation qualifies.
+    /// A relayed route qualifies only when its answers are deterministic (embeddings).
     public static func isCacheable(_ request: OpenAIRequest, deterministicOnly: Bool) -> Bool {
-        !deterministicOnly || request.isDeterministic
+        if case .relay(let r) = request.kind { return r.cacheable }
+        return !deterministicOnly || request.isDeterministic
     }
 
     private static func appendField(_ out: inout [UInt8], _ field: [UInt8]) {

@@ -7,15 +7,67 @@
 // (routed model, stream_options.include_usage, a fallback model) are written from simdjson's view.
 import CRequestScan
 
-public enum EndpointKind: Sendable, Equatable {
+public enum EndpointKind: Sendable, Hashable {
     case chat
     case completion
+    /// Another route of vLLM's OpenAI-compatible server, relayed as it is (embeddings, responses,
+    /// tokenize, audio, ...): through auth, routing by `model`, admission, breakers and retries.
+    case relay(RelayRoute)
 
     public var upstreamPath: String {
         switch self {
         case .chat: return "/v1/chat/completions"
         case .completion: return "/v1/completions"
+        case .relay(let r): return r.target
         }
+    }
+
+    /// The route's name in metrics and the access log.
+    public var name: String {
+        switch self {
+        case .chat: return "chat"
+        case .completion: return "completions"
+        case .relay(let r): return r.name
+        }
+    }
+
+    var scanKind: Int32 {
+        switch self {
+        case .chat: return Int32(RS_KIND_CHAT)
+        case .completion: return Int32(RS_KIND_COMPLETION)
+        case .relay: return Int32(RS_KIND_OTHER)
+        }
+    }
+}
+
+/// One relayed route of vLLM's surface, for one request.
+public struct RelayRoute: Sendable, Hashable {
+    public enum Body: Sendable, Hashable {
+        /// No body (GET).
+        case none
+        /// A JSON object: `model` and `stream` are read from it.
+        case json
+        /// multipart/form-data (audio): `model` and `stream` are read from its form fields.
+        case multipart
+    }
+    /// Metrics and access-log label ("embeddings", "responses", ...).
+    public let name: String
+    public let method: String
+    /// The upstream request target: the client's path and query, as vLLM serves it.
+    public let target: String
+    public let body: Body
+    /// Its 200 answers may be cached and shared (deterministic: embeddings).
+    public let cacheable: Bool
+    /// The client's Content-Type, sent upstream with the body (a multipart boundary included).
+    public let contentType: String?
+
+    public init(name: String, method: String, target: String, body: Body, cacheable: Bool = false, contentType: String? = nil) {
+        self.name = name
+        self.method = method
+        self.target = target
+        self.body = body
+        self.cacheable = cacheable
+        self.contentType = contentType
     }
 }
 
@@ -55,6 +107,12 @@ public struct OpenAIRequest {
         }
         return .success(OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
                                       promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalDigest: digest))
+    }
+
+    /// A relayed request whose body is not JSON (none, or a multipart form): what its form said.
+    static func relay(_ kind: EndpointKind, model: String?, stream: Bool) -> OpenAIRequest {
+        OpenAIRequest(kind: kind, model: model, stream: stream, includeUsage: false,
+                      promptSize: PromptSize(textBytes: 0, messages: 0, tokenIDs: nil), isDeterministic: false, canonicalDigest: nil)
     }
 
     /// `body` (one `parse` accepted) with `model` set and/or `stream_options.include_usage` true;
@@ -97,7 +155,7 @@ public struct OpenAIRequest {
 
     private static func scan(kind: EndpointKind, body: [UInt8], flags: Int32) -> rs_result {
         var r = rs_result()
-        body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind == .chat ? 1 : 0, flags, &r) }
+        body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind.scanKind, flags, &r) }
         return r
     }
 

@@ -311,8 +311,14 @@ struct RequestMachine {
     init(policy: Policy, cacheable: Bool = true) {
         self.policy = policy
         self.cacheOutcome = cacheable && policy.lookupCache ? .miss : .bypass
-        self.relay = StreamRelay(includeUsage: policy.includeUsage, records: policy.storesAnswer || policy.mayLead,
-                                 maxEventBytes: policy.maxEventBytes)
+        self.relay = Self.newRelay(policy, records: policy.storesAnswer || policy.mayLead)
+    }
+
+    /// A relayed route's stream passes through unread; a generation's is read event by event.
+    private static func newRelay(_ p: Policy, records: Bool) -> StreamRelay {
+        var passthrough = false
+        if case .relay = p.kind { passthrough = true }
+        return StreamRelay(includeUsage: p.includeUsage, records: records, maxEventBytes: p.maxEventBytes, passthrough: passthrough)
     }
 
     var isFinished: Bool { if case .finished = state { return true } else { return false } }
@@ -600,7 +606,7 @@ struct RequestMachine {
         case .buffering(let a, _, let st, let ct):
             var body = UpstreamJSON?.none
             if st == 200 { body = UpstreamJSON.inspect(buffered) }
-            if (200..<300).contains(st) && (st != 200 || !(body?.isAnswer(for: policy.kind) ?? false)) {
+            if (200..<300).contains(st) && !isAnswer(status: st, body, contentType: ct) {
                 return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(st) without a valid completion.", source: .upstream, retry: .yes), phase: .data)
             }
             if let u = body?.usage { usage = u }
@@ -615,7 +621,7 @@ struct RequestMachine {
             f.outcome = .buffered(status: st, contentType: ct, body: buffered)
             return end(.normal, f)
         case .streaming:
-            guard relay.sawDone else {
+            guard relay.sawDone || relay.passthrough else {
                 return fail(EngineError(.badGateway, "The backend ended the stream without completing it.", source: .upstream), Termination(.server, .data))
             }
             return streamEnded(reusable: true)
@@ -625,6 +631,20 @@ struct RequestMachine {
         default:
             return .none
         }
+    }
+
+    /// Whether a 2xx buffered body is the endpoint's answer: a generation's must be a 200 JSON
+    /// answer of its shape; a relayed route's must be valid JSON when it says it is JSON
+    /// (anything else — text, an empty 204 — is relayed as it is), and, when it may be cached, an
+    /// object without an error.
+    private func isAnswer(status: Int, _ body: UpstreamJSON?, contentType: String) -> Bool {
+        guard case .relay(let route) = policy.kind else { return status == 200 && (body?.isAnswer(for: policy.kind) ?? false) }
+        if route.cacheable {
+            return status == 200 && body?.kind == .object && body?.hasError == false
+        }
+        guard contentType.hasPrefix("application/json"), !buffered.isEmpty else { return true }
+        let j = body ?? UpstreamJSON.inspect(buffered)
+        return j.kind != .invalid && j.kind != .done
     }
 
     /// A stream that relayed `[DONE]`: complete (stored when whole); an error event inside it
@@ -732,7 +752,7 @@ struct RequestMachine {
         a.lastError = err
         if a.count < policy.maxAttempts {
             state = .backoff(a)
-            relay = StreamRelay(includeUsage: policy.includeUsage, records: relay.records, maxEventBytes: policy.maxEventBytes)
+            relay = Self.newRelay(policy, records: relay.records)
             // Linear backoff: retry_backoff_seconds × attempt number.
             return .retry(after: policy.backoff * a.count)
         }

@@ -241,10 +241,19 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         c.delegate = self
         arm(.upstream, timeout)
         timings.upstreamStarted(at: Loop.nowNanos())
-        body.withUnsafeBytes {
-            c.send(method: "POST", path: request.kind.upstreamPath, headerBlock: b.requestHeaderBlock,
-                   name: "x-request-id", value: requestId, body: $0)
+        guard case .relay(let r) = request.kind else {
+            return body.withUnsafeBytes {
+                c.send(method: "POST", path: request.kind.upstreamPath, headerBlock: b.requestHeaderBlock,
+                       name: "x-request-id", value: requestId, body: $0)
+            }
         }
+        var h = HTTPHeaders()
+        // A JSON body was validated as JSON (sent as such, like a generation's); a form keeps its boundary.
+        if r.body == .multipart { h.add("content-type", r.contentType ?? "multipart/form-data") }
+        if r.body == .json { h.add("content-type", "application/json") }
+        if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
+        h.add("x-request-id", requestId)
+        body.withUnsafeBytes { c.send(method: r.method, path: r.target, headers: h, body: r.body == .none ? nil : $0) }
     }
 
     /// The request's end, in order: the upstream and the breaker, the store (before the client

@@ -277,7 +277,7 @@ public final class EngineRuntime {
         metrics.terminationCounts.increment(termination)
         let now = Loop.nowNanos()
         let model = s.servedModel.flatMap { backends.isKnown($0) == false ? nil : $0 } ?? "other"
-        let route = s.request.kind == .chat ? "chat" : "completions"
+        let route = s.request.kind.name
         metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome))
         let t = s.timings
         let duration = now - t.start
@@ -293,7 +293,7 @@ public final class EngineRuntime {
         }
         guard let log = accessLog else { return }
         log.write(AccessLog.Entry(
-            requestId: s.requestId, route: s.request.kind == .chat ? "chat" : "completions",
+            requestId: s.requestId, route: s.request.kind.name,
             modelAsked: s.requestedModel, modelServed: s.servedModel, backend: s.backend?.url,
             status: s.status, cache: s.cacheOutcome, coalesced: s.isFollower,
             bytesIn: s.bytesIn, bytesOut: s.bytesOut,
@@ -304,7 +304,7 @@ public final class EngineRuntime {
     /// Metrics and access line for a hit answered by the Frontend's fast path.
     func memoHitAnswered(kind: EndpointKind, servedModel: String, requestId: String, bytesIn: Int, bytesOut: Int, startNanos: UInt64) {
         let now = Loop.nowNanos()
-        let route = kind == .chat ? "chat" : "completions"
+        let route = kind.name
         metrics.cacheHits += 1
         metrics.recordStatus(200)
         metrics.terminationCounts.increment(.normal)

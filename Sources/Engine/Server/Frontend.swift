@@ -29,13 +29,23 @@ final class Frontend: HTTPServerConnectionDelegate {
         runtime.metrics.connectionsTotal += 1
     }
 
+    /// A relayed route of vLLM's surface: its name, body form, and whether its answers may be
+    /// cached (RelayRoute is this plus the request's own target and content type).
+    struct RelaySpec: Equatable {
+        let name: String
+        let body: RelayRoute.Body
+        var cacheable = false
+    }
+
     enum Route: Equatable {
         case generate(EndpointKind)
+        case relay(RelaySpec)
         case models, health, metricsJSON, metricsPrometheus
 
         var name: String {
             switch self {
-            case .generate(let k): return k == .chat ? "chat" : "completions"
+            case .generate(let k): return k.name
+            case .relay(let r): return r.name
             case .models: return "models"
             case .health: return "health"
             case .metricsJSON: return "metrics"
@@ -46,7 +56,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         /// /health stays open; metrics only when auth.protect_metrics.
         func needsAuth(protectMetrics: Bool) -> Bool {
             switch self {
-            case .generate, .models: return true
+            case .generate, .relay, .models: return true
             case .health: return false
             case .metricsJSON, .metricsPrometheus: return protectMetrics
             }
@@ -62,8 +72,49 @@ final class Frontend: HTTPServerConnectionDelegate {
         case "/health": return (.health, "GET")
         case "/metrics": return (.metricsJSON, "GET")
         case "/metrics/prometheus": return (.metricsPrometheus, "GET")
-        default: return nil
+        default: return relayRoute(for: path)
         }
+    }
+
+    /// vLLM's other routes (0.32, docs/api.md "Relayed routes"): relayed to a backend as they are.
+    /// Not relayed: vLLM's own admin and documentation routes (/scale_elastic_ep,
+    /// /is_scaling_elastic_ep, /inference/v1/abort_requests, /kv_event_sources, /openapi.json,
+    /// /docs, /redoc), which concern one server, not the fleet.
+    static let relayRoutes: [Substring: (RelaySpec, String)] = [
+        "/v1/responses": (RelaySpec(name: "responses", body: .json), "POST"),
+        "/v1/embeddings": (RelaySpec(name: "embeddings", body: .json, cacheable: true), "POST"),
+        "/v1/rerank": (RelaySpec(name: "rerank", body: .json), "POST"),
+        "/rerank": (RelaySpec(name: "rerank", body: .json), "POST"),
+        "/v2/rerank": (RelaySpec(name: "rerank", body: .json), "POST"),
+        "/v1/score": (RelaySpec(name: "score", body: .json), "POST"),
+        "/score": (RelaySpec(name: "score", body: .json), "POST"),
+        "/pooling": (RelaySpec(name: "pooling", body: .json), "POST"),
+        "/classify": (RelaySpec(name: "classify", body: .json), "POST"),
+        "/tokenize": (RelaySpec(name: "tokenize", body: .json), "POST"),
+        "/detokenize": (RelaySpec(name: "detokenize", body: .json), "POST"),
+        "/v1/messages": (RelaySpec(name: "messages", body: .json), "POST"),
+        "/v1/messages/count_tokens": (RelaySpec(name: "messages", body: .json), "POST"),
+        "/v1/chat/completions/render": (RelaySpec(name: "render", body: .json), "POST"),
+        "/v1/completions/render": (RelaySpec(name: "render", body: .json), "POST"),
+        "/v1/responses/render": (RelaySpec(name: "render", body: .json), "POST"),
+        "/inference/v1/generate": (RelaySpec(name: "generate", body: .json), "POST"),
+        "/invocations": (RelaySpec(name: "invocations", body: .json), "POST"),
+        "/v1/audio/transcriptions": (RelaySpec(name: "audio", body: .multipart), "POST"),
+        "/v1/audio/translations": (RelaySpec(name: "audio", body: .multipart), "POST"),
+        "/version": (RelaySpec(name: "version", body: .none), "GET"),
+        "/load": (RelaySpec(name: "load", body: .none), "GET"),
+        "/ping": (RelaySpec(name: "ping", body: .none), "GET"),
+    ]
+
+    static func relayRoute(for path: Substring) -> (Route, String)? {
+        if let (spec, method) = relayRoutes[path] { return (.relay(spec), method) }
+        // GET /v1/responses/{id}, POST /v1/responses/{id}/cancel (a stored response lives on the
+        // backend that made it: see docs/api.md).
+        let prefix = "/v1/responses/"
+        guard path.hasPrefix(prefix), path.count > prefix.count else { return nil }
+        let rest = path.dropFirst(prefix.count)
+        if rest.hasSuffix("/cancel") { return (.relay(RelaySpec(name: "responses", body: .none)), "POST") }
+        return rest.contains("/") ? nil : (.relay(RelaySpec(name: "responses", body: .none)), "GET")
     }
 
     /// The client's X-Request-Id when it sent a usable one, else a new id.
@@ -122,6 +173,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         switch route {
         case .generate(let kind):
             startGeneration(c, kind: kind, head: head, body: body, rid: rid, identity: identity)
+        case .relay(let spec):
+            startRelay(c, spec, method: method, head: head, body: body, rid: rid, identity: identity)
         case .models:
             writeJSON(c, 200, modelsBody(), rid)
         case .health:
@@ -185,7 +238,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         let parseStart = Loop.nowNanos()
         func reject(_ err: EngineError) {
             let n = runtime.writeError(err, to: c, requestId: rid)
-            runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: err.status, requestId: rid,
+            runtime.frontendAnswered(route: kind.name, status: err.status, requestId: rid,
                                      bytesIn: body.count, bytesOut: n, startNanos: parseStart)
         }
         switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil) {
@@ -205,6 +258,36 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity, tokens: estimate,
                       memoKey: memoKey)
+    }
+
+    /// A relayed route: what routing needs (model, stream) read from its JSON or form body,
+    /// then the same path as a generation (route, admission, pool, breakers, retries).
+    private func startRelay(_ c: HTTPServerConnection, _ spec: RelaySpec, method: String, head: HTTPRequestHead,
+                            body: [UInt8], rid: String, identity: String?) {
+        let route = RelayRoute(name: spec.name, method: method, target: head.target, body: spec.body,
+                               cacheable: spec.cacheable, contentType: head.headers["content-type"])
+        let kind = EndpointKind.relay(route)
+        let req: OpenAIRequest
+        switch spec.body {
+        case .json:
+            switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil && spec.cacheable) {
+            case .failure(let err):
+                let n = runtime.writeError(err, to: c, requestId: rid)
+                runtime.frontendAnswered(route: spec.name, status: err.status, requestId: rid, bytesIn: body.count, bytesOut: n,
+                                         startNanos: Loop.nowNanos())
+                return
+            case .success(let r): req = r
+            }
+        case .multipart:
+            let b = head.headers["content-type"].flatMap { MultipartForm.boundary(contentType: $0) }
+            let model = b.flatMap { MultipartForm.field("model", in: body, boundary: $0) }
+            let stream = b.flatMap { MultipartForm.field("stream", in: body, boundary: $0) }?.lowercased() == "true"
+            req = .relay(kind, model: model, stream: stream)
+        case .none:
+            req = .relay(kind, model: nil, stream: false)
+        }
+        routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity,
+                      tokens: runtime.estimator.estimate(req.promptSize), memoKey: nil)
     }
 
     private func answerFromMemo(_ c: HTTPServerConnection, kind: EndpointKind, entry e: HitMemo.Entry, reply: [UInt8],
@@ -246,19 +329,24 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .unknownModel(let m):
             let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
             let n = runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
-            runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 404, requestId: rid,
+            runtime.frontendAnswered(route: kind.name, status: 404, requestId: rid,
                                      bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
             return
         case .model(let m, let routed):
             served = m
             if routed { extra.add("x-routed-model", m) }
-            // Always ask vLLM for the usage chunk (token metrics, complete cache entries); the
-            // session strips it for this client, who did not ask for it.
-            let addUsage = req.stream && !req.includeUsage
-            if routed || addUsage {
-                guard let rewritten = OpenAIRequest.rewrite(body, model: routed ? m : nil, includeUsage: addUsage) else {
+            // Always ask vLLM for a generation's usage chunk (token metrics, complete cache
+            // entries); the session strips it for this client, who did not ask for it.
+            var addUsage = req.stream && !req.includeUsage
+            var rewritesModel = routed
+            if case .relay(let r) = kind {
+                addUsage = false
+                rewritesModel = routed && r.body == .json // a form or no body is relayed as it came
+            }
+            if rewritesModel || addUsage {
+                guard let rewritten = OpenAIRequest.rewrite(body, model: rewritesModel ? m : nil, includeUsage: addUsage) else {
                     let n = runtime.writeError(EngineError(.internalError, "The request could not be forwarded."), to: c, requestId: rid)
-                    runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 500, requestId: rid,
+                    runtime.frontendAnswered(route: kind.name, status: 500, requestId: rid,
                                              bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
                     return
                 }

@@ -13,6 +13,9 @@ struct StreamRelay {
 
     let includeUsage: Bool
     let records: Bool
+    /// Bytes relayed as they come, unread (a relayed route's stream, e.g. the Responses API's
+    /// `event:` framing): nothing recorded, no events checked; complete when the upstream ends.
+    let passthrough: Bool
     private(set) var scanner: SSEEventScanner
     /// Every whole event of the last read (usage chunks included): what followers relay.
     private(set) var events: [UInt8] = []
@@ -29,14 +32,15 @@ struct StreamRelay {
         case broken
     }
 
-    init(includeUsage: Bool, records: Bool, maxEventBytes: Int) {
+    init(includeUsage: Bool, records: Bool, maxEventBytes: Int, passthrough: Bool = false) {
         self.includeUsage = includeUsage
-        self.records = records
+        self.records = records && !passthrough
+        self.passthrough = passthrough
         self.scanner = SSEEventScanner(maxEventBytes: maxEventBytes)
     }
 
     /// The last read's events in this client's form.
-    var clientEvents: [UInt8] { includeUsage ? events : eventsWithoutUsage }
+    var clientEvents: [UInt8] { includeUsage || passthrough ? events : eventsWithoutUsage }
 
     var sawDone: Bool { scanner.sawDone }
     var sawError: Bool { scanner.sawError }
@@ -45,6 +49,10 @@ struct StreamRelay {
     mutating func read(_ bytes: UnsafeRawBufferPointer) -> Read {
         events.removeAll(keepingCapacity: true)
         eventsWithoutUsage.removeAll(keepingCapacity: true)
+        if passthrough {
+            events.append(contentsOf: bytes)
+            return .relay
+        }
         let invalidBefore = scanner.invalidEvents
         scanner.feed(bytes, all: &events, withoutUsage: &eventsWithoutUsage, filterUsage: !includeUsage)
         if records && !recordingOverflowed && !events.isEmpty {
