@@ -30,6 +30,7 @@ SIM_MODEL = "sim-model"
 STARTUP_TIMEOUT = 20.0  # seconds a process gets to print its "listening" line
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 HTTP_TIMEOUT = 10.0  # default timeout of the HTTP helpers
+JSON_ACCEPT = {"Accept": "application/json"}  # /metrics answers JSON only when asked (else Prometheus text)
 
 # Environment variables that the Engine reads as overrides of its config; never inherited by
 # the processes started here (a developer's shell may have them set), only set through `env=`.
@@ -393,6 +394,12 @@ class Engine(HTTPServerProcess):
     host: str
     port: int
     config_path: Path
+
+    def metrics_json(self, **kw) -> dict:
+        """GET /metrics as JSON (Accept: application/json) of whichever process answers."""
+        r = self.get("/metrics", headers=JSON_ACCEPT, **kw)
+        assert r.status_code == 200, r.text
+        return r.json()
 
 
 

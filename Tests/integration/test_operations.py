@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from harness import RawStream, chat_body, free_port, make_config, start_engine, wait_until
+from harness import JSON_ACCEPT, RawStream, chat_body, free_port, make_config, start_engine, wait_until
 
 
 def access_lines(eng):
@@ -105,7 +105,7 @@ def test_two_workers_share_one_port_and_a_killed_worker_is_replaced(sim, engine_
     def served_by_both():
         for _ in range(20):
             with requests.Session() as s:  # new connection each time: the kernel spreads them
-                seen.add(s.get(eng.url + "/metrics", timeout=2).json()["pid"])
+                seen.add(s.get(eng.url + "/metrics", headers=JSON_ACCEPT, timeout=2).json()["pid"])
         return len(seen) == 2
     wait_until(served_by_both, timeout=10, what="both workers to answer")
     assert seen == set(pids)
@@ -128,6 +128,6 @@ def test_metrics_port_serves_this_process(sim, engine_factory):
     mport = free_port()
     # One process: its metrics port and its main port must name the same pid.
     eng = engine_factory(make_config([sim], server={"metrics_port": mport, "workers": 1}))
-    m = requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=2).json()
-    assert m["pid"] == eng.get("/metrics").json()["pid"]
+    m = requests.get(f"http://127.0.0.1:{mport}/metrics", headers=JSON_ACCEPT, timeout=2).json()
+    assert m["pid"] == eng.metrics_json()["pid"]
     assert requests.get(f"http://127.0.0.1:{mport}/metrics/prometheus", timeout=2).status_code == 200

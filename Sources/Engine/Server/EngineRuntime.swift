@@ -242,24 +242,46 @@ public final class EngineRuntime {
         if idleTimers.count < 4096 { idleTimers.append(t) } else { t.close() }
     }
 
+    // MARK: latency metrics
+
+    /// The bounded `model` label of a served model: a model the backends do not know, or one
+    /// past Metrics.maxModelLabels, is "other".
+    func modelLabel(_ model: String?) -> String {
+        guard let model, backends.isKnown(model) != false else { return LabelLimiter.other }
+        return metrics.modelLabels.label(model)
+    }
+
+    func latencyLabels(model: String?, backend: Backend?) -> LatencyLabels {
+        LatencyLabels(model: modelLabel(model), backend: backend?.url ?? "none")
+    }
+
+    /// The first content event of a generation reached the client (not the SSE head: a `: queued`
+    /// comment or the head vLLM sends before scheduling does not count). TODO(ops): RequestSession
+    /// calls this once per request where it relays the first event with content, not yet; until
+    /// then engine_time_to_first_token_seconds has no series.
+    func firstTokenRelayed(_ s: RequestSession, now: UInt64) {
+        metrics.firstTokenSeconds.observe(latencyLabels(model: s.servedModel, backend: s.backend),
+                                          Double(now - s.startNanos) / 1e9)
+    }
+
     func requestFinished(_ s: RequestSession, termination: Termination) {
         metrics.requestsInFlight -= 1
         metrics.recordStatus(s.status)
         metrics.terminationCounts.increment(termination)
         let now = Loop.nowNanos()
-        let model = s.servedModel.flatMap { backends.isKnown($0) == false ? nil : $0 } ?? "other"
+        let labels = latencyLabels(model: s.servedModel, backend: s.backend)
         let route = s.request.kind == .chat ? "chat" : "completions"
-        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome))
+        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: labels.model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome))
         let duration = now - s.startNanos
-        metrics.e2eSeconds.observe(Double(duration) / 1e9)
-        if s.firstByteNanos > 0 { metrics.ttftSeconds.observe(Double(s.firstByteNanos - s.startNanos) / 1e9) }
+        metrics.e2eSeconds.observe(labels, Double(duration) / 1e9)
+        if s.firstByteNanos > 0 { metrics.ttftSeconds.observe(labels, Double(s.firstByteNanos - s.startNanos) / 1e9) }
         // Overhead: what is left after the upstream exchange and admission waits. A follower's
         // wait for its leader counts as upstream time too.
         let waited = s.isFollower ? duration : min(duration, s.upstreamNanos + s.queueNanos)
-        metrics.overheadSeconds.observe(Double(duration - waited) / 1e9)
+        metrics.overheadSeconds.observe(labels, Double(duration - waited) / 1e9)
         if let u = s.usage {
-            metrics.promptTokens[model, default: 0] += u.prompt
-            metrics.completionTokens[model, default: 0] += u.completion
+            metrics.promptTokens[labels.model, default: 0] += u.prompt
+            metrics.completionTokens[labels.model, default: 0] += u.completion
         }
         guard let log = accessLog else { return }
         log.write(AccessLog.Entry(
@@ -275,14 +297,15 @@ public final class EngineRuntime {
     func memoHitAnswered(kind: EndpointKind, servedModel: String, requestId: String, bytesIn: Int, bytesOut: Int, startNanos: UInt64) {
         let now = Loop.nowNanos()
         let route = kind == .chat ? "chat" : "completions"
+        let labels = latencyLabels(model: servedModel, backend: nil)
         metrics.cacheHits += 1
         metrics.recordStatus(200)
         metrics.terminationCounts.increment(.normal)
-        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: servedModel, statusClass: "2xx", cache: "HIT"))
+        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: labels.model, statusClass: "2xx", cache: "HIT"))
         let d = Double(now - startNanos) / 1e9
-        metrics.e2eSeconds.observe(d)
-        metrics.ttftSeconds.observe(d)
-        metrics.overheadSeconds.observe(d)
+        metrics.e2eSeconds.observe(labels, d)
+        metrics.ttftSeconds.observe(labels, d)
+        metrics.overheadSeconds.observe(labels, d)
         accessLog?.write(AccessLog.Entry(
             requestId: requestId, route: route, modelAsked: nil, modelServed: servedModel, backend: nil, status: 200,
             cache: "HIT", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut, ttfbSeconds: d, durationSeconds: d,

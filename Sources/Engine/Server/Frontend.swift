@@ -1,6 +1,6 @@
 // Frontend: the delegate of every client connection. Routes each complete request: generation
-// routes start a RequestSession (stored in the connection's `context`); /health, /v1/models and
-// /metrics are answered here. Every error leaves as OpenAI-style JSON.
+// routes start a RequestSession (stored in the connection's `context`); /health, /livez, /readyz,
+// /v1/models and /metrics are answered here (GET and HEAD). Every error leaves as OpenAI-style JSON.
 import CEventShim
 import Reactor
 
@@ -31,36 +31,41 @@ final class Frontend: HTTPServerConnectionDelegate {
 
     enum Route: Equatable {
         case generate(EndpointKind)
-        case models, health, metricsJSON, metricsPrometheus
+        /// /health and /readyz: 200 while a backend is up and the process is not draining.
+        case models, health, readyz, livez, metrics, metricsPrometheus
 
         var name: String {
             switch self {
             case .generate(let k): return k == .chat ? "chat" : "completions"
             case .models: return "models"
             case .health: return "health"
-            case .metricsJSON: return "metrics"
+            case .readyz: return "readyz"
+            case .livez: return "livez"
+            case .metrics: return "metrics"
             case .metricsPrometheus: return "metrics_prometheus"
             }
         }
 
-        /// /health stays open; metrics only when auth.protect_metrics.
+        /// Probes stay open; metrics only when auth.protect_metrics.
         func needsAuth(protectMetrics: Bool) -> Bool {
             switch self {
             case .generate, .models: return true
-            case .health: return false
-            case .metricsJSON, .metricsPrometheus: return protectMetrics
+            case .health, .readyz, .livez: return false
+            case .metrics, .metricsPrometheus: return protectMetrics
             }
         }
     }
 
-    /// Path → (route, allowed method). Also accepts the paths without `/v1`.
+    /// Path → (route, allowed method; GET allows HEAD too). Also accepts the paths without `/v1`.
     static func route(for path: Substring) -> (Route, String)? {
         switch path {
         case "/v1/chat/completions", "/chat/completions": return (.generate(.chat), "POST")
         case "/v1/completions", "/completions": return (.generate(.completion), "POST")
         case "/v1/models", "/models": return (.models, "GET")
         case "/health": return (.health, "GET")
-        case "/metrics": return (.metricsJSON, "GET")
+        case "/readyz": return (.readyz, "GET")
+        case "/livez": return (.livez, "GET")
+        case "/metrics": return (.metrics, "GET")
         case "/metrics/prometheus": return (.metricsPrometheus, "GET")
         default: return nil
         }
@@ -98,11 +103,12 @@ final class Frontend: HTTPServerConnectionDelegate {
             reject(EngineError(.routeNotFound, "Unknown path \(head.path)."), route: "-")
             return
         }
-        guard head.method == method else {
+        guard head.method == method || (method == "GET" && head.method == "HEAD") else {
+            let allowed = method == "GET" ? "GET, HEAD" : method
             var h = HTTPHeaders()
             h.add("x-request-id", rid)
-            h.add("allow", method)
-            let n = runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."),
+            h.add("allow", allowed)
+            let n = runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(allowed)."),
                                        to: c, requestId: rid, extra: h)
             runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, bytesIn: body.count, bytesOut: n, startNanos: t0)
             return
@@ -124,18 +130,26 @@ final class Frontend: HTTPServerConnectionDelegate {
             startGeneration(c, kind: kind, head: head, body: body, rid: rid, identity: identity)
         case .models:
             writeJSON(c, 200, modelsBody(), rid)
-        case .health:
+        case .health, .readyz:
             let up = runtime.backends.healthyCount
             let total = runtime.backends.all.count
-            let st = up > 0 ? 200 : 503
-            let s = "{\"status\":\"\(up > 0 ? "ok" : "unavailable")\",\"version\":\"\(engineVersion)\",\"backends\":{\"up\":\(up),\"total\":\(total)}}"
-            writeJSON(c, st, Array(s.utf8), rid)
-        case .metricsJSON:
-            writeJSON(c, 200, Array(metricsJSON().utf8), rid)
-        case .metricsPrometheus:
+            let ready = up > 0 && !isDraining
+            let status = isDraining ? "draining" : up > 0 ? "ok" : "unavailable"
+            let s = "{\"status\":\"\(status)\",\"version\":\"\(engineVersion)\",\"backends\":{\"up\":\(up),\"total\":\(total)}}"
+            writeJSON(c, ready ? 200 : 503, Array(s.utf8), rid)
+        case .livez:
+            writeJSON(c, 200, Array("{\"status\":\"ok\",\"version\":\"\(engineVersion)\"}".utf8), rid)
+        case .metrics:
+            // Prometheus text unless the client prefers JSON; caches must key on Accept.
             var h = HTTPHeaders()
-            h.add("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            c.writeResponse(status: 200, headers: h, body: Array(runtime.prometheusText().utf8))
+            h.add("vary", "accept")
+            if AcceptHeader.prefersJSONToPrometheusText(head.headers["accept"]) {
+                writeJSON(c, 200, Array(metricsJSON().utf8), rid, headers: h)
+            } else {
+                writePrometheus(c, headers: h)
+            }
+        case .metricsPrometheus:
+            writePrometheus(c, headers: HTTPHeaders())
         }
     }
 
@@ -296,12 +310,20 @@ final class Frontend: HTTPServerConnectionDelegate {
         return CachePlan(key: key, lookup: cc.lookup, store: cc.store, follow: cc.lookup && cc.store, lead: cc.store)
     }
 
-    private func writeJSON(_ c: HTTPServerConnection, _ status: Int, _ body: [UInt8], _ rid: String) {
-        var h = HTTPHeaders()
+    private func writeJSON(_ c: HTTPServerConnection, _ status: Int, _ body: [UInt8], _ rid: String,
+                           headers: HTTPHeaders = HTTPHeaders()) {
+        var h = headers
         h.add("content-type", "application/json")
         h.add("x-request-id", rid)
         runtime.metrics.recordStatus(status)
         c.writeResponse(status: status, headers: h, body: body)
+    }
+
+    private func writePrometheus(_ c: HTTPServerConnection, headers: HTTPHeaders) {
+        var h = headers
+        h.add("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        runtime.metrics.recordStatus(200)
+        c.writeResponse(status: 200, headers: h, body: Array(runtime.prometheusText().utf8))
     }
 
     func connection(_ c: HTTPServerConnection, didFail failure: HTTPServerFailure) {
@@ -367,6 +389,10 @@ final class Frontend: HTTPServerConnectionDelegate {
         s += "\"streams_started\":\(m.streamsStarted),\"open_connections\":\(m.openConnections),\"connections_total\":\(m.connectionsTotal),"
         s += "\"responses\":{\"2xx\":\(m.responsesByClass[2]),\"4xx\":\(m.responsesByClass[4]),\"5xx\":\(m.responsesByClass[5])},"
         s += "\"rss_bytes\":\(ces_rss_bytes()),"
+        if let p = ProcessStats.readSelf() {
+            s += "\"process\":{\"cpu_seconds\":\(p.cpuSeconds),\"resident_memory_bytes\":\(p.residentMemoryBytes),"
+            s += "\"open_fds\":\(p.openFDs.map { String($0) } ?? "null"),\"start_time_seconds\":\(p.startTimeSeconds)},"
+        }
         let looked = m.cacheHits + m.cacheMisses
         s += "\"cache\":{\"enabled\":\(runtime.cache != nil),\"backend\":\"\(runtime.cache == nil ? "none" : runtime.redis != nil ? "redis" : "memory")\",\"hits\":\(m.cacheHits),\"misses\":\(m.cacheMisses),"
         s += "\"hit_ratio\":\(looked > 0 ? Double(m.cacheHits) / Double(looked) : 0),\"stale_served\":\(m.cacheStaleServed),\"bypasses\":\(m.cacheBypasses),"
