@@ -84,25 +84,28 @@ def _die_with_parent() -> None:
 
 
 class ManagedProcess:
-    """A child process in its own process group, its output in `log_path`."""
+    """A child process in its own process group, its output in `log_path` (stderr too, unless
+    `stderr_path` names a file of its own)."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str]):
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str],
+                 stderr_path: Path | None = None):
         self.name = name
         self.argv = list(argv)
         self.log_path = Path(log_path)
+        self.stderr_path = Path(stderr_path) if stderr_path else None
         self._env = dict(env)
         self.proc: subprocess.Popen | None = None
         self._spawn()
 
     def _spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log, open(self.stderr_path or os.devnull, "ab") as err:
             log.write(f"### {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=err if self.stderr_path else subprocess.STDOUT,
                 env=self._env,
                 cwd=str(ROOT),
                 start_new_session=True,  # own process group: killpg reaches its children too
@@ -417,17 +420,20 @@ def start_engine(
     env: Mapping[str, str | None] | None = None,
     args: Sequence[Any] | None = None,
     timeout: float = STARTUP_TIMEOUT,
+    separate_stderr: bool = False,
 ) -> Engine:
     """Writes the config (YAML text, or a dict rendered with to_yaml) to a file, starts
     `$ENGINE_BIN --config FILE --port 0 *args`, and waits for `engine listening on HOST:PORT`.
-    The child's environment is os.environ without VLLM_URL/REDIS_URL, then `env`."""
+    The child's environment is os.environ without VLLM_URL/REDIS_URL, then `env`. With
+    `separate_stderr`, stderr goes to `eng.stderr_path` and `eng.log_path` holds stdout alone."""
     _require_binary(ENGINE_BIN, "engine")
     text = config_yaml_text if isinstance(config_yaml_text, str) else to_yaml(config_yaml_text)
     name = _next_name("engine")
     config_path = run_dir() / f"{name}.yaml"
     config_path.write_text(text)
     argv = [ENGINE_BIN, "--config", str(config_path), "--port", "0", *map(str, args or ())]
-    eng = Engine(name, argv, run_dir() / f"{name}.log", child_env(env))
+    eng = Engine(name, argv, run_dir() / f"{name}.log", child_env(env),
+                 stderr_path=run_dir() / f"{name}.stderr.log" if separate_stderr else None)
     eng.config_path = config_path
     m = eng.wait_for_line(ENGINE_READY, timeout)
     eng.host, eng.port = m.group(1), int(m.group(2))

@@ -52,8 +52,8 @@ public struct EngineConfig: Sendable, Equatable {
         public var metricsPort: Int?
         /// Lowercase swift-log level name: trace, debug, info, notice, warning, error, critical.
         public var logLevel: String
-        /// One JSON line per finished request on stderr.
-        public var isAccessLogEnabled: Bool
+        /// Where the access log (one JSON line per finished request) goes.
+        public var accessLog: AccessLogDestination
 
         public init(
             host: String = "0.0.0.0",
@@ -66,7 +66,7 @@ public struct EngineConfig: Sendable, Equatable {
             workers: Int = 0,
             metricsPort: Int? = nil,
             logLevel: String = "info",
-            isAccessLogEnabled: Bool = true
+            accessLog: AccessLogDestination = .stdout
         ) {
             self.host = host
             self.port = port
@@ -78,8 +78,17 @@ public struct EngineConfig: Sendable, Equatable {
             self.workers = workers
             self.metricsPort = metricsPort
             self.logLevel = logLevel
-            self.isAccessLogEnabled = isAccessLogEnabled
+            self.accessLog = accessLog
         }
+    }
+
+    /// `server.access_log`: `stdout` (default), `stderr`, `off`, or a file path (appended to;
+    /// each worker opens it with O_APPEND, so whole batches of lines never interleave).
+    public enum AccessLogDestination: Sendable, Equatable {
+        case off
+        case stdout
+        case stderr
+        case file(String)
     }
 
     /// `vllm.*`: the upstream servers and how we talk to them.

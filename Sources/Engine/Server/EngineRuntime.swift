@@ -73,7 +73,7 @@ public final class EngineRuntime {
             backoff: .seconds(validated: config.vllm.retryBackoffSeconds),
             upstreamTimeout: .seconds(validated: config.vllm.timeoutSeconds),
             usesAdmission: true)
-        if config.server.isAccessLogEnabled { accessLog = AccessLog(loop: loop) }
+        accessLog = try AccessLog.open(config.server.accessLog, loop: loop)
         if config.cache.isEnabled {
             if config.redis.url.isEmpty {
                 cache = MemoryCacheStore(maxEntries: config.cache.maxSize)
@@ -242,7 +242,33 @@ public final class EngineRuntime {
         if idleTimers.count < 4096 { idleTimers.append(t) } else { t.close() }
     }
 
-    // MARK: latency metrics
+    // MARK: access log and latency metrics
+
+    /// Access-log facts only the front end has (method, path, client, user agent), by session,
+    /// from the session's start to `requestFinished`; empty when the access log is off. Kept here
+    /// rather than in RequestSession while that file is being restructured; it can carry them
+    /// itself afterwards. The upstream status (`noteUpstreamStatus`) rides along.
+    private var sessionAccess: [ObjectIdentifier: (request: AccessRequestInfo, upstreamStatus: Int?)] = [:]
+
+    /// What the access log says about the request on `c` with `head`; nil when the log is off
+    /// (nothing is read or copied then).
+    func accessInfo(_ head: HTTPRequestHead, _ c: HTTPServerConnection) -> AccessRequestInfo? {
+        guard accessLog != nil else { return nil }
+        return AccessRequestInfo(method: head.method, path: head.path, client: c.peerAddress,
+                                 userAgent: head.headers["user-agent"])
+    }
+
+    /// The Frontend hands over a session's request facts before starting it.
+    func sessionStarted(_ s: RequestSession, request: AccessRequestInfo?) {
+        guard let request else { return }
+        sessionAccess[ObjectIdentifier(s)] = (request, nil)
+    }
+
+    /// The status of an upstream response head the session received (the last one counts when
+    /// it retried). TODO(ops): RequestSession calls this in its `.upstreamHead` event, not yet.
+    func noteUpstreamStatus(_ s: RequestSession, _ status: Int) {
+        sessionAccess[ObjectIdentifier(s)]?.upstreamStatus = status
+    }
 
     /// The bounded `model` label of a served model: a model the backends do not know, or one
     /// past Metrics.maxModelLabels, is "other".
@@ -283,18 +309,21 @@ public final class EngineRuntime {
             metrics.promptTokens[labels.model, default: 0] += u.prompt
             metrics.completionTokens[labels.model, default: 0] += u.completion
         }
+        let access = sessionAccess.removeValue(forKey: ObjectIdentifier(s))
         guard let log = accessLog else { return }
-        log.write(AccessLog.Entry(
-            requestId: s.requestId, route: s.request.kind == .chat ? "chat" : "completions",
+        log.write(AccessLogEntry(
+            requestId: s.requestId, request: access?.request, route: route,
             modelAsked: s.requestedModel, modelServed: s.servedModel, backend: s.backend?.url,
-            status: s.status, cache: s.cacheOutcome, coalesced: s.isFollower,
+            upstreamStatus: access?.upstreamStatus, status: s.status, cache: s.cacheOutcome, coalesced: s.isFollower,
             bytesIn: s.bytesIn, bytesOut: s.bytesOut,
             ttfbSeconds: s.firstByteNanos > 0 ? Double(s.firstByteNanos - s.startNanos) / 1e9 : nil,
             durationSeconds: Double(now - s.startNanos) / 1e9, termination: termination))
     }
 
-    /// Metrics and access line for a hit answered by the Frontend's fast path.
-    func memoHitAnswered(kind: EndpointKind, servedModel: String, requestId: String, bytesIn: Int, bytesOut: Int, startNanos: UInt64) {
+    /// Metrics and access line for a hit answered by the Frontend's fast path. `requestedModel` is
+    /// the `model` the client's body named (the memo remembers it from the first parse).
+    func memoHitAnswered(kind: EndpointKind, servedModel: String, requestedModel: String?, requestId: String,
+                         request: AccessRequestInfo?, bytesIn: Int, bytesOut: Int, startNanos: UInt64) {
         let now = Loop.nowNanos()
         let route = kind == .chat ? "chat" : "completions"
         let labels = latencyLabels(model: servedModel, backend: nil)
@@ -306,23 +335,22 @@ public final class EngineRuntime {
         metrics.e2eSeconds.observe(labels, d)
         metrics.ttftSeconds.observe(labels, d)
         metrics.overheadSeconds.observe(labels, d)
-        accessLog?.write(AccessLog.Entry(
-            requestId: requestId, route: route, modelAsked: nil, modelServed: servedModel, backend: nil, status: 200,
-            cache: "HIT", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut, ttfbSeconds: d, durationSeconds: d,
-            termination: .normal))
+        accessLog?.write(AccessLogEntry(
+            requestId: requestId, request: request, route: route, modelAsked: requestedModel, modelServed: servedModel,
+            backend: nil, upstreamStatus: nil, status: 200, cache: "HIT", coalesced: false, bytesIn: bytesIn,
+            bytesOut: bytesOut, ttfbSeconds: d, durationSeconds: d, termination: .normal))
     }
 
     /// Access line for a request answered by the Frontend itself (bad input, auth, routes).
-    func frontendAnswered(route: String, status: Int, requestId: String, bytesIn: Int, bytesOut: Int, startNanos: UInt64,
-                          termination: Termination? = nil) {
+    func frontendAnswered(route: String, status: Int, requestId: String, request: AccessRequestInfo?, bytesIn: Int,
+                          bytesOut: Int, startNanos: UInt64, termination: Termination? = nil) {
         let term = termination ?? Termination(status >= 400 ? .policy : .normal, .request)
         metrics.terminationCounts.increment(term)
         guard let log = accessLog else { return }
-        log.write(AccessLog.Entry(
-            requestId: requestId, route: route, modelAsked: nil, modelServed: nil, backend: nil, status: status,
-            cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut, ttfbSeconds: nil,
-            durationSeconds: Double(Loop.nowNanos() - startNanos) / 1e9,
-            termination: term))
+        log.write(AccessLogEntry(
+            requestId: requestId, request: request, route: route, modelAsked: nil, modelServed: nil, backend: nil,
+            upstreamStatus: nil, status: status, cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut,
+            ttfbSeconds: nil, durationSeconds: Double(Loop.nowNanos() - startNanos) / 1e9, termination: term))
     }
 }
 

@@ -97,7 +97,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         // Every error the Frontend answers itself gets an access line too.
         func reject(_ err: EngineError, route: String) {
             let n = runtime.writeError(err, to: c, requestId: rid)
-            runtime.frontendAnswered(route: route, status: err.status, requestId: rid, bytesIn: body.count, bytesOut: n, startNanos: t0)
+            runtime.frontendAnswered(route: route, status: err.status, requestId: rid, request: runtime.accessInfo(head, c),
+                                     bytesIn: body.count, bytesOut: n, startNanos: t0)
         }
         guard let (route, method) = Frontend.route(for: head.path) else {
             reject(EngineError(.routeNotFound, "Unknown path \(head.path)."), route: "-")
@@ -110,7 +111,8 @@ final class Frontend: HTTPServerConnectionDelegate {
             h.add("allow", allowed)
             let n = runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(allowed)."),
                                        to: c, requestId: rid, extra: h)
-            runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, bytesIn: body.count, bytesOut: n, startNanos: t0)
+            runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, request: runtime.accessInfo(head, c),
+                                     bytesIn: body.count, bytesOut: n, startNanos: t0)
             return
         }
         var identity: String?
@@ -175,7 +177,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         if let mem = cache as? MemoryCacheStore {
             if let r = reply(mem.lookup(e.cacheKey, now: t0, touch: true)) {
-                answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, bytesIn: body.count, startNanos: t0)
+                answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: runtime.accessInfo(head, c),
+                               bytesIn: body.count, startNanos: t0)
             } else {
                 parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
             }
@@ -186,7 +189,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         cache.get(key: e.cacheKey, now: t0, wallMillis: UInt64(Loop.wallSeconds() * 1000)) { [weak self] lookup in
             guard let self, !c.isClosed else { return }
             if let r = reply(lookup) {
-                self.answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, bytesIn: body.count, startNanos: t0)
+                self.answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: self.runtime.accessInfo(head, c),
+                                    bytesIn: body.count, startNanos: t0)
             } else {
                 self.parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
             }
@@ -200,7 +204,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         func reject(_ err: EngineError) {
             let n = runtime.writeError(err, to: c, requestId: rid)
             runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: err.status, requestId: rid,
-                                     bytesIn: body.count, bytesOut: n, startNanos: parseStart)
+                                     request: runtime.accessInfo(head, c), bytesIn: body.count, bytesOut: n, startNanos: parseStart)
         }
         switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil) {
         case .failure(let err): reject(err); return
@@ -222,14 +226,14 @@ final class Frontend: HTTPServerConnectionDelegate {
     }
 
     private func answerFromMemo(_ c: HTTPServerConnection, kind: EndpointKind, entry e: HitMemo.Entry, reply: [UInt8],
-                                rid: String, bytesIn: Int, startNanos: UInt64) {
+                                rid: String, request: AccessRequestInfo?, bytesIn: Int, startNanos: UInt64) {
         var h = HTTPHeaders()
         if e.routed { h.add("x-routed-model", e.servedModel) }
         h.add("x-request-id", rid)
         h.add("x-cache", "HIT")
         let sent = ResponseWriter.answer(c, reply, stream: e.stream, headers: h)
-        runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestId: rid, bytesIn: bytesIn,
-                                bytesOut: sent, startNanos: startNanos)
+        runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestedModel: e.requestedModel, requestId: rid,
+                                request: request, bytesIn: bytesIn, bytesOut: sent, startNanos: startNanos)
     }
 
     /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template
@@ -261,7 +265,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
             let n = runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
             runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 404, requestId: rid,
-                                     bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
+                                     request: runtime.accessInfo(head, c), bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
             return
         case .model(let m, let routed):
             served = m
@@ -273,7 +277,8 @@ final class Frontend: HTTPServerConnectionDelegate {
                 guard let rewritten = OpenAIRequest.rewrite(body, model: routed ? m : nil, includeUsage: addUsage) else {
                     let n = runtime.writeError(EngineError(.internalError, "The request could not be forwarded."), to: c, requestId: rid)
                     runtime.frontendAnswered(route: kind == .chat ? "chat" : "completions", status: 500, requestId: rid,
-                                             bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
+                                             request: runtime.accessInfo(head, c), bytesIn: body.count, bytesOut: n,
+                                             startNanos: Loop.nowNanos())
                     return
                 }
                 forward = rewritten
@@ -283,12 +288,13 @@ final class Frontend: HTTPServerConnectionDelegate {
         if req.stream { runtime.metrics.streamsStarted += 1 }
         let plan = cachePlan(kind: kind, head: head, req: req, served: served, identity: identity)
         if let mk = memoKey, let key = plan.key, let memo = runtime.hitMemo {
-            memo.put(mk, HitMemo.Entry(cacheKey: key, servedModel: served, routed: extra["x-routed-model"] != nil,
+            memo.put(mk, HitMemo.Entry(cacheKey: key, servedModel: served, requestedModel: req.model, routed: extra["x-routed-model"] != nil,
                                        stream: req.stream, includeUsage: req.includeUsage))
         }
         let s = RequestSession(runtime: runtime, client: c, request: req, body: forward, requestId: rid,
                                requestedModel: req.model, servedModel: served, extraHeaders: extra, cachePlan: plan)
         c.context = s
+        runtime.sessionStarted(s, request: runtime.accessInfo(head, c))
         s.start()
     }
 
@@ -336,7 +342,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         let rid = newRequestId()
         let n = runtime.writeError(err, to: c, requestId: rid)
-        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, bytesIn: 0, bytesOut: n, startNanos: Loop.nowNanos(),
+        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, request: nil, bytesIn: 0, bytesOut: n,
+                                 startNanos: Loop.nowNanos(),
                                  termination: failure == .readTimeout ? Termination(.clientTimeout, .request) : nil)
     }
 
