@@ -18,6 +18,7 @@ struct EngineServer: ParsableCommand {
     @Option(help: "Listen address (overrides server.host).") var host: String?
     @Option(help: "Listen port (overrides server.port; 0 = any free port).") var port: Int?
     @Option(help: "Worker processes sharing the port (overrides server.workers; 0 = one per core).") var workers: Int?
+    @Flag(help: "Let another engine-server or program listen on the same port (as server.share_port: true).") var sharePort = false
     @Option(help: .hidden) var workerIndex: Int?
 
     func run() throws {
@@ -42,6 +43,18 @@ struct EngineServer: ParsableCommand {
         var n = workers ?? cfg.server.workers
         if n <= 0 { n = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
         let h = host ?? cfg.server.host
+        // The first process on the port claims it (PortGuard says why); workers share their
+        // supervisor's claim.
+        var portClaim: PortGuard?
+        if workerIndex == nil && !(sharePort || cfg.server.sharePort) {
+            switch PortGuard.claim(host: h, port: port ?? cfg.server.port) {
+            case .success(let g): portClaim = g
+            case .failure(let refusal):
+                FileHandleStderr.write("engine: \(refusal)\n")
+                throw ExitCode(1)
+            }
+        }
+        defer { portClaim?.release() }
         var sharedStore: PrivateRedis?
         if n > 1 && workerIndex == nil && cfg.cache.isEnabled && cfg.redis.url.isEmpty {
             // Workers must share one cache and flight table (PrivateRedis says why).

@@ -864,3 +864,14 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         #expect(parseError("server:\n  access_log: [a]\n") == .invalid(key: "server.access_log", message: "expected a string, got a list (line 2)"))
     }
 }
+
+@Suite struct ConfigSharePortTests {
+    @Test func offByDefault() throws {
+        #expect(try !parse("").server.sharePort)
+    }
+
+    @Test func sharePortIsABoolean() throws {
+        #expect(try parse("server:\n  share_port: true\n").server.sharePort)
+        #expect(parseError("server:\n  share_port: 1\n") == .invalid(key: "server.share_port", message: "expected a boolean (true/false), got \"1\" (line 2)"))
+    }
+}

@@ -54,6 +54,10 @@ public struct EngineConfig: Sendable, Equatable {
         public var logLevel: String
         /// Where the access log (one JSON line per finished request) goes.
         public var accessLog: AccessLogDestination
+        /// Let another process (another engine-server, or any program) listen on the same port
+        /// through SO_REUSEPORT. Off: start-up refuses a port someone already listens on
+        /// (PortGuard); the Engine's own workers share the port whatever this says.
+        public var sharePort: Bool
 
         public init(
             host: String = "0.0.0.0",
@@ -66,7 +70,8 @@ public struct EngineConfig: Sendable, Equatable {
             workers: Int = 0,
             metricsPort: Int? = nil,
             logLevel: String = "info",
-            accessLog: AccessLogDestination = .stdout
+            accessLog: AccessLogDestination = .stdout,
+            sharePort: Bool = false
         ) {
             self.host = host
             self.port = port
@@ -79,6 +84,7 @@ public struct EngineConfig: Sendable, Equatable {
             self.metricsPort = metricsPort
             self.logLevel = logLevel
             self.accessLog = accessLog
+            self.sharePort = sharePort
         }
     }
 

@@ -268,6 +268,7 @@ public enum ConfigLoader {
             // Lowercased so that the original's `INFO` still works.
             case "log_level": c.logLevel = try f.string().lowercased()
             case "access_log": c.accessLog = try accessLogDestination(f)
+            case "share_port": c.sharePort = try f.bool()
             default: throw f.unknownKey()
             }
         }
