@@ -12,7 +12,19 @@ import Glibc
 struct EngineServer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine-server",
-        abstract: "OpenAI-compatible proxy in front of vLLM: one libevent loop per process.")
+        abstract: "OpenAI-compatible proxy in front of vLLM: one libevent loop per process.",
+        discussion: """
+            Environment (applied after the config file):
+              VLLM_URL   one backend URL (http://host:port); replaces vllm.instances
+              REDIS_URL  redis.url: the cache and coalescing that workers and
+                         Engines share (redis://host:port/db or unix:///path)
+
+            Endpoints: /v1/chat/completions, /v1/completions, /v1/models,
+            /health and /readyz (readiness), /livez (liveness), /metrics
+            (Prometheus text; JSON with Accept: application/json).
+            Every config key: docs/configuration.md.
+            """,
+        version: engineVersion)
 
     @Option(help: "Config file (YAML).") var config: String = "configs/default.yaml"
     @Option(help: "Listen address (overrides server.host).") var host: String?

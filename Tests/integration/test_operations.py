@@ -208,3 +208,12 @@ def test_metrics_port_serves_this_process(sim, engine_factory):
     m = requests.get(f"http://127.0.0.1:{mport}/metrics", headers=JSON_ACCEPT, timeout=2).json()
     assert m["pid"] == eng.metrics_json()["pid"]
     assert requests.get(f"http://127.0.0.1:{mport}/metrics/prometheus", timeout=2).status_code == 200
+
+
+def test_version_and_help(engine):
+    p = subprocess.run([ENGINE_BIN, "--version"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0 and p.stdout.strip() == engine.get("/health").json()["version"]
+    p = subprocess.run([ENGINE_BIN, "--help"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0
+    for word in ("VLLM_URL", "REDIS_URL", "--config", "--workers", "--share-port", "--version", "/livez", "/readyz"):
+        assert word in p.stdout, word
