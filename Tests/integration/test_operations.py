@@ -61,7 +61,8 @@ def test_access_log_names_unknown_paths_and_fills_model_on_hits(sim, engine_fact
     long_tail = "x" * 400
     eng.get(f"/v1/nowhere/{long_tail}?api_key=secret", headers={"X-Request-Id": "lost-1"})
     requests.delete(eng.url + "/v1/models", headers={"X-Request-Id": "del-1"}, timeout=5)
-    lines = wait_until(lambda: len(x := access_lines(eng)) >= 4 and {l["request_id"]: l for l in x}, timeout=3)
+    requests.head(eng.url + "/v1/completions", headers={"X-Request-Id": "head-1"}, timeout=5)
+    lines = wait_until(lambda: len(x := access_lines(eng)) >= 5 and {l["request_id"]: l for l in x}, timeout=3)
     hit = lines["hit-2"]
     assert hit["cache"] == "HIT" and hit["model"] == "sim-model" and hit["served_model"] == "sim-model"
     assert hit["backend"] is None and hit["upstream_status"] is None
@@ -70,6 +71,9 @@ def test_access_log_names_unknown_paths_and_fills_model_on_hits(sim, engine_fact
     assert lost["path"].startswith("/v1/nowhere/xxx") and lost["path"].endswith("...") and len(lost["path"]) <= 256
     assert "secret" not in json.dumps(lost)  # the query string is not logged
     assert lines["del-1"]["status"] == 405 and lines["del-1"]["method"] == "DELETE" and lines["del-1"]["path"] == "/v1/models"
+    assert lines["del-1"]["bytes_out"] > 0
+    head = lines["head-1"]  # HEAD on a POST route: a 405 whose body is not sent
+    assert head["status"] == 405 and head["method"] == "HEAD" and head["bytes_out"] == 0
 
 
 def test_access_log_goes_to_stdout_by_default_and_text_logs_to_stderr(sim, engine_factory):

@@ -347,9 +347,11 @@ public final class EngineRuntime {
         let term = termination ?? Termination(status >= 400 ? .policy : .normal, .request)
         metrics.terminationCounts.increment(term)
         guard let log = accessLog else { return }
+        // A HEAD request's error body was not sent (HTTPServerConnection writes heads alone).
+        let sent = request?.method == "HEAD" ? 0 : bytesOut
         log.write(AccessLogEntry(
             requestId: requestId, request: request, route: route, modelAsked: nil, modelServed: nil, backend: nil,
-            upstreamStatus: nil, status: status, cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut,
+            upstreamStatus: nil, status: status, cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: sent,
             ttfbSeconds: nil, durationSeconds: Double(Loop.nowNanos() - startNanos) / 1e9, termination: term))
     }
 }
