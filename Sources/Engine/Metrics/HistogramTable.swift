@@ -49,15 +49,21 @@ struct HistogramTable<Key: Equatable> {
 struct LabelLimiter {
     let maxValues: Int
     private var admitted: Set<String> = []
+    /// The last value admitted: most requests repeat it, and comparing it costs less than hashing
+    /// (the per-request path hashes nothing, as CounterTable).
+    private var last: String?
 
     init(maxValues: Int) { self.maxValues = maxValues }
 
     static let other = "other"
 
     mutating func label(_ value: String) -> String {
-        if admitted.contains(value) { return value }
-        guard admitted.count < maxValues, value != LabelLimiter.other else { return LabelLimiter.other }
-        admitted.insert(value)
+        if value == last { return value }
+        if !admitted.contains(value) {
+            guard admitted.count < maxValues, value != LabelLimiter.other else { return LabelLimiter.other }
+            admitted.insert(value)
+        }
+        last = value
         return value
     }
 }
