@@ -5,11 +5,13 @@
 # Runtime stage: debian:bookworm-slim with the matching runtime libraries and the Swift runtime
 # copied from the build image. Not built in CI (no Docker engine there); see docs/operations.md.
 #
-# CI builds with Swift 6.3.1; the package needs Swift 6.0 or later. Pick the toolchain with
-#   docker build --build-arg SWIFT_IMAGE=swift:6.3-bookworm .
+# The default toolchain is the one CI builds and tests with: Swift 6.3.1 (.ci/run on Debian 12, the
+# toolchain at /opt/swift, as the README says); keep the two in step. The package needs Swift 6.0
+# or later; another bookworm-based tag can be picked with
+#   docker build --build-arg SWIFT_IMAGE=swift:6.2-bookworm .
 # The runtime stage must stay on Debian 12 (bookworm) to match the build image's libraries.
 
-ARG SWIFT_IMAGE=swift:6.0-bookworm
+ARG SWIFT_IMAGE=swift:6.3.1-bookworm
 
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \

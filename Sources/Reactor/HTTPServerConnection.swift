@@ -4,7 +4,13 @@
 // Owns: the StreamSocket (and so the fd) and one Timer; both freed in close(), after which the
 // object parks in loop.bury (style E.3). The delegate is the request driver; it is told about
 // complete requests, failures, drained output and the peer's close.
+// A response to HEAD is written as its head alone (RFC 9110 §9.3.2: the headers GET would get,
+// Content-Length included, and no body), whatever the driver hands over.
 import CEventShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public protocol HTTPServerConnectionDelegate: AnyObject {
     /// A complete request (head and whole body). The delegate must answer it, in order.
@@ -61,6 +67,8 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     /// A request was handed to the delegate and its response is not complete yet.
     public private(set) var isAwaitingResponse = false
     private var responseIsChunked = false
+    /// The request being answered is a HEAD: bodies and chunks are not written.
+    private var responseHasNoBody = false
     private var keepAliveAfterResponse = true
     private var closeWhenFlushed = false
     private var wantsDrainNotice = false
@@ -177,6 +185,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     private func dispatch(_ head: HTTPRequestHead) {
         isAwaitingResponse = true
         keepAliveAfterResponse = head.keepAlive
+        responseHasNoBody = head.method == "HEAD"
         timer.cancel()
         let b = body
         body = []
@@ -187,6 +196,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         // Whatever the delegate answers is the last response on this connection.
         isAwaitingResponse = true
         keepAliveAfterResponse = false
+        responseHasNoBody = false
         timer.cancel()
         sock?.disableRead()
         delegate?.connection(self, didFail: failure)
@@ -263,6 +273,16 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         return 0
     }
 
+    /// The client's address (`ip:port`, `[ip]:port`), read once per connection with getpeername;
+    /// "-" when it cannot be read (the socket is already closed).
+    public var peerAddress: String {
+        if let a = cachedPeerAddress { return a }
+        let a = sock.flatMap { SocketAddress.peer(of: $0.fd) } ?? "-"
+        cachedPeerAddress = a
+        return a
+    }
+    private var cachedPeerAddress: String?
+
     // MARK: writing
 
     public var pendingOutputBytes: Int { sock?.pendingOutput ?? 0 }
@@ -297,7 +317,11 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     public func writeResponse(status: Int, headers: HTTPHeaders, body: UnsafeRawBufferPointer) {
         guard !isClosed, let sock else { return }
         composeHead(status: status, headers: headers, contentLength: body.count)
-        headBuffer.withUnsafeBytes { sock.write($0, body) }
+        if responseHasNoBody {
+            headBuffer.withUnsafeBytes { sock.write($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        } else {
+            headBuffer.withUnsafeBytes { sock.write($0, body) }
+        }
         responseComplete()
     }
 
@@ -327,7 +351,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 
     /// One chunk of a chunked response; copies `bytes` once into the socket's output buffer.
     public func writeChunk(_ bytes: UnsafeRawBufferPointer) {
-        guard !isClosed, let sock, bytes.count > 0 else { return }
+        guard !isClosed, let sock, bytes.count > 0, !responseHasNoBody else { return }
         let out = sock.output
         evbufferAppendNumber(out, bytes.count, radix: 16)
         _ = evbuffer_add(out, crlf, 2)
@@ -339,7 +363,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     /// Ends a chunked response. `close` forces the connection closed after the flush.
     public func endChunked(close: Bool = false) {
         guard !isClosed, let sock else { return }
-        _ = evbuffer_add(sock.output, lastChunk, 5)
+        if !responseHasNoBody { _ = evbuffer_add(sock.output, lastChunk, 5) }
         sock.flushSoon()
         responseIsChunked = false
         if close { keepAliveAfterResponse = false }

@@ -12,12 +12,25 @@ import Glibc
 struct EngineServer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine-server",
-        abstract: "OpenAI-compatible proxy in front of vLLM: one libevent loop per process.")
+        abstract: "OpenAI-compatible proxy in front of vLLM: one libevent loop per process.",
+        discussion: """
+            Environment (applied after the config file):
+              VLLM_URL   one backend URL (http://host:port); replaces vllm.instances
+              REDIS_URL  redis.url: the cache and coalescing that workers and
+                         Engines share (redis://host:port/db or unix:///path)
+
+            Endpoints: /v1/chat/completions, /v1/completions, /v1/models,
+            /health and /readyz (readiness), /livez (liveness), /metrics
+            (Prometheus text; JSON with Accept: application/json).
+            Every config key: docs/configuration.md.
+            """,
+        version: engineVersion)
 
     @Option(help: "Config file (YAML).") var config: String = "configs/default.yaml"
     @Option(help: "Listen address (overrides server.host).") var host: String?
     @Option(help: "Listen port (overrides server.port; 0 = any free port).") var port: Int?
     @Option(help: "Worker processes sharing the port (overrides server.workers; 0 = one per core).") var workers: Int?
+    @Flag(help: "Let another engine-server or program listen on the same port (as server.share_port: true).") var sharePort = false
     @Option(help: .hidden) var workerIndex: Int?
 
     func run() throws {
@@ -42,6 +55,18 @@ struct EngineServer: ParsableCommand {
         var n = workers ?? cfg.server.workers
         if n <= 0 { n = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
         let h = host ?? cfg.server.host
+        // The first process on the port claims it (PortGuard says why); workers share their
+        // supervisor's claim.
+        var portClaim: PortGuard?
+        if workerIndex == nil && !(sharePort || cfg.server.sharePort) {
+            switch PortGuard.claim(host: h, port: port ?? cfg.server.port) {
+            case .success(let g): portClaim = g
+            case .failure(let refusal):
+                FileHandleStderr.write("engine: \(refusal)\n")
+                throw ExitCode(1)
+            }
+        }
+        defer { portClaim?.release() }
         var sharedStore: PrivateRedis?
         if n > 1 && workerIndex == nil && cfg.cache.isEnabled && cfg.redis.url.isEmpty {
             // Workers must share one cache and flight table (PrivateRedis says why).

@@ -825,3 +825,53 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         }
     }
 }
+
+@Suite struct ConfigAccessLogTests {
+    @Test func defaults() throws {
+        let server = try parse("").server
+        #expect(server.accessLog == .stdout)
+    }
+
+    @Test(arguments: [
+        ("stdout", EngineConfig.AccessLogDestination.stdout), ("STDERR", .stderr), ("off", .off), ("none", .off),
+        ("\"stdout\"", .stdout), ("\"off\"", .off), ("true", .stdout), ("yes", .stdout), ("false", .off), ("no", .off),
+        ("null", .off), ("/var/log/engine/access.log", .file("/var/log/engine/access.log")),
+        ("./access.log", .file("./access.log")), ("\"logs/a b.log\"", .file("logs/a b.log")),
+    ])
+    func accessLogDestinations(yaml: String, expected: EngineConfig.AccessLogDestination) throws {
+        #expect(try parse("server:\n  access_log: \(yaml)\n").server.accessLog == expected)
+    }
+
+    /// A bare word that is no keyword is a typo, not a file in the working directory; quoted
+    /// booleans are strings, so they are refused the same way.
+    @Test(arguments: ["stdoutt", "\"true\"", "\"\"", "access.log"])
+    func accessLogTyposAreRefused(yaml: String) {
+        let error = parseError("server:\n  access_log: \(yaml)\n")
+        guard case .invalid(let key, let message) = error else {
+            Issue.record("expected an error, got \(String(describing: error))")
+            return
+        }
+        #expect(key == "server.access_log")
+        #expect(message.contains("must be stdout, stderr, off, or a file path"))
+    }
+
+    @Test func accessLogPathLengthIsBounded() {
+        let long = "/" + String(repeating: "a", count: ConfigLimits.maxPathBytes)
+        #expect(parseError("server:\n  access_log: \(long)\n")?.description.contains("at most 4096 bytes") == true)
+    }
+
+    @Test func accessLogListIsATypeError() {
+        #expect(parseError("server:\n  access_log: [a]\n") == .invalid(key: "server.access_log", message: "expected a string, got a list (line 2)"))
+    }
+}
+
+@Suite struct ConfigSharePortTests {
+    @Test func offByDefault() throws {
+        #expect(try !parse("").server.sharePort)
+    }
+
+    @Test func sharePortIsABoolean() throws {
+        #expect(try parse("server:\n  share_port: true\n").server.sharePort)
+        #expect(parseError("server:\n  share_port: 1\n") == .invalid(key: "server.share_port", message: "expected a boolean (true/false), got \"1\" (line 2)"))
+    }
+}

@@ -106,6 +106,43 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
         spin(loop)
     }
 
+    /// HEAD gets GET's head (Content-Length of the body it would have had) and no body, so the
+    /// pipelined GET after it is framed right; a chunked answer to HEAD sends no chunks either.
+    @Test func headResponsesCarryNoBody() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "HEAD /metrics HTTP/1.1\r\n\r\nGET /metrics HTTP/1.1\r\n\r\n")
+        spin(loop)
+        #expect(rec.requests.map { $0.0.method } == ["HEAD", "GET"])
+        let resp = readAvailable(peer)
+        #expect(resp == "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\n"
+                + "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 3\r\n\r\nok2")
+        rec.autoRespond = false
+        writeAll(peer, "HEAD /stream HTTP/1.1\r\n\r\n")
+        spin(loop)
+        c.writeChunkedHead(status: 200, headers: HTTPHeaders())
+        Array("data: x\n\n".utf8).withUnsafeBytes { c.writeChunk($0) }
+        c.endChunked()
+        spin(loop)
+        #expect(readAvailable(peer) == "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        #expect(!c.isClosed)
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func peerAddressOfASocketPairIsUnix() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        #expect(c.peerAddress == "unix")
+        c.close()
+        close(peer)
+        spin(loop)
+    }
+
     @Test func waitsForResponseBeforeParsingTheNextPipelinedRequest() {
         let loop = Loop()
         let (a, peer) = socketPair()

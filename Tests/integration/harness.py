@@ -30,6 +30,7 @@ SIM_MODEL = "sim-model"
 STARTUP_TIMEOUT = 20.0  # seconds a process gets to print its "listening" line
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
 HTTP_TIMEOUT = 10.0  # default timeout of the HTTP helpers
+JSON_ACCEPT = {"Accept": "application/json"}  # /metrics answers JSON only when asked (else Prometheus text)
 
 # Environment variables that the Engine reads as overrides of its config; never inherited by
 # the processes started here (a developer's shell may have them set), only set through `env=`.
@@ -83,25 +84,28 @@ def _die_with_parent() -> None:
 
 
 class ManagedProcess:
-    """A child process in its own process group, its output in `log_path`."""
+    """A child process in its own process group, its output in `log_path` (stderr too, unless
+    `stderr_path` names a file of its own)."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str]):
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str],
+                 stderr_path: Path | None = None):
         self.name = name
         self.argv = list(argv)
         self.log_path = Path(log_path)
+        self.stderr_path = Path(stderr_path) if stderr_path else None
         self._env = dict(env)
         self.proc: subprocess.Popen | None = None
         self._spawn()
 
     def _spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log, open(self.stderr_path or os.devnull, "ab") as err:
             log.write(f"### {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=err if self.stderr_path else subprocess.STDOUT,
                 env=self._env,
                 cwd=str(ROOT),
                 start_new_session=True,  # own process group: killpg reaches its children too
@@ -394,6 +398,12 @@ class Engine(HTTPServerProcess):
     port: int
     config_path: Path
 
+    def metrics_json(self, **kw) -> dict:
+        """GET /metrics as JSON (Accept: application/json) of whichever process answers."""
+        r = self.get("/metrics", headers=JSON_ACCEPT, **kw)
+        assert r.status_code == 200, r.text
+        return r.json()
+
 
 
 def openai_client(base_url: str, api_key: str = "test-key", **kw: Any):
@@ -410,17 +420,20 @@ def start_engine(
     env: Mapping[str, str | None] | None = None,
     args: Sequence[Any] | None = None,
     timeout: float = STARTUP_TIMEOUT,
+    separate_stderr: bool = False,
 ) -> Engine:
     """Writes the config (YAML text, or a dict rendered with to_yaml) to a file, starts
     `$ENGINE_BIN --config FILE --port 0 *args`, and waits for `engine listening on HOST:PORT`.
-    The child's environment is os.environ without VLLM_URL/REDIS_URL, then `env`."""
+    The child's environment is os.environ without VLLM_URL/REDIS_URL, then `env`. With
+    `separate_stderr`, stderr goes to `eng.stderr_path` and `eng.log_path` holds stdout alone."""
     _require_binary(ENGINE_BIN, "engine")
     text = config_yaml_text if isinstance(config_yaml_text, str) else to_yaml(config_yaml_text)
     name = _next_name("engine")
     config_path = run_dir() / f"{name}.yaml"
     config_path.write_text(text)
     argv = [ENGINE_BIN, "--config", str(config_path), "--port", "0", *map(str, args or ())]
-    eng = Engine(name, argv, run_dir() / f"{name}.log", child_env(env))
+    eng = Engine(name, argv, run_dir() / f"{name}.log", child_env(env),
+                 stderr_path=run_dir() / f"{name}.stderr.log" if separate_stderr else None)
     eng.config_path = config_path
     m = eng.wait_for_line(ENGINE_READY, timeout)
     eng.host, eng.port = m.group(1), int(m.group(2))

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from harness import chat_body, make_config, metric_value, sse_json, sse_payloads, wait_until
+from harness import JSON_ACCEPT, chat_body, make_config, metric_value, sse_json, sse_payloads, wait_until
 
 STORES = ["redis", "default", "one"]
 
@@ -166,7 +166,7 @@ def test_default_workers_share_one_flight_and_one_cache(sim_factory, engine_fact
         r = post(eng, body)
         assert r.headers["x-cache"] == "HIT", r.headers
         with requests.Session() as s:
-            pids.add(s.get(eng.url + "/metrics", timeout=2).json()["pid"])
+            pids.add(s.get(eng.url + "/metrics", headers=JSON_ACCEPT, timeout=2).json()["pid"])
     assert sim.stats()["requests_total"] == 1
     # Stale serving on every worker once the backend is gone.
     sim.stop()

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from harness import (
+    JSON_ACCEPT,
     RawStream,
     build_request,
     chat_body,
@@ -292,7 +293,7 @@ def test_keep_alive_reuses_client_and_upstream_connections(sim, engine):
     with requests.Session() as s:
         for _ in range(5):
             assert s.post(engine.url + "/v1/chat/completions", json=chat_body()).status_code == 200
-        m = s.get(engine.url + "/metrics").json()
+        m = s.get(engine.url + "/metrics", headers=JSON_ACCEPT).json()
     assert m["connections_total"] == 1
     # At most one each for the health check, the admission /metrics poll and the data path (they
     # can be in flight at the same moment right after start-up); without reuse the five requests
@@ -339,7 +340,7 @@ def test_300_concurrent_requests_all_answered_correctly(sim, engine):
 
 def test_garbage_never_crashes_or_leaks(sim, engine):
     def rss():
-        return engine.get("/metrics").json()["rss_bytes"]
+        return engine.metrics_json()["rss_bytes"]
 
     payloads = [
         b"\x00\x01\x02garbage\r\n\r\n",
@@ -393,7 +394,7 @@ def test_slow_reader_backpressure_keeps_memory_bounded(sim_factory, engine_facto
     sim = sim_factory("--max-model-len", 200000)
     eng = engine_factory(make_config([sim], cache={"enabled": False}))
     def rss():
-        return eng.get("/metrics").json()["rss_bytes"]
+        return eng.metrics_json()["rss_bytes"]
     base = rss()
     s = socket.create_connection(("127.0.0.1", eng.port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)

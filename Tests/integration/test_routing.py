@@ -59,7 +59,7 @@ def test_requests_queue_under_kv_pressure_and_are_released_when_it_drops(sim_fac
     time.sleep(1.0)
     assert "r" not in result, "the request should wait while KV usage is between the limits"
     assert sim.stats()["requests_total"] == 0
-    assert eng.get("/metrics").json()["admission"]["queued"] == 1
+    assert eng.metrics_json()["admission"]["queued"] == 1
     sim.configure(kv_usage_override=0.1)
     th.join(10)
     assert result["r"].status_code == 200, result["r"].text
@@ -115,7 +115,7 @@ def test_failing_backend_is_skipped_after_threshold_and_clients_never_see_it(sim
         r = eng.post("/v1/chat/completions", json=chat_body(f"q{i}"))
         assert r.status_code == 200, r.text
     assert bad.stats()["requests_total"] <= 2
-    m = eng.get("/metrics").json()
+    m = eng.metrics_json()
     assert [b["breaker"] for b in m["backends"]] == ["open", "closed"]
 
 
@@ -132,7 +132,7 @@ def test_half_open_lets_one_probe_and_recovery_closes(sim_factory, engine_factor
     flaky.configure(error_rate=0.0)
     time.sleep(0.6)
     assert eng.post("/v1/chat/completions", json=chat_body()).status_code == 200  # the probe
-    assert eng.get("/metrics").json()["backends"][0]["breaker"] == "closed"
+    assert eng.metrics_json()["backends"][0]["breaker"] == "closed"
 
 
 def test_fallback_model_answers_when_the_primary_pool_fails(sim_factory, engine_factory):

@@ -10,6 +10,8 @@ final class HitMemo {
     struct Entry {
         let cacheKey: String
         let servedModel: String
+        /// The `model` the body named (nil when absent), for the access log of a hit.
+        let requestedModel: String?
         let routed: Bool
         let stream: Bool
         let includeUsage: Bool

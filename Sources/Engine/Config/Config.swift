@@ -52,8 +52,12 @@ public struct EngineConfig: Sendable, Equatable {
         public var metricsPort: Int?
         /// Lowercase swift-log level name: trace, debug, info, notice, warning, error, critical.
         public var logLevel: String
-        /// One JSON line per finished request on stderr.
-        public var isAccessLogEnabled: Bool
+        /// Where the access log (one JSON line per finished request) goes.
+        public var accessLog: AccessLogDestination
+        /// Let another process (another engine-server, or any program) listen on the same port
+        /// through SO_REUSEPORT. Off: start-up refuses a port someone already listens on
+        /// (PortGuard); the Engine's own workers share the port whatever this says.
+        public var sharePort: Bool
 
         public init(
             host: String = "0.0.0.0",
@@ -66,7 +70,8 @@ public struct EngineConfig: Sendable, Equatable {
             workers: Int = 0,
             metricsPort: Int? = nil,
             logLevel: String = "info",
-            isAccessLogEnabled: Bool = true
+            accessLog: AccessLogDestination = .stdout,
+            sharePort: Bool = false
         ) {
             self.host = host
             self.port = port
@@ -78,8 +83,18 @@ public struct EngineConfig: Sendable, Equatable {
             self.workers = workers
             self.metricsPort = metricsPort
             self.logLevel = logLevel
-            self.isAccessLogEnabled = isAccessLogEnabled
+            self.accessLog = accessLog
+            self.sharePort = sharePort
         }
+    }
+
+    /// `server.access_log`: `stdout` (default), `stderr`, `off`, or a file path (appended to;
+    /// each worker opens it with O_APPEND, so whole batches of lines never interleave).
+    public enum AccessLogDestination: Sendable, Equatable {
+        case off
+        case stdout
+        case stderr
+        case file(String)
     }
 
     /// `vllm.*`: the upstream servers and how we talk to them.

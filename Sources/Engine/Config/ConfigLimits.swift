@@ -25,6 +25,9 @@ public enum ConfigLimits {
     /// model_registry.fast_model_token_threshold.
     public static let maxTokenThreshold = 10_000_000
 
+    /// server.access_log as a file path: PATH_MAX on Linux.
+    public static let maxPathBytes = 4096
+
     /// The config document: at most 1 MiB. A real config is a few KiB; the bound keeps parse time
     /// and memory small whatever the file holds (and stops `--config /dev/zero` from reading forever).
     public static let maxDocumentBytes = 1 << 20

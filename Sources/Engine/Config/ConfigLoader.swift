@@ -97,6 +97,15 @@ public enum ConfigLoader {
         try seconds(server.drainTimeoutSeconds, "server.drain_timeout_seconds")
         try check(server.workers >= 0, "server.workers", "must be >= 0 (0 = one per core), got \(server.workers)")
         try atMost(server.workers, ConfigLimits.maxWorkers, "server.workers")
+        if case .file(let path) = server.accessLog {
+            try check(
+                path.contains("/"), "server.access_log",
+                "must be stdout, stderr, off, or a file path containing '/' (./access.log), got \(quotedForMessage(path))")
+            try check(
+                path.utf8.count <= ConfigLimits.maxPathBytes, "server.access_log",
+                "a path must be at most \(ConfigLimits.maxPathBytes) bytes, got \(path.utf8.count)")
+            try check(!path.utf8.contains(0), "server.access_log", "a path must not contain NUL")
+        }
         try check(
             logLevels.contains(server.logLevel), "server.log_level",
             "must be one of \(logLevels.joined(separator: ", ")), got \(quotedForMessage(server.logLevel))")
@@ -258,10 +267,33 @@ public enum ConfigLoader {
             case "metrics_port": c.metricsPort = try f.isNull ? nil : f.int()
             // Lowercased so that the original's `INFO` still works.
             case "log_level": c.logLevel = try f.string().lowercased()
-            case "access_log": c.isAccessLogEnabled = try f.bool()
+            case "access_log": c.accessLog = try accessLogDestination(f)
+            case "share_port": c.sharePort = try f.bool()
             default: throw f.unknownKey()
             }
         }
+    }
+
+    /// `stdout`, `stderr`, `off`, or a path; the booleans of earlier configs still work (true is
+    /// stdout, false is off). A path must contain a `/` (`./access.log`), so that a misspelt
+    /// keyword is an error rather than a file of that name.
+    private static func accessLogDestination(_ f: Field) throws(ConfigError) -> EngineConfig.AccessLogDestination {
+        if f.isNull { return .off }
+        let text = try f.string()
+        switch text.lowercased() {
+        case "stdout": return .stdout
+        case "stderr": return .stderr
+        case "off", "none": return .off
+        default: break
+        }
+        if case .scalar(_, false, _) = f.node {
+            switch text.lowercased() {
+            case "true", "yes", "on": return .stdout
+            case "false", "no": return .off
+            default: break
+            }
+        }
+        return .file(text)
     }
 
     private static func decodeVLLM(_ section: Field, into c: inout EngineConfig.VLLMConfig) throws(ConfigError) {

@@ -1,7 +1,10 @@
-// AccessLog: one JSON line per finished request (HAProxy-style termination code included),
-// written to stderr in batches: lines collect in an evbuffer and go out when 32 KiB have built up
-// or 100 ms after the first line, so logging costs no syscall per request.
-// Owns: the evbuffer and its flush Timer; loop-confined. Operational events go through swift-log.
+// AccessLog: writes one JSON line per finished request (AccessLogEntry renders it) to its own
+// destination, server.access_log: stdout (default), stderr, or a file opened for appending.
+// Lines collect in an evbuffer and go out when 32 KiB have built up or 100 ms after the first
+// line, so logging costs no syscall per request; each batch is whole lines, so workers appending
+// to one file (O_APPEND) never interleave within a line. Operational events go through swift-log
+// on stderr.
+// Owns: the evbuffer, its flush Timer and, for a file, the fd; loop-confined.
 import CEventShim
 import Reactor
 
@@ -13,56 +16,40 @@ final class AccessLog {
     private let buffer: OpaquePointer
     private let timer: Timer
     private let fd: Int32
+    /// A file this object opened (closed in close()); stdout and stderr are not ours to close.
+    private let ownsFD: Bool
 
-    init(loop: Loop, fd: Int32 = 2) {
+    init(loop: Loop, fd: Int32, ownsFD: Bool = false) {
         self.fd = fd
+        self.ownsFD = ownsFD
         buffer = evbuffer_new()
         timer = Timer(loop: loop)
         timer.onFire = { [unowned self] in self.flush() }
     }
 
-    struct Entry {
-        var requestId: String
-        var route: String
-        var modelAsked: String?
-        var modelServed: String?
-        var backend: String?
-        var status: Int
-        var cache: String
-        var coalesced: Bool
-        var bytesIn: Int
-        var bytesOut: Int
-        var ttfbSeconds: Double?
-        var durationSeconds: Double
-        var termination: Termination
+    /// The writer for `destination`; nil for `.off`. A file that cannot be opened is a start-up
+    /// error naming the key.
+    static func open(_ destination: EngineConfig.AccessLogDestination, loop: Loop) throws(ConfigError) -> AccessLog? {
+        switch destination {
+        case .off: return nil
+        case .stdout: return AccessLog(loop: loop, fd: 1)
+        case .stderr: return AccessLog(loop: loop, fd: 2)
+        case .file(let path):
+            let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else {
+                throw .invalid(key: "server.access_log", message: "cannot open \(path): \(String(cString: strerror(errno)))")
+            }
+            return AccessLog(loop: loop, fd: fd, ownsFD: true)
+        }
     }
 
-    func write(_ e: Entry) {
-        var s = "{\"time\":"
-        s += String(Loop.wallSeconds())
-        s += ",\"request_id\":"; JSONText.appendQuoted(&s, e.requestId)
-        s += ",\"route\":\"" + e.route + "\""
-        s += ",\"model\":"; appendOptional(&s, e.modelAsked)
-        s += ",\"served_model\":"; appendOptional(&s, e.modelServed)
-        s += ",\"backend\":"; appendOptional(&s, e.backend)
-        s += ",\"status\":" + String(e.status)
-        s += ",\"cache\":\"" + e.cache + "\""
-        s += ",\"coalesced\":" + (e.coalesced ? "true" : "false")
-        s += ",\"bytes_in\":" + String(e.bytesIn)
-        s += ",\"bytes_out\":" + String(e.bytesOut)
-        s += ",\"ttfb_ms\":" + (e.ttfbSeconds.map { String(($0 * 1e6).rounded() / 1e3) } ?? "null")
-        s += ",\"duration_ms\":" + String((e.durationSeconds * 1e6).rounded() / 1e3)
-        s += ",\"termination\":\"" + e.termination.description + "\"}\n"
-        evbufferAppend(buffer, s)
+    func write(_ e: AccessLogEntry) {
+        evbufferAppend(buffer, e.jsonLine(wallSeconds: Loop.wallSeconds()))
         if evbuffer_get_length(buffer) >= 32 * 1024 {
             flush()
         } else if !timer.isArmed {
             timer.schedule(after: .milliseconds(100))
         }
-    }
-
-    private func appendOptional(_ s: inout String, _ v: String?) {
-        if let v { JSONText.appendQuoted(&s, v) } else { s += "null" }
     }
 
     func flush() {
@@ -76,5 +63,6 @@ final class AccessLog {
         flush()
         timer.close()
         evbuffer_free(buffer)
+        if ownsFD { _ = Glibc.close(fd) }
     }
 }

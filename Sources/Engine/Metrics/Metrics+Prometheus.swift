@@ -1,6 +1,7 @@
 // Metrics rendered as Prometheus text exposition 0.0.4 (PrometheusWriter): one prefix `engine_`,
-// units in names, labels of bounded cardinality (route, model from the known set, status class,
-// cache outcome, backend URL from the config, termination code from a fixed alphabet).
+// units in names, labels of bounded cardinality (route, model from the known set and at most
+// Metrics.maxModelLabels of them, status class, cache outcome, backend URL from the config,
+// termination code from a fixed alphabet), then the standard `process_*` series of this process.
 import Reactor
 
 extension EngineRuntime {
@@ -13,12 +14,16 @@ extension EngineRuntime {
         w.counter("engine_http_requests_total", help: "HTTP requests received on any route.", value: Double(m.requestsTotal))
         w.counter("engine_responses_total", help: "Responses by status class.",
                   samples: (1...5).map { (labels: [("status", "\($0)xx")], value: Double(m.responsesByClass[$0])) })
-        w.histogram("engine_request_duration_seconds", help: "End-to-end duration of generation requests.",
-                    series: [(labels: [], histogram: m.e2eSeconds)])
-        w.histogram("engine_time_to_first_byte_seconds", help: "Time to the first response byte (the first SSE chunk for streams).",
-                    series: [(labels: [], histogram: m.ttftSeconds)])
-        w.histogram("engine_overhead_seconds", help: "Time the Engine itself added: duration minus the upstream exchange.",
-                    series: [(labels: [], histogram: m.overheadSeconds)])
+        w.histogram("engine_request_duration_seconds", help: "End-to-end duration of generation requests, by served model and backend.",
+                    series: latencySeries(m.e2eSeconds))
+        w.histogram("engine_time_to_first_byte_seconds", help: "Time to the first response byte (the SSE head for streams), by served model and backend.",
+                    series: latencySeries(m.ttftSeconds))
+        if !m.firstTokenSeconds.isEmpty {
+            w.histogram("engine_time_to_first_token_seconds", help: "Time to the first content event a client received, by served model and backend.",
+                        series: latencySeries(m.firstTokenSeconds))
+        }
+        w.histogram("engine_overhead_seconds", help: "Time the Engine itself added: duration minus the upstream exchange, by served model and backend.",
+                    series: latencySeries(m.overheadSeconds))
         w.histogram("engine_stream_chunk_gap_seconds", help: "Gap between consecutive SSE chunks relayed to clients.",
                     series: [(labels: [], histogram: m.interChunkSeconds)])
         w.counter("engine_prompt_tokens_total", help: "Prompt tokens reported by vLLM usage, by served model.",
@@ -67,6 +72,26 @@ extension EngineRuntime {
                   samples: m.terminationCounts.entries.sorted { $0.key.description < $1.key.description }
                     .map { (labels: [("code", $0.key.description)], value: Double($0.value)) })
         w.gauge("engine_uptime_seconds", help: "Seconds since this process started.", value: Double(Loop.nowNanos() - m.startedNanos) / 1e9)
+        if let p = ProcessStats.readSelf() { w.process(p) }
         return w.text
+    }
+
+    /// A latency table's series labelled `model` and `backend`, in a stable order.
+    private func latencySeries(_ t: HistogramTable<LatencyLabels>) -> [(labels: [(String, String)], histogram: Histogram)] {
+        t.series.sorted { ($0.key.model, $0.key.backend) < ($1.key.model, $1.key.backend) }
+            .map { (labels: [("model", $0.key.model), ("backend", $0.key.backend)], histogram: $0.histogram) }
+    }
+}
+
+extension PrometheusWriter {
+    /// The standard process collector's series, under the names client_golang and
+    /// prometheus_client use (no `engine_` prefix, so dashboards built for them work).
+    mutating func process(_ p: ProcessStats) {
+        counter("process_cpu_seconds_total", help: "Total user and system CPU time spent in seconds.", value: p.cpuSeconds)
+        gauge("process_resident_memory_bytes", help: "Resident memory size in bytes.", value: Double(p.residentMemoryBytes))
+        gauge("process_virtual_memory_bytes", help: "Virtual memory size in bytes.", value: Double(p.virtualMemoryBytes))
+        gauge("process_start_time_seconds", help: "Start time of the process since unix epoch in seconds.", value: p.startTimeSeconds)
+        if let n = p.openFDs { gauge("process_open_fds", help: "Number of open file descriptors.", value: Double(n)) }
+        if let n = p.maxFDs { gauge("process_max_fds", help: "Maximum number of open file descriptors.", value: Double(n)) }
     }
 }

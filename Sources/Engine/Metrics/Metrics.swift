@@ -1,5 +1,6 @@
 // Metrics: this process's counters (one process per core; scrape each). Plain values mutated on
-// the loop only. Rendered as JSON (/metrics) and Prometheus text (/metrics/prometheus).
+// the loop only. Rendered as Prometheus text (/metrics, /metrics/prometheus) and JSON (/metrics
+// with Accept: application/json).
 
 public final class Metrics {
     public let startedNanos: UInt64
@@ -32,9 +33,16 @@ public final class Metrics {
         var cache: String
     }
     var requestsByKey = CounterTable<RequestKey>()
-    var e2eSeconds = Histogram(buckets: Histogram.latencySeconds)
-    var ttftSeconds = Histogram(buckets: Histogram.ttftSeconds)
-    var overheadSeconds = Histogram(buckets: Histogram.engineOverheadSeconds)
+    /// The `model` label's values: every served model the backends know, up to this many per
+    /// process; the rest count as "other" (the `backend` label is bounded by the config).
+    var modelLabels = LabelLimiter(maxValues: Metrics.maxModelLabels)
+    static let maxModelLabels = 64
+    var e2eSeconds = HistogramTable<LatencyLabels>(buckets: Histogram.latencySeconds)
+    var ttftSeconds = HistogramTable<LatencyLabels>(buckets: Histogram.ttftSeconds)
+    var overheadSeconds = HistogramTable<LatencyLabels>(buckets: Histogram.engineOverheadSeconds)
+    /// Time to the first content event a client received (not the SSE head). Registered here;
+    /// observed through EngineRuntime.firstTokenRelayed, which RequestSession does not call yet.
+    var firstTokenSeconds = HistogramTable<LatencyLabels>(buckets: Histogram.ttftSeconds)
     var interChunkSeconds = Histogram(buckets: Histogram.interChunkSeconds)
     var queueWaitSeconds = Histogram(buckets: Histogram.queueWaitSeconds)
     var promptTokens: [String: Int] = [:]

@@ -36,6 +36,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Created on first use (hits never need one); back to the runtime's pool at the end.
     private var timer: Timer?
     private var armed: TimerKind = .upstream
+    private var sawFirstToken = false
     private(set) var timings = RequestTimings(start: Loop.nowNanos())
     private(set) var bytesOut = 0
     var bytesIn: Int { body.count }
@@ -115,6 +116,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
         guard c === upstream else { return }
+        runtime.noteUpstreamStatus(self, status)
         post(.upstreamHead(status: status, contentType: headers["content-type"], contentLength: headers["content-length"].flatMap { Int($0) }))
     }
 
@@ -191,7 +193,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             if let fl = machine.leadsFlight, !machine.relay.events.isEmpty {
                 machine.relay.events.withUnsafeBytes { runtime.coalescer.leaderEvents(fl, $0) }
             }
-            write(machine.relay.clientEvents)
+            writeEvents()
             if f.pause {
                 timer?.cancel()
                 upstream?.pauseReading()
@@ -201,7 +203,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             if f.broken { post(.upstreamFailed(.invalidEvent)) }
         case .forwardFlight(let writeHead):
             if writeHead { writeSSEHead() }
-            write(machine.relay.clientEvents)
+            writeEvents()
             // The leader paces the stream for its own client; a follower cannot pause it. One that
             // falls this far behind is closed (style C's hard limit), so it cannot grow without bound.
             if let c = client, c.pendingOutputBytes > Self.followerMaxPendingBytes {
@@ -271,7 +273,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         if f.leaveQueue, let t = admissionToken { runtime.admission?.leave(t) }
         admissionToken = nil
         if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key) }
-        if let r = f.reply { reply(r) }
+        if let r = f.reply {
+            if machine.status == 200, case .answer = r { firstToken() }
+            if case .json(200, _, _, _) = r { firstToken() }
+            reply(r)
+        }
         if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o) }
         if f.leaveFlight, let id = coalescerId { runtime.coalescer.left(id) }
         coalescerId = nil
@@ -305,6 +311,20 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private func writeSSEHead() {
         timings.firstByte(at: Loop.nowNanos())
         client?.writeChunkedHead(status: 200, headers: ResponseWriter.sseHeaders(responseHeaders()))
+    }
+
+    /// The last read's events for this client; the first ones are the request's first token.
+    private func writeEvents() {
+        let events = machine.relay.clientEvents
+        guard !events.isEmpty else { return }
+        firstToken()
+        write(events)
+    }
+
+    private func firstToken() {
+        guard !sawFirstToken else { return }
+        sawFirstToken = true
+        runtime.firstTokenRelayed(self, now: Loop.nowNanos())
     }
 
     private func write(_ bytes: [UInt8]) {

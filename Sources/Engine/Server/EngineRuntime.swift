@@ -73,7 +73,7 @@ public final class EngineRuntime {
             backoff: .seconds(validated: config.vllm.retryBackoffSeconds),
             upstreamTimeout: .seconds(validated: config.vllm.timeoutSeconds),
             usesAdmission: true)
-        if config.server.isAccessLogEnabled { accessLog = AccessLog(loop: loop) }
+        accessLog = try AccessLog.open(config.server.accessLog, loop: loop)
         if config.cache.isEnabled {
             if config.redis.url.isEmpty {
                 cache = MemoryCacheStore(maxEntries: config.cache.maxSize)
@@ -271,65 +271,117 @@ public final class EngineRuntime {
         if idleTimers.count < 4096 { idleTimers.append(t) } else { t.close() }
     }
 
+    // MARK: access log and latency metrics
+
+    /// Access-log facts only the front end has (method, path, client, user agent), by session,
+    /// from the session's start to `requestFinished`; empty when the access log is off. Kept here
+    /// rather than in RequestSession while that file is being restructured; it can carry them
+    /// itself afterwards. The upstream status (`noteUpstreamStatus`) rides along.
+    private var sessionAccess: [ObjectIdentifier: (request: AccessRequestInfo, upstreamStatus: Int?)] = [:]
+
+    /// What the access log says about the request on `c` with `head`; nil when the log is off
+    /// (nothing is read or copied then).
+    func accessInfo(_ head: HTTPRequestHead, _ c: HTTPServerConnection) -> AccessRequestInfo? {
+        guard accessLog != nil else { return nil }
+        return AccessRequestInfo(method: head.method, path: head.path, client: c.peerAddress,
+                                 userAgent: head.headers["user-agent"])
+    }
+
+    /// The Frontend hands over a session's request facts before starting it.
+    func sessionStarted(_ s: RequestSession, request: AccessRequestInfo?) {
+        guard let request else { return }
+        sessionAccess[ObjectIdentifier(s)] = (request, nil)
+    }
+
+    /// The status of an upstream response head the session received (the last one counts when
+    /// it retried). TODO(ops): RequestSession calls this in its `.upstreamHead` event, not yet.
+    func noteUpstreamStatus(_ s: RequestSession, _ status: Int) {
+        sessionAccess[ObjectIdentifier(s)]?.upstreamStatus = status
+    }
+
+    /// The bounded `model` label of a served model: a model the backends do not know, or one
+    /// past Metrics.maxModelLabels, is "other".
+    func modelLabel(_ model: String?) -> String {
+        guard let model, backends.isKnown(model) != false else { return LabelLimiter.other }
+        return metrics.modelLabels.label(model)
+    }
+
+    func latencyLabels(model: String?, backend: Backend?) -> LatencyLabels {
+        LatencyLabels(model: modelLabel(model), backend: backend?.url ?? "none")
+    }
+
+    /// The first event of a stream reached the client (vLLM sends its first chunk with the first
+    /// token; the SSE head and `: queued` comments do not count), or a whole 200 answer did.
+    /// RequestSession calls this once per request.
+    func firstTokenRelayed(_ s: RequestSession, now: UInt64) {
+        metrics.firstTokenSeconds.observe(latencyLabels(model: s.servedModel, backend: s.backend),
+                                          Double(now - s.timings.start) / 1e9)
+    }
+
     func requestFinished(_ s: RequestSession, termination: Termination) {
         metrics.requestsInFlight -= 1
         metrics.recordStatus(s.status)
         metrics.terminationCounts.increment(termination)
         let now = Loop.nowNanos()
-        let model = s.servedModel.flatMap { backends.isKnown($0) == false ? nil : $0 } ?? "other"
+        let labels = latencyLabels(model: s.servedModel, backend: s.backend)
         let route = s.request.kind.name
-        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome))
+        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: labels.model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome))
         let t = s.timings
         let duration = now - t.start
-        metrics.e2eSeconds.observe(Double(duration) / 1e9)
-        if t.firstByte > 0 { metrics.ttftSeconds.observe(Double(t.firstByte - t.start) / 1e9) }
+        metrics.e2eSeconds.observe(labels, Double(duration) / 1e9)
+        if t.firstByte > 0 { metrics.ttftSeconds.observe(labels, Double(t.firstByte - t.start) / 1e9) }
         // Overhead: what is left after the upstream exchange and admission waits. A follower's
         // wait for its leader counts as upstream time too.
         let waited = s.isFollower ? duration : min(duration, t.upstream + t.queued)
-        metrics.overheadSeconds.observe(Double(duration - waited) / 1e9)
+        metrics.overheadSeconds.observe(labels, Double(duration - waited) / 1e9)
         if let u = s.usage {
-            metrics.promptTokens[model, default: 0] += u.prompt
-            metrics.completionTokens[model, default: 0] += u.completion
+            metrics.promptTokens[labels.model, default: 0] += u.prompt
+            metrics.completionTokens[labels.model, default: 0] += u.completion
         }
+        let access = sessionAccess.removeValue(forKey: ObjectIdentifier(s))
         guard let log = accessLog else { return }
-        log.write(AccessLog.Entry(
-            requestId: s.requestId, route: s.request.kind.name,
+        log.write(AccessLogEntry(
+            requestId: s.requestId, request: access?.request, route: route,
             modelAsked: s.requestedModel, modelServed: s.servedModel, backend: s.backend?.url,
-            status: s.status, cache: s.cacheOutcome, coalesced: s.isFollower,
+            upstreamStatus: access?.upstreamStatus, status: s.status, cache: s.cacheOutcome, coalesced: s.isFollower,
             bytesIn: s.bytesIn, bytesOut: s.bytesOut,
             ttfbSeconds: t.firstByte > 0 ? Double(t.firstByte - t.start) / 1e9 : nil,
             durationSeconds: Double(duration) / 1e9, termination: termination))
     }
 
-    /// Metrics and access line for a hit answered by the Frontend's fast path.
-    func memoHitAnswered(kind: EndpointKind, servedModel: String, requestId: String, bytesIn: Int, bytesOut: Int, startNanos: UInt64) {
+    /// Metrics and access line for a hit answered by the Frontend's fast path. `requestedModel` is
+    /// the `model` the client's body named (the memo remembers it from the first parse).
+    func memoHitAnswered(kind: EndpointKind, servedModel: String, requestedModel: String?, requestId: String,
+                         request: AccessRequestInfo?, bytesIn: Int, bytesOut: Int, startNanos: UInt64) {
         let now = Loop.nowNanos()
         let route = kind.name
+        let labels = latencyLabels(model: servedModel, backend: nil)
         metrics.cacheHits += 1
         metrics.recordStatus(200)
         metrics.terminationCounts.increment(.normal)
-        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: servedModel, statusClass: "2xx", cache: "HIT"))
+        metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: labels.model, statusClass: "2xx", cache: "HIT"))
         let d = Double(now - startNanos) / 1e9
-        metrics.e2eSeconds.observe(d)
-        metrics.ttftSeconds.observe(d)
-        metrics.overheadSeconds.observe(d)
-        accessLog?.write(AccessLog.Entry(
-            requestId: requestId, route: route, modelAsked: nil, modelServed: servedModel, backend: nil, status: 200,
-            cache: "HIT", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut, ttfbSeconds: d, durationSeconds: d,
-            termination: .normal))
+        metrics.e2eSeconds.observe(labels, d)
+        metrics.ttftSeconds.observe(labels, d)
+        metrics.overheadSeconds.observe(labels, d)
+        accessLog?.write(AccessLogEntry(
+            requestId: requestId, request: request, route: route, modelAsked: requestedModel, modelServed: servedModel,
+            backend: nil, upstreamStatus: nil, status: 200, cache: "HIT", coalesced: false, bytesIn: bytesIn,
+            bytesOut: bytesOut, ttfbSeconds: d, durationSeconds: d, termination: .normal))
     }
 
     /// Access line for a request answered by the Frontend itself (bad input, auth, routes).
-    func frontendAnswered(route: String, status: Int, requestId: String, bytesIn: Int, bytesOut: Int, startNanos: UInt64,
-                          termination: Termination? = nil) {
+    func frontendAnswered(route: String, status: Int, requestId: String, request: AccessRequestInfo?, bytesIn: Int,
+                          bytesOut: Int, startNanos: UInt64, termination: Termination? = nil) {
         let term = termination ?? Termination(status >= 400 ? .policy : .normal, .request)
         metrics.terminationCounts.increment(term)
         guard let log = accessLog else { return }
-        log.write(AccessLog.Entry(
-            requestId: requestId, route: route, modelAsked: nil, modelServed: nil, backend: nil, status: status,
-            cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: bytesOut, ttfbSeconds: nil,
-            durationSeconds: Double(Loop.nowNanos() - startNanos) / 1e9,
-            termination: term))
+        // A HEAD request's error body was not sent (HTTPServerConnection writes heads alone).
+        let sent = request?.method == "HEAD" ? 0 : bytesOut
+        log.write(AccessLogEntry(
+            requestId: requestId, request: request, route: route, modelAsked: nil, modelServed: nil, backend: nil,
+            upstreamStatus: nil, status: status, cache: "BYPASS", coalesced: false, bytesIn: bytesIn, bytesOut: sent,
+            ttfbSeconds: nil, durationSeconds: Double(Loop.nowNanos() - startNanos) / 1e9, termination: term))
     }
 }
 

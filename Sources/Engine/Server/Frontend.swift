@@ -1,6 +1,6 @@
 // Frontend: the delegate of every client connection. Routes each complete request: generation
-// routes start a RequestSession (stored in the connection's `context`); /health, /v1/models and
-// /metrics are answered here. Every error leaves as OpenAI-style JSON.
+// routes start a RequestSession (stored in the connection's `context`); /health, /livez, /readyz,
+// /v1/models and /metrics are answered here (GET and HEAD). Every error leaves as OpenAI-style JSON.
 import CEventShim
 import Reactor
 
@@ -40,7 +40,8 @@ final class Frontend: HTTPServerConnectionDelegate {
     enum Route: Equatable {
         case generate(EndpointKind)
         case relay(RelaySpec)
-        case models, health, metricsJSON, metricsPrometheus
+        /// /health and /readyz: 200 while a backend is up and the process is not draining.
+        case models, health, readyz, livez, metrics, metricsPrometheus
 
         var name: String {
             switch self {
@@ -48,29 +49,33 @@ final class Frontend: HTTPServerConnectionDelegate {
             case .relay(let r): return r.name
             case .models: return "models"
             case .health: return "health"
-            case .metricsJSON: return "metrics"
+            case .readyz: return "readyz"
+            case .livez: return "livez"
+            case .metrics: return "metrics"
             case .metricsPrometheus: return "metrics_prometheus"
             }
         }
 
-        /// /health stays open; metrics only when auth.protect_metrics.
+        /// Probes stay open; metrics only when auth.protect_metrics.
         func needsAuth(protectMetrics: Bool) -> Bool {
             switch self {
             case .generate, .relay, .models: return true
-            case .health: return false
-            case .metricsJSON, .metricsPrometheus: return protectMetrics
+            case .health, .readyz, .livez: return false
+            case .metrics, .metricsPrometheus: return protectMetrics
             }
         }
     }
 
-    /// Path → (route, allowed method). Also accepts the paths without `/v1`.
+    /// Path → (route, allowed method; GET allows HEAD too). Also accepts the paths without `/v1`.
     static func route(for path: Substring) -> (Route, String)? {
         switch path {
         case "/v1/chat/completions", "/chat/completions": return (.generate(.chat), "POST")
         case "/v1/completions", "/completions": return (.generate(.completion), "POST")
         case "/v1/models", "/models": return (.models, "GET")
         case "/health": return (.health, "GET")
-        case "/metrics": return (.metricsJSON, "GET")
+        case "/readyz": return (.readyz, "GET")
+        case "/livez": return (.livez, "GET")
+        case "/metrics": return (.metrics, "GET")
         case "/metrics/prometheus": return (.metricsPrometheus, "GET")
         default: return relayRoute(for: path)
         }
@@ -143,19 +148,22 @@ final class Frontend: HTTPServerConnectionDelegate {
         // Every error the Frontend answers itself gets an access line too.
         func reject(_ err: EngineError, route: String) {
             let n = runtime.writeError(err, to: c, requestId: rid)
-            runtime.frontendAnswered(route: route, status: err.status, requestId: rid, bytesIn: body.count, bytesOut: n, startNanos: t0)
+            runtime.frontendAnswered(route: route, status: err.status, requestId: rid, request: runtime.accessInfo(head, c),
+                                     bytesIn: body.count, bytesOut: n, startNanos: t0)
         }
         guard let (route, method) = Frontend.route(for: head.path) else {
             reject(EngineError(.routeNotFound, "Unknown path \(head.path)."), route: "-")
             return
         }
-        guard head.method == method else {
+        guard head.method == method || (method == "GET" && head.method == "HEAD") else {
+            let allowed = method == "GET" ? "GET, HEAD" : method
             var h = HTTPHeaders()
             h.add("x-request-id", rid)
-            h.add("allow", method)
-            let n = runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(method)."),
+            h.add("allow", allowed)
+            let n = runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(allowed)."),
                                        to: c, requestId: rid, extra: h)
-            runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, bytesIn: body.count, bytesOut: n, startNanos: t0)
+            runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, request: runtime.accessInfo(head, c),
+                                     bytesIn: body.count, bytesOut: n, startNanos: t0)
             return
         }
         var identity: String?
@@ -177,18 +185,26 @@ final class Frontend: HTTPServerConnectionDelegate {
             startRelay(c, spec, method: method, head: head, body: body, rid: rid, identity: identity)
         case .models:
             writeJSON(c, 200, modelsBody(), rid)
-        case .health:
+        case .health, .readyz:
             let up = runtime.backends.healthyCount
             let total = runtime.backends.all.count
-            let st = up > 0 ? 200 : 503
-            let s = "{\"status\":\"\(up > 0 ? "ok" : "unavailable")\",\"version\":\"\(engineVersion)\",\"backends\":{\"up\":\(up),\"total\":\(total)}}"
-            writeJSON(c, st, Array(s.utf8), rid)
-        case .metricsJSON:
-            writeJSON(c, 200, Array(metricsJSON().utf8), rid)
-        case .metricsPrometheus:
+            let ready = up > 0 && !isDraining
+            let status = isDraining ? "draining" : up > 0 ? "ok" : "unavailable"
+            let s = "{\"status\":\"\(status)\",\"version\":\"\(engineVersion)\",\"backends\":{\"up\":\(up),\"total\":\(total)}}"
+            writeJSON(c, ready ? 200 : 503, Array(s.utf8), rid)
+        case .livez:
+            writeJSON(c, 200, Array("{\"status\":\"ok\",\"version\":\"\(engineVersion)\"}".utf8), rid)
+        case .metrics:
+            // Prometheus text unless the client prefers JSON; caches must key on Accept.
             var h = HTTPHeaders()
-            h.add("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            c.writeResponse(status: 200, headers: h, body: Array(runtime.prometheusText().utf8))
+            h.add("vary", "accept")
+            if AcceptHeader.prefersJSONToPrometheusText(head.headers["accept"]) {
+                writeJSON(c, 200, Array(metricsJSON().utf8), rid, headers: h)
+            } else {
+                writePrometheus(c, headers: h)
+            }
+        case .metricsPrometheus:
+            writePrometheus(c, headers: HTTPHeaders())
         }
     }
 
@@ -214,7 +230,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         if let mem = cache as? MemoryCacheStore {
             if let r = reply(mem.lookup(e.cacheKey, now: t0, touch: true)) {
-                answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, bytesIn: body.count, startNanos: t0)
+                answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: runtime.accessInfo(head, c),
+                               bytesIn: body.count, startNanos: t0)
             } else {
                 parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
             }
@@ -225,7 +242,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         cache.get(key: e.cacheKey, now: t0, wallMillis: UInt64(Loop.wallSeconds() * 1000)) { [weak self] lookup in
             guard let self, !c.isClosed else { return }
             if let r = reply(lookup) {
-                self.answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, bytesIn: body.count, startNanos: t0)
+                self.answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: self.runtime.accessInfo(head, c),
+                                    bytesIn: body.count, startNanos: t0)
             } else {
                 self.parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk)
             }
@@ -239,7 +257,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         func reject(_ err: EngineError) {
             let n = runtime.writeError(err, to: c, requestId: rid)
             runtime.frontendAnswered(route: kind.name, status: err.status, requestId: rid,
-                                     bytesIn: body.count, bytesOut: n, startNanos: parseStart)
+                                     request: runtime.accessInfo(head, c), bytesIn: body.count, bytesOut: n, startNanos: parseStart)
         }
         switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil) {
         case .failure(let err): reject(err); return
@@ -273,8 +291,8 @@ final class Frontend: HTTPServerConnectionDelegate {
             switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil && spec.cacheable) {
             case .failure(let err):
                 let n = runtime.writeError(err, to: c, requestId: rid)
-                runtime.frontendAnswered(route: spec.name, status: err.status, requestId: rid, bytesIn: body.count, bytesOut: n,
-                                         startNanos: Loop.nowNanos())
+                runtime.frontendAnswered(route: spec.name, status: err.status, requestId: rid, request: runtime.accessInfo(head, c),
+                                         bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
                 return
             case .success(let r): req = r
             }
@@ -291,14 +309,14 @@ final class Frontend: HTTPServerConnectionDelegate {
     }
 
     private func answerFromMemo(_ c: HTTPServerConnection, kind: EndpointKind, entry e: HitMemo.Entry, reply: [UInt8],
-                                rid: String, bytesIn: Int, startNanos: UInt64) {
+                                rid: String, request: AccessRequestInfo?, bytesIn: Int, startNanos: UInt64) {
         var h = HTTPHeaders()
         if e.routed { h.add("x-routed-model", e.servedModel) }
         h.add("x-request-id", rid)
         h.add("x-cache", "HIT")
         let sent = ResponseWriter.answer(c, reply, stream: e.stream, headers: h)
-        runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestId: rid, bytesIn: bytesIn,
-                                bytesOut: sent, startNanos: startNanos)
+        runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestedModel: e.requestedModel, requestId: rid,
+                                request: request, bytesIn: bytesIn, bytesOut: sent, startNanos: startNanos)
     }
 
     /// model_registry.exact_token_count: ask a healthy backend's POST /tokenize (the chat template
@@ -330,7 +348,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
             let n = runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)
             runtime.frontendAnswered(route: kind.name, status: 404, requestId: rid,
-                                     bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
+                                     request: runtime.accessInfo(head, c), bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
             return
         case .model(let m, let routed):
             served = m
@@ -347,7 +365,8 @@ final class Frontend: HTTPServerConnectionDelegate {
                 guard let rewritten = OpenAIRequest.rewrite(body, model: rewritesModel ? m : nil, includeUsage: addUsage) else {
                     let n = runtime.writeError(EngineError(.internalError, "The request could not be forwarded."), to: c, requestId: rid)
                     runtime.frontendAnswered(route: kind.name, status: 500, requestId: rid,
-                                             bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
+                                             request: runtime.accessInfo(head, c), bytesIn: body.count, bytesOut: n,
+                                             startNanos: Loop.nowNanos())
                     return
                 }
                 forward = rewritten
@@ -357,12 +376,13 @@ final class Frontend: HTTPServerConnectionDelegate {
         if req.stream { runtime.metrics.streamsStarted += 1 }
         let plan = cachePlan(kind: kind, head: head, req: req, served: served, identity: identity)
         if let mk = memoKey, let key = plan.key, let memo = runtime.hitMemo {
-            memo.put(mk, HitMemo.Entry(cacheKey: key, servedModel: served, routed: extra["x-routed-model"] != nil,
+            memo.put(mk, HitMemo.Entry(cacheKey: key, servedModel: served, requestedModel: req.model, routed: extra["x-routed-model"] != nil,
                                        stream: req.stream, includeUsage: req.includeUsage))
         }
         let s = RequestSession(runtime: runtime, client: c, request: req, body: forward, requestId: rid,
                                requestedModel: req.model, servedModel: served, extraHeaders: extra, cachePlan: plan)
         c.context = s
+        runtime.sessionStarted(s, request: runtime.accessInfo(head, c))
         s.start()
     }
 
@@ -384,12 +404,20 @@ final class Frontend: HTTPServerConnectionDelegate {
         return CachePlan(key: key, lookup: cc.lookup, store: cc.store, follow: cc.lookup && cc.store, lead: cc.store)
     }
 
-    private func writeJSON(_ c: HTTPServerConnection, _ status: Int, _ body: [UInt8], _ rid: String) {
-        var h = HTTPHeaders()
+    private func writeJSON(_ c: HTTPServerConnection, _ status: Int, _ body: [UInt8], _ rid: String,
+                           headers: HTTPHeaders = HTTPHeaders()) {
+        var h = headers
         h.add("content-type", "application/json")
         h.add("x-request-id", rid)
         runtime.metrics.recordStatus(status)
         c.writeResponse(status: status, headers: h, body: body)
+    }
+
+    private func writePrometheus(_ c: HTTPServerConnection, headers: HTTPHeaders) {
+        var h = headers
+        h.add("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        runtime.metrics.recordStatus(200)
+        c.writeResponse(status: 200, headers: h, body: Array(runtime.prometheusText().utf8))
     }
 
     func connection(_ c: HTTPServerConnection, didFail failure: HTTPServerFailure) {
@@ -402,7 +430,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         let rid = newRequestId()
         let n = runtime.writeError(err, to: c, requestId: rid)
-        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, bytesIn: 0, bytesOut: n, startNanos: Loop.nowNanos(),
+        runtime.frontendAnswered(route: "-", status: err.status, requestId: rid, request: nil, bytesIn: 0, bytesOut: n,
+                                 startNanos: Loop.nowNanos(),
                                  termination: failure == .readTimeout ? Termination(.clientTimeout, .request) : nil)
     }
 
@@ -455,6 +484,10 @@ final class Frontend: HTTPServerConnectionDelegate {
         s += "\"streams_started\":\(m.streamsStarted),\"open_connections\":\(m.openConnections),\"connections_total\":\(m.connectionsTotal),"
         s += "\"responses\":{\"2xx\":\(m.responsesByClass[2]),\"4xx\":\(m.responsesByClass[4]),\"5xx\":\(m.responsesByClass[5])},"
         s += "\"rss_bytes\":\(ces_rss_bytes()),"
+        if let p = ProcessStats.readSelf() {
+            s += "\"process\":{\"cpu_seconds\":\(p.cpuSeconds),\"resident_memory_bytes\":\(p.residentMemoryBytes),"
+            s += "\"open_fds\":\(p.openFDs.map { String($0) } ?? "null"),\"start_time_seconds\":\(p.startTimeSeconds)},"
+        }
         let looked = m.cacheHits + m.cacheMisses
         s += "\"cache\":{\"enabled\":\(runtime.cache != nil),\"backend\":\"\(runtime.cache == nil ? "none" : runtime.redis != nil ? "redis" : "memory")\",\"hits\":\(m.cacheHits),\"misses\":\(m.cacheMisses),"
         s += "\"hit_ratio\":\(looked > 0 ? Double(m.cacheHits) / Double(looked) : 0),\"stale_served\":\(m.cacheStaleServed),\"bypasses\":\(m.cacheBypasses),"
