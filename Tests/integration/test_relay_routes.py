@@ -37,6 +37,8 @@ def test_get_routes_are_relayed(sim, engine):
         assert r.status_code == 200, (path, r.text)
         assert r.content == requests.get(sim.url + path, timeout=10).content, path
     assert engine.get("/version").json() == {"version": "0.32.0"}
+    head = requests.head(engine.url + "/version", timeout=10)
+    assert head.status_code == 200 and head.content == b""
 
 
 def test_backend_errors_on_relayed_routes_come_back_as_they_are(sim, engine):
@@ -49,7 +51,7 @@ def test_backend_errors_on_relayed_routes_come_back_as_they_are(sim, engine):
 
 def test_wrong_method_and_unknown_paths(engine):
     r = engine.post("/version", json={})
-    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
     assert r.json()["error"]["message"]
     r = engine.get("/tokenize")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
