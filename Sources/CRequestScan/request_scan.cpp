@@ -22,6 +22,8 @@ constexpr size_t kLargeBody = 256 * 1024;
 thread_local dom::parser tlsParser;
 // Output of rs_scan's canonical form and rs_rewrite (reused: no allocation per request).
 thread_local std::string tlsOut;
+// rs_inspect_upstream's system_fingerprint text (valid until the next inspect on this thread).
+thread_local std::string tlsFingerprint;
 
 // Typed reads after a type check (error-code API: no exception can reach the C caller).
 std::string_view str(dom::element e) { std::string_view s; if (e.get_string().get(s)) return {}; return s; }
@@ -201,6 +203,8 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int fl
         if (duplicateKey(obj(v), out, -1)) return;
         dom::element iu;
         if (!obj(v).at_key("include_usage").get(iu) && iu.is_bool()) out->include_usage = boolean(iu) ? 1 : 0;
+        dom::element cu;
+        if (!obj(v).at_key("continuous_usage_stats").get(cu) && cu.is_bool()) out->continuous_usage = boolean(cu) ? 1 : 0;
     }
     if (kind == RS_KIND_CHAT) validateMessages(o, out);
     else if (kind == RS_KIND_COMPLETION) validatePrompt(o, out);
@@ -258,7 +262,9 @@ const char *rewrite(const uint8_t *body, size_t len, const char *model, size_t m
             out.push_back('{');
             dom::object options = field.value.get_object().value_unsafe();  // a copy (see json_write.cpp)
             for (auto opt : options) {
-                if (opt.key == "include_usage") continue;
+                // vLLM reads continuous_usage_stats only with include_usage: the client, who did
+                // not ask for usage, would get it in every chunk if the flag went along.
+                if (opt.key == "include_usage" || opt.key == "continuous_usage_stats") continue;
                 rs::writeString(out, opt.key);
                 out.push_back(':');
                 rs::writeValue(out, opt.value, false);
@@ -351,6 +357,14 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     out->kind = RS_J_OBJECT;
     dom::element v;
     out->has_error = !o.at_key("error").get(v);
+    if (!o.at_key("system_fingerprint").get(v) && !v.is_null()) {
+        out->has_fingerprint = 1;
+        // Its JSON text (a string re-escaped minimally, anything else as written compactly).
+        tlsFingerprint.clear();
+        rs::writeValue(tlsFingerprint, v, false);
+        out->fingerprint = tlsFingerprint.data();
+        out->fingerprint_len = tlsFingerprint.size();
+    }
     if (!o.at_key("object").get(v) && v.is_string()) {
         std::string_view k = str(v);
         out->object_kind = k == "chat.completion" ? 1 : k == "text_completion" ? 2 : k == "chat.completion.chunk" ? 3 : 0;

@@ -90,16 +90,14 @@ struct ScanRun {
     mutating func feed(_ bytes: UnsafeRawBufferPointer) {
         var newAll: [UInt8] = []
         var newWithout: [UInt8] = []
-        let invalidBefore = scanner.invalidEvents
-        let droppedBefore = scanner.usageEventsDropped
         scanner.feed(bytes, all: &newAll, withoutUsage: &newWithout, filterUsage: true)
         precondition(Self.endsAtEventEnd(newAll) && Self.endsAtEventEnd(newWithout), "output ends inside an event")
-        if scanner.invalidEvents == invalidBefore {
-            Self.checkFiltered(newAll, newWithout, dropped: scanner.usageEventsDropped - droppedBefore)
-        }
         if !newAll.isEmpty { assembler.feed(newAll) }
         all += newAll
         withoutUsage += newWithout
+        if scanner.invalidEvents == 0 {
+            Self.checkFiltered(all, withoutUsage, dropped: scanner.usageEventsDropped, held: scanner.heldFinalBytes > 0)
+        }
     }
 
     /// With no invalid event, nothing is lost or added: output + held bytes + bytes dropped after
@@ -120,10 +118,13 @@ struct ScanRun {
         return j < 0 || b[j] == 0x0A
     }
 
-    /// `without` is `all` minus `dropped` whole events. Events are cut as the scanner cuts them:
+    /// `without` is `all` minus `dropped` whole events (and, `held`, minus its last event, which
+    /// waits for the next); an event may come with `,"system_fingerprint":…` added before its
+    /// last `}` (moved from the usage chunk after it). Events are cut as the scanner cuts them:
     /// at an LF that ends an empty line, looking back within the buffer (a stray blank line at
     /// its start is an event by itself).
-    static func checkFiltered(_ all: [UInt8], _ without: [UInt8], dropped: Int) {
+    static func checkFiltered(_ all: [UInt8], _ without: [UInt8], dropped: Int, held: Bool) {
+        let added = Array(#","system_fingerprint":"#.utf8)
         var at = 0
         var skipped = 0
         var start = 0
@@ -133,16 +134,30 @@ struct ScanRun {
             // An empty line at the very start is a blank line of its own (one more after an
             // event that ended in an earlier read): the scanner passes it on by itself.
             guard j < 0 || all[j] == 0x0A else { continue }
-            let event = all[start...i]
+            let event = Array(all[start...i])
             if without.count - at >= event.count && without[at..<(at + event.count)].elementsEqual(event) {
                 at += event.count
+            } else if let close = event.lastIndex(of: 0x7D), without[at...].starts(with: event[..<close] + added),
+                      let end = spliceEnd(without, from: at + close + added.count, tail: event[close...]) {
+                at = end
             } else {
                 skipped += 1
             }
             start = i + 1
         }
         precondition(start == all.count, "output ends inside an event")
-        precondition(at == without.count && skipped == dropped,
+        precondition(at == without.count && skipped == dropped + (held ? 1 : 0),
                      "withoutUsage is not the output minus \(dropped) whole event(s)")
+    }
+
+    /// Where a spliced event ends in `b`: the first place after `from` where `tail` (the original
+    /// event from its last `}`) follows.
+    private static func spliceEnd(_ b: [UInt8], from: Int, tail: ArraySlice<UInt8>) -> Int? {
+        var k = from
+        while k + tail.count <= b.count {
+            if b[k..<(k + tail.count)].elementsEqual(tail) { return k + tail.count }
+            k += 1
+        }
+        return nil
     }
 }

@@ -418,3 +418,37 @@ def test_slow_reader_backpressure_keeps_memory_bounded(sim_factory, engine_facto
     # No bound on `took`: through a 16 KiB receive buffer on loopback (64 KiB segments) delivery
     # sometimes falls to ~100-150 KB/s whatever the sender does (docs/performance.md); what this
     # test guards is the memory bound above.
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "same as vllm"}]}),
+    ("/v1/completions", {"prompt": "same as vllm"}),
+])
+@pytest.mark.parametrize("options", [None, {"continuous_usage_stats": True}, {"include_usage": True},
+                                     {"include_usage": True, "continuous_usage_stats": True}])
+def test_a_stream_is_what_vllm_would_have_sent_this_client(sim, engine, path, body, options):
+    """Issue 12 item 8: the Engine asks vLLM for usage whatever the client asked; the client still
+    gets vLLM's own stream for its request: no usage chunk it did not ask for, system_fingerprint on
+    the final chunk (vLLM moves it to the usage chunk when usage is asked), no running usage from a
+    continuous_usage_stats that vLLM ignores without include_usage. Compared chunk by chunk with the
+    simulator's answer to the client's own request (`created` aside)."""
+    req = {"model": "sim-model", "max_tokens": 4, "temperature": 0, "stream": True, **body}
+    if options is not None:
+        req["stream_options"] = options
+    rid = {"X-Request-Id": "same-" + str(abs(hash((path, str(options)))))}
+    direct = requests.post(sim.url + path, json=req, headers=rid, timeout=10)
+    via = engine.post(path, json=req, headers=rid)
+    assert via.status_code == 200, via.text
+
+    def strip(chunks):
+        return [{k: v for k, v in c.items() if k != "created"} for c in chunks]
+
+    assert strip(sse_json(via.content)) == strip(sse_json(direct.content))
+    final = [c for c in sse_json(via.content) if c["choices"]][-1]
+    if not (options or {}).get("include_usage"):
+        assert "system_fingerprint" in final
+        assert all("usage" not in c for c in sse_json(via.content))
+    # Usage in every chunk is a stream nobody else asked for: never cached or shared.
+    again = engine.post(path, json=req)
+    expected = "BYPASS" if options == {"include_usage": True, "continuous_usage_stats": True} else "HIT"
+    assert again.headers["x-cache"] == expected

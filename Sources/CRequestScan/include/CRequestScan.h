@@ -46,6 +46,8 @@ typedef struct rs_result {
     size_t model_len;
     int stream;
     int include_usage;
+    /// stream_options.continuous_usage_stats is true (usage in every chunk, with include_usage).
+    int continuous_usage;
     /// Prompt size: text bytes, chat messages, token ids given verbatim (-1 when none).
     size_t text_bytes;
     size_t messages;
@@ -74,7 +76,8 @@ void rs_scan(const void *body, size_t len, int kind, int flags, rs_result *out);
 /// Rewrites a body rs_scan accepted: the same top-level fields in the same order, values written
 /// compactly, except: with `model` non-NULL, `model` becomes that string (added when absent);
 /// with `include_usage`, `stream_options.include_usage` becomes true (stream_options added when
-/// absent or null). With `only_key` non-NULL, the output is instead `{"<only_key>": <its value>}`
+/// absent or null) and `continuous_usage_stats` is dropped (vLLM ignores it without
+/// include_usage, so the client's answer stays the one it asked for). With `only_key` non-NULL, the output is instead `{"<only_key>": <its value>}`
 /// (or `{}` when absent), the other arguments ignored. Returns the output (per-thread buffer,
 /// valid until the next rs_ call on this thread) and its length in `out_len`; NULL when the body
 /// is not a JSON object.
@@ -112,6 +115,11 @@ typedef struct rs_upstream_json {
     unsigned long long choices_seen;
     unsigned long long choices_finished;
     int choices_beyond;
+    /// A top-level `system_fingerprint` that is not null, and its JSON text (per-thread buffer,
+    /// valid until the next rs_inspect_upstream on this thread).
+    int has_fingerprint;
+    const char *fingerprint;
+    size_t fingerprint_len;
 } rs_upstream_json;
 
 /// Inspects `len` bytes of upstream JSON (or `[DONE]`).

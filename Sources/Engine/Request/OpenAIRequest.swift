@@ -77,6 +77,8 @@ public struct OpenAIRequest {
     public var model: String?
     public let stream: Bool
     public let includeUsage: Bool
+    /// stream_options.continuous_usage_stats with include_usage: vLLM puts usage in every chunk.
+    public var continuousUsage = false
     /// Prompt size measured during validation (TokenEstimator's rules).
     public let promptSize: PromptSize
     /// `temperature` 0 or a `seed`: what cache.deterministic_only admits.
@@ -105,8 +107,10 @@ public struct OpenAIRequest {
             let detail = withUnsafeBytes(of: &r.error) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
             return .failure(validationError(field: Int(r.field), index: r.index, detail: detail))
         }
-        return .success(OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
-                                      promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalDigest: digest))
+        var req = OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
+                                promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalDigest: digest)
+        req.continuousUsage = r.stream != 0 && r.include_usage != 0 && r.continuous_usage != 0
+        return .success(req)
     }
 
     /// A relayed request whose body is not JSON (none, or a multipart form): what its form said.

@@ -392,7 +392,8 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// tenant unless shared_across_keys).
     private func cachePlan(kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest, served: String, identity: String?) -> CachePlan {
         let cfg = runtime.config.cache
-        guard runtime.cache != nil, let digest = req.canonicalDigest,
+        // Usage in every chunk is a stream no other request asked for: not stored, not shared.
+        guard runtime.cache != nil, let digest = req.canonicalDigest, !req.continuousUsage,
               CacheKey.isCacheable(req, deterministicOnly: cfg.isDeterministicOnly) else {
             runtime.metrics.cacheBypasses += 1
             return .bypass

@@ -36,11 +36,19 @@ public struct SSEEventScanner: Sendable {
     public private(set) var usageRangesInAll: [Range<Int>] = []
     /// Longest event accepted; a longer one counts as invalid (and is not held further).
     public let maxEventBytes: Int
+    /// When filtering usage: the last chunk that finished a choice, held back from `withoutUsage`
+    /// until the next event. vLLM moves `system_fingerprint` from that chunk to the usage chunk
+    /// when usage is asked for (and the Engine always asks); a client that did not ask gets it
+    /// back in that chunk, where vLLM would have sent it (issue 12 item 8).
+    private var heldFinal: [UInt8]?
+    private var heldHasFingerprint = false
 
     public init(maxEventBytes: Int = 1 << 20) { self.maxEventBytes = maxEventBytes }
 
     /// Bytes held back because their event is not complete.
     public var pendingBytes: Int { partial.count }
+    /// Bytes of a whole final chunk held back from `withoutUsage` (see `heldFinal`).
+    public var heldFinalBytes: Int { heldFinal?.count ?? 0 }
 
     /// Appends the whole events completed by `bytes` to `all`, and (when `filterUsage`) the same
     /// minus usage-only chunks to `withoutUsage`.
@@ -111,7 +119,11 @@ public struct SSEEventScanner: Sendable {
             return
         }
         var usageOnly = false
-        if let info = Self.inspectData(ev) {
+        var final = false
+        var fingerprint: [UInt8]?
+        if let (info, singleLine) = Self.inspectData(ev) {
+            fingerprint = info.fingerprint
+            final = singleLine && info.kind == .object && !info.hasError && info.choicesFinished != 0 && !info.isUsageOnly
             switch info.kind {
             case .done: sawDone = true
             case .object:
@@ -131,14 +143,41 @@ public struct SSEEventScanner: Sendable {
         }
         all.append(contentsOf: ev)
         if usageOnly { usageRangesInAll.append((all.count - ev.count)..<all.count) }
-        if filterUsage {
-            if usageOnly { usageEventsDropped += 1 } else { withoutUsage.append(contentsOf: ev) }
+        guard filterUsage else { return }
+        if var held = heldFinal {
+            heldFinal = nil
+            if usageOnly, !heldHasFingerprint, let fp = fingerprint { held = Self.adding(fingerprint: fp, to: held) }
+            withoutUsage.append(contentsOf: held)
+        }
+        if usageOnly {
+            usageEventsDropped += 1
+        } else if final {
+            heldFinal = Array(ev)
+            heldHasFingerprint = fingerprint != nil
+        } else {
+            withoutUsage.append(contentsOf: ev)
         }
     }
 
-    /// The event's data (its `data:` lines joined by LF) inspected; nil for an event with no data
-    /// (a comment, a keepalive). One data line (vLLM's case) is read in place, without a copy.
-    static func inspectData(_ ev: UnsafeRawBufferPointer) -> UpstreamJSON? {
+    /// `ev` (one `data:` line holding a JSON object, then its blank line) with
+    /// `,"system_fingerprint":<fp>` before the object's closing brace, where vLLM writes it.
+    static func adding(fingerprint fp: [UInt8], to ev: [UInt8]) -> [UInt8] {
+        var close = ev.count - 1
+        while close >= 0 && ev[close] != 0x7D { close -= 1 }  // "}": the last byte of the data line's object
+        guard close > 0 else { return ev }
+        var out: [UInt8] = []
+        out.reserveCapacity(ev.count + fp.count + 24)
+        out += ev[..<close]
+        out += #","system_fingerprint":"#.utf8
+        out += fp
+        out += ev[close...]
+        return out
+    }
+
+    /// The event's data (its `data:` lines joined by LF) inspected, and whether it was one line;
+    /// nil for an event with no data (a comment, a keepalive). One data line (vLLM's case) is read
+    /// in place, without a copy.
+    static func inspectData(_ ev: UnsafeRawBufferPointer) -> (UpstreamJSON, Bool)? {
         var single: Range<Int>?
         var joined: [UInt8]?
         var lineStart = 0
@@ -161,8 +200,8 @@ public struct SSEEventScanner: Sendable {
             }
             lineStart = i + 1
         }
-        if let j = joined { return UpstreamJSON.inspect(j) }
+        if let j = joined { return (UpstreamJSON.inspect(j), false) }
         guard let s = single else { return nil }
-        return UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s]))
+        return (UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s])), true)
     }
 }

@@ -27,6 +27,8 @@ public struct UpstreamJSON: Equatable, Sendable {
     public var choicesSeen: UInt64 = 0
     public var choicesFinished: UInt64 = 0
     public var choicesBeyond = false
+    /// The top-level `system_fingerprint`'s JSON text (nil when absent or null).
+    public var fingerprint: [UInt8]?
 
     public enum ObjectKind: Equatable, Sendable {
         case chatCompletion, textCompletion, chatCompletionChunk, other
@@ -75,6 +77,9 @@ public struct UpstreamJSON: Equatable, Sendable {
         out.choicesSeen = UInt64(r.choices_seen)
         out.choicesFinished = UInt64(r.choices_finished)
         out.choicesBeyond = r.choices_beyond != 0
+        if r.has_fingerprint != 0 {
+            out.fingerprint = Array(UnsafeRawBufferPointer(start: r.fingerprint, count: r.fingerprint_len))
+        }
         if r.has_usage != 0 {
             out.usage = Usage(prompt: Int(clamping: r.prompt_tokens), completion: Int(clamping: r.completion_tokens))
         }

@@ -134,10 +134,23 @@ private func failure(_ json: String, _ kind: EndpointKind = .chat) -> EngineErro
     @Test func setsIncludeUsageKeepingOtherStreamOptions() {
         #expect(rewrite(#"{"stream":true,"prompt":"p"}"#, usage: true) == #"{"stream":true,"prompt":"p","stream_options":{"include_usage":true}}"#)
         #expect(rewrite(#"{"stream_options":null,"prompt":"p"}"#, usage: true) == #"{"stream_options":{"include_usage":true},"prompt":"p"}"#)
-        #expect(rewrite(#"{"stream_options":{"include_usage":false,"continuous_usage_stats":true},"prompt":"p"}"#, usage: true)
-                == #"{"stream_options":{"continuous_usage_stats":true,"include_usage":true},"prompt":"p"}"#)
+        // continuous_usage_stats goes: vLLM reads it only with include_usage, which the client did
+        // not ask for (with it, the client would get usage in every chunk: issue 12 item 8).
+        #expect(rewrite(#"{"stream_options":{"include_usage":false,"continuous_usage_stats":true,"x":1},"prompt":"p"}"#, usage: true)
+                == #"{"stream_options":{"x":1,"include_usage":true},"prompt":"p"}"#)
         #expect(rewrite(#"{"stream_options":{},"prompt":"p"}"#, model: "m", usage: true)
                 == #"{"stream_options":{"include_usage":true},"prompt":"p","model":"m"}"#)
+    }
+
+    @Test func continuousUsageIsReadOnlyWithIncludeUsageOnAStream() throws {
+        func cu(_ s: String) throws -> Bool {
+            guard case .success(let r) = OpenAIRequest.parse(kind: .completion, body: Array(s.utf8)) else { throw CancellationError() }
+            return r.continuousUsage
+        }
+        #expect(try cu(#"{"prompt":"p","stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#))
+        #expect(try !cu(#"{"prompt":"p","stream":true,"stream_options":{"continuous_usage_stats":true}}"#))
+        #expect(try !cu(#"{"prompt":"p","stream_options":{"include_usage":true,"continuous_usage_stats":true}}"#))
+        #expect(try !cu(#"{"prompt":"p","stream":true,"stream_options":{"include_usage":true}}"#))
     }
 
     @Test func keepsValuesExactlyAsNumbersAndStrings() throws {

@@ -153,8 +153,9 @@ private func asking(_ p: RequestMachine.Policy = policy()) -> RequestMachine {
         #expect(m.flight(.follow(live: true, recorded: chunkEvent)) == .forwardFlight(writeHead: true))
         #expect(m.relay.clientEvents == chunkEvent)
         #expect(finalEvent.withUnsafeBytes { m.flightEvents($0) } == .forwardFlight(writeHead: false))
+        #expect(m.relay.clientEvents.isEmpty) // the final chunk waits for the next event
         #expect(usageEvent.withUnsafeBytes { m.flightEvents($0) } == .forwardFlight(writeHead: false))
-        #expect(m.relay.clientEvents.isEmpty) // it did not ask for usage
+        #expect(m.relay.clientEvents == finalEvent) // without the usage chunk it did not ask for
         #expect(RequestMachine.finish(m.flight(.ended(.endLive)))?.reply == .endStream)
     }
 

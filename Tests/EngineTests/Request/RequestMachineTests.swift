@@ -16,6 +16,10 @@ let chunkEvent = Array((#"data: {"id":"c","object":"chat.completion.chunk","crea
 let finalEvent = Array((#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}"# + "\n\n").utf8)
 let usageEvent = Array((#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}"# + "\n\n").utf8)
 let doneEvent = Array("data: [DONE]\n\n".utf8)
+/// vLLM's usage chunk: with include_usage, `system_fingerprint` moves here from the final chunk.
+let fingerprintedUsageEvent = Array((#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2},"system_fingerprint":"vllm-0.32.0-x"}"# + "\n\n").utf8)
+/// The final chunk as vLLM sends it to a client that did not ask for usage.
+let fingerprintedFinalEvent = Array((#"data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"system_fingerprint":"vllm-0.32.0-x"}"# + "\n\n").utf8)
 
 extension RequestMachine {
     /// Feeds `bytes` as one upstream read.
@@ -50,9 +54,12 @@ extension RequestMachine {
         #expect(m.read(Array(chunkEvent[0..<20])) == .forward(.init(rearm: true)))
         #expect(m.relay.clientEvents.isEmpty)
         #expect(m.read(Array(chunkEvent[20...]) + finalEvent) == .forward(.init(rearm: true)))
-        #expect(m.relay.clientEvents == chunkEvent + finalEvent)
-        _ = m.read(usageEvent + doneEvent)
-        #expect(m.relay.clientEvents == doneEvent) // the client did not ask for usage
+        // The final chunk waits for the usage chunk the Engine asked for: the client, who did not
+        // ask, gets it without the usage chunk and with the fingerprint vLLM moved there.
+        #expect(m.relay.clientEvents == chunkEvent)
+        _ = m.read(fingerprintedUsageEvent + doneEvent)
+        #expect(m.relay.clientEvents == fingerprintedFinalEvent + doneEvent)
+        #expect(m.relay.events == fingerprintedUsageEvent + doneEvent) // followers and the cache get vLLM's bytes
         #expect(m.usage == UpstreamJSON.Usage(prompt: 3, completion: 2))
         let f = RequestMachine.finish(m.upstreamEnd())
         #expect(f == .init(reuseUpstream: true, verdict: .success, reply: .endStream))
