@@ -448,7 +448,9 @@ def test_a_stream_is_what_vllm_would_have_sent_this_client(sim, engine, path, bo
     if not (options or {}).get("include_usage"):
         assert "system_fingerprint" in final
         assert all("usage" not in c for c in sse_json(via.content))
-    # Usage in every chunk is a stream nobody else asked for: never cached or shared.
-    again = engine.post(path, json=req)
+    # Usage in every chunk is a stream nobody else asked for: never cached or shared. A replay is
+    # the same stream again (the fingerprint back on the final chunk when usage is cut out).
+    again = engine.post(path, json=req, headers=rid)
     expected = "BYPASS" if options == {"include_usage": True, "continuous_usage_stats": True} else "HIT"
     assert again.headers["x-cache"] == expected
+    assert strip(sse_json(again.content)) == strip(sse_json(direct.content))

@@ -16,18 +16,44 @@ struct StreamedAnswer: Equatable {
     var events: [UInt8]
     var usageRanges: [Range<Int>]
 
-    /// The events, without the usage-only chunks unless `includeUsage`.
+    /// The events, without the usage-only chunks unless `includeUsage`. Without them, the chunk
+    /// before each takes back the `system_fingerprint` vLLM moved to the usage chunk (as the live
+    /// relay does, SSEEventScanner.heldFinal): the stream vLLM sends a client that did not ask.
     func events(includeUsage: Bool) -> [UInt8] {
         guard !includeUsage, !usageRanges.isEmpty else { return events }
         var out: [UInt8] = []
-        out.reserveCapacity(events.count)
+        out.reserveCapacity(events.count + 64)
         var at = 0
         for r in usageRanges {
-            out += events[at..<r.lowerBound]
+            let before = previousEventStart(before: r.lowerBound, notBefore: at)
+            out += events[at..<before]
+            let final = Array(events[before..<r.lowerBound])
+            out += Self.withFingerprint(of: events[r], addedTo: final)
             at = r.upperBound
         }
         out += events[at...]
         return out
+    }
+
+    /// Where the event that ends at `end` starts (after the blank line before it, or `floor`).
+    private func previousEventStart(before end: Int, notBefore floor: Int) -> Int {
+        var i = end - 2 // the event's own closing blank line
+        while i > floor {
+            if events[i - 1] == 0x0A && (events[i] == 0x0A || (events[i] == 0x0D && i + 1 < end && events[i + 1] == 0x0A)) {
+                return events[i] == 0x0A ? i + 1 : i + 2
+            }
+            i -= 1
+        }
+        return floor
+    }
+
+    /// `final` with the usage chunk's fingerprint, when `final` finished a choice and has none.
+    private static func withFingerprint(of usage: ArraySlice<UInt8>, addedTo final: [UInt8]) -> [UInt8] {
+        guard !final.isEmpty,
+              let (u, _) = Array(usage).withUnsafeBytes({ SSEEventScanner.inspectData($0) }), let fp = u.fingerprint,
+              let (f, single) = final.withUnsafeBytes({ SSEEventScanner.inspectData($0) }),
+              single, f.kind == .object, f.choicesFinished != 0, f.fingerprint == nil else { return final }
+        return SSEEventScanner.adding(fingerprint: fp, to: final)
     }
 
     /// The equivalent non-streaming body; nil when it cannot be rebuilt faithfully.
