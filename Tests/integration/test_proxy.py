@@ -204,7 +204,10 @@ def test_health_and_models_union(sim_factory, engine_factory):
     eng = engine_factory(make_config([a, b]))
     r = wait_until(lambda: (x := eng.get("/health")).status_code == 200 and x.json()["backends"]["up"] == 2 and x)
     assert r.json()["version"]
-    models = wait_until(lambda: len((x := eng.get("/v1/models").json())["data"]) == 2 and x)
+    # Every worker learns the backends' models on its own: wait until several answers (new
+    # connections, spread over the workers) agree.
+    models = wait_until(lambda: all(len(eng.get("/v1/models").json()["data"]) == 2 for _ in range(8))
+                        and eng.get("/v1/models").json())
     assert models["object"] == "list"
     assert sorted(m["id"] for m in models["data"]) == ["alpha", "beta"]
     assert all(m["object"] == "model" for m in models["data"])
