@@ -178,6 +178,8 @@ extension SimServer {
         w.write(int: stats.chatRequests)
         w.write(",\"completion_requests\":")
         w.write(int: stats.completionRequests)
+        w.write(",\"responses_requests\":")
+        w.write(int: stats.responsesRequests)
         w.write(",\"stream_requests\":")
         w.write(int: stats.streamRequests)
         w.write(",\"aborted\":")

@@ -4,7 +4,9 @@
 // SimServer does the rest.
 //
 // vLLM endpoints: GET /health /ping /version /load /v1/models /metrics, POST /ping /tokenize
-// /detokenize /v1/completions /v1/chat/completions (plain and "stream": true).
+// /detokenize /v1/completions /v1/chat/completions /v1/responses (plain and "stream": true;
+// GET /v1/responses/{id} and its cancel answer 404, nothing is stored). Shapes of the latter:
+// docs/vllm-surface.md.
 //
 // Simulator-only extras (not in vLLM; JSON in and out, errors as {"error": "..."} with 400):
 //   POST /sim/config   Any subset of {"error_rate": 0..1, "kv_usage_override": x (negative = off),
@@ -17,8 +19,9 @@
 //                      without an answer; {"refuse_ms": n} refuses for n ms and then lifts itself
 //                      (handy because a refusing simulator cannot be reached on a new connection;
 //                      otherwise send {"refuse": false} over a connection opened before).
-//   GET  /sim/stats    {"requests_total", "chat_requests", "completion_requests" (every POST to the
-//                      two generation routes, valid or not), "stream_requests" (valid streams),
+//   GET  /sim/stats    {"requests_total", "chat_requests", "completion_requests",
+//                      "responses_requests" (every POST to those routes, valid or not),
+//                      "stream_requests" (valid streams),
 //                      "aborted" (clients gone before the end, including disconnect_after_tokens),
 //                      "running", "waiting", "max_running_seen", "errors_injected",
 //                      "refused_connections", "kv_cache_usage_perc", "last_request_headers" (of the
