@@ -17,6 +17,9 @@ struct SimStats {
     var chatRequests = 0
     var completionRequests = 0
     var responsesRequests = 0
+    var embeddingRequests = 0
+    /// /pooling, /classify, /score and /rerank (all their paths).
+    var poolingRequests = 0
     var streamRequests = 0
     var aborted = 0
     var maxRunningSeen = 0
@@ -89,6 +92,16 @@ final class SimServer: HTTPServerConnectionDelegate {
             if isPost { generate(c, head, body, kind: .chat) } else { methodNotAllowed(c, head, "POST") }
         case "/v1/responses":
             if isPost { generate(c, head, body, kind: .responses) } else { methodNotAllowed(c, head, "POST") }
+        case "/v1/embeddings":
+            if isPost { pool(c, head, body, endpoint: .embeddings) } else { methodNotAllowed(c, head, "POST") }
+        case "/pooling":
+            if isPost { pool(c, head, body, endpoint: .pooling) } else { methodNotAllowed(c, head, "POST") }
+        case "/classify":
+            if isPost { pool(c, head, body, endpoint: .classify) } else { methodNotAllowed(c, head, "POST") }
+        case "/score", "/v1/score":
+            if isPost { score(c, head, body, isRerank: false) } else { methodNotAllowed(c, head, "POST") }
+        case "/rerank", "/v1/rerank", "/v2/rerank":
+            if isPost { score(c, head, body, isRerank: true) } else { methodNotAllowed(c, head, "POST") }
         case "/health":
             if isGet { c.writeResponse(status: 200, headers: headers.empty, body: []) } else { methodNotAllowed(c, head, "GET") }
         case "/ping":
