@@ -67,7 +67,11 @@ struct ResponsesRequest: Sendable {
         let input = root["input"]
         switch input.kind {
         case .missing:
-            f.fail(.missingField("body.input", root: root))
+            // vLLM's check_tool_usage runs first and, without tools, sets tool_choice to "none":
+            // the body pydantic then reports has one key more than was sent.
+            var keys = root.count
+            if root["tool_choice"].kind == .missing && root["tools"].count == 0 { keys += 1 }
+            f.fail(.validation("missing", loc: "body.input", msg: "Field required", input: "<dict of \(keys) items>"))
         case .string:
             prompt += SimTokenizer.templateTokensPerMessage + SimTokenizer.scan(input.stringBytes!, hash: &hash)
         case .array:
