@@ -24,7 +24,7 @@ struct SimSettings: Sendable {
 
 /// Behaviour a test can change while the simulator runs.
 struct SimKnobs: Sendable, Equatable {
-    /// Fraction of valid generation requests answered 500 instead.
+    /// Fraction of valid generation and pooling requests answered 500 instead.
     var errorRate: Double
     /// Reported vllm:kv_cache_usage_perc when ≥ 0 (does not affect admission).
     var kvUsageOverride: Double

@@ -73,7 +73,7 @@ struct VLLMSim: ParsableCommand {
     @Option(help: "Most requests running at once; the rest wait.")
     var maxNumSeqs = 128
 
-    @Option(help: "Fraction of valid generation requests answered 500.")
+    @Option(help: "Fraction of valid generation and pooling requests answered 500.")
     var errorRate = 0.0
 
     @Option(help: "Close the socket after this many streamed tokens (0 = off).")
