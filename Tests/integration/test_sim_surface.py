@@ -47,6 +47,14 @@ ENUM_KEYS = {"object", "type", "status", "role", "service_tier", "truncation", "
              "endianness", "incomplete_details", "model", "parallel_tool_calls", "background", "phase"}
 
 
+@pytest.fixture
+def gen_sim(sim):
+    """The sim, or a real vLLM only when it runs a generative model."""
+    if IS_EXTERNAL and EXTERNAL_RUNNER != "generate":
+        pytest.skip(f"SIM_EXTERNAL_URL runs --runner {EXTERNAL_RUNNER}: no /v1/responses")
+    return sim
+
+
 def _client(sim) -> OpenAI:
     return OpenAI(base_url=sim.url + "/v1", api_key="sk-test", max_retries=0, timeout=30)
 
@@ -60,7 +68,8 @@ def _norm(v) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def test_sdk_responses_create(sim):
+def test_sdk_responses_create(gen_sim):
+    sim = gen_sim
     r = _client(sim).responses.create(model=sim.model, input="hello world", max_output_tokens=5, temperature=0)
     assert r.object == "response" and r.id.startswith("resp_")
     assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
@@ -74,7 +83,8 @@ def test_sdk_responses_create(sim):
     assert r.usage.output_tokens_details.reasoning_tokens == 0
 
 
-def test_sdk_responses_messages_and_instructions(sim):
+def test_sdk_responses_messages_and_instructions(gen_sim):
+    sim = gen_sim
     client = _client(sim)
     r = client.responses.create(
         model=sim.model, instructions="Be brief.", max_output_tokens=4, temperature=0.7,
@@ -89,7 +99,8 @@ def test_sdk_responses_messages_and_instructions(sim):
     assert plain.temperature == 1.0  # vLLM's default, reported
 
 
-def test_sdk_responses_stream(sim):
+def test_sdk_responses_stream(gen_sim):
+    sim = gen_sim
     events = list(_client(sim).responses.create(model=sim.model, input="hello world", max_output_tokens=4,
                                                 temperature=0, stream=True))
     types = [e.type for e in events]
@@ -108,7 +119,8 @@ def test_sdk_responses_stream(sim):
     assert {d.item_id for d in deltas} == {final.output[0].id}
 
 
-def test_sdk_responses_errors(sim):
+def test_sdk_responses_errors(gen_sim):
+    sim = gen_sim
     client = _client(sim)
     with pytest.raises(NotFoundError) as e:
         client.responses.create(model="nope", input="hi")
@@ -245,7 +257,8 @@ def test_tokenize_and_detokenize(sim):
         assert r.status_code == 404 and r.json()["error"]["message"].startswith("The model `nope` does not exist.")
 
 
-def test_responses_stream_framing(sim):
+def test_responses_stream_framing(gen_sim):
+    sim = gen_sim
     body = {"model": sim.model, "input": "hi", "max_output_tokens": 3, "temperature": 0, "stream": True}
     with RawStream(sim.port, "POST", "/v1/responses", body) as s:
         status, headers = s.read_head()
