@@ -67,6 +67,8 @@ let package = Package(
         .executableTarget(name: "fuzz-engine", dependencies: ["Engine", "Reactor", "CEventShim"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEventShim"]),
+        // The simulator's pure parts (request parsing, rendering, the embedding model).
+        .testTarget(name: "VLLMSimTests", dependencies: ["vllm-sim"]),
     ],
     cxxLanguageStandard: .cxx17
 )

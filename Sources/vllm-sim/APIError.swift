@@ -30,6 +30,28 @@ struct APIError: Error, Equatable, Sendable {
         return .vllm(400, message: m, type: "Bad Request", param: loc)
     }
 
+    /// One pydantic error, as vLLM prints it inside "N validation errors:".
+    struct FieldError: Equatable, Sendable {
+        var type: String
+        var loc: String
+        var msg: String
+        var input: String
+        /// Python's repr of the ctx dict's body, e.g. `'ge': 0`.
+        var ctx: String? = nil
+    }
+
+    /// Several pydantic failures (a union type reports one per alternative); param = the first loc.
+    static func validation(_ errors: [FieldError]) -> APIError {
+        precondition(!errors.isEmpty, "validation([]) has nothing to report")
+        var m = errors.count == 1 ? "1 validation error:" : "\(errors.count) validation errors:"
+        for e in errors {
+            m += "\n  {'type': '\(e.type)', 'loc': '\(e.loc)', 'msg': \(pythonRepr(e.msg)), 'input': \(pythonRepr(e.input))"
+            if let ctx = e.ctx { m += ", 'ctx': {\(ctx)}" }
+            m += "}"
+        }
+        return .vllm(400, message: m, type: "Bad Request", param: errors[0].loc)
+    }
+
     static func missingField(_ loc: String, root: JSONNode) -> APIError {
         .validation("missing", loc: loc, msg: "Field required", input: root.pydanticInput)
     }
@@ -56,6 +78,18 @@ struct APIError: Error, Equatable, Sendable {
               type: "NotFoundError", param: "model")
     }
 
+    /// The pooling endpoints (embeddings, pooling, classify, score, rerank) word it without the
+    /// aliases and with no param.
+    static func unknownPoolingModel(_ name: String) -> APIError {
+        .vllm(404, message: "The model `\(name)` does not exist.", type: "NotFoundError", param: nil)
+    }
+
+    /// GET /v1/responses/{id}, its cancel, and previous_response_id: vLLM stores no responses
+    /// unless VLLM_ENABLE_RESPONSES_API_STORE is set, and neither does the simulator.
+    static func responseNotFound(_ id: String) -> APIError {
+        .vllm(404, message: "Response with id '\(id)' not found.", type: "invalid_request_error", param: "response_id")
+    }
+
     static let emptyConversation = APIError.vllm(
         400, message: "Cannot apply chat template to an empty conversation. Provide at least one message.",
         type: "BadRequestError", param: nil)
@@ -75,6 +109,30 @@ struct APIError: Error, Equatable, Sendable {
         .vllm(400, message: "max_tokens=\(v) cannot be greater than max_model_len=\(maxModelLen). Please request fewer output tokens. (parameter=max_tokens, value=\(v))",
               type: "BadRequestError", param: "max_tokens")
     }
+
+    /// /v1/responses names its own field in the upper-bound check (the lower bound, checked on
+    /// the sampling parameters, still says max_tokens).
+    static func maxOutputTokensTooLarge(_ v: Int, maxModelLen: Int) -> APIError {
+        .vllm(400, message: "max_output_tokens=\(v) cannot be greater than max_model_len=\(maxModelLen). Please request fewer output tokens. (parameter=max_output_tokens, value=\(v))",
+              type: "BadRequestError", param: "max_output_tokens")
+    }
+
+    static func matryoshkaUnsupported(model: String, dimensions: Int) -> APIError {
+        .vllm(400, message: "Model \(pythonRepr(model)) does not support Matryoshka embeddings; dimensions must be unset (received dimensions=\(dimensions)).",
+              type: "BadRequestError", param: nil)
+    }
+
+    static func dimensionsOutOfRange(model: String, dimensions: Int, size: Int) -> APIError {
+        .vllm(400, message: "Model \(pythonRepr(model)) only supports dimensions in range [1, \(size)], got \(dimensions).",
+              type: "BadRequestError", param: nil)
+    }
+
+    static let scoreLengths = APIError.vllm(
+        400, message: "Input lengths must be either 1:1, 1:N or N:N", type: "BadRequestError", param: nil)
+    static let scoreNoText = APIError.vllm(
+        400, message: "At least one text element must be given", type: "BadRequestError", param: nil)
+    static let scoreNoTextPair = APIError.vllm(
+        400, message: "At least one text_pair element must be given", type: "BadRequestError", param: nil)
 
     static func maxTokensTooSmall(_ v: Int) -> APIError {
         .vllm(400, message: "max_tokens must be at least 1, got \(v). (parameter=max_tokens, value=\(v))",

@@ -1,8 +1,8 @@
-// Generation: one admitted /v1/completions or /v1/chat/completions request while it waits, runs
-// and answers. Loop-confined, non-Sendable. Owns its pacing Timer (closed in `finish`); holds its
+// Generation: one admitted /v1/completions, /v1/chat/completions or /v1/responses request while
+// it waits, runs and answers. Loop-confined, non-Sendable. Owns its pacing Timer (closed in `finish`); holds its
 // connection strongly until it finishes (the connection holds it back through `context`, and
 // `finish` breaks that cycle). SimServer drives it: queueing, timers, aborts; this file holds the
-// per-request arithmetic, Generation+Render.swift its bytes.
+// per-request arithmetic, Generation+Render.swift and Generation+Responses.swift its bytes.
 
 import Reactor
 
@@ -59,8 +59,11 @@ final class Generation {
     let maxTokensParam: Int
     /// KV blocks at the longest, reserved at admission.
     let reservedBlocks: Int
-    /// "chatcmpl-…" / "cmpl-…", JSON-escaped.
+    /// "chatcmpl-…" / "cmpl-…" / "resp_…", JSON-escaped.
     let responseID: [UInt8]
+    /// /v1/responses only: the request fields its answer repeats, and its message's "msg_…" id.
+    let responsesEcho: ResponsesEcho?
+    let itemID: [UInt8]
     let created: Int
     /// JSON-escaped model name.
     let model: [UInt8]
@@ -78,7 +81,8 @@ final class Generation {
     private var prefixCache: [UInt8]?
 
     init(id: GenerationID, request r: GenerationRequest, textSeed: UInt64, settings: SimSettings,
-         responseID: [UInt8], model: [UInt8], created: Int, now: UInt64, pacing: Pacing) {
+         responseID: [UInt8], model: [UInt8], created: Int, now: UInt64, pacing: Pacing,
+         responsesEcho: ResponsesEcho? = nil, itemID: [UInt8] = []) {
         self.id = id
         kind = r.kind
         isStream = r.isStream
@@ -116,6 +120,8 @@ final class Generation {
         maxTokensParam = r.maxTokens ?? min(settings.defaultMaxTokens, settings.maxModelLen)
         reservedBlocks = blocks
         self.responseID = responseID
+        self.responsesEcho = responsesEcho
+        self.itemID = itemID
         self.created = created
         self.model = model
         arrivedNanos = now

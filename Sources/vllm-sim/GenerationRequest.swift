@@ -8,7 +8,8 @@
 // prompt (completions) → unknown model → empty messages (chat) → n < 1 → max_tokens >
 // max_model_len → prompt too long → max_tokens < 1.
 
-enum GenerationKind: Sendable { case chat, completion }
+/// Which endpoint a generation answers; /v1/responses bodies are parsed by ResponsesRequest.
+enum GenerationKind: Sendable { case chat, completion, responses }
 
 struct GenerationRequest: Sendable {
     var kind: GenerationKind
@@ -45,6 +46,8 @@ struct GenerationRequest: Sendable {
 
         // Pydantic: field types, in roughly the request model's order.
         switch kind {
+        case .responses:
+            preconditionFailure("/v1/responses bodies are ResponsesRequest's")
         case .chat:
             let messages = root["messages"]
             switch messages.kind {

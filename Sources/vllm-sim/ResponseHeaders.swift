@@ -29,6 +29,15 @@ struct ResponseHeaders {
         metrics = HTTPHeaders([date, server, .init("content-type", "text/plain; version=1.0.0; charset=utf-8"), vary])
     }
 
+    /// A binary pooling answer (`encoding_format` bytes / bytes_only), with the layout header
+    /// where vLLM puts it (after `server`).
+    func octetStream(metadata: String?) -> HTTPHeaders {
+        var fields = [date, HTTPHeaders.Field("server", "uvicorn")]
+        if let metadata { fields.append(.init("metadata", metadata)) }
+        fields += [.init("content-type", "application/octet-stream"), .init("vary", "Origin")]
+        return HTTPHeaders(fields)
+    }
+
     /// The JSON set plus `allow`, as Starlette sends with a 405.
     func jsonAllowing(_ methods: String) -> HTTPHeaders {
         HTTPHeaders([date, .init("server", "uvicorn"), .init("allow", methods), .init("content-type", "application/json"),

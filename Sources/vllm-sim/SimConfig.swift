@@ -13,13 +13,18 @@ struct SimSettings: Sendable {
     var blockSize: Int
     var maxNumSeqs: Int
     var seed: UInt64
+    /// Values per embedding (the real tiny model's hidden size is 128).
+    var embeddingSize: Int = 128
+    /// Whether /v1/embeddings accepts `dimensions` (a Matryoshka model) or refuses it, as the
+    /// captured tiny model does.
+    var isMatryoshka = false
     /// uvicorn closes idle keep-alive connections after 5 s; pools in front of vLLM meet that.
     var keepAliveTimeout: Duration
 }
 
 /// Behaviour a test can change while the simulator runs.
 struct SimKnobs: Sendable, Equatable {
-    /// Fraction of valid generation requests answered 500 instead.
+    /// Fraction of valid generation and pooling requests answered 500 instead.
     var errorRate: Double
     /// Reported vllm:kv_cache_usage_perc when ≥ 0 (does not affect admission).
     var kvUsageOverride: Double

@@ -10,23 +10,30 @@ extension SimServer {
         readJSONObject(body, contentType: head.headers["content-type"]) { root in
             let prompt = root["prompt"]
             let messages = root["messages"]
+            // The body is a union (completion form | chat form): pydantic reports why each
+            // alternative failed, the prompt one first.
+            let input = root.pydanticInput
+            let missingPrompt = APIError.FieldError(type: "missing", loc: "body.prompt", msg: "Field required", input: input)
+            let missingMessages = APIError.FieldError(type: "missing", loc: "body.messages", msg: "Field required", input: input)
             if prompt.kind == .missing && messages.kind == .missing {
-                let input = root.pydanticInput
-                return .failure(.vllm(400, message: "2 validation errors:\n  {'type': 'missing', 'loc': 'body.prompt', 'msg': 'Field required', 'input': '\(input)'}\n  {'type': 'missing', 'loc': 'body.messages', 'msg': 'Field required', 'input': '\(input)'}",
-                                      type: "Bad Request", param: "body.prompt"))
+                return .failure(.validation([missingPrompt, missingMessages]))
+            }
+            let isChat = messages.kind != .missing
+            if isChat && messages.kind != .array && prompt.kind == .missing {
+                return .failure(.validation([missingPrompt, .init(type: "list_type", loc: "body.messages",
+                                                                  msg: "Input should be a valid list", input: messages.pydanticInput)]))
+            }
+            if !isChat && prompt.kind != .string {
+                return .failure(.validation([.init(type: "string_type", loc: "body.prompt", msg: "Input should be a valid string",
+                                                   input: prompt.pydanticInput), missingMessages]))
             }
             var f = FieldReader()
-            let isChat = messages.kind != .missing
             let addSpecial = f.bool(root["add_special_tokens"], "body.add_special_tokens") ?? !isChat
             let addGenerationPrompt = f.bool(root["add_generation_prompt"], "body.add_generation_prompt") ?? true
             let wantStrings = f.bool(root["return_token_strs"], "body.return_token_strs") ?? false
             if isChat && messages.kind != .array {
                 f.fail(.validation("list_type", loc: "body.messages", msg: "Input should be a valid list",
                                    input: messages.pydanticInput))
-            }
-            if !isChat && prompt.kind != .string {
-                f.fail(.validation("string_type", loc: "body.prompt", msg: "Input should be a valid string",
-                                   input: prompt.pydanticInput))
             }
             if let failure = f.failure { return .failure(failure) }
             if let e = checkModel(root["model"]) { return .failure(e) }
@@ -109,7 +116,13 @@ extension SimServer {
             var f = FieldReader()
             var text = ""
             for i in 0..<tokens.count {
-                if let id = f.int(tokens[i], "body.tokens.\(i)") { text += SimTokenizer.text(of: id) }
+                guard let id = f.int(tokens[i], "body.tokens.\(i)") else { continue }
+                if id < 0 {
+                    f.fail(.validation([.init(type: "greater_than_equal", loc: "body.tokens.\(i)",
+                                              msg: "Input should be greater than or equal to 0",
+                                              input: tokens[i].pydanticInput, ctx: "'ge': 0")]))
+                }
+                text += SimTokenizer.text(of: id)
             }
             if let failure = f.failure { return .failure(failure) }
             if let e = checkModel(root["model"]) { return .failure(e) }
@@ -165,6 +178,12 @@ extension SimServer {
         w.write(int: stats.chatRequests)
         w.write(",\"completion_requests\":")
         w.write(int: stats.completionRequests)
+        w.write(",\"responses_requests\":")
+        w.write(int: stats.responsesRequests)
+        w.write(",\"embedding_requests\":")
+        w.write(int: stats.embeddingRequests)
+        w.write(",\"pooling_requests\":")
+        w.write(int: stats.poolingRequests)
         w.write(",\"stream_requests\":")
         w.write(int: stats.streamRequests)
         w.write(",\"aborted\":")

@@ -1,4 +1,4 @@
-// SimServer+Generation: the life of a generation request. Validate → (maybe inject a 500) →
+// SimServer+Generation: the life of a generation request (completions, chat, responses). Validate → (maybe inject a 500) →
 // submit to the KVScheduler → start when admitted → produce tokens on Timers (or at once when the
 // pacing is zero) → answer → free the slot and admit waiters. A client that leaves aborts its
 // Generation within the same callback: timer cancelled, blocks freed, counted in `aborted`.
@@ -12,25 +12,33 @@ import Reactor
 extension SimServer {
     func generate(_ c: HTTPServerConnection, _ head: HTTPRequestHead, _ body: [UInt8], kind: GenerationKind) {
         stats.requestsTotal += 1
-        if kind == .chat { stats.chatRequests += 1 } else { stats.completionRequests += 1 }
+        switch kind {
+        case .chat: stats.chatRequests += 1
+        case .completion: stats.completionRequests += 1
+        case .responses: stats.responsesRequests += 1
+        }
         stats.lastRequestHeaders = head.headers
         stats.lastRequestBody = body
+        let parsed: Result<(GenerationRequest, ResponsesEcho?), APIError>
+        let contentType = head.headers["content-type"]
+        if kind == .responses {
+            parsed = ResponsesRequest.parse(body: body, contentType: contentType, catalog: catalog,
+                                            maxModelLen: settings.maxModelLen).map { ($0.generation, $0.echo) }
+        } else {
+            parsed = GenerationRequest.parse(kind: kind, body: body, contentType: contentType, catalog: catalog,
+                                             maxModelLen: settings.maxModelLen).map { ($0, nil) }
+        }
         let request: GenerationRequest
-        switch GenerationRequest.parse(kind: kind, body: body, contentType: head.headers["content-type"],
-                                       catalog: catalog, maxModelLen: settings.maxModelLen) {
+        let echo: ResponsesEcho?
+        switch parsed {
         case .failure(let e):
             respond(c, e)
             return
         case .success(let r):
-            request = r
+            (request, echo) = r
         }
         if request.isStream { stats.streamRequests += 1 }
-        if knobs.errorRate > 0 && rng.nextUnit() < knobs.errorRate {
-            stats.errorsInjected += 1
-            metrics.finished[FinishedReason.error.rawValue] += 1
-            respond(c, .injectedFailure)
-            return
-        }
+        if injectsFailure(c) { return }
 
         let now = Loop.nowNanos()
         nextGenerationID += 1
@@ -38,22 +46,48 @@ extension SimServer {
             id: GenerationID(raw: nextGenerationID), request: request,
             textSeed: request.isRandomText ? rng.next() : request.textSeed, settings: settings,
             responseID: responseID(kind: kind, head: head), model: catalog.escapedNames[request.modelIndex],
-            created: Int(Loop.wallSeconds()), now: now, pacing: Pacing(knobs))
+            created: Int(Loop.wallSeconds()), now: now, pacing: Pacing(knobs),
+            responsesEcho: echo, itemID: echo == nil ? [] : Array("msg_".utf8) + rng.hex16())
         g.connection = c
         c.context = g
         active[g.id] = g
         // Like vLLM (Starlette's StreamingResponse), a stream's head goes out before the request
-        // is even scheduled; its events follow once it runs.
-        if g.isStream { c.writeChunkedHead(status: 200, headers: headers.sse) }
+        // is even scheduled; its events follow once it runs. A responses stream opens with
+        // response.created and response.in_progress at once, before any token.
+        if g.isStream {
+            c.writeChunkedHead(status: 200, headers: headers.sse)
+            if kind == .responses {
+                writeResponsesEvent(g, .created, c)
+                writeResponsesEvent(g, .inProgress, c)
+            }
+        }
         if scheduler.submitted(g.id, blocks: g.reservedBlocks) == .started {
             start(g, now: now)
         }
     }
 
-    /// `X-Request-Id: abc` → "chatcmpl-abc"; otherwise 16 random hex digits.
+    /// --error-rate (generations and pooling requests alike): answer this valid request with
+    /// vLLM's engine-failure 500 instead.
+    func injectsFailure(_ c: HTTPServerConnection) -> Bool {
+        guard knobs.errorRate > 0 && rng.nextUnit() < knobs.errorRate else { return false }
+        stats.errorsInjected += 1
+        metrics.finished[FinishedReason.error.rawValue] += 1
+        respond(c, .injectedFailure)
+        return true
+    }
+
+    /// `X-Request-Id: abc` → "chatcmpl-abc"; otherwise 16 random hex digits. /v1/responses
+    /// ignores the header ("resp_" and random digits, as captured).
     private func responseID(kind: GenerationKind, head: HTTPRequestHead) -> [UInt8] {
         var w = ByteWriter(capacity: 48)
-        w.write(kind == .chat ? "chatcmpl-" : "cmpl-")
+        switch kind {
+        case .chat: w.write("chatcmpl-")
+        case .completion: w.write("cmpl-")
+        case .responses:
+            w.write("resp_")
+            w.write(rng.hex16())
+            return w.bytes
+        }
         if let rid = head.headers["x-request-id"], !rid.isEmpty {
             var rid = rid
             rid.withUTF8 { w.write(jsonEscaped: UnsafeRawBufferPointer($0)) }
@@ -119,15 +153,22 @@ extension SimServer {
                         g.renderRoleEvent(choice: i, into: &scratch)
                         writeScratchChunk(c)
                     }
+                } else if g.kind == .responses {
+                    writeResponsesEvent(g, .itemAdded, c)
+                    writeResponsesEvent(g, .partAdded, c)
                 }
             } else {
                 metrics.interTokenLatency.observe(seconds(now &- g.lastTokenNanos))
             }
             g.lastTokenNanos = now
-            for i in 0..<choices where step <= g.tokensPerChoice[i] {
-                scratch.reset()
-                g.renderTokenEvent(choice: i, step: step, into: &scratch)
-                writeScratchChunk(c)
+            if g.kind == .responses {
+                writeResponsesEvent(g, .delta(step: step), c)
+            } else {
+                for i in 0..<choices where step <= g.tokensPerChoice[i] {
+                    scratch.reset()
+                    g.renderTokenEvent(choice: i, step: step, into: &scratch)
+                    writeScratchChunk(c)
+                }
             }
             g.emittedSteps = step
             // A write can fail and close the connection (a peer that reset): that aborted `g`.
@@ -160,6 +201,13 @@ extension SimServer {
         scratch.bytes.withUnsafeBytes { c.writeChunk($0) }
     }
 
+    /// Each event its own chunk, as vLLM sends them.
+    private func writeResponsesEvent(_ g: Generation, _ e: ResponsesStreamEvent, _ c: HTTPServerConnection) {
+        scratch.reset()
+        g.renderResponsesEvent(e, into: &scratch)
+        writeScratchChunk(c)
+    }
+
     /// --disconnect-after-tokens: close without the terminating chunk, but only once what was
     /// written has left (closing the bufferevent drops unsent output). The close comes back as
     /// connectionDidClose → abort.
@@ -174,6 +222,13 @@ extension SimServer {
 
     private func finishStream(_ g: Generation, _ c: HTTPServerConnection, now: UInt64) {
         retire(g, now: now)
+        if g.kind == .responses {
+            // No `[DONE]`: response.completed ends it (even when the status is "incomplete").
+            for e in [ResponsesStreamEvent.textDone, .partDone, .itemDone, .completed] { writeResponsesEvent(g, e, c) }
+            c.endChunked()
+            admitWaiting()
+            return
+        }
         if g.includeUsage {
             scratch.reset()
             g.renderUsageEvent(into: &scratch)
@@ -194,7 +249,7 @@ extension SimServer {
         metrics.interTokenLatency.observe(seconds(g.pacing.itlNanos), times: g.steps - 1)
         retire(g, now: now)
         scratch.reset()
-        g.renderResponse(into: &scratch)
+        if g.kind == .responses { g.renderResponsesAnswer(into: &scratch) } else { g.renderResponse(into: &scratch) }
         headers.refresh()
         c.writeResponse(status: 200, headers: headers.json, body: scratch.bytes)
         admitWaiting()

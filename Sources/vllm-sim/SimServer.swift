@@ -16,6 +16,10 @@ struct SimStats {
     var requestsTotal = 0
     var chatRequests = 0
     var completionRequests = 0
+    var responsesRequests = 0
+    var embeddingRequests = 0
+    /// /pooling, /classify, /score and /rerank (all their paths).
+    var poolingRequests = 0
     var streamRequests = 0
     var aborted = 0
     var maxRunningSeen = 0
@@ -86,6 +90,18 @@ final class SimServer: HTTPServerConnectionDelegate {
             if isPost { generate(c, head, body, kind: .completion) } else { methodNotAllowed(c, head, "POST") }
         case "/v1/chat/completions":
             if isPost { generate(c, head, body, kind: .chat) } else { methodNotAllowed(c, head, "POST") }
+        case "/v1/responses":
+            if isPost { generate(c, head, body, kind: .responses) } else { methodNotAllowed(c, head, "POST") }
+        case "/v1/embeddings":
+            if isPost { pool(c, head, body, endpoint: .embeddings) } else { methodNotAllowed(c, head, "POST") }
+        case "/pooling":
+            if isPost { pool(c, head, body, endpoint: .pooling) } else { methodNotAllowed(c, head, "POST") }
+        case "/classify":
+            if isPost { pool(c, head, body, endpoint: .classify) } else { methodNotAllowed(c, head, "POST") }
+        case "/score", "/v1/score":
+            if isPost { score(c, head, body, isRerank: false) } else { methodNotAllowed(c, head, "POST") }
+        case "/rerank", "/v1/rerank", "/v2/rerank":
+            if isPost { score(c, head, body, isRerank: true) } else { methodNotAllowed(c, head, "POST") }
         case "/health":
             if isGet { c.writeResponse(status: 200, headers: headers.empty, body: []) } else { methodNotAllowed(c, head, "GET") }
         case "/ping":
@@ -110,8 +126,25 @@ final class SimServer: HTTPServerConnectionDelegate {
         case "/sim/reset":
             if isPost { resetStats(); respondJSON(c, statsBody()) } else { methodNotAllowed(c, head, "POST") }
         default:
+            if let id = storedResponseID(head.path) {
+                // GET /v1/responses/{id}, POST /v1/responses/{id}/cancel: nothing is stored.
+                let allowed = id.isCancel ? isPost : isGet
+                if allowed { respond(c, .responseNotFound(id.id)) } else { methodNotAllowed(c, head, id.isCancel ? "POST" : "GET") }
+                return
+            }
             respond(c, .notFound, omitBody: head.method == "HEAD")
         }
+    }
+
+    /// `/v1/responses/{id}` or `/v1/responses/{id}/cancel` (one non-empty path segment for id).
+    private func storedResponseID(_ path: Substring) -> (id: String, isCancel: Bool)? {
+        let prefix = "/v1/responses/"
+        guard path.hasPrefix(prefix) else { return nil }
+        var rest = path.dropFirst(prefix.count)
+        let isCancel = rest.hasSuffix("/cancel")
+        if isCancel { rest = rest.dropLast("/cancel".count) }
+        guard !rest.isEmpty, !rest.contains("/") else { return nil }
+        return (String(rest), isCancel)
     }
 
     func connection(_ c: HTTPServerConnection, didFail failure: HTTPServerFailure) {

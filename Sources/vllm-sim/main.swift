@@ -4,7 +4,10 @@
 // SimServer does the rest.
 //
 // vLLM endpoints: GET /health /ping /version /load /v1/models /metrics, POST /ping /tokenize
-// /detokenize /v1/completions /v1/chat/completions (plain and "stream": true).
+// /detokenize /v1/completions /v1/chat/completions /v1/responses (plain and "stream": true;
+// GET /v1/responses/{id} and its cancel answer 404, nothing is stored). As an embedding model too
+// (a real vLLM is one or the other): POST /v1/embeddings /pooling /classify /score /v1/score
+// /rerank /v1/rerank /v2/rerank. Shapes: docs/vllm-surface.md.
 //
 // Simulator-only extras (not in vLLM; JSON in and out, errors as {"error": "..."} with 400):
 //   POST /sim/config   Any subset of {"error_rate": 0..1, "kv_usage_override": x (negative = off),
@@ -17,12 +20,14 @@
 //                      without an answer; {"refuse_ms": n} refuses for n ms and then lifts itself
 //                      (handy because a refusing simulator cannot be reached on a new connection;
 //                      otherwise send {"refuse": false} over a connection opened before).
-//   GET  /sim/stats    {"requests_total", "chat_requests", "completion_requests" (every POST to the
-//                      two generation routes, valid or not), "stream_requests" (valid streams),
+//   GET  /sim/stats    {"requests_total", "chat_requests", "completion_requests",
+//                      "responses_requests", "embedding_requests", "pooling_requests" (every POST
+//                      to those routes, valid or not; pooling = /pooling, /classify, /score and
+//                      /rerank), "stream_requests" (valid streams),
 //                      "aborted" (clients gone before the end, including disconnect_after_tokens),
 //                      "running", "waiting", "max_running_seen", "errors_injected",
 //                      "refused_connections", "kv_cache_usage_perc", "last_request_headers" (of the
-//                      latest generation request, names lower-cased), "last_request_body" (string),
+//                      latest generation or pooling request, names lower-cased), "last_request_body" (string),
 //                      "config" (the knobs)}.
 //   POST /sim/reset    Zeroes the /sim/stats counters (max_running_seen restarts at the current
 //                      running count); the Prometheus counters are never reset, as in vLLM.
@@ -68,7 +73,7 @@ struct VLLMSim: ParsableCommand {
     @Option(help: "Most requests running at once; the rest wait.")
     var maxNumSeqs = 128
 
-    @Option(help: "Fraction of valid generation requests answered 500.")
+    @Option(help: "Fraction of valid generation and pooling requests answered 500.")
     var errorRate = 0.0
 
     @Option(help: "Close the socket after this many streamed tokens (0 = off).")
@@ -82,6 +87,12 @@ struct VLLMSim: ParsableCommand {
 
     @Option(parsing: .unconditional, help: "Report this fixed vllm:kv_cache_usage_perc (negative = off).")
     var kvUsageOverride = -1.0
+
+    @Option(help: "Values per embedding vector (/v1/embeddings, /pooling).")
+    var embeddingSize = 128
+
+    @Flag(help: "Accept `dimensions` on /v1/embeddings (a Matryoshka model); otherwise refuse it, as most models do.")
+    var matryoshka = false
 
     @Option(help: "Seed for ids, error injection and sampled text (default: from the clock).")
     var seed: UInt64?
@@ -104,6 +115,7 @@ struct VLLMSim: ParsableCommand {
             throw ValidationError("--timeout-keep-alive must be in (0, 86400]")
         }
         guard kvUsageOverride <= 1 else { throw ValidationError("--kv-usage-override must be ≤ 1") }
+        guard (1...65536).contains(embeddingSize) else { throw ValidationError("--embedding-size must be 1...65536") }
     }
 
     func run() throws {
@@ -111,6 +123,7 @@ struct VLLMSim: ParsableCommand {
             host: host, port: port, models: models.isEmpty ? ["sim-model"] : models,
             maxModelLen: maxModelLen, defaultMaxTokens: defaultMaxTokens, kvBlocks: kvBlocks,
             blockSize: blockSize, maxNumSeqs: maxNumSeqs, seed: seed ?? Loop.nowNanos(),
+            embeddingSize: embeddingSize, isMatryoshka: matryoshka,
             keepAliveTimeout: .milliseconds(Int64(timeoutKeepAlive * 1000)))
         let knobs = SimKnobs(
             errorRate: errorRate, kvUsageOverride: kvUsageOverride < 0 ? -1 : kvUsageOverride,
