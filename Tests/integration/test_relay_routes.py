@@ -7,6 +7,8 @@ event; a multipart form is routed by its `model` field and relayed byte for byte
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import requests
 
@@ -134,3 +136,38 @@ def test_a_multipart_audio_request_is_routed_by_its_model_field_and_relayed_whol
     r = relay_engine.post("/v1/audio/transcriptions", data={"model": "whisper-nope"}, files=files)
     assert r.status_code == 404
     assert r.json()["error"]["param"] == "model"
+
+
+# --- the official OpenAI SDK through the Engine, against the simulator's responses and embeddings ---
+
+
+def test_sdk_responses_create_through_the_engine(sim, engine):
+    client = engine.openai()
+    r = client.responses.create(model="sim-model", input="hello world", max_output_tokens=5, temperature=0)
+    assert r.object == "response" and r.id.startswith("resp_")
+    assert isinstance(r.output_text, str) and r.output_text
+    assert r.usage.output_tokens == 5
+    events = list(client.responses.create(model="sim-model", input="hello world", max_output_tokens=4,
+                                          temperature=0, stream=True))
+    types = [e.type for e in events]
+    assert types[0] == "response.created" and types[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == events[-1].response.output_text
+    # Without a model: routed by the registry, like a generation.
+    assert client.responses.create(input="hi", max_output_tokens=2, model="").object == "response"
+
+
+def test_sdk_embeddings_create_through_the_engine_is_cached(sim, engine):
+    client = engine.openai()
+    first = client.embeddings.with_raw_response.create(model="sim-model", input=["alpha", "beta"])
+    assert first.headers["x-cache"] == "MISS"
+    e = first.parse()
+    assert [d.index for d in e.data] == [0, 1] and len(e.data[0].embedding) == 128
+    direct = requests.post(sim.url + "/v1/embeddings", json={"model": "sim-model", "input": ["alpha", "beta"]}, timeout=10).json()
+    assert [d.embedding for d in e.data] == [d["embedding"] for d in direct["data"]]
+    again = client.embeddings.with_raw_response.create(model="sim-model", input=["alpha", "beta"])
+    assert again.headers["x-cache"] == "HIT"
+    assert [d.embedding for d in again.parse().data] == [d.embedding for d in e.data]
+    b64 = client.embeddings.create(model="sim-model", input="alpha", encoding_format="base64")
+    assert len(base64.b64decode(b64.data[0].embedding)) == 128 * 4  # float32s
