@@ -17,7 +17,7 @@ extension SimServer {
         stats.lastRequestBody = body
         let request: GenerationRequest
         switch GenerationRequest.parse(kind: kind, body: body, contentType: head.headers["content-type"],
-                                       catalog: catalog, maxModelLen: settings.maxModelLen) {
+                                       catalog: catalog, maxModelLen: settings.maxModelLen, echo: knobs.echo) {
         case .failure(let e):
             respond(c, e)
             return
