@@ -1,6 +1,7 @@
 // ReplayWriter: from a stored complete (non-streaming) JSON body, the SSE bytes vLLM would have
 // streamed, for a stream request answered by a plain answer. Pure: std lib + jansson, no I/O;
-// every jansson tree is created and decref'd inside one call. Returns nil on garbage.
+// every jansson tree is created and decref'd inside one call. Returns nil on garbage. Strings are
+// handled with their length (JSON_ALLOW_NUL): a U+0000 in the text replays as \u0000.
 import CEventShim
 
 /// From a stored complete (non-streaming) body, the SSE bytes vLLM would have streamed. Each choice
@@ -11,7 +12,7 @@ public enum ReplayWriter {
     public static func sse(fromCompleteBody body: [UInt8], includeUsage: Bool) -> [UInt8]? {
         guard !body.isEmpty else { return nil }
         let parsed: JSONRef? = body.withUnsafeBufferPointer { p in
-            p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, 0, nil) }
+            p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, Int(JSON_ALLOW_NUL), nil) }
         }
         guard let root = parsed else { return nil }
         defer { json_decref(root) }

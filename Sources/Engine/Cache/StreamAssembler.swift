@@ -2,7 +2,8 @@
 // streamed vLLM response, for a plain request answered by a stored or shared stream. Pure value:
 // std lib + jansson, no I/O; it owns only Swift arrays, and every jansson tree it builds is created
 // and decref'd inside one call. Shapes follow ref/vllm-api.md sections 4-5. Garbage in never
-// crashes: it makes the assembler give up (no body).
+// crashes: it makes the assembler give up (no body). Strings keep their length (JSON_ALLOW_NUL):
+// a U+0000 in a delta stays in the body.
 import CEventShim
 
 /// Feed it the SSE bytes of a streaming response exactly as relayed; at the end ask for the
@@ -127,7 +128,7 @@ public struct StreamAssembler {
         }
         if sawDone { return }  // nothing legitimate follows [DONE]; ignore rather than guess
         let parsed: JSONRef? = data.withUnsafeBufferPointer { p in
-            p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, 0, nil) }
+            p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, Int(JSON_ALLOW_NUL), nil) }
         }
         guard let root = parsed else {
             giveUp(.malformed)
