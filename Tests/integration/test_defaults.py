@@ -37,6 +37,73 @@ def access_lines(eng) -> dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Item 2: cache.deterministic_only is on by default
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_simulator_samples_like_vllm(sim):
+    def texts(body, n=3):
+        return [requests.post(sim.url + CHAT, json=body, timeout=10).json()["choices"][0]["message"]["content"]
+                for _ in range(n)]
+
+    assert len(set(texts(chat_body("sample", temperature=1)))) == 3
+    assert len(set(texts(chat_body("sample", temperature=None)))) == 3  # vLLM's default samples too
+    assert len(set(texts(chat_body("sample", temperature=0)))) == 1
+    assert len(set(texts(chat_body("sample", temperature=1, seed=5)))) == 1
+
+
+def test_sampled_requests_are_not_cached_by_default(sim, engine_factory):
+    eng = engine_factory(make_config([sim]))  # no cache section: the defaults
+    body = chat_body("tell me something", temperature=1)
+    rs = [eng.post(CHAT, json=body) for _ in range(3)]
+    assert [r.status_code for r in rs] == [200] * 3
+    # Not cacheable, so neither looked up nor stored: BYPASS (docs/api.md), never HIT.
+    assert [r.headers["x-cache"] for r in rs] == ["BYPASS"] * 3
+    assert len({chat_text(r, False) for r in rs}) == 3, "each request gets its own sample, as from vLLM"
+    # Without a temperature (vLLM's default sampling) and as a stream: the same.
+    body = chat_body("tell me more", temperature=None, stream=True)
+    rs = [eng.post(CHAT, json=body) for _ in range(2)]
+    assert [r.headers["x-cache"] for r in rs] == ["BYPASS"] * 2
+    assert chat_text(rs[0], True) != chat_text(rs[1], True)
+    assert sim.stats()["requests_total"] == 5
+
+
+def test_identical_sampled_requests_in_flight_are_not_shared(sim_factory, engine_factory):
+    sim = sim_factory("--ttft-ms", 300)
+    eng = engine_factory(make_config([sim]))
+    body = chat_body("at the same time", temperature=0.7)
+    with ThreadPoolExecutor(4) as ex:
+        rs = list(ex.map(lambda _: requests.post(eng.url + CHAT, json=body, timeout=10), range(4)))
+    assert all(r.status_code == 200 and "x-coalesced" not in r.headers for r in rs)
+    assert sim.stats()["requests_total"] == 4
+    assert len({chat_text(r, False) for r in rs}) == 4
+
+
+@pytest.mark.parametrize("extra", [
+    {"temperature": 0},
+    {"temperature": 1, "seed": 7},
+    {"temperature": 0.8, "seed": 7, "n": 2, "top_p": 0.9},  # a seeded sampler repeats itself, n choices too
+])
+def test_deterministic_requests_are_cached(sim, engine_factory, extra):
+    eng = engine_factory(make_config([sim]))
+    body = {**chat_body("same again", temperature=None), **extra}
+    r1 = eng.post(CHAT, json=body)
+    r2 = eng.post(CHAT, json=body)
+    assert (r1.headers["x-cache"], r2.headers["x-cache"]) == ("MISS", "HIT")
+    assert [c["message"] for c in r2.json()["choices"]] == [c["message"] for c in r1.json()["choices"]]
+    assert sim.stats()["requests_total"] == 1
+
+
+def test_caching_sampled_answers_is_the_operators_choice(sim, engine_factory):
+    eng = engine_factory(make_config([sim], cache={"deterministic_only": False}))
+    body = chat_body("cache it anyway", temperature=1)
+    r1, r2 = eng.post(CHAT, json=body), eng.post(CHAT, json=body)
+    assert (r1.headers["x-cache"], r2.headers["x-cache"]) == ("MISS", "HIT")
+    assert chat_text(r1, False) == chat_text(r2, False)
+    assert sim.stats()["requests_total"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
 # Item 6: U+0000
 # ---------------------------------------------------------------------------------------------
 
