@@ -104,6 +104,68 @@ def test_caching_sampled_answers_is_the_operators_choice(sim, engine_factory):
 
 
 # ---------------------------------------------------------------------------------------------
+# Item 3: a request without a model, whatever model_registry says
+# ---------------------------------------------------------------------------------------------
+
+
+def wait_for_registry_warnings(eng, text: str) -> None:
+    """Until every worker has learned the backends' models and logged `text` once."""
+    def ready():
+        log = eng.log_text()
+        workers = max(1, log.count("] worker "))
+        return log.count(text) >= workers
+    wait_until(ready, timeout=10, what=f"{text!r} logged by every worker")
+
+
+def test_vllm_url_with_the_shipped_config_serves_the_backends_model(sim_factory, engine_factory):
+    sim = sim_factory("--model", "tiny")  # not the shipped registry's sim-model
+    shipped = (ROOT / "configs" / "default.yaml").read_text()
+    eng = engine_factory(shipped, env={"VLLM_URL": sim.url})
+    warning = ("model_registry.fast_model `sim-model` is not served by any backend (served: tiny): "
+               "requests without a model go to `tiny`, the only model served")
+    wait_for_registry_warnings(eng, warning)
+    assert "model_registry.fallback_model `sim-model` is not served by any backend (served: tiny): no fallback" in eng.log_text()
+    # The README's request: no model.
+    r = eng.post(CHAT, json={"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "tiny" and r.headers["x-routed-model"] == "tiny"
+    r = eng.post(COMPLETIONS, json={"prompt": "hello", "max_tokens": 4, "stream": True})
+    assert r.status_code == 200 and all(c["model"] == "tiny" for c in sse_json(r.content))
+    # Naming a model the backend does not serve: vLLM's 404, naming what is served.
+    r = eng.post(CHAT, json=chat_body("x", model="sim-model"))
+    assert r.status_code == 404
+    err = r.json()["error"]
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+    assert "`sim-model`" in err["message"] and "tiny" in err["message"]
+    assert sim.stats()["requests_total"] == 2
+
+
+def test_an_unserved_default_among_several_models_is_a_clear_404(sim_factory, engine_factory):
+    a = sim_factory("--model", "a")
+    b = sim_factory("--model", "b")
+    eng = engine_factory(make_config([a, b], model_registry={"fallback_model": None}))
+    wait_for_registry_warnings(eng, "model_registry.fast_model `sim-model` is not served by any backend (served: a, b)")
+    r = eng.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert r.status_code == 404, r.text
+    err = r.json()["error"]
+    assert err["code"] == "model_not_found" and err["param"] == "model"
+    assert "`sim-model`" in err["message"] and "Served models: a, b." in err["message"]
+    assert a.stats()["requests_total"] == 0 and b.stats()["requests_total"] == 0
+    # Named, either model is served as usual.
+    assert eng.post(CHAT, json=chat_body("hi", model="b")).json()["model"] == "b"
+
+
+def test_an_unserved_default_with_a_served_fallback_takes_the_fallback(sim_factory, engine_factory):
+    a = sim_factory("--model", "a")
+    b = sim_factory("--model", "b")
+    eng = engine_factory(make_config([a, b], model_registry={"fallback_model": "b"}))
+    wait_for_registry_warnings(eng, "requests routed to it are answered by the fallback model `b`")
+    r = eng.post(CHAT, json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "b" and r.headers["x-fallback"] == "model"
+
+
+# ---------------------------------------------------------------------------------------------
 # Item 6: U+0000
 # ---------------------------------------------------------------------------------------------
 
