@@ -198,3 +198,86 @@ def test_an_answer_with_nul_is_cached_and_replayed_in_both_forms(sim_factory, en
     time.sleep(0.2)
     log = access_lines(eng)
     assert [log[r.headers["x-request-id"]]["status"] for r in rs] == [200] * len(rs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 7: a replay is a response of its own
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_hit_has_its_own_id_and_created(sim, engine_factory):
+    eng = engine_factory(make_config([sim]))
+    body = chat_body("who answers")
+    r1 = eng.post(CHAT, json=body, headers={"X-Request-Id": "first-req"})
+    assert r1.headers["x-cache"] == "MISS"
+    first = r1.json()
+    assert first["id"] == "chatcmpl-first-req"  # vLLM's (and the simulator's) form
+    time.sleep(1.1)
+    r2 = eng.post(CHAT, json=body, headers={"X-Request-Id": "second-req"})
+    assert r2.headers["x-cache"] == "HIT"
+    hit = r2.json()
+    assert hit["id"] == "chatcmpl-second-req"
+    assert first["created"] < hit["created"] <= time.time() + 1
+    assert hit["choices"] == first["choices"] and hit["usage"] == first["usage"]
+    # A streamed replay: every chunk.
+    r3 = eng.post(CHAT, json={**body, "stream": True}, headers={"X-Request-Id": "third-req"})
+    assert r3.headers["x-cache"] == "HIT"
+    chunks = sse_json(r3.content)
+    assert {c["id"] for c in chunks} == {"chatcmpl-third-req"}
+    assert len({c["created"] for c in chunks}) == 1 and chunks[0]["created"] >= first["created"]
+    # No X-Request-Id: the Engine's own id, the one in the response header.
+    r4 = eng.post(CHAT, json=body)
+    assert r4.headers["x-cache"] == "HIT" and r4.json()["id"] == "chatcmpl-" + r4.headers["x-request-id"]
+    # An id that JSON must escape is written as a JSON string.
+    odd = 'q"uote\\back'
+    r5 = eng.post(CHAT, json=body, headers={"X-Request-Id": odd})
+    assert r5.headers["x-cache"] == "HIT" and r5.json()["id"] == "chatcmpl-" + odd
+
+
+@pytest.mark.parametrize("stored_stream", [False, True])
+def test_completion_hits_have_their_own_id_in_both_forms(sim, engine_factory, stored_stream):
+    eng = engine_factory(make_config([sim]))
+    body = completion_body("complete me")
+    first = eng.post(COMPLETIONS, json={**body, "stream": stored_stream}, headers={"X-Request-Id": "c-0"})
+    assert first.headers["x-cache"] == "MISS"
+    plain = eng.post(COMPLETIONS, json=body, headers={"X-Request-Id": "c-1"})
+    assert plain.headers["x-cache"] == "HIT" and plain.json()["id"] == "cmpl-c-1"
+    stream = eng.post(COMPLETIONS, json={**body, "stream": True}, headers={"X-Request-Id": "c-2"})
+    assert stream.headers["x-cache"] == "HIT"
+    assert {c["id"] for c in sse_json(stream.content)} == {"cmpl-c-2"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_coalesced_followers_have_their_own_ids(sim_factory, engine_factory, stream):
+    sim = sim_factory("--ttft-ms", 300, "--itl-ms", 20)
+    eng = engine_factory(make_config([sim]))
+    body = chat_body("shared answer", stream=stream)
+
+    def one(i):
+        time.sleep(0.05 * i)  # the first leads; the others find its flight
+        rid = f"follow-{i}"
+        r = requests.post(eng.url + CHAT, json=body, headers={"X-Request-Id": rid}, timeout=15)
+        assert r.status_code == 200, r.text
+        ids = {c["id"] for c in sse_json(r.content)} if stream else {r.json()["id"]}
+        return rid, ids, r.headers.get("x-coalesced"), chat_text(r, stream)
+
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(one, range(4)))
+    assert sim.stats()["requests_total"] == 1
+    assert sum(1 for _, _, coalesced, _ in results if coalesced == "true") == 3
+    for rid, ids, _, _ in results:
+        assert ids == {"chatcmpl-" + rid}
+    assert len({text for _, _, _, text in results}) == 1
+
+
+def test_a_stale_replay_has_its_own_id(sim, engine_factory):
+    eng = engine_factory(make_config([sim], cache={"ttl_seconds": 0.3, "stale_ttl_seconds": 60},
+                                     vllm={"retry_count": 0}, model_registry={"fallback_model": None}))
+    body = chat_body("stale but mine", max_tokens=3)
+    first = eng.post(CHAT, json=body, headers={"X-Request-Id": "fresh-1"}).json()
+    time.sleep(0.5)
+    sim.configure(error_rate=1.0)
+    r = eng.post(CHAT, json=body, headers={"X-Request-Id": "stale-1"})
+    assert r.status_code == 200 and r.headers["x-cache"] == "STALE"
+    assert r.json()["id"] == "chatcmpl-stale-1" and r.json()["created"] >= first["created"]
+    assert r.json()["choices"] == first["choices"]

@@ -282,12 +282,14 @@ public struct StreamAssembler {
 
     /// The non-streaming vLLM body equivalent to what was streamed; nil unless `isCacheable`.
     /// `usage` is null when the stream carried none (ask upstream for include_usage to get it).
-    public func completeBody() -> [UInt8]? {
+    /// With a `stamp`, the body carries its id and created instead of the stream's.
+    public func completeBody(stamp: ReplyStamp? = nil) -> [UInt8]? {
         guard isCacheable, let kind, let id else { return nil }
         let root = json_object()!
         defer { json_decref(root) }
-        set(root, "id", jsonString(id))
+        set(root, "id", jsonString(stamp.map { Array($0.id.utf8) } ?? id))
         set(root, "object", jsonString(Array((kind == .chat ? "chat.completion" : "text_completion").utf8)))
+        let created = stamp.map { Int64($0.created) } ?? self.created
         set(root, "created", created.map { json_integer(json_int_t($0)) } ?? json_null())
         set(root, "model", model.map(jsonString) ?? json_null())
         let arr = json_array()!

@@ -184,7 +184,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             case .fresh(let stored):
                 // An entry this client cannot be given in its form (a stream that does not
                 // rebuild as JSON, an unknown format) is a miss for it.
-                guard let reply = StoredAnswer.decode(stored)?.reply(stream: request.stream, includeUsage: request.includeUsage) else {
+                guard let reply = StoredAnswer.reply(encoded: stored, stream: request.stream, includeUsage: request.includeUsage, stamp: replyStamp) else {
                     runtime.metrics.cacheMisses += 1
                     run(machine.cacheLookedUp(found: false))
                     return
@@ -203,7 +203,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             }
         case .staleAnswered(let lookup):
             if let stored = lookup.body.flatMap(StoredAnswer.decode),
-               let reply = stored.reply(stream: request.stream, includeUsage: request.includeUsage) {
+               let reply = stored.reply(stream: request.stream, includeUsage: request.includeUsage, stamp: replyStamp) {
                 cachedReply = reply
                 staleAnswer = stored
                 cacheOutcome = "STALE"
@@ -434,7 +434,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         // A streamed answer in this client's form (nil: not whole, or not rebuildable as JSON).
         var streamedReply: [UInt8]?
         if case .answer(.streamed(let a)) = d {
-            streamedReply = a.flatMap { StoredAnswer.stream($0).reply(stream: request.stream, includeUsage: request.includeUsage) }
+            streamedReply = a.flatMap { StoredAnswer.stream($0).reply(stream: request.stream, includeUsage: request.includeUsage, stamp: replyStamp) }
         }
         var ownCall = false
         if case .answer(.streamed) = d, streamedReply == nil { ownCall = true }
@@ -737,7 +737,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     /// Writes a complete answer in the form this client asked for.
     private func writeStored(_ c: HTTPServerConnection, _ answer: StoredAnswer) {
-        guard let reply = answer.reply(stream: request.stream, includeUsage: request.includeUsage) else {
+        guard let reply = answer.reply(stream: request.stream, includeUsage: request.includeUsage, stamp: replyStamp) else {
             status = 502
             writeError(c, EngineError(.badGateway, "A stored answer could not be replayed."))
             return

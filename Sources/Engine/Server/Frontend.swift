@@ -157,7 +157,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         // A fresh entry in this client's form, or nil (then the whole pipeline decides).
         func reply(_ lookup: CacheLookup) -> [UInt8]? {
             guard case .fresh(let stored) = lookup else { return nil }
-            return StoredAnswer.decode(stored)?.reply(stream: e.stream, includeUsage: e.includeUsage)
+            return StoredAnswer.reply(encoded: stored, stream: e.stream, includeUsage: e.includeUsage,
+                                      stamp: ReplyStamp(kind: kind, requestId: rid, created: Int(Loop.wallSeconds())))
         }
         if let mem = cache as? MemoryCacheStore {
             if let r = reply(mem.lookup(e.cacheKey, now: t0, touch: true)) {
