@@ -9,7 +9,8 @@
 // then fed (as the session does: the scanner's output) to StreamAssembler, whose complete body
 // must not depend on the cuts, must replay (ReplayWriter) as a stream our own scanner relays
 // whole, and (replayed with usage) must assemble back into itself. ReplayWriter also runs on the
-// payload itself, as a stored complete body.
+// payload itself, as a stored complete body. The relayed events, stamped with a replay's own id
+// and created (ReplyStamp), must relay the same and stamp idempotently.
 import Engine
 
 enum SSETarget {
@@ -23,6 +24,7 @@ enum SSETarget {
         whole.checkConservation(p)
         cut.checkConservation(p)
         compare(whole, cut)
+        checkStamp(whole)
         // Events longer than the limit are dropped and counted (the per-feed checks still hold).
         var small = ScanRun(maxEventBytes: 16 + Int(input.control >> 3))
         for r in input.pieces() { small.feed(UnsafeRawBufferPointer(rebasing: p[r])) }
@@ -48,6 +50,20 @@ enum SSETarget {
         if let sse = ReplayWriter.sse(fromCompleteBody: Array(p), includeUsage: input.flag(3)) {
             checkReplay(sse)
         }
+    }
+
+    /// A replay's own identity (ReplyStamp) changes only top-level id and created values: the
+    /// stamped events relay as the originals did (nothing invalid, the same [DONE], errors and
+    /// usage), and stamping them again changes nothing.
+    static func checkStamp(_ run: ScanRun) {
+        let stamp = ReplyStamp(kind: .chat, requestId: "f\"z\\\u{1}é", created: 1_800_000_000)
+        let once = stamp.stamped(events: run.all)
+        precondition(stamp.stamped(events: once) == once, "stamping twice differs from stamping once")
+        var again = ScanRun(maxEventBytes: Int.max / 4)
+        once.withUnsafeBytes { again.feed($0) }
+        precondition(again.scanner.invalidEvents == 0 && again.scanner.pendingBytes == 0,
+                     "stamped events are not relayable: \(String(decoding: once, as: UTF8.self))")
+        compareReadings(run, again)
     }
 
     /// A replayed stream is what vLLM would send: the relay passes every event and sees [DONE].

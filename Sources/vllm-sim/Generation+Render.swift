@@ -23,7 +23,7 @@ extension Generation {
             w.write(int: i)
             w.write(kind == .chat ? ",\"message\":{\"role\":\"assistant\",\"content\":\"" : ",\"text\":\"")
             for step in 1...tokensPerChoice[i] {
-                w.write(SimText.word(seed: textSeed, choice: i, step: step))
+                w.write(tokenText(choice: i, step: step))
             }
             if kind == .chat {
                 w.write("\",\"refusal\":null,\"annotations\":null,\"audio\":null,\"function_call\":null,\"reasoning\":null},\"logprobs\":null,\"finish_reason\":")
@@ -65,7 +65,7 @@ extension Generation {
         w.write("{\"index\":")
         w.write(int: choice)
         w.write(kind == .chat ? ",\"delta\":{\"content\":\"" : ",\"text\":\"")
-        w.write(SimText.word(seed: textSeed, choice: choice, step: step))
+        w.write(tokenText(choice: choice, step: step))
         w.write(kind == .chat ? "\"},\"logprobs\":null,\"finish_reason\":" : "\",\"logprobs\":null,\"finish_reason\":")
         if isLast {
             writeFinishReason(choice: choice, into: &w)

@@ -67,6 +67,8 @@ final class Generation {
     let created: Int
     /// JSON-escaped model name.
     let model: [UInt8]
+    /// The echo knob's first tokens (JSON-escaped pieces of the prompt's text); empty when off.
+    let echoTokens: [[UInt8]]
     let arrivedNanos: UInt64
 
     var connection: HTTPServerConnection?
@@ -124,6 +126,7 @@ final class Generation {
         self.itemID = itemID
         self.created = created
         self.model = model
+        echoTokens = r.echoText.map(Generation.echoPieces) ?? []
         arrivedNanos = now
         self.pacing = pacing
     }
@@ -158,6 +161,27 @@ final class Generation {
             total += ceilDiv(promptPerChoice[i] + min(s, tokensPerChoice[i]), blockSize)
         }
         return total
+    }
+
+    /// The text of token `step` (1-based) of `choice`, JSON-escaped: the echoed prompt first, then words.
+    @inline(__always)
+    func tokenText(choice: Int, step: Int) -> [UInt8] {
+        step <= echoTokens.count ? echoTokens[step - 1] : SimText.word(seed: textSeed, choice: choice, step: step)
+    }
+
+    /// `text` cut into tokens of 4 bytes, never inside a UTF-8 sequence, each JSON-escaped.
+    static func echoPieces(_ text: [UInt8]) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        var at = 0
+        while at < text.count {
+            var end = min(at + 4, text.count)
+            while end < text.count && text[end] & 0xC0 == 0x80 { end += 1 }
+            var w = ByteWriter(capacity: 2 * (end - at) + 8)
+            text[at..<end].withUnsafeBytes { w.write(jsonEscaped: $0) }
+            out.append(w.bytes)
+            at = end
+        }
+        return out
     }
 
     var finishedReason: FinishedReason { stopsPerChoice.allSatisfy { $0 } ? .stop : .length }

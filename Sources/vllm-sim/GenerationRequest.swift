@@ -27,11 +27,42 @@ struct GenerationRequest: Sendable {
     var textSeed: UInt64
     /// Sampling is not greedy and unseeded: the text gets fresh randomness.
     var isRandomText: Bool
+    /// With the echo knob: the prompt's text (the last message's for chat, the first prompt's for
+    /// completions), which the answer starts with. Raw UTF-8 (a U+0000 stays a 0 byte).
+    var echoText: [UInt8]?
 
     static func parse(kind: GenerationKind, body: [UInt8], contentType: String?,
-                      catalog: ModelCatalog, maxModelLen: Int) -> Result<GenerationRequest, APIError> {
+                      catalog: ModelCatalog, maxModelLen: Int, echo: Bool = false) -> Result<GenerationRequest, APIError> {
         readJSONObject(body, contentType: contentType) { root in
-            parseObject(kind: kind, root: root, catalog: catalog, maxModelLen: maxModelLen)
+            parseObject(kind: kind, root: root, catalog: catalog, maxModelLen: maxModelLen).map { r in
+                var r = r
+                if echo { r.echoText = promptText(kind: kind, root) }
+                return r
+            }
+        }
+    }
+
+    /// The text the echo knob repeats: chat, the last message's string content or its text parts;
+    /// completions, the prompt string or the first string of a list.
+    private static func promptText(kind: GenerationKind, _ root: JSONNode) -> [UInt8] {
+        switch kind {
+        case .chat:
+            let messages = root["messages"]
+            guard messages.count > 0 else { return [] }
+            let content = messages[messages.count - 1]["content"]
+            if let b = content.stringBytes { return Array(b) }
+            var out: [UInt8] = []
+            for j in 0..<content.count {
+                if let t = content[j]["text"].stringBytes { out.append(contentsOf: t) }
+            }
+            return out
+        case .completion:
+            let prompt = root["prompt"]
+            if let b = prompt.stringBytes { return Array(b) }
+            return prompt[0].stringBytes.map { Array($0) } ?? []
+        case .responses:
+            // Responses parse their own body (ResponsesRequest); echo reads the input string.
+            return root["input"].stringBytes.map { Array($0) } ?? []
         }
     }
 

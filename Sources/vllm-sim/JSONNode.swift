@@ -106,7 +106,8 @@ func withJSONDocument<T>(_ body: [UInt8], _ read: (JSONNode) -> T) -> Result<T, 
     var err = json_error_t()
     let root: UnsafeMutablePointer<json_t>? = body.withUnsafeBytes { p in
         guard let base = p.baseAddress else { return nil }
-        return json_loadb(base.assumingMemoryBound(to: CChar.self), p.count, Int(JSON_DECODE_ANY), &err)
+        // \u0000 inside strings is valid JSON and Python's json module (vLLM's) accepts it.
+        return json_loadb(base.assumingMemoryBound(to: CChar.self), p.count, Int(JSON_DECODE_ANY) | Int(JSON_ALLOW_NUL), &err)
     }
     guard let root else { return .failure(pythonStyleFailure(err, bodyIsEmpty: body.isEmpty)) }
     defer { json_decref(root) }

@@ -40,6 +40,10 @@ struct SimKnobs: Sendable, Equatable {
     /// With `refuse`: lift it after this many milliseconds (0 = until a /sim/config clears it,
     /// which then has to come over a connection opened before).
     var refuseMs: Double = 0
+    /// The generated text starts with the prompt's text (the last message's for chat), cut into
+    /// tokens of about 4 bytes, then goes on with the usual words: tests can put any character
+    /// (a U+0000, an emoji) into an answer. Token counts do not change.
+    var echo = false
 
     func json() -> [UInt8] {
         var w = ByteWriter(capacity: 256)
@@ -59,6 +63,8 @@ struct SimKnobs: Sendable, Equatable {
         w.write(refuse ? "true" : "false")
         w.write(",\"refuse_ms\":")
         w.write(pythonFloat: refuseMs)
+        w.write(",\"echo\":")
+        w.write(echo ? "true" : "false")
         w.write("}")
         return w.bytes
     }
@@ -102,6 +108,9 @@ struct SimKnobs: Sendable, Equatable {
             case "refuse":
                 guard v.kind == .bool else { return .simControl("refuse must be a boolean") }
                 next.refuse = v.isTrue
+            case "echo":
+                guard v.kind == .bool else { return .simControl("echo must be a boolean") }
+                next.echo = v.isTrue
             default:
                 return .simControl("unknown key \(key)")
             }

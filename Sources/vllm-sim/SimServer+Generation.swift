@@ -26,7 +26,7 @@ extension SimServer {
                                             maxModelLen: settings.maxModelLen).map { ($0.generation, $0.echo) }
         } else {
             parsed = GenerationRequest.parse(kind: kind, body: body, contentType: contentType, catalog: catalog,
-                                             maxModelLen: settings.maxModelLen).map { ($0, nil) }
+                                             maxModelLen: settings.maxModelLen, echo: knobs.echo).map { ($0, nil) }
         }
         let request: GenerationRequest
         let echo: ResponsesEcho?

@@ -97,6 +97,9 @@ struct VLLMSim: ParsableCommand {
     @Option(help: "Seed for ids, error injection and sampled text (default: from the clock).")
     var seed: UInt64?
 
+    @Flag(help: "Start the generated text with the prompt's text (live: /sim/config {\"echo\": true}).")
+    var echo = false
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard maxModelLen >= 2 else { throw ValidationError("--max-model-len must be ≥ 2") }
@@ -128,7 +131,7 @@ struct VLLMSim: ParsableCommand {
         let knobs = SimKnobs(
             errorRate: errorRate, kvUsageOverride: kvUsageOverride < 0 ? -1 : kvUsageOverride,
             ttftMs: ttftMs, itlMs: itlMs, disconnectAfterTokens: disconnectAfterTokens,
-            stallAfterTokens: stallAfterTokens, refuse: false)
+            stallAfterTokens: stallAfterTokens, refuse: false, echo: echo)
 
         let loop = Loop()
         let server = SimServer(loop: loop, settings: settings, knobs: knobs)

@@ -78,6 +78,12 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         try ConfigLoader.validate(EngineConfig())
     }
 
+    @Test func sampledAnswersAreNotCachedByDefault() throws {
+        #expect(EngineConfig().cache.isDeterministicOnly)
+        #expect(try parse("cache: {enabled: true}\n").cache.isDeterministicOnly)
+        #expect(try !parse("cache: {deterministic_only: false}\n").cache.isDeterministicOnly)
+    }
+
     @Test func nullSectionMeansDefaults() throws {
         #expect(try parse("cache:\nserver: ~\n") == EngineConfig())
     }
@@ -147,7 +153,7 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
               max_size: 10
               ttl_seconds: 0.5
               stale_ttl_seconds: 0
-              deterministic_only: yes
+              deterministic_only: no
               shared_across_keys: on
             admission_control:
               enabled: false
@@ -193,7 +199,7 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
             c.cache
                 == .init(
                     isEnabled: false, maxSize: 10, ttlSeconds: 0.5, staleTtlSeconds: 0,
-                    isDeterministicOnly: true, isSharedAcrossKeys: true))
+                    isDeterministicOnly: false, isSharedAcrossKeys: true))
         #expect(
             c.admissionControl
                 == .init(

@@ -894,12 +894,18 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05, what: st
         time.sleep(interval)
 
 
-def chat_body(content: str = "hi", model: str = SIM_MODEL, max_tokens: int = 8, **extra: Any) -> dict:
-    """A small chat-completions request body."""
-    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, **extra}
+def chat_body(content: str = "hi", model: str = SIM_MODEL, max_tokens: int = 8, temperature: Any = 0,
+              **extra: Any) -> dict:
+    """A small chat-completions request body; deterministic (temperature 0) unless told otherwise
+    (temperature=None leaves it out), so that the cache and coalescing apply to it by default
+    (cache.deterministic_only)."""
+    t = {} if temperature is None else {"temperature": temperature}
+    return {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, **t, **extra}
 
 
-def completion_body(prompt: str = "hello world", model: str = SIM_MODEL, max_tokens: int = 8, **extra: Any) -> dict:
-    """A small completions request body."""
-    return {"model": model, "prompt": prompt, "max_tokens": max_tokens, **extra}
+def completion_body(prompt: str = "hello world", model: str = SIM_MODEL, max_tokens: int = 8, temperature: Any = 0,
+                    **extra: Any) -> dict:
+    """A small completions request body; temperature 0 unless told otherwise (as chat_body)."""
+    t = {} if temperature is None else {"temperature": temperature}
+    return {"model": model, "prompt": prompt, "max_tokens": max_tokens, **t, **extra}
 

@@ -125,6 +125,21 @@ typedef struct rs_upstream_json {
 /// Inspects `len` bytes of upstream JSON (or `[DONE]`).
 void rs_inspect_upstream(const void *json, size_t len, rs_upstream_json *out);
 
+/// rs_identity_spans's outcome.
+enum {
+    RS_IDENTITY_FOUND = 0,      // `spans` holds at least one value
+    RS_IDENTITY_NONE = 1,       // an object without a string `id` or a numeric `created` at the top
+    RS_IDENTITY_NOT_OBJECT = 2, // not a JSON object (or not JSON, or stranger than any answer)
+};
+
+/// Where the top-level string `id` and numeric `created` values of the JSON object in `len`
+/// bytes lie (a response body, or the `data` of one SSE event), so that a replay can be given its
+/// own identity by replacing exactly those bytes. The keys are read by the parser (escapes
+/// unescaped), never matched as text; nested members are not looked into. Writes `*n` pairs
+/// (start, end) of byte offsets, in document order, into `spans` (room for `max` pairs; a key
+/// that appears twice gives two pairs); `*n` is 0 unless RS_IDENTITY_FOUND.
+int rs_identity_spans(const void *json, size_t len, size_t *spans, size_t max, size_t *n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -86,6 +86,17 @@ public final class BackendSet {
         return unknown ? nil : false
     }
 
+    /// Every model the backends serve, sorted; nil while some backend's list is not known yet.
+    public func servedModels() -> [String]? {
+        var names: Set<String> = []
+        for b in all {
+            let m = b.models
+            if m.isEmpty { return nil }
+            names.formUnion(m)
+        }
+        return names.sorted()
+    }
+
     public var healthyCount: Int { all.reduce(0) { $0 + ($1.isHealthy ? 1 : 0) } }
 
     public subscript(id: BackendID) -> Backend { all[id.index] }

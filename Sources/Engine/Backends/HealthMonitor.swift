@@ -11,6 +11,8 @@ final class HealthMonitor {
     private let timer: Timer
     var onChange: ((Backend) -> Void)?
     var onBreakerOpened: ((Backend) -> Void)?
+    /// A backend's model list was read (after every successful GET /v1/models).
+    var onModelsDiscovered: ((Backend) -> Void)?
 
     init(loop: Loop, backends: BackendSet, interval: Duration) {
         self.loop = loop
@@ -50,7 +52,7 @@ final class HealthMonitor {
     }
 
     private func fetchModels(_ b: Backend) {
-        UpstreamFetch(loop: loop, pool: b.pool, path: "/v1/models", headers: headers(b), timeout: .seconds(2)) { status, body in
+        UpstreamFetch(loop: loop, pool: b.pool, path: "/v1/models", headers: headers(b), timeout: .seconds(2)) { [weak self] status, body in
             guard status == 200 else { return }
             let parsed = body.withUnsafeBytes { JSONDocument.parse($0) }
             guard case .success(let doc) = parsed else { return }
@@ -66,6 +68,7 @@ final class HealthMonitor {
             }
             b.discoveredModels = ids
             b.modelObjects = objects
+            self?.onModelsDiscovered?(b)
         }
     }
 }

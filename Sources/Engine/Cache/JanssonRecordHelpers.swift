@@ -24,7 +24,7 @@ func jsonString(_ b: [UInt8]) -> JSONRef {
 
 func parse(_ b: [UInt8]) -> JSONRef? {
     b.withUnsafeBufferPointer { p in
-        p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, Int(JSON_DECODE_ANY), nil) }
+        p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, Int(JSON_DECODE_ANY) | Int(JSON_ALLOW_NUL), nil) }
     }
 }
 

@@ -1,17 +1,19 @@
 // ReplayWriter: from a stored complete (non-streaming) JSON body, the SSE bytes vLLM would have
 // streamed, for a stream request answered by a plain answer. Pure: std lib + jansson, no I/O;
-// every jansson tree is created and decref'd inside one call. Returns nil on garbage.
+// every jansson tree is created and decref'd inside one call. Returns nil on garbage. Strings are
+// handled with their length (JSON_ALLOW_NUL): a U+0000 in the text replays as \u0000.
 import CEventShim
 
 /// From a stored complete (non-streaming) body, the SSE bytes vLLM would have streamed. Each choice
 /// is replayed as a role chunk (chat only), then one chunk per kind of delta with the whole text
 /// (reasoning, content, tool_calls; not token by token), the last of which carries finish_reason,
-/// then the usage chunk (`"choices":[]`) only when `includeUsage`, then `data: [DONE]`.
+/// then the usage chunk (`"choices":[]`) only when `includeUsage`, then `data: [DONE]`. With a
+/// `stamp`, every chunk carries its id and created instead of the stored body's.
 public enum ReplayWriter {
-    public static func sse(fromCompleteBody body: [UInt8], includeUsage: Bool) -> [UInt8]? {
+    public static func sse(fromCompleteBody body: [UInt8], includeUsage: Bool, stamp: ReplyStamp? = nil) -> [UInt8]? {
         guard !body.isEmpty else { return nil }
         let parsed: JSONRef? = body.withUnsafeBufferPointer { p in
-            p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, 0, nil) }
+            p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, Int(JSON_ALLOW_NUL), nil) }
         }
         guard let root = parsed else { return nil }
         defer { json_decref(root) }
@@ -28,12 +30,23 @@ public enum ReplayWriter {
         let hasFingerprint = isType(fingerprint, JSONValue.string)
         var out: [UInt8] = []
 
-        // Every chunk starts with the same four fields, copied from the stored body.
+        // Every chunk starts with the same four fields, copied from the stored body (id and created
+        // from the stamp when there is one).
+        let stampedId = stamp.map { jsonString(Array($0.id.utf8)) }
+        let stampedCreated = stamp.map { json_integer(json_int_t($0.created))! }
+        defer {
+            if let stampedId { json_decref(stampedId) }
+            if let stampedCreated { json_decref(stampedCreated) }
+        }
         func chunk() -> JSONRef {
             let c = json_object()!
             for k in ["id", "object", "created", "model"] {
                 if k == "object" {
                     set(c, k, jsonString(Array((isChat ? "chat.completion.chunk" : "text_completion").utf8)))
+                } else if k == "id", let stampedId {
+                    set(c, k, json_incref(stampedId))
+                } else if k == "created", let stampedCreated {
+                    set(c, k, json_incref(stampedCreated))
                 } else {
                     set(c, k, json_deep_copy(json_object_get(root, k)) ?? json_null())
                 }

@@ -2,12 +2,20 @@
 // body, or a stream's SSE events exactly as they were relayed (usage chunk included, its place
 // noted), so storing a stream costs no parse and replaying it to a stream client is a copy. The
 // other form is built only when a client asks for it: SSE from JSON (ReplayWriter) or JSON from
-// SSE (StreamAssembler). Pure: no I/O.
+// SSE (StreamAssembler). Every reply carries its own id and created (ReplyStamp); a cache entry
+// notes where the stored ones are, found by the parser once when it is stored, so a hit in the
+// stored form is a splice: no parse, one copy.
 //
 // Cache value format (one byte of tag, then):
-//   "J" body                                   a complete JSON answer
-//   "S" n:u32 (start:u32 end:u32)×n events     SSE events; the n ranges are usage-only chunks
-// Integers are big-endian. Anything else (an older format, garbage) decodes to nil: a miss.
+//   "j" m:u32 (start:u32 end:u32)×m body            a complete JSON answer; the m ranges (of the
+//                                                    body) are its top-level id and created values
+//   "s" n:u32 (start end)×n m:u32 (start end)×m events
+//                                                    SSE events; the n ranges are usage-only chunks,
+//                                                    the m ranges every event's id and created values
+//   "J" body, "S" n:u32 (start end)×n events         the same without the m ranges (the previous
+//                                                    format, and a stream whose data spans several
+//                                                    lines): found by parsing when replayed
+// Integers are big-endian. Anything else (garbage) decodes to nil: a miss.
 // Pure: no imports, no I/O.
 
 /// A stream's events as relayed, and where its usage-only chunks are (clients that did not ask
@@ -36,7 +44,7 @@ struct StreamedAnswer: Equatable {
     }
 
     /// Where the event that ends at `end` starts (after the blank line before it, or `floor`).
-    private func previousEventStart(before end: Int, notBefore floor: Int) -> Int {
+    func previousEventStart(before end: Int, notBefore floor: Int) -> Int {
         var i = end - 2 // the event's own closing blank line
         while i > floor {
             if events[i - 1] == 0x0A && (events[i] == 0x0A || (events[i] == 0x0D && i + 1 < end && events[i + 1] == 0x0A)) {
@@ -47,20 +55,43 @@ struct StreamedAnswer: Equatable {
         return floor
     }
 
+    /// In a spliced reply `out` whose last usage chunk (`lastUsage` in `payload`) was cut out: the
+    /// chunk before it takes the usage chunk's fingerprint. What follows the usage chunk in the
+    /// payload (`data: [DONE]`) carries no stamp, so it ends `out` as it is and locates the chunk.
+    /// False when the reply does not line up that way (then the caller takes the long way).
+    static func movingFingerprint(into out: inout [UInt8], payload: UnsafeRawBufferPointer, lastUsage r: Range<Int>) -> Bool {
+        let tail = payload.count - r.upperBound
+        guard r.upperBound <= payload.count, out.count >= tail,
+              out[(out.count - tail)...].elementsEqual(UnsafeRawBufferPointer(rebasing: payload[r.upperBound...])) else { return false }
+        guard let (u, _) = SSEEventScanner.inspectData(UnsafeRawBufferPointer(rebasing: payload[r])), let fp = u.fingerprint else {
+            return true // nothing to move
+        }
+        let end = out.count - tail
+        let probe = StreamedAnswer(events: Array(out[..<end]), usageRanges: [])
+        let start = probe.previousEventStart(before: end, notBefore: 0)
+        let final = Array(out[start..<end])
+        let moved = withFingerprint(fp, addedTo: final)
+        if moved.count != final.count { out.replaceSubrange(start..<end, with: moved) }
+        return true
+    }
+
     /// `final` with the usage chunk's fingerprint, when `final` finished a choice and has none.
     private static func withFingerprint(of usage: ArraySlice<UInt8>, addedTo final: [UInt8]) -> [UInt8] {
-        guard !final.isEmpty,
-              let (u, _) = Array(usage).withUnsafeBytes({ SSEEventScanner.inspectData($0) }), let fp = u.fingerprint,
-              let (f, single) = final.withUnsafeBytes({ SSEEventScanner.inspectData($0) }),
+        guard let (u, _) = Array(usage).withUnsafeBytes({ SSEEventScanner.inspectData($0) }), let fp = u.fingerprint else { return final }
+        return withFingerprint(fp, addedTo: final)
+    }
+
+    private static func withFingerprint(_ fp: [UInt8], addedTo final: [UInt8]) -> [UInt8] {
+        guard !final.isEmpty, let (f, single) = final.withUnsafeBytes({ SSEEventScanner.inspectData($0) }),
               single, f.kind == .object, f.choicesFinished != 0, f.fingerprint == nil else { return final }
         return SSEEventScanner.adding(fingerprint: fp, to: final)
     }
 
     /// The equivalent non-streaming body; nil when it cannot be rebuilt faithfully.
-    func completeBody() -> [UInt8]? {
+    func completeBody(stamp: ReplyStamp? = nil) -> [UInt8]? {
         var a = StreamAssembler()
         a.feed(events)
-        return a.completeBody()
+        return a.completeBody(stamp: stamp)
     }
 }
 
@@ -70,76 +101,190 @@ enum StoredAnswer: Equatable {
 
     private static let jsonTag = UInt8(ascii: "J")
     private static let streamTag = UInt8(ascii: "S")
+    private static let stampedJSONTag = UInt8(ascii: "j")
+    private static let stampedStreamTag = UInt8(ascii: "s")
 
     /// The bytes a client gets in the form it asked for: SSE events (stream) or a JSON body; nil
-    /// when this answer cannot be given in that form (then it is a miss for this client).
-    func reply(stream: Bool, includeUsage: Bool) -> [UInt8]? {
+    /// when this answer cannot be given in that form (then it is a miss for this client). A reply
+    /// is a response of its own: it carries the `stamp`'s id and created (in the body, or in every
+    /// chunk), not the stored ones.
+    func reply(stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
         switch self {
         case .json(let body):
-            return stream ? ReplayWriter.sse(fromCompleteBody: body, includeUsage: includeUsage) : body
+            return stream ? ReplayWriter.sse(fromCompleteBody: body, includeUsage: includeUsage, stamp: stamp)
+                : stamp.stamped(json: body)
         case .stream(let s):
-            return stream ? s.events(includeUsage: includeUsage) : s.completeBody()
+            return stream ? stamp.stamped(events: s.events(includeUsage: includeUsage)) : s.completeBody(stamp: stamp)
         }
     }
 
+    /// `reply(stream:includeUsage:stamp:)` of the cache entry `encoded`, straight from its bytes:
+    /// in the stored form, a splice at the positions the entry notes (no parse, no intermediate
+    /// copy); nil for an entry that does not decode or cannot be given in that form.
+    static func reply(encoded: [UInt8], stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
+        encoded.withUnsafeBytes { b -> [UInt8]? in
+            guard let e = Layout.read(b) else { return nil }
+            guard let spans = e.spans else {
+                return decode(encoded)?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
+            }
+            let payload = UnsafeRawBufferPointer(rebasing: b[e.payload])
+            switch (e.isStream, stream) {
+            case (false, false), (true, true):
+                var out: [UInt8] = []
+                out.reserveCapacity(payload.count + 2 * 64)
+                let skipping = includeUsage || !stream ? EntryRanges.none : e.usage
+                stamp.splice(payload, spans: spans, skipping: skipping, into: &out)
+                if skipping.count > 0 {
+                    // The usage chunk cut out: the final chunk takes back its system_fingerprint
+                    // (StreamedAnswer.events); where that cannot be done in place, the long way.
+                    guard StreamedAnswer.movingFingerprint(into: &out, payload: payload, lastUsage: skipping.range(skipping.count - 1)) else {
+                        return decode(encoded)?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
+                    }
+                }
+                return out
+            case (false, true):
+                return ReplayWriter.sse(fromCompleteBody: Array(payload), includeUsage: includeUsage, stamp: stamp)
+            case (true, false):
+                return StreamedAnswer(events: Array(payload), usageRanges: e.usage.array).completeBody(stamp: stamp)
+            }
+        }
+    }
+
+    /// The cache entry, with the positions of the stored id and created values (found here, once).
     func encoded() -> [UInt8] {
         switch self {
         case .json(let body):
-            var out: [UInt8] = [Self.jsonTag]
-            out.reserveCapacity(1 + body.count)
+            let spans = body.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
+            var out: [UInt8] = [Self.stampedJSONTag]
+            out.reserveCapacity(5 + 8 * spans.count + body.count)
+            Self.append(&out, spans)
             out += body
             return out
         case .stream(let s):
-            var out: [UInt8] = [Self.streamTag]
-            out.reserveCapacity(5 + 8 * s.usageRanges.count + s.events.count)
-            Self.append(&out, s.usageRanges.count)
-            for r in s.usageRanges {
-                Self.append(&out, r.lowerBound)
-                Self.append(&out, r.upperBound)
-            }
+            let spans = s.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
+            var out: [UInt8] = [spans == nil ? Self.streamTag : Self.stampedStreamTag]
+            out.reserveCapacity(9 + 8 * (s.usageRanges.count + (spans?.count ?? 0)) + s.events.count)
+            Self.append(&out, s.usageRanges)
+            if let spans { Self.append(&out, spans) }
             out += s.events
             return out
         }
     }
 
     static func decode(_ bytes: [UInt8]) -> StoredAnswer? {
-        guard let tag = bytes.first else { return nil }
-        switch tag {
-        case jsonTag:
-            guard bytes.count > 1 else { return nil }
-            return .json(Array(bytes[1...]))
-        case streamTag:
-            var at = 1
-            guard let n = read(bytes, &at), n <= (bytes.count - at) / 8 else { return nil }
-            var ranges: [Range<Int>] = []
-            ranges.reserveCapacity(n)
-            for _ in 0..<n {
-                guard let lo = read(bytes, &at), let hi = read(bytes, &at) else { return nil }
-                ranges.append(lo..<max(lo, hi))
-            }
-            let events = Array(bytes[at...])
-            // Ranges in order, inside the events, not overlapping.
+        bytes.withUnsafeBytes { b in
+            guard let e = Layout.read(b) else { return nil }
+            let payload = Array(bytes[e.payload])
+            return e.isStream ? .stream(StreamedAnswer(events: payload, usageRanges: e.usage.array)) : .json(payload)
+        }
+    }
+
+    /// n (start:u32, end:u32) pairs read in place from a cache entry (valid while its bytes are).
+    struct EntryRanges: RangeList {
+        let table: UnsafeRawBufferPointer
+
+        static var none: EntryRanges { EntryRanges(table: UnsafeRawBufferPointer(start: nil, count: 0)) }
+
+        var count: Int { table.count / 8 }
+
+        func range(_ i: Int) -> Range<Int> {
+            let lo = u32(8 * i)
+            return lo..<max(lo, u32(8 * i + 4))
+        }
+
+        var array: [Range<Int>] { (0..<count).map(range) }
+
+        private func u32(_ o: Int) -> Int {
+            Int(table[o]) << 24 | Int(table[o + 1]) << 16 | Int(table[o + 2]) << 8 | Int(table[o + 3])
+        }
+
+        /// In order, not overlapping, inside `limit` bytes.
+        func isOrdered(within limit: Int) -> Bool {
             var last = 0
-            for r in ranges {
-                guard r.lowerBound >= last, r.upperBound <= events.count else { return nil }
+            for i in 0..<count {
+                let r = range(i)
+                guard r.lowerBound >= last, r.upperBound <= limit else { return false }
                 last = r.upperBound
             }
-            guard !events.isEmpty else { return nil }
-            return .stream(StreamedAnswer(events: events, usageRanges: ranges))
-        default:
-            return nil
+            return true
+        }
+    }
+
+    /// Where the parts of a cache entry are, checked: every range inside the payload, in order,
+    /// not overlapping; each value range starts like a JSON string or number and lies inside one
+    /// event (not across a usage chunk's edge).
+    private struct Layout {
+        var isStream: Bool
+        var payload: Range<Int>
+        var usage = EntryRanges.none
+        /// nil: not noted (the previous format): find them by parsing.
+        var spans: EntryRanges?
+
+        static func read(_ b: UnsafeRawBufferPointer) -> Layout? {
+            guard let tag = b.first else { return nil }
+            var at = 1
+            let isStream: Bool
+            var usage = EntryRanges.none
+            var spans: EntryRanges?
+            switch tag {
+            case StoredAnswer.jsonTag:
+                isStream = false
+            case StoredAnswer.stampedJSONTag:
+                isStream = false
+                guard let s = table(b, &at) else { return nil }
+                spans = s
+            case StoredAnswer.streamTag, StoredAnswer.stampedStreamTag:
+                isStream = true
+                guard let u = table(b, &at) else { return nil }
+                usage = u
+                if tag == StoredAnswer.stampedStreamTag {
+                    guard let s = table(b, &at) else { return nil }
+                    spans = s
+                }
+            default:
+                return nil
+            }
+            let payload = at..<b.count
+            guard !payload.isEmpty, usage.isOrdered(within: payload.count) else { return nil }
+            if let spans {
+                guard spans.isOrdered(within: payload.count) else { return nil }
+                for i in 0..<spans.count {
+                    let r = spans.range(i)
+                    guard !r.isEmpty else { return nil }
+                    let first = b[at + r.lowerBound]
+                    guard first == 0x22 || first == 0x2D || (0x30...0x39).contains(first) else { return nil }
+                    for k in 0..<usage.count {
+                        let u = usage.range(k)
+                        let apart = u.upperBound <= r.lowerBound || u.lowerBound >= r.upperBound
+                        guard apart || (u.lowerBound <= r.lowerBound && r.upperBound <= u.upperBound) else { return nil }
+                    }
+                }
+            }
+            return Layout(isStream: isStream, payload: payload, usage: usage, spans: spans)
+        }
+
+        /// n:u32 then the n pairs; nil when they do not fit in the bytes.
+        private static func table(_ b: UnsafeRawBufferPointer, _ at: inout Int) -> EntryRanges? {
+            guard b.count - at >= 4 else { return nil }
+            let n = Int(b[at]) << 24 | Int(b[at + 1]) << 16 | Int(b[at + 2]) << 8 | Int(b[at + 3])
+            at += 4
+            guard n <= (b.count - at) / 8 else { return nil }
+            let t = EntryRanges(table: UnsafeRawBufferPointer(rebasing: b[at..<(at + 8 * n)]))
+            at += 8 * n
+            return t
+        }
+    }
+
+    private static func append(_ out: inout [UInt8], _ ranges: [Range<Int>]) {
+        append(&out, ranges.count)
+        for r in ranges {
+            append(&out, r.lowerBound)
+            append(&out, r.upperBound)
         }
     }
 
     private static func append(_ out: inout [UInt8], _ v: Int) {
         let u = UInt32(truncatingIfNeeded: v)
         out += [UInt8(u >> 24), UInt8(truncatingIfNeeded: u >> 16), UInt8(truncatingIfNeeded: u >> 8), UInt8(truncatingIfNeeded: u)]
-    }
-
-    private static func read(_ b: [UInt8], _ at: inout Int) -> Int? {
-        guard b.count - at >= 4 else { return nil }
-        let v = Int(b[at]) << 24 | Int(b[at + 1]) << 16 | Int(b[at + 2]) << 8 | Int(b[at + 3])
-        at += 4
-        return v
     }
 }

@@ -2,7 +2,8 @@
 // streamed vLLM response, for a plain request answered by a stored or shared stream. Pure value:
 // std lib + jansson, no I/O; it owns only Swift arrays, and every jansson tree it builds is created
 // and decref'd inside one call. Shapes follow ref/vllm-api.md sections 4-5. Garbage in never
-// crashes: it makes the assembler give up (no body).
+// crashes: it makes the assembler give up (no body). Strings keep their length (JSON_ALLOW_NUL):
+// a U+0000 in a delta stays in the body.
 import CEventShim
 
 /// Feed it the SSE bytes of a streaming response exactly as relayed; at the end ask for the
@@ -127,7 +128,7 @@ public struct StreamAssembler {
         }
         if sawDone { return }  // nothing legitimate follows [DONE]; ignore rather than guess
         let parsed: JSONRef? = data.withUnsafeBufferPointer { p in
-            p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, 0, nil) }
+            p.withMemoryRebound(to: CChar.self) { c in json_loadb(c.baseAddress, c.count, Int(JSON_ALLOW_NUL), nil) }
         }
         guard let root = parsed else {
             giveUp(.malformed)
@@ -281,12 +282,14 @@ public struct StreamAssembler {
 
     /// The non-streaming vLLM body equivalent to what was streamed; nil unless `isCacheable`.
     /// `usage` is null when the stream carried none (ask upstream for include_usage to get it).
-    public func completeBody() -> [UInt8]? {
+    /// With a `stamp`, the body carries its id and created instead of the stream's.
+    public func completeBody(stamp: ReplyStamp? = nil) -> [UInt8]? {
         guard isCacheable, let kind, let id else { return nil }
         let root = json_object()!
         defer { json_decref(root) }
-        set(root, "id", jsonString(id))
+        set(root, "id", jsonString(stamp.map { Array($0.id.utf8) } ?? id))
         set(root, "object", jsonString(Array((kind == .chat ? "chat.completion" : "text_completion").utf8)))
+        let created = stamp.map { Int64($0.created) } ?? self.created
         set(root, "created", created.map { json_integer(json_int_t($0)) } ?? json_null())
         set(root, "model", model.map(jsonString) ?? json_null())
         let arr = json_array()!

@@ -80,7 +80,13 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     private func relay(_ fl: Flight, _ events: UnsafeRawBufferPointer) {
         if !fl.record(events) { machine.recordingOverflowed(fl.id) }
-        for s in fl.live { s.flightEvents(events) }
+        // Each live follower's copy carries its own id and created (the recording keeps the source's).
+        for f in fl.live { f.stamp.stamped(events: events).withUnsafeBytes { f.session.flightEvents($0) } }
+    }
+
+    /// The id and created of `s`'s copy of a flight's answer, fixed when it starts relaying.
+    private func stamp(for s: RequestSession) -> ReplyStamp {
+        ReplyStamp(kind: s.request.kind, requestId: s.requestId, created: Int(Loop.wallSeconds()))
     }
 
     // MARK: the queue
@@ -110,7 +116,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             run(machine.left(id), outcome: nil)
             // A follower that left is done with us; a leader stays until its flight ends.
             if !leaders.contains(id), let s = sessions.removeValue(forKey: id) {
-                for fl in flights.values { fl.live.removeAll { $0 === s } }
+                for fl in flights.values { fl.live.removeAll { $0.session === s } }
             }
         }
     }
@@ -160,8 +166,9 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             case .follow(let id, let f, let live):
                 guard let s = sessions[id] else { continue }
                 let fl = flights[f]
-                if live, let fl { fl.live.append(s) }
-                s.post(.flight(.follow(live: live, recorded: live ? (fl?.recorded ?? []) : [])))
+                let st = stamp(for: s)
+                if live, let fl { fl.live.append(Flight.LiveFollower(session: s, stamp: st)) }
+                s.post(.flight(.follow(live: live, recorded: live ? st.stamped(events: fl?.recorded ?? []) : [])))
             case .readRemote(let f, let key, let owner):
                 guard let redis = runtime.redis, let fl = flights[f] else {
                     post(.lost(f))
@@ -174,8 +181,9 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                 flights[f]?.reader?.stop()
             case .goLive(let id, let f):
                 guard let s = sessions[id], let fl = flights[f] else { continue }
-                fl.live.append(s)
-                s.post(.flight(.goLive(recorded: fl.recorded)))
+                let st = stamp(for: s)
+                fl.live.append(Flight.LiveFollower(session: s, stamp: st))
+                s.post(.flight(.goLive(recorded: st.stamped(events: fl.recorded))))
             case .endLive(let id), .failLive(let id), .deliverAnswer(let id), .deliverError(let id):
                 guard let s = sessions.removeValue(forKey: id) else { continue }
                 s.post(.flight(.ended(delivery(for: a, outcome))))

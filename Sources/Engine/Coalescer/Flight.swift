@@ -16,8 +16,13 @@ final class Flight {
     static let maxRecordedBytes = 256 << 10
     /// The session of this process that calls upstream for the flight (nil: another process does).
     var leader: CoalescerMachine.RequestID?
-    /// Followers relaying the stream as it comes.
-    var live: [RequestSession] = []
+    /// Followers relaying the stream as it comes, each with the id and created its copy carries.
+    var live: [LiveFollower] = []
+
+    struct LiveFollower {
+        let session: RequestSession
+        let stamp: ReplyStamp
+    }
     /// This process leads across processes: the answer goes to Redis too.
     var publisher: RemoteFlightPublisher?
     /// Another process leads: its answer is read from Redis.

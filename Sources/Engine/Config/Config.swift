@@ -191,7 +191,9 @@ public struct EngineConfig: Sendable, Equatable {
         public var ttlSeconds: Double
         /// How long an expired entry may still be served when every backend is down.
         public var staleTtlSeconds: Double
-        /// Cache only requests that are deterministic (temperature 0 or a fixed seed).
+        /// Cache (and coalesce) only requests that are deterministic (temperature 0 or a fixed
+        /// seed). On by default: a sampled answer handed to every identical request is not what
+        /// vLLM would do; caching them is a choice the operator makes.
         public var isDeterministicOnly: Bool
         /// Share entries between API keys (otherwise the key is part of the cache key).
         public var isSharedAcrossKeys: Bool
@@ -201,7 +203,7 @@ public struct EngineConfig: Sendable, Equatable {
             maxSize: Int = 256,
             ttlSeconds: Double = 300,
             staleTtlSeconds: Double = 3600,
-            isDeterministicOnly: Bool = false,
+            isDeterministicOnly: Bool = true,
             isSharedAcrossKeys: Bool = false
         ) {
             self.isEnabled = isEnabled

@@ -1,6 +1,7 @@
-// JSONDocument: a parsed request body, owned jansson tree (Debian's libjansson).
+// JSONDocument: a parsed JSON document (a backend's /v1/models or /tokenize answer), owned jansson
+// tree (Debian's libjansson); \u0000 inside strings is accepted (JSON_ALLOW_NUL), as vLLM's
+// Python json module accepts it.
 // Owns: one json_t reference, released in deinit (a value-like wrapper; nothing else holds it).
-// Used by the request parser now and by the router/cache stages later (rewrite, canonical key).
 import CEventShim
 
 public final class JSONDocument {
@@ -17,7 +18,7 @@ public final class JSONDocument {
             return .failure(JSONParseFailure(message: "empty body", position: 0))
         }
         guard let r = json_loadb(base.assumingMemoryBound(to: CChar.self), bytes.count,
-                                 0, &err) else {
+                                 Int(JSON_ALLOW_NUL), &err) else {
             let text = withUnsafeBytes(of: &err.text) { p in
                 String(decoding: p.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
@@ -60,9 +61,10 @@ enum JSONValue {
 
     @inline(__always) static func type(_ j: UnsafeMutablePointer<json_t>?) -> Int32 { ces_json_type(j) }
 
+    /// The whole string, by its length (a U+0000 inside does not cut it short).
     static func string(_ j: UnsafeMutablePointer<json_t>?) -> String? {
         guard type(j) == string, let c = json_string_value(j) else { return nil }
-        return String(cString: c)
+        return String(decoding: UnsafeRawBufferPointer(start: c, count: json_string_length(j)), as: UTF8.self)
     }
 
     static func bool(_ j: UnsafeMutablePointer<json_t>?) -> Bool? {

@@ -95,6 +95,9 @@ struct RequestMachine {
         var mayLead = false
         /// vllm.max_event_bytes: an SSE event longer than this breaks the stream.
         var maxEventBytes = 1 << 20
+        /// A replay's own id and created (a hit, a stale entry, a follower's copy): vLLM's id form
+        /// for this request's X-Request-Id, and its arrival time.
+        var stamp = ReplyStamp(id: "", created: 0)
 
         init(maxAttempts: Int, backoff: Duration, upstreamTimeout: Duration, usesAdmission: Bool = false,
              fallbackModel: String? = nil, canUseStale: Bool = false, isStream: Bool = false) {
@@ -365,7 +368,7 @@ struct RequestMachine {
     mutating func cacheAnswered(_ lookup: CacheLookup) -> Action {
         guard case .lookingUpCache = state else { return .none }
         if case .fresh(let stored) = lookup,
-           let reply = StoredAnswer.decode(stored)?.reply(stream: policy.isStream, includeUsage: policy.includeUsage) {
+           let reply = StoredAnswer.reply(encoded: stored, stream: policy.isStream, includeUsage: policy.includeUsage, stamp: policy.stamp) {
             cacheOutcome = .hit
             status = 200
             return end(.normal, Finish(reply: .answer(reply)))
@@ -439,7 +442,7 @@ struct RequestMachine {
         guard case .following = state, case .following(let live) = role else { return .none }
         var streamedReply: [UInt8]?
         if case .answer(.streamed(let a)) = d {
-            streamedReply = a.flatMap { StoredAnswer.stream($0).reply(stream: policy.isStream, includeUsage: policy.includeUsage) }
+            streamedReply = a.flatMap { StoredAnswer.stream($0).reply(stream: policy.isStream, includeUsage: policy.includeUsage, stamp: policy.stamp) }
         }
         var ownCall = false
         if case .answer(.streamed) = d, streamedReply == nil { ownCall = true }
@@ -459,7 +462,7 @@ struct RequestMachine {
             status = st
             if st != 200 {
                 reply = .json(status: st, body: body, contentType: ct, retryAfter: nil)
-            } else if let r = StoredAnswer.json(body).reply(stream: policy.isStream, includeUsage: policy.includeUsage) {
+            } else if let r = StoredAnswer.json(body).reply(stream: policy.isStream, includeUsage: policy.includeUsage, stamp: policy.stamp) {
                 reply = .answer(r)
             } else {
                 reply = errorReply(EngineError(.badGateway, "A stored answer could not be replayed."))
@@ -521,7 +524,7 @@ struct RequestMachine {
     mutating func staleAnswered(_ lookup: CacheLookup) -> Action {
         guard case .lookingUpStale(let err, let t) = state else { return .none }
         guard let stored = lookup.body.flatMap(StoredAnswer.decode),
-              let reply = stored.reply(stream: policy.isStream, includeUsage: policy.includeUsage) else {
+              let reply = stored.reply(stream: policy.isStream, includeUsage: policy.includeUsage, stamp: policy.stamp) else {
             return fail(err, t)
         }
         cacheOutcome = .stale

@@ -57,8 +57,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         self.servedModel = servedModel
         self.extraHeaders = extraHeaders
         self.cachePlan = cachePlan
-        self.machine = RequestMachine(policy: runtime.requestPolicy(for: request, plan: cachePlan, servedModel: servedModel),
-                                      cacheable: cachePlan.key != nil)
+        var policy = runtime.requestPolicy(for: request, plan: cachePlan, servedModel: servedModel)
+        policy.stamp = ReplyStamp(kind: request.kind, requestId: requestId, created: Int(Loop.wallSeconds()))
+        self.machine = RequestMachine(policy: policy, cacheable: cachePlan.key != nil)
     }
 
     func start() { post(.start) }

@@ -53,7 +53,8 @@ public final class EngineRuntime {
                                                         cooldown: .seconds(validated: config.circuitBreaker.cooldownSeconds))))
         }
         router = ModelRouter(fastModel: config.modelRegistry.fastModel, largeModel: config.modelRegistry.largeModel,
-                             threshold: config.modelRegistry.fastModelTokenThreshold)
+                             threshold: config.modelRegistry.fastModelTokenThreshold,
+                             fallbackModel: config.modelRegistry.fallbackModel)
         if config.auth.isEnabled {
             var keys = config.auth.apiKeys
             if let file = config.auth.apiKeysFile {
@@ -124,7 +125,9 @@ public final class EngineRuntime {
         m.onChange = { [unowned self] b in
             self.logger.notice("backend \(b.isHealthy ? "up" : "down")", metadata: ["eng.upstream": "\(b.url)"])
         }
+        m.onModelsDiscovered = { [unowned self] _ in self.checkModelRegistry() }
         monitor = m
+        checkModelRegistry()  // instances with configured `models` are known already
         m.start()
         admission?.start()
         if let r = redis {
@@ -151,6 +154,37 @@ public final class EngineRuntime {
             startupRedisCheck = t
         }
         return l.port
+    }
+
+    /// The last registry report logged (each distinct one once, not at every health check).
+    private var lastRegistryReport: [String] = []
+
+    /// Once every backend's model list is known: warns about each model_registry name that no
+    /// backend serves, saying what requests without a model do instead (ModelRouter's rules).
+    func checkModelRegistry() {
+        guard let served = backends.servedModels() else { return }
+        let reg = config.modelRegistry
+        let servedList = served.isEmpty ? "none" : served.joined(separator: ", ")
+        var report: [String] = []
+        var names = [("fast_model", reg.fastModel), ("large_model", reg.largeModel)]
+        if reg.largeModel == reg.fastModel { names.removeLast() }
+        for (key, name) in names where !served.contains(name) {
+            let instead: String
+            if served.count == 1 {
+                instead = "requests without a model go to `\(served[0])`, the only model served"
+            } else if let fb = reg.fallbackModel, served.contains(fb) {
+                instead = "requests routed to it are answered by the fallback model `\(fb)`"
+            } else {
+                instead = "requests without a model routed to it are answered 404 model_not_found"
+            }
+            report.append("model_registry.\(key) `\(name)` is not served by any backend (served: \(servedList)): \(instead)")
+        }
+        if let fb = reg.fallbackModel, !served.contains(fb) {
+            report.append("model_registry.fallback_model `\(fb)` is not served by any backend (served: \(servedList)): no fallback")
+        }
+        guard report != lastRegistryReport else { return }
+        lastRegistryReport = report
+        for line in report { logger.warning("\(line)") }
     }
 
     func breakerChanged(_ b: Backend) {

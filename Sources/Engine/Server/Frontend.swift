@@ -226,7 +226,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         // A fresh entry in this client's form, or nil (then the whole pipeline decides).
         func reply(_ lookup: CacheLookup) -> [UInt8]? {
             guard case .fresh(let stored) = lookup else { return nil }
-            return StoredAnswer.decode(stored)?.reply(stream: e.stream, includeUsage: e.includeUsage)
+            return StoredAnswer.reply(encoded: stored, stream: e.stream, includeUsage: e.includeUsage,
+                                      stamp: ReplyStamp(kind: kind, requestId: rid, created: Int(Loop.wallSeconds())))
         }
         if let mem = cache as? MemoryCacheStore {
             if let r = reply(mem.lookup(e.cacheKey, now: t0, touch: true)) {
@@ -343,7 +344,18 @@ final class Frontend: HTTPServerConnectionDelegate {
         var forward = body
         var extra = HTTPHeaders()
         let served: String
-        switch runtime.router.route(requested: req.model, promptTokens: tokens, isKnown: { self.runtime.backends.isKnown($0) }) {
+        switch runtime.router.route(requested: req.model, promptTokens: tokens, isKnown: { self.runtime.backends.isKnown($0) },
+                                    servedModels: { self.runtime.backends.servedModels() }) {
+        case .unservedDefault(let m, let served):
+            // The client named no model; the registry's choice is the operator's: say which one is
+            // missing and what can be asked for (a 404 like vLLM's unknown model, not a 503 that
+            // invites retries: nothing changes until the config or the backends do).
+            let list = served.isEmpty ? "none" : served.joined(separator: ", ")
+            let err = EngineError(.modelNotFound, "No model was given, and the default model `\(m)` (model_registry) is not served by any backend. Served models: \(list). Name one in `model`.", param: "model")
+            let n = runtime.writeError(err, to: c, requestId: rid)
+            runtime.frontendAnswered(route: kind.name, status: 404, requestId: rid, request: runtime.accessInfo(head, c),
+                                     bytesIn: body.count, bytesOut: n, startNanos: Loop.nowNanos())
+            return
         case .unknownModel(let m):
             let known = Set(runtime.backends.all.flatMap { $0.models }).sorted().joined(separator: ", ")
             let n = runtime.writeError(EngineError(.modelNotFound, "The model `\(m)` does not exist. Valid models: \(known).", param: "model"), to: c, requestId: rid)

@@ -243,6 +243,13 @@ private func text(_ b: [UInt8]?) -> String? { b.map { String(decoding: $0, as: U
         for _ in 0..<2000 { random.feed([UInt8(truncatingIfNeeded: rng.next())]) }
         #expect(!random.isCacheable)
     }
+
+    @Test func nulInsideADeltaIsKept() throws {
+        // U+0000 is valid JSON text (vLLM emits it as \u0000); it must not end the string or the stream.
+        let sse = chatStream.replacing(#""content":" res""#, with: #""content":" r\u0000s""#)
+        let body = try #require(text(assemble(sse).completeBody()))
+        #expect(body.contains(#""content":"ream r\u0000sream""#))
+    }
 }
 
 @Suite struct ReplayWriterTests {
@@ -346,6 +353,15 @@ private func text(_ b: [UInt8]?) -> String? { b.map { String(decoding: $0, as: U
         for b in bad {
             #expect(ReplayWriter.sse(fromCompleteBody: Array(b.utf8), includeUsage: true) == nil, "\(b)")
         }
+    }
+
+    @Test func nulInsideTheTextReplays() throws {
+        let chat = chatBody.replacing(#""content":"ream res"#, with: #""content":"\u0000ream res"#)
+        let sse = try #require(text(ReplayWriter.sse(fromCompleteBody: Array(chat.utf8), includeUsage: false)))
+        #expect(sse.contains(#""delta":{"content":"\u0000ream resream resream resream res"}"#))
+        let completion = completionBody.replacing(#""text":"**"#, with: #""text":"\u0000**"#)
+        let sse2 = try #require(text(ReplayWriter.sse(fromCompleteBody: Array(completion.utf8), includeUsage: false)))
+        #expect(sse2.contains(#""text":"\u0000** <=FLAG"#))
     }
 }
 

@@ -11,8 +11,13 @@ private func policy(lookup: Bool = true, coalesce: Bool = true, admission: Bool 
     p.coalesce = coalesce
     p.mayLead = coalesce
     p.storesAnswer = true
+    p.stamp = replayStamp
     return p
 }
+
+/// A replay is a response of its own: this request's id and created, not the stored ones.
+private let replayStamp = ReplyStamp(kind: .chat, requestId: "r-7", created: 1_800_000_000)
+private let replayedAnswer = replayStamp.stamped(json: chatAnswer)
 
 private let f1 = CoalescerMachine.FlightID(1)
 private let sse = "text/event-stream"
@@ -29,7 +34,8 @@ private func asking(_ p: RequestMachine.Policy = policy()) -> RequestMachine {
     @Test func hitIsReplayedAndNothingElseHappens() {
         var m = RequestMachine(policy: policy())
         #expect(m.start() == .lookupCache)
-        #expect(m.cacheAnswered(.fresh(StoredAnswer.json(chatAnswer).encoded())) == .finish(.init(reply: .answer(chatAnswer))))
+        #expect(m.cacheAnswered(.fresh(StoredAnswer.json(chatAnswer).encoded())) == .finish(.init(reply: .answer(replayedAnswer))))
+        #expect(String(decoding: replayedAnswer, as: UTF8.self).hasPrefix(#"{"id":"chatcmpl-r-7","object":"chat.completion","created":1800000000,"#))
         #expect(m.cacheOutcome == .hit && m.status == 200)
         #expect(m.termination == .normal)
         #expect(m.clientClosed() == .none)
@@ -118,7 +124,7 @@ private func asking(_ p: RequestMachine.Policy = policy()) -> RequestMachine {
         #expect(m.isFollower)
         #expect(chatAnswer.withUnsafeBytes { m.upstreamBody($0, clientBlocked: false) } == .none) // no upstream of its own
         let f = RequestMachine.finish(m.flight(.ended(.answer(.buffered(status: 200, contentType: "application/json", body: chatAnswer)))))
-        #expect(f == .init(reply: .answer(chatAnswer)))
+        #expect(f == .init(reply: .answer(replayedAnswer)))
         #expect(m.termination == .normal)
     }
 

@@ -331,11 +331,13 @@ extension RequestMachine {
     }
 
     @Test func staleEntryAnswersWhenEverythingFailed() {
-        var m = RequestMachine(policy: .init(maxAttempts: 1, backoff: .zero, upstreamTimeout: .seconds(1), canUseStale: true))
+        var p = RequestMachine.Policy(maxAttempts: 1, backoff: .zero, upstreamTimeout: .seconds(1), canUseStale: true)
+        p.stamp = ReplyStamp(kind: .chat, requestId: "stale-1", created: 42)
+        var m = RequestMachine(policy: p)
         _ = m.start()
         #expect(m.backendChosen(nil) == .lookupStale)
         let f = RequestMachine.finish(m.staleAnswered(.stale(StoredAnswer.json(chatAnswer).encoded())))
-        #expect(f?.reply == .answer(chatAnswer))
+        #expect(f?.reply == .answer(p.stamp.stamped(json: chatAnswer)))
         #expect(m.cacheOutcome == .stale)
         #expect(m.termination == .normal)
     }

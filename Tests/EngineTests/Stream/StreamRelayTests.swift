@@ -106,11 +106,22 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
     @Test func aStreamRepliesInEitherForm() throws {
         let (r, _, _, _) = relay(whole, step: 100_000)
         let s = StoredAnswer.stream(try #require(r.answer))
-        #expect(s.reply(stream: true, includeUsage: true).map { String(decoding: $0, as: UTF8.self) } == whole)
-        let plain = try #require(s.reply(stream: false, includeUsage: false).map { String(decoding: $0, as: UTF8.self) })
-        #expect(plain.hasPrefix("{") && plain.contains(#""prompt_tokens":3"#))
-        let back = try #require(StoredAnswer.json(Array(plain.utf8)).reply(stream: true, includeUsage: true))
-        #expect(String(decoding: back, as: UTF8.self).hasSuffix(done))
+        // Every reply is a response of its own: this stamp's id and created, in every chunk.
+        let stamp = ReplyStamp(id: "chatcmpl-r2", created: 7)
+        let own = whole.replacing(#""id":"c","object""#, with: #""id":"chatcmpl-r2","object""#)
+            .replacing(#""created":1,"#, with: #""created":7,"#)
+        #expect(s.reply(stream: true, includeUsage: true, stamp: stamp).map { String(decoding: $0, as: UTF8.self) } == own)
+        let plain = try #require(s.reply(stream: false, includeUsage: false, stamp: stamp).map { String(decoding: $0, as: UTF8.self) })
+        #expect(plain.hasPrefix(#"{"id":"chatcmpl-r2","object":"chat.completion","created":7,"#) && plain.contains(#""prompt_tokens":3"#))
+        let again = ReplyStamp(id: "chatcmpl-r3", created: 8)
+        let back = try #require(StoredAnswer.json(Array(plain.utf8)).reply(stream: true, includeUsage: true, stamp: again))
+        let backText = String(decoding: back, as: UTF8.self)
+        #expect(backText.hasSuffix(done))
+        let chunks = backText.ranges(of: "data: {").count
+        #expect(chunks == 3 && backText.ranges(of: #""id":"chatcmpl-r3","object":"chat.completion.chunk","created":8,"#).count == chunks)
+        #expect(!backText.contains("chatcmpl-r2"))
+        let json = try #require(StoredAnswer.json(Array(plain.utf8)).reply(stream: false, includeUsage: false, stamp: again))
+        #expect(String(decoding: json, as: UTF8.self) == plain.replacing("chatcmpl-r2", with: "chatcmpl-r3").replacing(#""created":7,"#, with: #""created":8,"#))
     }
 
     @Test(arguments: [

@@ -1,0 +1,192 @@
+// ReplyStamp: a replayed answer's own id and created, written over the stored bytes guided by the
+// parser. Exact bytes out: only the two top-level values change, whatever the spacing, escapes,
+// key order, NUL characters or nested ids; SSE framing (CRLF, comments, several data lines) holds.
+// Also: a stored answer with U+0000 inside, given in either form.
+import Testing
+@testable import Engine
+
+private let stamp = ReplyStamp(id: "chatcmpl-new", created: 1_800_000_000)
+
+private func stamped(_ json: String, _ s: ReplyStamp = stamp) -> String {
+    String(decoding: s.stamped(json: Array(json.utf8)), as: UTF8.self)
+}
+
+private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
+    String(decoding: s.stamped(events: Array(sse.utf8)), as: UTF8.self)
+}
+
+@Suite struct ReplyStampTests {
+    @Test func idFollowsVLLMsFormForTheRequestId() {
+        #expect(ReplyStamp(kind: .chat, requestId: "abc", created: 1).id == "chatcmpl-abc")
+        #expect(ReplyStamp(kind: .completion, requestId: "abc", created: 1).id == "cmpl-abc")
+    }
+
+    @Test func onlyTheTopLevelValuesChange() {
+        #expect(stamped(#"{"id":"chatcmpl-old","object":"chat.completion","created":1795614810,"model":"tiny"}"#)
+                == #"{"id":"chatcmpl-new","object":"chat.completion","created":1800000000,"model":"tiny"}"#)
+        // Spacing and newlines around the values are kept as they were.
+        #expect(stamped("{ \"created\" :\n 12 ,\t\"id\" : \"x\" , \"model\":\"m\" }")
+                == "{ \"created\" :\n 1800000000 ,\t\"id\" : \"chatcmpl-new\" , \"model\":\"m\" }")
+        // An id nested in a choice (a tool call's) is not the response's.
+        let nested = #"{"id":"old","choices":[{"message":{"tool_calls":[{"id":"call_1","created":5}]}}],"created":3}"#
+        #expect(stamped(nested) == #"{"id":"chatcmpl-new","choices":[{"message":{"tool_calls":[{"id":"call_1","created":5}]}}],"created":1800000000}"#)
+    }
+
+    @Test func keysAreReadByTheParserNotMatchedAsText() {
+        // An escaped key is still `id`; a value that merely contains `"id":` is left alone.
+        #expect(stamped(#"{"\u0069d":"old","text":"\"id\":\"x\",\"created\":9","created":2}"#)
+                == #"{"\u0069d":"chatcmpl-new","text":"\"id\":\"x\",\"created\":9","created":1800000000}"#)
+        // A duplicated key: every copy (the client's parser may read either).
+        #expect(stamped(#"{"id":"a","id":"b","created":1}"#) == #"{"id":"chatcmpl-new","id":"chatcmpl-new","created":1800000000}"#)
+    }
+
+    @Test func storedIdsWithEscapesAndNulAreReplacedWhole() {
+        #expect(stamped(#"{"id":"chatcmpl-\"q\\ \u0000 é","created":1.5e9}"#)
+                == #"{"id":"chatcmpl-new","created":1800000000}"#)
+    }
+
+    @Test func theNewIdIsWrittenAsAJSONString() {
+        let odd = ReplyStamp(id: "chatcmpl-a\"b\\c\u{0}\u{1F}é", created: 0)
+        #expect(stamped(#"{"id":"x","created":1}"#, odd) == #"{"id":"chatcmpl-a\"b\\c\u0000\u001fé","created":0}"#)
+    }
+
+    @Test func nulInsideContentIsCopiedAsItIs() {
+        let body = #"{"id":"x","object":"chat.completion","created":1,"choices":[{"index":0,"message":{"role":"assistant","content":"a\u0000b"}}]}"#
+        #expect(stamped(body) == body.replacing(#""id":"x""#, with: #""id":"chatcmpl-new""#).replacing(#""created":1,"#, with: #""created":1800000000,"#))
+    }
+
+    @Test func whatIsNotAnObjectWithThoseFieldsStaysAsItIs() {
+        for s in ["[DONE]", "[1,2]", "\"id\"", "{\"id\":1,\"created\":\"now\"}", "{\"error\":{\"message\":\"x\"}}", "{not json", ""] {
+            #expect(stamped(s) == s)
+        }
+    }
+
+    @Test func everyEventOfAStreamIsStamped() {
+        let sse = "data: {\"id\":\"c1\",\"created\":1,\"choices\":[]}\n\n"
+            + ": a comment\n\n"
+            + "data: {\"id\":\"c1\",\"created\":1,\"choices\":[{\"delta\":{\"content\":\"\\u0000\"}}]}\r\n\r\n"
+            + "data: {\"error\":{\"message\":\"late\"}}\n\n"
+            + "data: [DONE]\n\n"
+        #expect(stampedEvents(sse) == "data: {\"id\":\"chatcmpl-new\",\"created\":1800000000,\"choices\":[]}\n\n"
+            + ": a comment\n\n"
+            + "data: {\"id\":\"chatcmpl-new\",\"created\":1800000000,\"choices\":[{\"delta\":{\"content\":\"\\u0000\"}}]}\r\n\r\n"
+            + "data: {\"error\":{\"message\":\"late\"}}\n\n"
+            + "data: [DONE]\n\n")
+        // `data:` without the space is still a data line.
+        #expect(stampedEvents("data:{\"id\":\"c\"}\n\n") == "data:{\"id\":\"chatcmpl-new\"}\n\n")
+    }
+
+    @Test func dataSplitOverSeveralLinesIsStampedAsOneDocument() {
+        let sse = "event: x\ndata: {\"id\":\"c1\",\ndata: \"created\":1}\n\ndata: [DONE]\n\n"
+        let out = stampedEvents(sse)
+        #expect(out == "event: x\ndata: {\"id\":\"chatcmpl-new\",\ndata: \"created\":1800000000}\n\ndata: [DONE]\n\n")
+        // Whatever the cuts, the SSE scanner sees the same events: whole, valid, two of them.
+        var scanner = SSEEventScanner()
+        var all: [UInt8] = []
+        var none: [UInt8] = []
+        Array(out.utf8).withUnsafeBytes { scanner.feed($0, all: &all, withoutUsage: &none, filterUsage: false) }
+        #expect(scanner.invalidEvents == 0 && scanner.sawDone)
+    }
+
+    @Test func aStoredStreamWithNulRebuildsAndReplays() throws {
+        let events = #"""
+        data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}
+
+        data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"a\u0000b"},"logprobs":null,"finish_reason":"stop"}]}
+
+        data: [DONE]
+
+
+        """#
+        let answer = StoredAnswer.stream(StreamedAnswer(events: Array(events.utf8), usageRanges: []))
+        let plain = try #require(answer.reply(stream: false, includeUsage: false, stamp: stamp))
+        let text = String(decoding: plain, as: UTF8.self)
+        #expect(text.hasPrefix(#"{"id":"chatcmpl-new","object":"chat.completion","created":1800000000,"#))
+        #expect(text.contains(#""content":"a\u0000b""#))
+        // And back: the plain body replays as a stream with the NUL intact.
+        let sse = try #require(StoredAnswer.json(plain).reply(stream: true, includeUsage: false, stamp: stamp))
+        let sseText = String(decoding: sse, as: UTF8.self)
+        #expect(sseText.contains(#""delta":{"content":"a\u0000b"}"#))
+        #expect(sseText.hasSuffix("data: [DONE]\n\n"))
+        // A stored stream replayed as a stream: the same bytes but for the identity.
+        let again = try #require(answer.reply(stream: true, includeUsage: false, stamp: stamp))
+        #expect(String(decoding: again, as: UTF8.self)
+                == events.replacing(#""id":"chatcmpl-1""#, with: #""id":"chatcmpl-new""#).replacing(#""created":1,"#, with: #""created":1800000000,"#))
+    }
+}
+
+/// A cache entry notes where its id and created values are, so a hit in the stored form splices
+/// without parsing: the result must be exactly what the parsing path gives, in all four forms.
+@Suite struct CacheEntryStampTests {
+    private static let events = #"""
+    data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}
+
+    data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"a\u0000b"},"logprobs":null,"finish_reason":"stop"}]}
+
+    data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}
+
+    data: [DONE]
+
+
+    """#
+    private static let usageChunk: Range<Int> = {
+        let b = Array(events.utf8)
+        let start = Array(b.indices).first { i in b[i...].starts(with: Array(#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"#.utf8)) }!
+        let end = Array(b.indices).first { i in i > start && b[i...].starts(with: Array("data: [DONE]".utf8)) }!
+        return start..<end
+    }()
+    static let answers: [StoredAnswer] = [
+        .json(Array(#"{"id":"chatcmpl-9","object":"chat.completion","created":17,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"x\u0000y","tool_calls":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"total_tokens":2,"completion_tokens":1}}"#.utf8)),
+        .stream(StreamedAnswer(events: Array(events.utf8), usageRanges: [usageChunk])),
+    ]
+
+    @Test(arguments: answers)
+    func theNotedPositionsGiveWhatParsingGives(answer: StoredAnswer) throws {
+        let entry = answer.encoded()
+        #expect(entry.first == UInt8(ascii: "j") || entry.first == UInt8(ascii: "s"))
+        #expect(StoredAnswer.decode(entry) == answer)
+        for (stream, usage) in [(false, false), (true, false), (true, true)] {
+            let fast = try #require(StoredAnswer.reply(encoded: entry, stream: stream, includeUsage: usage, stamp: stamp))
+            #expect(fast == answer.reply(stream: stream, includeUsage: usage, stamp: stamp))
+            let text = String(decoding: fast, as: UTF8.self)
+            #expect(!text.contains("chatcmpl-1\"") && !text.contains("chatcmpl-9") && text.contains(#""id":"chatcmpl-new""#))
+            #expect(text.contains("1800000000") && !text.contains(#""created":1,"#) && !text.contains(#""created":17,"#))
+            #expect(text.contains(#"\u0000"#))
+        }
+    }
+
+    @Test func theUsageChunkIsLeftOutWithItsPositions() throws {
+        let entry = StoredAnswer.stream(StreamedAnswer(events: Array(Self.events.utf8), usageRanges: [Self.usageChunk])).encoded()
+        let text = String(decoding: try #require(StoredAnswer.reply(encoded: entry, stream: true, includeUsage: false, stamp: stamp)), as: UTF8.self)
+        #expect(!text.contains("usage") && text.ranges(of: #""id":"chatcmpl-new""#).count == 2 && text.hasSuffix("data: [DONE]\n\n"))
+    }
+
+    @Test func entriesInThePreviousFormatAreStampedByParsing() throws {
+        let body = #"{"id":"chatcmpl-9","object":"chat.completion","created":17,"choices":[]}"#
+        let old = [UInt8(ascii: "J")] + Array(body.utf8)
+        let plain = try #require(StoredAnswer.reply(encoded: old, stream: false, includeUsage: false, stamp: stamp))
+        #expect(String(decoding: plain, as: UTF8.self) == #"{"id":"chatcmpl-new","object":"chat.completion","created":1800000000,"choices":[]}"#)
+        let oldStream = [UInt8(ascii: "S"), 0, 0, 0, 0] + Array(Self.events.utf8)
+        let sse = try #require(StoredAnswer.reply(encoded: oldStream, stream: true, includeUsage: true, stamp: stamp))
+        #expect(String(decoding: sse, as: UTF8.self).ranges(of: #""id":"chatcmpl-new""#).count == 3)
+    }
+
+    @Test func aDamagedEntryIsAMissNotAWrongSplice() {
+        let body = Array(#"{"id":"a","created":1}"#.utf8)
+        func entry(_ spans: [(Int, Int)], usage: [(Int, Int)]? = nil) -> [UInt8] {
+            func u32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 0xFF), UInt8(v >> 16 & 0xFF), UInt8(v >> 8 & 0xFF), UInt8(v & 0xFF)] }
+            var out: [UInt8] = [usage == nil ? UInt8(ascii: "j") : UInt8(ascii: "s")]
+            if let usage { out += u32(usage.count) + usage.flatMap { u32($0.0) + u32($0.1) } }
+            out += u32(spans.count) + spans.flatMap { u32($0.0) + u32($0.1) }
+            return out + body
+        }
+        #expect(StoredAnswer.reply(encoded: entry([(6, 9), (20, 21)]), stream: false, includeUsage: false, stamp: stamp) != nil)
+        for bad in [entry([(7, 9)]),                       // not the start of a string or number
+                    entry([(20, 21), (6, 9)]),             // out of order
+                    entry([(6, 9), (20, 40)]),             // past the end
+                    entry([(6, 9)], usage: [(0, 8)])] {    // across a usage chunk's edge
+            #expect(StoredAnswer.reply(encoded: bad, stream: false, includeUsage: false, stamp: stamp) == nil)
+            #expect(StoredAnswer.decode(bad) == nil)
+        }
+    }
+}
