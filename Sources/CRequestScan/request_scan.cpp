@@ -357,14 +357,6 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     out->kind = RS_J_OBJECT;
     dom::element v;
     out->has_error = !o.at_key("error").get(v);
-    if (!o.at_key("system_fingerprint").get(v) && !v.is_null()) {
-        out->has_fingerprint = 1;
-        // Its JSON text (a string re-escaped minimally, anything else as written compactly).
-        tlsFingerprint.clear();
-        rs::writeValue(tlsFingerprint, v, false);
-        out->fingerprint = tlsFingerprint.data();
-        out->fingerprint_len = tlsFingerprint.size();
-    }
     if (!o.at_key("object").get(v) && v.is_string()) {
         std::string_view k = str(v);
         out->object_kind = k == "chat.completion" ? 1 : k == "text_completion" ? 2 : k == "chat.completion.chunk" ? 3 : 0;
@@ -393,6 +385,16 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
         dom::object u = obj(v);
         out->has_usage = readCount(u, "prompt_tokens", &out->prompt_tokens)
             && readCount(u, "completion_tokens", &out->completion_tokens);
+    }
+    // system_fingerprint is only looked for where vLLM puts it: a chunk that finishes a choice,
+    // the usage chunk, a whole answer (not on every token's chunk of a stream).
+    if ((out->choices_finished != 0 || out->has_usage) && !o.at_key("system_fingerprint").get(v) && !v.is_null()) {
+        out->has_fingerprint = 1;
+        // Its JSON text (a string re-escaped minimally, anything else as written compactly).
+        tlsFingerprint.clear();
+        rs::writeValue(tlsFingerprint, v, false);
+        out->fingerprint = tlsFingerprint.data();
+        out->fingerprint_len = tlsFingerprint.size();
     }
 }
 

@@ -116,7 +116,8 @@ typedef struct rs_upstream_json {
     unsigned long long choices_finished;
     int choices_beyond;
     /// A top-level `system_fingerprint` that is not null, and its JSON text (per-thread buffer,
-    /// valid until the next rs_inspect_upstream on this thread).
+    /// valid until the next rs_inspect_upstream on this thread); read only from an object that
+    /// finishes a choice or carries usage (where vLLM puts it).
     int has_fingerprint;
     const char *fingerprint;
     size_t fingerprint_len;
