@@ -93,9 +93,10 @@ if [[ ! -x "$venv/bin/python" ]]; then
     echo "setup.sh: creating Python venv at $venv"
     python3 -m venv "$venv"
 fi
-if "$venv/bin/python" -c 'import pytest, requests, openai' >/dev/null 2>&1; then
-    echo "setup.sh: $venv has pytest, requests, openai"
+# prometheus_client: its text parser reads /metrics in the tests as Prometheus would.
+if "$venv/bin/python" -c 'import pytest, requests, openai, prometheus_client' >/dev/null 2>&1; then
+    echo "setup.sh: $venv has pytest, requests, openai, prometheus_client"
 else
-    echo "setup.sh: installing pytest requests openai into $venv"
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest requests openai
+    echo "setup.sh: installing pytest requests openai prometheus_client into $venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest requests openai prometheus_client
 fi

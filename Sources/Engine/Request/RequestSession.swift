@@ -275,9 +275,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         admissionToken = nil
         if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key) }
         if let r = f.reply {
+            reply(r)
+            // A whole 200 answer is the client's first token too (after its head, never before).
             if machine.status == 200, case .answer = r { firstToken() }
             if case .json(200, _, _, _) = r { firstToken() }
-            reply(r)
         }
         if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o) }
         if f.leaveFlight, let id = coalescerId { runtime.coalescer.left(id) }
