@@ -10,7 +10,9 @@ import Testing
             ("/v1/responses", "responses", "POST"), ("/v1/embeddings", "embeddings", "POST"), ("/tokenize", "tokenize", "POST"),
             ("/detokenize", "detokenize", "POST"), ("/v1/audio/transcriptions", "audio", "POST"), ("/version", "version", "GET"),
             ("/v1/responses/resp_1", "responses", "GET"), ("/v1/responses/resp_1/cancel", "responses", "POST"),
-            ("/v2/rerank", "rerank", "POST"), ("/pooling", "pooling", "POST"),
+            ("/v2/rerank", "rerank", "POST"), ("/pooling", "pooling", "POST"), ("/v2/embed", "embed", "POST"),
+            ("/v1/chat/completions/batch", "batch", "POST"), ("/generative_scoring", "score", "POST"),
+            ("/v1/completions/derender", "render", "POST"), ("/v1/messages/render", "render", "POST"),
         ]
         for (path, name, method) in cases {
             guard let (route, m) = Frontend.route(for: path), case .relay(let spec) = route else {
