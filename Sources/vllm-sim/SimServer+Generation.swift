@@ -79,15 +79,21 @@ extension SimServer {
     /// `X-Request-Id: abc` → "chatcmpl-abc"; otherwise 16 random hex digits. /v1/responses
     /// ignores the header ("resp_" and random digits, as captured).
     private func responseID(kind: GenerationKind, head: HTTPRequestHead) -> [UInt8] {
-        var w = ByteWriter(capacity: 48)
         switch kind {
-        case .chat: w.write("chatcmpl-")
-        case .completion: w.write("cmpl-")
+        case .chat: return requestID("chatcmpl-", head)
+        case .completion: return requestID("cmpl-", head)
         case .responses:
+            var w = ByteWriter(capacity: 24)
             w.write("resp_")
             w.write(rng.hex16())
             return w.bytes
         }
+    }
+
+    /// `prefix` + the request's `X-Request-Id` (JSON-escaped), or 16 random hex digits.
+    func requestID(_ prefix: StaticString, _ head: HTTPRequestHead) -> [UInt8] {
+        var w = ByteWriter(capacity: 48)
+        w.write(prefix)
         if let rid = head.headers["x-request-id"], !rid.isEmpty {
             var rid = rid
             rid.withUTF8 { w.write(jsonEscaped: UnsafeRawBufferPointer($0)) }

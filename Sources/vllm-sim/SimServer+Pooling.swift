@@ -89,17 +89,7 @@ extension SimServer {
     }
 
     /// `X-Request-Id: abc` → "embd-abc" (captured); otherwise 16 random hex digits.
-    private func poolingID(_ prefix: StaticString, _ head: HTTPRequestHead) -> [UInt8] {
-        var w = ByteWriter(capacity: 48)
-        w.write(prefix)
-        if let rid = head.headers["x-request-id"], !rid.isEmpty {
-            var rid = rid
-            rid.withUTF8 { w.write(jsonEscaped: UnsafeRawBufferPointer($0)) }
-        } else {
-            w.write(rng.hex16())
-        }
-        return w.bytes
-    }
+    private func poolingID(_ prefix: StaticString, _ head: HTTPRequestHead) -> [UInt8] { requestID(prefix, head) }
 
     private func recordPoolingRequest(_ head: HTTPRequestHead, _ body: [UInt8], isEmbeddings: Bool) {
         stats.requestsTotal += 1
