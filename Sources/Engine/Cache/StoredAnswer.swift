@@ -33,7 +33,7 @@ struct StreamedAnswer: Equatable {
         out.reserveCapacity(events.count + 64)
         var at = 0
         for r in usageRanges {
-            let before = previousEventStart(before: r.lowerBound, notBefore: at)
+            let before = Self.eventStart(in: events, before: r.lowerBound, notBefore: at)
             out += events[at..<before]
             let final = Array(events[before..<r.lowerBound])
             out += Self.withFingerprint(of: events[r], addedTo: final)
@@ -44,7 +44,7 @@ struct StreamedAnswer: Equatable {
     }
 
     /// Where the event that ends at `end` starts (after the blank line before it, or `floor`).
-    func previousEventStart(before end: Int, notBefore floor: Int) -> Int {
+    static func eventStart(in events: [UInt8], before end: Int, notBefore floor: Int) -> Int {
         var i = end - 2 // the event's own closing blank line
         while i > floor {
             if events[i - 1] == 0x0A && (events[i] == 0x0A || (events[i] == 0x0D && i + 1 < end && events[i + 1] == 0x0A)) {
@@ -67,8 +67,7 @@ struct StreamedAnswer: Equatable {
             return true // nothing to move
         }
         let end = out.count - tail
-        let probe = StreamedAnswer(events: Array(out[..<end]), usageRanges: [])
-        let start = probe.previousEventStart(before: end, notBefore: 0)
+        let start = eventStart(in: out, before: end, notBefore: 0)
         let final = Array(out[start..<end])
         let moved = withFingerprint(fp, addedTo: final)
         if moved.count != final.count { out.replaceSubrange(start..<end, with: moved) }

@@ -84,10 +84,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         for f in fl.live { f.stamp.stamped(events: events).withUnsafeBytes { f.session.flightEvents($0) } }
     }
 
-    /// The id and created of `s`'s copy of a flight's answer, fixed when it starts relaying.
-    private func stamp(for s: RequestSession) -> ReplyStamp {
-        ReplyStamp(kind: s.request.kind, requestId: s.requestId, created: Int(Loop.wallSeconds()))
-    }
+    /// The id and created of `s`'s copy of a flight's answer (the session's own replay stamp).
+    private func stamp(for s: RequestSession) -> ReplyStamp { s.replyStamp }
 
     // MARK: the queue
 

@@ -44,6 +44,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     var cacheOutcome: String { machine.cacheOutcome.rawValue }
     var isFollower: Bool { machine.isFollower }
     var usage: (prompt: Int, completion: Int)? { machine.usage.map { ($0.prompt, $0.completion) } }
+    /// The id and created every replay of this request carries.
+    var replyStamp: ReplyStamp { machine.policy.stamp }
 
     init(runtime: EngineRuntime, client: HTTPServerConnection, request: OpenAIRequest, body: [UInt8],
          requestId: String, requestedModel: String?, servedModel: String?, extraHeaders: HTTPHeaders,
