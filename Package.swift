@@ -35,13 +35,16 @@ let package = Package(
             name: "CRequestScan",
             linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
         ),
+        // The response cache the worker processes of one host share (a memfd segment, a robust
+        // process-shared mutex): plain C because it is a layout of structs several processes use.
+        .target(name: "CSharedCache"),
         // Release builds skip Swift's dynamic exclusivity checks on the data path (they showed up
         // as ~2 % of CPU under load); debug builds and tests keep them.
         .target(name: "Reactor", dependencies: ["CEventShim"], swiftSettings: releaseFast),
         .target(
             name: "Engine",
             dependencies: [
-                "Reactor", "CEventShim", "CRequestScan",
+                "Reactor", "CEventShim", "CRequestScan", "CSharedCache",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: releaseFast
@@ -65,7 +68,7 @@ let package = Package(
         // fuzz/run.sh builds it with the sanitizers. A plain `swift build` gives a replay tool
         // for crash files.
         .executableTarget(name: "fuzz-engine", dependencies: ["Engine", "Reactor", "CEventShim"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor", "CSharedCache"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEventShim"]),
         // The simulator's pure parts (request parsing, rendering, the embedding model).
         .testTarget(name: "VLLMSimTests", dependencies: ["vllm-sim"]),

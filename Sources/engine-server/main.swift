@@ -73,7 +73,15 @@ struct EngineServer: ParsableCommand {
             if let exe = PrivateRedis.locate(environment: env), let r = PrivateRedis(executable: exe, environment: env), r.start() {
                 setenv("REDIS_URL", r.url, 1)
                 sharedStore = r
-                logger.notice("workers share a private redis-server at \(r.url)")
+                logger.notice("workers share a private redis-server at \(r.url) for coalescing")
+                // The answers themselves live in shared memory: a lookup or a store is a lock and
+                // a copy, not a round trip (created after redis-server, which must not inherit it).
+                switch SharedMemoryCacheStore.create(maxEntries: cfg.cache.maxSize, maxBytes: cfg.cache.maxBytes) {
+                case .success(let fd):
+                    setenv(SharedMemoryCacheStore.environmentKey, String(fd), 1)
+                case .failure(let e):
+                    logger.warning("no shared-memory cache (\(e)): workers keep the cache in the private redis-server")
+                }
             } else {
                 logger.warning("redis-server not found or not starting: running ONE worker so that the cache and coalescing stay whole (install redis-server, or set redis.url, for one worker per core)")
                 n = 1
@@ -85,7 +93,7 @@ struct EngineServer: ParsableCommand {
         }
         let runtime: EngineRuntime
         do {
-            runtime = try EngineRuntime(config: cfg, loop: loop, logger: logger)
+            runtime = try EngineRuntime(config: cfg, loop: loop, logger: logger, sharedCache: attachSharedCache(env, logger: logger))
         } catch {
             FileHandleStderr.write("\(error)\n")
             throw ExitCode(2)
@@ -161,6 +169,18 @@ extension EngineServer {
         loop.run()
         sup.close()
         if sup.gaveUp { throw ExitCode(1) }
+    }
+
+    /// A worker's view of its supervisor's shared-memory cache (nil for a lone process, or when the
+    /// segment cannot be mapped: then the cache stays in Redis).
+    func attachSharedCache(_ env: [String: String], logger: Logger) -> SharedMemoryCacheStore? {
+        guard workerIndex != nil, let v = env[SharedMemoryCacheStore.environmentKey], let fd = Int32(v) else { return nil }
+        defer { close(fd) }  // the mapping outlives the descriptor; the supervisor keeps its own
+        guard let store = SharedMemoryCacheStore(fd: fd) else {
+            logger.warning("\(SharedMemoryCacheStore.environmentKey)=\(v) is not a shared cache: keeping the cache in Redis")
+            return nil
+        }
+        return store
     }
 }
 

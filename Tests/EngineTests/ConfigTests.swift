@@ -54,6 +54,7 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         #expect(config.redis.socketTimeoutSeconds == 0.25)
         #expect(config.cache.isEnabled)
         #expect(config.cache.maxSize == 256)
+        #expect(config.cache.maxBytes == 128 << 20)
         #expect(config.cache.ttlSeconds == 300)
         #expect(config.cache.staleTtlSeconds == 3600)
         #expect(config.admissionControl.softLimit == 0.70)
@@ -398,6 +399,7 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         ("vllm:\n  health_check_interval_seconds: 0\n", "vllm.health_check_interval_seconds"),
         ("redis:\n  socket_timeout_seconds: 0\n", "redis.socket_timeout_seconds"),
         ("cache:\n  max_size: 0\n", "cache.max_size"),
+        ("cache:\n  max_bytes: 1023\n", "cache.max_bytes"),
         ("cache:\n  ttl_seconds: 0\n", "cache.ttl_seconds"),
         ("cache:\n  stale_ttl_seconds: -1\n", "cache.stale_ttl_seconds"),
         ("admission_control:\n  soft_limit: 0\n", "admission_control.soft_limit"),
@@ -629,6 +631,7 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         ("vllm:\n  retry_count: N\n", "vllm.retry_count", 100),
         ("vllm:\n  instances: [{url: \"http://a\", weight: N}]\n", "vllm.instances[0].weight", 1_000_000),
         ("cache:\n  max_size: N\n", "cache.max_size", 10_000_000),
+        ("cache:\n  max_bytes: N\n", "cache.max_bytes", 64 << 30),
         ("admission_control:\n  max_queue: N\n", "admission_control.max_queue", 1_000_000),
         ("circuit_breaker:\n  failure_threshold: N\n", "circuit_breaker.failure_threshold", 1_000_000),
         ("model_registry:\n  fast_model_token_threshold: N\n", "model_registry.fast_model_token_threshold", 10_000_000),

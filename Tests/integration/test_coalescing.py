@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import signal
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -168,6 +171,8 @@ def test_default_workers_share_one_flight_and_one_cache(sim_factory, engine_fact
         with requests.Session() as s:
             pids.add(s.get(eng.url + "/metrics", headers=JSON_ACCEPT, timeout=2).json()["pid"])
     assert sim.stats()["requests_total"] == 1
+    if (os.cpu_count() or 1) > 1:  # several workers: the answers live in the shared-memory segment
+        assert eng.metrics_json()["cache"]["backend"] == "shared_memory"
     # Stale serving on every worker once the backend is gone.
     sim.stop()
     for _ in range(8):
@@ -293,3 +298,31 @@ def test_mixed_forms_across_the_default_workers(sim_factory, engine_factory, red
     assert len(texts) == 1 and texts.pop()
     assert sim.stats()["requests_total"] == 1
     assert sum(1 for _, r in results if r.headers.get("x-coalesced") == "true") == 20
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the default config runs one process on one core")
+def test_default_workers_answer_hits_without_redis(sim, engine_factory):
+    """The default config's workers keep their answers in shared memory, so a hit in any worker
+    costs no Redis command: with the private redis-server frozen (SIGSTOP: every command would
+    wait for its timeout), repeats on new connections, spread over the workers, are immediate hits."""
+    eng = engine_factory(make_config([sim]))
+    ready(eng)
+    body = chat_body("hits without redis", max_tokens=4)
+    assert post(eng, body).headers["x-cache"] == "MISS"
+    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(eng.pid)], capture_output=True, text=True).stdout
+    redis_pids = [int(line.split()[0]) for line in out.splitlines() if line.split()[1:] == ["redis-server"]]
+    assert len(redis_pids) == 1, out
+    os.kill(redis_pids[0], signal.SIGSTOP)
+    try:
+        pids = set()
+        for _ in range(12):
+            t0 = time.monotonic()
+            r = post(eng, body)
+            assert r.status_code == 200 and r.headers["x-cache"] == "HIT", r.headers
+            assert time.monotonic() - t0 < 0.2  # a Redis command would have waited 0.25 s
+            with requests.Session() as s:  # a new connection, as the posts: the kernel spreads them
+                pids.add(s.get(eng.url + "/metrics", headers=JSON_ACCEPT, timeout=2).json()["pid"])
+        assert len(pids) > 1  # connections reached both workers
+    finally:
+        os.kill(redis_pids[0], signal.SIGCONT)
+    assert sim.stats()["requests_total"] == 1

@@ -188,6 +188,9 @@ public struct EngineConfig: Sendable, Equatable {
     public struct CacheConfig: Sendable, Equatable {
         public var isEnabled: Bool
         public var maxSize: Int
+        /// Bytes of keys and stored answers the in-process and shared-memory stores keep (a Redis
+        /// store is bounded by `max_size` and Redis's own memory policy).
+        public var maxBytes: Int
         public var ttlSeconds: Double
         /// How long an expired entry may still be served when every backend is down.
         public var staleTtlSeconds: Double
@@ -201,6 +204,7 @@ public struct EngineConfig: Sendable, Equatable {
         public init(
             isEnabled: Bool = true,
             maxSize: Int = 256,
+            maxBytes: Int = 128 << 20,
             ttlSeconds: Double = 300,
             staleTtlSeconds: Double = 3600,
             isDeterministicOnly: Bool = true,
@@ -208,6 +212,7 @@ public struct EngineConfig: Sendable, Equatable {
         ) {
             self.isEnabled = isEnabled
             self.maxSize = maxSize
+            self.maxBytes = maxBytes
             self.ttlSeconds = ttlSeconds
             self.staleTtlSeconds = staleTtlSeconds
             self.isDeterministicOnly = isDeterministicOnly

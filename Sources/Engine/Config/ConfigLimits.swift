@@ -18,6 +18,9 @@ public enum ConfigLimits {
     public static let maxWeight = 1_000_000
     /// cache.max_size (entries; the hit memo holds up to 4× as many keys).
     public static let maxCacheEntries = 10_000_000
+    /// cache.max_bytes: 64 GiB (the shared-memory segment is sized from it; untouched pages cost
+    /// nothing, but the number must stay far from overflow).
+    public static let maxCacheBytes = 64 << 30
     /// admission_control.max_queue.
     public static let maxQueue = 1_000_000
     /// circuit_breaker.failure_threshold.

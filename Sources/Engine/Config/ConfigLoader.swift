@@ -139,6 +139,8 @@ public enum ConfigLoader {
 
         let cache = config.cache
         try count(cache.maxSize, "cache.max_size", atMost: ConfigLimits.maxCacheEntries)
+        try check(cache.maxBytes >= 1024, "cache.max_bytes", "must be >= 1024, got \(cache.maxBytes)")
+        try atMost(cache.maxBytes, ConfigLimits.maxCacheBytes, "cache.max_bytes")
         try seconds(cache.ttlSeconds, "cache.ttl_seconds", atMost: ConfigLimits.maxCacheTTLSeconds)
         try seconds(
             cache.staleTtlSeconds, "cache.stale_ttl_seconds", allowsZero: true, zeroMeans: "never serve stale",
@@ -357,6 +359,7 @@ public enum ConfigLoader {
             switch f.name {
             case "enabled": c.isEnabled = try f.bool()
             case "max_size": c.maxSize = try f.int()
+            case "max_bytes": c.maxBytes = try f.int()
             case "ttl_seconds": c.ttlSeconds = try f.double()
             case "stale_ttl_seconds": c.staleTtlSeconds = try f.double()
             case "deterministic_only": c.isDeterministicOnly = try f.bool()

@@ -36,8 +36,14 @@ extension EngineRuntime {
         w.counter("engine_cache_bypasses_total", help: "Requests that skipped the cache (policy or Cache-Control).", value: Double(m.cacheBypasses))
         w.counter("engine_cache_stores_total", help: "Complete answers stored.", value: Double(m.cacheStores))
         w.counter("engine_cache_errors_total", help: "Cache lookups that failed (Redis unavailable).", value: Double(m.cacheErrors))
-        if let mem = cache as? MemoryCacheStore {
-            w.gauge("engine_cache_entries", help: "Entries in the in-process cache.", value: Double(mem.entryCount))
+        if let mem = cache as? SynchronousCacheStore {
+            w.gauge("engine_cache_entries", help: "Entries in the in-process or shared-memory cache.", value: Double(mem.entryCount))
+        }
+        if let shm = cache as? SharedMemoryCacheStore {
+            let st = shm.stats
+            w.gauge("engine_cache_bytes", help: "Bytes of keys and answers in the shared-memory cache.", value: Double(st.bytes))
+            w.counter("engine_cache_evictions_total", help: "Shared-memory cache entries removed to make room (all workers).", value: Double(st.evictions))
+            w.counter("engine_cache_resets_total", help: "Times the shared-memory cache was emptied after a worker died holding its lock.", value: Double(st.resets))
         }
         w.counter("engine_coalesced_followers_total", help: "Requests answered by an identical request's upstream call.", value: Double(m.coalescedFollowers))
         w.counter("engine_client_slow_closed_total", help: "Live followers closed because their client fell more than 1 MiB behind the shared stream.", value: Double(m.clientSlowClosed))

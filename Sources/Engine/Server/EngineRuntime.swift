@@ -38,7 +38,9 @@ public final class EngineRuntime {
     private var monitor: HealthMonitor?
     private lazy var frontend = Frontend(runtime: self)
 
-    public init(config: EngineConfig, loop: Loop, logger: Logger) throws(ConfigError) {
+    /// `sharedCache`: the host's shared-memory store, for a worker of the default config (the
+    /// supervisor made it); the cache then lives there and Redis carries only the flights.
+    public init(config: EngineConfig, loop: Loop, logger: Logger, sharedCache: SharedMemoryCacheStore? = nil) throws(ConfigError) {
         self.config = config
         self.loop = loop
         self.logger = logger
@@ -77,7 +79,7 @@ public final class EngineRuntime {
         accessLog = try AccessLog.open(config.server.accessLog, loop: loop)
         if config.cache.isEnabled {
             if config.redis.url.isEmpty {
-                cache = MemoryCacheStore(maxEntries: config.cache.maxSize)
+                cache = sharedCache ?? MemoryCacheStore(maxEntries: config.cache.maxSize, maxBytes: config.cache.maxBytes)
             } else {
                 guard let u = RedisURL.parse(config.redis.url) else {
                     throw ConfigError.invalid(key: "redis.url", message: "not a redis:// URL")
@@ -89,9 +91,13 @@ public final class EngineRuntime {
                 // At most an eighth of the shared cache, so what a process keeps near is among the
                 // most recently used and the shared LRU stays what decides eviction (none for a
                 // cache smaller than 8 entries); at most 4,096 entries and 32 MiB a process.
-                let nearEntries = min(config.cache.maxSize / 8, 4096)
-                let near = nearEntries > 0 ? MemoryCacheStore(maxEntries: nearEntries, maxBytes: 32 << 20) : nil
-                cache = RedisCacheStore(connection: conn, maxEntries: config.cache.maxSize, near: near)
+                if let sharedCache {
+                    cache = sharedCache
+                } else {
+                    let nearEntries = min(config.cache.maxSize / 8, 4096)
+                    let near = nearEntries > 0 ? MemoryCacheStore(maxEntries: nearEntries, maxBytes: 32 << 20) : nil
+                    cache = RedisCacheStore(connection: conn, maxEntries: config.cache.maxSize, near: near)
+                }
                 RemoteFlightPublisher.registerScripts(on: conn)
             }
             hitMemo = HitMemo(capacity: max(1024, 4 * config.cache.maxSize))

@@ -235,7 +235,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             return StoredAnswer.reply(encoded: stored, stream: e.stream, includeUsage: e.includeUsage,
                                       stamp: ReplyStamp(kind: kind, requestId: rid, created: Int(Loop.wallSeconds())))
         }
-        if let mem = cache as? MemoryCacheStore {
+        if let mem = cache as? SynchronousCacheStore {
             if let r = reply(mem.lookup(e.cacheKey, now: t0, touch: true)) {
                 answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: runtime.accessInfo(head, c),
                                bytesIn: body.count, startNanos: t0)
@@ -508,10 +508,10 @@ final class Frontend: HTTPServerConnectionDelegate {
             s += "\"open_fds\":\(p.openFDs.map { String($0) } ?? "null"),\"start_time_seconds\":\(p.startTimeSeconds)},"
         }
         let looked = m.cacheHits + m.cacheMisses
-        s += "\"cache\":{\"enabled\":\(runtime.cache != nil),\"backend\":\"\(runtime.cache == nil ? "none" : runtime.redis != nil ? "redis" : "memory")\",\"hits\":\(m.cacheHits),\"misses\":\(m.cacheMisses),"
+        s += "\"cache\":{\"enabled\":\(runtime.cache != nil),\"backend\":\"\(runtime.cache == nil ? "none" : runtime.cache is SharedMemoryCacheStore ? "shared_memory" : runtime.redis != nil ? "redis" : "memory")\",\"hits\":\(m.cacheHits),\"misses\":\(m.cacheMisses),"
         s += "\"hit_ratio\":\(looked > 0 ? Double(m.cacheHits) / Double(looked) : 0),\"stale_served\":\(m.cacheStaleServed),\"bypasses\":\(m.cacheBypasses),"
         s += "\"stores\":\(m.cacheStores),\"coalesced_followers\":\(m.coalescedFollowers)"
-        if let mem = runtime.cache as? MemoryCacheStore { s += ",\"entries\":\(mem.entryCount)" }
+        if let mem = runtime.cache as? SynchronousCacheStore { s += ",\"entries\":\(mem.entryCount)" }
         if let r = runtime.redis { s += ",\"redis_up\":\(r.isConnected)" }
         s += "},"
         s += "\"backends\":["

@@ -1,0 +1,86 @@
+/*
+ * CSharedCache: the response cache the worker processes of one host share, in one shared memory
+ * segment (memfd) the supervisor creates and every worker maps: nginx's keys_zone idea. It holds
+ * what MemoryCacheStore holds (key -> body, fresh until T, stale until T + staleTTL, LRU order,
+ * bounded by entries and bytes) so that a lookup or a store costs a lock and a copy instead of a
+ * Redis round trip. C rather than Swift because it is a layout of structs in memory that several
+ * processes read and write.
+ *
+ * Layout (offsets from the segment's start, all fixed at creation):
+ *   header    magic, geometry, the process-shared robust mutex, list heads, counters
+ *   buckets   uint32 record index per hash bucket (0 = empty), chained through the records
+ *   records   one per entry: hash, key and value lengths, times, LRU links, first block
+ *   blocks    fixed-size blocks; an entry's key then value run through a chain of them
+ * Records and blocks are handed out from a high-water mark before any free list, so pages of an
+ * unused segment are never touched (a large cache costs memory only as it fills).
+ *
+ * Faults: a process that dies holding the lock leaves the mutex "owner died"; the next locker
+ * empties the whole cache (it cannot know what was half-written) and carries on. Every index read
+ * from the segment is bounds-checked; one out of range also empties the cache. Nothing here can
+ * make a lookup return another key's value: the key's bytes are compared in full.
+ *
+ * Times are CLOCK_MONOTONIC nanoseconds, the same in every process of the host.
+ */
+#ifndef CSHAREDCACHE_H
+#define CSHAREDCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sc_segment sc_segment;
+
+enum {
+    SC_MISS = 0,
+    SC_FRESH = 1,
+    SC_STALE = 2,
+    SC_TOO_SMALL = 3,  /* found, but `cap` < the value's length: `*len` says how much to give */
+};
+
+/* Creates a segment (memfd, inherited across exec) for `max_entries` entries and `max_bytes` of
+ * keys and values; returns its fd, or -1 with errno set. */
+int sc_create(uint32_t max_entries, uint64_t max_bytes);
+
+/* Maps a segment created by sc_create (in this or a parent process); NULL when the fd is not one
+ * (wrong size or magic). The fd may be closed afterwards. */
+sc_segment *sc_attach(int fd);
+void sc_detach(sc_segment *s);
+
+/* Looks `key` up at time `now`. Fresh or stale: copies the value into `out` when it fits (`*len`
+ * set either way) and, when `touch`, makes it the most recently used. Past its stale time: removed,
+ * SC_MISS. */
+int sc_get(sc_segment *s, const void *key, size_t klen, uint64_t now, int touch,
+           void *out, size_t cap, size_t *len);
+
+/* Stores `key` -> `value`, replacing any entry for the key, evicting the least recently used
+ * entries until it fits. Returns 1, or 0 when refused (larger than the whole segment, or a zero
+ * fresh time); a refused update still removes the older entry. */
+int sc_put(sc_segment *s, const void *key, size_t klen, const void *value, size_t vlen,
+           uint64_t fresh_until, uint64_t stale_until);
+
+/* Removes every entry. */
+void sc_clear(sc_segment *s);
+
+typedef struct sc_stats {
+    uint64_t entries;
+    uint64_t bytes;        /* keys and values stored */
+    uint64_t evictions;    /* entries removed to make room */
+    uint64_t resets;       /* times the cache was emptied after a fault */
+    uint64_t max_entries;
+    uint64_t max_bytes;
+} sc_stats;
+
+void sc_get_stats(sc_segment *s, sc_stats *out);
+
+/* Tests only: forks a child that takes the lock and exits holding it (a worker killed mid-store);
+ * returns once the child is gone, 0 on success. */
+int sc_test_die_holding_lock(sc_segment *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

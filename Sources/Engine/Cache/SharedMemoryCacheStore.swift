@@ -1,0 +1,125 @@
+// SharedMemoryCacheStore: the cache the worker processes of one host share without a round trip,
+// over the segment CSharedCache lays out (nginx's keys_zone): the supervisor creates it before it
+// starts the workers (`create`), each worker maps it (`attach`). Same semantics as
+// MemoryCacheStore — fresh until T, stale until T + staleTTL, LRU by entries and bytes — and,
+// like it, synchronous: a lookup is a lock and a copy. The default config (`workers: 0`, no
+// `redis.url`) keeps its answers here; cross-process coalescing still goes through the private
+// Redis (RemoteFlight), and a user's `redis.url` keeps the whole cache in Redis (shared by hosts).
+// Owns: its mapping (unmapped in `close`) and a scratch buffer that grows to the largest value read.
+import CSharedCache
+import Reactor
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A store that answers at once (the embedded and the shared-memory store): the fast paths look
+/// entries up without a completion.
+public protocol SynchronousCacheStore: CacheStore {
+    func lookup(_ key: String, now: UInt64, touch: Bool) -> CacheLookup
+    /// Entries stored now.
+    var entryCount: Int { get }
+}
+
+extension MemoryCacheStore: SynchronousCacheStore {}
+
+public final class SharedMemoryCacheStore: SynchronousCacheStore {
+    /// The environment variable through which the supervisor tells a worker the segment's fd.
+    public static let environmentKey = "ENGINE_SHARED_CACHE_FD"
+
+    private var segment: OpaquePointer?
+    private var scratch: UnsafeMutableRawBufferPointer
+
+    /// Creates a segment for `maxEntries` entries and `maxBytes` of keys and values; its fd (kept
+    /// open by the caller, inherited by the workers it spawns), or nil with the reason.
+    public static func create(maxEntries: Int, maxBytes: Int) -> Result<Int32, SharedCacheError> {
+        let fd = sc_create(UInt32(clamping: maxEntries), UInt64(clamping: maxBytes))
+        guard fd >= 0 else { return .failure(SharedCacheError(message: "memfd: \(String(cString: strerror(errno)))")) }
+        return .success(fd)
+    }
+
+    /// Maps the segment behind `fd`; nil when it is not one.
+    public init?(fd: Int32) {
+        guard let s = sc_attach(fd) else { return nil }
+        segment = s
+        scratch = .allocate(byteCount: 64 << 10, alignment: 16)
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if let s = segment { sc_detach(s) }
+        segment = nil
+        if scratch.count > 0 {
+            scratch.deallocate()
+            scratch = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        }
+    }
+
+    public func lookup(_ key: String, now: UInt64, touch: Bool) -> CacheLookup {
+        guard let s = segment else { return .unavailable }
+        var key = key
+        return key.withUTF8 { k in
+            while true {
+                var len = 0
+                let st = sc_get(s, k.baseAddress, k.count, now, touch ? 1 : 0, scratch.baseAddress, scratch.count, &len)
+                switch Int(st) {
+                case SC_FRESH: return .fresh(Array(UnsafeRawBufferPointer(rebasing: scratch[0..<len])))
+                case SC_STALE: return .stale(Array(UnsafeRawBufferPointer(rebasing: scratch[0..<len])))
+                case SC_TOO_SMALL:
+                    // Grow to the value's size and look again (it may have changed meanwhile).
+                    scratch.deallocate()
+                    scratch = .allocate(byteCount: max(len, scratch.count * 2), alignment: 16)
+                default: return .miss
+                }
+            }
+        }
+    }
+
+    public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
+        completion(lookup(key, now: now, touch: true))
+    }
+
+    public func getStale(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
+        completion(lookup(key, now: now, touch: false))
+    }
+
+    public func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64,
+                    completion: ((Bool) -> Void)?) {
+        let stored = store(key, value, ttl: ttl, staleTTL: staleTTL, now: now)
+        completion?(stored)
+    }
+
+    /// Stores `value` fresh for `ttl` then stale for `staleTTL`; false when refused (a TTL of zero,
+    /// larger than the segment), and then no older entry for the key remains.
+    @discardableResult
+    public func store(_ key: String, _ value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool {
+        guard let s = segment else { return false }
+        let ttlN = ttl.nanoseconds
+        let fresh = ttlN <= 0 ? 0 : (now.addingReportingOverflow(ttlN).overflow ? UInt64.max : now + ttlN)
+        let stale = fresh.addingReportingOverflow(staleTTL.nanoseconds).overflow ? UInt64.max : fresh + staleTTL.nanoseconds
+        var key = key
+        return key.withUTF8 { k in
+            value.withUnsafeBytes { v in sc_put(s, k.baseAddress, k.count, v.baseAddress, v.count, fresh, stale) == 1 }
+        }
+    }
+
+    public func count(completion: @escaping (Int?) -> Void) { completion(entryCount) }
+
+    public var entryCount: Int { Int(stats.entries) }
+
+    public var stats: sc_stats {
+        var st = sc_stats()
+        if let s = segment { sc_get_stats(s, &st) }
+        return st
+    }
+
+    public func removeAll() {
+        if let s = segment { sc_clear(s) }
+    }
+}
+
+public struct SharedCacheError: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}

@@ -1,0 +1,136 @@
+// SharedMemoryCacheStore over a real segment: the MemoryCacheStore semantics (TTL, stale, LRU by
+// entries and bytes), values spanning many blocks, bucket collisions, two mappings of one segment
+// (as two workers see it), and a process that dies holding the lock.
+import CSharedCache
+import Testing
+@testable import Engine
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private let s: UInt64 = 1_000_000_000
+
+private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+/// A fresh segment and one mapping of it; the fd stays open for more mappings.
+private func segment(entries: Int, bytes: Int) throws -> (Int32, SharedMemoryCacheStore) {
+    let fd = try SharedMemoryCacheStore.create(maxEntries: entries, maxBytes: bytes).get()
+    return (fd, try #require(SharedMemoryCacheStore(fd: fd)))
+}
+
+@Suite struct SharedMemoryCacheStoreTests {
+    @Test func freshThenStaleThenGone() throws {
+        let (fd, m) = try segment(entries: 8, bytes: 1 << 20)
+        defer { close(fd) }
+        #expect(m.store("k", bytes("v"), ttl: .seconds(1), staleTTL: .seconds(2), now: 10 * s))
+        #expect(m.lookup("k", now: 10 * s + 1, touch: true) == .fresh(bytes("v")))
+        #expect(m.lookup("k", now: 11 * s, touch: true) == .stale(bytes("v")))
+        #expect(m.lookup("k", now: 13 * s - 1, touch: false) == .stale(bytes("v")))
+        #expect(m.lookup("k", now: 13 * s, touch: true) == .miss)
+        #expect(m.entryCount == 0)
+        #expect(m.lookup("other", now: 0, touch: true) == .miss)
+    }
+
+    @Test func replacesAndRefusesWithoutLeavingTheOldValue() throws {
+        let (fd, m) = try segment(entries: 8, bytes: 4096)
+        defer { close(fd) }
+        #expect(m.store("k", bytes("one"), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(m.store("k", bytes("two"), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(m.lookup("k", now: 1, touch: true) == .fresh(bytes("two")))
+        #expect(m.entryCount == 1)
+        // Larger than the whole segment, or no fresh time: refused, and "two" is gone too.
+        #expect(!m.store("k", [UInt8](repeating: 7, count: 5000), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(m.lookup("k", now: 1, touch: true) == .miss)
+        #expect(m.store("k", bytes("three"), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(!m.store("k", bytes("four"), ttl: .zero, staleTTL: .seconds(60), now: 0))
+        #expect(m.lookup("k", now: 1, touch: true) == .miss)
+    }
+
+    @Test func evictsLeastRecentlyUsedByEntries() throws {
+        let (fd, m) = try segment(entries: 3, bytes: 1 << 20)
+        defer { close(fd) }
+        for k in ["a", "b", "c"] { m.store(k, bytes(k), ttl: .seconds(60), staleTTL: .zero, now: 0) }
+        #expect(m.lookup("a", now: 1, touch: true) == .fresh(bytes("a")))   // a is now the newest
+        #expect(m.lookup("b", now: 1, touch: false) == .fresh(bytes("b")))  // a peek does not touch
+        m.store("d", bytes("d"), ttl: .seconds(60), staleTTL: .zero, now: 2)
+        #expect(m.lookup("b", now: 3, touch: true) == .miss)
+        for k in ["a", "c", "d"] { #expect(m.lookup(k, now: 3, touch: false) == .fresh(bytes(k))) }
+        #expect(m.stats.evictions == 1)
+        #expect(m.entryCount == 3)
+    }
+
+    @Test func evictsByBytesAndKeepsLargeValuesWhole() throws {
+        // 6 KiB: 7 blocks of 1,020 payload bytes; a 3,000-byte value (plus its key) takes 3, so
+        // two fit and a third pushes the oldest out.
+        let (fd, m) = try segment(entries: 100, bytes: 6 << 10)
+        defer { close(fd) }
+        func value(_ seed: UInt8) -> [UInt8] { (0..<3000).map { UInt8(truncatingIfNeeded: Int($0) &* 31 &+ Int(seed)) } }
+        #expect(m.store("x", value(1), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(m.store("y", value(2), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(m.store("z", value(3), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(m.lookup("x", now: 1, touch: true).body == nil)
+        #expect(m.lookup("y", now: 1, touch: true) == .fresh(value(2)))
+        #expect(m.lookup("z", now: 1, touch: true) == .fresh(value(3)))
+        // A value larger than the first scratch buffer (64 KiB) comes back whole.
+        let (fd2, big) = try segment(entries: 4, bytes: 1 << 20)
+        defer { close(fd2) }
+        let v = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        #expect(big.store("big", v, ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(big.lookup("big", now: 1, touch: true) == .fresh(v))
+    }
+
+    @Test func manyKeysInFewBucketsStayApart() throws {
+        // 64 entries → 128 buckets; 64 keys that differ only in their last bytes share buckets.
+        let (fd, m) = try segment(entries: 64, bytes: 1 << 20)
+        defer { close(fd) }
+        let keys = (0..<64).map { "key-\(String(repeating: "x", count: 1100))-\($0)" }  // keys span two blocks
+        for (i, k) in keys.enumerated() { #expect(m.store(k, bytes("value \(i)"), ttl: .seconds(60), staleTTL: .zero, now: 0)) }
+        for (i, k) in keys.enumerated() { #expect(m.lookup(k, now: 1, touch: true) == .fresh(bytes("value \(i)"))) }
+        #expect(m.lookup(keys[0] + "!", now: 1, touch: true) == .miss)
+        // Removing every other key leaves the rest reachable through the shared chains.
+        for k in keys.enumerated().filter({ $0.offset % 2 == 0 }).map(\.element) {
+            #expect(!m.store(k, [], ttl: .zero, staleTTL: .zero, now: 2))
+        }
+        for (i, k) in keys.enumerated() {
+            #expect(m.lookup(k, now: 3, touch: true) == (i % 2 == 0 ? .miss : .fresh(bytes("value \(i)"))))
+        }
+        #expect(m.entryCount == 32)
+    }
+
+    @Test func twoMappingsShareEntries() throws {
+        let (fd, a) = try segment(entries: 16, bytes: 1 << 20)
+        defer { close(fd) }
+        let b = try #require(SharedMemoryCacheStore(fd: fd))
+        #expect(a.store("k", bytes("from a"), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        #expect(b.lookup("k", now: 1, touch: true) == .fresh(bytes("from a")))
+        #expect(b.store("k", bytes("from b"), ttl: .seconds(60), staleTTL: .zero, now: 2))
+        #expect(a.lookup("k", now: 3, touch: true) == .fresh(bytes("from b")))
+        #expect(a.entryCount == 1 && b.entryCount == 1)
+    }
+
+    @Test func notASegmentIsRefused() throws {
+        var name = Array("/tmp/engine-not-a-segment-XXXXXX".utf8CString)
+        let fd = name.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        defer { close(fd) }
+        name.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        #expect(ftruncate(fd, 1 << 16) == 0)
+        #expect(SharedMemoryCacheStore(fd: fd) == nil)
+        #expect(SharedMemoryCacheStore(fd: -1) == nil)
+    }
+
+    @Test func aProcessDyingWithTheLockEmptiesTheCacheAndItGoesOn() throws {
+        let (fd, m) = try segment(entries: 16, bytes: 1 << 20)
+        defer { close(fd) }
+        #expect(m.store("k", bytes("v"), ttl: .seconds(60), staleTTL: .zero, now: 0))
+        let seg = try #require(sc_attach(fd))
+        defer { sc_detach(seg) }
+        #expect(sc_test_die_holding_lock(seg) == 0)
+        // The next locker finds the owner dead: it cannot trust what was half-written, so it starts empty.
+        #expect(m.lookup("k", now: 1, touch: true) == .miss)
+        #expect(m.stats.resets == 1)
+        #expect(m.entryCount == 0)
+        #expect(m.store("k", bytes("again"), ttl: .seconds(60), staleTTL: .zero, now: 2))
+        #expect(m.lookup("k", now: 3, touch: true) == .fresh(bytes("again")))
+    }
+}
