@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #define SC_MAGIC    0x31454843414853ULL   /* "SHACHE1" */
-#define SC_VERSION  1u
+#define SC_VERSION  2u
 #define SC_BLOCK    1024u                 /* bytes per block, its 4-byte link included */
 #define SC_PAYLOAD  (SC_BLOCK - 4u)
 #define SC_ALIGN(n) (((n) + 63u) & ~(uint64_t)63u)
@@ -30,6 +30,9 @@ struct sc_header {
     uint64_t off_buckets;
     uint64_t off_records;
     uint64_t off_blocks;
+    uint64_t off_claims;
+    uint32_t nclaims;       /* a power of two */
+    uint32_t pad;
     uint64_t max_bytes;
     pthread_mutex_t lock;
     /* Everything below changes only under the lock. */
@@ -58,6 +61,24 @@ struct sc_record {
     uint32_t first_block;
     uint32_t nblocks;
 };
+
+/* A flight's claim: which process leads the request for a key (see sc_claim in the header). */
+struct sc_claim {
+    uint64_t hash;
+    uint64_t lease_until;
+    uint32_t readers;
+    uint8_t state;
+    uint8_t klen;
+    uint8_t olen;
+    uint8_t pad;
+    uint8_t key[SC_CLAIM_KEY_MAX];
+    uint8_t owner[SC_CLAIM_OWNER_MAX];
+};
+
+enum { SC_C_EMPTY = 0, SC_C_OPEN = 1, SC_C_CLOSED = 2, SC_C_ENDING = 3 };
+
+#define SC_NCLAIMS      4096u   /* flights running at once on the host, far above any real count */
+#define SC_CLAIM_PROBES 16u
 
 struct sc_segment {
     struct sc_header *h;
@@ -123,11 +144,18 @@ sc_blk_ok(sc_segment *s, uint32_t i)
     return i >= 1 && i < s->h->blk_high && i <= s->h->nblocks;
 }
 
+static struct sc_claim *
+sc_claims(sc_segment *s)
+{
+    return (struct sc_claim *)(s->base + s->h->off_claims);
+}
+
 static void
 sc_reset(sc_segment *s)
 {
     struct sc_header *h = s->h;
     memset(sc_buckets(s), 0, (size_t)h->nbuckets * 4u);
+    memset(sc_claims(s), 0, (size_t)h->nclaims * sizeof(struct sc_claim));
     h->rec_high = 1;
     h->rec_free = 0;
     h->blk_high = 1;
@@ -190,7 +218,8 @@ sc_create(uint32_t max_entries, uint64_t max_bytes)
     uint64_t off_buckets = SC_ALIGN(sizeof(struct sc_header));
     uint64_t off_records = SC_ALIGN(off_buckets + nbuckets * 4u);
     uint64_t off_blocks = SC_ALIGN(off_records + nrecords * sizeof(struct sc_record));
-    uint64_t size = off_blocks + nblocks * SC_BLOCK;
+    uint64_t off_claims = SC_ALIGN(off_blocks + nblocks * SC_BLOCK);
+    uint64_t size = off_claims + (uint64_t)SC_NCLAIMS * sizeof(struct sc_claim);
 
     int fd = memfd_create("engine-shared-cache", 0);   /* no CLOEXEC: workers inherit it */
     if (fd < 0) {
@@ -219,6 +248,8 @@ sc_create(uint32_t max_entries, uint64_t max_bytes)
     h->off_buckets = off_buckets;
     h->off_records = off_records;
     h->off_blocks = off_blocks;
+    h->off_claims = off_claims;
+    h->nclaims = SC_NCLAIMS;
     h->max_bytes = max_bytes;
     h->rec_high = 1;
     h->blk_high = 1;
@@ -254,10 +285,12 @@ sc_attach(int fd)
     struct sc_header *h = p;
     uint64_t records_end = h->off_records + (uint64_t)h->nrecords * sizeof(struct sc_record);
     uint64_t blocks_end = h->off_blocks + (uint64_t)h->nblocks * SC_BLOCK;
+    uint64_t claims_end = h->off_claims + (uint64_t)h->nclaims * sizeof(struct sc_claim);
     if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != SC_MAGIC || h->version != SC_VERSION || h->size != size
         || h->nbuckets == 0 || (h->nbuckets & (h->nbuckets - 1)) != 0 || h->nrecords < 2 || h->nblocks == 0
         || h->off_buckets + (uint64_t)h->nbuckets * 4u > h->off_records || records_end > h->off_blocks
-        || blocks_end > size) {
+        || blocks_end > h->off_claims || h->nclaims == 0 || (h->nclaims & (h->nclaims - 1)) != 0
+        || claims_end > size) {
         munmap(p, size);
         return NULL;
     }
@@ -650,6 +683,180 @@ sc_get_stats(sc_segment *s, sc_stats *out)
     out->max_entries = s->h->nrecords - 1;
     out->max_bytes = s->h->max_bytes;
     sc_unlock(s);
+}
+
+/* --- Flight claims ---------------------------------------------------------------------------- */
+
+/* A claim slot is live while its lease runs; an expired one counts as empty. Lookups scan the
+ * whole probe window (no early stop), so emptying a slot never hides another. */
+static int
+sc_claim_live(const struct sc_claim *c, uint64_t now)
+{
+    return c->state != SC_C_EMPTY && now < c->lease_until;
+}
+
+static struct sc_claim *
+sc_claim_find(sc_segment *s, uint64_t hash, const void *key, size_t klen, uint64_t now)
+{
+    struct sc_claim *t = sc_claims(s);
+    uint32_t mask = s->h->nclaims - 1;
+    for (uint32_t p = 0; p < SC_CLAIM_PROBES; p++) {
+        struct sc_claim *c = &t[(hash + p) & mask];
+        if (sc_claim_live(c, now) && c->hash == hash && c->klen == klen && memcmp(c->key, key, klen) == 0) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static int
+sc_claim_owned(const struct sc_claim *c, const void *owner, size_t olen)
+{
+    return c != NULL && c->olen == olen && memcmp(c->owner, owner, olen) == 0;
+}
+
+int
+sc_claim(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+         uint64_t lease_ns, void *out_owner, size_t cap, size_t *out_len)
+{
+    *out_len = 0;
+    if (klen == 0 || klen > SC_CLAIM_KEY_MAX || olen == 0 || olen > SC_CLAIM_OWNER_MAX) {
+        return SC_CLAIM_UNAVAILABLE;
+    }
+    uint64_t hash = sc_hash(key, klen);
+    if (sc_lock(s) != 0) {
+        return SC_CLAIM_UNAVAILABLE;
+    }
+    int rc = SC_CLAIM_UNAVAILABLE;
+    struct sc_claim *c = sc_claim_find(s, hash, key, klen, now);
+    if (c != NULL) {
+        if (c->state == SC_C_CLOSED || c->olen > cap) {
+            goto done;   /* it takes no more readers: the caller goes alone */
+        }
+        memcpy(out_owner, c->owner, c->olen);
+        *out_len = c->olen;
+        rc = SC_CLAIM_LOST;
+        goto done;
+    }
+    struct sc_claim *t = sc_claims(s);
+    uint32_t mask = s->h->nclaims - 1;
+    for (uint32_t p = 0; p < SC_CLAIM_PROBES; p++) {
+        c = &t[(hash + p) & mask];
+        if (!sc_claim_live(c, now)) {
+            memset(c, 0, sizeof(*c));
+            c->hash = hash;
+            c->lease_until = now + lease_ns;
+            c->state = SC_C_OPEN;
+            c->klen = (uint8_t)klen;
+            c->olen = (uint8_t)olen;
+            memcpy(c->key, key, klen);
+            memcpy(c->owner, owner, olen);
+            rc = SC_CLAIM_WON;
+            goto done;
+        }
+    }
+done:
+    sc_unlock(s);
+    return rc;
+}
+
+/* Runs `op` on the claim `owner` holds for `key`; -1 when it holds none (ended, expired, taken). */
+enum { SC_OP_REFRESH, SC_OP_READERS, SC_OP_READERS_OR_CLOSE, SC_OP_JOIN, SC_OP_HELD, SC_OP_END,
+       SC_OP_END_KEEP, SC_OP_RELEASE };
+
+static int
+sc_claim_op(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+            uint64_t lease_ns, int op)
+{
+    if (klen == 0 || klen > SC_CLAIM_KEY_MAX || olen > SC_CLAIM_OWNER_MAX) {
+        return -1;
+    }
+    uint64_t hash = sc_hash(key, klen);
+    if (sc_lock(s) != 0) {
+        return -1;
+    }
+    int rc = -1;
+    struct sc_claim *c = sc_claim_find(s, hash, key, klen, now);
+    if (!sc_claim_owned(c, owner, olen)) {
+        goto done;
+    }
+    rc = (int)c->readers;
+    switch (op) {
+    case SC_OP_REFRESH:
+        c->lease_until = now + lease_ns;
+        break;
+    case SC_OP_READERS:
+    case SC_OP_HELD:
+        break;
+    case SC_OP_READERS_OR_CLOSE:
+        if (c->readers == 0) {
+            c->state = SC_C_CLOSED;
+        }
+        break;
+    case SC_OP_JOIN:
+        if (c->state == SC_C_CLOSED) {
+            rc = -1;
+        } else {
+            c->readers++;
+        }
+        break;
+    case SC_OP_END:
+        /* Readers, or the stream already published: keep it (ENDING) until the end is written. */
+        if (c->readers > 0) {
+            c->state = SC_C_ENDING;
+        } else {
+            memset(c, 0, sizeof(*c));
+        }
+        break;
+    case SC_OP_END_KEEP:
+        c->state = SC_C_ENDING;
+        break;
+    case SC_OP_RELEASE:
+        memset(c, 0, sizeof(*c));
+        break;
+    }
+done:
+    sc_unlock(s);
+    return rc;
+}
+
+int
+sc_claim_refresh(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+                 uint64_t lease_ns)
+{
+    return sc_claim_op(s, key, klen, owner, olen, now, lease_ns, SC_OP_REFRESH) >= 0;
+}
+
+int
+sc_claim_readers(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+                 int close_if_none)
+{
+    return sc_claim_op(s, key, klen, owner, olen, now, 0, close_if_none ? SC_OP_READERS_OR_CLOSE : SC_OP_READERS);
+}
+
+int
+sc_claim_join(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now)
+{
+    return sc_claim_op(s, key, klen, owner, olen, now, 0, SC_OP_JOIN) >= 0;
+}
+
+int
+sc_claim_held(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now)
+{
+    return sc_claim_op(s, key, klen, owner, olen, now, 0, SC_OP_HELD) >= 0;
+}
+
+int
+sc_claim_end(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+             int keep)
+{
+    return sc_claim_op(s, key, klen, owner, olen, now, 0, keep ? SC_OP_END_KEEP : SC_OP_END);
+}
+
+void
+sc_claim_release(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now)
+{
+    (void)sc_claim_op(s, key, klen, owner, olen, now, 0, SC_OP_RELEASE);
 }
 
 int

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import os
 import signal
 import subprocess
@@ -325,4 +326,65 @@ def test_default_workers_answer_hits_without_redis(sim, engine_factory):
         assert len(pids) > 1  # connections reached both workers
     finally:
         os.kill(redis_pids[0], signal.SIGCONT)
+    assert sim.stats()["requests_total"] == 1
+
+
+def _private_redis_stats(eng) -> dict[str, int]:
+    """Calls per command of the supervisor's private redis-server (INFO commandstats)."""
+    m = re.search(r"private redis-server at unix://(\S+)", eng.log_text())
+    assert m, eng.log_text()[-2000:]
+    out = subprocess.run(["redis-cli", "-s", m.group(1), "INFO", "commandstats"], capture_output=True, text=True).stdout
+    return {k: int(v) for k, v in re.findall(r"cmdstat_(\w+):calls=(\d+)", out)}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the default config runs one process on one core")
+@pytest.mark.parametrize("stream", [False, True])
+def test_default_workers_flights_nobody_follows_cost_redis_nothing(sim, engine_factory, stream):
+    """The claim lives in the workers' shared memory: unique misses (plain and streamed) claim,
+    lead and end without one Redis command; only a reader in another process makes the leader
+    write its answer to Redis."""
+    eng = engine_factory(make_config([sim]))
+    ready(eng)
+    post(eng, chat_body("warm up", max_tokens=2))
+    before = _private_redis_stats(eng)
+    for i in range(12):
+        r = post(eng, chat_body(f"nobody follows {i}", max_tokens=4, stream=stream))
+        assert r.status_code == 200 and r.headers["x-cache"] == "MISS"
+    after = _private_redis_stats(eng)
+    used = {k: after.get(k, 0) - before.get(k, 0) for k in after if k not in ("info", "ping", "client")}
+    assert not any(used.values()), used
+    assert sim.stats()["requests_total"] == 13
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the default config runs one process on one core")
+def test_default_workers_late_joiners_get_the_whole_stream(sim_factory, engine_factory):
+    """Followers that arrive while the leader streams (on new connections, so in either worker)
+    get the whole stream: a reader in the other worker makes the leader write what it relayed so
+    far, then the rest as it comes. One upstream call, the same text for every client."""
+    sim = sim_factory("--itl-ms", 40)
+    eng = engine_factory(make_config([sim]))
+    ready(eng)
+    body = chat_body("late joiners, default workers", max_tokens=32, stream=True)
+    first_events = threading.Event()
+    results = {}
+
+    def leader():
+        with requests.Session() as s, s.post(eng.url + "/v1/chat/completions", json=body, stream=True, timeout=20) as r:
+            chunks = []
+            for line in r.iter_lines():
+                chunks.append(line)
+                if len(chunks) >= 6:
+                    first_events.set()
+            results["leader"] = (r.status_code, b"\n".join(chunks))
+
+    t = threading.Thread(target=leader)
+    t.start()
+    assert first_events.wait(10)
+    with ThreadPoolExecutor(8) as ex:
+        late = list(ex.map(lambda _: post(eng, body), range(8)))
+    t.join(20)
+    assert all(r.status_code == 200 for r in late)
+    assert all(r.headers.get("x-coalesced") == "true" for r in late), [r.headers for r in late]
+    texts = {text_of(r, True) for r in late}
+    assert len(texts) == 1 and next(iter(texts)), texts
     assert sim.stats()["requests_total"] == 1

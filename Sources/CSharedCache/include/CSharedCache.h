@@ -75,6 +75,43 @@ typedef struct sc_stats {
 
 void sc_get_stats(sc_segment *s, sc_stats *out);
 
+/* --- Flight claims: single-flight across the workers ---------------------------------------------
+ * One claim per key names the process that leads the upstream request for it (`owner`, at most
+ * SC_CLAIM_OWNER_MAX bytes) for a lease the leader refreshes; other processes join it as readers
+ * and read the leader's answer from the private Redis, which the leader writes only once it has
+ * readers. A claim is OPEN (takes readers), CLOSED (its stream outgrew what the leader can replay
+ * before anyone joined: later arrivals go alone) or ENDING (the leader is writing its end for its
+ * readers; still takes readers, who will find everything). An expired lease counts as no claim.
+ * Up to SC_CLAIM_PROBES slots per key of a fixed table: a full neighbourhood is "unavailable". */
+#define SC_CLAIM_KEY_MAX   96
+#define SC_CLAIM_OWNER_MAX 64
+
+enum {
+    SC_CLAIM_WON = 0,
+    SC_CLAIM_LOST = 1,          /* `out_owner` names the leader */
+    SC_CLAIM_UNAVAILABLE = 2,   /* no coordination: a CLOSED claim, a full table, a key too long */
+};
+
+int sc_claim(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+             uint64_t lease_ns, void *out_owner, size_t cap, size_t *out_len);
+/* The operations below act only on a claim `owner` still holds (live lease), else answer -1/0. */
+/* Extends the lease; 1 when held. */
+int sc_claim_refresh(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+                     uint64_t lease_ns);
+/* Readers joined so far (-1: not held). With `close_if_none`, a claim with none becomes CLOSED. */
+int sc_claim_readers(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+                     int close_if_none);
+/* A reader joins `owner`'s claim: 1 joined, 0 not (gone, expired, CLOSED). */
+int sc_claim_join(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now);
+/* 1 while `owner` holds the claim (OPEN, CLOSED or ENDING, lease running). */
+int sc_claim_held(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now);
+/* The leader ends: returns its readers (-1: not held). With readers, or `keep` (it published
+ * already), the claim turns ENDING and stays until sc_claim_release; else it is removed now. */
+int sc_claim_end(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
+                 int keep);
+/* Removes the claim if `owner` holds it. */
+void sc_claim_release(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now);
+
 /* Tests only: forks a child that takes the lock and exits holding it (a worker killed mid-store);
  * returns once the child is gone, 0 on success. */
 int sc_test_die_holding_lock(sc_segment *s);

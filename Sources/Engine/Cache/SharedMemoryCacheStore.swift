@@ -117,6 +117,84 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
     public func removeAll() {
         if let s = segment { sc_clear(s) }
     }
+
+    // MARK: - Flight claims (single-flight across the workers; CSharedCache.h says how)
+
+    /// How long a claim lives without its leader refreshing it (every second).
+    public static let claimLease: Duration = .seconds(4)
+
+    public enum ClaimAnswer: Equatable {
+        case won
+        case lost(owner: String)
+        case unavailable
+    }
+
+    public func claim(_ key: String, owner: String, now: UInt64) -> ClaimAnswer {
+        guard let s = segment else { return .unavailable }
+        var key = key, owner = owner
+        var out = [UInt8](repeating: 0, count: Int(SC_CLAIM_OWNER_MAX))
+        var len = 0
+        let rc = key.withUTF8 { k in
+            owner.withUTF8 { o in
+                out.withUnsafeMutableBytes { b in
+                    sc_claim(s, k.baseAddress, k.count, o.baseAddress, o.count, now, Self.claimLease.nanoseconds,
+                             b.baseAddress, b.count, &len)
+                }
+            }
+        }
+        switch Int(rc) {
+        case SC_CLAIM_WON: return .won
+        case SC_CLAIM_LOST: return .lost(owner: String(decoding: out[0..<len], as: UTF8.self))
+        default: return .unavailable
+        }
+    }
+
+    private func withClaim<R>(_ key: String, _ owner: String, _ body: (OpaquePointer, UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> R,
+                              otherwise: R) -> R {
+        guard let s = segment else { return otherwise }
+        var key = key, owner = owner
+        return key.withUTF8 { k in owner.withUTF8 { o in body(s, k, o) } }
+    }
+
+    /// Extends the lease; false when `owner` no longer holds the claim.
+    public func refreshClaim(_ key: String, owner: String, now: UInt64) -> Bool {
+        withClaim(key, owner, { s, k, o in
+            sc_claim_refresh(s, k.baseAddress, k.count, o.baseAddress, o.count, now, Self.claimLease.nanoseconds) == 1
+        }, otherwise: false)
+    }
+
+    /// Readers joined so far (nil: not held). `closeIfNone`: with none, later arrivals go alone.
+    public func claimReaders(_ key: String, owner: String, now: UInt64, closeIfNone: Bool = false) -> Int? {
+        let n = withClaim(key, owner, { s, k, o in
+            Int(sc_claim_readers(s, k.baseAddress, k.count, o.baseAddress, o.count, now, closeIfNone ? 1 : 0))
+        }, otherwise: -1)
+        return n < 0 ? nil : n
+    }
+
+    /// A reader joins `owner`'s claim; false when it cannot (the flight ended, or takes no readers).
+    public func joinClaim(_ key: String, owner: String, now: UInt64) -> Bool {
+        withClaim(key, owner, { s, k, o in sc_claim_join(s, k.baseAddress, k.count, o.baseAddress, o.count, now) == 1 },
+                  otherwise: false)
+    }
+
+    /// Whether `owner` still holds the claim (its lease running).
+    public func claimHeld(_ key: String, owner: String, now: UInt64) -> Bool {
+        withClaim(key, owner, { s, k, o in sc_claim_held(s, k.baseAddress, k.count, o.baseAddress, o.count, now) == 1 },
+                  otherwise: false)
+    }
+
+    /// The leader ends: its readers (0 when it no longer held the claim). With readers, or `keep`,
+    /// the claim stays (ENDING) until `releaseClaim`; else it is gone now.
+    public func endClaim(_ key: String, owner: String, now: UInt64, keep: Bool) -> Int {
+        max(0, withClaim(key, owner, { s, k, o in
+            Int(sc_claim_end(s, k.baseAddress, k.count, o.baseAddress, o.count, now, keep ? 1 : 0))
+        }, otherwise: -1))
+    }
+
+    public func releaseClaim(_ key: String, owner: String, now: UInt64) {
+        withClaim(key, owner, { s, k, o in sc_claim_release(s, k.baseAddress, k.count, o.baseAddress, o.count, now) },
+                  otherwise: ())
+    }
 }
 
 public struct SharedCacheError: Error, CustomStringConvertible {

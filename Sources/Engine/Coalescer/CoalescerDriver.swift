@@ -59,7 +59,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     /// Whole SSE events the leader relayed (usage chunk included): record, publish, fan out.
     func leaderEvents(_ f: FlightID, _ events: UnsafeRawBufferPointer) {
         guard events.count > 0, let fl = flights[f] else { return }
-        fl.publisher?.chunk(events)
+        fl.publisher?.chunk(events, recorded: fl.recorded, recordingEnds: fl.wouldOverflow(events.count))
         relay(fl, events)
     }
 
@@ -70,7 +70,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             fl.publisher = nil
             switch o {
             case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body)
-            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil)
+            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil, recorded: fl.recorded)
             case .failed(let st, let body, _): p.fail(status: st, body: body)
             case .abandoned: p.abandon()
             }
@@ -145,18 +145,37 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                     continue
                 }
                 let owner = ownerName(f)
+                if let claims = runtime.sharedClaims {
+                    // The claim is in shared memory; Redis only carries answers to readers, so
+                    // without it nobody coordinates.
+                    guard redis.isConnected else {
+                        post(.claimAnswered(f, .unavailable))
+                        continue
+                    }
+                    switch claims.claim(key, owner: owner, now: Loop.nowNanos()) {
+                    case .won: post(.claimAnswered(f, .won))
+                    case .lost(let o): post(.claimAnswered(f, .lost(owner: o)))
+                    case .unavailable: post(.claimAnswered(f, .unavailable))
+                    }
+                    continue
+                }
                 RemoteFlightPublisher.claim(redis: redis, key: key, owner: owner) { [weak self] c in
                     self?.post(.claimAnswered(f, c))
                 }
             case .releaseClaim(let f, let key):
-                if let redis = runtime.redis { RemoteFlightPublisher.release(redis: redis, key: key, owner: ownerName(f)) }
+                if let claims = runtime.sharedClaims {
+                    claims.releaseClaim(key, owner: ownerName(f), now: Loop.nowNanos())
+                } else if let redis = runtime.redis {
+                    RemoteFlightPublisher.release(redis: redis, key: key, owner: ownerName(f))
+                }
             case .lead(let id, let f, let publish):
                 let fl = flights[f] ?? Flight(id: f, key: key(of: f))
                 flights[f] = fl
                 fl.leader = id
                 leaders.insert(id)
                 if publish, let redis = runtime.redis, fl.publisher == nil, !fl.key.isEmpty {
-                    fl.publisher = RemoteFlightPublisher(redis: redis, loop: runtime.loop, key: fl.key, owner: ownerName(f))
+                    fl.publisher = RemoteFlightPublisher(redis: redis, loop: runtime.loop, key: fl.key, owner: ownerName(f),
+                                                         claims: runtime.sharedClaims)
                 }
                 sessions[id]?.post(.flight(.lead(f)))
             case .proceedAlone(let id):
@@ -172,7 +191,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                     post(.lost(f))
                     continue
                 }
-                let r = RemoteFlightReader(redis: redis, loop: runtime.loop, key: key, owner: owner, flight: f, delegate: self)
+                let r = RemoteFlightReader(redis: redis, loop: runtime.loop, key: key, owner: owner, flight: f, delegate: self,
+                                           claims: runtime.sharedClaims)
                 fl.reader = r
                 r.start()
             case .stopRemote(let f):

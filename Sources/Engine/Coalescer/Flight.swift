@@ -42,6 +42,9 @@ final class Flight {
         self.key = key
     }
 
+    /// True when recording `count` more bytes would overflow the recording now.
+    func wouldOverflow(_ count: Int) -> Bool { !recordingOverflowed && recorded.count + count > Flight.maxRecordedBytes }
+
     /// Records whole events; false the first time the recording overflows.
     func record(_ events: UnsafeRawBufferPointer) -> Bool {
         guard !recordingOverflowed else { return true }

@@ -9,6 +9,12 @@
 // cache); the stream itself lives 60 s more, only for readers that joined while it ran. A leader
 // that dies stops refreshing: its lock expires within 4 s, readers see it gone with no end, and
 // their followers look again.
+// With the workers' shared-memory segment (the default config), the claim lives there instead
+// (SharedMemoryCacheStore's flight claims): claiming, joining, counting readers and watching the
+// leader cost no round trip, and the leader writes its stream to Redis only once a reader has
+// joined — the events it recorded so far first — so a flight nobody follows costs Redis nothing.
+// The claim stays (ENDING) until the leader's last entry is written, so a reader that sees it gone
+// finds the end entry, or knows the leader died.
 // Owns: the publisher's refresh Timer and the reader's poll Timer; Redis errors degrade to "no
 // cross-process coalescing", never to a failed request.
 import Reactor
@@ -28,6 +34,14 @@ final class RemoteFlightPublisher {
     private let streamKey: String
     private let refresh: Timer
     private var isDone = false
+    /// The shared-memory claim (nil: the claim is the Redis lock).
+    private let claims: SharedMemoryCacheStore?
+    /// Shared-memory mode: the stream is being written to Redis (a reader joined).
+    private var published = false
+    /// Shared-memory mode: the recording outgrew what could be replayed before anyone joined.
+    private var closedToJoins = false
+    /// Shared-memory mode: the SSE head, written when (if) publishing starts.
+    private var pendingHead: (status: Int, contentType: String)?
     /// Short, so followers behind a leader that died wait little (they look again once it is
     /// gone); refreshed every second, so a live leader keeps it through loop stalls of ~3 s.
     static let lockMillis = 4_000
@@ -63,10 +77,11 @@ final class RemoteFlightPublisher {
         releaseScript.run(on: redis, keys: [bytes(RemoteFlightKeys.lock(key))], args: [bytes(owner)]) { _ in }
     }
 
-    init(redis: RedisConnection, loop: Loop, key: String, owner: String) {
+    init(redis: RedisConnection, loop: Loop, key: String, owner: String, claims: SharedMemoryCacheStore? = nil) {
         self.redis = redis
         self.key = key
         self.owner = owner
+        self.claims = claims
         self.streamKey = RemoteFlightKeys.stream(key, owner: owner)
         self.refresh = Timer(loop: loop)
         refresh.onFire = { [unowned self] in self.refreshLock() }
@@ -75,6 +90,11 @@ final class RemoteFlightPublisher {
 
     private func refreshLock() {
         guard !isDone else { return }
+        if let claims {
+            _ = claims.refreshClaim(key, owner: owner, now: Loop.nowNanos())
+            refresh.schedule(after: .seconds(1))
+            return
+        }
         Self.refreshScript.run(on: redis, keys: [Self.bytes(RemoteFlightKeys.lock(key))],
                                args: [Self.bytes(owner), Self.bytes(String(Self.lockMillis))]) { _ in }
         refresh.schedule(after: .seconds(1))
@@ -85,22 +105,50 @@ final class RemoteFlightPublisher {
     }
 
     func head(status: Int, contentType: String) {
+        if claims != nil && !published {
+            pendingHead = (status, contentType)
+            return
+        }
+        addHead(status: status, contentType: contentType)
+    }
+
+    private func addHead(status: Int, contentType: String) {
         add([Array("t".utf8), Array("h".utf8), Array("s".utf8), Array(String(status).utf8), Array("c".utf8), Array(contentType.utf8)])
     }
 
     /// Whole SSE events, with the usage chunk (each reader filters for its own clients).
-    func chunk(_ bytes: UnsafeRawBufferPointer) {
+    /// Shared-memory mode: `recorded` is every event before these (the flight's recording) and
+    /// `recordingEnds` says these overflow it: with no reader yet, the claim then takes none.
+    func chunk(_ bytes: UnsafeRawBufferPointer, recorded: [UInt8], recordingEnds: Bool) {
+        if let claims, !published {
+            guard !closedToJoins, !isDone else { return }
+            let readers = claims.claimReaders(key, owner: owner, now: Loop.nowNanos(), closeIfNone: recordingEnds) ?? 0
+            if readers > 0 {
+                startPublishing(recorded)
+            } else {
+                if recordingEnds { closedToJoins = true }
+                return
+            }
+        }
         add([Array("t".utf8), Array("d".utf8), Array("b".utf8), Array(bytes)])
+    }
+
+    /// A reader joined: what it missed (the head, then the recording as one entry), then live.
+    private func startPublishing(_ recorded: [UInt8]) {
+        published = true
+        if let h = pendingHead { addHead(status: h.status, contentType: h.contentType) }
+        pendingHead = nil
+        if !recorded.isEmpty { add([Array("t".utf8), Array("d".utf8), Array("b".utf8), recorded]) }
     }
 
     /// A whole non-SSE answer, or (body nil) the complete end of a stream. A whole answer is
     /// published only if some process reads this flight (its readers count, in the same script):
     /// one that starts reading after the end finds the lock gone and no entry, and looks again.
-    func end(status: Int, contentType: String, body: [UInt8]?) {
+    func end(status: Int, contentType: String, body: [UInt8]?, recorded: [UInt8] = []) {
         guard !isDone else { return }
         var f = [Array("t".utf8), Array("e".utf8), Array("s".utf8), Array(String(status).utf8), Array("c".utf8), Array(contentType.utf8)]
         if let body { f += [Array("b".utf8), body] }
-        finish(f, always: body == nil)
+        finish(f, always: body == nil, recorded: recorded)
     }
 
     /// The leader gave up without an answer (its client left): readers look again.
@@ -111,6 +159,10 @@ final class RemoteFlightPublisher {
 
     /// How many readers other processes started on this flight (0 when Redis does not answer).
     func countReaders(completion: @escaping (Int) -> Void) {
+        if let claims {
+            completion(claims.claimReaders(key, owner: owner, now: Loop.nowNanos()) ?? 0)
+            return
+        }
         redis.send(["GET", RemoteFlightKeys.readers(key, owner: owner)]) { v in
             if case .string(let b) = v, let n = Int(String(decoding: b, as: UTF8.self)) { completion(n) } else { completion(0) }
         }
@@ -135,9 +187,21 @@ final class RemoteFlightPublisher {
         return 1
         """)
 
-    private func finish(_ fields: [[UInt8]], always: Bool = true) {
+    private func finish(_ fields: [[UInt8]], always: Bool = true, recorded: [UInt8] = []) {
         isDone = true
         refresh.close()
+        if let claims {
+            // Readers, or a stream already written: the claim stays (ENDING) until the end entry
+            // is in Redis, then goes. Nobody joined: it goes now, and Redis hears nothing.
+            let readers = claims.endClaim(key, owner: owner, now: Loop.nowNanos(), keep: published)
+            guard readers > 0 || published else { return }
+            if !published { startPublishing(recorded) }
+            add(fields)
+            redis.send([Array("EXPIRE".utf8), Array(streamKey.utf8), Array("60".utf8)]) { [claims, key, owner] _ in
+                claims.releaseClaim(key, owner: owner, now: Loop.nowNanos())
+            }
+            return
+        }
         Self.finishScript.run(on: redis, keys: [Self.bytes(streamKey), Self.bytes(RemoteFlightKeys.lock(key)),
                                                 Self.bytes(RemoteFlightKeys.readers(key, owner: owner))],
                               args: [Self.bytes(owner), Self.bytes(always ? "1" : "0")] + fields) { _ in }
@@ -169,6 +233,10 @@ final class RemoteFlightReader {
     private let lockKey: String
     private let streamKey: String
     private let readersKey: String
+    /// The shared-memory claim (nil: the claim is the Redis lock).
+    private let claims: SharedMemoryCacheStore?
+    private let key: String
+    private let owner: String
     /// The flight this reader feeds (the delegate's name for it).
     let flight: CoalescerMachine.FlightID
     private weak var delegate: RemoteFlightReaderDelegate?
@@ -180,8 +248,11 @@ final class RemoteFlightReader {
     private var lockGone = false
 
     init(redis: RedisConnection, loop: Loop, key: String, owner: String, flight: CoalescerMachine.FlightID,
-         delegate: RemoteFlightReaderDelegate) {
+         delegate: RemoteFlightReaderDelegate, claims: SharedMemoryCacheStore? = nil) {
         self.redis = redis
+        self.claims = claims
+        self.key = key
+        self.owner = owner
         self.lockKey = RemoteFlightKeys.lock(key)
         self.streamKey = RemoteFlightKeys.stream(key, owner: owner)
         self.readersKey = RemoteFlightKeys.readers(key, owner: owner)
@@ -192,6 +263,13 @@ final class RemoteFlightReader {
     }
 
     func start() {
+        if let claims {
+            // Joined in the same step that checks the claim: the leader will write for us, or
+            // the flight is over (then the first read decides: end entry, or look again).
+            if !claims.joinClaim(key, owner: owner, now: Loop.nowNanos()) { lockGone = true }
+            poll()
+            return
+        }
         // Counted, so a leader whose own client leaves keeps generating for us, and so that its
         // whole answer is published. Then the lock: gone means the flight ended before we were
         // counted (its answer maybe unpublished), so the first read decides (end entry, or lost:
@@ -237,7 +315,12 @@ final class RemoteFlightReader {
                 self.delegate?.remoteLost(self)
                 return
             }
-            if self.polls % 50 == 0 { self.checkLock() }
+            if let claims = self.claims {
+                // Gone (released after the end entry was written, or the lease ran out): read once more.
+                if !claims.claimHeld(self.key, owner: self.owner, now: Loop.nowNanos()) { self.lockGone = true }
+            } else if self.polls % 50 == 0 {
+                self.checkLock()
+            }
             self.timer.schedule(after: .milliseconds(10))
         }
     }

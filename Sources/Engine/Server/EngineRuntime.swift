@@ -23,6 +23,8 @@ public final class EngineRuntime {
     /// The response cache: in process (no redis.url) or Redis; nil when cache.enabled is false.
     private(set) var cache: CacheStore?
     private(set) var redis: RedisConnection?
+    /// The workers' shared-memory segment, whose flight claims replace the Redis lock (nil: none).
+    private(set) var sharedClaims: SharedMemoryCacheStore?
     private(set) var accessLog: AccessLog?
     /// Byte-identical repeats → cache key, for the embedded cache's fast hit path.
     private(set) var hitMemo: HitMemo?
@@ -93,6 +95,7 @@ public final class EngineRuntime {
                 // cache smaller than 8 entries); at most 4,096 entries and 32 MiB a process.
                 if let sharedCache {
                     cache = sharedCache
+                    sharedClaims = sharedCache
                 } else {
                     let nearEntries = min(config.cache.maxSize / 8, 4096)
                     let near = nearEntries > 0 ? MemoryCacheStore(maxEntries: nearEntries, maxBytes: 32 << 20) : nil

@@ -134,3 +134,90 @@ private func segment(entries: Int, bytes: Int) throws -> (Int32, SharedMemoryCac
         #expect(m.lookup("k", now: 3, touch: true) == .fresh(bytes("again")))
     }
 }
+
+/// Flight claims: one leader per key across mappings, readers, closing, ending, leases.
+@Suite struct SharedFlightClaimTests {
+    @Test func oneLeaderPerKeyAndReadersJoinIt() throws {
+        let (fd, a) = try segment(entries: 8, bytes: 1 << 20)
+        defer { close(fd) }
+        let b = try #require(SharedMemoryCacheStore(fd: fd))
+        #expect(a.claim("k", owner: "A-1", now: 0) == .won)
+        #expect(b.claim("k", owner: "B-1", now: 1) == .lost(owner: "A-1"))
+        #expect(b.claim("other", owner: "B-2", now: 1) == .won)
+        #expect(a.claimReaders("k", owner: "A-1", now: 2) == 0)
+        #expect(b.joinClaim("k", owner: "A-1", now: 3))
+        #expect(!b.joinClaim("k", owner: "Z-9", now: 3))  // not the owner's claim
+        #expect(a.claimReaders("k", owner: "A-1", now: 4) == 1)
+        #expect(b.claimReaders("k", owner: "B-1", now: 4) == nil)  // B does not hold it
+        // With a reader, the end keeps the claim (ENDING) until released; readers may still join.
+        #expect(a.endClaim("k", owner: "A-1", now: 5, keep: false) == 1)
+        #expect(b.claimHeld("k", owner: "A-1", now: 6))
+        #expect(b.joinClaim("k", owner: "A-1", now: 6))
+        #expect(b.claim("k", owner: "B-3", now: 6) == .lost(owner: "A-1"))
+        a.releaseClaim("k", owner: "A-1", now: 7)
+        #expect(!b.claimHeld("k", owner: "A-1", now: 8))
+        #expect(b.claim("k", owner: "B-4", now: 8) == .won)
+    }
+
+    @Test func anEndWithoutReadersRemovesTheClaimAtOnce() throws {
+        let (fd, a) = try segment(entries: 8, bytes: 1 << 20)
+        defer { close(fd) }
+        #expect(a.claim("k", owner: "A-1", now: 0) == .won)
+        #expect(a.endClaim("k", owner: "A-1", now: 1, keep: false) == 0)
+        #expect(!a.claimHeld("k", owner: "A-1", now: 2))
+        #expect(a.claim("k", owner: "A-2", now: 2) == .won)
+        // keep (the stream was already written): it stays until released.
+        #expect(a.endClaim("k", owner: "A-2", now: 3, keep: true) == 0)
+        #expect(a.claimHeld("k", owner: "A-2", now: 4))
+        a.releaseClaim("k", owner: "A-2", now: 5)
+        #expect(a.claim("k", owner: "A-3", now: 6) == .won)
+        // Release by someone else does nothing.
+        a.releaseClaim("k", owner: "A-2", now: 7)
+        #expect(a.claimHeld("k", owner: "A-3", now: 7))
+    }
+
+    @Test func aClosedClaimTakesNoReadersAndLaterArrivalsGoAlone() throws {
+        let (fd, a) = try segment(entries: 8, bytes: 1 << 20)
+        defer { close(fd) }
+        #expect(a.claim("k", owner: "A-1", now: 0) == .won)
+        #expect(a.claimReaders("k", owner: "A-1", now: 1, closeIfNone: true) == 0)
+        #expect(!a.joinClaim("k", owner: "A-1", now: 2))
+        #expect(a.claim("k", owner: "B-1", now: 2) == .unavailable)
+        #expect(a.claimHeld("k", owner: "A-1", now: 2))
+        // With a reader already there, closeIfNone does not close.
+        #expect(a.claim("j", owner: "A-2", now: 0) == .won)
+        #expect(a.joinClaim("j", owner: "A-2", now: 1))
+        #expect(a.claimReaders("j", owner: "A-2", now: 2, closeIfNone: true) == 1)
+        #expect(a.joinClaim("j", owner: "A-2", now: 3))
+    }
+
+    @Test func aLeaseThatRunsOutFreesTheKey() throws {
+        let (fd, a) = try segment(entries: 8, bytes: 1 << 20)
+        defer { close(fd) }
+        let lease = SharedMemoryCacheStore.claimLease.nanoseconds
+        #expect(a.claim("k", owner: "A-1", now: 0) == .won)
+        #expect(a.refreshClaim("k", owner: "A-1", now: lease - 1))  // now held until 2 × lease - 1
+        #expect(a.claimHeld("k", owner: "A-1", now: lease + 1))
+        #expect(!a.claimHeld("k", owner: "A-1", now: 2 * lease))   // the leader died: it ran out
+        #expect(!a.refreshClaim("k", owner: "A-1", now: 2 * lease))
+        #expect(a.claim("k", owner: "B-1", now: 2 * lease) == .won)
+    }
+
+    @Test func tooLongKeysAndAFullNeighbourhoodAreUnavailable() throws {
+        let (fd, a) = try segment(entries: 8, bytes: 1 << 20)
+        defer { close(fd) }
+        #expect(a.claim(String(repeating: "k", count: 97), owner: "A", now: 0) == .unavailable)
+        #expect(a.claim("k", owner: String(repeating: "o", count: 65), now: 0) == .unavailable)
+        // 4,096 keys fit in 4,096 slots only approximately: claims keep working until some
+        // neighbourhood is full, and then say unavailable rather than fail.
+        var won = 0, unavailable = 0
+        for i in 0..<5000 {
+            switch a.claim("key-\(i)", owner: "A", now: 0) {
+            case .won: won += 1
+            case .unavailable: unavailable += 1
+            case .lost: Issue.record("key-\(i) lost to nobody")
+            }
+        }
+        #expect(won > 3000 && won <= 4096 && unavailable == 5000 - won)
+    }
+}
