@@ -24,6 +24,8 @@ thread_local dom::parser tlsParser;
 thread_local std::string tlsOut;
 // rs_inspect_upstream's system_fingerprint text (valid until the next inspect on this thread).
 thread_local std::string tlsFingerprint;
+// rs_scan_prompt's rendered prompt (reused).
+thread_local std::string tlsPrompt;
 
 // Typed reads after a type check (error-code API: no exception can reach the C caller).
 std::string_view str(dom::element e) { std::string_view s; if (e.get_string().get(s)) return {}; return s; }
@@ -173,7 +175,62 @@ bool isDeterministic(dom::object o) {
     return !o.at_key("seed").get(v) && !v.is_null();
 }
 
-void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int flags, rs_result *out) {
+// The routing view of the prompt (see CRequestScan.h), cut at `limit` bytes.
+void renderPrompt(dom::object o, size_t limit, std::string &out) {
+    out.clear();
+    auto put = [&](std::string_view s) {
+        if (out.size() >= limit) return;
+        out.append(s.data(), std::min(s.size(), limit - out.size()));
+    };
+    dom::element v;
+    if (!o.at_key("messages").get(v) && v.is_array()) {
+        for (dom::element m : arr(v)) {
+            if (out.size() >= limit) break;
+            dom::object mo;
+            if (m.get_object().get(mo)) continue;
+            dom::element role, content;
+            if (!mo.at_key("role").get(role) && role.is_string()) put(str(role));
+            put("\n");
+            if (!mo.at_key("content").get(content)) {
+                if (content.is_string()) {
+                    put(str(content));
+                } else if (content.is_array()) {
+                    for (dom::element part : arr(content)) {
+                        dom::object po;
+                        if (part.get_object().get(po)) continue;
+                        dom::element type, text;
+                        bool hasType = !po.at_key("type").get(type);
+                        if (hasType && !(type.is_string() && str(type) == "text")) continue;
+                        if (!po.at_key("text").get(text) && text.is_string()) put(str(text));
+                    }
+                }
+            }
+            put("\n");
+        }
+        return;
+    }
+    if (o.at_key("prompt").get(v)) return;
+    if (v.is_array()) {
+        dom::array a = arr(v);
+        if (a.size() == 0) return;
+        dom::element first;
+        if (a.at(0).get(first)) return;
+        if (first.is_string()) { put(str(first)); return; }
+        dom::array ids = first.is_array() ? arr(first) : a;
+        for (dom::element t : ids) {
+            if (out.size() + 4 > limit) break;
+            int64_t id = 0;
+            if (t.get_int64().get(id)) continue;
+            uint32_t u = (uint32_t)id;
+            char b[4] = {(char)(u & 0xff), (char)((u >> 8) & 0xff), (char)((u >> 16) & 0xff), (char)(u >> 24)};
+            out.append(b, 4);
+        }
+        return;
+    }
+    if (v.is_string()) put(str(v));
+}
+
+void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int flags, size_t promptLimit, rs_result *out) {
     dom::element root;
     auto err = parser.parse(body, len).get(root);
     if (err) {
@@ -224,6 +281,11 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int fl
         canonical(o, tlsOut);
         out->canonical = tlsOut.data();
         out->canonical_len = tlsOut.size();
+    }
+    if (promptLimit > 0 && kind != RS_KIND_OTHER) {
+        renderPrompt(o, promptLimit, tlsPrompt);
+        out->prompt = tlsPrompt.data();
+        out->prompt_len = tlsPrompt.size();
     }
 }
 
@@ -301,6 +363,10 @@ const char *rewrite(const uint8_t *body, size_t len, const char *model, size_t m
 } // namespace
 
 extern "C" void rs_scan(const void *body, size_t len, int kind, int flags, rs_result *out) {
+    rs_scan_prompt(body, len, kind, flags, 0, out);
+}
+
+extern "C" void rs_scan_prompt(const void *body, size_t len, int kind, int flags, size_t prompt_limit, rs_result *out) {
     std::memset(out, 0, sizeof(*out));
     out->index = -1;
     out->token_ids = -1;
@@ -308,7 +374,7 @@ extern "C" void rs_scan(const void *body, size_t len, int kind, int flags, rs_re
     static const uint8_t empty = 0;
     if (bytes == nullptr) bytes = &empty;
     try {
-        scan(tlsParser, bytes, len, kind, flags, out);
+        scan(tlsParser, bytes, len, kind, flags, prompt_limit, out);
     } catch (...) {
         // Not expected (only the error-code API is used); never let an exception reach Swift.
         std::memset(out, 0, sizeof(*out));
@@ -320,6 +386,7 @@ extern "C" void rs_scan(const void *body, size_t len, int kind, int flags, rs_re
 extern "C" void rs_trim(void) {
     if (tlsParser.capacity() > kLargeBody) tlsParser = dom::parser{};
     if (tlsOut.capacity() > kLargeBody) std::string().swap(tlsOut);
+    if (tlsPrompt.capacity() > kLargeBody) std::string().swap(tlsPrompt);
 }
 
 extern "C" const char *rs_rewrite(const void *body, size_t len, const char *model, size_t model_len, int include_usage,

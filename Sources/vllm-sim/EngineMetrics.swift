@@ -44,6 +44,9 @@ struct EngineMetrics {
     /// Wall-clock start, printed in every `_created` series.
     let createdAt: Double
     var promptTokens = 0
+    /// Prefix cache lookups and hits, in tokens (vLLM counts queried and cached prompt tokens).
+    var prefixQueries = 0
+    var prefixHits = 0
     var generationTokens = 0
     var finished = Array(repeating: 0, count: FinishedReason.allCases.count)
     var timeToFirstToken = Histogram([0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
@@ -86,8 +89,8 @@ struct EngineMetrics {
         r.sample("engine_sleep_state", extra: "sleep_state=\"weights_offloaded\"", after: true, 0)
         r.sample("engine_sleep_state", extra: "sleep_state=\"discard_all\"", after: true, 0)
         r.gauge("kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", gauges.kvUsage)
-        r.counter("prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", Double(promptTokens))
-        r.counter("prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", 0)
+        r.counter("prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens.", Double(prefixQueries))
+        r.counter("prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.", Double(prefixHits))
         r.counter("num_preemptions", "Cumulative number of preemption from the engine.", 0)
         r.counter("prompt_tokens", "Number of prefill tokens processed.", Double(promptTokens))
         r.counter("generation_tokens", "Number of generation tokens processed.", Double(generationTokens))
@@ -117,7 +120,9 @@ struct EngineMetrics {
         r.help("cache_config_info", "Information of the LLMEngine CacheConfig", type: "gauge")
         r.w.write("vllm:cache_config_info{block_size=\"")
         r.w.write(int: settings.blockSize)
-        r.w.write("\",cache_dtype=\"auto\",enable_prefix_caching=\"False\",engine=\"0\",gpu_memory_utilization=\"0.92\",kv_cache_max_concurrency=\"")
+        r.w.write("\",cache_dtype=\"auto\",enable_prefix_caching=\"")
+        r.w.write(settings.prefixCaching ? "True" : "False")
+        r.w.write("\",engine=\"0\",gpu_memory_utilization=\"0.92\",kv_cache_max_concurrency=\"")
         r.w.write(pythonFloat: concurrency)
         r.w.write("\",kv_cache_memory_bytes=\"")
         r.w.write(int: tokens * 2048)

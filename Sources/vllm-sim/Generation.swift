@@ -71,6 +71,8 @@ final class Generation {
     let echoTokens: [[UInt8]]
     let arrivedNanos: UInt64
 
+    /// Chained hashes of the prompt's full KV blocks (PrefixCache), set by SimServer.
+    var promptBlocks: [UInt64] = []
     var connection: HTTPServerConnection?
     var phase: Phase = .waiting
     var pacing: Pacing

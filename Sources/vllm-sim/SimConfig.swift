@@ -20,6 +20,11 @@ struct SimSettings: Sendable {
     var isMatryoshka = false
     /// uvicorn closes idle keep-alive connections after 5 s; pools in front of vLLM meet that.
     var keepAliveTimeout: Duration
+    /// vLLM's --enable-prefix-caching (on by default in vLLM 0.32): a block LRU as large as the KV cache.
+    var prefixCaching = true
+    /// Prefill cost of each uncached prompt token, in microseconds, added to the time to first
+    /// token; prefills of one instance run one after another (PrefillLine). 0 = free.
+    var prefillMicrosPerToken: Double = 0
 }
 
 /// Behaviour a test can change while the simulator runs.

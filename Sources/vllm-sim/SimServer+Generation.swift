@@ -48,6 +48,10 @@ extension SimServer {
             responseID: responseID(kind: kind, head: head), model: catalog.escapedNames[request.modelIndex],
             created: Int(Loop.wallSeconds()), now: now, pacing: Pacing(knobs),
             responsesEcho: echo, itemID: echo == nil ? [] : Array("msg_".utf8) + rng.hex16())
+        if prefixCache != nil {
+            g.promptBlocks = PrefixCache.blockHashes(request.promptText, blockBytes: 4 * settings.blockSize,
+                                                     seed: UInt64(request.modelIndex))
+        }
         g.connection = c
         c.context = g
         active[g.id] = g
@@ -111,6 +115,16 @@ extension SimServer {
         stats.maxRunningSeen = max(stats.maxRunningSeen, scheduler.runningCount)
         metrics.queueTime.observe(seconds(now &- g.arrivedNanos))
         metrics.promptTokens += g.usagePromptTokens
+        // Prefix cache: the cached leading blocks skip prefill; the rest waits its turn in line.
+        var cached = 0
+        if prefixCache != nil {
+            let matched = prefixCache!.lookupAndInsert(g.promptBlocks)
+            cached = PrefixCache.cachedTokens(matchedBlocks: matched, blockSize: settings.blockSize,
+                                              promptTokens: g.usagePromptTokens)
+            metrics.prefixQueries += g.usagePromptTokens
+            metrics.prefixHits += cached
+        }
+        g.pacing.ttftNanos += prefill.scheduled(now: now, uncachedTokens: g.usagePromptTokens - cached)
         if g.isStream {
             if g.pacing.ttftNanos == 0 { produce(g) } else { arm(g, afterNanos: g.pacing.ttftNanos) }
         } else {

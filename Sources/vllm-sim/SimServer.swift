@@ -35,6 +35,9 @@ final class SimServer: HTTPServerConnectionDelegate {
     let catalog: ModelCatalog
     var knobs: SimKnobs
     var scheduler: KVScheduler
+    /// Automatic prefix caching (nil when --no-enable-prefix-caching) and the serial prefill line.
+    var prefixCache: PrefixCache?
+    var prefill: PrefillLine
     var stats = SimStats()
     var metrics: EngineMetrics
     var headers = ResponseHeaders()
@@ -58,6 +61,8 @@ final class SimServer: HTTPServerConnectionDelegate {
         catalog = ModelCatalog(settings.models)
         scheduler = KVScheduler(totalBlocks: settings.kvBlocks, maxRunning: settings.maxNumSeqs)
         metrics = EngineMetrics(createdAt: Loop.wallSeconds(), maxModelLen: settings.maxModelLen)
+        prefixCache = settings.prefixCaching ? PrefixCache(capacity: settings.kvBlocks) : nil
+        prefill = PrefillLine(nanosPerToken: UInt64(settings.prefillMicrosPerToken * 1000))
         rng = SplitMix64(seed: settings.seed)
         limits = HTTPServerLimits(maxBodyBytes: 32 * 1024 * 1024, idleTimeout: settings.keepAliveTimeout)
     }

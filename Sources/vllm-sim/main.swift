@@ -97,6 +97,12 @@ struct VLLMSim: ParsableCommand {
     @Option(help: "Seed for ids, error injection and sampled text (default: from the clock).")
     var seed: UInt64?
 
+    @Flag(inversion: .prefixedNo, help: "Cache prompt KV blocks across requests (vLLM's automatic prefix caching), in an LRU as large as the KV cache.")
+    var enablePrefixCaching = true
+
+    @Option(help: "Prefill cost per uncached prompt token, in microseconds, added to the time to first token; one instance prefills one prompt at a time (0 = free).")
+    var prefillUsPerToken = 0.0
+
     @Flag(help: "Start the generated text with the prompt's text (live: /sim/config {\"echo\": true}).")
     var echo = false
 
@@ -118,6 +124,7 @@ struct VLLMSim: ParsableCommand {
             throw ValidationError("--timeout-keep-alive must be in (0, 86400]")
         }
         guard kvUsageOverride <= 1 else { throw ValidationError("--kv-usage-override must be ≤ 1") }
+        guard prefillUsPerToken >= 0 && prefillUsPerToken <= 1e6 else { throw ValidationError("--prefill-us-per-token must be in 0...1e6") }
         guard (1...65536).contains(embeddingSize) else { throw ValidationError("--embedding-size must be 1...65536") }
     }
 
@@ -127,7 +134,8 @@ struct VLLMSim: ParsableCommand {
             maxModelLen: maxModelLen, defaultMaxTokens: defaultMaxTokens, kvBlocks: kvBlocks,
             blockSize: blockSize, maxNumSeqs: maxNumSeqs, seed: seed ?? Loop.nowNanos(),
             embeddingSize: embeddingSize, isMatryoshka: matryoshka,
-            keepAliveTimeout: .milliseconds(Int64(timeoutKeepAlive * 1000)))
+            keepAliveTimeout: .milliseconds(Int64(timeoutKeepAlive * 1000)),
+            prefixCaching: enablePrefixCaching, prefillMicrosPerToken: prefillUsPerToken)
         let knobs = SimKnobs(
             errorRate: errorRate, kvUsageOverride: kvUsageOverride < 0 ? -1 : kvUsageOverride,
             ttftMs: ttftMs, itlMs: itlMs, disconnectAfterTokens: disconnectAfterTokens,

@@ -61,6 +61,12 @@ typedef struct rs_result {
     /// next call of any rs_ function on this thread.
     const char *canonical;
     size_t canonical_len;
+    /// With rs_scan_prompt's `prompt_limit` > 0 and status RS_OK: the prompt as prefix-aware
+    /// routing reads it, at most `prompt_limit` bytes: chat, each message's role, "\n", its string
+    /// content or text parts, "\n", in order; completions, the prompt string (the first of a list),
+    /// or its token ids as 4 little-endian bytes each. Per-thread buffer, valid like `canonical`.
+    const char *prompt;
+    size_t prompt_len;
 } rs_result;
 
 enum { RS_WANT_CANONICAL = 1 };
@@ -72,6 +78,9 @@ enum { RS_KIND_COMPLETION = 0, RS_KIND_CHAT = 1, RS_KIND_OTHER = 2 };
 
 /// Scans `len` bytes by the rules of `kind` (RS_KIND_*); `flags` is 0 or RS_WANT_CANONICAL.
 void rs_scan(const void *body, size_t len, int kind, int flags, rs_result *out);
+
+/// rs_scan, and with `prompt_limit` > 0 also the rendered prompt (`prompt`, `prompt_len`).
+void rs_scan_prompt(const void *body, size_t len, int kind, int flags, size_t prompt_limit, rs_result *out);
 
 /// Rewrites a body rs_scan accepted: the same top-level fields in the same order, values written
 /// compactly, except: with `model` non-NULL, `model` becomes that string (added when absent);

@@ -119,6 +119,7 @@ final class AdmissionDriver {
                 }
             }
             b.load = load
+            if status == 200 { b.kvCacheTokens = VLLMMetricsParser.kvCacheSizeTokens(body) }
             self.onLoad?(b)
             self.perform(self.machine.loadsUpdated(b.id, load, now: Loop.nowNanos()))
         }

@@ -52,6 +52,50 @@ public enum VLLMMetricsParser {
         text.withUnsafeBytes { parse($0) }
     }
 
+    /// The KV cache size in tokens from `vllm:cache_config_info`'s labels (value 1, the geometry in
+    /// labels): `kv_cache_size_tokens`, else `num_gpu_blocks` × `block_size`; nil when absent.
+    /// Prefix-aware routing sizes its per-backend index from it.
+    public static func kvCacheSizeTokens(_ text: [UInt8]) -> Int? {
+        let name = Array("vllm:cache_config_info{".utf8)
+        return text.withUnsafeBytes { p -> Int? in
+            var i = 0
+            let n = p.count
+            while i < n {
+                var e = i
+                while e < n && p[e] != newline { e += 1 }
+                if matches(p, at: i, end: e, name) {
+                    let line = Array(UnsafeRawBufferPointer(rebasing: p[i..<e]))
+                    if let t = labelInt(line, "kv_cache_size_tokens") { return t }
+                    if let b = labelInt(line, "num_gpu_blocks"), let s = labelInt(line, "block_size") { return b * s }
+                    return nil
+                }
+                i = e + 1
+            }
+            return nil
+        }
+    }
+
+    /// The integer value of `name="123"` in a label block (a name preceded by '{' or ',').
+    private static func labelInt(_ line: [UInt8], _ name: String) -> Int? {
+        let key = Array((name + "=\"").utf8)
+        var i = 0
+        while i + key.count < line.count {
+            if (line[i] == UInt8(ascii: "{") || line[i] == UInt8(ascii: ",")) && Array(line[(i + 1)..<min(line.count, i + 1 + key.count)]) == key {
+                var j = i + 1 + key.count
+                var v = 0
+                var digits = 0
+                while j < line.count, line[j] >= 0x30, line[j] <= 0x39, digits < 12 {
+                    v = v * 10 + Int(line[j] - 0x30)
+                    j += 1
+                    digits += 1
+                }
+                return digits > 0 && j < line.count && line[j] == UInt8(ascii: "\"") ? v : nil
+            }
+            i += 1
+        }
+        return nil
+    }
+
     // MARK: - Internals
 
     enum Metric: Sendable { case kvUsage, gpuUsage, running, waiting }

@@ -23,6 +23,10 @@ public final class Backend {
     /// Last polled vLLM load (nil: never read, or the last poll failed).
     public internal(set) var load: BackendLoad?
     public internal(set) var requestsSent = 0
+    /// Attempts of this process to this backend not yet ended (the router's fresh load signal).
+    public internal(set) var inFlight = 0
+    /// kv_cache_size_tokens from the last polled vllm:cache_config_info; nil when unknown.
+    public internal(set) var kvCacheTokens: Int?
     /// The fixed header lines of every generation request to this backend, built once.
     let requestHeaderBlock: [UInt8]
 
@@ -54,6 +58,8 @@ public final class Backend {
 public final class BackendSet {
     public private(set) var all: [Backend] = []
     private var selector: BackendSelector
+    /// routing.policy prefix_aware; nil for round_robin.
+    public internal(set) var routing: BackendRouting?
 
     init(_ backends: [Backend]) {
         all = backends
@@ -74,6 +80,20 @@ public final class BackendSet {
         var out = [first]
         for b in all where b.id != first && isEligible(b, model: model, now: now) { out.append(b.id) }
         return out
+    }
+
+    /// `candidates` as routing.policy orders them: the scorer's order for prefix_aware (by the
+    /// prompt's chunks), the round-robin order otherwise; and why the first is first.
+    func routedCandidates(model: String?, chunks: PromptChunks?, excluding: [BackendID] = [],
+                          now: UInt64) -> (order: [BackendID], reason: RoutingScorer.Reason) {
+        guard let r = routing else {
+            if excluding.isEmpty { return (candidates(model: model, now: now), .roundRobin) }
+            return (pick(model: model, excluding: excluding, now: now).map { [$0] } ?? [], .roundRobin)
+        }
+        var eligible = all.filter { isEligible($0, model: model, now: now) && !excluding.contains($0.id) }
+        if eligible.isEmpty { eligible = all.filter { isEligible($0, model: model, now: now) } }
+        if eligible.isEmpty { return ([], .single) }
+        return r.order(eligible, chunks: chunks, model: model)
     }
 
     /// Whether some backend serves `model`: nil while any backend's model list is still unknown.

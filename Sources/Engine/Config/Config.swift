@@ -15,6 +15,7 @@ public struct EngineConfig: Sendable, Equatable {
     public var circuitBreaker: BreakerConfig
     public var modelRegistry: ModelRegistryConfig
     public var auth: AuthConfig
+    public var routing: RoutingConfig = RoutingConfig()
 
     public init(
         server: ServerConfig = ServerConfig(),
@@ -137,6 +138,8 @@ public struct EngineConfig: Sendable, Equatable {
             public var apiKey: String?
             /// Relative share of traffic, at least 1.
             public var weight: Int
+            /// Exact mode: this instance's KV-cache event publisher, tcp://host:port (RoutingConfig).
+            public var kvEventsUrl: String?
             private var parsed: Result<HTTPURLParts, HTTPURLParts.Problem>
 
             public init(url: String, models: [String]? = nil, apiKey: String? = nil, weight: Int = 1) {

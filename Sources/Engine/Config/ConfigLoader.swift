@@ -195,6 +195,7 @@ public enum ConfigLoader {
                 !auth.apiKeys.isEmpty || auth.apiKeysFile != nil, "auth.enabled",
                 "requires auth.api_keys or auth.api_keys_file")
         }
+        try validateRouting(config)
     }
 
     private static func check(_ condition: Bool, _ key: String, _ message: @autoclosure () -> String)
@@ -250,6 +251,7 @@ public enum ConfigLoader {
             case "circuit_breaker": try decodeBreaker(section, into: &config.circuitBreaker)
             case "model_registry": try decodeModelRegistry(section, into: &config.modelRegistry)
             case "auth": try decodeAuth(section, into: &config.auth)
+            case "routing": try decodeRouting(section, into: &config.routing)
             default: throw section.unknownKey()
             }
         }
@@ -333,6 +335,7 @@ public enum ConfigLoader {
             case "models": instance.models = try f.isNull ? nil : f.stringList()
             case "api_key": instance.apiKey = try f.isNull ? nil : f.string()
             case "weight": instance.weight = try f.int()
+            case "kv_events_url": instance.kvEventsUrl = try f.isNull ? nil : f.string()
             default: throw f.unknownKey()
             }
         }

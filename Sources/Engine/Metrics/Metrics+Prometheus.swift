@@ -68,6 +68,7 @@ extension EngineRuntime {
                 samples: backends.all.map { (labels: bl($0), value: Double($0.breaker.gauge)) })
         w.gauge("engine_backend_healthy", help: "1 when the backend's last health check answered.",
                 samples: backends.all.map { (labels: bl($0), value: $0.isHealthy ? 1 : 0) })
+        writeRoutingMetrics(&w)
         w.gauge("engine_healthy_backends", help: "Backends whose last health check answered.", value: Double(backends.healthyCount))
         if let r = redis {
             w.gauge("engine_redis_up", help: "1 when the Redis connection is up.", value: r.isConnected ? 1 : 0)

@@ -85,13 +85,23 @@ public struct OpenAIRequest {
     public let isDeterministic: Bool
     /// SHA-256 of the body's canonical form (CacheKey's input); nil unless parse was asked for it.
     public let canonicalDigest: [UInt8]?
+    /// The prompt's chained chunk hashes for prefix-aware routing; nil unless parse was asked for them.
+    public var promptChunks: PromptChunks?
 
-    /// Validates `body`; with `canonical`, also digests its canonical form for the cache key.
-    public static func parse(kind: EndpointKind, body: [UInt8], canonical: Bool = false) -> Result<OpenAIRequest, EngineError> {
-        var r = scan(kind: kind, body: body, flags: canonical ? Int32(RS_WANT_CANONICAL) : 0)
+    /// Validates `body`; with `canonical`, also digests its canonical form for the cache key; with
+    /// `chunking`, also hashes the prompt's leading chunks (routing.policy prefix_aware).
+    public static func parse(kind: EndpointKind, body: [UInt8], canonical: Bool = false,
+                             chunking: (chunkBytes: Int, maxChunks: Int)? = nil) -> Result<OpenAIRequest, EngineError> {
+        var r = scan(kind: kind, body: body, flags: canonical ? Int32(RS_WANT_CANONICAL) : 0,
+                     promptLimit: chunking.map { $0.chunkBytes * $0.maxChunks } ?? 0)
         var digest: [UInt8]?
         if canonical, r.status == RS_OK {
             digest = Digest.sha256(UnsafeRawBufferPointer(start: r.canonical, count: r.canonical_len))
+        }
+        var chunks: PromptChunks?
+        if let c = chunking, r.status == RS_OK {
+            chunks = PromptChunks(UnsafeRawBufferPointer(start: r.prompt, count: r.prompt_len),
+                                  chunkBytes: c.chunkBytes, maxChunks: c.maxChunks)
         }
         let model: String? = r.has_model != 0
             ? String(decoding: UnsafeRawBufferPointer(start: r.model, count: r.model_len), as: UTF8.self) : nil
@@ -110,6 +120,7 @@ public struct OpenAIRequest {
         var req = OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
                                 promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalDigest: digest)
         req.continuousUsage = r.stream != 0 && r.include_usage != 0 && r.continuous_usage != 0
+        req.promptChunks = chunks
         return .success(req)
     }
 
@@ -157,10 +168,17 @@ public struct OpenAIRequest {
         promptSize(scan(kind: kind, body: body, flags: 0))
     }
 
-    private static func scan(kind: EndpointKind, body: [UInt8], flags: Int32) -> rs_result {
+    private static func scan(kind: EndpointKind, body: [UInt8], flags: Int32, promptLimit: Int = 0) -> rs_result {
         var r = rs_result()
-        body.withUnsafeBytes { rs_scan($0.baseAddress, $0.count, kind.scanKind, flags, &r) }
+        body.withUnsafeBytes { rs_scan_prompt($0.baseAddress, $0.count, kind.scanKind, flags, promptLimit, &r) }
         return r
+    }
+
+    /// The prompt as prefix routing reads it (the scan's rendering), for tests.
+    static func routingPrompt(kind: EndpointKind, body: [UInt8], limit: Int = 1 << 20) -> [UInt8] {
+        let r = scan(kind: kind, body: body, flags: 0, promptLimit: limit)
+        guard r.status == RS_OK, r.prompt_len > 0 else { return [] }
+        return Array(UnsafeRawBufferPointer(start: r.prompt, count: r.prompt_len))
     }
 
     private static func promptSize(_ r: rs_result) -> PromptSize {

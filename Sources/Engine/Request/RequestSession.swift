@@ -31,6 +31,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private var upstream: HTTPClientConnection?
     private(set) var backend: Backend?
     private var attempt: (backend: Backend, permit: CircuitBreaker.Permit)?
+    /// Why routing put the chosen backend first (prefix_aware), counted when the request is sent.
+    private var routeReason: RoutingScorer.Reason = .roundRobin
     private var admissionToken: RequestToken?
     private var coalescerId: CoalescerMachine.RequestID?
     /// Created on first use (hits never need one); back to the runtime's pool at the end.
@@ -165,7 +167,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .leaderLeft:
             if let id = coalescerId { runtime.coalescer.left(id) }
         case .requestAdmission:
-            let cands = runtime.backends.candidates(model: servedModel, now: Loop.nowNanos())
+            var cands: [BackendID]
+            if runtime.backends.routing != nil {
+                (cands, routeReason) = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, now: Loop.nowNanos())
+            } else {
+                cands = runtime.backends.candidates(model: servedModel, now: Loop.nowNanos())
+            }
             if cands.isEmpty {
                 post(.admissionFoundNoBackend)
             } else if let adm = runtime.admission {
@@ -183,7 +190,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 if let b = OpenAIRequest.rewrite(body, model: model, includeUsage: false) { body = b }
                 servedModel = model
             }
-            post(.backendChosen(runtime.backends.pick(model: servedModel, excluding: excluding, now: Loop.nowNanos())))
+            if runtime.backends.routing != nil {
+                let r = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, excluding: excluding, now: Loop.nowNanos())
+                routeReason = r.reason
+                post(.backendChosen(r.order.first))
+            } else {
+                post(.backendChosen(runtime.backends.pick(model: servedModel, excluding: excluding, now: Loop.nowNanos())))
+            }
         case .sendUpstream(let id, let timeout):
             send(to: runtime.backends[id], timeout: timeout)
         case .startStream(let timeout, let writeHead):
@@ -241,6 +254,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         }
         attempt = (b, permit)
         b.requestsSent += 1
+        b.inFlight += 1
+        runtime.backends.routing?.sent(request.promptChunks, model: servedModel, to: b, reason: routeReason)
         let c = b.pool.acquire()
         upstream = c
         c.delegate = self
@@ -309,6 +324,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         if machine.isFollower { h.add("x-coalesced", "true") }
         h.add("x-request-id", requestId)
         h.add("x-cache", cacheOutcome)
+        // The instance that answered (the last attempt's), on every proxied answer.
+        if let b = backend { h.add("x-routed-backend", b.url) }
         return h
     }
 
@@ -352,6 +369,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private func endAttempt(_ verdict: RequestMachine.Finish.Verdict) {
         guard let (b, permit) = attempt else { return }
         attempt = nil
+        b.inFlight -= 1
         if b.endAttempt(permit, verdict, now: Loop.nowNanos()) { runtime.breakerChanged(b) }
     }
 

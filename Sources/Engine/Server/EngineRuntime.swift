@@ -72,6 +72,9 @@ public final class EngineRuntime {
             auth = nil
         }
         backends = BackendSet(list)
+        if config.routing.policy == .prefixAware {
+            backends.routing = BackendRouting(config: config.routing, backendCount: list.count)
+        }
         metrics = Metrics(now: Loop.nowNanos())
         requestPolicy = RequestMachine.Policy(
             maxAttempts: 1 + config.vllm.retryCount,

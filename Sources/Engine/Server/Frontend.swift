@@ -266,7 +266,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             runtime.frontendAnswered(route: kind.name, status: err.status, requestId: rid,
                                      request: runtime.accessInfo(head, c), bytesIn: body.count, bytesOut: n, startNanos: parseStart)
         }
-        switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil) {
+        switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil, chunking: runtime.promptChunking) {
         case .failure(let err): reject(err); return
         case .success(let r): req = r
         }

@@ -1,0 +1,128 @@
+// RoutingScorer: ranks the candidate backends of one request (GIE's filter → score → pick), a pure
+// value (standard library only). The driver filters (model served, breaker, health) and fills one
+// Candidate per backend; the prefix overlap may come from any source (estimated mode's PrefixIndex
+// today; exact mode's KV-event index can hand its own fraction in the same field).
+//   score = w_prefix · overlap + w_queue · queueTerm + w_kv · (1 − kvUsage)
+//   queueTerm = (maxQ − q) / (maxQ − minQ) over the candidates, 1 for all when they are equal (GIE)
+//   q = max(polled running + waiting, the Engine's own in-flight requests to it): the poll sees
+//       every worker's traffic but is up to a poll interval old; our own count is exact and fresh.
+//   kvUsage unknown (never polled) counts as 0.5: neither preferred nor avoided.
+// Ties (within 1e-9) are broken by a random value passed in, mixed with each backend id.
+// Imbalance guard (SGLang's cache-aware policy): when the candidates' in-flight counts differ by
+// more than `imbalanceAbsolute` and the largest exceeds `imbalanceRatio` × the smallest, prefix is
+// ignored and the least loaded (q, then in-flight) goes first: a hot prefix cannot pile up on one.
+// Pure: no imports, no I/O.
+
+public struct RoutingScorer: Equatable, Sendable {
+    public struct Weights: Equatable, Sendable {
+        public var prefix: Double
+        public var queue: Double
+        public var kv: Double
+        public init(prefix: Double = 3, queue: Double = 2, kv: Double = 2) {
+            self.prefix = prefix
+            self.queue = queue
+            self.kv = kv
+        }
+    }
+
+    public struct Candidate: Equatable, Sendable {
+        public var backend: BackendID
+        /// Matched leading chunks ÷ total chunks, 0...1.
+        public var prefixOverlap: Double
+        /// Polled num_requests_running + num_requests_waiting; nil when unknown.
+        public var polledQueue: Double?
+        /// Requests this process has in flight to the backend now.
+        public var inFlight: Int
+        /// Polled kv_cache_usage_perc, 0...1; nil when unknown.
+        public var kvUsage: Double?
+
+        public init(backend: BackendID, prefixOverlap: Double, polledQueue: Double?, inFlight: Int, kvUsage: Double?) {
+            self.backend = backend
+            self.prefixOverlap = prefixOverlap
+            self.polledQueue = polledQueue
+            self.inFlight = inFlight
+            self.kvUsage = kvUsage
+        }
+
+        var queue: Double { max(polledQueue ?? 0, Double(inFlight)) }
+    }
+
+    /// Why the first backend of an order was chosen (a metrics label: a closed set).
+    public enum Reason: String, CaseIterable, Sendable {
+        /// The winner holds part of the prompt's prefix (its prefix term was > 0).
+        case prefix
+        /// No prefix anywhere (or none on the winner): queue and KV terms decided.
+        case load
+        /// The imbalance guard fired: least loaded first, prefix ignored.
+        case imbalance
+        /// One candidate only.
+        case single
+        /// routing.policy round_robin (the selector's order).
+        case roundRobin = "round_robin"
+    }
+
+    public var weights: Weights
+    public var imbalanceAbsolute: Int
+    public var imbalanceRatio: Double
+
+    public init(weights: Weights = Weights(), imbalanceAbsolute: Int = 8, imbalanceRatio: Double = 1.5) {
+        self.weights = weights
+        self.imbalanceAbsolute = imbalanceAbsolute
+        self.imbalanceRatio = imbalanceRatio
+    }
+
+    /// Whether the guard fires for these in-flight counts.
+    public func isImbalanced(_ cands: [Candidate]) -> Bool {
+        guard cands.count > 1 else { return false }
+        var lo = Int.max, hi = Int.min
+        for c in cands {
+            lo = min(lo, c.inFlight)
+            hi = max(hi, c.inFlight)
+        }
+        return hi - lo > imbalanceAbsolute && Double(hi) > imbalanceRatio * Double(lo)
+    }
+
+    /// Each candidate's score (same order as `cands`).
+    public func scores(_ cands: [Candidate]) -> [Double] {
+        var lo = Double.infinity, hi = -Double.infinity
+        for c in cands {
+            lo = min(lo, c.queue)
+            hi = max(hi, c.queue)
+        }
+        return cands.map { c in
+            let q = hi > lo ? (hi - c.queue) / (hi - lo) : 1
+            let kv = 1 - min(max(c.kvUsage ?? 0.5, 0), 1)
+            let p = min(max(c.prefixOverlap, 0), 1)
+            return weights.prefix * p + weights.queue * q + weights.kv * kv
+        }
+    }
+
+    /// The candidates best first, and why the first is first. Empty in → empty out.
+    public func order(_ cands: [Candidate], random: UInt64) -> (order: [BackendID], reason: Reason) {
+        if cands.count <= 1 { return (cands.map(\.backend), .single) }
+        let ranked: [(Int, Double, UInt64)]
+        let reason: Reason
+        if isImbalanced(cands) {
+            // Lower load first: negate so that "higher is better" holds for the sort below.
+            ranked = cands.indices.map { i in
+                (i, -(cands[i].queue * 1e6 + Double(cands[i].inFlight)), Self.tie(random, cands[i].backend))
+            }
+            reason = .imbalance
+        } else {
+            let s = scores(cands)
+            ranked = cands.indices.map { i in (i, s[i], Self.tie(random, cands[i].backend)) }
+            reason = .load
+        }
+        let sorted = ranked.sorted { a, b in
+            if abs(a.1 - b.1) > 1e-9 { return a.1 > b.1 }
+            return a.2 < b.2
+        }
+        let first = cands[sorted[0].0]
+        let why: Reason = reason == .load && first.prefixOverlap > 0 ? .prefix : reason
+        return (sorted.map { cands[$0.0].backend }, why)
+    }
+
+    @inline(__always) static func tie(_ random: UInt64, _ b: BackendID) -> UInt64 {
+        PromptChunks.finish(random ^ (UInt64(b.index) &* 0x9E37_79B9_7F4A_7C15))
+    }
+}

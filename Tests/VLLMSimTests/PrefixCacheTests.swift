@@ -1,0 +1,90 @@
+// The simulator's prefix cache (block LRU bounded by the KV capacity), its block hashing, the
+// cached-token arithmetic, and the serial prefill line that makes TTFT grow with uncached tokens.
+import Testing
+@testable import vllm_sim
+
+@Suite struct PrefixCacheTests {
+    func text(_ n: Int, _ fill: UInt8 = 0x61) -> [UInt8] { Array(repeating: fill, count: n) }
+
+    @Test func onlyFullBlocksAreHashedAndTheChainCarriesThePrefix() {
+        #expect(PrefixCache.blockHashes(text(63), blockBytes: 64, seed: 0).isEmpty)
+        let a = PrefixCache.blockHashes(text(200), blockBytes: 64, seed: 0)
+        #expect(a.count == 3)
+        // Same block text at different positions hashes differently (the parent is mixed in).
+        #expect(Set(a).count == 3)
+        // A different first block changes every later hash.
+        var t = text(200)
+        t[0] = 0x62
+        let b = PrefixCache.blockHashes(t, blockBytes: 64, seed: 0)
+        #expect(zip(a, b).allSatisfy { $0 != $1 })
+        // A different tail leaves the shared leading blocks alone.
+        var u = text(200)
+        u[150] = 0x62
+        let c = PrefixCache.blockHashes(u, blockBytes: 64, seed: 0)
+        #expect(Array(c.prefix(2)) == Array(a.prefix(2)) && c[2] != a[2])
+        // Another model never shares blocks.
+        #expect(PrefixCache.blockHashes(text(200), blockBytes: 64, seed: 1)[0] != a[0])
+    }
+
+    @Test func matchesLeadingBlocksAndStopsAtFirstMiss() {
+        var cache = PrefixCache(capacity: 100)
+        #expect(cache.lookupAndInsert([1, 2, 3]) == 0)
+        #expect(cache.lookupAndInsert([1, 2, 3, 4]) == 3)
+        #expect(cache.lookupAndInsert([1, 9, 3, 4]) == 1)
+        #expect(cache.lookupAndInsert([7, 1, 2]) == 0)
+        #expect(cache.count == 6)
+    }
+
+    @Test func staysWithinCapacityEvictingLeastRecentlyUsed() {
+        var cache = PrefixCache(capacity: 4)
+        _ = cache.lookupAndInsert([1, 2])
+        _ = cache.lookupAndInsert([3, 4])
+        _ = cache.lookupAndInsert([1])  // 1 is now the most recent; 2 the oldest
+        _ = cache.lookupAndInsert([5])
+        #expect(cache.count == 4)
+        #expect(!cache.contains(2))
+        #expect(cache.contains(1) && cache.contains(3) && cache.contains(4) && cache.contains(5))
+        // Random traffic never exceeds the bound.
+        var rng = SplitMix64(seed: 7)
+        for _ in 0..<2000 {
+            let n = Int(rng.next() % 6)
+            _ = cache.lookupAndInsert((0..<n).map { _ in rng.next() % 20 })
+            #expect(cache.count <= 4)
+        }
+    }
+
+    @Test func aSharedPrefixOutlivesItsTails() {
+        var cache = PrefixCache(capacity: 6)
+        // Prefix [1, 2] with ever-new tails: the prefix must stay cached.
+        for t in UInt64(100)..<UInt64(120) {
+            _ = cache.lookupAndInsert([1, 2, t, t + 1000])
+        }
+        #expect(cache.lookupAndInsert([1, 2, 999]) == 2)
+    }
+
+    @Test func cachedTokensLeaveTheLastTokenToCompute() {
+        #expect(PrefixCache.cachedTokens(matchedBlocks: 0, blockSize: 16, promptTokens: 100) == 0)
+        #expect(PrefixCache.cachedTokens(matchedBlocks: 3, blockSize: 16, promptTokens: 100) == 48)
+        #expect(PrefixCache.cachedTokens(matchedBlocks: 4, blockSize: 16, promptTokens: 64) == 63)
+        #expect(PrefixCache.cachedTokens(matchedBlocks: 1, blockSize: 16, promptTokens: 0) == 0)
+    }
+
+    @Test func prefillsQueueOneAfterAnother() {
+        var line = PrefillLine(nanosPerToken: 1000)
+        #expect(line.scheduled(now: 0, uncachedTokens: 100) == 100_000)
+        // Arrives while the first is still prefilling: waits for it.
+        #expect(line.scheduled(now: 50_000, uncachedTokens: 10) == 60_000)
+        // Arrives after the line is idle: only its own work.
+        #expect(line.scheduled(now: 1_000_000, uncachedTokens: 1) == 1000)
+        #expect(line.scheduled(now: 2_000_000, uncachedTokens: 0) == 0)
+        var free = PrefillLine(nanosPerToken: 0)
+        #expect(free.scheduled(now: 0, uncachedTokens: 1000) == 0)
+    }
+
+    @Test func chatPromptRendersRolesAndTextParts() throws {
+        let body = #"{"messages":[{"role":"system","content":"S"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#
+        let r = try GenerationRequest.parse(kind: .chat, body: Array(body.utf8), contentType: "application/json",
+                                            catalog: ModelCatalog(["tiny"]), maxModelLen: 2048).get()
+        #expect(String(decoding: r.promptText, as: UTF8.self) == "system\nS\nuser\nab\n")
+    }
+}
