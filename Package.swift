@@ -35,13 +35,19 @@ let package = Package(
             name: "CRequestScan",
             linkerSettings: [.linkedLibrary("simdjson"), .linkedLibrary("stdc++")]
         ),
+        // Plain C over Debian's libzmq and msgpack-c: vLLM's KV-cache events (subscribe, decode
+        // strictly, and encode for the simulator). docs/vllm-kv-events.md has the wire format.
+        .target(
+            name: "CKVEvents",
+            linkerSettings: [.linkedLibrary("zmq"), .linkedLibrary("msgpackc")]
+        ),
         // Release builds skip Swift's dynamic exclusivity checks on the data path (they showed up
         // as ~2 % of CPU under load); debug builds and tests keep them.
         .target(name: "Reactor", dependencies: ["CEventShim"], swiftSettings: releaseFast),
         .target(
             name: "Engine",
             dependencies: [
-                "Reactor", "CEventShim", "CRequestScan",
+                "Reactor", "CEventShim", "CRequestScan", "CKVEvents",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: releaseFast
@@ -57,7 +63,7 @@ let package = Package(
         .executableTarget(
             name: "vllm-sim",
             dependencies: [
-                "Reactor", "CEventShim",
+                "Reactor", "CEventShim", "CKVEvents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -65,7 +71,7 @@ let package = Package(
         // fuzz/run.sh builds it with the sanitizers. A plain `swift build` gives a replay tool
         // for crash files.
         .executableTarget(name: "fuzz-engine", dependencies: ["Engine", "Reactor", "CEventShim"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor", "CKVEvents"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEventShim"]),
         // The simulator's pure parts (request parsing, rendering, the embedding model).
         .testTarget(name: "VLLMSimTests", dependencies: ["vllm-sim"]),
