@@ -63,6 +63,11 @@ public final class KVEventsDriver {
         context = nil
     }
 
+    // TODO(kvevents): watch ZMQ_EVENT_DISCONNECTED (zmq_socket_monitor) and purge at once: a
+    // restarted publisher is detected only when its numbering does not continue ours (or when
+    // the health check fails), and a restart whose first batch we receive happens to carry our
+    // next number would pass unnoticed. Replay (vLLM's ROUTER) could also fill real gaps.
+
     /// The backend's publisher is known to be gone (its health check failed): its blocks are.
     public func purge(_ backend: BackendID) {
         index.purge(backend)
