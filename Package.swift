@@ -38,13 +38,19 @@ let package = Package(
         // The response cache the worker processes of one host share (a memfd segment, a robust
         // process-shared mutex): plain C because it is a layout of structs several processes use.
         .target(name: "CSharedCache"),
+        // Plain C over Debian's libzmq and msgpack-c: vLLM's KV-cache events (subscribe, decode
+        // strictly, and encode for the simulator). docs/vllm-kv-events.md has the wire format.
+        .target(
+            name: "CKVEvents",
+            linkerSettings: [.linkedLibrary("zmq"), .linkedLibrary("msgpackc")]
+        ),
         // Release builds skip Swift's dynamic exclusivity checks on the data path (they showed up
         // as ~2 % of CPU under load); debug builds and tests keep them.
         .target(name: "Reactor", dependencies: ["CEventShim"], swiftSettings: releaseFast),
         .target(
             name: "Engine",
             dependencies: [
-                "Reactor", "CEventShim", "CRequestScan", "CSharedCache",
+                "Reactor", "CEventShim", "CRequestScan", "CSharedCache", "CKVEvents",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: releaseFast
@@ -60,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "vllm-sim",
             dependencies: [
-                "Reactor", "CEventShim",
+                "Reactor", "CEventShim", "CKVEvents",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -68,7 +74,7 @@ let package = Package(
         // fuzz/run.sh builds it with the sanitizers. A plain `swift build` gives a replay tool
         // for crash files.
         .executableTarget(name: "fuzz-engine", dependencies: ["Engine", "Reactor", "CEventShim"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor", "CSharedCache"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Reactor", "CSharedCache", "CKVEvents"]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CEventShim"]),
         // The simulator's pure parts (request parsing, rendering, the embedding model).
         .testTarget(name: "VLLMSimTests", dependencies: ["vllm-sim"]),

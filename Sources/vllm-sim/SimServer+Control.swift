@@ -38,43 +38,10 @@ extension SimServer {
             if let failure = f.failure { return .failure(failure) }
             if let e = checkModel(root["model"]) { return .failure(e) }
 
-            var ids: [Int] = []
+            if isChat && messages.count == 0 { return .failure(.emptyConversation) }
             var strs: [String] = []
-            func special(_ id: Int) {
-                ids.append(id)
-                if wantStrings { strs.append(SimTokenizer.text(of: id)) }
-            }
-            func text(_ bytes: UnsafeRawBufferPointer) {
-                SimTokenizer.forEachChunk(bytes) { chunk in
-                    ids.append(SimTokenizer.chunkID(chunk))
-                    if wantStrings { strs.append(String(decoding: chunk, as: UTF8.self)) }
-                }
-            }
-            if addSpecial { special(SimTokenizer.bos) }
-            if isChat {
-                if messages.count == 0 { return .failure(.emptyConversation) }
-                for i in 0..<messages.count {
-                    let m = messages[i]
-                    special(SimTokenizer.roleID(m["role"].string ?? "user"))
-                    special(SimTokenizer.newline)
-                    let content = m["content"]
-                    if let b = content.stringBytes {
-                        text(b)
-                    } else if content.kind == .array {
-                        for j in 0..<content.count {
-                            if let b = content[j]["text"].stringBytes { text(b) }
-                        }
-                    }
-                    special(SimTokenizer.eos)
-                    special(SimTokenizer.newline)
-                }
-                if addGenerationPrompt {
-                    special(SimTokenizer.assistantRole)
-                    special(SimTokenizer.newline)
-                }
-            } else if let b = prompt.stringBytes {
-                text(b)
-            }
+            let ids = SimTokenizer.promptIDs(root, isChat: isChat, addSpecial: addSpecial, addGenerationPrompt: addGenerationPrompt,
+                                             onToken: wantStrings ? { strs.append($1) } : nil)
 
             var w = ByteWriter(capacity: 64 + ids.count * 6)
             w.write("{\"count\":")

@@ -55,6 +55,15 @@ extension SimServer {
         g.connection = c
         c.context = g
         active[g.id] = g
+        if let kv = kvEvents, kind != .responses {
+            // The same ids /tokenize answers for this body (vLLM's defaults for each form).
+            let isChat = kind == .chat
+            let ids = withJSONDocument(body) { root in
+                SimTokenizer.promptIDs(root, isChat: isChat, addSpecial: root["add_special_tokens"].kind == .bool ? root["add_special_tokens"].isTrue : !isChat,
+                                       addGenerationPrompt: root["add_generation_prompt"].kind == .bool ? root["add_generation_prompt"].isTrue : true)
+            }
+            if case .success(let ids) = ids { kv.promptArrived(g.id, ids: ids) }
+        }
         // Like vLLM (Starlette's StreamingResponse), a stream's head goes out before the request
         // is even scheduled; its events follow once it runs. A responses stream opens with
         // response.created and response.in_progress at once, before any token.
@@ -111,6 +120,7 @@ extension SimServer {
     func start(_ g: Generation, now: UInt64) {
         g.phase = .running
         g.startedNanos = now
+        kvEvents?.prefilled(g.id)
         g.pacing = Pacing(knobs)
         stats.maxRunningSeen = max(stats.maxRunningSeen, scheduler.runningCount)
         metrics.queueTime.observe(seconds(now &- g.arrivedNanos))
@@ -298,6 +308,7 @@ extension SimServer {
             return
         case .waiting:
             scheduler.abandoned(g.id)
+            kvEvents?.forget(g.id)
         case .running, .stalled, .blockedOnWrite, .closing:
             scheduler.finished(g.id)
             metrics.generationTokens += g.completionTokens(afterSteps: g.producedSteps(now: now))

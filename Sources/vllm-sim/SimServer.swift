@@ -50,6 +50,8 @@ final class SimServer: HTTPServerConnectionDelegate {
     var scratch = ByteWriter(capacity: 8192)
     /// Lifts `knobs.refuse` when a /sim/config asked for refuse_ms.
     var refuseTimer: Timer?
+    /// --kv-events-config: the KV-event publisher and its prefix-cache stand-in (nil when off).
+    var kvEvents: SimKVEvents?
     private var connections: [UInt64: HTTPServerConnection] = [:]
     private var nextConnectionID: UInt64 = 0
     private let limits: HTTPServerLimits
@@ -124,6 +126,10 @@ final class SimServer: HTTPServerConnectionDelegate {
             if isPost { respond(c, tokenize(head, body)) } else { methodNotAllowed(c, head, "POST") }
         case "/detokenize":
             if isPost { respond(c, detokenize(head, body)) } else { methodNotAllowed(c, head, "POST") }
+        case "/reset_prefix_cache" where kvEvents != nil:
+            // vLLM serves it only with VLLM_SERVER_DEV_MODE=1; here only with KV events on (it
+            // publishes AllBlocksCleared).
+            if isPost { kvEvents?.reset(); c.writeResponse(status: 200, headers: headers.empty, body: []) } else { methodNotAllowed(c, head, "POST") }
         case "/sim/config":
             if isPost { respond(c, configure(body)) } else if isGet { respondJSON(c, knobs.json()) } else { methodNotAllowed(c, head, "GET, POST") }
         case "/sim/stats":

@@ -106,6 +106,9 @@ struct VLLMSim: ParsableCommand {
     @Flag(help: "Start the generated text with the prompt's text (live: /sim/config {\"echo\": true}).")
     var echo = false
 
+    @Option(help: "As vLLM's: JSON {\"enable_kv_cache_events\": true, \"publisher\": \"zmq\", \"endpoint\": \"tcp://*:5557\"} publishes KV-cache events (replay_endpoint is accepted, not served). The startup line then names the bound endpoint.")
+    var kvEventsConfig: String?
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard maxModelLen >= 2 else { throw ValidationError("--max-model-len must be ≥ 2") }
@@ -126,6 +129,7 @@ struct VLLMSim: ParsableCommand {
         guard kvUsageOverride <= 1 else { throw ValidationError("--kv-usage-override must be ≤ 1") }
         guard prefillUsPerToken >= 0 && prefillUsPerToken <= 1e6 else { throw ValidationError("--prefill-us-per-token must be in 0...1e6") }
         guard (1...65536).contains(embeddingSize) else { throw ValidationError("--embedding-size must be 1...65536") }
+        if let j = kvEventsConfig, case .failure(let e) = SimKVEventsConfig.parse(j) { throw ValidationError(e.message) }
     }
 
     func run() throws {
@@ -143,6 +147,14 @@ struct VLLMSim: ParsableCommand {
 
         let loop = Loop()
         let server = SimServer(loop: loop, settings: settings, knobs: knobs)
+        if let j = kvEventsConfig, case .success(let kc) = SimKVEventsConfig.parse(j), kc.isEnabled, kc.publisher == "zmq" {
+            guard let p = KVEventPublisher(loop: loop, config: kc) else {
+                writeLine(2, "vllm-sim: cannot open the KV-event publisher on \(kc.endpoint)")
+                throw ExitCode(1)
+            }
+            server.kvEvents = SimKVEvents(publisher: p, capacityBlocks: kvBlocks, blockSize: blockSize)
+            writeLine(1, "vllm-sim kv events on port \(p.port)")
+        }
         let listener: Listener
         do {
             listener = try Listener(loop: loop, host: host, port: port, reusePort: false) { [unowned server] fd in
@@ -161,6 +173,7 @@ struct VLLMSim: ParsableCommand {
         loop.run()
 
         listener.close()
+        server.kvEvents?.publisher.close()
         pipe.close()
         term.close()
         interrupt.close()

@@ -58,6 +58,16 @@ extension EngineRuntime {
                         series: [(labels: [], histogram: m.queueWaitSeconds)])
         }
         let bl: (Backend) -> [(String, String)] = { [("backend", $0.url)] }
+        if let kv = kvEvents {
+            w.gauge("engine_kv_index_blocks", help: "KV-cache blocks the exact-mode index holds per backend (from its KV events).",
+                    samples: backends.all.map { (labels: bl($0), value: Double(kv.index.blockCount($0.id))) })
+            w.counter("engine_kv_events_batches_total", help: "KV-event batches applied to the index.", value: Double(kv.batchesApplied))
+            w.counter("engine_kv_events_total", help: "KV events (stored, removed, cleared) applied to the index.", value: Double(kv.eventsApplied))
+            w.counter("engine_kv_events_dropped_total", help: "KV-event messages dropped as malformed, by reason.",
+                      samples: KVDecodeError.allCases.map { (labels: [("reason", $0.rawValue)], value: Double(kv.dropped[$0] ?? 0)) })
+            w.counter("engine_kv_index_purges_total", help: "Backends' index entries purged after a sequence gap or publisher restart.",
+                      samples: backends.all.map { (labels: bl($0), value: Double(kv.gapPurges[$0.id] ?? 0)) })
+        }
         w.gauge("engine_backend_kv_cache_usage", help: "Last polled vllm:kv_cache_usage_perc (0..1); absent when unknown.",
                 samples: backends.all.compactMap { b in b.load?.kvUsage.map { (labels: bl(b), value: $0) } })
         w.gauge("engine_backend_requests_running", help: "Last polled vllm:num_requests_running.",

@@ -20,6 +20,8 @@ public final class EngineRuntime {
     let estimator = TokenEstimator()
     let auth: APIKeyAuth?
     private(set) var admission: AdmissionDriver?
+    /// Exact-mode routing's KV-event subscribers and block index; nil when no backend publishes.
+    public private(set) var kvEvents: KVEventsDriver?
     /// The response cache: in process (no redis.url) or Redis; nil when cache.enabled is false.
     private(set) var cache: CacheStore?
     private(set) var redis: RedisConnection?
@@ -116,6 +118,25 @@ public final class EngineRuntime {
                                                 maxWait: .seconds(validated: a.maxWaitSeconds)),
                 pollInterval: .seconds(validated: a.pollIntervalSeconds))
         }
+        let publishers = Self.kvEventPublishers(config: config)
+        if !publishers.isEmpty {
+            kvEvents = KVEventsDriver(loop: loop, publishers: publishers)
+        }
+    }
+
+    /// Which backends publish KV events, and where (exact-mode routing, issue 13).
+    /// TODO(lead): once `routing.kv_events` and `vllm.instances[].kv_events_url` exist, this is
+    /// `config.routing.kvEvents ? config.vllm.instances.enumerated().compactMap { i, inst in
+    /// inst.kvEventsURL.map { (BackendID(i), $0) } } : []`. Until then the only way in is the
+    /// test seam ENGINE_KV_EVENTS_URLS: comma-separated URLs in instance order (empty = none).
+    static func kvEventPublishers(config: EngineConfig) -> [(BackendID, String)] {
+        guard let raw = getenv("ENGINE_KV_EVENTS_URLS").map({ String(cString: $0) }) else { return [] }
+        var out: [(BackendID, String)] = []
+        for (i, url) in raw.split(separator: ",", omittingEmptySubsequences: false).enumerated()
+        where i < config.vllm.instances.count && !url.isEmpty {
+            out.append((BackendID(i), String(url)))
+        }
+        return out
     }
 
     var serverLimits: HTTPServerLimits {
@@ -136,12 +157,20 @@ public final class EngineRuntime {
         m.onBreakerOpened = { [unowned self] b in self.breakerChanged(b) }
         m.onChange = { [unowned self] b in
             self.logger.notice("backend \(b.isHealthy ? "up" : "down")", metadata: ["eng.upstream": "\(b.url)"])
+            // A backend that stopped answering may restart with an empty cache and publish
+            // nothing until its next store: forget its blocks now rather than on its next batch.
+            if !b.isHealthy { self.kvEvents?.purge(b.id) }
         }
         m.onModelsDiscovered = { [unowned self] _ in self.checkModelRegistry() }
         monitor = m
         checkModelRegistry()  // instances with configured `models` are known already
         m.start()
         admission?.start()
+        if let kv = kvEvents {
+            for url in kv.start() {
+                logger.error("cannot subscribe to KV events", metadata: ["eng.upstream": "\(url)"])
+            }
+        }
         if let r = redis {
             let where_ = redactedRedisURL
             r.onStateChange = { [unowned self] up in
@@ -258,6 +287,7 @@ public final class EngineRuntime {
         listener?.close()
         monitor?.stop()
         admission?.stop()
+        kvEvents?.stop()
         redis?.close()
         for b in backends.all { b.pool.closeAll() }
         for t in idleTimers { t.close() }
