@@ -68,6 +68,9 @@ struct EngineServer: ParsableCommand {
         }
         defer { portClaim?.release() }
         var sharedStore: PrivateRedis?
+        // Only a segment this supervisor creates is handed to its workers (never one named by
+        // the environment it was started with).
+        if workerIndex == nil { unsetenv(SharedMemoryCacheStore.environmentKey) }
         if n > 1 && workerIndex == nil && cfg.cache.isEnabled && cfg.redis.url.isEmpty {
             // Workers must share one cache and flight table (PrivateRedis says why).
             if let exe = PrivateRedis.locate(environment: env), let r = PrivateRedis(executable: exe, environment: env), r.start() {
@@ -174,12 +177,12 @@ extension EngineServer {
     /// A worker's view of its supervisor's shared-memory cache (nil for a lone process, or when the
     /// segment cannot be mapped: then the cache stays in Redis).
     func attachSharedCache(_ env: [String: String], logger: Logger) -> SharedMemoryCacheStore? {
-        guard workerIndex != nil, let v = env[SharedMemoryCacheStore.environmentKey], let fd = Int32(v) else { return nil }
-        defer { close(fd) }  // the mapping outlives the descriptor; the supervisor keeps its own
+        guard workerIndex != nil, let v = env[SharedMemoryCacheStore.environmentKey], let fd = Int32(v), fd > 2 else { return nil }
         guard let store = SharedMemoryCacheStore(fd: fd) else {
             logger.warning("\(SharedMemoryCacheStore.environmentKey)=\(v) is not a shared cache: keeping the cache in Redis")
             return nil
         }
+        close(fd)  // the mapping outlives the descriptor; the supervisor keeps its own
         return store
     }
 }

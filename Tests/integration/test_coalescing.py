@@ -388,3 +388,16 @@ def test_default_workers_late_joiners_get_the_whole_stream(sim_factory, engine_f
     texts = {text_of(r, True) for r in late}
     assert len(texts) == 1 and next(iter(texts)), texts
     assert sim.stats()["requests_total"] == 1
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the default config runs one process on one core")
+def test_a_segment_named_by_the_environment_is_not_trusted(sim, engine_factory):
+    """ENGINE_SHARED_CACHE_FD passes the supervisor's own segment to its workers; one set by
+    whoever started the Engine (here: stdout's fd) is ignored, not mapped or closed."""
+    eng = engine_factory(make_config([sim]), env={"ENGINE_SHARED_CACHE_FD": "1"})
+    ready(eng)
+    body = chat_body("segment from the environment", max_tokens=3)
+    assert post(eng, body).headers["x-cache"] == "MISS"
+    assert wait_until(lambda: post(eng, body).headers["x-cache"] == "HIT", timeout=3)
+    assert eng.metrics_json()["cache"]["backend"] == "shared_memory"
+    assert "is not a shared cache" not in eng.log_text()
