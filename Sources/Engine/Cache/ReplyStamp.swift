@@ -9,6 +9,10 @@
 // Pure over C (CRequestScan), no I/O.
 import CRequestScan
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 public struct ReplyStamp: Equatable, Sendable {
     // The id is `prefix` + `suffix` (vLLM's prefix and the request id), kept apart so that making
     // a stamp, once per cache hit, allocates nothing; both are written straight into the reply.
@@ -69,17 +73,54 @@ public struct ReplyStamp: Equatable, Sendable {
     /// some event's data spans several `data:` lines (`stamped(events:)` handles those).
     public static func spans(ofEvents b: UnsafeRawBufferPointer) -> [Range<Int>]? {
         var out: [Range<Int>] = []
+        var template: IdentityTemplate?
         var at = 0
         while at < b.count {
             let (end, dataLines) = event(in: b, from: at)
             if dataLines > 1 { return nil }
-            if dataLines == 1, let (v, valueEnd) = dataLine(in: b, from: at, to: end),
-               let found = spans(ofJSON: UnsafeRawBufferPointer(rebasing: b[v..<valueEnd])) {
-                for r in found { out.append((v + r.lowerBound)..<(v + r.upperBound)) }
+            if dataLines == 1, let (v, valueEnd) = dataLine(in: b, from: at, to: end) {
+                let value = UnsafeRawBufferPointer(rebasing: b[v..<valueEnd])
+                if let found = template?.spans(in: value) {
+                    for r in found { out.append((v + r.lowerBound)..<(v + r.upperBound)) }
+                } else if let found = spans(ofJSON: value) {
+                    for r in found { out.append((v + r.lowerBound)..<(v + r.upperBound)) }
+                    template = IdentityTemplate(value, found)
+                }
             }
             at = end
         }
         return out
+    }
+
+    /// One parsed event's spans, reused for a later event that provably has the same ones, without
+    /// parsing it again (a stream's chunks share their head: `{"id":…,"object":…,"created":…,`).
+    /// Provably: the later event starts with the same bytes up to and including the one after the
+    /// last span — so a parser reads the same tokens there, the same top-level members, and the
+    /// number before that byte ends where it did — and its remaining bytes cannot hold another
+    /// `id` or `created` key at any depth: no `"id"`, no `"created"`, and no `\u` escape that could
+    /// spell one. Anything else is parsed.
+    struct IdentityTemplate {
+        let head: [UInt8]
+        let spans: [Range<Int>]
+
+        init?(_ value: UnsafeRawBufferPointer, _ spans: [Range<Int>]) {
+            guard let last = spans.last, last.upperBound < value.count else { return nil }
+            head = Array(value[0...last.upperBound])
+            self.spans = spans
+        }
+
+        func spans(in value: UnsafeRawBufferPointer) -> [Range<Int>]? {
+            guard value.count > head.count,
+                  head.withUnsafeBytes({ memcmp($0.baseAddress!, value.baseAddress!, head.count) }) == 0 else { return nil }
+            let rest = UnsafeRawBufferPointer(rebasing: value[head.count...])
+            guard !ByteSearch.contains(Self.idKey, in: rest), !ByteSearch.contains(Self.createdKey, in: rest),
+                  !ByteSearch.contains(Self.unicodeEscape, in: rest) else { return nil }
+            return spans
+        }
+
+        static let idKey = Array("\"id\"".utf8)
+        static let createdKey = Array("\"created\"".utf8)
+        static let unicodeEscape = Array("\\u".utf8)
     }
 
     // MARK: writing them

@@ -76,6 +76,38 @@ private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
         #expect(stampedEvents("data:{\"id\":\"c\"}\n\n") == "data:{\"id\":\"chatcmpl-new\"}\n\n")
     }
 
+    /// The spans of a stream's events are found once per shared head and reused only where that is
+    /// provably right: always what parsing each event alone finds.
+    @Test func reusedSpansAreWhatParsingEachEventFinds() {
+        let events = [
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":12,"choices":[{"delta":{"content":"a"}}]}"#,
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":12,"choices":[{"delta":{"content":"b"}}]}"#,
+            // The same head, then a second top-level id (the parser finds both; so must we).
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":12,"choices":[],"id":"again"}"#,
+            // The same bytes up to the created value, which goes on (123, not 12).
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":123,"choices":[]}"#,
+            // A key spelled with an escape, at the top and nested.
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":12,"created":5}"#,
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":12,"x":{"id":"n"}}"#,
+            // A tool call's id is nested: not an identity value, but the text is there.
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":12,"choices":[{"delta":{"tool_calls":[{"id":"t"}]}}]}"#,
+            #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":12,"choices":[{"delta":{"content":"c"}}]}"#,
+        ]
+        let sse = events.map { "data: \($0)\n\n" }.joined() + "data: [DONE]\n\n"
+        let bytes = Array(sse.utf8)
+        let reused = bytes.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
+        var each: [Range<Int>] = []
+        var at = 0
+        for e in events {
+            at += 6  // "data: "
+            let found = Array(e.utf8).withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
+            each += found.map { (at + $0.lowerBound)..<(at + $0.upperBound) }
+            at += e.utf8.count + 2
+        }
+        #expect(reused == each)
+        #expect(each.count == 2 * events.count + 2)  // the extra id and the escaped created
+    }
+
     @Test func dataSplitOverSeveralLinesIsStampedAsOneDocument() {
         let sse = "event: x\ndata: {\"id\":\"c1\",\ndata: \"created\":1}\n\ndata: [DONE]\n\n"
         let out = stampedEvents(sse)
