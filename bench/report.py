@@ -72,20 +72,20 @@ table("Plain chat, fixed request, passthrough", [
     ("plain:eng-off", "Engine, cache off", "plain:nginx")])
 table("Plain chat, every prompt unique (Engine: every lookup misses, every answer stored)", [
     ("unique:nginx", "nginx", None), ("unique:haproxy", "haproxy (http-no-delay)", "unique:nginx"),
-    ("unique:eng-on", "Engine, cache on (workers 0 + private redis-server)", "unique:nginx"),
+    ("unique:eng-on", "Engine, cache on (default: workers 0, shared-memory cache)", "unique:nginx"),
     ("unique:eng1-on", "Engine workers: 1, cache on (in-process store)", "unique:nginx")])
 table("Plain chat, Engine cache hits (fixed request) vs nginx passthrough", [
     ("plain:nginx", "nginx passthrough", None),
-    ("hits:eng-on", "Engine cache hits (workers 0 + private redis-server)", "plain:nginx"),
+    ("hits:eng-on", "Engine cache hits (default: workers 0, shared-memory cache)", "plain:nginx"),
     ("hits:eng1-on", "Engine workers: 1, cache hits (in-process store)", "plain:nginx")])
 table("stream:true, whole 50-event SSE upstream (CPU per streamed response)", [
     ("stream:nginx", "nginx", None), ("stream:haproxy", "haproxy (http-no-delay)", "stream:nginx"),
     ("stream:eng-off", "Engine, cache off", "stream:nginx"),
     ("stream-unique:nginx", "nginx, unique prompts", None),
     ("stream-unique:haproxy", "haproxy, unique prompts", "stream-unique:nginx"),
-    ("stream-unique:eng-on", "Engine, cache on, unique prompts (workers 0 + private redis-server)", "stream-unique:nginx"),
+    ("stream-unique:eng-on", "Engine, cache on, unique prompts (default: workers 0, shared-memory cache)", "stream-unique:nginx"),
     ("stream-unique:eng1-on", "Engine workers: 1, cache on, unique prompts", "stream-unique:nginx"),
-    ("stream-hits:eng-on", "Engine streamed cache hits (workers 0 + private redis-server)", "stream:nginx"),
+    ("stream-hits:eng-on", "Engine streamed cache hits (default: workers 0, shared-memory cache)", "stream:nginx"),
     ("stream-hits:eng1-on", "Engine workers: 1, streamed cache hits", "stream:nginx")])
 
 p(f"\n## One connection (wrk -t1 -c1 -d{dur}), unique prompts: latency added to the direct upstream\n")

@@ -9,7 +9,8 @@
 # the streaming probe. Proxies, one process (or thread) per core, access log off:
 #   nginx      worker_processes = nproc, keep-alive pools, proxy_buffering off (nginx.conf.template)
 #   haproxy    nbthread = nproc, http-no-delay, http-reuse always (haproxy-proxy.cfg.template)
-#   Engine     workers: 0 (one per core; with the cache on, the supervisor's private redis-server),
+#   Engine     workers: 0 (one per core; with the cache on, answers and flight claims in the
+#              workers' shared-memory segment, the private redis-server only for coalesced answers),
 #              and, as extra rows, workers: 1 (one process, in-process store) for the cache-on cases
 # Cases (wrk -t1 -c$CONNS, a ~420 B chat request, bench/post.lua or bench/unique.lua; STREAM=1
 # makes either ask for "stream":true):
