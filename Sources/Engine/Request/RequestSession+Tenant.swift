@@ -58,8 +58,10 @@ extension RequestSession {
         if case .relay(let r) = request.kind { json = r.body == .json }
         if json {
             for key in ["max_completion_tokens", "max_tokens"] {
-                if let raw = OpenAIRequest.extract(requestBody, key: key),
-                   let n = Int(String(decoding: raw, as: UTF8.self)), n >= 0 {
+                // extract answers {"<key>":<value>} (or {}).
+                if let raw = OpenAIRequest.extract(requestBody, key: key), let colon = raw.firstIndex(of: UInt8(ascii: ":")),
+                   let n = Int(String(decoding: raw[(colon + 1)...].filter { $0 >= 0x30 && $0 <= 0x39 || $0 == 0x2D }, as: UTF8.self)),
+                   n >= 0 {
                     output = n
                     break
                 }
