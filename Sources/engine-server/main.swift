@@ -71,7 +71,9 @@ struct EngineServer: ParsableCommand {
         // Only a segment this supervisor creates is handed to its workers (never one named by
         // the environment it was started with).
         if workerIndex == nil { unsetenv(SharedMemoryCacheStore.environmentKey) }
-        if n > 1 && workerIndex == nil && cfg.cache.isEnabled && cfg.redis.url.isEmpty {
+        // Token/request budgets (issue 14) must hold across workers too: they need the shared Redis.
+        let hasBudgets = (cfg.auth.keyTenants + cfg.admissionControl.tenants).contains { $0.hasLimits }
+        if n > 1 && workerIndex == nil && (cfg.cache.isEnabled || hasBudgets) && cfg.redis.url.isEmpty {
             // Workers must share one cache and flight table (PrivateRedis says why).
             if let exe = PrivateRedis.locate(environment: env), let r = PrivateRedis(executable: exe, environment: env), r.start() {
                 setenv("REDIS_URL", r.url, 1)
@@ -79,11 +81,13 @@ struct EngineServer: ParsableCommand {
                 logger.notice("workers share a private redis-server at \(r.url) for coalescing")
                 // The answers themselves live in shared memory: a lookup or a store is a lock and
                 // a copy, not a round trip (created after redis-server, which must not inherit it).
-                switch SharedMemoryCacheStore.create(maxEntries: cfg.cache.maxSize, maxBytes: cfg.cache.maxBytes) {
-                case .success(let fd):
-                    setenv(SharedMemoryCacheStore.environmentKey, String(fd), 1)
-                case .failure(let e):
-                    logger.warning("no shared-memory cache (\(e)): workers keep the cache in the private redis-server")
+                if cfg.cache.isEnabled {
+                    switch SharedMemoryCacheStore.create(maxEntries: cfg.cache.maxSize, maxBytes: cfg.cache.maxBytes) {
+                    case .success(let fd):
+                        setenv(SharedMemoryCacheStore.environmentKey, String(fd), 1)
+                    case .failure(let e):
+                        logger.warning("no shared-memory cache (\(e)): workers keep the cache in the private redis-server")
+                    }
                 }
             } else {
                 logger.warning("redis-server not found or not starting: running ONE worker so that the cache and coalescing stay whole (install redis-server, or set redis.url, for one worker per core)")

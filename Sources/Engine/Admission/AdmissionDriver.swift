@@ -5,9 +5,13 @@
 import Reactor
 
 protocol AdmissionWaiter: AnyObject {
+    /// Who asks, how much, until when: asked only when the request cannot go at once.
+    func admissionTicket() -> AdmissionTicket
     func admissionAdmitted(_ backend: BackendID)
     func admissionQueued()
     func admissionRejected(retryAfterSeconds: Int)
+    /// Its deadline passed (`deadline`), or a fairer request pushed it out of a full queue.
+    func admissionRefused(_ reason: AdmissionRefusal.Reason, retryAfterSeconds: Int)
     func admissionKeepAlive()
 }
 
@@ -27,7 +31,11 @@ final class AdmissionDriver {
     private(set) var enqueuedCount = 0
     private(set) var rejectedCount = 0
     private(set) var waitNanosTotal: UInt64 = 0
+    private(set) var deadlineMissedCount = 0
+    private(set) var displacedCount = 0
     private var enqueuedAt: [RequestToken: UInt64] = [:]
+    /// When the armed tick fires (monotonic ns), to bring it forward for a nearer deadline.
+    private var tickAt: UInt64 = 0
 
     init(loop: Loop, backends: BackendSet, policy: AdmissionMachine.Policy, pollInterval: Duration) {
         self.loop = loop
@@ -61,7 +69,8 @@ final class AdmissionDriver {
             return token
         }
         waiters[token] = waiter
-        perform(machine.requestArrived(token, pool: pool, candidates: candidates, now: Loop.nowNanos()))
+        perform(machine.requestArrived(token, pool: pool, candidates: candidates, now: Loop.nowNanos(),
+                                       ticket: waiter.admissionTicket()))
         return token
     }
 
@@ -81,7 +90,7 @@ final class AdmissionDriver {
             case .enqueued(let t):
                 enqueuedCount += 1
                 enqueuedAt[t] = Loop.nowNanos()
-                if !tickTimer.isArmed { tickTimer.schedule(after: .milliseconds(250)) }
+                scheduleTick()
                 waiters[t]?.admissionQueued()
             case .reject(let t, let ra):
                 rejectedCount += 1
@@ -89,13 +98,33 @@ final class AdmissionDriver {
                 waiters.removeValue(forKey: t)?.admissionRejected(retryAfterSeconds: ra)
             case .keepAlive(let t):
                 waiters[t]?.admissionKeepAlive()
+            case .deadlineMissed(let t, let ra):
+                deadlineMissedCount += 1
+                enqueuedAt[t] = nil
+                waiters.removeValue(forKey: t)?.admissionRefused(.deadline, retryAfterSeconds: ra)
+            case .displaced(let t, let ra):
+                displacedCount += 1
+                enqueuedAt[t] = nil
+                waiters.removeValue(forKey: t)?.admissionRefused(.displaced, retryAfterSeconds: ra)
             }
         }
     }
 
     private func tick() {
+        tickAt = 0
         perform(machine.tick(now: Loop.nowNanos()))
-        if machine.queuedTotal > 0 { tickTimer.schedule(after: .milliseconds(250)) }
+        if machine.queuedTotal > 0 { scheduleTick() }
+    }
+
+    /// Every 250 ms while requests wait, sooner when a queued deadline comes first (so a request
+    /// leaves when its deadline passes, not up to a tick later).
+    private func scheduleTick() {
+        let now = Loop.nowNanos()
+        var at = now + 250_000_000
+        if let d = machine.nextDeadline { at = min(at, max(d, now + 1_000_000)) }
+        if tickTimer.isArmed && tickAt != 0 && tickAt <= at { return }
+        tickAt = at
+        tickTimer.schedule(after: .nanoseconds(at - now))
     }
 
     private func pollAll() {

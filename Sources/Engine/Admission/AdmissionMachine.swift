@@ -3,6 +3,11 @@
 // queue per pool (pool = model name). The request driver asks it on arrival; the poller feeds
 // `loadsUpdated`; a per-loop timer feeds `tick`. Fixes original bugs 9 (QUEUE meant ACCEPT) and 14
 // (an unreadable backend read as 0 % used). Times are monotonic nanoseconds (`Loop.nowNanos()`).
+// Issue 14: under `fairness: .fair` the queue is left by priority band, then by start-time fair
+// queueing on tokens across tenants (FairShares), then earliest deadline first inside a tenant; a
+// full queue pushes out the request of the tenant furthest past its share instead of refusing a
+// lighter tenant. Under `.fifo` the order is arrival order, byte for byte as before. Either way a
+// request's deadline (AdmissionTicket) ends its wait: `deadlineMissed`.
 // Pure: no imports, no I/O.
 
 /// Identifies one admission request (the driver maps it to its session).
@@ -26,7 +31,38 @@ public enum AdmissionDecision: Equatable, Sendable {
     case unknown
 }
 
+/// What admission knows of a request beyond its pool: who asks, how much, and until when.
+public struct AdmissionTicket: Equatable, Sendable {
+    /// Fairness key (Tenant.id); "" is one anonymous tenant.
+    public var tenant: String
+    /// > 0; a tenant's share of service is proportional to it.
+    public var weight: Double
+    /// Smaller is served first.
+    public var priority: Int
+    /// Expected tokens: prompt (exact or estimated) plus max_tokens or the configured expectation.
+    public var cost: Int
+    /// Monotonic nanoseconds by which the request must have started; nil: none.
+    public var deadline: UInt64?
+
+    public init(tenant: String = "", weight: Double = 1, priority: Int = 0, cost: Int = 1, deadline: UInt64? = nil) {
+        self.tenant = tenant
+        self.weight = weight
+        self.priority = priority
+        self.cost = cost
+        self.deadline = deadline
+    }
+
+    public static let standard = AdmissionTicket()
+}
+
 public struct AdmissionMachine: Sendable {
+    public enum Fairness: Equatable, Sendable {
+        /// Arrival order (the behaviour before issue 14).
+        case fifo
+        /// Priority, then SFQ across tenants on tokens, then EDF inside a tenant.
+        case fair
+    }
+
     public struct Policy: Equatable, Sendable {
         /// Fractions 0...1; the config validates 0 < soft < hard ≤ 1.
         public var softLimit: Double
@@ -39,6 +75,7 @@ public struct AdmissionMachine: Sendable {
         public var keepAliveInterval: Duration
         /// Upper bound of requests released to one backend by one `loadsUpdated`.
         public var maxReleasePerUpdate: Int
+        public var fairness: Fairness = .fifo
 
         public init(softLimit: Double = 0.70, hardLimit: Double = 0.90, maxQueue: Int = 256,
                     maxWait: Duration = .seconds(30), keepAliveInterval: Duration = .seconds(5),
@@ -66,6 +103,12 @@ public struct AdmissionMachine: Sendable {
         /// The request is still queued: write `: queued` to a streaming client so proxies and the
         /// client keep the connection (non-streaming clients: nothing to do).
         case keepAlive(RequestToken)
+        /// Its deadline passed before it could start (on arrival or while queued): answer at once
+        /// (429 + Retry-After); the request is no longer tracked here.
+        case deadlineMissed(RequestToken, retryAfterSeconds: Int)
+        /// Fair queueing: a full queue pushed this request out for another tenant's (429); the
+        /// request is no longer tracked here.
+        case displaced(RequestToken, retryAfterSeconds: Int)
     }
 
     /// A queued request.
@@ -76,6 +119,7 @@ public struct AdmissionMachine: Sendable {
         var candidates: [BackendID]
         var enqueuedAt: UInt64
         var lastKeepAlive: UInt64
+        var ticket: AdmissionTicket = .standard
     }
 
     public let policy: Policy
@@ -86,6 +130,10 @@ public struct AdmissionMachine: Sendable {
     /// Instants of recent releases per pool (at most `drainSamples`, none older than `drainWindow`).
     private var releases: [String: [UInt64]] = [:]
     private var nextSeq: UInt64 = 0
+    /// SFQ tags (used under `.fair` only).
+    private(set) var shares = FairShares()
+    /// Queued requests that carry a deadline (the driver's tick must come by the earliest).
+    private var deadlines = 0
 
     static let drainSamples = 64
     static let drainWindow: UInt64 = 60_000_000_000
@@ -105,6 +153,14 @@ public struct AdmissionMachine: Sendable {
     public var queuedTotal: Int { poolOf.count }
     public func isQueued(_ token: RequestToken) -> Bool { poolOf[token] != nil }
 
+    /// The earliest deadline among queued requests (nil: none has one).
+    public var nextDeadline: UInt64? {
+        guard deadlines > 0 else { return nil }
+        var best: UInt64?
+        for q in queues.values { for w in q { if let d = w.ticket.deadline, best == nil || d < best! { best = d } } }
+        return best
+    }
+
     // MARK: - Events
 
     /// A request for `pool` that may go to any of `candidates`, in the caller's preference order
@@ -114,8 +170,12 @@ public struct AdmissionMachine: Sendable {
     /// Else, if some candidate says QUEUE, waits (or is rejected when the queue is full). All
     /// REJECT, or no candidates, → reject (the driver answers 503 itself before asking when the
     /// pool has no usable backend at all). A token must be new (reusing a live one is our bug: trap).
-    public mutating func requestArrived(_ token: RequestToken, pool: String, candidates: [BackendID], now: UInt64) -> [Action] {
+    public mutating func requestArrived(_ token: RequestToken, pool: String, candidates: [BackendID], now: UInt64,
+                                        ticket: AdmissionTicket = .standard) -> [Action] {
         precondition(poolOf[token] == nil, "\(token) arrived twice")
+        if let d = ticket.deadline, d <= now {
+            return [.deadlineMissed(token, retryAfterSeconds: retryAfter(pool: pool, now: now))]
+        }
         var firstAccept: BackendID?
         var firstUnknown: BackendID?
         var anyQueue = false
@@ -128,18 +188,31 @@ public struct AdmissionMachine: Sendable {
             }
         }
         if let target = firstAccept ?? firstUnknown {
+            if policy.fairness == .fair {
+                guard queues[pool]?.isEmpty == false else { return [.admit(token, target)] }
+                // The newcomer competes with the waiters: it goes first if its tenant is the most
+                // under its share (a light tenant does not queue behind a flood).
+                enqueue(token, pool: pool, candidates: candidates, now: now, ticket: ticket)
+                let (p, i) = bestWaiter(for: target, in: pool)!
+                let w = release(pool: p, at: i, now: now)
+                return w.token == token ? [.admit(token, target)] : [.admit(w.token, target), .enqueued(token)]
+            }
             if let i = queues[pool]?.firstIndex(where: { $0.candidates.contains(target) }) {
-                let w = queues[pool]!.remove(at: i)
-                poolOf[w.token] = nil
-                noteRelease(pool: pool, now: now)
-                enqueue(token, pool: pool, candidates: candidates, now: now)
+                let w = release(pool: pool, at: i, now: now)
+                enqueue(token, pool: pool, candidates: candidates, now: now, ticket: ticket)
                 return [.admit(w.token, target), .enqueued(token)]
             }
             return [.admit(token, target)]
         }
         if anyQueue && queuedCount(pool: pool) < policy.maxQueue {
-            enqueue(token, pool: pool, candidates: candidates, now: now)
+            enqueue(token, pool: pool, candidates: candidates, now: now, ticket: ticket)
             return [.enqueued(token)]
+        }
+        if anyQueue && policy.fairness == .fair && policy.maxQueue > 0, let victim = displaceable(pool: pool, by: ticket) {
+            let w = queues[pool]!.remove(at: victim)
+            forget(w)
+            enqueue(token, pool: pool, candidates: candidates, now: now, ticket: ticket)
+            return [.displaced(w.token, retryAfterSeconds: retryAfter(pool: pool, now: now)), .enqueued(token)]
         }
         return [.reject(token, retryAfterSeconds: retryAfter(pool: pool, now: now))]
     }
@@ -159,10 +232,8 @@ public struct AdmissionMachine: Sendable {
         }
         var actions: [Action] = []
         for _ in 0..<room {
-            guard let (pool, i) = oldestWaiter(for: backend) else { break }
-            let w = queues[pool]!.remove(at: i)
-            poolOf[w.token] = nil
-            noteRelease(pool: pool, now: now)
+            guard let (pool, i) = policy.fairness == .fair ? bestWaiter(for: backend, in: nil) : oldestWaiter(for: backend) else { break }
+            let w = release(pool: pool, at: i, now: now)
             actions.append(.admit(w.token, backend))
         }
         return actions
@@ -175,13 +246,24 @@ public struct AdmissionMachine: Sendable {
         for pool in Array(queues.keys) {
             var kept: [Waiter] = []
             var expired: [Waiter] = []
+            var late: [Waiter] = []
             for w in queues[pool]! {
-                if Self.waited(since: w.enqueuedAt, now) >= policy.maxWait { expired.append(w) } else { kept.append(w) }
+                if Self.waited(since: w.enqueuedAt, now) >= policy.maxWait {
+                    expired.append(w)
+                } else if let d = w.ticket.deadline, d <= now {
+                    late.append(w)
+                } else {
+                    kept.append(w)
+                }
             }
             for w in expired {
-                poolOf[w.token] = nil
+                forget(w)
                 // Retry-After as if it re-joined the queue that is left.
                 out.append((w.seq, .reject(w.token, retryAfterSeconds: retryAfter(pool: pool, queued: kept.count, now: now))))
+            }
+            for w in late {
+                forget(w)
+                out.append((w.seq, .deadlineMissed(w.token, retryAfterSeconds: retryAfter(pool: pool, queued: kept.count, now: now))))
             }
             for i in kept.indices where Self.waited(since: kept[i].lastKeepAlive, now) >= policy.keepAliveInterval {
                 kept[i].lastKeepAlive = now
@@ -197,17 +279,79 @@ public struct AdmissionMachine: Sendable {
     /// request is no longer tracked here, so leaving then is a no-op).
     @discardableResult
     public mutating func requestLeft(_ token: RequestToken) -> Bool {
-        guard let pool = poolOf.removeValue(forKey: token) else { return false }
-        queues[pool]?.removeAll { $0.token == token }
+        guard let pool = poolOf[token], let i = queues[pool]?.firstIndex(where: { $0.token == token }) else { return false }
+        forget(queues[pool]!.remove(at: i))
         return true
     }
 
     // MARK: - Internals
 
-    private mutating func enqueue(_ token: RequestToken, pool: String, candidates: [BackendID], now: UInt64) {
-        queues[pool, default: []].append(Waiter(token: token, seq: nextSeq, candidates: candidates, enqueuedAt: now, lastKeepAlive: now))
+    private mutating func enqueue(_ token: RequestToken, pool: String, candidates: [BackendID], now: UInt64,
+                                  ticket: AdmissionTicket) {
+        queues[pool, default: []].append(Waiter(token: token, seq: nextSeq, candidates: candidates, enqueuedAt: now,
+                                                lastKeepAlive: now, ticket: ticket))
         nextSeq += 1
         poolOf[token] = pool
+        if ticket.deadline != nil { deadlines += 1 }
+        if policy.fairness == .fair { shares.joined(ticket.tenant) }
+    }
+
+    /// Takes the waiter at `i` of `pool` out to be sent (charged to its tenant under `.fair`).
+    private mutating func release(pool: String, at i: Int, now: UInt64) -> Waiter {
+        let w = queues[pool]!.remove(at: i)
+        poolOf[w.token] = nil
+        if w.ticket.deadline != nil { deadlines -= 1 }
+        if policy.fairness == .fair { shares.served(w.ticket.tenant, cost: w.ticket.cost, weight: w.ticket.weight) }
+        noteRelease(pool: pool, now: now)
+        return w
+    }
+
+    /// Bookkeeping of a waiter that leaves unserved (already removed from its queue).
+    private mutating func forget(_ w: Waiter) {
+        poolOf[w.token] = nil
+        if w.ticket.deadline != nil { deadlines -= 1 }
+        if policy.fairness == .fair { shares.left(w.ticket.tenant) }
+    }
+
+    /// `.fair`: the waiter to serve next on `backend` (in `pool`, or in any pool when nil): the
+    /// lowest (priority, tenant's start tag, deadline, arrival).
+    private func bestWaiter(for backend: BackendID, in pool: String?) -> (String, Int)? {
+        var best: (pool: String, index: Int, key: (Int, Double, UInt64, UInt64))?
+        func consider(_ p: String, _ q: [Waiter]) {
+            for (i, w) in q.enumerated() where w.candidates.contains(backend) {
+                let k = (w.ticket.priority, shares.start(w.ticket.tenant), w.ticket.deadline ?? .max, w.seq)
+                if best == nil || k < best!.key { best = (p, i, k) }
+            }
+        }
+        if let pool {
+            consider(pool, queues[pool] ?? [])
+        } else {
+            for (p, q) in queues { consider(p, q) }
+        }
+        return best.map { ($0.pool, $0.index) }
+    }
+
+    /// `.fair`, the pool's queue full: the waiter to push out for a newcomer with `ticket`, if any.
+    /// Each tenant's queued work ends at start + Σcost/weight (its place in virtual time); the
+    /// tenant whose end is furthest (worst priority first) loses its latest-deadline, newest
+    /// request, unless the newcomer's own tenant, counting the newcomer, would end further still.
+    private func displaceable(pool: String, by ticket: AdmissionTicket) -> Int? {
+        guard let q = queues[pool], !q.isEmpty else { return nil }
+        var queued: [String: Double] = [:]
+        for w in q { queued[w.ticket.tenant, default: 0] += Double(max(w.ticket.cost, 1)) / w.ticket.weight }
+        func end(_ t: String, _ w: Double) -> Double { shares.start(t) + queued[t, default: 0] - w }
+        var victim: (index: Int, key: (Int, Double, UInt64, UInt64))?
+        for (i, w) in q.enumerated() {
+            // A tenant's last request ends where its queued work ends; rank by (priority, end), then
+            // within the tenant by latest deadline, newest.
+            let k = (w.ticket.priority, end(w.ticket.tenant, 0), w.ticket.deadline ?? .max, w.seq)
+            if victim == nil || k > victim!.key { victim = (i, k) }
+        }
+        guard let v = victim else { return nil }
+        let mine = (ticket.priority, end(ticket.tenant, 0) + Double(max(ticket.cost, 1)) / ticket.weight)
+        let theirs = (v.key.0, v.key.1)
+        if ticket.tenant == q[v.index].ticket.tenant { return nil }
+        return mine < theirs ? v.index : nil
     }
 
     private func oldestWaiter(for backend: BackendID) -> (String, Int)? {
@@ -259,4 +403,29 @@ public struct AdmissionMachine: Sendable {
     /// `age` as a `Duration`, to compare with the policy's durations without converting them to
     /// nanoseconds (that conversion lives in Reactor, which a pure machine does not import).
     @inline(__always) static func waited(since then: UInt64, _ now: UInt64) -> Duration { .nanoseconds(age(then, now)) }
+}
+
+/// Why admission (or the rate limiter) refused a request other than for KV pressure; the request
+/// machine turns it into a 429 with Retry-After.
+public struct AdmissionRefusal: Equatable, Sendable {
+    public enum Reason: String, Equatable, Sendable {
+        /// X-Request-Deadline-Ms passed before the request could start.
+        case deadline
+        /// Fair queueing pushed it out of a full queue for a tenant further under its share.
+        case displaced
+        /// The tenant's tokens_per_minute budget is spent.
+        case tokens
+        /// The tenant's requests_per_minute budget is spent.
+        case requests
+    }
+    public var reason: Reason
+    public var retryAfterSeconds: Int
+    /// For the message: the limit that was hit (tokens or requests per minute).
+    public var limit: Int?
+
+    public init(_ reason: Reason, retryAfterSeconds: Int, limit: Int? = nil) {
+        self.reason = reason
+        self.retryAfterSeconds = retryAfterSeconds
+        self.limit = limit
+    }
 }

@@ -97,6 +97,11 @@ public struct APIKeyAuth: Sendable {
     /// Lowercase hex SHA-256 of `key`, i.e. its identity and its `sha256:` config form.
     public static func identity(of key: String) -> String { hex(sha256(key)) }
 
+    /// The identity a configured entry (plain, or `sha256:<hex>`) authenticates as.
+    public static func configuredIdentity(_ entry: String) -> String {
+        entry.hasPrefix("sha256:") ? String(entry.dropFirst(7)).lowercased() : identity(of: entry)
+    }
+
     // MARK: - Internals
 
     @inline(__always) static func isBlank(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }

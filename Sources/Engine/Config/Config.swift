@@ -231,6 +231,15 @@ public struct EngineConfig: Sendable, Equatable {
         public var pollIntervalSeconds: Double
         public var maxQueue: Int
         public var maxWaitSeconds: Double
+        /// Issue 14: fair queueing across tenants (default) or one FIFO.
+        public var fairness: FairnessPolicy = .fair
+        /// Without auth, the request header that names the tenant (nil: every request is one tenant).
+        public var tenantHeader: String?
+        /// Settings of header-named tenants (each needs `name`).
+        public var tenants: [TenantConfig] = []
+        /// A request's expected completion tokens when it gives no max_tokens (its queue cost and
+        /// its reservation against tokens_per_minute).
+        public var expectedOutputTokens: Int = 256
 
         public init(
             isEnabled: Bool = true,
@@ -293,6 +302,8 @@ public struct EngineConfig: Sendable, Equatable {
     public struct AuthConfig: Sendable, Equatable {
         public var isEnabled: Bool
         public var apiKeys: [String]
+        /// The `auth.api_keys` entries written as mappings (their keys are in `apiKeys` too).
+        public var keyTenants: [TenantConfig] = []
         /// A file with one key per line, read by the auth stage at start-up.
         public var apiKeysFile: String?
         /// Require a key for /metrics too.

@@ -23,6 +23,9 @@ public enum ConfigLimits {
     public static let maxCacheBytes = 64 << 30
     /// admission_control.max_queue.
     public static let maxQueue = 1_000_000
+    /// Configured tenants (admission_control.tenants plus auth.api_keys mappings): each is a
+    /// metrics label, so this bounds the label cardinality.
+    public static let maxTenants = 1000
     /// circuit_breaker.failure_threshold.
     public static let maxFailureThreshold = 1_000_000
     /// model_registry.fast_model_token_threshold.

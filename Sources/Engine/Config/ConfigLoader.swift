@@ -160,6 +160,31 @@ public enum ConfigLoader {
         try check(admission.maxQueue >= 0, "admission_control.max_queue", "must be >= 0, got \(admission.maxQueue)")
         try atMost(admission.maxQueue, ConfigLimits.maxQueue, "admission_control.max_queue")
         try seconds(admission.maxWaitSeconds, "admission_control.max_wait_seconds", allowsZero: true)
+        if let h = admission.tenantHeader {
+            try check(!h.isEmpty && !h.contains(where: { $0 == " " || $0 == ":" }), "admission_control.tenant_header",
+                      "must be a header name")
+        }
+        try check(admission.expectedOutputTokens >= 0 && admission.expectedOutputTokens <= 1 << 24,
+                  "admission_control.expected_output_tokens", "must be 0...16777216, got \(admission.expectedOutputTokens)")
+        try atMost(admission.tenants.count + config.auth.keyTenants.count, ConfigLimits.maxTenants, "admission_control.tenants")
+        var names: Set<String> = []
+        for (list, prefix) in [(admission.tenants, "admission_control.tenants"), (config.auth.keyTenants, "auth.api_keys")] {
+            for (i, t) in list.enumerated() {
+                let k = "\(prefix)[\(i)]"
+                try check(t.weight > 0 && t.weight <= 1_000_000, "\(k).weight", "must be in (0, 1000000], got \(t.weight)")
+                try check(abs(t.priority) <= 1_000_000, "\(k).priority", "must be -1000000...1000000, got \(t.priority)")
+                if let n = t.tokensPerMinute {
+                    try check(n >= 1 && n <= 1 << 40, "\(k).tokens_per_minute", "must be >= 1, got \(n)")
+                }
+                if let n = t.requestsPerMinute {
+                    try check(n >= 1 && n <= 1 << 40, "\(k).requests_per_minute", "must be >= 1, got \(n)")
+                }
+                if let n = t.name {
+                    try check(!n.isEmpty && n != "other", "\(k).name", "must be non-empty and not 'other'")
+                    try check(names.insert(n).inserted, "\(k).name", "duplicate tenant name '\(n)'")
+                }
+            }
+        }
 
         try count(
             config.circuitBreaker.failureThreshold, "circuit_breaker.failure_threshold",
@@ -383,9 +408,36 @@ public enum ConfigLoader {
             case "poll_interval_seconds": c.pollIntervalSeconds = try f.double()
             case "max_queue": c.maxQueue = try f.int()
             case "max_wait_seconds": c.maxWaitSeconds = try f.double()
+            case "fairness":
+                guard let p = FairnessPolicy(rawValue: try f.string()) else { throw f.wrongType(expected: "fifo or fair") }
+                c.fairness = p
+            case "tenant_header": c.tenantHeader = try f.isNull ? nil : f.string().lowercased()
+            case "tenants": c.tenants = try f.isNull ? [] : f.items().map { (i) throws(ConfigError) in try decodeTenant(i, keyed: false) }
+            case "expected_output_tokens": c.expectedOutputTokens = try f.int()
             default: throw f.unknownKey()
             }
         }
+    }
+
+    /// An `auth.api_keys` mapping (`keyed`: `key` required) or an `admission_control.tenants` entry
+    /// (`name` required).
+    private static func decodeTenant(_ item: Field, keyed: Bool) throws(ConfigError) -> TenantConfig {
+        guard case .mapping = item.node else { throw item.wrongType(expected: "a mapping") }
+        var t = TenantConfig()
+        for f in try item.entries() {
+            switch f.name {
+            case "key" where keyed: t.key = try f.string()
+            case "name": t.name = try f.string()
+            case "weight": t.weight = try f.double()
+            case "priority": t.priority = try f.int()
+            case "tokens_per_minute": t.tokensPerMinute = try f.isNull ? nil : f.int()
+            case "requests_per_minute": t.requestsPerMinute = try f.isNull ? nil : f.int()
+            default: throw f.unknownKey()
+            }
+        }
+        if keyed && t.key == nil { throw .invalid(key: "\(item.key).key", message: "is required (line \(item.node.line))") }
+        if !keyed && t.name == nil { throw .invalid(key: "\(item.key).name", message: "is required (line \(item.node.line))") }
+        return t
     }
 
     private static func decodeBreaker(_ section: Field, into c: inout EngineConfig.BreakerConfig) throws(ConfigError) {
@@ -419,7 +471,22 @@ public enum ConfigLoader {
         for f in try section.entries() {
             switch f.name {
             case "enabled": c.isEnabled = try f.bool()
-            case "api_keys": c.apiKeys = try f.isNull ? [] : f.stringList()
+            case "api_keys":
+                // Plain strings, or mappings {key, name, weight, priority, tokens_per_minute, requests_per_minute}.
+                c.apiKeys = []
+                c.keyTenants = []
+                if !f.isNull, case .sequence = f.node {} else if !f.isNull {
+                    throw f.wrongType(expected: "a list of strings")
+                }
+                for item in try f.isNull ? [] : f.items() {
+                    if case .mapping = item.node {
+                        let t = try decodeTenant(item, keyed: true)
+                        c.apiKeys.append(t.key!)
+                        c.keyTenants.append(t)
+                    } else {
+                        c.apiKeys.append(try item.string())
+                    }
+                }
             case "api_keys_file": c.apiKeysFile = try f.isNull ? nil : f.string()
             case "protect_metrics": c.isMetricsProtected = try f.bool()
             default: throw f.unknownKey()

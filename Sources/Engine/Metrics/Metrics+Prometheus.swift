@@ -57,6 +57,7 @@ extension EngineRuntime {
             w.histogram("engine_admission_wait_seconds", help: "Time requests waited in the admission queue.",
                         series: [(labels: [], histogram: m.queueWaitSeconds)])
         }
+        tenantMetrics.write(to: &w)
         let bl: (Backend) -> [(String, String)] = { [("backend", $0.url)] }
         if let kv = kvEvents {
             w.gauge("engine_kv_index_blocks", help: "KV-cache blocks the exact-mode index holds per backend (from its KV events).",

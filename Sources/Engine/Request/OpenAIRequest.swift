@@ -87,6 +87,10 @@ public struct OpenAIRequest {
     public let canonicalDigest: [UInt8]?
     /// The prompt's chained chunk hashes for prefix-aware routing; nil unless parse was asked for them.
     public var promptChunks: PromptChunks?
+    /// Issue 14: the request's tenant and its X-Request-Deadline-Ms as a monotonic instant (ns),
+    /// set by the Frontend (Frontend+Tenant.swift) before the session starts.
+    public var tenant: Tenant?
+    public var deadline: UInt64?
 
     /// Validates `body`; with `canonical`, also digests its canonical form for the cache key; with
     /// `chunking`, also hashes the prompt's leading chunks (routing.policy prefix_aware).

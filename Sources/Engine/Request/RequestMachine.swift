@@ -170,6 +170,8 @@ struct RequestMachine {
         case admitted(BackendID)
         case admissionFoundNoBackend
         case admissionRejected(retryAfterSeconds: Int)
+        /// A past deadline, a fairer tenant's displacement, or a spent token/request budget.
+        case admissionRefused(AdmissionRefusal)
         case admissionKeepAlive
         case backendChosen(BackendID?)
         case upstreamHead(status: Int, contentType: String?, contentLength: Int?)
@@ -339,6 +341,7 @@ struct RequestMachine {
         case .admitted(let b): return admitted(b)
         case .admissionFoundNoBackend: return admissionFoundNoBackend()
         case .admissionRejected(let ra): return admissionRejected(retryAfterSeconds: ra)
+        case .admissionRefused(let r): return admissionRefused(r)
         case .admissionKeepAlive: return queueKeepAliveDue()
         case .backendChosen(let b): return backendChosen(b)
         case .upstreamHead(let st, let ct, let cl): return upstreamHead(status: st, contentType: ct, contentLength: cl)
@@ -519,6 +522,22 @@ struct RequestMachine {
         guard case .admitting = state else { return .none }
         return fail(EngineError(.rateLimited, "The backends for this model are at capacity (KV cache). Retry later.",
                                 source: .upstream, retryAfterSeconds: retryAfterSeconds), Termination(.resource, .queue))
+    }
+
+    /// Issue 14: refused for its deadline, its tenant's budget, or a fairer tenant (429 + Retry-After,
+    /// never a fallback: the answer would be the same).
+    mutating func admissionRefused(_ r: AdmissionRefusal) -> Action {
+        guard case .admitting = state else { return .none }
+        let message: String
+        switch r.reason {
+        case .deadline: message = "The request could not start before its deadline (X-Request-Deadline-Ms)."
+        case .displaced: message = "The admission queue is full and other tenants are further below their fair share. Retry later."
+        case .tokens: message = "Rate limit reached on tokens per min (TPM): Limit \(r.limit ?? 0). Please try again in \(r.retryAfterSeconds)s."
+        case .requests: message = "Rate limit reached on requests per min (RPM): Limit \(r.limit ?? 0). Please try again in \(r.retryAfterSeconds)s."
+        }
+        let source: EngineError.Source = r.reason == .displaced ? .upstream : .client
+        return fail(EngineError(.rateLimited, message, source: source, retryAfterSeconds: r.retryAfterSeconds),
+                    Termination(r.reason == .displaced ? .resource : .policy, .queue))
     }
 
     mutating func staleAnswered(_ lookup: CacheLookup) -> Action {

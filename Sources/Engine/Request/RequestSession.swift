@@ -14,7 +14,7 @@ import CEventShim
 import Reactor
 
 final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
-    private let runtime: EngineRuntime
+    let runtime: EngineRuntime
     private var client: HTTPServerConnection?
     private var machine: RequestMachine
     private var queue = EventQueue<RequestMachine.Event>()
@@ -34,6 +34,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Why routing put the chosen backend first (prefix_aware), counted when the request is sent.
     private var routeReason: RoutingScorer.Reason = .roundRobin
     private var admissionToken: RequestToken?
+    /// Issue 14 (RequestSession+Tenant.swift): the tokens reserved against the tenant's budget
+    /// (settled when the request ends), what the budget said (x-ratelimit-* headers), whether the
+    /// request reached admission (then it is charged), and whether it counts as queued.
+    var reservedTokens: Int?
+    var rateStatus: RateLimitStatus?
+    var reachedAdmission = false
+    var tenantQueued = false
+    lazy var expectedTokens: Int = computeExpectedTokens()
     private var coalescerId: CoalescerMachine.RequestID?
     /// Created on first use (hits never need one); back to the runtime's pool at the end.
     private var timer: Timer?
@@ -42,9 +50,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private(set) var timings = RequestTimings(start: Loop.nowNanos())
     private(set) var bytesOut = 0
     var bytesIn: Int { body.count }
+    /// The bytes forwarded upstream (read for max_tokens by RequestSession+Tenant).
+    var requestBody: [UInt8] { body }
     var status: Int { machine.status }
     var cacheOutcome: String { machine.cacheOutcome.rawValue }
     var isFollower: Bool { machine.isFollower }
+    var isFinished: Bool { machine.isFinished }
     var usage: (prompt: Int, completion: Int)? { machine.usage.map { ($0.prompt, $0.completion) } }
     /// The id and created every replay of this request carries.
     var replyStamp: ReplyStamp { machine.policy.stamp }
@@ -100,11 +111,15 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         runtime.metrics.count(e, by: machine, wasFollower: wasFollower)
         if case .admitted = e { dequeued() }
         if case .admissionRejected = e { dequeued() }
+        if case .admissionRefused = e { dequeued() }
+        countTenant(e)
     }
 
     private func dequeued() {
         admissionToken = nil
-        if let waited = timings.dequeued(at: Loop.nowNanos()) { runtime.metrics.queueWaitSeconds.observe(Double(waited) / 1e9) }
+        let waited = timings.dequeued(at: Loop.nowNanos())
+        if let waited { runtime.metrics.queueWaitSeconds.observe(Double(waited) / 1e9) }
+        tenantDequeued(waitedNanos: waited)
     }
 
     func clientClosed() {
@@ -115,8 +130,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     func flightEvents(_ events: UnsafeRawBufferPointer) { handleInPlace(events, flight: true) }
 
     func admissionAdmitted(_ backend: BackendID) { post(.admitted(backend)) }
-    func admissionQueued() { timings.enqueued(at: Loop.nowNanos()) }
+    func admissionQueued() {
+        timings.enqueued(at: Loop.nowNanos())
+        tenantEnqueued()
+    }
     func admissionRejected(retryAfterSeconds: Int) { post(.admissionRejected(retryAfterSeconds: retryAfterSeconds)) }
+    func admissionRefused(_ reason: AdmissionRefusal.Reason, retryAfterSeconds: Int) {
+        post(.admissionRefused(AdmissionRefusal(reason, retryAfterSeconds: retryAfterSeconds)))
+    }
     func admissionKeepAlive() { post(.admissionKeepAlive) }
 
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
@@ -167,19 +188,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .leaderLeft:
             if let id = coalescerId { runtime.coalescer.left(id) }
         case .requestAdmission:
-            var cands: [BackendID]
-            if runtime.backends.routing != nil {
-                (cands, routeReason) = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, now: Loop.nowNanos())
-            } else {
-                cands = runtime.backends.candidates(model: servedModel, now: Loop.nowNanos())
-            }
-            if cands.isEmpty {
-                post(.admissionFoundNoBackend)
-            } else if let adm = runtime.admission {
-                admissionToken = adm.request(self, pool: servedModel ?? "", candidates: cands)
-            } else {
-                post(.admitted(cands[0]))
-            }
+            // Deadline and the tenant's budget first (RequestSession+Tenant.swift); then, maybe
+            // later, askAdmission().
+            if beforeAdmission() { askAdmission() }
         case .sendQueuedComment(let writeHead):
             if writeHead { writeSSEHead() }
             write(Self.queuedComment)
@@ -241,6 +252,23 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         }
     }
 
+    /// Asks admission control (or, without it, takes the first candidate).
+    func askAdmission() {
+        var cands: [BackendID]
+        if runtime.backends.routing != nil {
+            (cands, routeReason) = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, now: Loop.nowNanos())
+        } else {
+            cands = runtime.backends.candidates(model: servedModel, now: Loop.nowNanos())
+        }
+        if cands.isEmpty {
+            post(.admissionFoundNoBackend)
+        } else if let adm = runtime.admission {
+            admissionToken = adm.request(self, pool: servedModel ?? "", candidates: cands)
+        } else {
+            post(.admitted(cands[0]))
+        }
+    }
+
     static let followerMaxPendingBytes = 1 << 20
     private static let queuedComment = Array(": queued\n\n".utf8)
 
@@ -290,6 +318,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         }
         if f.leaveQueue, let t = admissionToken { runtime.admission?.leave(t) }
         admissionToken = nil
+        tenantFinished()
         if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key) }
         if let r = f.reply {
             reply(r)
@@ -326,6 +355,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         h.add("x-cache", cacheOutcome)
         // The instance that answered (the last attempt's), on every proxied answer.
         if let b = backend { h.add("x-routed-backend", b.url) }
+        if let st = rateStatus { Self.addRateLimitHeaders(st, to: &h) }
         return h
     }
 

@@ -20,6 +20,11 @@ public final class EngineRuntime {
     let estimator = TokenEstimator()
     let auth: APIKeyAuth?
     private(set) var admission: AdmissionDriver?
+    /// Issue 14: who each request's tenant is, their counters, and their token/request budgets
+    /// (nil: no tenant has limits). Built in `init`; see Admission/TenantTable.swift.
+    let tenants: TenantTable
+    let tenantMetrics: TenantMetrics
+    private(set) var rateLimits: RateLimitDriver?
     /// Exact-mode routing's KV-event subscribers and block index; nil when no backend publishes.
     public private(set) var kvEvents: KVEventsDriver?
     /// The response cache: in process (no redis.url) or Redis; nil when cache.enabled is false.
@@ -112,11 +117,27 @@ public final class EngineRuntime {
         }
         if config.admissionControl.isEnabled {
             let a = config.admissionControl
-            admission = AdmissionDriver(
-                loop: loop, backends: backends,
-                policy: AdmissionMachine.Policy(softLimit: a.softLimit, hardLimit: a.hardLimit, maxQueue: a.maxQueue,
-                                                maxWait: .seconds(validated: a.maxWaitSeconds)),
-                pollInterval: .seconds(validated: a.pollIntervalSeconds))
+            var policy = AdmissionMachine.Policy(softLimit: a.softLimit, hardLimit: a.hardLimit, maxQueue: a.maxQueue,
+                                                 maxWait: .seconds(validated: a.maxWaitSeconds))
+            policy.fairness = a.fairness == .fair ? .fair : .fifo
+            admission = AdmissionDriver(loop: loop, backends: backends, policy: policy,
+                                        pollInterval: .seconds(validated: a.pollIntervalSeconds))
+        }
+        tenants = TenantTable(keyTenants: config.auth.keyTenants.map { (APIKeyAuth.configuredIdentity($0.key ?? ""), $0) },
+                              headerTenants: config.admissionControl.tenants,
+                              header: config.auth.isEnabled ? nil : config.admissionControl.tenantHeader)
+        tenantMetrics = TenantMetrics(labels: tenants.labels)
+        if tenants.hasLimits {
+            // Budgets hold across workers and replicas through Redis whenever there is one (the
+            // default config's workers get the supervisor's private redis-server as REDIS_URL).
+            if redis == nil && !config.redis.url.isEmpty {
+                guard let u = RedisURL.parse(config.redis.url) else {
+                    throw ConfigError.invalid(key: "redis.url", message: "not a redis:// URL")
+                }
+                let timeout = Duration.seconds(validated: config.redis.socketTimeoutSeconds)
+                redis = RedisConnection(loop: loop, url: u, commandTimeout: timeout, connectTimeout: max(timeout, .milliseconds(500)))
+            }
+            rateLimits = RateLimitDriver(redis: redis)
         }
         let publishers = Self.kvEventPublishers(config: config)
         if !publishers.isEmpty {

@@ -270,6 +270,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .failure(let err): reject(err); return
         case .success(let r): req = r
         }
+        stampTenant(&req, head: head, identity: identity)
         let estimate = runtime.estimator.estimate(req.promptSize)
         let needsRouting = req.model == nil || req.model == "auto" || req.model == ""
         if needsRouting && runtime.config.modelRegistry.isExactTokenCount {
@@ -292,7 +293,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         let route = RelayRoute(name: spec.name, method: method, target: head.target, body: spec.body,
                                cacheable: spec.cacheable, contentType: head.headers["content-type"])
         let kind = EndpointKind.relay(route)
-        let req: OpenAIRequest
+        var req: OpenAIRequest
         switch spec.body {
         case .json:
             switch OpenAIRequest.parse(kind: kind, body: body, canonical: runtime.cache != nil && spec.cacheable) {
@@ -311,6 +312,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         case .none:
             req = .relay(kind, model: nil, stream: false)
         }
+        stampTenant(&req, head: head, identity: identity)
         routeAndStart(c, kind: kind, head: head, req: req, body: body, rid: rid, identity: identity,
                       tokens: runtime.estimator.estimate(req.promptSize), memoKey: nil)
     }
@@ -532,6 +534,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         if let a = runtime.admission {
             s += ",\"admission\":{\"queued\":\(a.queuedTotal),\"admitted\":\(a.admittedCount),\"enqueued\":\(a.enqueuedCount),\"rejected\":\(a.rejectedCount)}"
         }
+        s += ",\"tenants\":\(runtime.tenantMetrics.json())"
         s += "}"
         return s
     }
