@@ -87,6 +87,9 @@ public struct OpenAIRequest {
     public let canonicalDigest: [UInt8]?
     /// The prompt's chained chunk hashes for prefix-aware routing; nil unless parse was asked for them.
     public var promptChunks: PromptChunks?
+    /// Exact-mode routing: the prompt's token ids from a backend's /tokenize (PromptTokenizer);
+    /// nil otherwise, or when they did not come in time.
+    public var promptTokenIDs: [UInt32]?
 
     /// Validates `body`; with `canonical`, also digests its canonical form for the cache key; with
     /// `chunking`, also hashes the prompt's leading chunks (routing.policy prefix_aware).

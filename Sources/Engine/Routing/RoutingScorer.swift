@@ -49,8 +49,12 @@ public struct RoutingScorer: Equatable, Sendable {
 
     /// Why the first backend of an order was chosen (a metrics label: a closed set).
     public enum Reason: String, CaseIterable, Sendable {
-        /// The winner holds part of the prompt's prefix (its prefix term was > 0).
+        /// The winner holds part of the prompt's prefix (its prefix term was > 0), by the
+        /// estimated index (estimated mode, or exact mode without the prompt's token ids).
         case prefix
+        /// Exact mode: the winner holds leading KV blocks of the prompt, by its KV events. The
+        /// scorer never returns it; BackendRouting relabels `prefix` when the term was exact.
+        case exactPrefix = "exact_prefix"
         /// No prefix anywhere (or none on the winner): queue and KV terms decided.
         case load
         /// The imbalance guard fired: least loaded first, prefix ignored.
