@@ -141,6 +141,32 @@ private struct Rng {
         }
     }
 
+    /// The open-addressing table under its worst case (every key in one home bucket: one long
+    /// probe run, backward-shift deletions inside it) and `record` reusing matchedChunks' slots.
+    @Test func collidingKeysAndReusedLookupsAgreeWithAModel() {
+        var rng = Rng(s: 7)
+        var ix = PrefixIndex(backendCount: 2, capacity: 6)
+        var model: [[UInt64]] = [[], []]
+        var out: [Int] = []
+        for step in 0..<4000 {
+            let b = rng.int(2)
+            let hs = Array(Set((0..<(1 + rng.int(4))).map { _ in UInt64(rng.int(24)) << 20 }))
+            // Usually the router's sequence (match, then record the same prompt); sometimes a
+            // record whose hints are stale or belong to another prompt.
+            if step % 5 != 0 { ix.matchedChunks(chunks(hs), salt: 0, backends: [0, 1], into: &out) }
+            ix.record(chunks(hs), salt: 0, backend: b)
+            for h in hs.reversed() {
+                model[b].removeAll { $0 == h }
+                model[b].append(h)
+            }
+            if model[b].count > 6 { model[b].removeFirst(model[b].count - 6) }
+            #expect(ix.distinctChunks == Set(model[0] + model[1]).count)
+            let probe = UInt64(rng.int(24)) << 20
+            ix.matchedChunks(chunks([probe]), salt: 0, backends: [0, 1], into: &out)
+            #expect(out == (0..<2).map { model[$0].contains(probe) ? 1 : 0 })
+        }
+    }
+
     @Test func capacityFollowsGIEsFormula() {
         // Llama-3-8B on an H100: ~500k KV tokens × 4 chars ÷ 64-char chunks ≈ 31,250 (GIE's figure).
         #expect(PrefixIndex.capacity(kvTokens: 500_000, charsPerToken: 4, chunkChars: 64) == 31_250)
