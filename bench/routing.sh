@@ -47,7 +47,7 @@ for policy in $POLICIES; do
         KV=()
         if [[ $policy == exact ]]; then
             KVPORTS+=("$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
-            KV=(--kv-events-config "{\"enable_kv_cache_events\":true,\"publisher\":\"zmq\",\"endpoint\":\"tcp://127.0.0.1:${KVPORTS[$i]}\"}")
+            KV=(--kv-events-config "{\"enable_kv_cache_events\":true,\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:${KVPORTS[$i]}\"}")
         fi
         "$BIN/vllm-sim" --port 0 --max-model-len 16384 --kv-blocks "$KV_BLOCKS" --block-size 16 --max-num-seqs 256 \
             --itl-ms 5 --prefill-us-per-token "$PREFILL_US" --seed $((i + 1)) "${KV[@]}" >"$TMP/sim$i.log" 2>&1 &
