@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Prefix-aware routing benchmark (issue 13): 4 vllm-sim replicas with a prefix cache and a serial
 # prefill cost, the Engine in front (default workers), round_robin vs prefix_aware at the same
-# open-loop rates. Prints one JSON line per (policy, rate) from bench/routing_driver.py.
+# open-loop rates; policy "exact" is prefix_aware with routing.kv_events (each sim publishes its KV
+# events, every worker subscribes). Prints one JSON line per (policy, rate) from routing_driver.py.
 #   bench/routing.sh                      # release build, rates "8 16 24", 30 s each
 #   RATES="24" SECONDS_PER_RUN=20 bench/routing.sh
 # Knobs (env): RATES, SECONDS_PER_RUN, TENANTS (40), SYSTEM_CHARS (6000), HOT (0.25),
-# PREFILL_US (100 µs per uncached token), KV_BLOCKS (1536 × 16 tokens per replica), WORKERS (0).
+# PREFILL_US (100 µs per uncached token), KV_BLOCKS (1536 × 16 tokens per replica), WORKERS (0),
+# POLICIES ("round_robin prefix_aware exact"), WARMUP (seconds sent first and not counted: 0).
 # A replica's cache holds ~24k tokens; 40 tenants × ~1.5k tokens = 60k: round-robin makes every
 # replica cycle through all tenants (LRU misses), prefix-aware gives each ~a quarter of them.
 set -euo pipefail
@@ -22,7 +24,8 @@ HOT=${HOT:-0.25}
 PREFILL_US=${PREFILL_US:-100}
 KV_BLOCKS=${KV_BLOCKS:-1536}
 WORKERS=${WORKERS:-0}
-POLICIES=${POLICIES:-"round_robin prefix_aware"}
+POLICIES=${POLICIES:-"round_robin prefix_aware exact"}
+WARMUP=${WARMUP:-0}
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$TMP"; }
@@ -39,9 +42,15 @@ port_of() { # wait for "listening on host:port" in $1
 for policy in $POLICIES; do
   for rate in $RATES; do
     SIMS=()
+    KVPORTS=()
     for i in 0 1 2 3; do
+        KV=()
+        if [[ $policy == exact ]]; then
+            KVPORTS+=("$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+            KV=(--kv-events-config "{\"enable_kv_cache_events\":true,\"publisher\":\"zmq\",\"endpoint\":\"tcp://*:${KVPORTS[$i]}\"}")
+        fi
         "$BIN/vllm-sim" --port 0 --max-model-len 16384 --kv-blocks "$KV_BLOCKS" --block-size 16 --max-num-seqs 256 \
-            --itl-ms 5 --prefill-us-per-token "$PREFILL_US" --seed $((i + 1)) >"$TMP/sim$i.log" 2>&1 &
+            --itl-ms 5 --prefill-us-per-token "$PREFILL_US" --seed $((i + 1)) "${KV[@]}" >"$TMP/sim$i.log" 2>&1 &
         PIDS+=($!)
         SIMS+=("http://127.0.0.1:$(port_of "$TMP/sim$i.log")")
     done
@@ -50,12 +59,15 @@ for policy in $POLICIES; do
         echo "server: {host: 127.0.0.1, port: $EPORT, workers: $WORKERS, access_log: off, log_level: warning}"
         echo "vllm:"
         echo "  instances:"
-        for s in "${SIMS[@]}"; do echo "    - url: $s"; done
+        for i in "${!SIMS[@]}"; do
+            echo "    - url: ${SIMS[$i]}"
+            if [[ $policy == exact ]]; then echo "      kv_events_url: tcp://127.0.0.1:${KVPORTS[$i]}"; fi
+        done
         echo "  timeout_seconds: 120"
         echo "cache: {enabled: false}"
         echo "admission_control: {poll_interval_seconds: 1, soft_limit: 0.95, hard_limit: 0.99}"
         echo "model_registry: {fast_model: sim-model, large_model: sim-model, fallback_model: null}"
-        echo "routing: {policy: $policy}"
+        if [[ $policy == exact ]]; then echo "routing: {policy: prefix_aware, kv_events: true}"; else echo "routing: {policy: $policy}"; fi
     } >"$TMP/engine.yaml"
     "$BIN/engine-server" --config "$TMP/engine.yaml" >"$TMP/engine.log" 2>&1 &
     EPID=$!
@@ -65,7 +77,7 @@ for policy in $POLICIES; do
     SIM_CSV=$(IFS=,; echo "${SIMS[*]}")
     "$PY" bench/routing_driver.py --engine "http://127.0.0.1:$EPORT" --sims "$SIM_CSV" --engine-pid "$EPID" \
         --rate "$rate" --seconds "$SECONDS_PER_RUN" --tenants "$TENANTS" --system-chars "$SYSTEM_CHARS" --hot "$HOT" \
-        --label "$policy"
+        --warmup-seconds "$WARMUP" --label "$policy"
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     PIDS=()

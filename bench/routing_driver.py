@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--label", default="")
+    ap.add_argument("--warmup-seconds", type=float, default=0,
+                    help="send at the same rate for this long first, uncounted (each tenant's cold first prefills)")
     a = ap.parse_args()
 
     rng = random.Random(a.seed)
@@ -68,7 +70,7 @@ def main() -> None:
     before = {s: (metric(s, "vllm:prefix_cache_queries_total"), metric(s, "vllm:prefix_cache_hits_total")) for s in sims}
     cpu0 = proctree.cpu_ticks(proctree.tree([a.engine_pid])) if hasattr(proctree, "cpu_ticks") else None
 
-    def one(i: int, tenant: int, messages: list) -> None:
+    def one(i: int, tenant: int, messages: list, counted: bool = True) -> None:
         body = {"messages": messages, "max_tokens": a.max_tokens, "stream": True}
         t0 = time.monotonic()
         try:
@@ -81,6 +83,8 @@ def main() -> None:
                 for line in r.iter_lines():
                     if first is None and line.startswith(b"data: {"):
                         first = time.monotonic() - t0
+                if not counted:
+                    return
                 with lock:
                     if first is not None:
                         ttft.append(first)
@@ -88,18 +92,23 @@ def main() -> None:
                     routed[b] = routed.get(b, 0) + 1
         except requests.RequestException:
             with lock:
-                errors[0] += 1
+                errors[0] += counted
 
     def pick_tenant() -> int:
         if rng.random() < a.hot:
             return 0
         return 1 + rng.randrange(a.tenants - 1)
 
+    warm = int(a.rate * a.warmup_seconds)
     n = int(a.rate * a.seconds)
     start = time.monotonic()
     t_next = start
     with ThreadPoolExecutor(max_workers=512) as ex:
-        for i in range(n):
+        for i in range(warm + n):
+            if i == warm and warm:
+                before = {s: (metric(s, "vllm:prefix_cache_queries_total"), metric(s, "vllm:prefix_cache_hits_total")) for s in sims}
+                cpu0 = proctree.cpu_ticks(proctree.tree([a.engine_pid])) if cpu0 is not None else None
+                start = time.monotonic()
             t_next += rng.expovariate(a.rate)
             delay = t_next - time.monotonic()
             if delay > 0:
@@ -110,7 +119,7 @@ def main() -> None:
             else:
                 msgs = [{"role": "system", "content": systems[tenant]}, {"role": "user", "content": f"question {i} of tenant {tenant}?"}]
             sessions[tenant] = msgs + [{"role": "assistant", "content": f"answer {i}"}]
-            ex.submit(one, i, tenant, msgs)
+            ex.submit(one, i, tenant, msgs, i >= warm)
     elapsed = time.monotonic() - start
 
     after = {s: (metric(s, "vllm:prefix_cache_queries_total"), metric(s, "vllm:prefix_cache_hits_total")) for s in sims}

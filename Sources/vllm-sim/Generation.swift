@@ -73,6 +73,8 @@ final class Generation {
 
     /// Chained hashes of the prompt's full KV blocks (PrefixCache), set by SimServer.
     var promptBlocks: [UInt64] = []
+    /// The prompt's token ids the blocks cover (published with BlockStored).
+    var promptIDs: [UInt32] = []
     var connection: HTTPServerConnection?
     var phase: Phase = .waiting
     var pacing: Pacing

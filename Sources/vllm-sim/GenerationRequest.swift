@@ -30,9 +30,11 @@ struct GenerationRequest: Sendable {
     /// With the echo knob: the prompt's text (the last message's for chat, the first prompt's for
     /// completions), which the answer starts with. Raw UTF-8 (a U+0000 stays a 0 byte).
     var echoText: [UInt8]?
-    /// The prompt as the prefix cache sees it (PrefixCache): chat, each message's role and text
-    /// in order; completions, the first prompt's text. Empty for token-id prompts.
-    var promptText: [UInt8] = []
+    /// The prompt's token ids as the prefix cache sees them (PrefixCache, and the KV events it
+    /// publishes): the ids /tokenize answers for this body (SimTokenizer.promptIDs, the body's own
+    /// add_special_tokens and add_generation_prompt); completions, the first prompt's. Empty for
+    /// token-id prompts.
+    var promptIDs: [UInt32] = []
 
     static func parse(kind: GenerationKind, body: [UInt8], contentType: String?,
                       catalog: ModelCatalog, maxModelLen: Int, echo: Bool = false) -> Result<GenerationRequest, APIError> {
@@ -40,7 +42,7 @@ struct GenerationRequest: Sendable {
             parseObject(kind: kind, root: root, catalog: catalog, maxModelLen: maxModelLen).map { r in
                 var r = r
                 if echo { r.echoText = promptText(kind: kind, root) }
-                r.promptText = renderedPrompt(kind: kind, root)
+                r.promptIDs = renderedPromptIDs(kind: kind, root)
                 return r
             }
         }
@@ -70,33 +72,16 @@ struct GenerationRequest: Sendable {
         }
     }
 
-    /// Role, newline, text (string content or text parts), newline, per message; or the prompt.
-    private static func renderedPrompt(kind: GenerationKind, _ root: JSONNode) -> [UInt8] {
-        var out: [UInt8] = []
-        switch kind {
-        case .chat:
-            let messages = root["messages"]
-            for i in 0..<messages.count {
-                let m = messages[i]
-                if let r = m["role"].stringBytes { out.append(contentsOf: r) }
-                out.append(0x0A)
-                let content = m["content"]
-                if let b = content.stringBytes {
-                    out.append(contentsOf: b)
-                } else {
-                    for j in 0..<content.count {
-                        if let t = content[j]["text"].stringBytes { out.append(contentsOf: t) }
-                    }
-                }
-                out.append(0x0A)
-            }
-        case .completion:
-            let prompt = root["prompt"]
-            if let b = prompt.stringBytes { out.append(contentsOf: b) } else if let b = prompt[0].stringBytes { out.append(contentsOf: b) }
-        case .responses:
-            break
-        }
-        return out
+    /// The ids /tokenize gives this body (vLLM's defaults for each form: special tokens for a
+    /// completion prompt only, the generation prompt for chat).
+    static func renderedPromptIDs(kind: GenerationKind, _ root: JSONNode) -> [UInt32] {
+        let isChat = kind == .chat
+        guard kind != .responses else { return [] }
+        let special = root["add_special_tokens"], generation = root["add_generation_prompt"]
+        let addSpecial = special.kind == .bool ? special.isTrue : !isChat
+        let addGenerationPrompt = generation.kind == .bool ? generation.isTrue : true
+        let ids = SimTokenizer.promptIDs(root, isChat: isChat, addSpecial: addSpecial, addGenerationPrompt: addGenerationPrompt)
+        return ids.map { UInt32(truncatingIfNeeded: $0) }
     }
 
     private static func parseObject(kind: GenerationKind, root: JSONNode, catalog: ModelCatalog,

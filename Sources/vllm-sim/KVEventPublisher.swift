@@ -1,7 +1,7 @@
 // KVEventPublisher: the simulator's side of vLLM's KV-cache events, in vLLM 0.32's wire format
 // (docs/vllm-kv-events.md): a ZeroMQ PUB socket sending [topic, seq (8 bytes BE, from 0),
 // msgpack [ts, [event...], 0]]. Events given during one loop pass go out as one batch after it,
-// as vLLM sends one batch per engine step. The prefix cache model calls stored/removed/cleared.
+// as vLLM sends one batch per engine step. The prefix cache (PrefixCache) says what to publish.
 // Owns: the ZeroMQ context and socket and the encode buffer (freed in close()). Loop-confined.
 // No replay socket: --kv-events-config's replay_endpoint is accepted and not served (a gap makes
 // subscribers purge, which is what the Engine does anyway).
@@ -152,40 +152,15 @@ final class KVEventPublisher: LoopDeferred {
     }
 }
 
-/// The simulator's KV-event glue: the prefix-cache stand-in (SimBlockLedger) and the publisher,
-/// plus the prompt ids of generations waiting for their prefill.
-final class SimKVEvents {
-    let publisher: KVEventPublisher
-    private var ledger: SimBlockLedger
-    private var pending: [GenerationID: [UInt32]] = [:]
-
-    init(publisher: KVEventPublisher, capacityBlocks: Int, blockSize: Int) {
-        self.publisher = publisher
-        ledger = SimBlockLedger(capacity: capacityBlocks, blockSize: blockSize)
-    }
-
-    var cachedBlocks: Int { ledger.count }
-
-    /// A generation was accepted with these prompt ids (SimTokenizer.promptIDs).
-    func promptArrived(_ id: GenerationID, ids: [Int]) {
-        pending[id] = ids.map { UInt32(truncatingIfNeeded: $0) }
-    }
-
-    /// Its prefill ran: publish what the cache stored and evicted.
-    func prefilled(_ id: GenerationID) {
-        guard let ids = pending.removeValue(forKey: id) else { return }
-        let (removed, stored) = ledger.prefilled(ids)
-        if !removed.isEmpty { publisher.removed(hashes: removed) }
-        for s in stored {
-            publisher.stored(hashes: s.hashes, parent: s.parent, tokenIDs: s.tokenIDs, blockSize: ledger.blockSize)
+extension KVEventPublisher {
+    /// What one prefill did to the prefix cache, as vLLM reports it: evictions first (vLLM frees
+    /// before it allocates), then each run of newly stored blocks with its parent's hash and the
+    /// ids it covers. `hashes` and `ids` are the prompt's (PrefixCache.blockHashes over `ids`).
+    func publish(_ ins: PrefixCache.Insertion, hashes: [UInt64], ids: [UInt32], blockSize: Int) {
+        if !ins.removed.isEmpty { removed(hashes: ins.removed) }
+        for r in ins.stored {
+            stored(hashes: Array(hashes[r]), parent: r.lowerBound == 0 ? nil : hashes[r.lowerBound - 1],
+                   tokenIDs: Array(ids[(r.lowerBound * blockSize)..<(r.upperBound * blockSize)]), blockSize: blockSize)
         }
-    }
-
-    /// It went away before running.
-    func forget(_ id: GenerationID) { pending[id] = nil }
-
-    func reset() {
-        ledger.clear()
-        publisher.cleared()
     }
 }

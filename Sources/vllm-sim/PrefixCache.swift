@@ -1,9 +1,11 @@
 // PrefixCache and PrefillLine: the simulator's model of vLLM's automatic prefix caching and of
 // prefill as the compute-bound part of a step, as pure values (stdlib only), owned by SimServer.
-// A prompt's rendered text is cut into blocks of `blockSize` tokens (the tokenizer's ~4 bytes a
-// token, so 4 × blockSize bytes), each block hashed with its parent's hash, as vLLM chains block
-// hashes; only full blocks are cached. The cache is an LRU of block hashes bounded by the KV
-// capacity (--kv-blocks): vLLM keeps freed blocks cached until it needs them for new work.
+// A prompt's token ids (the ones /tokenize answers, SimTokenizer.promptIDs) are cut into blocks of
+// --block-size ids, each block hashed with its parent's hash, as vLLM chains block hashes; only
+// full blocks are cached. The cache is an LRU of block hashes bounded by the KV capacity
+// (--kv-blocks): vLLM keeps freed blocks cached until it needs them for new work. Each insertion
+// reports what it stored and evicted, which --kv-events-config publishes (KVEventPublisher) as
+// vLLM's BlockStored / BlockRemoved: the ids, the block size and the hashes are the same ones.
 // PrefillLine serializes prefill work: one instance computes one prompt's uncached tokens at a
 // time, so TTFT grows with the uncached tokens ahead in line (the load that saturates a replica).
 // Pure: no imports, no I/O.
@@ -25,27 +27,61 @@ struct PrefixCache {
 
     func contains(_ h: UInt64) -> Bool { index[h] != nil }
 
-    /// The leading blocks of `hashes` already cached (vLLM stops at the first miss); then every
-    /// block of the prompt is cached (touched, or inserted, evicting the least recently used).
-    mutating func lookupAndInsert(_ hashes: [UInt64]) -> Int {
-        var matched = 0
-        while matched < hashes.count, index[hashes[matched]] != nil { matched += 1 }
-        // Insert in reverse so that the prompt's first block ends up most recent: a shared prefix
-        // outlives the tails that hang off it (vLLM frees a request's blocks tail first).
-        for h in hashes.reversed() { touch(h) }
-        return matched
+    /// What one prompt's insertion did: its leading blocks that were cached already (vLLM stops at
+    /// the first miss), the runs of blocks newly stored (block index ranges of the prompt; the
+    /// parent of run r is the block before r.lowerBound), and the hashes evicted to make room.
+    struct Insertion: Equatable {
+        var matched: Int
+        var stored: [Range<Int>]
+        var removed: [UInt64]
     }
 
-    private mutating func touch(_ h: UInt64) {
+    /// The leading blocks of `hashes` already cached (vLLM stops at the first miss); then every
+    /// block of the prompt is cached (touched, or inserted, evicting the least recently used).
+    /// Only the first `capacity` blocks of a longer prompt are kept (so none of its own blocks is
+    /// evicted by the rest of it).
+    mutating func lookupAndInsert(_ hashes: [UInt64]) -> Insertion {
+        let n = min(hashes.count, capacity)
+        var matched = 0
+        while matched < n, index[hashes[matched]] != nil { matched += 1 }
+        var out = Insertion(matched: matched, stored: [], removed: [])
+        // Insert in reverse so that the prompt's first block ends up most recent: a shared prefix
+        // outlives the tails that hang off it (vLLM frees a request's blocks tail first).
+        var isNew = [Bool](repeating: false, count: n)
+        var i = n - 1
+        while i >= 0 {
+            isNew[i] = touch(hashes[i], evicted: &out.removed)
+            i -= 1
+        }
+        var runStart = -1
+        for k in 0...n {
+            let new = k < n && isNew[k]
+            if new && runStart < 0 { runStart = k }
+            if !new && runStart >= 0 {
+                out.stored.append(runStart..<k)
+                runStart = -1
+            }
+        }
+        return out
+    }
+
+    /// Forgets every block (POST /reset_prefix_cache).
+    mutating func clear() {
+        self = PrefixCache(capacity: capacity)
+    }
+
+    /// Makes `h` the most recent block; returns whether it is new (evictions go to `evicted`).
+    private mutating func touch(_ h: UInt64, evicted: inout [UInt64]) -> Bool {
         if let n = index[h] {
             unlink(n)
             pushFront(n)
-            return
+            return false
         }
         if index.count >= capacity, tail >= 0 {
             let victim = tail
             unlink(victim)
             index[keys[Int(victim)]] = nil
+            evicted.append(keys[Int(victim)])
             free.append(victim)
         }
         let n: Int32
@@ -60,6 +96,7 @@ struct PrefixCache {
         }
         index[h] = n
         pushFront(n)
+        return true
     }
 
     private mutating func unlink(_ n: Int32) {
@@ -78,21 +115,28 @@ struct PrefixCache {
         if tail < 0 { tail = n }
     }
 
-    /// Chained hashes of the full blocks of `text` (`blockBytes` each), seeded with the model's
-    /// index (as vLLM's extra keys keep models apart). FNV-1a over each block, mixed with the parent.
-    static func blockHashes(_ text: [UInt8], blockBytes: Int, seed: UInt64) -> [UInt64] {
-        let size = max(1, blockBytes)
-        let full = text.count / size
+    /// Chained hashes of the full blocks of `ids` (`blockSize` ids each), seeded with the model's
+    /// index (as vLLM's extra keys keep models apart). FNV-1a over each block's ids, mixed with
+    /// the parent. Opaque to subscribers, like vLLM's own.
+    static func blockHashes(_ ids: [UInt32], blockSize: Int, seed: UInt64) -> [UInt64] {
+        let size = max(1, blockSize)
+        let full = ids.count / size
         guard full > 0 else { return [] }
         var out: [UInt64] = []
         out.reserveCapacity(full)
         var parent = seed &* 0x9E37_79B9_7F4A_7C15 ^ 0xCBF2_9CE4_8422_2325
-        text.withUnsafeBytes { p in
+        ids.withUnsafeBufferPointer { p in
             for b in 0..<full {
                 var h = parent ^ 0xCBF2_9CE4_8422_2325
-                for i in (b * size)..<((b + 1) * size) { h = (h ^ UInt64(p[i])) &* 0x100_0000_01B3 }
-                parent = h
-                out.append(h)
+                for i in (b * size)..<((b + 1) * size) {
+                    var v = p[i]
+                    for _ in 0..<4 {
+                        h = (h ^ UInt64(v & 0xFF)) &* 0x100_0000_01B3
+                        v >>= 8
+                    }
+                }
+                parent = mix64(h)
+                out.append(parent)
             }
         }
         return out

@@ -41,7 +41,8 @@ extension SimTokenizer {
                 special(SimTokenizer.assistantRole)
                 special(SimTokenizer.newline)
             }
-        } else if let b = root["prompt"].stringBytes {
+        } else if let b = root["prompt"].stringBytes ?? root["prompt"][0].stringBytes {
+            // A list of prompts (completions; /tokenize accepts only a string): the first one's.
             text(b)
         }
         return ids

@@ -49,21 +49,13 @@ extension SimServer {
             created: Int(Loop.wallSeconds()), now: now, pacing: Pacing(knobs),
             responsesEcho: echo, itemID: echo == nil ? [] : Array("msg_".utf8) + rng.hex16())
         if prefixCache != nil {
-            g.promptBlocks = PrefixCache.blockHashes(request.promptText, blockBytes: 4 * settings.blockSize,
+            g.promptIDs = request.promptIDs
+            g.promptBlocks = PrefixCache.blockHashes(request.promptIDs, blockSize: settings.blockSize,
                                                      seed: UInt64(request.modelIndex))
         }
         g.connection = c
         c.context = g
         active[g.id] = g
-        if let kv = kvEvents, kind != .responses {
-            // The same ids /tokenize answers for this body (vLLM's defaults for each form).
-            let isChat = kind == .chat
-            let ids = withJSONDocument(body) { root in
-                SimTokenizer.promptIDs(root, isChat: isChat, addSpecial: root["add_special_tokens"].kind == .bool ? root["add_special_tokens"].isTrue : !isChat,
-                                       addGenerationPrompt: root["add_generation_prompt"].kind == .bool ? root["add_generation_prompt"].isTrue : true)
-            }
-            if case .success(let ids) = ids { kv.promptArrived(g.id, ids: ids) }
-        }
         // Like vLLM (Starlette's StreamingResponse), a stream's head goes out before the request
         // is even scheduled; its events follow once it runs. A responses stream opens with
         // response.created and response.in_progress at once, before any token.
@@ -120,7 +112,6 @@ extension SimServer {
     func start(_ g: Generation, now: UInt64) {
         g.phase = .running
         g.startedNanos = now
-        kvEvents?.prefilled(g.id)
         g.pacing = Pacing(knobs)
         stats.maxRunningSeen = max(stats.maxRunningSeen, scheduler.runningCount)
         metrics.queueTime.observe(seconds(now &- g.arrivedNanos))
@@ -128,8 +119,9 @@ extension SimServer {
         // Prefix cache: the cached leading blocks skip prefill; the rest waits its turn in line.
         var cached = 0
         if prefixCache != nil {
-            let matched = prefixCache!.lookupAndInsert(g.promptBlocks)
-            cached = PrefixCache.cachedTokens(matchedBlocks: matched, blockSize: settings.blockSize,
+            let ins = prefixCache!.lookupAndInsert(g.promptBlocks)
+            kvEvents?.publish(ins, hashes: g.promptBlocks, ids: g.promptIDs, blockSize: settings.blockSize)
+            cached = PrefixCache.cachedTokens(matchedBlocks: ins.matched, blockSize: settings.blockSize,
                                               promptTokens: g.usagePromptTokens)
             metrics.prefixQueries += g.usagePromptTokens
             metrics.prefixHits += cached
@@ -308,7 +300,6 @@ extension SimServer {
             return
         case .waiting:
             scheduler.abandoned(g.id)
-            kvEvents?.forget(g.id)
         case .running, .stalled, .blockedOnWrite, .closing:
             scheduler.finished(g.id)
             metrics.generationTokens += g.completionTokens(afterSteps: g.producedSteps(now: now))

@@ -50,8 +50,8 @@ final class SimServer: HTTPServerConnectionDelegate {
     var scratch = ByteWriter(capacity: 8192)
     /// Lifts `knobs.refuse` when a /sim/config asked for refuse_ms.
     var refuseTimer: Timer?
-    /// --kv-events-config: the KV-event publisher and its prefix-cache stand-in (nil when off).
-    var kvEvents: SimKVEvents?
+    /// --kv-events-config: publishes what `prefixCache` stores and evicts (nil when off).
+    var kvEvents: KVEventPublisher?
     private var connections: [UInt64: HTTPServerConnection] = [:]
     private var nextConnectionID: UInt64 = 0
     private let limits: HTTPServerLimits
@@ -67,6 +67,12 @@ final class SimServer: HTTPServerConnectionDelegate {
         prefill = PrefillLine(nanosPerToken: UInt64(settings.prefillMicrosPerToken * 1000))
         rng = SplitMix64(seed: settings.seed)
         limits = HTTPServerLimits(maxBodyBytes: 32 * 1024 * 1024, idleTimeout: settings.keepAliveTimeout)
+    }
+
+    /// POST /reset_prefix_cache: every cached block is gone (AllBlocksCleared).
+    func resetPrefixCache() {
+        prefixCache?.clear()
+        kvEvents?.cleared()
     }
 
     func accept(_ fd: Int32) {
@@ -129,7 +135,7 @@ final class SimServer: HTTPServerConnectionDelegate {
         case "/reset_prefix_cache" where kvEvents != nil:
             // vLLM serves it only with VLLM_SERVER_DEV_MODE=1; here only with KV events on (it
             // publishes AllBlocksCleared).
-            if isPost { kvEvents?.reset(); c.writeResponse(status: 200, headers: headers.empty, body: []) } else { methodNotAllowed(c, head, "POST") }
+            if isPost { resetPrefixCache(); c.writeResponse(status: 200, headers: headers.empty, body: []) } else { methodNotAllowed(c, head, "POST") }
         case "/sim/config":
             if isPost { respond(c, configure(body)) } else if isGet { respondJSON(c, knobs.json()) } else { methodNotAllowed(c, head, "GET, POST") }
         case "/sim/stats":

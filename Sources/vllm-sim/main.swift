@@ -67,7 +67,7 @@ struct VLLMSim: ParsableCommand {
     @Option(help: "KV cache size in blocks.")
     var kvBlocks = 256
 
-    @Option(help: "Tokens per KV block.")
+    @Option(help: "Tokens per KV block: the KV accounting, the prefix cache's blocks and the KV events' block_size (vLLM on CPU uses 128).")
     var blockSize = 16
 
     @Option(help: "Most requests running at once; the rest wait.")
@@ -152,7 +152,7 @@ struct VLLMSim: ParsableCommand {
                 writeLine(2, "vllm-sim: cannot open the KV-event publisher on \(kc.endpoint)")
                 throw ExitCode(1)
             }
-            server.kvEvents = SimKVEvents(publisher: p, capacityBlocks: kvBlocks, blockSize: blockSize)
+            server.kvEvents = p
             writeLine(1, "vllm-sim kv events on port \(p.port)")
         }
         let listener: Listener
@@ -173,7 +173,7 @@ struct VLLMSim: ParsableCommand {
         loop.run()
 
         listener.close()
-        server.kvEvents?.publisher.close()
+        server.kvEvents?.close()
         pipe.close()
         term.close()
         interrupt.close()

@@ -4,34 +4,34 @@ import Testing
 @testable import vllm_sim
 
 @Suite struct PrefixCacheTests {
-    func text(_ n: Int, _ fill: UInt8 = 0x61) -> [UInt8] { Array(repeating: fill, count: n) }
+    func ids(_ n: Int, _ fill: UInt32 = 1000) -> [UInt32] { Array(repeating: fill, count: n) }
 
     @Test func onlyFullBlocksAreHashedAndTheChainCarriesThePrefix() {
-        #expect(PrefixCache.blockHashes(text(63), blockBytes: 64, seed: 0).isEmpty)
-        let a = PrefixCache.blockHashes(text(200), blockBytes: 64, seed: 0)
+        #expect(PrefixCache.blockHashes(ids(15), blockSize: 16, seed: 0).isEmpty)
+        let a = PrefixCache.blockHashes(ids(50), blockSize: 16, seed: 0)
         #expect(a.count == 3)
-        // Same block text at different positions hashes differently (the parent is mixed in).
+        // Same block ids at different positions hash differently (the parent is mixed in).
         #expect(Set(a).count == 3)
         // A different first block changes every later hash.
-        var t = text(200)
-        t[0] = 0x62
-        let b = PrefixCache.blockHashes(t, blockBytes: 64, seed: 0)
+        var t = ids(50)
+        t[0] = 1001
+        let b = PrefixCache.blockHashes(t, blockSize: 16, seed: 0)
         #expect(zip(a, b).allSatisfy { $0 != $1 })
         // A different tail leaves the shared leading blocks alone.
-        var u = text(200)
-        u[150] = 0x62
-        let c = PrefixCache.blockHashes(u, blockBytes: 64, seed: 0)
+        var u = ids(50)
+        u[40] = 1001
+        let c = PrefixCache.blockHashes(u, blockSize: 16, seed: 0)
         #expect(Array(c.prefix(2)) == Array(a.prefix(2)) && c[2] != a[2])
         // Another model never shares blocks.
-        #expect(PrefixCache.blockHashes(text(200), blockBytes: 64, seed: 1)[0] != a[0])
+        #expect(PrefixCache.blockHashes(ids(50), blockSize: 16, seed: 1)[0] != a[0])
     }
 
     @Test func matchesLeadingBlocksAndStopsAtFirstMiss() {
         var cache = PrefixCache(capacity: 100)
-        #expect(cache.lookupAndInsert([1, 2, 3]) == 0)
-        #expect(cache.lookupAndInsert([1, 2, 3, 4]) == 3)
-        #expect(cache.lookupAndInsert([1, 9, 3, 4]) == 1)
-        #expect(cache.lookupAndInsert([7, 1, 2]) == 0)
+        #expect(cache.lookupAndInsert([1, 2, 3]).matched == 0)
+        #expect(cache.lookupAndInsert([1, 2, 3, 4]).matched == 3)
+        #expect(cache.lookupAndInsert([1, 9, 3, 4]).matched == 1)
+        #expect(cache.lookupAndInsert([7, 1, 2]).matched == 0)
         #expect(cache.count == 6)
     }
 
@@ -59,7 +59,7 @@ import Testing
         for t in UInt64(100)..<UInt64(120) {
             _ = cache.lookupAndInsert([1, 2, t, t + 1000])
         }
-        #expect(cache.lookupAndInsert([1, 2, 999]) == 2)
+        #expect(cache.lookupAndInsert([1, 2, 999]).matched == 2)
     }
 
     @Test func cachedTokensLeaveTheLastTokenToCompute() {
@@ -81,10 +81,13 @@ import Testing
         #expect(free.scheduled(now: 0, uncachedTokens: 1000) == 0)
     }
 
-    @Test func chatPromptRendersRolesAndTextParts() throws {
+    @Test func chatPromptIdsCoverRolesAndTextParts() throws {
         let body = #"{"messages":[{"role":"system","content":"S"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]}"#
         let r = try GenerationRequest.parse(kind: .chat, body: Array(body.utf8), contentType: "application/json",
                                             catalog: ModelCatalog(["tiny"]), maxModelLen: 2048).get()
-        #expect(String(decoding: r.promptText, as: UTF8.self) == "system\nS\nuser\nab\n")
+        // system, \n, "S", </s>, \n, user, \n, "ab" (one chunk of two parts), </s>, \n, assistant, \n
+        #expect(r.promptIDs.count == r.promptTokens[0])
+        #expect(Array(r.promptIDs.prefix(2)) == [UInt32(SimTokenizer.systemRole), UInt32(SimTokenizer.newline)])
+        #expect(Array(r.promptIDs.suffix(2)) == [UInt32(SimTokenizer.assistantRole), UInt32(SimTokenizer.newline)])
     }
 }

@@ -1,6 +1,6 @@
 """Exact-mode routing's KV events end to end (issue 13): a vllm-sim publishing vLLM-format KV events
-over ZeroMQ, an engine-server subscribing (through the ENGINE_KV_EVENTS_URLS seam until the
-routing config lands), and the index as /metrics shows it: engine_kv_index_blocks{backend=URL}
+over ZeroMQ, an engine-server subscribing (routing.kv_events with each instance's kv_events_url),
+and the index as /metrics shows it: engine_kv_index_blocks{backend=URL}
 learns the blocks the simulator stored, and a restarted publisher (its sequence starts again at 0)
 makes the engine purge that backend's entries."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from harness import free_port, make_config, metric_value, wait_until
+from harness import free_port, make_config_dict, metric_value, wait_until
 
 BLOCK = 16
 
@@ -19,12 +19,22 @@ def kv_sim(sim_factory, port: int):
     return sim_factory("--block-size", BLOCK, "--kv-blocks", 4096, "--kv-events-config", json.dumps(cfg, separators=(",", ":")))
 
 
+def kv_config(sims, ports, workers=1, **over):
+    """Exact mode: routing.kv_events, and each sim's kv_events_url (a port None: that instance
+    publishes nothing)."""
+    cfg = make_config_dict(sims, **over)
+    for inst, p in zip(cfg["vllm"]["instances"], ports):
+        if p is not None:
+            inst["kv_events_url"] = f"tcp://127.0.0.1:{p}"
+    cfg["server"]["workers"] = workers
+    cfg.setdefault("routing", {}).update({"policy": "prefix_aware", "kv_events": True})
+    return cfg
+
+
 def kv_engine(engine_factory, sims, ports, workers=1, **over):
     """One worker unless asked: each process has its own index, and the exact counts below are
     one process's (a process that subscribed later missed the first batches)."""
-    urls = ",".join(f"tcp://127.0.0.1:{p}" for p in ports)
-    over.setdefault("server", {})["workers"] = workers
-    return engine_factory(make_config(sims, **over), env={"ENGINE_KV_EVENTS_URLS": urls})
+    return engine_factory(kv_config(sims, ports, workers, **over))
 
 
 def metric(eng, name, **labels):
@@ -124,3 +134,4 @@ def test_every_worker_process_subscribes(sim_factory, engine_factory):
                 return False
         return True
     wait_until(all_learned, timeout=15)
+

@@ -84,16 +84,16 @@ public final class BackendSet {
 
     /// `candidates` as routing.policy orders them: the scorer's order for prefix_aware (by the
     /// prompt's chunks), the round-robin order otherwise; and why the first is first.
-    func routedCandidates(model: String?, chunks: PromptChunks?, excluding: [BackendID] = [],
-                          now: UInt64) -> (order: [BackendID], reason: RoutingScorer.Reason) {
+    func routedCandidates(model: String?, chunks: PromptChunks?, tokenIDs: [UInt32]? = nil, excluding: [BackendID] = [],
+                          now: UInt64) -> (order: [BackendID], reason: RoutingScorer.Reason, exact: [BackendID: Double]?) {
         guard let r = routing else {
-            if excluding.isEmpty { return (candidates(model: model, now: now), .roundRobin) }
-            return (pick(model: model, excluding: excluding, now: now).map { [$0] } ?? [], .roundRobin)
+            if excluding.isEmpty { return (candidates(model: model, now: now), .roundRobin, nil) }
+            return (pick(model: model, excluding: excluding, now: now).map { [$0] } ?? [], .roundRobin, nil)
         }
         var eligible = all.filter { isEligible($0, model: model, now: now) && !excluding.contains($0.id) }
         if eligible.isEmpty { eligible = all.filter { isEligible($0, model: model, now: now) } }
-        if eligible.isEmpty { return ([], .single) }
-        return r.order(eligible, chunks: chunks, model: model)
+        if eligible.isEmpty { return ([], .single, nil) }
+        return r.order(eligible, chunks: chunks, tokenIDs: tokenIDs, model: model)
     }
 
     /// Whether some backend serves `model`: nil while any backend's model list is still unknown.

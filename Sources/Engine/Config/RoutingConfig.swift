@@ -1,8 +1,12 @@
 // RoutingConfig: `routing.*`, how a request's backend is chosen among those serving its model
 // (issue 13). round_robin is the weighted round-robin of earlier releases; prefix_aware scores
 // each candidate by the prompt prefix it probably caches (estimated mode: what this process sent
-// it recently), its queue and its KV headroom (RoutingScorer). `kv_events` and each instance's
-// `kv_events_url` belong to exact mode (vLLM's KV-cache events); this file only holds them.
+// it recently), its queue and its KV headroom (RoutingScorer). Exact mode (`kv_events: true`)
+// takes the prefix term from vLLM's KV-cache events instead: each instance with a `kv_events_url`
+// is subscribed to (KVEventsDriver), and a prompt's token ids come from the backend's /tokenize
+// (PromptTokenizer, `tokenize_timeout_ms`). Rules: kv_events needs policy prefix_aware and at
+// least one instance with a kv_events_url (instances without one are routed by load alone); a
+// kv_events_url while kv_events is false is accepted and unused (one switch turns it on).
 
 extension EngineConfig {
     public enum RoutingPolicy: String, Sendable, Equatable {
@@ -30,6 +34,9 @@ extension EngineConfig {
         public var imbalanceRatio: Double
         /// Exact mode (vLLM KV-cache events over ZMQ); each instance's kv_events_url.
         public var kvEvents: Bool
+        /// Exact mode: how long a request waits for its prompt's token ids from /tokenize before
+        /// it is routed with the estimated index instead.
+        public var tokenizeTimeoutMillis: Int
 
         public init(
             policy: RoutingPolicy = .roundRobin,
@@ -42,7 +49,8 @@ extension EngineConfig {
             charsPerToken: Double = 4,
             imbalanceAbsolute: Int = 8,
             imbalanceRatio: Double = 1.5,
-            kvEvents: Bool = false
+            kvEvents: Bool = false,
+            tokenizeTimeoutMillis: Int = 50
         ) {
             self.policy = policy
             self.prefixWeight = prefixWeight
@@ -55,6 +63,7 @@ extension EngineConfig {
             self.imbalanceAbsolute = imbalanceAbsolute
             self.imbalanceRatio = imbalanceRatio
             self.kvEvents = kvEvents
+            self.tokenizeTimeoutMillis = tokenizeTimeoutMillis
         }
     }
 }
@@ -85,6 +94,7 @@ extension ConfigLoader {
             case "imbalance_threshold": c.imbalanceAbsolute = try f.int()
             case "imbalance_ratio": c.imbalanceRatio = try f.double()
             case "kv_events": c.kvEvents = try f.bool()
+            case "tokenize_timeout_ms": c.tokenizeTimeoutMillis = try f.int()
             default: throw f.unknownKey()
             }
         }
@@ -110,11 +120,19 @@ extension ConfigLoader {
                  "must be 0-1000000, got \(r.imbalanceAbsolute)")
         try need(r.imbalanceRatio.isFinite && r.imbalanceRatio >= 1 && r.imbalanceRatio <= 1000, "routing.imbalance_ratio",
                  "must be in 1...1000, got \(r.imbalanceRatio)")
+        try need((1...10_000).contains(r.tokenizeTimeoutMillis), "routing.tokenize_timeout_ms",
+                 "must be 1-10000, got \(r.tokenizeTimeoutMillis)")
         for (i, instance) in config.vllm.instances.enumerated() {
             guard let url = instance.kvEventsUrl else { continue }
             if let problem = kvEventsURLProblem(url) {
                 throw .invalid(key: "vllm.instances[\(i)].kv_events_url", message: problem)
             }
+        }
+        if r.kvEvents {
+            try need(r.policy == .prefixAware, "routing.kv_events",
+                     "needs routing.policy prefix_aware (round_robin does not look at prefixes)")
+            try need(config.vllm.instances.contains { $0.kvEventsUrl != nil }, "routing.kv_events",
+                     "is true but no vllm.instances[] entry has a kv_events_url (vLLM's --kv-events-config endpoint, tcp://host:5557)")
         }
     }
 

@@ -79,11 +79,16 @@ public final class KVEventsDriver {
         case .failure(let e):
             dropped[e, default: 0] += 1
         case .success(let batch):
-            batchesApplied += 1
-            eventsApplied += batch.events.count
-            if case .purgedAfterGap = index.batchReceived(batch, from: backend) {
-                gapPurges[backend, default: 0] += 1
-            }
+            batchReceived(batch, from: backend)
+        }
+    }
+
+    /// One decoded batch from `backend` (also the tests' way in, without sockets).
+    func batchReceived(_ batch: KVEventBatch, from backend: BackendID) {
+        batchesApplied += 1
+        eventsApplied += batch.events.count
+        if case .purgedAfterGap = index.batchReceived(batch, from: backend) {
+            gapPurges[backend, default: 0] += 1
         }
     }
 

@@ -91,6 +91,9 @@ public struct OpenAIRequest {
     /// set by the Frontend (Frontend+Tenant.swift) before the session starts.
     public var tenant: Tenant?
     public var deadline: UInt64?
+    /// Exact-mode routing: the prompt's token ids from a backend's /tokenize (PromptTokenizer);
+    /// nil otherwise, or when they did not come in time.
+    public var promptTokenIDs: [UInt32]?
 
     /// Validates `body`; with `canonical`, also digests its canonical form for the cache key; with
     /// `chunking`, also hashes the prompt's leading chunks (routing.policy prefix_aware).

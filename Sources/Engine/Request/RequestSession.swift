@@ -33,6 +33,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private var attempt: (backend: Backend, permit: CircuitBreaker.Permit)?
     /// Why routing put the chosen backend first (prefix_aware), counted when the request is sent.
     private var routeReason: RoutingScorer.Reason = .roundRobin
+    /// Exact mode: the KV index's overlap per backend at that decision (for the hit ratio).
+    private var routeExact: [BackendID: Double]?
     private var admissionToken: RequestToken?
     /// Issue 14 (RequestSession+Tenant.swift): the tokens reserved against the tenant's budget
     /// (settled when the request ends), what the budget said (x-ratelimit-* headers), whether the
@@ -202,8 +204,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 servedModel = model
             }
             if runtime.backends.routing != nil {
-                let r = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, excluding: excluding, now: Loop.nowNanos())
+                let r = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, tokenIDs: request.promptTokenIDs,
+                                                          excluding: excluding, now: Loop.nowNanos())
                 routeReason = r.reason
+                routeExact = r.exact
                 post(.backendChosen(r.order.first))
             } else {
                 post(.backendChosen(runtime.backends.pick(model: servedModel, excluding: excluding, now: Loop.nowNanos())))
@@ -256,7 +260,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     func askAdmission() {
         var cands: [BackendID]
         if runtime.backends.routing != nil {
-            (cands, routeReason) = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, now: Loop.nowNanos())
+            (cands, routeReason, routeExact) = runtime.backends.routedCandidates(
+                model: servedModel, chunks: request.promptChunks, tokenIDs: request.promptTokenIDs, now: Loop.nowNanos())
         } else {
             cands = runtime.backends.candidates(model: servedModel, now: Loop.nowNanos())
         }
@@ -283,7 +288,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         attempt = (b, permit)
         b.requestsSent += 1
         b.inFlight += 1
-        runtime.backends.routing?.sent(request.promptChunks, model: servedModel, to: b, reason: routeReason)
+        runtime.backends.routing?.sent(request.promptChunks, model: servedModel, tokenCount: request.promptTokenIDs?.count ?? 0,
+                                       exact: routeExact, to: b, reason: routeReason)
         let c = b.pool.acquire()
         upstream = c
         c.delegate = self

@@ -1,6 +1,8 @@
 // PrefixIndex: estimated mode's memory of which prompt chunks were recently sent to which backend
 // (GIE's estimated prefix index), a pure value (standard library only), one per process.
-// One table maps a chunk key (PromptChunks.key) to a slot; a slot holds, per backend, the stamp of
+// One table maps a chunk key (PromptChunks.key) to a slot — open addressing with linear probing,
+// indexed by the key's low bits (the key is already a well-mixed hash: no hashing of our own,
+// unlike Dictionary's SipHash), at most half full, deletion by backward shift; a slot holds, per backend, the stamp of
 // its last use there (0 = not held). Each backend's entries form an LRU bounded by its capacity:
 // every use appends (slot, stamp) to the backend's queue; eviction pops the queue front and evicts
 // the entry only when the popped stamp is still the entry's newest (older records are stale and
@@ -15,7 +17,13 @@ public struct PrefixIndex: Sendable {
     public static let defaultCapacity = 16_384
 
     public let backendCount: Int
-    private var slotOf: [UInt64: Int32] = [:]
+    /// The open-addressing table: bucket → key and slot (-1: empty). Power-of-two size.
+    private var tableKeys: [UInt64] = Array(repeating: 0, count: 256)
+    private var tableSlots: [Int32] = Array(repeating: -1, count: 256)
+    private var tableCount = 0
+    /// The slots the last matchedChunks found, by chunk position: `record` of the same prompt
+    /// (the usual next call) reuses them after checking each still holds that key.
+    private var hints: [Int32] = []
     private var keys: [UInt64] = []
     /// slot * backendCount + backend → stamp of the last use (0: not held).
     private var stamps: [UInt32] = []
@@ -43,7 +51,7 @@ public struct PrefixIndex: Sendable {
     }
 
     /// Distinct chunk keys held by any backend.
-    public var distinctChunks: Int { slotOf.count }
+    public var distinctChunks: Int { tableCount }
 
     /// GIE's sizing: how many chunks of `chunkChars` the backend's KV cache holds.
     public static func capacity(kvTokens: Int?, charsPerToken: Double, chunkChars: Int) -> Int {
@@ -60,13 +68,15 @@ public struct PrefixIndex: Sendable {
 
     /// How many leading chunks of `chunks` each of `backends` holds (GIE: matched leading chunks;
     /// the walk stops at the first chunk no remaining backend holds). `out[i]` is for `backends[i]`.
-    public func matchedChunks(_ chunks: PromptChunks, salt: UInt64, backends: [Int], into out: inout [Int]) {
+    public mutating func matchedChunks(_ chunks: PromptChunks, salt: UInt64, backends: [Int], into out: inout [Int]) {
         out.removeAll(keepingCapacity: true)
         out.append(contentsOf: repeatElement(0, count: backends.count))
-        guard !chunks.isEmpty, !slotOf.isEmpty else { return }
+        hints.removeAll(keepingCapacity: true)
+        guard !chunks.isEmpty, tableCount > 0 else { return }
         var alive = backends.count
         for i in 0..<chunks.count {
-            guard let slot = slotOf[chunks.key(i, salt: salt)] else { return }
+            guard let slot = find(chunks.key(i, salt: salt)) else { return }
+            hints.append(slot)
             let row = Int(slot) * backendCount
             for (k, b) in backends.enumerated() where out[k] == i {
                 if stamps[row + b] != 0 { out[k] = i + 1 } else { alive -= 1 }
@@ -84,9 +94,17 @@ public struct PrefixIndex: Sendable {
         var firstMiss = chunks.count
         var i = chunks.count - 1
         while i >= 0 {
-            if !use(chunks.key(i, salt: salt), backend) { firstMiss = i }
+            let key = chunks.key(i, salt: salt)
+            var known: Int32 = -1
+            if i < hints.count {
+                // Still that key's slot? (A freed slot keeps its old key but has no holders.)
+                let h = hints[i]
+                if keys[Int(h)] == key && holders[Int(h)] > 0 { known = h }
+            }
+            if !use(key, backend, known: known) { firstMiss = i }
             i -= 1
         }
+        hints.removeAll(keepingCapacity: true)
         evict(backend)
         return firstMiss
     }
@@ -100,20 +118,23 @@ public struct PrefixIndex: Sendable {
     }
 
     /// Returns whether `b` held the key before.
-    private mutating func use(_ key: UInt64, _ b: Int) -> Bool {
+    /// `known`: the key's slot when the caller knows it (else -1).
+    private mutating func use(_ key: UInt64, _ b: Int, known: Int32) -> Bool {
         let slot: Int32
-        if let s = slotOf[key] {
+        if known >= 0 {
+            slot = known
+        } else if let s = find(key) {
             slot = s
         } else if let f = freeSlots.popLast() {
             slot = f
             keys[Int(f)] = key
-            slotOf[key] = f
+            insertKey(key, f)
         } else {
             slot = Int32(keys.count)
             keys.append(key)
             holders.append(0)
             stamps.append(contentsOf: repeatElement(0, count: backendCount))
-            slotOf[key] = slot
+            insertKey(key, slot)
         }
         clocks[b] &+= 1
         if clocks[b] == 0 { clocks[b] = 1 }  // 0 means "not held"; after 2^32 uses order blurs once
@@ -142,7 +163,7 @@ public struct PrefixIndex: Sendable {
             sizes[b] -= 1
             holders[Int(slot)] -= 1
             if holders[Int(slot)] == 0 {
-                slotOf[keys[Int(slot)]] = nil
+                removeKey(keys[Int(slot)])
                 freeSlots.append(slot)
             }
         }
@@ -156,5 +177,60 @@ public struct PrefixIndex: Sendable {
             queues[b].stamps.removeAll(keepingCapacity: true)
             queues[b].head = 0
         }
+    }
+
+    // MARK: - The open-addressing table
+
+    @inline(__always) private func find(_ key: UInt64) -> Int32? {
+        let mask = tableKeys.count - 1
+        var i = Int(truncatingIfNeeded: key) & mask
+        while true {
+            let s = tableSlots[i]
+            if s < 0 { return nil }
+            if tableKeys[i] == key { return s }
+            i = (i + 1) & mask
+        }
+    }
+
+    /// `key` is not in the table.
+    private mutating func insertKey(_ key: UInt64, _ slot: Int32) {
+        if (tableCount + 1) * 2 > tableKeys.count { grow() }
+        let mask = tableKeys.count - 1
+        var i = Int(truncatingIfNeeded: key) & mask
+        while tableSlots[i] >= 0 { i = (i + 1) & mask }
+        tableKeys[i] = key
+        tableSlots[i] = slot
+        tableCount += 1
+    }
+
+    /// `key` is in the table. Backward-shift deletion: later entries of the probe run move up
+    /// into the hole when their home bucket allows it, so lookups never need tombstones.
+    private mutating func removeKey(_ key: UInt64) {
+        let mask = tableKeys.count - 1
+        var hole = Int(truncatingIfNeeded: key) & mask
+        while tableKeys[hole] != key || tableSlots[hole] < 0 { hole = (hole + 1) & mask }
+        var j = hole
+        while true {
+            j = (j + 1) & mask
+            if tableSlots[j] < 0 { break }
+            let home = Int(truncatingIfNeeded: tableKeys[j]) & mask
+            // Move j into the hole unless its home lies cyclically in (hole, j].
+            let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
+            if !stays {
+                tableKeys[hole] = tableKeys[j]
+                tableSlots[hole] = tableSlots[j]
+                hole = j
+            }
+        }
+        tableSlots[hole] = -1
+        tableCount -= 1
+    }
+
+    private mutating func grow() {
+        let oldKeys = tableKeys, oldSlots = tableSlots
+        tableKeys = Array(repeating: 0, count: oldKeys.count * 2)
+        tableSlots = Array(repeating: -1, count: oldKeys.count * 2)
+        tableCount = 0
+        for i in 0..<oldKeys.count where oldSlots[i] >= 0 { insertKey(oldKeys[i], oldSlots[i]) }
     }
 }

@@ -49,8 +49,12 @@ public struct RoutingScorer: Equatable, Sendable {
 
     /// Why the first backend of an order was chosen (a metrics label: a closed set).
     public enum Reason: String, CaseIterable, Sendable {
-        /// The winner holds part of the prompt's prefix (its prefix term was > 0).
+        /// The winner holds part of the prompt's prefix (its prefix term was > 0), by the
+        /// estimated index (estimated mode, or exact mode without the prompt's token ids).
         case prefix
+        /// Exact mode: the winner holds leading KV blocks of the prompt, by its KV events. The
+        /// scorer never returns it; BackendRouting relabels `prefix` when the term was exact.
+        case exactPrefix = "exact_prefix"
         /// No prefix anywhere (or none on the winner): queue and KV terms decided.
         case load
         /// The imbalance guard fired: least loaded first, prefix ignored.
@@ -84,42 +88,63 @@ public struct RoutingScorer: Equatable, Sendable {
 
     /// Each candidate's score (same order as `cands`).
     public func scores(_ cands: [Candidate]) -> [Double] {
+        let (lo, hi) = Self.queueRange(cands)
+        return cands.map { score($0, lo: lo, hi: hi) }
+    }
+
+    @inline(__always) static func queueRange(_ cands: [Candidate]) -> (Double, Double) {
         var lo = Double.infinity, hi = -Double.infinity
         for c in cands {
             lo = min(lo, c.queue)
             hi = max(hi, c.queue)
         }
-        return cands.map { c in
-            let q = hi > lo ? (hi - c.queue) / (hi - lo) : 1
-            let kv = 1 - min(max(c.kvUsage ?? 0.5, 0), 1)
-            let p = min(max(c.prefixOverlap, 0), 1)
-            return weights.prefix * p + weights.queue * q + weights.kv * kv
-        }
+        return (lo, hi)
+    }
+
+    @inline(__always) func score(_ c: Candidate, lo: Double, hi: Double) -> Double {
+        let q = hi > lo ? (hi - c.queue) / (hi - lo) : 1
+        let kv = 1 - min(max(c.kvUsage ?? 0.5, 0), 1)
+        let p = min(max(c.prefixOverlap, 0), 1)
+        return weights.prefix * p + weights.queue * q + weights.kv * kv
     }
 
     /// The candidates best first, and why the first is first. Empty in → empty out.
+    /// Ranked in a stack buffer by insertion sort (a handful of candidates): one allocation, the
+    /// answer's.
     public func order(_ cands: [Candidate], random: UInt64) -> (order: [BackendID], reason: Reason) {
         if cands.count <= 1 { return (cands.map(\.backend), .single) }
-        let ranked: [(Int, Double, UInt64)]
-        let reason: Reason
-        if isImbalanced(cands) {
-            // Lower load first: negate so that "higher is better" holds for the sort below.
-            ranked = cands.indices.map { i in
-                (i, -(cands[i].queue * 1e6 + Double(cands[i].inFlight)), Self.tie(random, cands[i].backend))
+        let imbalanced = isImbalanced(cands)
+        let (lo, hi) = Self.queueRange(cands)
+        let n = cands.count
+        return withUnsafeTemporaryAllocation(of: Ranked.self, capacity: n) { buf in
+            for i in 0..<n {
+                let c = cands[i]
+                // Imbalanced: lower load first; negated so that "higher is better" holds below.
+                let s = imbalanced ? -(c.queue * 1e6 + Double(c.inFlight)) : score(c, lo: lo, hi: hi)
+                let r = Ranked(index: i, score: s, tie: Self.tie(random, c.backend))
+                var j = i
+                while j > 0 && r.precedes(buf[j - 1]) {
+                    buf[j] = buf[j - 1]
+                    j -= 1
+                }
+                buf[j] = r
             }
-            reason = .imbalance
-        } else {
-            let s = scores(cands)
-            ranked = cands.indices.map { i in (i, s[i], Self.tie(random, cands[i].backend)) }
-            reason = .load
+            let first = cands[buf[0].index]
+            let why: Reason = imbalanced ? .imbalance : first.prefixOverlap > 0 ? .prefix : .load
+            return ((0..<n).map { cands[buf[$0].index].backend }, why)
         }
-        let sorted = ranked.sorted { a, b in
-            if abs(a.1 - b.1) > 1e-9 { return a.1 > b.1 }
-            return a.2 < b.2
+    }
+
+    struct Ranked {
+        var index: Int
+        var score: Double
+        var tie: UInt64
+
+        /// Higher score first; scores within 1e-9 are equal and the lower tie value goes first.
+        @inline(__always) func precedes(_ o: Ranked) -> Bool {
+            if abs(score - o.score) > 1e-9 { return score > o.score }
+            return tie < o.tie
         }
-        let first = cands[sorted[0].0]
-        let why: Reason = reason == .load && first.prefixOverlap > 0 ? .prefix : reason
-        return (sorted.map { cands[$0.0].backend }, why)
     }
 
     @inline(__always) static func tie(_ random: UInt64, _ b: BackendID) -> UInt64 {

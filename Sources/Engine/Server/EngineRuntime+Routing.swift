@@ -32,6 +32,26 @@ extension EngineRuntime {
                 samples: backends.all.map { (labels: bl($0), value: Double(r.index.sizes[$0.id.index])) })
         w.gauge("engine_routing_index_capacity_chunks", help: "Per-backend bound of the estimated prefix index.",
                 samples: backends.all.map { (labels: bl($0), value: Double(r.index.capacities[$0.id.index])) })
+        if promptTokenizer != nil {
+            w.counter("engine_routing_exact_prefix_tokens_queried_total",
+                      help: "Exact mode: prompt tokens of requests sent to each backend with their token ids.",
+                      samples: backends.all.map { (labels: bl($0), value: Double(r.exactQueriedTokens[$0.id.index])) })
+            w.counter("engine_routing_exact_prefix_tokens_matched_total",
+                      help: "Of those, tokens in leading KV blocks the backend's KV events said it held.",
+                      samples: backends.all.map { (labels: bl($0), value: Double(r.exactMatchedTokens[$0.id.index])) })
+            w.gauge("engine_routing_exact_prefix_hit_ratio", help: "Exact prefix hit ratio per backend: matched ÷ queried tokens.",
+                    samples: backends.all.map { b in
+                        let q = r.exactQueriedTokens[b.id.index]
+                        return (labels: bl(b), value: q > 0 ? Double(r.exactMatchedTokens[b.id.index]) / Double(q) : 0)
+                    })
+        }
+        if let t = promptTokenizer {
+            w.counter("engine_routing_tokenize_total",
+                      help: "Exact mode: prompts' token ids by source (cache hit, /tokenize answered, failed or too slow).",
+                      samples: [(labels: [("result", "cached")], value: Double(t.cacheHits)),
+                                (labels: [("result", "fetched")], value: Double(t.fetches - t.failures)),
+                                (labels: [("result", "failed")], value: Double(t.failures))])
+        }
         w.gauge("engine_backend_in_flight", help: "Requests this process has in flight to each backend.",
                 samples: backends.all.map { (labels: bl($0), value: Double($0.inFlight)) })
     }

@@ -25,8 +25,10 @@ public final class EngineRuntime {
     let tenants: TenantTable
     let tenantMetrics: TenantMetrics
     private(set) var rateLimits: RateLimitDriver?
-    /// Exact-mode routing's KV-event subscribers and block index; nil when no backend publishes.
+    /// Exact-mode routing's KV-event subscribers and block index; nil unless routing.kv_events.
     public private(set) var kvEvents: KVEventsDriver?
+    /// Exact mode: a prompt's token ids from a backend's /tokenize (cached); nil unless routing.kv_events.
+    private(set) var promptTokenizer: PromptTokenizer?
     /// The response cache: in process (no redis.url) or Redis; nil when cache.enabled is false.
     private(set) var cache: CacheStore?
     private(set) var redis: RedisConnection?
@@ -140,24 +142,19 @@ public final class EngineRuntime {
             rateLimits = RateLimitDriver(redis: redis)
         }
         let publishers = Self.kvEventPublishers(config: config)
-        if !publishers.isEmpty {
-            kvEvents = KVEventsDriver(loop: loop, publishers: publishers)
+        if !publishers.isEmpty, let routing = backends.routing {
+            let kv = KVEventsDriver(loop: loop, publishers: publishers)
+            kvEvents = kv
+            routing.exact = kv
+            promptTokenizer = PromptTokenizer(loop: loop, timeout: .milliseconds(Int64(config.routing.tokenizeTimeoutMillis)))
         }
     }
 
-    /// Which backends publish KV events, and where (exact-mode routing, issue 13).
-    /// TODO(lead): once `routing.kv_events` and `vllm.instances[].kv_events_url` exist, this is
-    /// `config.routing.kvEvents ? config.vllm.instances.enumerated().compactMap { i, inst in
-    /// inst.kvEventsURL.map { (BackendID(i), $0) } } : []`. Until then the only way in is the
-    /// test seam ENGINE_KV_EVENTS_URLS: comma-separated URLs in instance order (empty = none).
+    /// Which backends publish KV events, and where (exact-mode routing, issue 13): with
+    /// routing.kv_events, every instance that has a kv_events_url (validation made sure one does).
     static func kvEventPublishers(config: EngineConfig) -> [(BackendID, String)] {
-        guard let raw = getenv("ENGINE_KV_EVENTS_URLS").map({ String(cString: $0) }) else { return [] }
-        var out: [(BackendID, String)] = []
-        for (i, url) in raw.split(separator: ",", omittingEmptySubsequences: false).enumerated()
-        where i < config.vllm.instances.count && !url.isEmpty {
-            out.append((BackendID(i), String(url)))
-        }
-        return out
+        guard config.routing.kvEvents else { return [] }
+        return config.vllm.instances.enumerated().compactMap { i, inst in inst.kvEventsUrl.map { (BackendID(i), $0) } }
     }
 
     var serverLimits: HTTPServerLimits {

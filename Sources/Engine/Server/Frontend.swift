@@ -392,6 +392,38 @@ final class Frontend: HTTPServerConnectionDelegate {
                 forward = rewritten
             }
         }
+        // Exact-mode routing needs the prompt's token ids as the backend's tokenizer and chat
+        // template make them: one /tokenize round trip (or a cache hit) before the session starts,
+        // like exactTokenCount before model routing; without them in time, the estimated index.
+        if let tok = runtime.promptTokenizer, kind == .chat || kind == .completion,
+           let b = tokenizingBackend(served) {
+            tok.tokenIDs(body: forward, backend: b) { [weak self, weak c] ids in
+                guard let self, let c, !c.isClosed else { return }
+                var req = req
+                req.promptTokenIDs = ids
+                self.startSession(c, kind: kind, head: head, req: req, forward: forward, rid: rid, identity: identity,
+                                  served: served, extra: extra, memoKey: memoKey)
+            }
+            return
+        }
+        startSession(c, kind: kind, head: head, req: req, forward: forward, rid: rid, identity: identity, served: served,
+                     extra: extra, memoKey: memoKey)
+    }
+
+    /// Which backend's /tokenize speaks for `model`'s tokenizer: a healthy one serving it whose
+    /// breaker lets traffic through, the one with the fewest requests of ours in flight.
+    private func tokenizingBackend(_ model: String) -> Backend? {
+        let now = Loop.nowNanos()
+        var best: Backend?
+        for b in runtime.backends.all where b.isHealthy && runtime.backends.isEligible(b, model: model, now: now) {
+            if best == nil || b.inFlight < best!.inFlight { best = b }
+        }
+        return best
+    }
+
+    private func startSession(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest,
+                              forward: [UInt8], rid: String, identity: String?, served: String, extra: HTTPHeaders,
+                              memoKey: String?) {
         runtime.metrics.requestsInFlight += 1
         if req.stream { runtime.metrics.streamsStarted += 1 }
         let plan = cachePlan(kind: kind, head: head, req: req, served: served, identity: identity)

@@ -4,6 +4,7 @@
 // per-request routing work (printed; bounded loosely so a slow shared machine does not fail it).
 import Testing
 @testable import Engine
+import Reactor
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -140,6 +141,32 @@ private struct Rng {
         }
     }
 
+    /// The open-addressing table under its worst case (every key in one home bucket: one long
+    /// probe run, backward-shift deletions inside it) and `record` reusing matchedChunks' slots.
+    @Test func collidingKeysAndReusedLookupsAgreeWithAModel() {
+        var rng = Rng(s: 7)
+        var ix = PrefixIndex(backendCount: 2, capacity: 6)
+        var model: [[UInt64]] = [[], []]
+        var out: [Int] = []
+        for step in 0..<4000 {
+            let b = rng.int(2)
+            let hs = Array(Set((0..<(1 + rng.int(4))).map { _ in UInt64(rng.int(24)) << 20 }))
+            // Usually the router's sequence (match, then record the same prompt); sometimes a
+            // record whose hints are stale or belong to another prompt.
+            if step % 5 != 0 { ix.matchedChunks(chunks(hs), salt: 0, backends: [0, 1], into: &out) }
+            ix.record(chunks(hs), salt: 0, backend: b)
+            for h in hs.reversed() {
+                model[b].removeAll { $0 == h }
+                model[b].append(h)
+            }
+            if model[b].count > 6 { model[b].removeFirst(model[b].count - 6) }
+            #expect(ix.distinctChunks == Set(model[0] + model[1]).count)
+            let probe = UInt64(rng.int(24)) << 20
+            ix.matchedChunks(chunks([probe]), salt: 0, backends: [0, 1], into: &out)
+            #expect(out == (0..<2).map { model[$0].contains(probe) ? 1 : 0 })
+        }
+    }
+
     @Test func capacityFollowsGIEsFormula() {
         // Llama-3-8B on an H100: ~500k KV tokens × 4 chars ÷ 64-char chunks ≈ 31,250 (GIE's figure).
         #expect(PrefixIndex.capacity(kvTokens: 500_000, charsPerToken: 4, chunkChars: 64) == 31_250)
@@ -260,7 +287,9 @@ private struct Rng {
               imbalance_threshold: 16
               imbalance_ratio: 2
               kv_events: true
+              tokenize_timeout_ms: 80
             """, environment: [:])
+        #expect(c.routing.tokenizeTimeoutMillis == 80 && d.routing.tokenizeTimeoutMillis == 50)
         #expect(c.routing.policy == .prefixAware)
         #expect(c.routing.prefixWeight == 5 && c.routing.queueWeight == 1 && c.routing.kvWeight == 0)
         #expect(c.routing.chunkChars == 128 && c.routing.maxPrefixChunks == 64 && c.routing.indexChunksPerBackend == 1000)
@@ -288,6 +317,15 @@ private struct Rng {
         #expect(error("routing: {max_prefix_chunks: 100000}")?.contains("routing.max_prefix_chunks") == true)
         #expect(error("routing: {imbalance_ratio: 0.5}")?.contains("routing.imbalance_ratio") == true)
         #expect(error("routing: {kv_events: maybe}")?.contains("routing.kv_events") == true)
+        // Exact mode needs a publisher to listen to, and the policy that looks at prefixes.
+        let noURL = error("vllm: {instances: [http://a:1]}\nrouting: {policy: prefix_aware, kv_events: true}")
+        #expect(noURL?.contains("routing.kv_events") == true && noURL?.contains("kv_events_url") == true, "\(noURL ?? "")")
+        let rr = error("vllm: {instances: [{url: 'http://a:1', kv_events_url: 'tcp://a:5557'}]}\nrouting: {kv_events: true}")
+        #expect(rr?.contains("prefix_aware") == true, "\(rr ?? "")")
+        #expect(error("vllm: {instances: [{url: 'http://a:1', kv_events_url: 'tcp://a:5557'}]}\nrouting: {policy: prefix_aware, kv_events: true}") == nil)
+        // A URL without the switch is accepted (unused).
+        #expect(error("vllm: {instances: [{url: 'http://a:1', kv_events_url: 'tcp://a:5557'}]}") == nil)
+        #expect(error("routing: {tokenize_timeout_ms: 0}")?.contains("routing.tokenize_timeout_ms") == true)
         #expect(error("routing: {colour: blue}")?.contains("routing.colour: unknown key") == true)
         for bad in ["http://a:1", "tcp://a", "tcp://:5557", "tcp://a:0", "tcp://a:99999", "tcp://a b:1", "tcp://[zz]:1"] {
             #expect(error("vllm: {instances: [{url: 'http://a:1', kv_events_url: '\(bad)'}]}")?
@@ -358,5 +396,72 @@ private struct Rng {
         var ts = timespec()
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}
+
+/// Exact mode inside BackendRouting: the prefix term from the KV-event index when the request
+/// carries token ids, the estimated index otherwise; reasons and the exact hit counters.
+@Suite struct ExactRoutingTests {
+    func setUp(_ n: Int) -> (Loop, [Backend], BackendRouting, KVEventsDriver) {
+        let loop = Loop()
+        let backends = (0..<n).map { i in
+            Backend(id: BackendID(i), url: "http://b\(i):8000", endpoint: Endpoint(host: "127.0.0.1", port: 8000 + i)!, loop: loop,
+                    apiKey: nil, weight: 1, models: ["m"], breaker: CircuitBreaker(threshold: 5, cooldown: .seconds(1)))
+        }
+        let r = BackendRouting(config: .init(policy: .prefixAware, kvEvents: true), backendCount: n)
+        let kv = KVEventsDriver(loop: loop, publishers: [])
+        r.exact = kv
+        return (loop, backends, r, kv)
+    }
+
+    /// `backend` stored the leading `blocks` blocks (16 ids each) of `ids`.
+    func store(_ kv: KVEventsDriver, _ ids: [UInt32], blocks: Int, on backend: Int, sequence: UInt64 = 0) {
+        kv.batchReceived(KVEventBatch(sequence: sequence, events: [
+            .stored(blockHashes: (0..<blocks).map { UInt64(backend * 1000 + $0 + 1) }, parent: nil,
+                    tokenIDs: Array(ids.prefix(blocks * 16)), blockSize: 16, isKeyed: false)]), from: BackendID(backend))
+    }
+
+    @Test func theBackendHoldingTheBlocksWinsWithReasonExactPrefix() {
+        let (loop, backends, r, kv) = setUp(3)
+        defer { kv.stop(); for b in backends { b.pool.closeAll() }; loop.close() }
+        let ids = (0..<80).map { UInt32(5000 + $0) }
+        store(kv, ids, blocks: 4, on: 1)
+        store(kv, ids, blocks: 1, on: 2)
+        let d = r.order(backends, chunks: nil, tokenIDs: ids, model: "m")
+        #expect(d.order.first == BackendID(1))
+        #expect(d.reason == .exactPrefix)
+        #expect(d.exact?[BackendID(1)] == 64.0 / 80 && d.exact?[BackendID(2)] == 16.0 / 80 && d.exact?[BackendID(0)] == nil)
+        r.sent(nil, model: "m", tokenCount: ids.count, exact: d.exact, to: backends[1], reason: d.reason)
+        #expect(r.exactQueriedTokens == [0, 80, 0] && r.exactMatchedTokens == [0, 64, 0])
+        #expect(r.decisions[.exactPrefix] == 1)
+        // Another prompt that shares nothing: load decides (all equal here), not prefix.
+        let other = (0..<80).map { UInt32(9000 + $0) }
+        let o = r.order(backends, chunks: nil, tokenIDs: other, model: "m")
+        #expect(o.reason == .load && o.exact?.isEmpty == true)
+    }
+
+    @Test func withoutTokenIDsTheEstimatedIndexDecides() {
+        let (loop, backends, r, kv) = setUp(2)
+        defer { kv.stop(); for b in backends { b.pool.closeAll() }; loop.close() }
+        let ids = (0..<64).map { UInt32(7000 + $0) }
+        store(kv, ids, blocks: 4, on: 0)
+        let chunks = PromptChunks(bytes(String(repeating: "tenant seven's long system prompt ", count: 40)), chunkBytes: 256, maxChunks: 128)
+        // The estimated index saw this prompt go to backend 1.
+        r.sent(chunks, model: "m", to: backends[1], reason: .load)
+        let d = r.order(backends, chunks: chunks, tokenIDs: nil, model: "m")
+        #expect(d.order.first == BackendID(1) && d.reason == .prefix && d.exact == nil)
+        // With the ids, the KV index wins over the estimate.
+        let e = r.order(backends, chunks: chunks, tokenIDs: ids, model: "m")
+        #expect(e.order.first == BackendID(0) && e.reason == .exactPrefix)
+    }
+
+    @Test func aBackendWithoutEventsStillWinsOnLoad() {
+        let (loop, backends, r, kv) = setUp(2)
+        defer { kv.stop(); for b in backends { b.pool.closeAll() }; loop.close() }
+        let ids = (0..<64).map { UInt32(7000 + $0) }
+        store(kv, ids, blocks: 1, on: 0)  // a quarter of the prompt
+        backends[0].inFlight = 6  // busy holder; backend 1 publishes nothing and is idle
+        let d = r.order(backends, chunks: nil, tokenIDs: ids, model: "m")
+        #expect(d.order.first == BackendID(1) && d.reason == .load)
     }
 }
