@@ -10,7 +10,8 @@ client sees) and the queue wait p50/p99 (latency minus the sim's service time, t
 x ITL), requests and completion tokens served; Jain's index over the tenants' throughput as a
 fraction of their max-min fair share (light: its demand alone; heavy: the rest; 1 = each got its
 fair share), the older per-client index, and the Engine's CPU per request (its process tree, /proc).
-CAP=0 runs without the cap (the KV gauge alone; the sim then gets --kv-blocks 64 as before).
+CAP=0 runs without the cap (the KV gauge alone; the sim then gets --kv-blocks 64 as before, or
+SIM_BLOCKS).
 One JSON line per policy."""
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def pct(xs, p):
 
 def run(policy: str) -> dict:
     # 7 prompt tokens + up to 56: at most 4 blocks of 16 a request; two blocks of slack.
-    sim = harness.start_sim("--kv-blocks", CAP * 4 + 2 if CAP else 64, "--block-size", 16, "--itl-ms", int(ITL * 1000),
+    blocks = int(os.environ.get("SIM_BLOCKS", "0")) or (CAP * 4 + 2 if CAP else 64)
+    sim = harness.start_sim("--kv-blocks", blocks, "--block-size", 16, "--itl-ms", int(ITL * 1000),
                             "--max-num-seqs", 64)
     ac = {"enabled": True, "soft_limit": 0.95 if CAP else 0.7, "hard_limit": 0.99,
           "poll_interval_seconds": 0.05, "max_wait_seconds": 60, "max_queue": 1000, "fairness": policy,
@@ -88,7 +90,7 @@ def run(policy: str) -> dict:
         for t in ts:
             t.join()
         cpu1 = proctree.cpu_ticks(pids) / tick
-        out = {"policy": policy, "seconds": SECONDS, "heavy_clients": HEAVY, "light_clients": LIGHT, "workers": WORKERS,
+        out = {"policy": policy, "seconds": SECONDS, "sim_kv_blocks": blocks, "heavy_clients": HEAVY, "light_clients": LIGHT, "workers": WORKERS,
                "cap": CAP, "light_alone_p99_s": round(light_alone_p99, 3), "light_alone_tokens_per_s": round(light_alone_tps, 1)}
         thr = {}
         total = 0
@@ -113,6 +115,8 @@ def run(policy: str) -> dict:
         out["light_share_of_demand"] = round(x[0], 3)
         per_client = [thr["heavy"] / HEAVY, thr["light"] / LIGHT]
         out["jain_per_client"] = round(sum(per_client) ** 2 / (len(per_client) * sum(x * x for x in per_client)), 3)
+        st = sim.stats()
+        out["sim_max_running_seen"] = st.get("max_running_seen")
         if cpu1 is not None:
             out["engine_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / max(total, 1), 3)
         return out
