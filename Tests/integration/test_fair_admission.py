@@ -127,7 +127,9 @@ def test_weights_2_to_1_give_token_throughput_2_to_1(sim_factory, engine_factory
     """Default workers: each worker holds half the cap and runs its own fair queue; both tenants'
     clients spread over the workers, so each worker serves 2:1 and so does the whole."""
     cap = 12
-    sim = capped_sim(sim_factory, cap)
+    # Room in the sim for twice the cap: were the cap not split between the workers (6 + 6), the
+    # sim would run more than 12 (checked below).
+    sim = capped_sim(sim_factory, cap, blocks_per_request=6)
     eng = engine_factory(capped_config(sim, [{"name": "gold", "weight": 2}, {"name": "bronze", "weight": 1}], cap))
     wait_until(lambda: eng.get("/health").json()["backends"]["up"] == 1)
     gold: list = []

@@ -164,8 +164,9 @@ public enum ConfigLoader {
             try check(!h.isEmpty && !h.contains(where: { $0 == " " || $0 == ":" }), "admission_control.tenant_header",
                       "must be a header name")
         }
-        try check(admission.maxInflightPerBackend >= 0 && admission.maxInflightPerBackend <= 1 << 20,
-                  "admission_control.max_inflight_per_backend", "must be 0...1048576, got \(admission.maxInflightPerBackend)")
+        try check(admission.maxInflightPerBackend >= 0, "admission_control.max_inflight_per_backend",
+                  "must be >= 0, got \(admission.maxInflightPerBackend)")
+        try atMost(admission.maxInflightPerBackend, 1 << 20, "admission_control.max_inflight_per_backend")
         try check(admission.expectedOutputTokens >= 0 && admission.expectedOutputTokens <= 1 << 24,
                   "admission_control.expected_output_tokens", "must be 0...16777216, got \(admission.expectedOutputTokens)")
         try atMost(admission.tenants.count + config.auth.keyTenants.count, ConfigLimits.maxTenants, "admission_control.tenants")
