@@ -5,7 +5,8 @@
 # wait included), tokens/s, Jain's index per client, Engine CPU ms per request.
 #   bench/fairness.sh                                 # debug build bins, 15 s per policy
 #   CONF=release SECONDS_PER_RUN=30 bench/fairness.sh
-# Knobs (env): CONF (debug), SECONDS_PER_RUN (15), HEAVY (20 clients), LIGHT (2), WORKERS (1).
+# Knobs (env): CONF (debug), SECONDS_PER_RUN (15), HEAVY (20 clients), LIGHT (2), WORKERS (1),
+# CAP (6: admission_control.max_inflight_per_backend, the sim sized to match; 0 = no cap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONF=${CONF:-debug}

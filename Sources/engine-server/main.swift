@@ -32,6 +32,8 @@ struct EngineServer: ParsableCommand {
     @Option(help: "Worker processes sharing the port (overrides server.workers; 0 = one per core).") var workers: Int?
     @Flag(help: "Let another engine-server or program listen on the same port (as server.share_port: true).") var sharePort = false
     @Option(help: .hidden) var workerIndex: Int?
+    /// How many workers the supervisor runs (a worker's share of backend-wide limits).
+    @Option(help: .hidden) var workerCount: Int?
 
     func run() throws {
         signal(SIGPIPE, SIG_IGN)
@@ -98,9 +100,14 @@ struct EngineServer: ParsableCommand {
             try superviseWorkers(n, host: h, config: cfg, loop: loop, logger: logger, env: env, sharedStore: sharedStore)
             return
         }
+        // admission_control.max_inflight_per_backend is for all workers together: each holds its share.
+        var workerConfig = cfg
+        if let k = workerCount, k > 1, cfg.admissionControl.maxInflightPerBackend > 0 {
+            workerConfig.admissionControl.maxInflightPerBackend = max(1, cfg.admissionControl.maxInflightPerBackend / k)
+        }
         let runtime: EngineRuntime
         do {
-            runtime = try EngineRuntime(config: cfg, loop: loop, logger: logger, sharedCache: attachSharedCache(env, logger: logger))
+            runtime = try EngineRuntime(config: workerConfig, loop: loop, logger: logger, sharedCache: attachSharedCache(env, logger: logger))
         } catch {
             FileHandleStderr.write("\(error)\n")
             throw ExitCode(2)
@@ -168,7 +175,8 @@ extension EngineServer {
                 do { _ = try ConfigLoader.load(path: configPath, environment: currentEnvironment()); return nil } catch { return "\(error)" }
             },
             argsForWorker: { i in
-                ["--config", configPath, "--host", host, "--port", String(port), "--workers", "1", "--worker-index", String(i)]
+                ["--config", configPath, "--host", host, "--port", String(port), "--workers", "1", "--worker-index", String(i),
+                 "--worker-count", String(n)]
             })
         logger.notice("supervising \(n) workers on \(host):\(port)")
         sup.privateRedis = sharedStore

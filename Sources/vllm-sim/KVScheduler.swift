@@ -3,7 +3,11 @@
 // at its longest (prompt + all its tokens) fit; otherwise it waits in a FIFO, and admission stops
 // at the first waiter that does not fit, like vLLM's. Reserving the final footprint up front keeps
 // the model free of preemption and deadlock; the *reported* usage (SimServer) counts only the
-// blocks a request holds so far, so it still grows token by token as in vLLM.
+// blocks a request holds so far, so it still grows token by token as in vLLM — except while a
+// request waits for KV room (`isBlockedOnKV`): then it reports the reserved blocks, since vLLM only
+// leaves a request waiting for KV when its allocated blocks fill the cache (usage ≈ 1.0, see
+// ref/vllm-api.md), and a gauge reading half empty while the backend queues would mislead
+// admission in front of it.
 // Pure: no imports, no I/O.
 
 struct GenerationID: Hashable, Sendable {
@@ -27,6 +31,8 @@ struct KVScheduler {
 
     var runningCount: Int { running.count }
     var waitingCount: Int { waiting.count }
+    /// Requests wait although a running slot is free: the KV reservation is what holds them.
+    var isBlockedOnKV: Bool { !waiting.isEmpty && running.count < maxRunning }
 
     enum Admission: Equatable {
         /// Running now: start generating.

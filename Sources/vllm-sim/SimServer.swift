@@ -246,13 +246,15 @@ final class SimServer: HTTPServerConnectionDelegate {
         return metrics.render(model: settings.models[0], gauges: gauges, settings: settings)
     }
 
-    /// Blocks held now by running requests over the cache size, unless overridden.
+    /// Blocks held now by running requests over the cache size, unless overridden; while a
+    /// request waits for KV room, the blocks reserved (KVScheduler's header says why).
     func kvUsage(now: UInt64) -> Double {
         if knobs.kvUsageOverride >= 0 { return knobs.kvUsageOverride }
         var used = 0
         for g in active.values where g.phase != .waiting && g.phase != .finished {
             used += g.heldBlocks(now: now, blockSize: settings.blockSize)
         }
+        if scheduler.isBlockedOnKV { used = max(used, scheduler.reservedBlocks) }
         return Double(min(used, settings.kvBlocks)) / Double(settings.kvBlocks)
     }
 }

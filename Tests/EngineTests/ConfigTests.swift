@@ -407,6 +407,7 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         ("admission_control:\n  poll_interval_seconds: 0\n", "admission_control.poll_interval_seconds"),
         ("admission_control:\n  max_queue: -1\n", "admission_control.max_queue"),
         ("admission_control:\n  max_wait_seconds: -1\n", "admission_control.max_wait_seconds"),
+        ("admission_control:\n  max_inflight_per_backend: -1\n", "admission_control.max_inflight_per_backend"),
         ("circuit_breaker:\n  failure_threshold: 0\n", "circuit_breaker.failure_threshold"),
         ("circuit_breaker:\n  cooldown_seconds: -1\n", "circuit_breaker.cooldown_seconds"),
         ("model_registry:\n  fast_model_token_threshold: 0\n", "model_registry.fast_model_token_threshold"),
@@ -633,6 +634,7 @@ private func repositoryRoot(_ file: String = #filePath) -> String {
         ("cache:\n  max_size: N\n", "cache.max_size", 10_000_000),
         ("cache:\n  max_bytes: N\n", "cache.max_bytes", 64 << 30),
         ("admission_control:\n  max_queue: N\n", "admission_control.max_queue", 1_000_000),
+        ("admission_control:\n  max_inflight_per_backend: N\n", "admission_control.max_inflight_per_backend", 1 << 20),
         ("circuit_breaker:\n  failure_threshold: N\n", "circuit_breaker.failure_threshold", 1_000_000),
         ("model_registry:\n  fast_model_token_threshold: N\n", "model_registry.fast_model_token_threshold", 10_000_000),
     ]

@@ -4,13 +4,14 @@ token/request budgets shared across worker processes through Redis."""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
 import pytest
 import requests
 
-from harness import chat_body, make_config, wait_until
+from harness import chat_body, make_config, metric_value, wait_until
 
 # Small KV cache: each request holds ~3 blocks at its longest (prompt + 32 tokens, 16 per block),
 # so ~15 running requests reach the soft limit; 32 tokens at 15 ms each ≈ 0.5 s per request.
@@ -32,8 +33,9 @@ def body(max_tokens=32):
     return b
 
 
-def load(url, tenant, clients, seconds, results, stop_at=None, stream=False, headers=None):
-    """`clients` closed-loop clients of `tenant` for `seconds`; appends (t_end, latency, status, tokens)."""
+def load(url, tenant, clients, seconds, results, stop_at=None, stream=False, headers=None, tokens=(32, 32)):
+    """`clients` closed-loop clients of `tenant` for `seconds`, each request asking for a random
+    max_tokens in `tokens`; appends (t_end, latency, status, tokens)."""
     end = time.monotonic() + seconds
 
     def run():
@@ -42,7 +44,7 @@ def load(url, tenant, clients, seconds, results, stop_at=None, stream=False, hea
         while time.monotonic() < end:
             t0 = time.monotonic()
             try:
-                r = s.post(url + "/v1/chat/completions", json=body(), headers=h, timeout=60)
+                r = s.post(url + "/v1/chat/completions", json=body(random.randint(*tokens)), headers=h, timeout=60)
                 tok = r.json().get("usage", {}).get("completion_tokens", 0) if r.status_code == 200 else 0
                 results.append((time.monotonic(), time.monotonic() - t0, r.status_code, tok))
             except requests.RequestException:
@@ -59,46 +61,85 @@ def p99(xs):
     return xs[min(len(xs) - 1, int(0.99 * len(xs)))]
 
 
-def test_light_tenant_keeps_its_latency_under_a_10x_flood(sim_factory, engine_factory):
-    sim = sim_factory(*PRESSURE)
-    eng = engine_factory(flood_config(sim, [{"name": "heavy"}, {"name": "light"}]))
+# "Admission releases only what the backend can start now": a request of the 7-token prompt and
+# up to 41 tokens holds ceil((7 + 41) / 16) = 3 blocks at its longest (4 up to 57 tokens), so CAP
+# requests fill CAP * 3 blocks; the sim gets two blocks of slack and the Engine's cap (admission_control.max_inflight_per_backend, all
+# workers together) is the sim's capacity. Everything beyond waits in the Engine's queue, whose
+# order (fair or fifo) then decides who runs; none waits in the sim's own FIFO.
+def capped_sim(sim_factory, cap, blocks_per_request=3):
+    return sim_factory("--kv-blocks", cap * blocks_per_request + 2, "--block-size", 16, "--itl-ms", 15, "--max-num-seqs", 64)
+
+
+def capped_config(sim, tenants, cap, workers=None, **over):
+    # soft 0.95: the cap, not the (lagging) KV gauge, is what holds work back here.
+    return flood_config(sim, tenants, workers=workers, soft_limit=0.95, hard_limit=0.99,
+                        max_inflight_per_backend=cap, **over)
+
+
+# One process: fair queueing is per process, and the bound below is about what one light request
+# waits for (the next of CAP slots to free). With two workers each holds CAP / 2 slots, so the wait
+# for a slot doubles and p99 comes close to the 2x bound on a loaded machine.
+@pytest.mark.parametrize("policy", ["fair", "fifo"])
+def test_light_tenant_keeps_its_latency_under_a_10x_flood(sim_factory, engine_factory, policy):
+    """The light tenant's latency (queue wait included: 48 tokens take ~0.7 s, its wait alone is ~0)
+    stays within 2x of its latency alone under `fair`; under `fifo` (the control: same config but
+    the order) it waits behind the flood's queue, ~14 requests at ~12 a second, and does not."""
+    cap = 6
+    sim = capped_sim(sim_factory, cap, blocks_per_request=4)
+    eng = engine_factory(capped_config(sim, [{"name": "heavy"}, {"name": "light"}], cap, workers=1, fairness=policy))
     wait_until(lambda: eng.get("/health").json()["backends"]["up"] == 1)
     alone: list = []
-    for t in load(eng.url, "light", 2, 4.0, alone):
+    # The light tenant's requests are 48 tokens (~0.7 s): a loaded machine's hiccups are small
+    # next to that, while a wait behind the flood's queue (~1.2 s under fifo) is not.
+    for t in load(eng.url, "light", 2, 4.0, alone, tokens=(48, 48)):
         t.join()
     base = p99([x[1] for x in alone if x[2] == 200])
     heavy: list = []
     light: list = []
-    hs = load(eng.url, "heavy", 20, 10.0, heavy)
-    time.sleep(2.0)  # the flood fills the KV cache and the queue
-    for t in load(eng.url, "light", 2, 6.0, light):
+    # The flood's requests vary in length (8-56 tokens, 32 on average), as real ones do: equal
+    # lengths would keep the slots in lockstep (six end together every 0.5 s), and the light
+    # request's wait for the next end would be anything up to a whole request.
+    hs = load(eng.url, "heavy", 20, 10.0, heavy, tokens=(8, 56))
+    time.sleep(2.0)  # the flood fills the cap and the queue
+    for t in load(eng.url, "light", 2, 6.0, light, tokens=(48, 48)):
         t.join()
     for t in hs:
         t.join()
     ok_light = [x[1] for x in light if x[2] == 200]
-    assert len(ok_light) >= 8 and all(x[2] == 200 for x in light), light
+    assert len(ok_light) >= 4 and all(x[2] == 200 for x in light), light
     assert any(x[2] == 200 for x in heavy)
     m = eng.metrics_json()["tenants"]
     assert "heavy" in m and "light" in m
-    # The flood really queued (otherwise this test proves nothing).
-    queued_heavy = sum(v["queue_wait_count"] for k, v in m.items() if k == "heavy")
-    assert queued_heavy > 0 or max(x[1] for x in heavy) > 2 * base, (m, base)
+    # The flood really queued in the Engine (otherwise this test proves nothing), and the sim
+    # never held more than the cap nor queued anything itself.
+    assert m["heavy"]["queue_wait_count"] > 0, m
+    st = sim.stats()
+    assert st["max_running_seen"] <= cap, st
+    # Every admitted request's end was counted: nothing is left in flight once the load stops (a
+    # leak would wedge a capped backend).
+    wait_until(lambda: metric_value(eng.get("/metrics").text, "engine_admission_inflight") == 0, timeout=5,
+               what="engine_admission_inflight back to 0")
     flooded = p99(ok_light)
-    assert flooded <= 2 * base, f"light p99 {flooded:.3f}s under the flood vs {base:.3f}s alone"
+    print(f"{policy}: light p99 alone {base:.3f}s, under the flood {flooded:.3f}s ({flooded / base:.2f}x)", sorted(round(x, 3) for x in ok_light)[-6:], m["light"])
+    if policy == "fair":
+        assert flooded <= 2 * base, f"light p99 {flooded:.3f}s under the flood vs {base:.3f}s alone"
+    else:
+        assert flooded > 2 * base, f"fifo: light p99 {flooded:.3f}s under the flood vs {base:.3f}s alone (expected > 2x)"
 
 
-@pytest.mark.xfail(strict=False, reason="end to end the ratio comes out ~1.1-1.5, not 2: requests the Engine releases "
-                   "still wait in the simulator's own FIFO (it reserves whole footprints while /metrics reports held "
-                   "blocks), which dilutes the order; the machine's property test shows 2:1 within 5 %")
 def test_weights_2_to_1_give_token_throughput_2_to_1(sim_factory, engine_factory):
-    sim = sim_factory(*PRESSURE)
-    # soft 0.5: the Engine queues before the sim's own FIFO (which reserves whole footprints) fills.
-    eng = engine_factory(flood_config(sim, [{"name": "gold", "weight": 2}, {"name": "bronze", "weight": 1}], soft_limit=0.5))
+    """Default workers: each worker holds half the cap and runs its own fair queue; both tenants'
+    clients spread over the workers, so each worker serves 2:1 and so does the whole."""
+    cap = 12
+    # Room in the sim for twice the cap: were the cap not split between the workers (6 + 6), the
+    # sim would run more than 12 (checked below).
+    sim = capped_sim(sim_factory, cap, blocks_per_request=6)
+    eng = engine_factory(capped_config(sim, [{"name": "gold", "weight": 2}, {"name": "bronze", "weight": 1}], cap))
     wait_until(lambda: eng.get("/health").json()["backends"]["up"] == 1)
     gold: list = []
     bronze: list = []
-    # Each tenant has far more clients than the KV cache has room for: both stay backlogged.
-    ts = load(eng.url, "gold", 40, 14.0, gold) + load(eng.url, "bronze", 40, 14.0, bronze)
+    # Each tenant has far more clients than the cap: both stay backlogged in every worker.
+    ts = load(eng.url, "gold", 30, 14.0, gold) + load(eng.url, "bronze", 30, 14.0, bronze)
     for t in ts:
         t.join()
     # Both backlogged from 3 s on; count completions in [3, 13] s.
@@ -106,8 +147,35 @@ def test_weights_2_to_1_give_token_throughput_2_to_1(sim_factory, engine_factory
     def tokens(rs):
         return sum(x[3] for x in rs if t0 + 3 <= x[0] <= t0 + 13)
     g, b = tokens(gold), tokens(bronze)
-    assert b > 0, (g, b)
-    assert 1.8 <= g / b <= 2.2, f"gold {g} tokens, bronze {b}: ratio {g / b:.2f} {eng.metrics_json()['tenants']} {sim.metrics_text()[-1500:]}"
+    assert all(x[2] == 200 for x in gold + bronze), [x for x in gold + bronze if x[2] != 200][:5]
+    assert b > 0 and g + b >= 100 * 32, (g, b)  # ~24 requests a second ran: the cap was used
+    assert sim.stats()["max_running_seen"] <= cap
+    print(f"gold {g} tokens, bronze {b}: {g / b:.3f}")
+    assert 1.8 <= g / b <= 2.2, f"gold {g} tokens, bronze {b}: ratio {g / b:.2f} {eng.metrics_json()['tenants']}"
+
+
+def test_a_deadline_the_queue_cannot_meet_is_refused_on_arrival(sim_factory, engine_factory):
+    """Expected wait = requests ahead / the queue's drain rate; a deadline shorter than that is
+    refused at once (429, Retry-After, no upstream call), a longer one waits and is served."""
+    cap = 2
+    sim = capped_sim(sim_factory, cap)
+    eng = engine_factory(capped_config(sim, [{"name": "heavy"}, {"name": "late"}], cap, workers=1, fairness="fifo"))
+    wait_until(lambda: eng.get("/health").json()["backends"]["up"] == 1)
+    heavy: list = []
+    hs = load(eng.url, "heavy", 12, 6.0, heavy)  # 10 queued behind 2 slots of ~0.5 s: ~2.5 s of queue
+    time.sleep(2.0)
+    t0 = time.monotonic()
+    r = requests.post(eng.url + "/v1/chat/completions", json=body(), headers={"x-tenant": "late", "x-request-deadline-ms": "500"}, timeout=10)
+    waited = time.monotonic() - t0
+    assert r.status_code == 429 and "deadline" in r.json()["error"]["message"], r.text
+    assert int(r.headers["retry-after"]) >= 1
+    assert waited < 0.25, f"refused after {waited:.3f}s, not on arrival"
+    r2 = requests.post(eng.url + "/v1/chat/completions", json=body(), headers={"x-tenant": "late", "x-request-deadline-ms": "20000"}, timeout=30)
+    assert r2.status_code == 200, r2.text
+    for t in hs:
+        t.join()
+    m = eng.metrics_json()["tenants"]["late"]
+    assert m["admitted"] == 1, m  # the refused one never went upstream
 
 
 def test_a_past_deadline_is_refused_without_an_upstream_call(sim, engine_factory):

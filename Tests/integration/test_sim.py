@@ -327,6 +327,29 @@ def test_kv_usage_override_set_live(sim):
     )
 
 
+def test_kv_usage_reads_full_while_a_request_waits_for_kv_room(sim_factory):
+    """vLLM leaves a request waiting for KV only when its allocated blocks fill the cache (usage
+    ~1.0); the sim reserves whole footprints, so while one waits for KV it reports the reserved
+    blocks rather than the few held so far (which would read as room while it queues)."""
+    import threading
+
+    import requests
+
+    s = sim_factory("--kv-blocks", 6, "--block-size", 16, "--itl-ms", 40, "--max-num-seqs", 64)
+    b = chat_body()
+    b["max_tokens"] = 32  # 7 prompt tokens + 32: 3 blocks at its longest; two fit in 6
+    ts = [threading.Thread(target=requests.post, args=(s.url + "/v1/chat/completions",), kwargs={"json": b}) for _ in range(3)]
+    for t in ts:
+        t.start()
+    wait_until(lambda: s.metric("vllm:num_requests_waiting", model_name=s.model) == 1, timeout=2, what="one waiting")
+    assert s.metric("vllm:num_requests_running", model_name=s.model) == 2
+    assert s.metric("vllm:kv_cache_usage_perc", model_name=s.model) == pytest.approx(1.0)
+    for t in ts:
+        t.join()
+    # Nothing waits: back to the blocks held (none now).
+    assert s.metric("vllm:kv_cache_usage_perc", model_name=s.model) == pytest.approx(0.0)
+
+
 def test_model_option_renames_model_everywhere(sim_factory):
     s = sim_factory("--model", "other-model")
     assert s.get("/v1/models").json()["data"][0]["id"] == "other-model"

@@ -64,6 +64,7 @@ final class AdmissionDriver {
         // Fast path, same decision the machine would take: nobody waits anywhere and the preferred
         // backend's last reading says ACCEPT. No token bookkeeping, no action array.
         if machine.queuedTotal == 0, let first = candidates.first, machine.decision(for: first) == .accept {
+            machine.admittedDirectly(first)
             admittedCount += 1
             waiter.admissionAdmitted(first)
             return token
@@ -80,7 +81,31 @@ final class AdmissionDriver {
         machine.requestLeft(token)
     }
 
+    /// A request this driver admitted to `backend` ended (the session's `finish`): its slot frees
+    /// and may release the next waiter. Ends reported while actions are being performed (an
+    /// admitted session that fails at once) wait until those are done: no re-entry.
+    func ended(_ backend: BackendID) {
+        guard !performing else { return endedLater.append(backend) }
+        perform(machine.requestEnded(on: backend, now: Loop.nowNanos()))
+    }
+
+    private var performing = false
+    private var endedLater: [BackendID] = []
+
     private func perform(_ actions: [AdmissionMachine.Action]) {
+        // A session admitted here may ask again at once (its pick's breaker closed meanwhile):
+        // those actions run in place, as before; only ends are deferred.
+        if performing { return run(actions) }
+        performing = true
+        run(actions)
+        while !endedLater.isEmpty {
+            let b = endedLater.removeFirst()
+            run(machine.requestEnded(on: b, now: Loop.nowNanos()))
+        }
+        performing = false
+    }
+
+    private func run(_ actions: [AdmissionMachine.Action]) {
         for a in actions {
             switch a {
             case .admit(let t, let b):

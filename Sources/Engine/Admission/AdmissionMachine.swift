@@ -7,7 +7,14 @@
 // queueing on tokens across tenants (FairShares), then earliest deadline first inside a tenant; a
 // full queue pushes out the request of the tenant furthest past its share instead of refusing a
 // lighter tenant. Under `.fifo` the order is arrival order, byte for byte as before. Either way a
-// request's deadline (AdmissionTicket) ends its wait: `deadlineMissed`.
+// request's deadline (AdmissionTicket) ends its wait: `deadlineMissed`, and one that the queue's
+// drain rate says cannot start in time is refused on arrival (`expectedWait`).
+// "Releases only what a backend can start now": the machine counts the requests it let go to each
+// backend that have not ended yet (`inflight`; the driver reports ends through `requestEnded`).
+// With `maxInflightPerBackend` a backend at its cap reads QUEUE whatever its KV gauge says, and
+// with `queueWhileBackendWaits` a reading that shows requests waiting inside the backend reads
+// QUEUE too: a request released into the backend's own FIFO would lose its fair place. An end
+// frees a slot and releases the next waiter at once (not at the next poll).
 // Pure: no imports, no I/O.
 
 /// Identifies one admission request (the driver maps it to its session).
@@ -76,6 +83,14 @@ public struct AdmissionMachine: Sendable {
         /// Upper bound of requests released to one backend by one `loadsUpdated`.
         public var maxReleasePerUpdate: Int
         public var fairness: Fairness = .fifo
+        /// Requests this process may have started on one backend and not yet seen end; at the cap
+        /// the backend reads QUEUE. 0 = no cap (the KV gauge alone decides).
+        public var maxInflightPerBackend = 0
+        /// A reading with `waiting > 0` reads QUEUE (the backend is not starting what it has).
+        public var queueWhileBackendWaits = false
+
+        /// Whether an end of a request releases the next waiter (FIFO without a cap: no, as before).
+        var releasesOnEnd: Bool { maxInflightPerBackend > 0 || fairness == .fair }
 
         public init(softLimit: Double = 0.70, hardLimit: Double = 0.90, maxQueue: Int = 256,
                     maxWait: Duration = .seconds(30), keepAliveInterval: Duration = .seconds(5),
@@ -134,20 +149,28 @@ public struct AdmissionMachine: Sendable {
     private(set) var shares = FairShares()
     /// Queued requests that carry a deadline (the driver's tick must come by the earliest).
     private var deadlines = 0
+    /// Requests admitted to each backend whose end the driver has not reported yet.
+    private(set) var inflight: [BackendID: Int] = [:]
 
     static let drainSamples = 64
     static let drainWindow: UInt64 = 60_000_000_000
+    /// Releases this recent estimate the drain rate a deadline is judged by.
+    static let rateWindow: UInt64 = 10_000_000_000
 
     public init(policy: Policy) { self.policy = policy }
 
     // MARK: - Queries
 
     public func decision(for backend: BackendID) -> AdmissionDecision {
-        guard let u = loads[backend]?.kvUsage, !u.isNaN else { return .unknown }
+        let full = policy.maxInflightPerBackend > 0 && inflight[backend, default: 0] >= policy.maxInflightPerBackend
+        guard let u = loads[backend]?.kvUsage, !u.isNaN else { return full ? .queue : .unknown }
         if u >= policy.hardLimit { return .reject }
-        if u >= policy.softLimit { return .queue }
+        if u >= policy.softLimit || full { return .queue }
+        if policy.queueWhileBackendWaits, let w = loads[backend]?.waiting, w > 0 { return .queue }
         return .accept
     }
+
+    public func inflight(on backend: BackendID) -> Int { inflight[backend, default: 0] }
 
     public func queuedCount(pool: String) -> Int { queues[pool]?.count ?? 0 }
     public var queuedTotal: Int { poolOf.count }
@@ -189,20 +212,31 @@ public struct AdmissionMachine: Sendable {
         }
         if let target = firstAccept ?? firstUnknown {
             if policy.fairness == .fair {
-                guard queues[pool]?.isEmpty == false else { return [.admit(token, target)] }
+                guard queues[pool]?.isEmpty == false else {
+                    started(on: target)
+                    return [.admit(token, target)]
+                }
                 // The newcomer competes with the waiters: it goes first if its tenant is the most
                 // under its share (a light tenant does not queue behind a flood).
                 enqueue(token, pool: pool, candidates: candidates, now: now, ticket: ticket)
                 let (p, i) = bestWaiter(for: target, in: pool)!
                 let w = release(pool: p, at: i, now: now)
+                started(on: target)
                 return w.token == token ? [.admit(token, target)] : [.admit(w.token, target), .enqueued(token)]
             }
             if let i = queues[pool]?.firstIndex(where: { $0.candidates.contains(target) }) {
                 let w = release(pool: pool, at: i, now: now)
+                started(on: target)
                 enqueue(token, pool: pool, candidates: candidates, now: now, ticket: ticket)
                 return [.admit(w.token, target), .enqueued(token)]
             }
+            started(on: target)
             return [.admit(token, target)]
+        }
+        if anyQueue, let d = ticket.deadline, let wait = expectedWait(pool: pool, ticket: ticket, now: now),
+           now + wait > d {
+            // It would wait past its deadline: refuse now rather than hold it until then.
+            return [.deadlineMissed(token, retryAfterSeconds: retryAfter(pool: pool, now: now))]
         }
         if anyQueue && queuedCount(pool: pool) < policy.maxQueue {
             enqueue(token, pool: pool, candidates: candidates, now: now, ticket: ticket)
@@ -227,16 +261,76 @@ public struct AdmissionMachine: Sendable {
         let room: Int
         switch decision(for: backend) {
         case .accept: room = headroom(load!)
-        case .unknown: room = 1
+        // Unknown: one per reading, or as many as the cap leaves (the cap is what we know then).
+        case .unknown: room = policy.maxInflightPerBackend > 0 ? policy.maxReleasePerUpdate : 1
         case .queue, .reject: return []
         }
-        var actions: [Action] = []
-        for _ in 0..<room {
-            guard let (pool, i) = policy.fairness == .fair ? bestWaiter(for: backend, in: nil) : oldestWaiter(for: backend) else { break }
-            let w = release(pool: pool, at: i, now: now)
-            actions.append(.admit(w.token, backend))
+        return releaseWaiters(to: backend, upTo: room, now: now)
+    }
+
+    /// The driver's fast path admitted a newcomer without `requestArrived` (nothing queued, the
+    /// backend read ACCEPT): count it as started there.
+    public mutating func admittedDirectly(_ backend: BackendID) { started(on: backend) }
+
+    /// A request admitted to `backend` ended (answered, failed, or its client left): its slot is
+    /// free. When the backend can take work, the next waiter goes now (one: the slot that freed),
+    /// under `.fair` or with a cap; FIFO without a cap waits for the next reading, as before.
+    public mutating func requestEnded(on backend: BackendID, now: UInt64) -> [Action] {
+        if let n = inflight[backend] { inflight[backend] = n > 1 ? n - 1 : nil }
+        guard policy.releasesOnEnd, queuedTotal > 0 else { return [] }
+        switch decision(for: backend) {
+        case .accept, .unknown: return releaseWaiters(to: backend, upTo: 1, now: now)
+        case .queue, .reject: return []
         }
-        return actions
+    }
+
+    /// How long a newcomer with `ticket` would wait in `pool` (nanoseconds): the requests that
+    /// would leave before it, plus itself, at the pool's recent drain rate. Under `.fifo` that is
+    /// every waiter; under `.fair`, the waiters of a better priority band and, in its own band, the
+    /// ones whose virtual start (its tenant's start plus the cost/weight queued before them) comes
+    /// before the newcomer's. nil: no rate known (fewer than two releases in `rateWindow`), so no
+    /// estimate, and nobody is refused on a guess.
+    public func expectedWait(pool: String, ticket: AdmissionTicket, now: UInt64) -> UInt64? {
+        guard let rate = drainRate(pool: pool, now: now) else { return nil }
+        let q = queues[pool] ?? []
+        var ahead = 0
+        if policy.fairness == .fifo {
+            ahead = q.count
+        } else {
+            // Each tenant's queue in its service order (deadline, arrival), tagged by virtual start.
+            var byTenant: [String: [Waiter]] = [:]
+            for w in q where w.ticket.priority <= ticket.priority {
+                if w.ticket.priority < ticket.priority { ahead += 1 } else { byTenant[w.ticket.tenant, default: []].append(w) }
+            }
+            func tags(_ tenant: String, _ ws: [Waiter]) -> [Double] {
+                var v = shares.start(tenant)
+                var out: [Double] = []
+                for w in ws.sorted(by: { ($0.ticket.deadline ?? .max, $0.seq) < ($1.ticket.deadline ?? .max, $1.seq) }) {
+                    out.append(v)
+                    v += Double(max(w.ticket.cost, 1)) / w.ticket.weight
+                }
+                return out
+            }
+            // The newcomer's tag: after its tenant's requests due no later than it.
+            var mine = shares.start(ticket.tenant)
+            for w in byTenant[ticket.tenant] ?? [] where (w.ticket.deadline ?? .max) <= (ticket.deadline ?? .max) {
+                mine += Double(max(w.ticket.cost, 1)) / w.ticket.weight
+                ahead += 1
+            }
+            for (t, ws) in byTenant where t != ticket.tenant {
+                ahead += tags(t, ws).filter { $0 < mine }.count
+            }
+        }
+        let seconds = Double(ahead + 1) / rate
+        return seconds >= 3600 ? 3_600_000_000_000 : UInt64(seconds * 1e9)
+    }
+
+    /// Releases per second out of `pool`'s queue, from the releases in the last `rateWindow`
+    /// (count − 1 over the span between the first and last); nil with fewer than two.
+    func drainRate(pool: String, now: UInt64) -> Double? {
+        let recent = (releases[pool] ?? []).filter { Self.age($0, now) <= Self.rateWindow }
+        guard recent.count >= 2, let first = recent.first, let last = recent.last, last > first else { return nil }
+        return Double(recent.count - 1) / (Double(last - first) / 1e9)
     }
 
     /// Expires requests that waited `maxWait` (reject with Retry-After), and asks for a keepalive
@@ -285,6 +379,21 @@ public struct AdmissionMachine: Sendable {
     }
 
     // MARK: - Internals
+
+    @inline(__always) private mutating func started(on backend: BackendID) { inflight[backend, default: 0] += 1 }
+
+    /// Up to `room` waiters that can use `backend`, best first, while it can still take work.
+    private mutating func releaseWaiters(to backend: BackendID, upTo room: Int, now: UInt64) -> [Action] {
+        var actions: [Action] = []
+        for _ in 0..<room {
+            if policy.maxInflightPerBackend > 0 && inflight[backend, default: 0] >= policy.maxInflightPerBackend { break }
+            guard let (pool, i) = policy.fairness == .fair ? bestWaiter(for: backend, in: nil) : oldestWaiter(for: backend) else { break }
+            let w = release(pool: pool, at: i, now: now)
+            started(on: backend)
+            actions.append(.admit(w.token, backend))
+        }
+        return actions
+    }
 
     private mutating func enqueue(_ token: RequestToken, pool: String, candidates: [BackendID], now: UInt64,
                                   ticket: AdmissionTicket) {

@@ -240,6 +240,10 @@ public struct EngineConfig: Sendable, Equatable {
         /// A request's expected completion tokens when it gives no max_tokens (its queue cost and
         /// its reservation against tokens_per_minute).
         public var expectedOutputTokens: Int = 256
+        /// Requests one backend runs at once through this Engine (all workers together; each
+        /// worker holds its share, ⌊n / workers⌋ and at least 1). At the cap a backend reads QUEUE,
+        /// so the queue's order, not the backend's FIFO, decides who runs next. 0 = no cap.
+        public var maxInflightPerBackend: Int = 0
 
         public init(
             isEnabled: Bool = true,

@@ -164,6 +164,9 @@ public enum ConfigLoader {
             try check(!h.isEmpty && !h.contains(where: { $0 == " " || $0 == ":" }), "admission_control.tenant_header",
                       "must be a header name")
         }
+        try check(admission.maxInflightPerBackend >= 0, "admission_control.max_inflight_per_backend",
+                  "must be >= 0, got \(admission.maxInflightPerBackend)")
+        try atMost(admission.maxInflightPerBackend, 1 << 20, "admission_control.max_inflight_per_backend")
         try check(admission.expectedOutputTokens >= 0 && admission.expectedOutputTokens <= 1 << 24,
                   "admission_control.expected_output_tokens", "must be 0...16777216, got \(admission.expectedOutputTokens)")
         try atMost(admission.tenants.count + config.auth.keyTenants.count, ConfigLimits.maxTenants, "admission_control.tenants")
@@ -414,6 +417,7 @@ public enum ConfigLoader {
             case "tenant_header": c.tenantHeader = try f.isNull ? nil : f.string().lowercased()
             case "tenants": c.tenants = try f.isNull ? [] : f.items().map { (i) throws(ConfigError) in try decodeTenant(i, keyed: false) }
             case "expected_output_tokens": c.expectedOutputTokens = try f.int()
+            case "max_inflight_per_backend": c.maxInflightPerBackend = try f.int()
             default: throw f.unknownKey()
             }
         }

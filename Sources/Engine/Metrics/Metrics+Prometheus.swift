@@ -54,6 +54,8 @@ extension EngineRuntime {
                                 (labels: [("decision", "queue")], value: Double(a.enqueuedCount)),
                                 (labels: [("decision", "reject")], value: Double(a.rejectedCount))])
             w.gauge("engine_admission_queue_depth", help: "Requests waiting in admission queues.", value: Double(a.queuedTotal))
+            w.gauge("engine_admission_inflight", help: "Requests admission released to each backend that have not ended (this process).",
+                    samples: backends.all.map { (labels: [("backend", $0.url)], value: Double(a.machine.inflight(on: $0.id))) })
             w.histogram("engine_admission_wait_seconds", help: "Time requests waited in the admission queue.",
                         series: [(labels: [], histogram: m.queueWaitSeconds)])
         }

@@ -36,6 +36,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Exact mode: the KV index's overlap per backend at that decision (for the hit ratio).
     private var routeExact: [BackendID: Double]?
     private var admissionToken: RequestToken?
+    /// The backend admission control released this request to: told when the request ends (its
+    /// slot in admission's in-flight count frees).
+    private var admittedTo: BackendID?
     /// Issue 14 (RequestSession+Tenant.swift): the tokens reserved against the tenant's budget
     /// (settled when the request ends), what the budget said (x-ratelimit-* headers), whether the
     /// request reached admission (then it is charged), and whether it counts as queued.
@@ -131,7 +134,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     func clientDrained() { post(.clientDrained) }
     func flightEvents(_ events: UnsafeRawBufferPointer) { handleInPlace(events, flight: true) }
 
-    func admissionAdmitted(_ backend: BackendID) { post(.admitted(backend)) }
+    func admissionAdmitted(_ backend: BackendID) {
+        admittedTo = backend
+        post(.admitted(backend))
+    }
     func admissionQueued() {
         timings.enqueued(at: Loop.nowNanos())
         tenantEnqueued()
@@ -324,6 +330,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         }
         if f.leaveQueue, let t = admissionToken { runtime.admission?.leave(t) }
         admissionToken = nil
+        if let b = admittedTo {
+            admittedTo = nil
+            runtime.admission?.ended(b)
+        }
         tenantFinished()
         if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key) }
         if let r = f.reply {

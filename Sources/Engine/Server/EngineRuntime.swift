@@ -122,6 +122,9 @@ public final class EngineRuntime {
             var policy = AdmissionMachine.Policy(softLimit: a.softLimit, hardLimit: a.hardLimit, maxQueue: a.maxQueue,
                                                  maxWait: .seconds(validated: a.maxWaitSeconds))
             policy.fairness = a.fairness == .fair ? .fair : .fifo
+            // Issue 14: release only what a backend can start now (AdmissionMachine's header).
+            policy.maxInflightPerBackend = a.maxInflightPerBackend
+            policy.queueWhileBackendWaits = a.fairness == .fair || a.maxInflightPerBackend > 0
             admission = AdmissionDriver(loop: loop, backends: backends, policy: policy,
                                         pollInterval: .seconds(validated: a.pollIntervalSeconds))
         }
