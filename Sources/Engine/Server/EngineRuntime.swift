@@ -124,7 +124,11 @@ public final class EngineRuntime {
             policy.fairness = a.fairness == .fair ? .fair : .fifo
             // Issue 14: release only what a backend can start now (AdmissionMachine's header).
             policy.maxInflightPerBackend = a.maxInflightPerBackend
-            policy.queueWhileBackendWaits = a.fairness == .fair || a.maxInflightPerBackend > 0
+            // Only with a cap: then an end releases the next waiter at once. Without one, a
+            // "waiting" reading would hold every new request until the next poll (up to
+            // poll_interval_seconds), and a vLLM that queues briefly in normal batching would
+            // starve in waves between polls.
+            policy.queueWhileBackendWaits = a.maxInflightPerBackend > 0
             admission = AdmissionDriver(loop: loop, backends: backends, policy: policy,
                                         pollInterval: .seconds(validated: a.pollIntervalSeconds))
         }
