@@ -41,6 +41,38 @@ public protocol CacheStore: AnyObject {
     func count(completion: @escaping (Int?) -> Void)
 }
 
+/// A store that answers at once (the embedded and the shared-memory store): the fast paths look
+/// entries up without a completion, and the CacheStore calls are these, completed at once.
+public protocol SynchronousCacheStore: CacheStore {
+    /// Fresh or stale, refreshing its LRU position when `touch`; `.miss` when absent or past its
+    /// stale time.
+    func lookup(_ key: String, now: UInt64, touch: Bool) -> CacheLookup
+    /// Stores `value` fresh for `ttl`, then stale for `staleTTL`; false when refused.
+    @discardableResult
+    func store(_ key: String, _ value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool
+    /// Entries stored now.
+    var entryCount: Int { get }
+}
+
+extension SynchronousCacheStore {
+    public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
+        completion(lookup(key, now: now, touch: true))
+    }
+
+    public func getStale(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
+        completion(lookup(key, now: now, touch: false))
+    }
+
+    public func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64,
+                    completion: ((Bool) -> Void)?) {
+        // Not `completion?(store(...))`: optional chaining would skip the store when there is no completion.
+        let stored = store(key, value, ttl: ttl, staleTTL: staleTTL, now: now)
+        completion?(stored)
+    }
+
+    public func count(completion: @escaping (Int?) -> Void) { completion(entryCount) }
+}
+
 extension CacheStore {
     public func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64) {
         put(key: key, value: value, ttl: ttl, staleTTL: staleTTL, now: now, wallMillis: wallMillis, completion: nil)

@@ -5,7 +5,7 @@
 // Bounded by maxEntries and maxBytes (sum of body sizes); the least recently used go first.
 import Reactor
 
-public final class MemoryCacheStore: CacheStore {
+public final class MemoryCacheStore: SynchronousCacheStore {
     private struct Slot {
         var key: String
         var value: [UInt8]
@@ -44,24 +44,6 @@ public final class MemoryCacheStore: CacheStore {
         return out
     }
 
-    public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
-        completion(lookup(key, now: now, touch: true))
-    }
-
-    public func getStale(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
-        completion(lookup(key, now: now, touch: false))
-    }
-
-    public func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64,
-                    completion: ((Bool) -> Void)?) {
-        // Not `completion?(store(...))`: optional chaining would skip the store when there is no completion.
-        let stored = store(key, value, ttl: ttl, staleTTL: staleTTL, now: now)
-        completion?(stored)
-    }
-
-    public func count(completion: @escaping (Int?) -> Void) { completion(index.count) }
-
-    /// Synchronous form of get (the driver may call it directly for the embedded store).
     public func lookup(_ key: String, now: UInt64, touch: Bool) -> CacheLookup {
         guard let i = index[key] else { return .miss }
         let s = slots[i]

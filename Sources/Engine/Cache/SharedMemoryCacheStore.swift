@@ -13,16 +13,6 @@ import Reactor
 import Glibc
 #endif
 
-/// A store that answers at once (the embedded and the shared-memory store): the fast paths look
-/// entries up without a completion.
-public protocol SynchronousCacheStore: CacheStore {
-    func lookup(_ key: String, now: UInt64, touch: Bool) -> CacheLookup
-    /// Entries stored now.
-    var entryCount: Int { get }
-}
-
-extension MemoryCacheStore: SynchronousCacheStore {}
-
 public final class SharedMemoryCacheStore: SynchronousCacheStore {
     /// The environment variable through which the supervisor tells a worker the segment's fd.
     public static let environmentKey = "ENGINE_SHARED_CACHE_FD"
@@ -76,20 +66,6 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
         }
     }
 
-    public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
-        completion(lookup(key, now: now, touch: true))
-    }
-
-    public func getStale(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
-        completion(lookup(key, now: now, touch: false))
-    }
-
-    public func put(key: String, value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64, wallMillis: UInt64,
-                    completion: ((Bool) -> Void)?) {
-        let stored = store(key, value, ttl: ttl, staleTTL: staleTTL, now: now)
-        completion?(stored)
-    }
-
     /// Stores `value` fresh for `ttl` then stale for `staleTTL`; false when refused (a TTL of zero,
     /// larger than the segment), and then no older entry for the key remains.
     @discardableResult
@@ -103,8 +79,6 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
             value.withUnsafeBytes { v in sc_put(s, k.baseAddress, k.count, v.baseAddress, v.count, fresh, stale) == 1 }
         }
     }
-
-    public func count(completion: @escaping (Int?) -> Void) { completion(entryCount) }
 
     public var entryCount: Int { Int(stats.entries) }
 

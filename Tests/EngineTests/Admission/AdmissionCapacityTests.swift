@@ -27,17 +27,6 @@ private func admitted(_ a: [AdmissionMachine.Action]) -> [RequestToken] {
     a.compactMap { if case .admit(let tok, _) = $0 { return tok } else { return nil } }
 }
 
-/// SplitMix64, seeded: failures replay.
-private struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct AdmissionCapacityTests {
     @Test func atTheCapABackendQueuesAndAnEndReleasesTheFairestWaiter() {
@@ -104,7 +93,7 @@ private struct SplitMix: RandomNumberGenerator {
     /// 2:1 get tokens 2:1 within 5 %, and the cap is never passed.
     @Test(arguments: [1, 2, 3, 4] as [UInt64])
     func endsReleaseByWeight(seed: UInt64) {
-        var rng = SplitMix(state: seed)
+        var rng = TestRNG(seed: seed)
         let cap = Int.random(in: 1...8, using: &rng)
         var m = machine(cap: cap)
         _ = m.loadsUpdated(b0, idle, now: 0)

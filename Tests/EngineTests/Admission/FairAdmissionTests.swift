@@ -29,17 +29,6 @@ private func releaseOne(_ m: inout AdmissionMachine, now: UInt64) -> RequestToke
     return tok
 }
 
-/// A small seeded generator (SplitMix64) so failures replay.
-private struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct FairSharesTests {
     @Test func tagsFollowStartTimeFairQueueing() {
@@ -171,7 +160,7 @@ private struct SplitMix: RandomNumberGenerator {
     /// of releases (no starvation).
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8] as [UInt64])
     func sharesFollowWeightsAndNobodyStarves(seed: UInt64) {
-        var rng = SplitMix(state: seed)
+        var rng = TestRNG(seed: seed)
         let n = Int.random(in: 2...5, using: &rng)
         let weights = (0..<n).map { _ in Double(Int.random(in: 1...4, using: &rng)) }
         var m = fairMachine(maxQueue: 10_000)
@@ -212,7 +201,7 @@ private struct SplitMix: RandomNumberGenerator {
 
     /// The same random workload under FIFO and under fair with a single tenant: the same order.
     @Test func oneTenantUnderFairIsFifo() {
-        var rng = SplitMix(state: 42)
+        var rng = TestRNG(seed: 42)
         var a = fairMachine(fairness: .fifo)
         var b = fairMachine()
         _ = a.loadsUpdated(b0, busy, now: 0)

@@ -9,19 +9,6 @@ import Testing
 import Glibc
 #endif
 
-private let redisURL: RedisURL? = getenv("ENGINE_TEST_REDIS_URL").flatMap { RedisURL.parse(String(cString: $0)) }
-
-@discardableResult
-private func spin(_ loop: Loop, timeout: Duration = .seconds(5), until done: () -> Bool) -> Bool {
-    let t = Reactor.Timer(loop: loop)
-    var expired = false
-    t.onFire = { expired = true }
-    t.schedule(after: timeout)
-    while !done() && !expired { loop.runOnce() }
-    t.close()
-    return done()
-}
-
 private func sleepLoop(_ loop: Loop, _ d: Duration) { spin(loop, timeout: d) { false } }
 
 private func wallMillis() -> UInt64 { UInt64(Loop.wallSeconds() * 1000) }
@@ -72,14 +59,6 @@ private func namespace(_ tag: String) -> String {
     "enginetest:cache:\(tag):\(getpid()):\(UInt64.random(in: 0...UInt64.max))"
 }
 
-private func connect(_ loop: Loop) -> RedisConnection {
-    let c = RedisConnection(loop: loop, url: redisURL ?? RedisURL(host: "127.0.0.1"),
-                            commandTimeout: .seconds(3), connectTimeout: .seconds(2))
-    c.connect()
-    spin(loop) { c.isConnected }
-    return c
-}
-
 @Suite struct RedisCacheStoreOfflineTests {
     @Test func redisDownIsUnavailableNotAnError() {
         let loop = Loop()
@@ -109,11 +88,11 @@ private func connect(_ loop: Loop) -> RedisConnection {
     }
 }
 
-@Suite(.enabled(if: redisURL != nil, "set ENGINE_TEST_REDIS_URL to a running redis-server"))
+@Suite(.enabled(if: testRedisURL != nil, "set ENGINE_TEST_REDIS_URL to a running redis-server"))
 struct RedisCacheStoreLiveTests {
     @Test func putGetRoundTripWithBinaryBodies() {
         let loop = Loop()
-        let conn = connect(loop)
+        let conn = connectTestRedis(loop)
         defer { conn.close() }
         let s = Sync(loop: loop, store: RedisCacheStore(connection: conn, maxEntries: 10, namespace: namespace("rt")))
         let body: [UInt8] = [0, 10, 13, 255] + Array("{\"x\":1}\n".utf8)
@@ -130,7 +109,7 @@ struct RedisCacheStoreLiveTests {
 
     @Test func fractionalTTLsFreshStaleAndExpiry() {
         let loop = Loop()
-        let conn = connect(loop)
+        let conn = connectTestRedis(loop)
         defer { conn.close() }
         let store = RedisCacheStore(connection: conn, maxEntries: 10, namespace: namespace("ttl"))
         let s = Sync(loop: loop, store: store)
@@ -157,8 +136,8 @@ struct RedisCacheStoreLiveTests {
 
     @Test func evictsTheLeastRecentlyUsedAcrossConnections() {
         let loop = Loop()
-        let c1 = connect(loop)
-        let c2 = connect(loop)
+        let c1 = connectTestRedis(loop)
+        let c2 = connectTestRedis(loop)
         defer {
             c1.close()
             c2.close()
@@ -189,7 +168,7 @@ struct RedisCacheStoreLiveTests {
 
     @Test func expiredGhostsAtTheColdEndAreCleanedOnInsert() {
         let loop = Loop()
-        let conn = connect(loop)
+        let conn = connectTestRedis(loop)
         defer { conn.close() }
         let store = RedisCacheStore(connection: conn, maxEntries: 10, namespace: namespace("ghost"))
         let s = Sync(loop: loop, store: store)
@@ -205,7 +184,7 @@ struct RedisCacheStoreLiveTests {
 
     @Test func nearCopiesAnswerWithoutRedisOnlyWhileFresh() {
         let loop = Loop()
-        let conn = connect(loop)
+        let conn = connectTestRedis(loop)
         defer { conn.close() }
         let ns = namespace("near")
         let near = MemoryCacheStore(maxEntries: 16)
@@ -231,7 +210,7 @@ struct RedisCacheStoreLiveTests {
 
     @Test func noscriptFallsBackToEval() {
         let loop = Loop()
-        let conn = connect(loop)
+        let conn = connectTestRedis(loop)
         defer { conn.close() }
         let s = Sync(loop: loop, store: RedisCacheStore(connection: conn, maxEntries: 10, namespace: namespace("noscript")))
         // Other suites sharing this server fall back to EVAL as well, which is the behaviour under test.

@@ -10,27 +10,6 @@ import Testing
 import Glibc
 #endif
 
-private let redisURL: RedisURL? = getenv("ENGINE_TEST_REDIS_URL").flatMap { RedisURL.parse(String(cString: $0)) }
-
-@discardableResult
-private func spin(_ loop: Loop, timeout: Duration = .seconds(5), until done: () -> Bool) -> Bool {
-    let t = Reactor.Timer(loop: loop)
-    var expired = false
-    t.onFire = { expired = true }
-    t.schedule(after: timeout)
-    while !done() && !expired { loop.runOnce() }
-    t.close()
-    return done()
-}
-
-private func connect(_ loop: Loop) -> RedisConnection {
-    let c = RedisConnection(loop: loop, url: redisURL ?? RedisURL(host: "127.0.0.1"),
-                            commandTimeout: .seconds(3), connectTimeout: .seconds(2))
-    c.connect()
-    spin(loop) { c.isConnected }
-    return c
-}
-
 /// The entry types ("h", "d", "e", ...) of a flight's Redis stream, in order.
 private func entryTypes(_ loop: Loop, _ redis: RedisConnection, key: String, owner: String) -> [String] {
     var reply: RedisValue?
@@ -58,7 +37,7 @@ private final class Collector: RemoteFlightReaderDelegate {
 
 private func event(_ n: Int) -> [UInt8] { Array("data: {\"n\":\(n)}\n\n".utf8) }
 
-@Suite(.enabled(if: redisURL != nil, "set ENGINE_TEST_REDIS_URL to a running redis-server"))
+@Suite(.enabled(if: testRedisURL != nil, "set ENGINE_TEST_REDIS_URL to a running redis-server"))
 struct SharedFlightPublishingTests {
     let key = "enginetest-flight-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
 
@@ -66,7 +45,7 @@ struct SharedFlightPublishingTests {
         let loop = Loop()
         let fd = try SharedMemoryCacheStore.create(maxEntries: 16, maxBytes: 1 << 20).get()
         let claims = try #require(SharedMemoryCacheStore(fd: fd))
-        return (loop, connect(loop), claims, fd)
+        return (loop, connectTestRedis(loop), claims, fd)
     }
 
     @Test func aFlightNobodyFollowsWritesNothing() throws {

@@ -11,18 +11,11 @@ import Glibc
 
 private func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
-private struct Rng {
-    var s: UInt64
-    mutating func next() -> UInt64 {
-        s &+= 0x9E37_79B9_7F4A_7C15
-        var z = s
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+private extension TestRNG {
     mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
     mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
+
 
 @Suite struct PromptChunksTests {
     @Test func fullChunksOnlyChainedAndBounded() {
@@ -118,7 +111,7 @@ private struct Rng {
     }
 
     @Test func randomTrafficKeepsEveryBoundAndAgreesWithAModel() {
-        var rng = Rng(s: 42)
+        var rng = TestRNG(seed: 42)
         var ix = PrefixIndex(backendCount: 3, capacity: 8)
         // Model: per backend, keys ordered by recency (exact LRU).
         var model: [[UInt64]] = [[], [], []]
@@ -144,7 +137,7 @@ private struct Rng {
     /// The open-addressing table under its worst case (every key in one home bucket: one long
     /// probe run, backward-shift deletions inside it) and `record` reusing matchedChunks' slots.
     @Test func collidingKeysAndReusedLookupsAgreeWithAModel() {
-        var rng = Rng(s: 7)
+        var rng = TestRNG(seed: 7)
         var ix = PrefixIndex(backendCount: 2, capacity: 6)
         var model: [[UInt64]] = [[], []]
         var out: [Int] = []
@@ -232,7 +225,7 @@ private struct Rng {
     }
 
     @Test func propertiesOverRandomCandidates() {
-        var rng = Rng(s: 7)
+        var rng = TestRNG(seed: 7)
         let s = RoutingScorer()
         for _ in 0..<2000 {
             let n = 1 + rng.int(6)
@@ -356,7 +349,7 @@ private struct Rng {
         let config = EngineConfig.RoutingConfig(policy: .prefixAware)
         var index = PrefixIndex(backendCount: 4, capacity: 4096)
         let scorer = RoutingScorer()
-        var rng = Rng(s: 1)
+        var rng = TestRNG(seed: 1)
         var out: [Int] = []
         var cands: [RoutingScorer.Candidate] = []
         let n = 20_000
