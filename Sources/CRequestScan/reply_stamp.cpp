@@ -73,3 +73,22 @@ extern "C" int rs_identity_spans(const void *json, size_t len, size_t *spans, si
     }
     return status;
 }
+
+extern "C" int rs_may_hold_identity(const void *bytes, size_t len) {
+    const unsigned char *p = static_cast<const unsigned char *>(bytes);
+    if (p == nullptr) return 0;
+    static const char created[] = "created\"";  // after the opening quote
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = p[i];
+        if (c == '\\') {
+            if (i + 1 < len && p[i + 1] == 'u') return 1;
+            continue;
+        }
+        if (c != '"') continue;
+        size_t left = len - i - 1;
+        if (left >= 3 && p[i + 1] == 'i' && p[i + 2] == 'd' && p[i + 3] == '"') return 1;
+        if (left >= 8 && p[i + 1] == 'c' && std::memcmp(p + i + 1, created, 8) == 0) return 1;
+    }
+    return 0;
+}
+

@@ -422,6 +422,9 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     dom::object o;
     if (root.get_object().get(o)) { out->kind = RS_J_NOT_OBJECT; return; }
     out->kind = RS_J_OBJECT;
+    for (dom::key_value_pair m : o) {
+        if (m.key == "id" ? m.value.is_string() : m.key == "created" && m.value.is_number()) out->identity_members++;
+    }
     dom::element v;
     out->has_error = !o.at_key("error").get(v);
     if (!o.at_key("object").get(v) && v.is_string()) {

@@ -130,6 +130,9 @@ typedef struct rs_upstream_json {
     int has_fingerprint;
     const char *fingerprint;
     size_t fingerprint_len;
+    /// Top-level members that rs_identity_spans reports: `id` with a string value, `created`
+    /// with a number (keys unescaped; a key that appears twice counts twice).
+    int identity_members;
 } rs_upstream_json;
 
 /// Inspects `len` bytes of upstream JSON (or `[DONE]`).
@@ -149,6 +152,11 @@ enum {
 /// (start, end) of byte offsets, in document order, into `spans` (room for `max` pairs; a key
 /// that appears twice gives two pairs); `*n` is 0 unless RS_IDENTITY_FOUND.
 int rs_identity_spans(const void *json, size_t len, size_t *spans, size_t max, size_t *n);
+
+/// Whether `len` bytes might hold a key `id` or `created` at any depth: they contain `"id"`,
+/// `"created"` or a `\u` escape (which could spell one). 0 means they certainly do not. One pass;
+/// ReplyStamp's template uses it on the part of an event after the identity values.
+int rs_may_hold_identity(const void *bytes, size_t len);
 
 #ifdef __cplusplus
 }

@@ -110,17 +110,20 @@ public struct ReplyStamp: Equatable, Sendable {
         }
 
         func spans(in value: UnsafeRawBufferPointer) -> [Range<Int>]? {
-            guard value.count > head.count,
-                  head.withUnsafeBytes({ memcmp($0.baseAddress!, value.baseAddress!, head.count) }) == 0 else { return nil }
+            guard startsWithHead(value) else { return nil }
             let rest = UnsafeRawBufferPointer(rebasing: value[head.count...])
-            guard !ByteSearch.contains(Self.idKey, in: rest), !ByteSearch.contains(Self.createdKey, in: rest),
-                  !ByteSearch.contains(Self.unicodeEscape, in: rest) else { return nil }
-            return spans
+            return rs_may_hold_identity(rest.baseAddress, rest.count) == 0 ? spans : nil
         }
 
-        static let idKey = Array("\"id\"".utf8)
-        static let createdKey = Array("\"created\"".utf8)
-        static let unicodeEscape = Array("\\u".utf8)
+        /// The same for an event the parser has read, which found `members` identity members in
+        /// it (UpstreamJSON.identityMembers): as many as the head holds means none in the rest.
+        func spans(in value: UnsafeRawBufferPointer, members: Int) -> [Range<Int>]? {
+            members == spans.count && startsWithHead(value) ? spans : nil
+        }
+
+        private func startsWithHead(_ value: UnsafeRawBufferPointer) -> Bool {
+            value.count > head.count && head.withUnsafeBytes({ memcmp($0.baseAddress!, value.baseAddress!, head.count) }) == 0
+        }
     }
 
     // MARK: writing them

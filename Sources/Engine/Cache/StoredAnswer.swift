@@ -23,6 +23,12 @@
 struct StreamedAnswer: Equatable {
     var events: [UInt8]
     var usageRanges: [Range<Int>]
+    /// Every event's id and created values, when the relay found them as it read the events
+    /// (StreamRelay); nil: found by parsing when stored.
+    var identitySpans: [Range<Int>]? = nil
+
+    /// The same answer: the same events and usage chunks (the spans are derived from them).
+    static func == (a: StreamedAnswer, b: StreamedAnswer) -> Bool { a.events == b.events && a.usageRanges == b.usageRanges }
 
     /// The events, without the usage-only chunks unless `includeUsage`. Without them, the chunk
     /// before each takes back the `system_fingerprint` vLLM moved to the usage chunk (as the live
@@ -82,7 +88,7 @@ struct StreamedAnswer: Equatable {
 
     private static func withFingerprint(_ fp: [UInt8], addedTo final: [UInt8]) -> [UInt8] {
         guard !final.isEmpty, let (f, single) = final.withUnsafeBytes({ SSEEventScanner.inspectData($0) }),
-              single, f.kind == .object, f.choicesFinished != 0, f.fingerprint == nil else { return final }
+              single != nil, f.kind == .object, f.choicesFinished != 0, f.fingerprint == nil else { return final }
         return SSEEventScanner.adding(fingerprint: fp, to: final)
     }
 
@@ -160,7 +166,7 @@ enum StoredAnswer: Equatable {
             out += body
             return out
         case .stream(let s):
-            let spans = s.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
+            let spans = s.identitySpans ?? s.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
             var out: [UInt8] = [spans == nil ? Self.streamTag : Self.stampedStreamTag]
             out.reserveCapacity(9 + 8 * (s.usageRanges.count + (spans?.count ?? 0)) + s.events.count)
             Self.append(&out, s.usageRanges)
@@ -283,7 +289,6 @@ enum StoredAnswer: Equatable {
     }
 
     private static func append(_ out: inout [UInt8], _ v: Int) {
-        let u = UInt32(truncatingIfNeeded: v)
-        out += [UInt8(u >> 24), UInt8(truncatingIfNeeded: u >> 16), UInt8(truncatingIfNeeded: u >> 8), UInt8(truncatingIfNeeded: u)]
+        withUnsafeBytes(of: UInt32(truncatingIfNeeded: v).bigEndian) { out.append(contentsOf: $0) }
     }
 }

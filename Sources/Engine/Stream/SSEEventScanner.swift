@@ -34,6 +34,14 @@ public struct SSEEventScanner: Sendable {
     }
     /// Where the last `feed` put usage-only chunks in its `all` (byte ranges of that array).
     public private(set) var usageRangesInAll: [Range<Int>] = []
+    /// Whether to find each event's id and created values (for a stream that is recorded).
+    private let findsIdentity: Bool
+    /// Where the last `feed` put them in its `all`, in order (when `findsIdentity`): what
+    /// ReplyStamp.spans(ofEvents:) finds there, without a second parse of every event.
+    public private(set) var identitySpansInAll: [Range<Int>] = []
+    /// False once an event's data spanned several lines (its values are found when replayed).
+    public private(set) var identityKnown = true
+    private var template: ReplyStamp.IdentityTemplate?
     /// Longest event accepted; a longer one counts as invalid (and is not held further).
     public let maxEventBytes: Int
     /// When filtering usage: the last chunk that finished a choice, held back from `withoutUsage`
@@ -43,7 +51,10 @@ public struct SSEEventScanner: Sendable {
     private var heldFinal: [UInt8]?
     private var heldHasFingerprint = false
 
-    public init(maxEventBytes: Int = 1 << 20) { self.maxEventBytes = maxEventBytes }
+    public init(maxEventBytes: Int = 1 << 20, findsIdentity: Bool = false) {
+        self.maxEventBytes = maxEventBytes
+        self.findsIdentity = findsIdentity
+    }
 
     /// Bytes held back because their event is not complete.
     public var pendingBytes: Int { partial.count }
@@ -55,6 +66,7 @@ public struct SSEEventScanner: Sendable {
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8],
                               filterUsage: Bool) {
         usageRangesInAll.removeAll(keepingCapacity: true)
+        identitySpansInAll.removeAll(keepingCapacity: true)
         var start = 0
         let n = bytes.count
         var i = 0
@@ -121,8 +133,17 @@ public struct SSEEventScanner: Sendable {
         var usageOnly = false
         var final = false
         var fingerprint: [UInt8]?
-        if let (info, singleLine) = Self.inspectData(ev) {
+        if let (info, dataLine) = Self.inspectData(ev) {
+            let singleLine = dataLine != nil
             fingerprint = info.fingerprint
+            if findsIdentity, info.kind == .object {
+                // (An object event is always appended to `all`, just below.)
+                if let dataLine {
+                    noteIdentity(UnsafeRawBufferPointer(rebasing: ev[dataLine]), info, at: all.count + dataLine.lowerBound)
+                } else {
+                    identityKnown = false
+                }
+            }
             final = singleLine && info.kind == .object && !info.hasError && info.choicesFinished != 0 && !info.isUsageOnly
             switch info.kind {
             case .done: sawDone = true
@@ -159,6 +180,21 @@ public struct SSEEventScanner: Sendable {
         }
     }
 
+    /// Notes the top-level id and created values of one event's data (which goes at `offset` in
+    /// `all`), as ReplyStamp.spans(ofJSON:) finds them: reused from the last parsed event when this
+    /// one starts with the same bytes through the byte after its last value and the parser counted
+    /// as many identity members in it (so none comes later); otherwise found by parsing.
+    private mutating func noteIdentity(_ data: UnsafeRawBufferPointer, _ info: UpstreamJSON, at offset: Int) {
+        let found: [Range<Int>]
+        if let t = template, let reused = t.spans(in: data, members: info.identityMembers) {
+            found = reused
+        } else {
+            found = ReplyStamp.spans(ofJSON: data) ?? []
+            template = ReplyStamp.IdentityTemplate(data, found)
+        }
+        for r in found { identitySpansInAll.append((r.lowerBound + offset)..<(r.upperBound + offset)) }
+    }
+
     /// `ev` (one `data:` line holding a JSON object, then its blank line) with
     /// `,"system_fingerprint":<fp>` before the object's closing brace, where vLLM writes it.
     static func adding(fingerprint fp: [UInt8], to ev: [UInt8]) -> [UInt8] {
@@ -174,10 +210,10 @@ public struct SSEEventScanner: Sendable {
         return out
     }
 
-    /// The event's data (its `data:` lines joined by LF) inspected, and whether it was one line;
-    /// nil for an event with no data (a comment, a keepalive). One data line (vLLM's case) is read
-    /// in place, without a copy.
-    static func inspectData(_ ev: UnsafeRawBufferPointer) -> (UpstreamJSON, Bool)? {
+    /// The event's data (its `data:` lines joined by LF) inspected, and where it is when it was one
+    /// line (nil when several were joined); nil for an event with no data (a comment, a keepalive).
+    /// One data line (vLLM's case) is read in place, without a copy.
+    static func inspectData(_ ev: UnsafeRawBufferPointer) -> (UpstreamJSON, Range<Int>?)? {
         var single: Range<Int>?
         var joined: [UInt8]?
         var lineStart = 0
@@ -200,8 +236,8 @@ public struct SSEEventScanner: Sendable {
             }
             lineStart = i + 1
         }
-        if let j = joined { return (UpstreamJSON.inspect(j), false) }
+        if let j = joined { return (UpstreamJSON.inspect(j), nil) }
         guard let s = single else { return nil }
-        return (UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s])), true)
+        return (UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s])), s)
     }
 }

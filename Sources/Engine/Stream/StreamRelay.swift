@@ -23,6 +23,9 @@ struct StreamRelay {
     private var eventsWithoutUsage: [UInt8] = []
     private(set) var recording: [UInt8] = []
     private(set) var usageRanges: [Range<Int>] = []
+    /// The recording's id and created values (SSEEventScanner.identitySpansInAll), nil when the
+    /// scanner could not tell them.
+    private var identitySpans: [Range<Int>] = []
     private(set) var recordingOverflowed = false
 
     enum Read: Equatable {
@@ -36,7 +39,7 @@ struct StreamRelay {
         self.includeUsage = includeUsage
         self.records = records && !passthrough
         self.passthrough = passthrough
-        self.scanner = SSEEventScanner(maxEventBytes: maxEventBytes)
+        self.scanner = SSEEventScanner(maxEventBytes: maxEventBytes, findsIdentity: records && !passthrough)
     }
 
     /// The last read's events in this client's form.
@@ -60,9 +63,11 @@ struct StreamRelay {
                 recordingOverflowed = true
                 recording = []
                 usageRanges = []
+                identitySpans = []
             } else {
                 let base = recording.count
                 for r in scanner.usageRangesInAll { usageRanges.append((base + r.lowerBound)..<(base + r.upperBound)) }
+                for r in scanner.identitySpansInAll { identitySpans.append((base + r.lowerBound)..<(base + r.upperBound)) }
                 recording += events
             }
         }
@@ -73,6 +78,7 @@ struct StreamRelay {
     /// [DONE], every choice finished, no error, nothing invalid) not too long to keep.
     var answer: StreamedAnswer? {
         guard records, scanner.isWholeAnswer, !recordingOverflowed, !recording.isEmpty else { return nil }
-        return StreamedAnswer(events: recording, usageRanges: usageRanges)
+        return StreamedAnswer(events: recording, usageRanges: usageRanges,
+                              identitySpans: scanner.identityKnown ? identitySpans : nil)
     }
 }

@@ -29,6 +29,9 @@ public struct UpstreamJSON: Equatable, Sendable {
     public var choicesBeyond = false
     /// The top-level `system_fingerprint`'s JSON text (nil when absent or null).
     public var fingerprint: [UInt8]?
+    /// Top-level `id` (string) and `created` (number) members: as many as ReplyStamp.spans(ofJSON:)
+    /// finds in these bytes.
+    public var identityMembers = 0
 
     public enum ObjectKind: Equatable, Sendable {
         case chatCompletion, textCompletion, chatCompletionChunk, other
@@ -77,6 +80,7 @@ public struct UpstreamJSON: Equatable, Sendable {
         out.choicesSeen = UInt64(r.choices_seen)
         out.choicesFinished = UInt64(r.choices_finished)
         out.choicesBeyond = r.choices_beyond != 0
+        out.identityMembers = Int(r.identity_members)
         if r.has_fingerprint != 0 {
             out.fingerprint = Array(UnsafeRawBufferPointer(start: r.fingerprint, count: r.fingerprint_len))
         }

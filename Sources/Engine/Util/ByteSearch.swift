@@ -11,18 +11,4 @@ enum ByteSearch {
         guard from < b.count, let base = b.baseAddress, let p = memchr(base + from, Int32(byte), b.count - from) else { return nil }
         return base.distance(to: UnsafeRawPointer(p))
     }
-
-    /// Whether `needle` (not empty) occurs in `b`: memchr for its first byte, memcmp for the rest
-    /// (glibc's memmem is not visible to Swift).
-    static func contains(_ needle: [UInt8], in b: UnsafeRawBufferPointer) -> Bool {
-        guard let base = b.baseAddress, let first = needle.first, b.count >= needle.count else { return false }
-        return needle.withUnsafeBytes { n in
-            var from = 0
-            while let i = index(of: first, in: b, from: from), i + n.count <= b.count {
-                if memcmp(base + i, n.baseAddress!, n.count) == 0 { return true }
-                from = i + 1
-            }
-            return false
-        }
-    }
 }

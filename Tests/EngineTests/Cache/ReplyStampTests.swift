@@ -108,6 +108,30 @@ private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
         #expect(each.count == 2 * events.count + 2)  // the extra id and the escaped created
     }
 
+    /// The template reuses a head's spans only when the rest cannot hold another identity key:
+    /// exactly when it has no `"id"`, no `"created"` and no `\u`, whatever else it holds
+    /// (random texts over the characters those spell, checked against a plain substring search).
+    @Test func templateRefusesExactlyTheRestsThatMightHoldAKey() throws {
+        let head = #"{"id":"c","created":1,"#
+        let first = Array((head + #""x":0}"#).utf8)
+        let spans = try #require(first.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) })
+        #expect(spans.count == 2)
+        let template = try #require(first.withUnsafeBytes { ReplyStamp.IdentityTemplate($0, spans) })
+        let alphabet = Array(#""idcreatu\x"#.utf8)
+        var rng = TestRNG(seed: 11)
+        var refused = 0
+        for _ in 0..<20_000 {
+            let rest = (0..<Int.random(in: 0...14, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            let text = String(decoding: rest, as: UTF8.self)
+            let mayHold = text.contains(#""id""#) || text.contains(#""created""#) || text.contains(#"\u"#)
+            let event = Array(head.utf8) + rest + [UInt8(ascii: "}")]
+            let reused = event.withUnsafeBytes { template.spans(in: $0) }
+            #expect((reused == nil) == mayHold, "rest: \(text)")
+            if mayHold { refused += 1 }
+        }
+        #expect(refused > 500)  // the search does meet the keys
+    }
+
     @Test func dataSplitOverSeveralLinesIsStampedAsOneDocument() {
         let sse = "event: x\ndata: {\"id\":\"c1\",\ndata: \"created\":1}\n\ndata: [DONE]\n\n"
         let out = stampedEvents(sse)

@@ -76,6 +76,48 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
         #expect(r.answer == nil, "\(why)")
     }
 
+    /// The relay finds each recorded event's id and created values as it reads (reusing a parse
+    /// where the parser's member count proves it right): exactly what parsing the recording
+    /// finds, over random streams (escaped and repeated keys, nested ids, other spacings and
+    /// framings, a created that grows) cut into random reads.
+    @Test func theRecordedIdentityIsWhatParsingTheRecordingFinds() throws {
+        let head = #"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":12,"#
+        let choice = #""choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]"#
+        let variants = [
+            "data: " + head + choice + "}\n\n",
+            "data: " + head + choice + #","id":"again"}"# + "\n\n",
+            "data: " + head.replacing(#""created":12"#, with: #""created":123"#) + choice + "}\n\n",
+            "data: " + head + choice + #","\u0063reated":5}"# + "\n\n",
+            "data: " + head + #""choices":[{"index":0,"delta":{"tool_calls":[{"id":"t","created":1}]},"finish_reason":null}]}"# + "\n\n",
+            "data: " + head.replacing(#""id":"chatcmpl-1""#, with: #""id":7"#) + choice + "}\n\n",
+            "data: " + head + choice + #","created":"late"}"# + "\n\n",
+            ": keepalive\n\n",
+            "data: " + head + choice + "}\r\n\r\n",
+            "data:" + head + choice + "}\n\n",
+            #"data: { "id" : "chatcmpl-2" , "object":"chat.completion.chunk", "created" : 13 , "# + choice + " }\n\n",
+        ]
+        let final = "data: " + head + #""choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"# + "\n\n" + done
+        var rng = TestRNG(seed: 5)
+        var compared = 0
+        for round in 0..<300 {
+            var text = ""
+            for _ in 0..<Int.random(in: 1...12, using: &rng) { text += variants.randomElement(using: &rng)! }
+            let split = round % 10 == 0  // now and then an event whose data takes two lines
+            if split { text += "data: " + head + "\ndata: " + choice + "}\n\n" }
+            text += final
+            let (r, _, _, _) = relay(text, step: Int.random(in: 1...300, using: &rng))
+            let a = try #require(r.answer)
+            let parsed = a.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
+            if split {
+                #expect(a.identitySpans == nil && parsed == nil)
+            } else {
+                #expect(a.identitySpans != nil && a.identitySpans == parsed, "\(text)")
+                compared += 1
+            }
+        }
+        #expect(compared > 200)
+    }
+
     @Test func anInvalidEventBreaksTheStream() {
         let (r, client, _, reads) = relay(chunk(#"{"content":"Hi"}"#) + "data: {not json}\n\n" + done, step: 100_000)
         #expect(reads == [.broken])
