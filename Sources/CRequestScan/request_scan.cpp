@@ -422,47 +422,60 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     dom::object o;
     if (root.get_object().get(o)) { out->kind = RS_J_NOT_OBJECT; return; }
     out->kind = RS_J_OBJECT;
+    // One pass over the members (an answer's chunk has ~7); the first of a repeated key counts,
+    // as at_key would give it, except for the identity members, which count every time.
+    dom::element object, choices, usage, fingerprint;
+    bool hasObject = false, hasChoices = false, hasUsage = false, hasFingerprint = false;
     for (dom::key_value_pair m : o) {
-        if (m.key == "id" ? m.value.is_string() : m.key == "created" && m.value.is_number()) out->identity_members++;
+        std::string_view k = m.key;
+        if (k == "id") { if (m.value.is_string()) out->identity_members++; }
+        else if (k == "created") { if (m.value.is_number()) out->identity_members++; }
+        else if (k == "choices") { if (!hasChoices) { choices = m.value; hasChoices = true; } }
+        else if (k == "object") { if (!hasObject) { object = m.value; hasObject = true; } }
+        else if (k == "usage") { if (!hasUsage) { usage = m.value; hasUsage = true; } }
+        else if (k == "error") { out->has_error = 1; }
+        else if (k == "system_fingerprint") { if (!hasFingerprint) { fingerprint = m.value; hasFingerprint = true; } }
     }
-    dom::element v;
-    out->has_error = !o.at_key("error").get(v);
-    if (!o.at_key("object").get(v) && v.is_string()) {
-        std::string_view k = str(v);
+    if (hasObject && object.is_string()) {
+        std::string_view k = str(object);
         out->object_kind = k == "chat.completion" ? 1 : k == "text_completion" ? 2 : k == "chat.completion.chunk" ? 3 : 0;
     }
-    if (!o.at_key("choices").get(v) && v.is_array()) {
+    if (hasChoices && choices.is_array()) {
         out->has_choices = 1;
-        out->choices_empty = arr(v).size() == 0;
+        out->choices_empty = arr(choices).size() == 0;
         long long position = 0;
-        for (dom::element c : arr(v)) {
+        for (dom::element c : arr(choices)) {
             long long index = position++;
             dom::object co;
             if (c.get_object().get(co)) continue;
-            dom::element ix;
-            if (!co.at_key("index").get(ix)) {
+            dom::element ix, fr;
+            bool hasIndex = false, hasFinish = false;
+            for (dom::key_value_pair m : co) {
+                if (!hasIndex && m.key == "index") { ix = m.value; hasIndex = true; }
+                else if (!hasFinish && m.key == "finish_reason") { fr = m.value; hasFinish = true; }
+            }
+            if (hasIndex) {
                 int64_t i;
                 if (ix.get_int64().get(i)) { out->choices_beyond = 1; continue; }
                 index = i;
             }
             if (index < 0 || index > 63) { out->choices_beyond = 1; continue; }
             out->choices_seen |= 1ULL << index;
-            dom::element fr;
-            if (!co.at_key("finish_reason").get(fr) && !fr.is_null()) out->choices_finished |= 1ULL << index;
+            if (hasFinish && !fr.is_null()) out->choices_finished |= 1ULL << index;
         }
     }
-    if (!o.at_key("usage").get(v) && v.is_object()) {
-        dom::object u = obj(v);
+    if (hasUsage && usage.is_object()) {
+        dom::object u = obj(usage);
         out->has_usage = readCount(u, "prompt_tokens", &out->prompt_tokens)
             && readCount(u, "completion_tokens", &out->completion_tokens);
     }
     // system_fingerprint is only looked for where vLLM puts it: a chunk that finishes a choice,
     // the usage chunk, a whole answer (not on every token's chunk of a stream).
-    if ((out->choices_finished != 0 || out->has_usage) && !o.at_key("system_fingerprint").get(v) && !v.is_null()) {
+    if ((out->choices_finished != 0 || out->has_usage) && hasFingerprint && !fingerprint.is_null()) {
         out->has_fingerprint = 1;
         // Its JSON text (a string re-escaped minimally, anything else as written compactly).
         tlsFingerprint.clear();
-        rs::writeValue(tlsFingerprint, v, false);
+        rs::writeValue(tlsFingerprint, fingerprint, false);
         out->fingerprint = tlsFingerprint.data();
         out->fingerprint_len = tlsFingerprint.size();
     }

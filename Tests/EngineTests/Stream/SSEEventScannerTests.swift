@@ -119,6 +119,18 @@ func feed(_ text: String, step: Int, filter: Bool = true) -> (SSEEventScanner, S
         #expect(UpstreamJSON.inspect(Array(#"{"usage":{"prompt_tokens":"8","completion_tokens":1}}"#.utf8)).usage == nil)
         #expect(UpstreamJSON.inspect(Array(#"{"error":{"message":"x"}}"#.utf8)).hasError)
     }
+
+    /// A repeated key: the first one counts (as a lookup by key gives it), for the answer's shape,
+    /// its choices and usage; every top-level string `id` and numeric `created` is an identity
+    /// member (what the relay's reuse of a parsed head relies on), nested ones are not.
+    @Test func repeatedKeysAndIdentityMembers() {
+        let j = UpstreamJSON.inspect(Array(#"{"id":"a","object":"chat.completion.chunk","object":"x","created":1,"id":"b","choices":[{"index":1,"index":70,"finish_reason":"stop","finish_reason":null}],"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":null,"x":{"id":"n","created":2},"created":"s","id":3}"#.utf8))
+        #expect(j.object == .chatCompletionChunk)
+        #expect(j.choicesSeen == 2 && j.choicesFinished == 2 && !j.choicesBeyond && !j.choicesEmpty)
+        #expect(j.usage == UpstreamJSON.Usage(prompt: 1, completion: 2))
+        #expect(j.identityMembers == 3)
+        #expect(UpstreamJSON.inspect(Array(#"{"\u0069d":"a","cr\u0065ated":1.5}"#.utf8)).identityMembers == 2)
+    }
 }
 
 /// fuzz/findings/sse-blank-line-after-done: a blank line more than an event's end is passed on
