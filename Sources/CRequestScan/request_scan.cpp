@@ -175,6 +175,18 @@ bool isDeterministic(dom::object o) {
     return !o.at_key("seed").get(v) && !v.is_null();
 }
 
+long long maxOutputTokens(dom::object o) {
+    for (const char *key : {"max_completion_tokens", "max_tokens"}) {
+        dom::element v;
+        if (o.at_key(key).get(v)) continue;
+        int64_t i;
+        if (!v.get_int64().get(i) && i >= 0) return i;
+        uint64_t u;
+        if (!v.get_uint64().get(u)) return INT64_MAX;
+    }
+    return -1;
+}
+
 // The routing view of the prompt (see CRequestScan.h), cut at `limit` bytes.
 void renderPrompt(dom::object o, size_t limit, std::string &out) {
     out.clear();
@@ -277,6 +289,7 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int fl
     }
     if (out->status != RS_OK) return;
     out->deterministic = isDeterministic(o) ? 1 : 0;
+    out->max_output_tokens = maxOutputTokens(o);
     if (flags & RS_WANT_CANONICAL) {
         canonical(o, tlsOut);
         out->canonical = tlsOut.data();

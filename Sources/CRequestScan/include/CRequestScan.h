@@ -55,6 +55,9 @@ typedef struct rs_result {
     /// 1 when the output is reproducible: `temperature` is a number equal to 0, or `seed` is
     /// present and not null (what cache.deterministic_only admits).
     int deterministic;
+    /// The output the request allows: `max_completion_tokens`, else `max_tokens`, when it is a
+    /// non-negative integer; -1 when neither is (admission's cost estimate).
+    long long max_output_tokens;
     /// With RS_WANT_CANONICAL and status RS_OK: the body's canonical form for the cache key (the
     /// top-level fields stream, stream_options, user and model left out; object keys sorted at
     /// every depth; compact; see json_write.hpp). Points into a per-thread buffer: valid until the

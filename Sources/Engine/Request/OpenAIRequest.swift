@@ -83,6 +83,8 @@ public struct OpenAIRequest {
     public let promptSize: PromptSize
     /// `temperature` 0 or a `seed`: what cache.deterministic_only admits.
     public let isDeterministic: Bool
+    /// `max_completion_tokens`, else `max_tokens`, when a non-negative integer (admission's cost).
+    public var maxOutputTokens: Int?
     /// SHA-256 of the body's canonical form (CacheKey's input); nil unless parse was asked for it.
     public let canonicalDigest: [UInt8]?
     /// The prompt's chained chunk hashes for prefix-aware routing; nil unless parse was asked for them.
@@ -127,6 +129,7 @@ public struct OpenAIRequest {
         var req = OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
                                 promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalDigest: digest)
         req.continuousUsage = r.stream != 0 && r.include_usage != 0 && r.continuous_usage != 0
+        req.maxOutputTokens = r.max_output_tokens >= 0 ? Int(clamping: r.max_output_tokens) : nil
         req.promptChunks = chunks
         return .success(req)
     }

@@ -53,20 +53,7 @@ extension RequestSession {
     /// expectation.
     func computeExpectedTokens() -> Int {
         let prompt = runtime.estimator.estimate(request.promptSize)
-        var output = runtime.config.admissionControl.expectedOutputTokens
-        var json = true
-        if case .relay(let r) = request.kind { json = r.body == .json }
-        if json {
-            for key in ["max_completion_tokens", "max_tokens"] {
-                // extract answers {"<key>":<value>} (or {}).
-                if let raw = OpenAIRequest.extract(requestBody, key: key), let colon = raw.firstIndex(of: UInt8(ascii: ":")),
-                   let n = Int(String(decoding: raw[(colon + 1)...].filter { $0 >= 0x30 && $0 <= 0x39 || $0 == 0x2D }, as: UTF8.self)),
-                   n >= 0 {
-                    output = n
-                    break
-                }
-            }
-        }
+        let output = request.maxOutputTokens ?? runtime.config.admissionControl.expectedOutputTokens
         return max(1, prompt + output)
     }
 

@@ -55,8 +55,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private(set) var timings = RequestTimings(start: Loop.nowNanos())
     private(set) var bytesOut = 0
     var bytesIn: Int { body.count }
-    /// The bytes forwarded upstream (read for max_tokens by RequestSession+Tenant).
-    var requestBody: [UInt8] { body }
     var status: Int { machine.status }
     var cacheOutcome: String { machine.cacheOutcome.rawValue }
     var isFollower: Bool { machine.isFollower }

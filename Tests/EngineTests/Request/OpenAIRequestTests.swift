@@ -24,6 +24,23 @@ private func failure(_ json: String, _ kind: EndpointKind = .chat) -> EngineErro
         #expect(r.canonicalDigest == nil)  // no canonical form unless the cache asks for it
     }
 
+    /// Admission's cost reads the allowed output by the parser: max_completion_tokens first, then
+    /// max_tokens, only a non-negative integer (any spacing or escape in the key).
+    @Test func maxOutputTokensIsReadByTheParser() throws {
+        let cases: [(String, Int?)] = [
+            (#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":16}"#, 16),
+            (#"{"messages":[{"role":"user","content":"hi"}], "max_tokens" : 16 , "max_completion_tokens":7}"#, 7),
+            (#"{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":null,"\u006dax_tokens":9}"#, 9),
+            (#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":-3}"#, nil),
+            (#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":12.5}"#, nil),
+            (#"{"messages":[{"role":"user","content":"max_tokens: 5"}]}"#, nil),
+            (#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":18446744073709551615}"#, Int.max),
+        ]
+        for (body, want) in cases {
+            #expect(try parse(body, .chat).get().maxOutputTokens == want, "\(body)")
+        }
+    }
+
     @Test func nullAndAbsentFieldsAreDefaults() throws {
         let r = try parse(#"{"model":null,"prompt":"abc","stream":null,"stream_options":null}"#, .completion).get()
         #expect(r.model == nil)
