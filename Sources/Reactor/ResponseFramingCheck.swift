@@ -3,7 +3,10 @@
 // an upstream response that are not body: the status line starts with "HTTP/", every CR is
 // followed by LF, and a chunk's data is followed by CRLF. HTTPClientConnection feeds it; pure.
 // Public only for the fuzz target (Sources/fuzz-engine), which also runs it over raw input.
-// Pure: no imports, no I/O.
+// Pure: no I/O (libc's memchr for the scan between CRs).
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Fed, in order, every byte of one response that http-parser consumed and did not hand out as
 /// body (status line, header lines, chunk-size lines, chunk terminators, trailers).
@@ -33,7 +36,18 @@ public struct ResponseFramingCheck {
 
     /// False at the first byte that breaks a rule (the response is malformed).
     public mutating func accept(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        for b in bytes {
+        guard let base = bytes.baseAddress else { return true }
+        var i = 0
+        while i < bytes.count {
+            if prefixMatched == 5 && !afterCR && !chunkDataEnded {
+                // Inside header lines only a CR matters: jump to the next one.
+                guard let p = memchr(base + i, Int32(Self.cr), bytes.count - i) else { return true }
+                afterCR = true
+                i = base.distance(to: UnsafeRawPointer(p)) + 1
+                continue
+            }
+            let b = bytes[i]
+            i += 1
             if prefixMatched < 5 {
                 let want = withUnsafeBytes(of: Self.prefix) { $0[prefixMatched] }
                 guard b == want else { return false }

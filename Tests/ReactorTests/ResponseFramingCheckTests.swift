@@ -53,3 +53,53 @@ private func firstRefused(_ parts: [String], chunkEndsAfter: Set<Int> = []) -> I
         #expect(!Array("HTTX/1.1 200 OK\r\n".utf8).withUnsafeBytes { check.accept($0) })
     }
 }
+
+/// The check skips from CR to CR inside header lines; over random framing bytes, random cuts and
+/// chunk ends, it refuses exactly where the rules applied byte by byte do.
+@Suite struct ResponseFramingCheckSkipTests {
+    /// The rules one byte at a time (the definition the fast path must keep).
+    struct ByteByByte {
+        var matched = 0, afterCR = false, chunkEnded = false
+        mutating func accept(_ b: UInt8) -> Bool {
+            if matched < 5 {
+                guard b == Array("HTTP/".utf8)[matched] else { return false }
+                matched += 1
+            } else if afterCR {
+                guard b == 10 else { return false }
+                afterCR = false
+            } else if chunkEnded {
+                guard b == 13 else { return false }
+                chunkEnded = false
+                afterCR = true
+            } else if b == 13 {
+                afterCR = true
+            }
+            return true
+        }
+    }
+
+    @Test func skippingBetweenCRsRefusesWhereTheRulesDo() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("HTTP/ 1a\r\n".utf8)
+        for _ in 0..<3_000 {
+            let prefix = Bool.random(using: &rng) ? Array("HTTP/1.1 200 OK\r\n".utf8) : []
+            let bytes = prefix + (0..<Int.random(in: 0...40, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            var check = ResponseFramingCheck()
+            check.startMessage()
+            var ref = ByteByByte()
+            var at = 0
+            var refusedPart = -1, refRefusedPart = -1
+            var part = 0
+            while at < bytes.count {
+                let end = min(bytes.count, at + Int.random(in: 1...9, using: &rng))
+                let chunkEnds = Int.random(in: 0..<4, using: &rng) == 0
+                if refusedPart < 0, !bytes[at..<end].withUnsafeBytes({ check.accept($0) }) { refusedPart = part }
+                if refRefusedPart < 0, !bytes[at..<end].allSatisfy({ ref.accept($0) }) { refRefusedPart = part }
+                if chunkEnds { check.chunkEnded(); ref.chunkEnded = true }
+                at = end
+                part += 1
+            }
+            #expect(refusedPart == refRefusedPart, "\(String(decoding: bytes, as: UTF8.self).debugDescription)")
+        }
+    }
+}
