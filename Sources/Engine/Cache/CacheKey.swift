@@ -8,18 +8,21 @@
 
 public enum CacheKey {
     public static func make(kind: EndpointKind, servedModel: String, canonicalDigest: [UInt8], tenant: String?) -> String {
-        var bytes: [UInt8] = Array("engine-cache-v2".utf8)
+        let tag = "engine-cache-v2".utf8
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(tag.count + 3 + 3 * 8 + servedModel.utf8.count + (tenant?.utf8.count ?? 0) + canonicalDigest.count + 64)
+        bytes += tag
         switch kind {
         case .chat: bytes.append(1)
         case .completion: bytes.append(2)
         case .relay(let r):
             bytes.append(3)
-            appendField(&bytes, Array(r.target.utf8))
+            appendField(&bytes, r.target.utf8)
         }
-        appendField(&bytes, Array(servedModel.utf8))
+        appendField(&bytes, servedModel.utf8)
         if let tenant {
             bytes.append(1)
-            appendField(&bytes, Array(tenant.utf8))
+            appendField(&bytes, tenant.utf8)
         } else {
             bytes.append(0)
         }
@@ -35,7 +38,7 @@ public enum CacheKey {
         return !deterministicOnly || request.isDeterministic
     }
 
-    private static func appendField(_ out: inout [UInt8], _ field: [UInt8]) {
+    private static func appendField<C: Collection<UInt8>>(_ out: inout [UInt8], _ field: C) {
         var n = UInt64(field.count).bigEndian
         withUnsafeBytes(of: &n) { out += $0 }
         out += field

@@ -243,8 +243,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     func remoteHead(_ r: RemoteFlightReader, status: Int, contentType: String) {
         guard let fl = flights[r.flight] else { return }
         fl.remote.contentType = contentType
-        fl.remote.isStream = status == 200 && contentType.hasPrefix("text/event-stream")
-        if fl.remote.isStream {
+        if status == 200 && contentType.hasPrefix("text/event-stream") {
             fl.remote.relay = StreamRelay(includeUsage: true, records: true, maxEventBytes: runtime.config.vllm.maxEventBytes)
             post(.streamStarted(r.flight))
         }
@@ -255,8 +254,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         guard let fl = flights[r.flight], fl.remote.isStream else { return }
         // The leader published whole events; the scanner re-checks them (this process trusts
         // nothing it did not parse itself) and records them for followers that are not live.
-        _ = fl.remote.relay.read(bytes)
-        fl.remote.relay.events.withUnsafeBytes { relay(fl, $0) }
+        _ = fl.remote.relay?.read(bytes)
+        fl.remote.relay?.events.withUnsafeBytes { relay(fl, $0) }
     }
 
     func remoteEnd(_ r: RemoteFlightReader, status: Int, contentType: String, body: [UInt8]?) {
@@ -265,12 +264,11 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             post(.ended(r.flight, .buffered(status: status, contentType: contentType, body: body)))
             return
         }
-        let sc = fl.remote.relay.scanner
-        guard fl.remote.isStream, sc.sawDone, !sc.sawError, sc.invalidEvents == 0 else {
+        guard let relay = fl.remote.relay, relay.sawDone, !relay.sawError, relay.scanner.invalidEvents == 0 else {
             post(.ended(r.flight, .failed(EngineError(.badGateway, "The request this one shared ended without a complete answer.", source: .upstream))))
             return
         }
-        post(.ended(r.flight, .streamed(fl.remote.relay.answer)))
+        post(.ended(r.flight, .streamed(relay.answer)))
     }
 
     func remoteFailed(_ r: RemoteFlightReader, status: Int, body: [UInt8]) {
@@ -279,7 +277,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     func remoteLost(_ r: RemoteFlightReader) {
         // A stream whose [DONE] arrived is complete even if its leader died before the end entry.
-        if let fl = flights[r.flight], fl.remote.isStream, fl.remote.relay.sawDone {
+        if let fl = flights[r.flight], fl.remote.relay?.sawDone == true {
             remoteEnd(r, status: 200, contentType: fl.remote.contentType, body: nil)
             return
         }

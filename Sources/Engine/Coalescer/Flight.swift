@@ -32,9 +32,10 @@ final class Flight {
 
     struct RemoteAnswer {
         var contentType = "application/json"
-        var isStream = false
-        /// The remote stream re-checked and recorded (for plain and late followers).
-        var relay = StreamRelay(includeUsage: true, records: true, maxEventBytes: 1 << 20)
+        /// The remote stream re-checked and recorded (for plain and late followers); nil until
+        /// the head says the answer is a stream (most flights never have a remote source).
+        var relay: StreamRelay?
+        var isStream: Bool { relay != nil }
     }
 
     init(id: CoalescerMachine.FlightID, key: String) {

@@ -31,7 +31,8 @@ final class RemoteFlightPublisher {
     private let redis: RedisConnection
     private let key: String
     let owner: String
-    private let streamKey: String
+    /// Made when first needed: in shared-memory mode most flights never write to Redis.
+    private lazy var streamKey = RemoteFlightKeys.stream(key, owner: owner)
     private let refresh: Timer
     private var isDone = false
     /// The shared-memory claim (nil: the claim is the Redis lock).
@@ -82,7 +83,6 @@ final class RemoteFlightPublisher {
         self.key = key
         self.owner = owner
         self.claims = claims
-        self.streamKey = RemoteFlightKeys.stream(key, owner: owner)
         self.refresh = Timer(loop: loop)
         refresh.onFire = { [unowned self] in self.refreshLock() }
         refresh.schedule(after: .seconds(1))
@@ -146,15 +146,17 @@ final class RemoteFlightPublisher {
     /// one that starts reading after the end finds the lock gone and no entry, and looks again.
     func end(status: Int, contentType: String, body: [UInt8]?, recorded: [UInt8] = []) {
         guard !isDone else { return }
-        var f = [Array("t".utf8), Array("e".utf8), Array("s".utf8), Array(String(status).utf8), Array("c".utf8), Array(contentType.utf8)]
-        if let body { f += [Array("b".utf8), body] }
-        finish(f, always: body == nil, recorded: recorded)
+        finish(always: body == nil, recorded: recorded) {
+            var f = [Array("t".utf8), Array("e".utf8), Array("s".utf8), Array(String(status).utf8), Array("c".utf8), Array(contentType.utf8)]
+            if let body { f += [Array("b".utf8), body] }
+            return f
+        }
     }
 
     /// The leader gave up without an answer (its client left): readers look again.
     func abandon() {
         guard !isDone else { return }
-        finish([Array("t".utf8), Array("a".utf8)])
+        finish { [Array("t".utf8), Array("a".utf8)] }
     }
 
     /// How many readers other processes started on this flight (0 when Redis does not answer).
@@ -171,7 +173,7 @@ final class RemoteFlightPublisher {
     /// The leader failed: the followers get the same status and error body.
     func fail(status: Int, body: [UInt8]) {
         guard !isDone else { return }
-        finish([Array("t".utf8), Array("f".utf8), Array("s".utf8), Array(String(status).utf8), Array("b".utf8), body])
+        finish { [Array("t".utf8), Array("f".utf8), Array("s".utf8), Array(String(status).utf8), Array("b".utf8), body] }
     }
 
     // The last entry, the stream's expiry and the lock's deletion in one command: the flight ends
@@ -187,7 +189,9 @@ final class RemoteFlightPublisher {
         return 1
         """)
 
-    private func finish(_ fields: [[UInt8]], always: Bool = true, recorded: [UInt8] = []) {
+    /// `fields` (the end entry) is built only when it is written: in shared-memory mode, only
+    /// when a reader joined.
+    private func finish(always: Bool = true, recorded: [UInt8] = [], _ fields: () -> [[UInt8]]) {
         isDone = true
         refresh.close()
         if let claims {
@@ -196,7 +200,7 @@ final class RemoteFlightPublisher {
             let readers = claims.endClaim(key, owner: owner, now: Loop.nowNanos(), keep: published)
             guard readers > 0 || published else { return }
             if !published { startPublishing(recorded) }
-            add(fields)
+            add(fields())
             redis.send([Array("EXPIRE".utf8), Array(streamKey.utf8), Array("60".utf8)]) { [claims, key, owner] _ in
                 claims.releaseClaim(key, owner: owner, now: Loop.nowNanos())
             }
@@ -204,7 +208,7 @@ final class RemoteFlightPublisher {
         }
         Self.finishScript.run(on: redis, keys: [Self.bytes(streamKey), Self.bytes(RemoteFlightKeys.lock(key)),
                                                 Self.bytes(RemoteFlightKeys.readers(key, owner: owner))],
-                              args: [Self.bytes(owner), Self.bytes(always ? "1" : "0")] + fields) { _ in }
+                              args: [Self.bytes(owner), Self.bytes(always ? "1" : "0")] + fields()) { _ in }
     }
 
     func close() {
@@ -231,7 +235,8 @@ protocol RemoteFlightReaderDelegate: AnyObject {
 final class RemoteFlightReader {
     private let redis: RedisConnection
     private let lockKey: String
-    private let streamKey: String
+    /// Made when first needed: in shared-memory mode most flights never write to Redis.
+    private lazy var streamKey = RemoteFlightKeys.stream(key, owner: owner)
     private let readersKey: String
     /// The shared-memory claim (nil: the claim is the Redis lock).
     private let claims: SharedMemoryCacheStore?
@@ -254,7 +259,6 @@ final class RemoteFlightReader {
         self.key = key
         self.owner = owner
         self.lockKey = RemoteFlightKeys.lock(key)
-        self.streamKey = RemoteFlightKeys.stream(key, owner: owner)
         self.readersKey = RemoteFlightKeys.readers(key, owner: owner)
         self.flight = flight
         self.delegate = delegate
