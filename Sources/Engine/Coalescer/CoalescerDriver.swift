@@ -139,12 +139,14 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         for a in actions {
             switch a {
             case .claim(let f, let key):
-                flights[f] = Flight(id: f, key: key)
+                let fl = Flight(id: f, key: key)
+                flights[f] = fl
                 guard let redis = runtime.redis else {
                     post(.claimAnswered(f, .unavailable))
                     continue
                 }
                 let owner = ownerName(f)
+                fl.owner = owner
                 if let claims = runtime.sharedClaims {
                     // The claim is in shared memory; Redis only carries answers to readers, so
                     // without it nobody coordinates.
@@ -174,7 +176,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                 fl.leader = id
                 leaders.insert(id)
                 if publish, let redis = runtime.redis, fl.publisher == nil, !fl.key.isEmpty {
-                    fl.publisher = RemoteFlightPublisher(redis: redis, loop: runtime.loop, key: fl.key, owner: ownerName(f),
+                    fl.publisher = RemoteFlightPublisher(redis: redis, loop: runtime.loop, key: fl.key, owner: fl.owner ?? ownerName(f),
                                                          claims: runtime.sharedClaims)
                 }
                 sessions[id]?.post(.flight(.lead(f)))
