@@ -189,6 +189,41 @@ public struct KVBlockIndex<Backend: Hashable> {
         return out
     }
 
+    /// For each backend with indexed blocks of `blockSize`: how many of `chains` (a prompt's
+    /// leading block hashes, as KVBlockHash.chains makes them: ChunkBlockMap) it holds in a row
+    /// from the first (a backend holding none is absent).
+    public func matchedBlocks(chains: ArraySlice<UInt64>, blockSize: Int) -> [Backend: Int] {
+        var out: [Backend: Int] = [:]
+        for (key, b) in backends where b.blockSize == blockSize && !b.chainedCount.isEmpty {
+            var n = 0
+            var i = chains.startIndex
+            while i < chains.endIndex, b.chainedCount[chains[i]] != nil {
+                n += 1
+                i += 1
+            }
+            if n > 0 { out[key] = n }
+        }
+        return out
+    }
+
+    /// `overlap(tokenIDs:)` for a prompt known only by its leading block hashes (ChunkBlockMap)
+    /// and its estimated length: held blocks × block size ÷ `promptTokens`, in [0, 1].
+    public func overlap(chains: ArraySlice<UInt64>, blockSize: Int, promptTokens: Int) -> [Backend: Double] {
+        guard blockSize > 0, promptTokens > 0, !chains.isEmpty else { return [:] }
+        var out: [Backend: Double] = [:]
+        for (key, n) in matchedBlocks(chains: chains, blockSize: blockSize) {
+            out[key] = min(1, Double(n * blockSize) / Double(promptTokens))
+        }
+        return out
+    }
+
+    /// The block size of the first backend that reported one (0: none yet): what ChunkBlockMap
+    /// cuts learned prompts with (every vLLM of one model uses the same).
+    public var anyBlockSize: Int {
+        for b in backends.values where b.blockSize > 0 { return b.blockSize }
+        return 0
+    }
+
     /// The scorer's prefix term: for each backend, the fraction of the prompt's tokens that sit
     /// in leading full blocks it already holds (matched blocks x its block size / prompt length),
     /// in [0, 1]. Backends with no match are absent (read as 0). The ids must be the prompt as
