@@ -279,6 +279,8 @@ private extension TestRNG {
               chars_per_token: 3.5
               imbalance_threshold: 16
               imbalance_ratio: 2
+              share_ratio: 1.4
+              share_window: 64
               kv_events: true
               tokenize_timeout_ms: 80
             """, environment: [:])
@@ -288,6 +290,7 @@ private extension TestRNG {
         #expect(c.routing.chunkChars == 128 && c.routing.maxPrefixChunks == 64 && c.routing.indexChunksPerBackend == 1000)
         #expect(c.routing.charsPerToken == 3.5 && c.routing.imbalanceAbsolute == 16 && c.routing.imbalanceRatio == 2)
         #expect(c.routing.kvEvents)
+        #expect(c.routing.shareRatio == 1.4 && c.routing.shareWindow == 64 && d.routing.shareRatio == 1.25 && d.routing.shareWindow == 256)
         #expect(c.vllm.instances[0].kvEventsUrl == "tcp://a:5557" && c.vllm.instances[1].kvEventsUrl == nil)
     }
 
@@ -309,6 +312,9 @@ private extension TestRNG {
         #expect(error("routing: {chunk_chars: abc}")?.contains("routing.chunk_chars") == true)
         #expect(error("routing: {max_prefix_chunks: 100000}")?.contains("routing.max_prefix_chunks") == true)
         #expect(error("routing: {imbalance_ratio: 0.5}")?.contains("routing.imbalance_ratio") == true)
+        #expect(error("routing: {share_ratio: 0.9}")?.contains("routing.share_ratio") == true)
+        #expect(error("routing: {share_ratio: 0}") == nil)  // off
+        #expect(error("routing: {share_window: 0}")?.contains("routing.share_window") == true)
         #expect(error("routing: {kv_events: maybe}")?.contains("routing.kv_events") == true)
         // Exact mode needs a publisher to listen to, and the policy that looks at prefixes.
         let noURL = error("vllm: {instances: [http://a:1]}\nrouting: {policy: prefix_aware, kv_events: true}")
@@ -446,6 +452,36 @@ private extension TestRNG {
         // With the ids, the KV index wins over the estimate.
         let e = r.order(backends, chunks: chunks, tokenIDs: ids, model: "m")
         #expect(e.order.first == BackendID(0) && e.reason == .exactPrefix)
+    }
+
+    @Test func aLearnedPrefixRoutesExactlyWithoutTokenIDs() {
+        let (loop, backends, r, kv) = setUp(2)
+        defer { kv.stop(); for b in backends { b.pool.closeAll() }; loop.close() }
+        // The prompt: 2,000 rendered bytes, one token per 4 bytes plus two of generation prompt.
+        let text = bytes(String(repeating: "abcd", count: 500))
+        let ids = (0..<500).map { UInt32(3000 + $0) } + [6, 206]
+        let chunks = PromptChunks(text, chunkBytes: 256, maxChunks: 128)
+        // No block size known yet (no KV event): nothing to learn with.
+        #expect(!r.shouldLearn(chunks, model: "m"))
+        store(kv, ids, blocks: 20, on: 1)
+        #expect(r.shouldLearn(chunks, model: "m"))
+        #expect(!r.shouldLearn(chunks, model: "m"))  // pending
+        // Before the answer: the estimated index decides (nothing there: load).
+        #expect(r.order(backends, chunks: chunks, model: "m").reason == .load)
+        r.learned(chunks, model: "m", tokenIDs: ids)
+        #expect(!r.shouldLearn(chunks, model: "m") && r.learnsAsked == 1 && r.learnsBusy == 1)
+        // A later request with the same prefix (another question after it) needs no ids.
+        let later = PromptChunks(text + bytes("and a question"), chunkBytes: 256, maxChunks: 128)
+        let d = r.order(backends, chunks: later, tokenIDs: nil, model: "m")
+        #expect(d.order.first == BackendID(1) && d.reason == .exactPrefix && r.mappedDecisions == 1)
+        // 7 chunks = 1,792 bytes ≈ 450 tokens, less 10 % and 8 → 24 blocks claimed; backend 1
+        // holds 20 of them: 320 of ~505 estimated tokens.
+        let o = d.exact?[BackendID(1)] ?? 0
+        #expect(o > 0.6 && o < 0.66 && d.exact?[BackendID(0)] == nil, "\(o)")
+        r.sent(later, model: "m", exact: d.exact, to: backends[1], reason: d.reason)
+        #expect(r.exactQueriedTokens[1] > 490 && r.exactMatchedTokens[1] == 320)
+        // Another model's prompt with the same text is not mapped.
+        #expect(r.order(backends, chunks: later, model: "other").exact == nil)
     }
 
     @Test func aBackendWithoutEventsStillWinsOnLoad() {
