@@ -383,6 +383,71 @@ private extension TestRNG {
         #expect(perRequest < (isDebug ? 500 : 50))
     }
 
+    /// Exact mode's decision when the block map knows the prompt's prefix: hash the chunks, take
+    /// the prefix's blocks from the map, count each backend's held leading blocks, score (share
+    /// guard on), count the assignment, record the chunks in the estimated index (the fallback).
+    /// 40 tenants' ~6 KB prompts (the bench's shape, the sim's 4-bytes-a-token tokenizer), 4
+    /// backends each holding a quarter of the tenants' blocks. Printed for docs/performance.md.
+    @Test func exactRoutingCostPerRequest() {
+        func tokens(_ b: [UInt8]) -> [UInt32] {
+            var out: [UInt32] = [4, 206]
+            var i = 0
+            while i < b.count {
+                var h: UInt32 = 2_166_136_261
+                for x in b[i..<min(i + 4, b.count)] { h = (h ^ UInt32(x)) &* 16_777_619 }
+                out.append(1000 + h % 31_000)
+                i += 4
+            }
+            return out + [2, 206, 6, 206]
+        }
+        let tenants = 40
+        let systems = (0..<tenants).map { t in
+            Array(bytes("system\nYou are the assistant of tenant \(t). " + (0..<800).map { "rule\(t)_\($0)" }.joined(separator: " ")).prefix(6008))
+        }
+        let salt = PromptChunks.salt(model: "m")
+        var map = ChunkBlockMap(chunkBytes: 256)
+        var kv = KVBlockIndex<Int>()
+        for t in 0..<tenants {
+            let p = systems[t] + bytes("\nuser\nquestion 0 of tenant \(t)?\n")
+            let ids = tokens(p)
+            map.learned(PromptChunks(p, chunkBytes: 256, maxChunks: 128), salt: salt, promptBytes: p.count, tokenIDs: ids, blockSize: 16)
+            let n = ids.count / 16
+            _ = kv.batchReceived(KVEventBatch(sequence: UInt64(t / 4), events: [
+                .stored(blockHashes: (0..<n).map { UInt64(t * 1000 + $0 + 1) }, parent: nil, tokenIDs: Array(ids.prefix(n * 16)),
+                        blockSize: 16, isKeyed: false)]), from: t % 4)
+        }
+        let prompts = (0..<256).map { i in systems[i % tenants] + bytes("\nuser\nquestion \(i) of tenant \(i % tenants)?\n") }
+        let scorer = RoutingScorer(shareRatio: 1.25)
+        var index = PrefixIndex(backendCount: 4, capacity: 4096)
+        var recent = RecentAssignments(backendCount: 4, window: 256)
+        var cands: [RoutingScorer.Candidate] = []
+        var rng = TestRNG(seed: 3)
+        var mapped = 0
+        var sink = 0
+        let n = 20_000
+        let start = cpuNanos()
+        for i in 0..<n {
+            let c = PromptChunks(prompts[i & 255], chunkBytes: 256, maxChunks: 128)
+            var o: [Int: Double] = [:]
+            if let pre = map.prefix(c, salt: salt, promptBytes: c.promptBytes) {
+                mapped += 1
+                o = kv.overlap(chains: pre.chains, blockSize: pre.blockSize, promptTokens: pre.promptTokens)
+            }
+            cands.removeAll(keepingCapacity: true)
+            for b in 0..<4 {
+                cands.append(.init(backend: BackendID(b), prefixOverlap: o[b] ?? 0, polledQueue: Double(rng.int(4)),
+                                   inFlight: rng.int(4), kvUsage: 0.3, recent: recent.counts[b]))
+            }
+            let w = scorer.order(cands, random: rng.next()).order[0].index
+            recent.assigned(w)
+            sink &+= index.record(c, salt: salt, backend: w)
+        }
+        let perRequest = Double(cpuNanos() - start) / Double(n) / 1000
+        print("exact-routing-bench: \((perRequest * 100).rounded() / 100) µs CPU per request (block map, 4 backends, debug=\(isDebug))")
+        #expect(mapped == n && sink > 0)
+        #expect(perRequest < (isDebug ? 1000 : 50))
+    }
+
     var isDebug: Bool {
         #if DEBUG
         return true
