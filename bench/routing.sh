@@ -7,7 +7,8 @@
 #   RATES="24" SECONDS_PER_RUN=20 bench/routing.sh
 # Knobs (env): RATES, SECONDS_PER_RUN, TENANTS (40), SYSTEM_CHARS (6000), HOT (0.25),
 # PREFILL_US (100 µs per uncached token), KV_BLOCKS (1536 × 16 tokens per replica), WORKERS (0),
-# POLICIES ("round_robin prefix_aware exact"), WARMUP (seconds sent first and not counted: 0).
+# POLICIES ("round_robin prefix_aware exact"), WARMUP (seconds sent first and not counted: 0),
+# SHOW_METRICS (non-empty: print each worker's routing counters after a run, on stderr).
 # A replica's cache holds ~24k tokens; 40 tenants × ~1.5k tokens = 60k: round-robin makes every
 # replica cycle through all tenants (LRU misses), prefix-aware gives each ~a quarter of them.
 set -euo pipefail
@@ -78,6 +79,12 @@ for policy in $POLICIES; do
     "$PY" bench/routing_driver.py --engine "http://127.0.0.1:$EPORT" --sims "$SIM_CSV" --engine-pid "$EPID" \
         --rate "$rate" --seconds "$SECONDS_PER_RUN" --tenants "$TENANTS" --system-chars "$SYSTEM_CHARS" --hot "$HOT" \
         --warmup-seconds "$WARMUP" --label "$policy"
+    if [[ -n ${SHOW_METRICS:-} ]]; then  # each worker's routing counters (a read reaches one worker)
+        for _ in $(seq 12); do
+            curl -s "http://127.0.0.1:$EPORT/metrics" | grep -E '^engine_(routing_(tokenize|block_map)_total|routing_decisions_total|kv_events_batches_total)' | tr '\n' ' '
+            echo
+        done | sort -u | sed "s/^/# $policy worker: /" >&2
+    fi
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     PIDS=()

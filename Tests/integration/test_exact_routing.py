@@ -24,8 +24,8 @@ def kv_sim(sim_factory, port: int | None):
     return sim_factory(*args)
 
 
-def exact_engine(engine_factory, sims, ports):
-    cfg = make_config_dict(sims, routing={"policy": "prefix_aware", "kv_events": True}, cache={"enabled": False})
+def exact_engine(engine_factory, sims, ports, **routing):
+    cfg = make_config_dict(sims, routing={"policy": "prefix_aware", "kv_events": True, **routing}, cache={"enabled": False})
     for inst, p in zip(cfg["vllm"]["instances"], ports):
         if p is not None:
             inst["kv_events_url"] = f"tcp://127.0.0.1:{p}"
@@ -65,7 +65,9 @@ def chat(tenant: int, question: str) -> dict:
 def test_a_tenants_prefix_goes_to_the_replica_holding_its_blocks(sim_factory, engine_factory):
     ports = [free_port() for _ in range(3)]
     sims = [kv_sim(sim_factory, p) for p in ports]
-    eng = exact_engine(engine_factory, sims, ports)
+    # The share guard off: three tenants of 16 requests in a row may share a holder, and the
+    # guard would then move some of them (test_a_hot_tenant_stays_under_the_share_line).
+    eng = exact_engine(engine_factory, sims, ports, share_ratio=0)
     subscribe_all(eng, sims, ports)
 
     by_tenant: dict[int, collections.Counter] = {}
@@ -137,3 +139,38 @@ def test_a_backend_without_events_still_gets_traffic_by_load(sim_factory, engine
         seen[r.headers["x-routed-backend"]] += 1
     assert seen[silent] >= 5, seen
     assert len(seen) == 3, seen
+
+
+def hot_mix(eng, n: int = 160) -> collections.Counter:
+    """Half the requests from tenant 0, the rest from 8 others, one at a time (nothing stays in
+    flight: the in-flight guard never fires); requests per replica."""
+    seen = collections.Counter()
+    for i in range(n):
+        tenant = 10 if i % 2 == 0 else 11 + (i // 2) % 8
+        r = eng.post("/v1/chat/completions", json=chat(tenant, f"question {i}?"))
+        assert r.status_code == 200, r.text
+        seen[r.headers["x-routed-backend"]] += 1
+    return seen
+
+
+def test_a_hot_tenant_stays_under_the_share_line(sim_factory, engine_factory):
+    ports = [free_port() for _ in range(4)]
+    sims = [kv_sim(sim_factory, p) for p in ports]
+    eng = exact_engine(engine_factory, sims, ports)
+    subscribe_all(eng, sims, ports)
+    seen = hot_mix(eng)
+    # Every worker's share guard keeps each replica under 1.25x the mean of its own decisions.
+    assert len(seen) == 4 and max(seen.values()) <= 1.5 * 160 / 4, seen
+    assert any((metric_value(eng.get("/metrics").text, "engine_routing_decisions_total", reason="share") or 0) > 0
+               for _ in range(12))
+
+
+def test_without_the_share_guard_the_hot_tenants_replica_takes_half(sim_factory, engine_factory):
+    # The control: every worker routes by the same KV index, so the hot tenant's requests all go
+    # to its one holder (plus some of the others'): at least 2x the mean.
+    ports = [free_port() for _ in range(4)]
+    sims = [kv_sim(sim_factory, p) for p in ports]
+    eng = exact_engine(engine_factory, sims, ports, share_ratio=0)
+    subscribe_all(eng, sims, ports)
+    seen = hot_mix(eng)
+    assert max(seen.values()) >= 80, seen

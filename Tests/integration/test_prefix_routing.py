@@ -10,7 +10,7 @@ import collections
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import make_config, wait_until
+from harness import make_config, metric_value, wait_until
 
 SYSTEM = "You are the support assistant of tenant {t}. Follow the style guide closely. " * 50
 
@@ -37,7 +37,9 @@ def hit_ratio(sims) -> float:
 
 
 def test_one_tenant_sticks_to_one_replica_with_prefix_aware(sim_factory, engine_factory):
-    sims, eng = start(sim_factory, engine_factory, 3, "prefix_aware")
+    # The share guard off: with it, a tenant that is all of the traffic spreads once its replica
+    # has had more than 1.25x the mean (test_a_hot_tenant_is_spread_by_the_share_guard).
+    sims, eng = start(sim_factory, engine_factory, 3, "prefix_aware", routing={"share_ratio": 0})
     urls = {s.url for s in sims}
     seen = collections.Counter()
     for i in range(30):
@@ -95,12 +97,29 @@ def test_hot_tenant_is_spread_by_the_imbalance_guard(sim_factory, engine_factory
 
 def test_without_the_guard_the_hot_prefix_piles_up(sim_factory, engine_factory):
     # The control for the test above (so it can fail): prefix weight 3 beats a queue term of at
-    # most 2, so without the guard the burst stays where the prefix is (one replica per worker).
+    # most 2, so without the guards (in flight, and share) the burst stays where the prefix is
+    # (one replica per worker).
     sims, eng = start(sim_factory, engine_factory, 3, "prefix_aware", sim_args=("--itl-ms", 20),
-                      routing={"imbalance_threshold": 1000000})
+                      routing={"imbalance_threshold": 1000000, "share_ratio": 0})
     eng.post("/v1/chat/completions", json=chat(3, "warm up"))
     seen = burst(eng, 48)
     assert sum(c for _, c in seen.most_common(2)) >= 46, seen
+
+
+def test_a_hot_tenant_is_spread_by_the_share_guard(sim_factory, engine_factory):
+    # One request at a time: nothing is ever in flight long enough for the in-flight guard. Half
+    # of the traffic is tenant 0; each worker's share guard keeps any replica under 1.5x the mean
+    # of its own assignments, so the sum over workers stays under it too.
+    sims, eng = start(sim_factory, engine_factory, 4, "prefix_aware")
+    seen = collections.Counter()
+    for i in range(160):
+        tenant = 0 if i % 2 == 0 else 1 + (i // 2) % 8
+        r = eng.post("/v1/chat/completions", json=chat(tenant, f"question {i}?"))
+        assert r.status_code == 200, r.text
+        seen[r.headers["x-routed-backend"]] += 1
+    assert len(seen) == 4 and max(seen.values()) <= 1.5 * 160 / 4, seen
+    assert any((metric_value(eng.get("/metrics").text, "engine_routing_decisions_total", reason="share") or 0) > 0
+               for _ in range(12))
 
 
 def test_a_backend_with_an_open_breaker_is_never_chosen(sim_factory, engine_factory):

@@ -1,12 +1,14 @@
 // RoutingConfig: `routing.*`, how a request's backend is chosen among those serving its model
 // (issue 13). round_robin is the weighted round-robin of earlier releases; prefix_aware scores
 // each candidate by the prompt prefix it probably caches (estimated mode: what this process sent
-// it recently), its queue and its KV headroom (RoutingScorer). Exact mode (`kv_events: true`)
-// takes the prefix term from vLLM's KV-cache events instead: each instance with a `kv_events_url`
-// is subscribed to (KVEventsDriver), and a prompt's token ids come from the backend's /tokenize
-// (PromptTokenizer, `tokenize_timeout_ms`). Rules: kv_events needs policy prefix_aware and at
-// least one instance with a kv_events_url (instances without one are routed by load alone); a
-// kv_events_url while kv_events is false is accepted and unused (one switch turns it on).
+// it recently), its queue and its KV headroom (RoutingScorer), with two guards against piling a
+// hot prefix onto one replica (in-flight spread, and the recent share: `share_ratio`). Exact mode
+// (`kv_events: true`) takes the prefix term from vLLM's KV-cache events instead: each instance
+// with a `kv_events_url` is subscribed to (KVEventsDriver), and a prompt's KV block hashes come
+// from ChunkBlockMap (a prefix seen before) or the backend's /tokenize (PromptTokenizer,
+// `tokenize_timeout_ms`). Rules: kv_events needs policy prefix_aware and at least one instance
+// with a kv_events_url (instances without one are routed by load alone); a kv_events_url while
+// kv_events is false is accepted and unused (one switch turns it on).
 
 extension EngineConfig {
     public enum RoutingPolicy: String, Sendable, Equatable {
@@ -32,10 +34,15 @@ extension EngineConfig {
         public var imbalanceAbsolute: Int
         /// …and max above this × min: ignore prefix, least loaded first.
         public var imbalanceRatio: Double
+        /// Share guard: a backend whose recent share of this process's assignments (÷ its weight)
+        /// is above this × the mean loses its prefix term (0 turns the guard off)…
+        public var shareRatio: Double
+        /// …over about this many recent assignments (a count decayed by 1 − 1/window each).
+        public var shareWindow: Int
         /// Exact mode (vLLM KV-cache events over ZMQ); each instance's kv_events_url.
         public var kvEvents: Bool
-        /// Exact mode: how long a request waits for its prompt's token ids from /tokenize before
-        /// it is routed with the estimated index instead.
+        /// Exact mode: how long a request whose prompt prefix is new waits for its token ids from
+        /// /tokenize before it is routed with the estimated index instead.
         public var tokenizeTimeoutMillis: Int
 
         public init(
@@ -49,6 +56,8 @@ extension EngineConfig {
             charsPerToken: Double = 4,
             imbalanceAbsolute: Int = 8,
             imbalanceRatio: Double = 1.5,
+            shareRatio: Double = 1.25,
+            shareWindow: Int = 256,
             kvEvents: Bool = false,
             tokenizeTimeoutMillis: Int = 50
         ) {
@@ -62,6 +71,8 @@ extension EngineConfig {
             self.charsPerToken = charsPerToken
             self.imbalanceAbsolute = imbalanceAbsolute
             self.imbalanceRatio = imbalanceRatio
+            self.shareRatio = shareRatio
+            self.shareWindow = shareWindow
             self.kvEvents = kvEvents
             self.tokenizeTimeoutMillis = tokenizeTimeoutMillis
         }
@@ -93,6 +104,8 @@ extension ConfigLoader {
             case "chars_per_token": c.charsPerToken = try f.double()
             case "imbalance_threshold": c.imbalanceAbsolute = try f.int()
             case "imbalance_ratio": c.imbalanceRatio = try f.double()
+            case "share_ratio": c.shareRatio = try f.double()
+            case "share_window": c.shareWindow = try f.int()
             case "kv_events": c.kvEvents = try f.bool()
             case "tokenize_timeout_ms": c.tokenizeTimeoutMillis = try f.int()
             default: throw f.unknownKey()
@@ -120,6 +133,9 @@ extension ConfigLoader {
                  "must be 0-1000000, got \(r.imbalanceAbsolute)")
         try need(r.imbalanceRatio.isFinite && r.imbalanceRatio >= 1 && r.imbalanceRatio <= 1000, "routing.imbalance_ratio",
                  "must be in 1...1000, got \(r.imbalanceRatio)")
+        try need(r.shareRatio == 0 || (r.shareRatio.isFinite && r.shareRatio >= 1 && r.shareRatio <= 1000), "routing.share_ratio",
+                 "must be 0 (off) or in 1...1000, got \(r.shareRatio)")
+        try need((1...1_000_000).contains(r.shareWindow), "routing.share_window", "must be 1-1000000, got \(r.shareWindow)")
         try need((1...10_000).contains(r.tokenizeTimeoutMillis), "routing.tokenize_timeout_ms",
                  "must be 1-10000, got \(r.tokenizeTimeoutMillis)")
         for (i, instance) in config.vllm.instances.enumerated() {

@@ -33,7 +33,7 @@ public struct KVBlockIndex<Backend: Hashable> {
         var blocks: [UInt64: Entry] = [:]
         /// Our chained hash → how many vLLM blocks carry it (two vLLM hashes can share content
         /// when extra keys differ; keyed blocks are never stored, but stay safe).
-        var chainedCount: [UInt64: Int] = [:]
+        var chainedCount = ChainCounts()
         /// Insertion order for the size bound: (vLLM hash, generation); stale pairs are skipped.
         var order: [(UInt64, UInt64)] = []
         var orderHead = 0
@@ -129,7 +129,7 @@ public struct KVBlockIndex<Backend: Hashable> {
         if b.blocks[h] != nil { remove(h, from: &b) }
         b.nextGeneration += 1
         b.blocks[h] = Entry(chained: chained, generation: b.nextGeneration)
-        b.chainedCount[chained, default: 0] += 1
+        b.chainedCount.add(chained)
         b.order.append((h, b.nextGeneration))
         while b.blocks.count > maxBlocksPerBackend, b.orderHead < b.order.count {
             let (oh, og) = b.order[b.orderHead]
@@ -160,11 +160,7 @@ public struct KVBlockIndex<Backend: Hashable> {
 
     private func remove(_ h: UInt64, from b: inout PerBackend) {
         guard let e = b.blocks.removeValue(forKey: h) else { return }
-        if let n = b.chainedCount[e.chained], n > 1 {
-            b.chainedCount[e.chained] = n - 1
-        } else {
-            b.chainedCount[e.chained] = nil
-        }
+        b.chainedCount.remove(e.chained)
     }
 
     // MARK: - Questions
@@ -183,10 +179,45 @@ public struct KVBlockIndex<Backend: Hashable> {
                 chainsBySize[b.blockSize] = chains
             }
             var n = 0
-            while n < chains.count, b.chainedCount[chains[n]] != nil { n += 1 }
+            while n < chains.count, b.chainedCount.contains(chains[n]) { n += 1 }
             if n > 0 { out[key] = n }
         }
         return out
+    }
+
+    /// For each backend with indexed blocks of `blockSize`: how many of `chains` (a prompt's
+    /// leading block hashes, as KVBlockHash.chains makes them: ChunkBlockMap) it holds in a row
+    /// from the first (a backend holding none is absent).
+    public func matchedBlocks(chains: ArraySlice<UInt64>, blockSize: Int) -> [Backend: Int] {
+        var out: [Backend: Int] = [:]
+        for (key, b) in backends where b.blockSize == blockSize && !b.chainedCount.isEmpty {
+            var n = 0
+            var i = chains.startIndex
+            while i < chains.endIndex, b.chainedCount.contains(chains[i]) {
+                n += 1
+                i += 1
+            }
+            if n > 0 { out[key] = n }
+        }
+        return out
+    }
+
+    /// `overlap(tokenIDs:)` for a prompt known only by its leading block hashes (ChunkBlockMap)
+    /// and its estimated length: held blocks × block size ÷ `promptTokens`, in [0, 1].
+    public func overlap(chains: ArraySlice<UInt64>, blockSize: Int, promptTokens: Int) -> [Backend: Double] {
+        guard blockSize > 0, promptTokens > 0, !chains.isEmpty else { return [:] }
+        var out: [Backend: Double] = [:]
+        for (key, n) in matchedBlocks(chains: chains, blockSize: blockSize) {
+            out[key] = min(1, Double(n * blockSize) / Double(promptTokens))
+        }
+        return out
+    }
+
+    /// The block size of the first backend that reported one (0: none yet): what ChunkBlockMap
+    /// cuts learned prompts with (every vLLM of one model uses the same).
+    public var anyBlockSize: Int {
+        for b in backends.values where b.blockSize > 0 { return b.blockSize }
+        return 0
     }
 
     /// The scorer's prefix term: for each backend, the fraction of the prompt's tokens that sit

@@ -1,37 +1,29 @@
-// PromptTokenizer: a request's prompt as vLLM tokenizes it (chat template applied), for
-// KVBlockIndex.overlap. Measured (docs/vllm-kv-events.md): the Engine cannot reproduce vLLM's
+// PromptTokenizer: a request's prompt as vLLM tokenizes it (chat template applied), for exact
+// mode's ChunkBlockMap. Measured (docs/vllm-kv-events.md): the Engine cannot reproduce vLLM's
 // tokenizer and template in-process, so it asks the backend's own POST /tokenize, sending the
 // client's body as it is (vLLM ignores the generation fields and honours `messages`, `tools`,
-// `add_generation_prompt`, `prompt`), and keeps the answers in a small LRU keyed by the body's
-// hash, so repeats (retries, identical prompts, each worker's first sight) cost nothing.
-// Owns: the cache; borrows the backend's pool for each fetch (UpstreamFetch). Loop-confined.
+// `add_generation_prompt`, `prompt`). Only prompts whose prefix the map does not know are sent
+// (BackendRouting.shouldLearn); the map keeps what later requests need from the answer (the
+// prefix's block hashes), so no cache of whole answers is kept here.
+// Borrows the backend's pool for each fetch (UpstreamFetch). Loop-confined.
 import Reactor
 
 final class PromptTokenizer {
     private let loop: Loop
     private let timeout: Duration
-    private var cache: TokenIDsCache
     private(set) var fetches = 0
-    private(set) var cacheHits = 0
     private(set) var failures = 0
 
     /// `timeout`: how long a routing decision may wait for the ids before going on without
     /// the prefix term.
-    init(loop: Loop, capacity: Int = 4096, timeout: Duration = .milliseconds(50)) {
+    init(loop: Loop, timeout: Duration = .milliseconds(50)) {
         self.loop = loop
         self.timeout = timeout
-        self.cache = TokenIDsCache(capacity: capacity)
     }
 
-    /// Calls `done` with the prompt's token ids (nil when the backend cannot say in time), at
-    /// once on a cache hit, else after `backend`'s /tokenize answers.
+    /// Calls `done` with the prompt's token ids (nil when the backend cannot say in time) after
+    /// `backend`'s /tokenize answers.
     func tokenIDs(body: [UInt8], backend: Backend, done: @escaping ([UInt32]?) -> Void) {
-        let key = TokenIDsCache.key(body)
-        if let ids = cache.lookup(key) {
-            cacheHits += 1
-            done(ids)
-            return
-        }
         fetches += 1
         var h = HTTPHeaders()
         h.add("content-type", "application/json")
@@ -39,52 +31,18 @@ final class PromptTokenizer {
         UpstreamFetch(loop: loop, pool: backend.pool, path: "/tokenize", headers: h, timeout: timeout,
                       maxBytes: 8 << 20, method: "POST", body: body) { [weak self] status, reply in
             guard let self else { return }
-            guard status == 200, let ids = TokenIDsCache.parseTokens(reply) else {
+            guard status == 200, let ids = TokenizeAnswer.parseTokens(reply) else {
                 self.failures += 1
                 done(nil)
                 return
             }
-            self.cache.insert(key, ids)
             done(ids)
         }
     }
 }
 
-/// The LRU of /tokenize answers and the answer's parser. Pure: no imports, no I/O.
-struct TokenIDsCache {
-    let capacity: Int
-    private var entries: [UInt64: (ids: [UInt32], tick: UInt64)] = [:]
-    private var tick: UInt64 = 0
-
-    init(capacity: Int) { self.capacity = max(1, capacity) }
-
-    var count: Int { entries.count }
-
-    /// FNV-1a over the body, finalized (a 64-bit key: a collision would only misplace one
-    /// request's prefix score, never its answer).
-    static func key(_ body: [UInt8]) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in body { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-        return h ^ (h >> 29)
-    }
-
-    mutating func lookup(_ key: UInt64) -> [UInt32]? {
-        guard let e = entries[key] else { return nil }
-        tick += 1
-        entries[key] = (e.ids, tick)
-        return e.ids
-    }
-
-    mutating func insert(_ key: UInt64, _ ids: [UInt32]) {
-        tick += 1
-        entries[key] = (ids, tick)
-        if entries.count > capacity {
-            // Evict the older half in one sweep: O(n) once per capacity/2 inserts.
-            let cut = entries.values.map(\.tick).sorted()[entries.count / 2]
-            entries = entries.filter { $0.value.tick >= cut }
-        }
-    }
-
+/// The /tokenize answer's parser. Pure: no imports, no I/O.
+enum TokenizeAnswer {
     /// The `tokens` array of a /tokenize answer (`{"count":N,"max_model_len":M,"tokens":[...],
     /// "token_strs":null}`); nil when it is not there or holds anything but 32-bit unsigned ints.
     static func parseTokens(_ body: [UInt8]) -> [UInt32]? {

@@ -109,8 +109,12 @@ public struct OpenAIRequest {
         }
         var chunks: PromptChunks?
         if let c = chunking, r.status == RS_OK {
+            // A render cut at the limit may be the start of a longer prompt: its whole length is
+            // then at most the text plus each message's role and two newlines (roles are short).
+            let limit = c.chunkBytes * c.maxChunks
+            let whole = r.prompt_len < limit ? r.prompt_len : max(r.prompt_len, Int(r.text_bytes) + 16 * Int(r.messages))
             chunks = PromptChunks(UnsafeRawBufferPointer(start: r.prompt, count: r.prompt_len),
-                                  chunkBytes: c.chunkBytes, maxChunks: c.maxChunks)
+                                  chunkBytes: c.chunkBytes, maxChunks: c.maxChunks, promptBytes: whole)
         }
         let model: String? = r.has_model != 0
             ? String(decoding: UnsafeRawBufferPointer(start: r.model, count: r.model_len), as: UTF8.self) : nil

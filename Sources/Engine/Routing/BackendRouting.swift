@@ -4,11 +4,16 @@
 // Engine's own in-flight count per backend — and records each request's chunks where it went.
 // No I/O: the pure parts are PromptChunks, PrefixIndex and RoutingScorer; this keeps their state
 // and the counters /metrics shows (decisions by reason, estimated hit ratio per backend).
-// Exact mode (routing.kv_events): when the request carries its prompt's token ids (PromptTokenizer,
-// from the backend's /tokenize), the prefix term is KVBlockIndex.overlap(tokenIDs:) from `exact`
-// instead — the share of the prompt in leading KV blocks each backend reported holding; a backend
-// that publishes no events scores 0 there and competes on load. Without the ids (tokenize too
-// slow or failed, a relayed route) the estimated index decides, which every mode keeps recording.
+// Exact mode (routing.kv_events): the prefix term is the share of the prompt in leading KV blocks
+// each backend reported holding (KVBlockIndex, from `exact`), for the block hashes `blockMap`
+// (ChunkBlockMap) learned for the prompt's leading chunks from an earlier /tokenize answer, or
+// from token ids the request carries; a backend that publishes no events scores 0 there and
+// competes on load. A prompt whose prefix the map does not know yet is tokenized first (the
+// Frontend: `shouldLearn` → PromptTokenizer → `learned`, and the ids ride on the request), so
+// later requests with that prefix need no round trip. Without either (a fetch for the same prefix
+// pending, tokenize too slow or failed, a relayed route) the estimated index decides, which every
+// mode keeps recording.
+// Every mode: `recent` feeds RoutingScorer's share guard (assignments per backend, decayed).
 
 public final class BackendRouting {
     public let config: EngineConfig.RoutingConfig
@@ -26,6 +31,14 @@ public final class BackendRouting {
     /// tokens of those in leading blocks the KV index said it held at the decision.
     public private(set) var exactQueriedTokens: [Int]
     public private(set) var exactMatchedTokens: [Int]
+    /// Exact mode: chunk prefixes → KV block hashes, learned from /tokenize answers.
+    public private(set) var blockMap: ChunkBlockMap
+    /// Exact mode: decisions whose prefix term came from `blockMap`, and the /tokenize fetches
+    /// asked to teach it (answered, failed or refused as busy).
+    public private(set) var mappedDecisions = 0
+    public private(set) var learnsAsked = 0
+    public private(set) var learnsBusy = 0
+    public private(set) var recent: RecentAssignments
     /// The KV size each backend's capacity was last derived from.
     private var sizedFrom: [Int?]
     private var cands: [RoutingScorer.Candidate] = []
@@ -37,7 +50,10 @@ public final class BackendRouting {
         let fixed = config.indexChunksPerBackend
         index = PrefixIndex(backendCount: backendCount, capacity: fixed > 0 ? fixed : PrefixIndex.defaultCapacity)
         scorer = RoutingScorer(weights: .init(prefix: config.prefixWeight, queue: config.queueWeight, kv: config.kvWeight),
-                               imbalanceAbsolute: config.imbalanceAbsolute, imbalanceRatio: config.imbalanceRatio)
+                               imbalanceAbsolute: config.imbalanceAbsolute, imbalanceRatio: config.imbalanceRatio,
+                               shareRatio: config.shareRatio)
+        blockMap = ChunkBlockMap(chunkBytes: config.chunkChars)
+        recent = RecentAssignments(backendCount: backendCount, window: config.shareWindow)
         queriedChunks = Array(repeating: 0, count: backendCount)
         matchedChunks = Array(repeating: 0, count: backendCount)
         exactQueriedTokens = Array(repeating: 0, count: backendCount)
@@ -48,16 +64,26 @@ public final class BackendRouting {
     /// Bytes of prompt the scan renders: no more than the chunks looked at.
     public var promptLimit: Int { config.chunkChars * config.maxPrefixChunks }
 
-    /// `eligible` best first, and why; with `tokenIDs` in exact mode, also the KV index's overlap
-    /// per backend (absent: none), which `sent` counts for the backend chosen.
+    /// `eligible` best first, and why; in exact mode with `tokenIDs` or a prefix `blockMap`
+    /// knows, also the KV index's overlap per backend (absent: none), which `sent` counts for the
+    /// backend chosen.
     func order(_ eligible: [Backend], chunks: PromptChunks?, tokenIDs: [UInt32]? = nil,
                model: String?) -> (order: [BackendID], reason: RoutingScorer.Reason, exact: [BackendID: Double]?) {
-        if let kv = exact, let t = tokenIDs, !t.isEmpty {
-            let overlaps = kv.index.overlap(tokenIDs: t)
-            cands.removeAll(keepingCapacity: true)
-            for b in eligible { cands.append(candidate(b, overlap: overlaps[b.id] ?? 0)) }
-            let r = scorer.order(cands, random: rng.next())
-            return (r.order, r.reason == .prefix ? .exactPrefix : r.reason, overlaps)
+        if let kv = exact {
+            var overlaps: [BackendID: Double]?
+            if let t = tokenIDs, !t.isEmpty {
+                overlaps = kv.index.overlap(tokenIDs: t)
+            } else if let c = chunks, !c.isEmpty,
+                      let p = blockMap.prefix(c, salt: PromptChunks.salt(model: model), promptBytes: c.promptBytes) {
+                mappedDecisions += 1
+                overlaps = kv.index.overlap(chains: p.chains, blockSize: p.blockSize, promptTokens: p.promptTokens)
+            }
+            if let o = overlaps {
+                cands.removeAll(keepingCapacity: true)
+                for b in eligible { cands.append(candidate(b, overlap: o[b.id] ?? 0)) }
+                let r = scorer.order(cands, random: rng.next())
+                return (r.order, r.reason == .prefix ? .exactPrefix : r.reason, o)
+            }
         }
         ids.removeAll(keepingCapacity: true)
         for b in eligible { ids.append(b.id.index) }
@@ -81,7 +107,31 @@ public final class BackendRouting {
             l.running == nil && l.waiting == nil ? nil : (l.running ?? 0) + (l.waiting ?? 0)
         }
         return RoutingScorer.Candidate(backend: b.id, prefixOverlap: overlap, polledQueue: polled, inFlight: b.inFlight,
-                                       kvUsage: b.load?.kvUsage)
+                                       kvUsage: b.load?.kvUsage, recent: recent.counts[b.id.index] / Double(max(1, b.weight)))
+    }
+
+    /// Exact mode: whether the Frontend should ask /tokenize for this prompt to teach `blockMap`
+    /// (its prefix is new, nothing for it is pending, the KV events have said the block size).
+    /// True makes it pending: answer with `learned`.
+    func shouldLearn(_ chunks: PromptChunks?, model: String?) -> Bool {
+        guard let kv = exact, kv.index.anyBlockSize > 0, let c = chunks, !c.isEmpty else { return false }
+        switch blockMap.plan(c, salt: PromptChunks.salt(model: model)) {
+        case .learn:
+            learnsAsked += 1
+            return true
+        case .busy:
+            learnsBusy += 1
+            return false
+        case .known:
+            return false
+        }
+    }
+
+    /// The /tokenize answer `shouldLearn` asked for (nil: it failed or came too late).
+    func learned(_ chunks: PromptChunks, model: String?, tokenIDs: [UInt32]?) {
+        let salt = PromptChunks.salt(model: model)
+        guard let ids = tokenIDs, let kv = exact else { return blockMap.failed(chunks, salt: salt) }
+        blockMap.learned(chunks, salt: salt, promptBytes: chunks.promptBytes, tokenIDs: ids, blockSize: kv.index.anyBlockSize)
     }
 
     /// A request was sent to `b` after a decision for `reason`: count it, remember its chunks there
@@ -90,9 +140,13 @@ public final class BackendRouting {
               to b: Backend, reason: RoutingScorer.Reason) {
         decisions[reason, default: 0] += 1
         let i = b.id.index
-        if let e = exact, tokenCount > 0 {
-            exactQueriedTokens[i] += tokenCount
-            exactMatchedTokens[i] += Int(((e[b.id] ?? 0) * Double(tokenCount)).rounded())
+        recent.assigned(i)
+        // A decision from the block map: its estimate of the prompt's tokens (the ids never came).
+        let tokens = tokenCount > 0 || exact == nil ? tokenCount
+            : chunks.map { Int((Double($0.promptBytes) * blockMap.tokensPerByte($0, salt: PromptChunks.salt(model: model))).rounded()) } ?? 0
+        if let e = exact, tokens > 0 {
+            exactQueriedTokens[i] += tokens
+            exactMatchedTokens[i] += Int(((e[b.id] ?? 0) * Double(tokens)).rounded())
         }
         if config.indexChunksPerBackend == 0, sizedFrom[i] != b.kvCacheTokens {
             sizedFrom[i] = b.kvCacheTokens

@@ -12,16 +12,24 @@
 public struct PromptChunks: Equatable, Sendable {
     /// Chained hash of each full chunk, in prompt order.
     public let hashes: [UInt64]
+    /// The rendered prompt's length in bytes (or, when the render was cut at the routing limit,
+    /// the caller's estimate of the whole): exact mode's ChunkBlockMap turns it into tokens.
+    public let promptBytes: Int
 
-    public init(hashes: [UInt64]) { self.hashes = hashes }
+    public init(hashes: [UInt64], promptBytes: Int = 0) {
+        self.hashes = hashes
+        self.promptBytes = promptBytes
+    }
 
     public var count: Int { hashes.count }
     public var isEmpty: Bool { hashes.isEmpty }
 
     /// Hashes the full `chunkBytes`-sized chunks of `text`, at most `maxChunks` of them.
-    public init(_ text: UnsafeRawBufferPointer, chunkBytes: Int, maxChunks: Int) {
+    /// `promptBytes`: the whole prompt's length when `text` is only its beginning.
+    public init(_ text: UnsafeRawBufferPointer, chunkBytes: Int, maxChunks: Int, promptBytes: Int? = nil) {
         let size = max(8, chunkBytes)
         let n = min(text.count / size, max(0, maxChunks))
+        self.promptBytes = max(text.count, promptBytes ?? 0)
         guard n > 0, let base = text.baseAddress else {
             hashes = []
             return

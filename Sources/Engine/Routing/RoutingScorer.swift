@@ -11,6 +11,12 @@
 // Imbalance guard (SGLang's cache-aware policy): when the candidates' in-flight counts differ by
 // more than `imbalanceAbsolute` and the largest exceeds `imbalanceRatio` × the smallest, prefix is
 // ignored and the least loaded (q, then in-flight) goes first: a hot prefix cannot pile up on one.
+// Share guard (ours): in-flight counts stay small at moderate load, so the guard above rarely
+// fires while a hot tenant's replica still takes far more than its share of requests. Each
+// candidate also carries its recent assignments (RecentAssignments: a decayed count, ÷ its
+// weight); a candidate above `shareRatio` × the candidates' mean loses its prefix term (it still
+// competes on queue and KV), so the hot prefix spills to a second replica instead of piling up.
+// It acts only once the mean is at least `shareMinimum` (a few assignments: no verdict on noise).
 // Pure: no imports, no I/O.
 
 public struct RoutingScorer: Equatable, Sendable {
@@ -35,13 +41,17 @@ public struct RoutingScorer: Equatable, Sendable {
         public var inFlight: Int
         /// Polled kv_cache_usage_perc, 0...1; nil when unknown.
         public var kvUsage: Double?
+        /// Recent assignments to it (decayed, ÷ weight: RecentAssignments); 0 when not tracked.
+        public var recent: Double
 
-        public init(backend: BackendID, prefixOverlap: Double, polledQueue: Double?, inFlight: Int, kvUsage: Double?) {
+        public init(backend: BackendID, prefixOverlap: Double, polledQueue: Double?, inFlight: Int, kvUsage: Double?,
+                    recent: Double = 0) {
             self.backend = backend
             self.prefixOverlap = prefixOverlap
             self.polledQueue = polledQueue
             self.inFlight = inFlight
             self.kvUsage = kvUsage
+            self.recent = recent
         }
 
         var queue: Double { max(polledQueue ?? 0, Double(inFlight)) }
@@ -59,6 +69,9 @@ public struct RoutingScorer: Equatable, Sendable {
         case load
         /// The imbalance guard fired: least loaded first, prefix ignored.
         case imbalance
+        /// The share guard dropped the prefix term of a candidate that held more of the prompt
+        /// than the winner (its recent share was above share_ratio × the mean).
+        case share
         /// One candidate only.
         case single
         /// routing.policy round_robin (the selector's order).
@@ -68,11 +81,28 @@ public struct RoutingScorer: Equatable, Sendable {
     public var weights: Weights
     public var imbalanceAbsolute: Int
     public var imbalanceRatio: Double
+    /// Share guard: a candidate whose `recent` exceeds this × the mean loses its prefix term
+    /// (0: off).
+    public var shareRatio: Double
+    /// The mean `recent` below which the share guard does not act.
+    public var shareMinimum: Double
 
-    public init(weights: Weights = Weights(), imbalanceAbsolute: Int = 8, imbalanceRatio: Double = 1.5) {
+    public init(weights: Weights = Weights(), imbalanceAbsolute: Int = 8, imbalanceRatio: Double = 1.5,
+                shareRatio: Double = 0, shareMinimum: Double = 4) {
         self.weights = weights
         self.imbalanceAbsolute = imbalanceAbsolute
         self.imbalanceRatio = imbalanceRatio
+        self.shareRatio = shareRatio
+        self.shareMinimum = shareMinimum
+    }
+
+    /// The share guard's bound on `recent` for these candidates (infinity: it does not act).
+    public func shareCap(_ cands: [Candidate]) -> Double {
+        guard shareRatio > 0, cands.count > 1 else { return .infinity }
+        var sum = 0.0
+        for c in cands { sum += c.recent }
+        let mean = sum / Double(cands.count)
+        return mean >= shareMinimum ? shareRatio * mean : .infinity
     }
 
     /// Whether the guard fires for these in-flight counts.
@@ -86,10 +116,11 @@ public struct RoutingScorer: Equatable, Sendable {
         return hi - lo > imbalanceAbsolute && Double(hi) > imbalanceRatio * Double(lo)
     }
 
-    /// Each candidate's score (same order as `cands`).
+    /// Each candidate's score (same order as `cands`), the share guard applied.
     public func scores(_ cands: [Candidate]) -> [Double] {
         let (lo, hi) = Self.queueRange(cands)
-        return cands.map { score($0, lo: lo, hi: hi) }
+        let cap = shareCap(cands)
+        return cands.map { score($0, lo: lo, hi: hi, cap: cap) }
     }
 
     @inline(__always) static func queueRange(_ cands: [Candidate]) -> (Double, Double) {
@@ -101,10 +132,10 @@ public struct RoutingScorer: Equatable, Sendable {
         return (lo, hi)
     }
 
-    @inline(__always) func score(_ c: Candidate, lo: Double, hi: Double) -> Double {
+    @inline(__always) func score(_ c: Candidate, lo: Double, hi: Double, cap: Double) -> Double {
         let q = hi > lo ? (hi - c.queue) / (hi - lo) : 1
         let kv = 1 - min(max(c.kvUsage ?? 0.5, 0), 1)
-        let p = min(max(c.prefixOverlap, 0), 1)
+        let p = c.recent > cap ? 0 : min(max(c.prefixOverlap, 0), 1)
         return weights.prefix * p + weights.queue * q + weights.kv * kv
     }
 
@@ -115,12 +146,13 @@ public struct RoutingScorer: Equatable, Sendable {
         if cands.count <= 1 { return (cands.map(\.backend), .single) }
         let imbalanced = isImbalanced(cands)
         let (lo, hi) = Self.queueRange(cands)
+        let cap = shareCap(cands)
         let n = cands.count
         return withUnsafeTemporaryAllocation(of: Ranked.self, capacity: n) { buf in
             for i in 0..<n {
                 let c = cands[i]
                 // Imbalanced: lower load first; negated so that "higher is better" holds below.
-                let s = imbalanced ? -(c.queue * 1e6 + Double(c.inFlight)) : score(c, lo: lo, hi: hi)
+                let s = imbalanced ? -(c.queue * 1e6 + Double(c.inFlight)) : score(c, lo: lo, hi: hi, cap: cap)
                 let r = Ranked(index: i, score: s, tie: Self.tie(random, c.backend))
                 var j = i
                 while j > 0 && r.precedes(buf[j - 1]) {
@@ -130,7 +162,14 @@ public struct RoutingScorer: Equatable, Sendable {
                 buf[j] = r
             }
             let first = cands[buf[0].index]
-            let why: Reason = imbalanced ? .imbalance : first.prefixOverlap > 0 ? .prefix : .load
+            let why: Reason
+            if imbalanced {
+                why = .imbalance
+            } else if cands.contains(where: { $0.recent > cap && $0.prefixOverlap > first.prefixOverlap }) {
+                why = .share
+            } else {
+                why = first.recent <= cap && first.prefixOverlap > 0 ? .prefix : .load
+            }
             return ((0..<n).map { cands[buf[$0].index].backend }, why)
         }
     }

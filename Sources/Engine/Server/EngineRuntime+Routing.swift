@@ -47,10 +47,18 @@ extension EngineRuntime {
         }
         if let t = promptTokenizer {
             w.counter("engine_routing_tokenize_total",
-                      help: "Exact mode: prompts' token ids by source (cache hit, /tokenize answered, failed or too slow).",
-                      samples: [(labels: [("result", "cached")], value: Double(t.cacheHits)),
-                                (labels: [("result", "fetched")], value: Double(t.fetches - t.failures)),
+                      help: "Exact mode: /tokenize fetches that teach the block map a new prompt prefix, by result.",
+                      samples: [(labels: [("result", "fetched")], value: Double(t.fetches - t.failures)),
                                 (labels: [("result", "failed")], value: Double(t.failures))])
+            w.counter("engine_routing_block_map_total",
+                      help: "Exact mode: decisions whose prefix came from the block map (mapped), prompts sent to learn it (learn), new prompts not sent because a fetch was pending (busy).",
+                      samples: [(labels: [("result", "mapped")], value: Double(r.mappedDecisions)),
+                                (labels: [("result", "learn")], value: Double(r.learnsAsked)),
+                                (labels: [("result", "busy")], value: Double(r.learnsBusy))])
+            w.gauge("engine_routing_block_map_keys", help: "Exact mode: chunk prefixes the block map knows.",
+                    value: Double(r.blockMap.count))
+            w.gauge("engine_routing_block_map_chains", help: "Exact mode: KV block hashes the block map stores.",
+                    value: Double(r.blockMap.storedChains))
         }
         w.gauge("engine_backend_in_flight", help: "Requests this process has in flight to each backend.",
                 samples: backends.all.map { (labels: bl($0), value: Double($0.inFlight)) })

@@ -27,7 +27,7 @@ public final class EngineRuntime {
     private(set) var rateLimits: RateLimitDriver?
     /// Exact-mode routing's KV-event subscribers and block index; nil unless routing.kv_events.
     public private(set) var kvEvents: KVEventsDriver?
-    /// Exact mode: a prompt's token ids from a backend's /tokenize (cached); nil unless routing.kv_events.
+    /// Exact mode: /tokenize fetches that teach the routing block map; nil unless routing.kv_events.
     private(set) var promptTokenizer: PromptTokenizer?
     /// The response cache: in process (no redis.url) or Redis; nil when cache.enabled is false.
     private(set) var cache: CacheStore?

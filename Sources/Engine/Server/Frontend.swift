@@ -392,12 +392,19 @@ final class Frontend: HTTPServerConnectionDelegate {
                 forward = rewritten
             }
         }
-        // Exact-mode routing needs the prompt's token ids as the backend's tokenizer and chat
-        // template make them: one /tokenize round trip (or a cache hit) before the session starts,
-        // like exactTokenCount before model routing; without them in time, the estimated index.
-        if let tok = runtime.promptTokenizer, kind == .chat || kind == .completion,
-           let b = tokenizingBackend(served) {
-            tok.tokenIDs(body: forward, backend: b) { [weak self, weak c] ids in
+        // Exact-mode routing needs the prompt's KV block hashes. The block map knows those of
+        // prefixes seen before (no round trip); a prompt whose prefix is new is tokenized by a
+        // backend's /tokenize before the session starts, and the answer teaches the map for the
+        // requests after it. Without an answer in time, the estimated index decides.
+        if let tok = runtime.promptTokenizer, kind == .chat || kind == .completion, let chunks = req.promptChunks,
+           let r = runtime.backends.routing, r.shouldLearn(chunks, model: served) {
+            guard let b = tokenizingBackend(served) else {
+                r.learned(chunks, model: served, tokenIDs: nil)
+                return startSession(c, kind: kind, head: head, req: req, forward: forward, rid: rid, identity: identity,
+                                    served: served, extra: extra, memoKey: memoKey)
+            }
+            tok.tokenIDs(body: forward, backend: b) { [weak self, weak c, weak r] ids in
+                r?.learned(chunks, model: served, tokenIDs: ids)
                 guard let self, let c, !c.isClosed else { return }
                 var req = req
                 req.promptTokenIDs = ids

@@ -279,6 +279,8 @@ private extension TestRNG {
               chars_per_token: 3.5
               imbalance_threshold: 16
               imbalance_ratio: 2
+              share_ratio: 1.4
+              share_window: 64
               kv_events: true
               tokenize_timeout_ms: 80
             """, environment: [:])
@@ -288,6 +290,7 @@ private extension TestRNG {
         #expect(c.routing.chunkChars == 128 && c.routing.maxPrefixChunks == 64 && c.routing.indexChunksPerBackend == 1000)
         #expect(c.routing.charsPerToken == 3.5 && c.routing.imbalanceAbsolute == 16 && c.routing.imbalanceRatio == 2)
         #expect(c.routing.kvEvents)
+        #expect(c.routing.shareRatio == 1.4 && c.routing.shareWindow == 64 && d.routing.shareRatio == 1.25 && d.routing.shareWindow == 256)
         #expect(c.vllm.instances[0].kvEventsUrl == "tcp://a:5557" && c.vllm.instances[1].kvEventsUrl == nil)
     }
 
@@ -309,6 +312,9 @@ private extension TestRNG {
         #expect(error("routing: {chunk_chars: abc}")?.contains("routing.chunk_chars") == true)
         #expect(error("routing: {max_prefix_chunks: 100000}")?.contains("routing.max_prefix_chunks") == true)
         #expect(error("routing: {imbalance_ratio: 0.5}")?.contains("routing.imbalance_ratio") == true)
+        #expect(error("routing: {share_ratio: 0.9}")?.contains("routing.share_ratio") == true)
+        #expect(error("routing: {share_ratio: 0}") == nil)  // off
+        #expect(error("routing: {share_window: 0}")?.contains("routing.share_window") == true)
         #expect(error("routing: {kv_events: maybe}")?.contains("routing.kv_events") == true)
         // Exact mode needs a publisher to listen to, and the policy that looks at prefixes.
         let noURL = error("vllm: {instances: [http://a:1]}\nrouting: {policy: prefix_aware, kv_events: true}")
@@ -375,6 +381,71 @@ private extension TestRNG {
         #expect(sink > 0)
         // Loose bound (debug builds, a shared machine); the release figure is in docs/performance.md.
         #expect(perRequest < (isDebug ? 500 : 50))
+    }
+
+    /// Exact mode's decision when the block map knows the prompt's prefix: hash the chunks, take
+    /// the prefix's blocks from the map, count each backend's held leading blocks, score (share
+    /// guard on), count the assignment, record the chunks in the estimated index (the fallback).
+    /// 40 tenants' ~6 KB prompts (the bench's shape, the sim's 4-bytes-a-token tokenizer), 4
+    /// backends each holding a quarter of the tenants' blocks. Printed for docs/performance.md.
+    @Test func exactRoutingCostPerRequest() {
+        func tokens(_ b: [UInt8]) -> [UInt32] {
+            var out: [UInt32] = [4, 206]
+            var i = 0
+            while i < b.count {
+                var h: UInt32 = 2_166_136_261
+                for x in b[i..<min(i + 4, b.count)] { h = (h ^ UInt32(x)) &* 16_777_619 }
+                out.append(1000 + h % 31_000)
+                i += 4
+            }
+            return out + [2, 206, 6, 206]
+        }
+        let tenants = 40
+        let systems = (0..<tenants).map { t in
+            Array(bytes("system\nYou are the assistant of tenant \(t). " + (0..<800).map { "rule\(t)_\($0)" }.joined(separator: " ")).prefix(6008))
+        }
+        let salt = PromptChunks.salt(model: "m")
+        var map = ChunkBlockMap(chunkBytes: 256)
+        var kv = KVBlockIndex<Int>()
+        for t in 0..<tenants {
+            let p = systems[t] + bytes("\nuser\nquestion 0 of tenant \(t)?\n")
+            let ids = tokens(p)
+            map.learned(PromptChunks(p, chunkBytes: 256, maxChunks: 128), salt: salt, promptBytes: p.count, tokenIDs: ids, blockSize: 16)
+            let n = ids.count / 16
+            _ = kv.batchReceived(KVEventBatch(sequence: UInt64(t / 4), events: [
+                .stored(blockHashes: (0..<n).map { UInt64(t * 1000 + $0 + 1) }, parent: nil, tokenIDs: Array(ids.prefix(n * 16)),
+                        blockSize: 16, isKeyed: false)]), from: t % 4)
+        }
+        let prompts = (0..<256).map { i in systems[i % tenants] + bytes("\nuser\nquestion \(i) of tenant \(i % tenants)?\n") }
+        let scorer = RoutingScorer(shareRatio: 1.25)
+        var index = PrefixIndex(backendCount: 4, capacity: 4096)
+        var recent = RecentAssignments(backendCount: 4, window: 256)
+        var cands: [RoutingScorer.Candidate] = []
+        var rng = TestRNG(seed: 3)
+        var mapped = 0
+        var sink = 0
+        let n = 20_000
+        let start = cpuNanos()
+        for i in 0..<n {
+            let c = PromptChunks(prompts[i & 255], chunkBytes: 256, maxChunks: 128)
+            var o: [Int: Double] = [:]
+            if let pre = map.prefix(c, salt: salt, promptBytes: c.promptBytes) {
+                mapped += 1
+                o = kv.overlap(chains: pre.chains, blockSize: pre.blockSize, promptTokens: pre.promptTokens)
+            }
+            cands.removeAll(keepingCapacity: true)
+            for b in 0..<4 {
+                cands.append(.init(backend: BackendID(b), prefixOverlap: o[b] ?? 0, polledQueue: Double(rng.int(4)),
+                                   inFlight: rng.int(4), kvUsage: 0.3, recent: recent.counts[b]))
+            }
+            let w = scorer.order(cands, random: rng.next()).order[0].index
+            recent.assigned(w)
+            sink &+= index.record(c, salt: salt, backend: w)
+        }
+        let perRequest = Double(cpuNanos() - start) / Double(n) / 1000
+        print("exact-routing-bench: \((perRequest * 100).rounded() / 100) µs CPU per request (block map, 4 backends, debug=\(isDebug))")
+        #expect(mapped == n && sink > 0)
+        #expect(perRequest < (isDebug ? 1000 : 50))
     }
 
     var isDebug: Bool {
@@ -446,6 +517,36 @@ private extension TestRNG {
         // With the ids, the KV index wins over the estimate.
         let e = r.order(backends, chunks: chunks, tokenIDs: ids, model: "m")
         #expect(e.order.first == BackendID(0) && e.reason == .exactPrefix)
+    }
+
+    @Test func aLearnedPrefixRoutesExactlyWithoutTokenIDs() {
+        let (loop, backends, r, kv) = setUp(2)
+        defer { kv.stop(); for b in backends { b.pool.closeAll() }; loop.close() }
+        // The prompt: 2,000 rendered bytes, one token per 4 bytes plus two of generation prompt.
+        let text = bytes(String(repeating: "abcd", count: 500))
+        let ids = (0..<500).map { UInt32(3000 + $0) } + [6, 206]
+        let chunks = PromptChunks(text, chunkBytes: 256, maxChunks: 128)
+        // No block size known yet (no KV event): nothing to learn with.
+        #expect(!r.shouldLearn(chunks, model: "m"))
+        store(kv, ids, blocks: 20, on: 1)
+        #expect(r.shouldLearn(chunks, model: "m"))
+        #expect(!r.shouldLearn(chunks, model: "m"))  // pending
+        // Before the answer: the estimated index decides (nothing there: load).
+        #expect(r.order(backends, chunks: chunks, model: "m").reason == .load)
+        r.learned(chunks, model: "m", tokenIDs: ids)
+        #expect(!r.shouldLearn(chunks, model: "m") && r.learnsAsked == 1 && r.learnsBusy == 1)
+        // A later request with the same prefix (another question after it) needs no ids.
+        let later = PromptChunks(text + bytes("and a question"), chunkBytes: 256, maxChunks: 128)
+        let d = r.order(backends, chunks: later, tokenIDs: nil, model: "m")
+        #expect(d.order.first == BackendID(1) && d.reason == .exactPrefix && r.mappedDecisions == 1)
+        // 7 chunks = 1,792 bytes ≈ 450 tokens, less 10 % and 8 → 24 blocks claimed; backend 1
+        // holds 20 of them: 320 of ~505 estimated tokens.
+        let o = d.exact?[BackendID(1)] ?? 0
+        #expect(o > 0.6 && o < 0.66 && d.exact?[BackendID(0)] == nil, "\(o)")
+        r.sent(later, model: "m", exact: d.exact, to: backends[1], reason: d.reason)
+        #expect(r.exactQueriedTokens[1] > 490 && r.exactMatchedTokens[1] == 320)
+        // Another model's prompt with the same text is not mapped.
+        #expect(r.order(backends, chunks: later, model: "other").exact == nil)
     }
 
     @Test func aBackendWithoutEventsStillWinsOnLoad() {
