@@ -17,14 +17,17 @@ for line in open(results):
     if parts[0].startswith("probe:"):
         probes.setdefault(parts[0], []).append(json.loads(parts[2]))
         continue
-    key, rnd, rps, p50, p99, bad, sock, cpu, total = line.split()
+    f = line.split()
+    key, rnd, rps, p50, p99, bad, sock, cpu, total = f[:9]
+    ins_u, ins_k = (int(f[9]), int(f[10])) if len(f) > 10 else (-1, -1)
     runs.setdefault(key, []).append({"rps": float(rps), "p50": float(p50), "p99": float(p99), "bad": int(bad),
-                                     "sock": int(sock), "cpu": float(cpu), "total": int(total)})
+                                     "sock": int(sock), "cpu": float(cpu), "total": int(total),
+                                     "ins_u": ins_u, "ins_k": ins_k})
 
 
 def row(key):
     rs = runs[key]
-    m = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu")}
+    m = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99", "cpu", "ins_u", "ins_k")}
     m["bad"] = sum(r["bad"] for r in rs)
     m["sock"] = sum(r["sock"] for r in rs)
     m["valid"] = m["bad"] == 0 and m["sock"] == 0
@@ -121,6 +124,20 @@ for key, label in (("probe:direct", "direct (vllm-sim)"), ("probe:nginx", "nginx
     addm = "—" if key == "probe:direct" else f"{(x['gap_mean_ms'] - pd['gap_mean_ms']) * 1000:+.0f}"
     p(f"| {label} | {x['streams']:.0f} | {x['ttft_p50_ms']:.2f} | {x['ttft_p99_ms']:.2f} | {x['gap_p50_ms'] * 1000:.0f} | "
       f"{x['gap_p99_ms'] * 1000:.0f} | {x['gap_mean_ms'] * 1000:.0f} | {add} | {addm} |")
+
+if all(r["ins_u"] >= 0 for rs in runs.values() for r in rs):
+    p("\n## Instructions per request (perf stat over each wrk run: user / kernel, thousands; median of rounds)\n")
+    p("Steadier than CPU time on a shared machine: it does not count waiting for a core or a cache line.\n")
+    p("| case | nginx | haproxy | Engine (default config) | Engine workers: 1 | Engine ÷ nginx, user |\n|---|---|---|---|---|---|")
+    for case, label in (("plain", "plain, fixed request (Engine: cache off)"), ("unique", "plain, every prompt unique"),
+                        ("hits", "cache hits (vs nginx passthrough)"), ("stream", "stream (Engine: cache off)"),
+                        ("stream-unique", "stream, every prompt unique"), ("stream-hits", "streamed cache hits (vs nginx)")):
+        ref = {"hits": "plain", "stream-hits": "stream"}.get(case, case)
+        def cell(key):
+            return f"{R[key]['ins_u'] / 1e3:.1f}k / {R[key]['ins_k'] / 1e3:.1f}k" if key in R else "—"
+        eng = f"{case}:eng-off" if case in ("plain", "stream") else f"{case}:eng-on"
+        ratio_u = f"{ratio(R[eng]['ins_u'], R[ref + ':nginx']['ins_u']):.1f}×" if eng in R else "—"
+        p(f"| {label} | {cell(ref + ':nginx')} | {cell(ref + ':haproxy')} | {cell(eng)} | {cell(case + ':eng1-on')} | {ratio_u} |")
 
 idle = {}
 for line in open(idle_path):

@@ -24,6 +24,8 @@
 #             directly, through nginx, through the Engine: time to first token, gap between chunks
 #   idle      RSS (and PSS) with 1,000 idle keep-alive connections, all processes summed, measured
 #             first, while every target is fresh
+# With `perf` able to count (PERF=1, the default then; PERF=0 turns it off), every wrk run also
+# counts the target's instructions retired, user and kernel, per request: a table of its own.
 # Prints the tables and the issue-11 targets (met or not) and writes them to bench/results/latest.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +35,11 @@ ROUNDS=${ROUNDS:-3}
 WARM=${WARM:-1s}  # one warm-up run per target and script before the first round
 NPROC=$(nproc)
 START=$SECONDS
+# PERF=1 (the default when `perf` can count here) adds instructions per request to every wrk run.
+if [ -z "${PERF:-}" ]; then
+    PERF=0
+    if command -v perf >/dev/null && perf stat -e instructions:u -x, -o /dev/null true 2>/dev/null; then PERF=1; fi
+fi
 
 bash scripts/setup.sh --bench >/dev/null
 swift build -c release --product engine-server >/dev/null
@@ -155,14 +162,27 @@ run_wrk() {
     if [ "$round" = 1 ]; then
         STREAM=$stream wrk -t1 -c"$c" -d"$WARM" -s "$script" "$url" >/dev/null 2>&1
     fi
-    local c0 c1
+    local c0 c1 stat=""
     c0=$(python3 bench/proctree.py cpu "${ROOT[$t]}")
+    : >"$WORK/perf.txt"
+    if [ "$PERF" = 1 ]; then
+        # Instructions retired by the target's processes during the run (steadier than CPU time on
+        # a shared machine): perf stat until interrupted, then its totals in CSV.
+        perf stat -x, -e instructions:u,instructions:k -o "$WORK/perf.txt" \
+            -p "$(python3 bench/proctree.py list "${ROOT[$t]}" | awk '{print $1}' | paste -sd,)" & stat=$!
+    fi
     STREAM=$stream wrk -t1 -c"$c" -d"$DUR" --latency -s "$script" "$url" >"$WORK/wrk.txt" 2>&1
+    if [ -n "$stat" ]; then kill -INT "$stat"; wait "$stat" || true; fi
     c1=$(python3 bench/proctree.py cpu "${ROOT[$t]}")
     cp "$WORK/wrk.txt" "$WORK/wrk-$key-$round.txt"
-    python3 - "$key" "$round" "$WORK/wrk.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" >>"$RESULTS" <<'PY'
+    python3 - "$key" "$round" "$WORK/wrk.txt" "$((c1 - c0))" "$(getconf CLK_TCK)" "$WORK/perf.txt" >>"$RESULTS" <<'PY'
 import re, sys
 key, rnd, path, ticks, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+ins = {}
+for line in open(sys.argv[6]):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].isdigit():
+        ins[f[2]] = int(f[0])
 t = open(path).read()
 def ms(v):
     n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups(); n = float(n)
@@ -173,7 +193,9 @@ p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1)); p99 = ms(re.search(r"
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
 cpu_us = ticks / hz * 1e6 / max(total, 1)
-print(key, rnd, rps, p50, p99, bad.group(1) if bad else 0, sum(map(int, sock.groups())) if sock else 0, round(cpu_us, 2), total)
+per = lambda e: round(ins[e] / max(total, 1)) if e in ins else -1
+print(key, rnd, rps, p50, p99, bad.group(1) if bad else 0, sum(map(int, sock.groups())) if sock else 0, round(cpu_us, 2), total,
+      per("instructions:u"), per("instructions:k"))
 PY
 }
 # probe KEY TARGET ROUND: the streaming probe, as "KEY ROUND {json}"
