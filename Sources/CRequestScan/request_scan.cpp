@@ -427,6 +427,12 @@ bool readCount(dom::object o, const char *key, long long *out) {
     return false;
 }
 
+// A key compared with a literal: length first, then a fixed-size compare the compiler inlines
+// (string_view's == calls memcmp with a run-time length: a library call per member).
+template <size_t N> inline bool keyIs(std::string_view k, const char (&lit)[N]) {
+    return k.size() == N - 1 && std::memcmp(k.data(), lit, N - 1) == 0;
+}
+
 void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     // `[DONE]` (SSE's end marker) is not JSON; compare it before parsing.
     if (len == 6 && std::memcmp(bytes, "[DONE]", 6) == 0) { out->kind = RS_J_DONE; return; }
@@ -441,17 +447,17 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     bool hasObject = false, hasChoices = false, hasUsage = false, hasFingerprint = false;
     for (dom::key_value_pair m : o) {
         std::string_view k = m.key;
-        if (k == "id") { if (m.value.is_string()) out->identity_members++; }
-        else if (k == "created") { if (m.value.is_number()) out->identity_members++; }
-        else if (k == "choices") { if (!hasChoices) { choices = m.value; hasChoices = true; } }
-        else if (k == "object") { if (!hasObject) { object = m.value; hasObject = true; } }
-        else if (k == "usage") { if (!hasUsage) { usage = m.value; hasUsage = true; } }
-        else if (k == "error") { out->has_error = 1; }
-        else if (k == "system_fingerprint") { if (!hasFingerprint) { fingerprint = m.value; hasFingerprint = true; } }
+        if (keyIs(k, "id")) { if (m.value.is_string()) out->identity_members++; }
+        else if (keyIs(k, "created")) { if (m.value.is_number()) out->identity_members++; }
+        else if (keyIs(k, "choices")) { if (!hasChoices) { choices = m.value; hasChoices = true; } }
+        else if (keyIs(k, "object")) { if (!hasObject) { object = m.value; hasObject = true; } }
+        else if (keyIs(k, "usage")) { if (!hasUsage) { usage = m.value; hasUsage = true; } }
+        else if (keyIs(k, "error")) { out->has_error = 1; }
+        else if (keyIs(k, "system_fingerprint")) { if (!hasFingerprint) { fingerprint = m.value; hasFingerprint = true; } }
     }
     if (hasObject && object.is_string()) {
         std::string_view k = str(object);
-        out->object_kind = k == "chat.completion" ? 1 : k == "text_completion" ? 2 : k == "chat.completion.chunk" ? 3 : 0;
+        out->object_kind = keyIs(k, "chat.completion") ? 1 : keyIs(k, "text_completion") ? 2 : keyIs(k, "chat.completion.chunk") ? 3 : 0;
     }
     if (hasChoices && choices.is_array()) {
         out->has_choices = 1;
@@ -464,8 +470,8 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
             dom::element ix, fr;
             bool hasIndex = false, hasFinish = false;
             for (dom::key_value_pair m : co) {
-                if (!hasIndex && m.key == "index") { ix = m.value; hasIndex = true; }
-                else if (!hasFinish && m.key == "finish_reason") { fr = m.value; hasFinish = true; }
+                if (!hasIndex && keyIs(m.key, "index")) { ix = m.value; hasIndex = true; }
+                else if (!hasFinish && keyIs(m.key, "finish_reason")) { fr = m.value; hasFinish = true; }
             }
             if (hasIndex) {
                 int64_t i;

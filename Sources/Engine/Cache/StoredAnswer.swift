@@ -69,7 +69,7 @@ struct StreamedAnswer: Equatable {
         let tail = payload.count - r.upperBound
         guard r.upperBound <= payload.count, out.count >= tail,
               out[(out.count - tail)...].elementsEqual(UnsafeRawBufferPointer(rebasing: payload[r.upperBound...])) else { return false }
-        guard let (u, _) = SSEEventScanner.inspectData(UnsafeRawBufferPointer(rebasing: payload[r])), let fp = u.fingerprint else {
+        guard let fp = SSEEventScanner.inspectData(UnsafeRawBufferPointer(rebasing: payload[r]))?.json.fingerprint else {
             return true // nothing to move
         }
         let end = out.count - tail
@@ -82,13 +82,13 @@ struct StreamedAnswer: Equatable {
 
     /// `final` with the usage chunk's fingerprint, when `final` finished a choice and has none.
     private static func withFingerprint(of usage: ArraySlice<UInt8>, addedTo final: [UInt8]) -> [UInt8] {
-        guard let (u, _) = Array(usage).withUnsafeBytes({ SSEEventScanner.inspectData($0) }), let fp = u.fingerprint else { return final }
+        guard let fp = Array(usage).withUnsafeBytes({ SSEEventScanner.inspectData($0) })?.json.fingerprint else { return final }
         return withFingerprint(fp, addedTo: final)
     }
 
     private static func withFingerprint(_ fp: [UInt8], addedTo final: [UInt8]) -> [UInt8] {
-        guard !final.isEmpty, let (f, single) = final.withUnsafeBytes({ SSEEventScanner.inspectData($0) }),
-              single != nil, f.kind == .object, f.choicesFinished != 0, f.fingerprint == nil else { return final }
+        guard !final.isEmpty, let d = final.withUnsafeBytes({ SSEEventScanner.inspectData($0) }), d.line != nil,
+              case let f = d.json, f.kind == .object, f.choicesFinished != 0, f.fingerprint == nil else { return final }
         return SSEEventScanner.adding(fingerprint: fp, to: final)
     }
 

@@ -133,7 +133,8 @@ public struct SSEEventScanner: Sendable {
         var usageOnly = false
         var final = false
         var fingerprint: [UInt8]?
-        if let (info, dataLine) = Self.inspectData(ev) {
+        if let d = Self.inspectData(ev) {
+            let info = d.json, dataLine = d.line
             let singleLine = dataLine != nil
             fingerprint = info.fingerprint
             if findsIdentity, info.kind == .object {
@@ -210,10 +211,18 @@ public struct SSEEventScanner: Sendable {
         return out
     }
 
+    /// An event's data as the parser read it, and where it is when it was one `data:` line (nil
+    /// when several were joined). A struct, not a tuple: the optional tuple was copied through
+    /// the runtime's generic witnesses on every event.
+    struct EventData {
+        let json: UpstreamJSON
+        let line: Range<Int>?
+    }
+
     /// The event's data (its `data:` lines joined by LF) inspected, and where it is when it was one
     /// line (nil when several were joined); nil for an event with no data (a comment, a keepalive).
     /// One data line (vLLM's case) is read in place, without a copy.
-    static func inspectData(_ ev: UnsafeRawBufferPointer) -> (UpstreamJSON, Range<Int>?)? {
+    static func inspectData(_ ev: UnsafeRawBufferPointer) -> EventData? {
         var single: Range<Int>?
         var joined: [UInt8]?
         var lineStart = 0
@@ -236,8 +245,8 @@ public struct SSEEventScanner: Sendable {
             }
             lineStart = i + 1
         }
-        if let j = joined { return (UpstreamJSON.inspect(j), nil) }
+        if let j = joined { return EventData(json: UpstreamJSON.inspect(j), line: nil) }
         guard let s = single else { return nil }
-        return (UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s])), s)
+        return EventData(json: UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s])), line: s)
     }
 }
