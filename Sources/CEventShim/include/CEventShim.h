@@ -25,6 +25,10 @@
 #include <openssl/sha.h>
 #include <openssl/crypto.h>
 
+/* SHA-256 of `len` bytes into `out` (32 bytes) with a digest context and algorithm fetched once
+   per thread: OpenSSL 3's one-shot SHA256() fetches the algorithm on every call. Returns 1. */
+int ces_sha256(const void *data, size_t len, unsigned char *out);
+
 /* http_parser keeps these in bitfields / behind a macro. */
 unsigned int ces_http_status(const http_parser *p);
 unsigned int ces_http_method(const http_parser *p);

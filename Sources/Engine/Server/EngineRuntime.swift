@@ -31,6 +31,9 @@ public final class EngineRuntime {
     private(set) var promptTokenizer: PromptTokenizer?
     /// The response cache: in process (no redis.url) or Redis; nil when cache.enabled is false.
     private(set) var cache: CacheStore?
+    /// The same store when it answers synchronously (in-process or shared memory): what the hit
+    /// fast path uses. Cast once here, not per request (a protocol cast costs a conformance lookup).
+    private(set) var syncCache: SynchronousCacheStore?
     private(set) var redis: RedisConnection?
     /// The workers' shared-memory segment, whose flight claims replace the Redis lock (nil: none).
     private(set) var sharedClaims: SharedMemoryCacheStore?
@@ -116,6 +119,7 @@ public final class EngineRuntime {
                 RemoteFlightPublisher.registerScripts(on: conn)
             }
             hitMemo = HitMemo(capacity: max(1024, 4 * config.cache.maxSize))
+            syncCache = cache as? SynchronousCacheStore
         }
         if config.admissionControl.isEnabled {
             let a = config.admissionControl

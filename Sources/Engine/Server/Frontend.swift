@@ -235,7 +235,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             return StoredAnswer.reply(encoded: stored, stream: e.stream, includeUsage: e.includeUsage,
                                       stamp: ReplyStamp(kind: kind, requestId: rid, created: Int(Loop.wallSeconds())))
         }
-        if let mem = cache as? SynchronousCacheStore {
+        if let mem = runtime.syncCache {
             if let r = reply(mem.lookup(e.cacheKey, now: t0, touch: true)) {
                 answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: runtime.accessInfo(head, c),
                                bytesIn: body.count, startNanos: t0)

@@ -5,17 +5,17 @@ import CEventShim
 enum Digest {
     static func sha256<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
         var md = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
-        let done: Void? = bytes.withContiguousStorageIfAvailable { p in _ = SHA256(p.baseAddress, p.count, &md) }
+        let done: Void? = bytes.withContiguousStorageIfAvailable { p in _ = ces_sha256(p.baseAddress, p.count, &md) }
         if done == nil {
             let copy = Array(bytes)
-            copy.withUnsafeBufferPointer { p in _ = SHA256(p.baseAddress, p.count, &md) }
+            copy.withUnsafeBufferPointer { p in _ = ces_sha256(p.baseAddress, p.count, &md) }
         }
         return md
     }
 
     static func sha256(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
         var md = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
-        _ = SHA256(bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count, &md)
+        _ = ces_sha256(bytes.baseAddress, bytes.count, &md)
         return md
     }
 
