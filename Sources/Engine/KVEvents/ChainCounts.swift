@@ -62,9 +62,7 @@ struct ChainCounts {
             j = (j + 1) & mask
             if counts[j] == 0 { break }
             let home = Int(truncatingIfNeeded: keys[j]) & mask
-            // Move j into the hole unless its home lies cyclically in (hole, j].
-            let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
-            if !stays {
+            if !OpenAddressing.staysInPlace(home: home, hole: hole, at: j) {
                 keys[hole] = keys[j]
                 counts[hole] = counts[j]
                 hole = j

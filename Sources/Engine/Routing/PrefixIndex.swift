@@ -214,9 +214,7 @@ public struct PrefixIndex: Sendable {
             j = (j + 1) & mask
             if tableSlots[j] < 0 { break }
             let home = Int(truncatingIfNeeded: tableKeys[j]) & mask
-            // Move j into the hole unless its home lies cyclically in (hole, j].
-            let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
-            if !stays {
+            if !OpenAddressing.staysInPlace(home: home, hole: hole, at: j) {
                 tableKeys[hole] = tableKeys[j]
                 tableSlots[hole] = tableSlots[j]
                 hole = j
