@@ -16,7 +16,7 @@ ARG SWIFT_IMAGE=swift:6.3.1-bookworm
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libsimdjson-dev libssl-dev libzmq3-dev libmsgpack-dev \
+        libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libsimdjson-dev nettle-dev libzmq3-dev libmsgpack-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so that source edits do not refetch them. Package.resolved is optional
@@ -35,7 +35,7 @@ RUN swift build -c release --product engine-server \
 FROM debian:bookworm-slim
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libevent-core-2.1-7 libhiredis0.14 libyaml-0-2 libhttp-parser2.9 libjansson4 libsimdjson14 libssl3 libzmq5 libmsgpackc2 \
+        libevent-core-2.1-7 libhiredis0.14 libyaml-0-2 libhttp-parser2.9 libjansson4 libsimdjson14 libnettle8 libzmq5 libmsgpackc2 \
         libstdc++6 curl redis-server \
     && rm -rf /var/lib/apt/lists/*
 # The Swift runtime (libswiftCore, Foundation essentials, dispatch, …). The binaries' RUNPATH

@@ -15,8 +15,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
-        // Plain C: Debian's libevent, hiredis, libyaml, http-parser and jansson, plus ces_* wrappers
-        // for what Swift cannot call (macros, bitfields, the hiredis libevent adapter).
+        // Plain C: Debian's libevent, hiredis, libyaml, http-parser, jansson and nettle (SHA-256),
+        // plus ces_* wrappers for what Swift cannot call (macros, bitfields, the hiredis libevent adapter).
         .target(
             name: "CEventShim",
             linkerSettings: [
@@ -25,7 +25,7 @@ let package = Package(
                 .linkedLibrary("yaml"),
                 .linkedLibrary("http_parser"),
                 .linkedLibrary("jansson"),
-                .linkedLibrary("crypto"),
+                .linkedLibrary("nettle"),
             ]
         ),
         // C++ over Debian's simdjson behind a C header: validates a request body and reads the few

@@ -28,11 +28,11 @@ if [[ "$(id -u)" -ne 0 ]]; then
 fi
 
 # --- Debian packages -------------------------------------------------------------------------
-# libssl-dev: libcrypto (linked by CEventShim); libsimdjson-dev + libstdc++-12-dev: CRequestScan (C++);
+# nettle-dev: SHA-256 (linked by CEventShim); libsimdjson-dev + libstdc++-12-dev: CRequestScan (C++);
 # libzmq3-dev + libmsgpack-dev: CKVEvents (vLLM's KV-cache events: ZeroMQ, msgpack-c 4.x);
 # curl: scripts/run.sh polls the simulator with it. The fuzz build (fuzz/run.sh, the test suite's fuzz
 # smoke) needs nothing more: the Swift toolchain ships libFuzzer, the sanitizer runtimes and llvm-symbolizer.
-wanted=(libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libsimdjson-dev libstdc++-12-dev libssl-dev libzmq3-dev libmsgpack-dev redis-server curl)
+wanted=(libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libsimdjson-dev libstdc++-12-dev nettle-dev libzmq3-dev libmsgpack-dev redis-server curl)
 if ((bench)); then
     wanted+=(wrk nginx-light haproxy)
 fi

@@ -6,7 +6,8 @@
 #include <malloc.h>
 #include <string.h>
 #include "CEventShim.h"
-#include <openssl/evp.h>
+#include <nettle/sha1.h>
+#include <nettle/sha2.h>
 #include <hiredis/adapters/libevent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,16 +90,18 @@ pid_t ces_spawn_dying_with_parent(const char *path, char *const argv[], int sig)
 }
 
 int ces_sha256(const void *data, size_t len, unsigned char *out) {
-    static _Thread_local EVP_MD_CTX *ctx;
-    static _Thread_local EVP_MD *md;
-    if (md == NULL) md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    if (ctx == NULL) ctx = EVP_MD_CTX_new();
-    unsigned int n = 0;
-    if (md != NULL && ctx != NULL && EVP_DigestInit_ex2(ctx, md, NULL) == 1 && EVP_DigestUpdate(ctx, data, len) == 1
-        && EVP_DigestFinal_ex(ctx, out, &n) == 1 && n == 32) {
-        return 1;
-    }
-    SHA256(data, len, out);  /* the one-shot path, should the fetched one ever fail */
+    struct sha256_ctx ctx;
+    sha256_init(&ctx);
+    sha256_update(&ctx, len, (const uint8_t *)data);
+    sha256_digest(&ctx, SHA256_DIGEST_SIZE, out);
+    return 1;
+}
+
+int ces_sha1(const void *data, size_t len, unsigned char *out) {
+    struct sha1_ctx ctx;
+    sha1_init(&ctx);
+    sha1_update(&ctx, len, (const uint8_t *)data);
+    sha1_digest(&ctx, SHA1_DIGEST_SIZE, out);
     return 1;
 }
 

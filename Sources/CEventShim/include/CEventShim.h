@@ -22,12 +22,15 @@
 #include <yaml.h>
 #include <http_parser.h>
 #include <jansson.h>
-#include <openssl/sha.h>
-#include <openssl/crypto.h>
 
-/* SHA-256 of `len` bytes into `out` (32 bytes) with a digest context and algorithm fetched once
-   per thread: OpenSSL 3's one-shot SHA256() fetches the algorithm on every call. Returns 1. */
+/* SHA-256 of `len` bytes into `out` (CES_SHA256_BYTES bytes), with Debian's nettle (its x86-64
+   assembly; about 300 KB resident where OpenSSL 3's libcrypto with its default provider loaded
+   is 3.4 MB per process). Returns 1. */
+#define CES_SHA256_BYTES 32
 int ces_sha256(const void *data, size_t len, unsigned char *out);
+/* SHA-1 (nettle) into `out` (CES_SHA1_BYTES bytes): only for Redis script ids (EVALSHA). Returns 1. */
+#define CES_SHA1_BYTES 20
+int ces_sha1(const void *data, size_t len, unsigned char *out);
 
 /* http_parser keeps these in bitfields / behind a macro. */
 unsigned int ces_http_status(const http_parser *p);

@@ -1,9 +1,8 @@
 // APIKeyAuth: client API-key check (issue 4). An immutable value built at start-up from
 // `auth.api_keys` and `auth.api_keys_file`; the frontend calls `authenticate` per request. Keys
 // are held only as SHA-256 digests (plain keys are hashed here, `sha256:<hex>` entries are used
-// as given), compared in constant time against every digest (fixes original bug 21). Imports
-// CEventShim only for OpenSSL's one-shot SHA256(); no I/O, no state after init.
-import CEventShim
+// as given), compared in constant time against every digest (fixes original bug 21). SHA-256 is
+// Digest's; no I/O, no state after init.
 
 /// Outcome of checking an `Authorization` header.
 public enum AuthResult: Equatable, Sendable {

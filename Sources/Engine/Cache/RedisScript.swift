@@ -13,8 +13,8 @@ struct RedisScript: Sendable {
     init(_ text: String) {
         self.text = text
         textBytes = Array(text.utf8)
-        var md = [UInt8](repeating: 0, count: Int(SHA_DIGEST_LENGTH))
-        textBytes.withUnsafeBufferPointer { p in _ = SHA1(p.baseAddress, p.count, &md) }
+        var md = [UInt8](repeating: 0, count: Int(CES_SHA1_BYTES))
+        textBytes.withUnsafeBufferPointer { p in _ = ces_sha1(p.baseAddress, p.count, &md) }
         sha = Array(Digest.hex(md).utf8)
     }
 

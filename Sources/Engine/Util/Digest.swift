@@ -1,10 +1,10 @@
-// Digest: SHA-256 (Debian's OpenSSL libcrypto) and lowercase hex, shared by the cache key, the
+// Digest: SHA-256 (Debian's nettle) and lowercase hex, shared by the cache key, the
 // API-key identities and the Redis script ids.
 import CEventShim
 
 enum Digest {
     static func sha256<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
-        var md = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
+        var md = [UInt8](repeating: 0, count: Int(CES_SHA256_BYTES))
         let done: Void? = bytes.withContiguousStorageIfAvailable { p in _ = ces_sha256(p.baseAddress, p.count, &md) }
         if done == nil {
             let copy = Array(bytes)
@@ -14,7 +14,7 @@ enum Digest {
     }
 
     static func sha256(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
-        var md = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
+        var md = [UInt8](repeating: 0, count: Int(CES_SHA256_BYTES))
         _ = ces_sha256(bytes.baseAddress, bytes.count, &md)
         return md
     }

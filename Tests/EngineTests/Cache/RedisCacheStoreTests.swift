@@ -85,6 +85,7 @@ private func namespace(_ tag: String) -> String {
         #expect(RedisCacheStore.lookup(from: .string(Array("v1:10\nb".utf8)), wallMillis: 10) == .stale([98]))
         // SHA1 used for EVALSHA matches what Redis computes (SHA1 of "" is well known).
         #expect(RedisScript("").sha == Array("da39a3ee5e6b4b0d3255bfef95601890afd80709".utf8))
+        #expect(RedisScript("abc").sha == Array("a9993e364706816aba3e25717850c26c9cd0d89d".utf8))
     }
 }
 
