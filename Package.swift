@@ -40,9 +40,10 @@ let package = Package(
         .target(name: "CSharedCache"),
         // Plain C over Debian's libzmq and msgpack-c: vLLM's KV-cache events (subscribe, decode
         // strictly, and encode for the simulator). docs/vllm-kv-events.md has the wire format.
+        // libzmq is loaded with dlopen when KV events are configured, not linked (kvevents.c).
         .target(
             name: "CKVEvents",
-            linkerSettings: [.linkedLibrary("zmq"), .linkedLibrary("msgpackc")]
+            linkerSettings: [.linkedLibrary("msgpackc")]
         ),
         // Release builds skip Swift's dynamic exclusivity checks on the data path (they showed up
         // as ~2 % of CPU under load); debug builds and tests keep them.

@@ -3,7 +3,9 @@
  * Header CKVEvents.h says why each exists. Never aborts on input: every malformed byte string
  * is a negative return. Twemproxy C style.
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
@@ -12,12 +14,82 @@
 
 /* ---- ZeroMQ ---------------------------------------------------------------------------- */
 
+/*
+ * libzmq is loaded with dlopen by the first ckv_context_new, not linked: it pulls in libsodium,
+ * libpgm, libnorm and Kerberos (~1.5 MB resident per process), and only a config with
+ * routing.kv_events (or the simulator's --kv-events-config) uses it. zmq.h gives the types and
+ * constants; every call below goes through this table, and every one of them needs a context or
+ * a socket, which only exist once the table is filled.
+ */
+static struct {
+    void *(*ctx_new)(void);
+    int (*ctx_set)(void *, int, int);
+    int (*ctx_term)(void *);
+    void *(*socket)(void *, int);
+    int (*close)(void *);
+    int (*setsockopt)(void *, int, const void *, size_t);
+    int (*getsockopt)(void *, int, void *, size_t *);
+    int (*bind)(void *, const char *);
+    int (*connect)(void *, const char *);
+    int (*send)(void *, const void *, size_t, int);
+    int (*msg_init)(zmq_msg_t *);
+    int (*msg_recv)(zmq_msg_t *, void *, int);
+    int (*msg_close)(zmq_msg_t *);
+    void *(*msg_data)(zmq_msg_t *);
+    size_t (*msg_size)(const zmq_msg_t *);
+    int (*msg_more)(const zmq_msg_t *);
+} zmq;
+
+static int zmq_loaded; /* 1 loaded, -1 failed (errno ELIBACC), 0 not tried */
+
+static void
+load_zmq(void)
+{
+    void *lib = dlopen("libzmq.so.5", RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) {
+        zmq_loaded = -1;
+        return;
+    }
+#define CKV_SYM(field, name) \
+    if ((*(void **)&zmq.field = dlsym(lib, name)) == NULL) { zmq_loaded = -1; return; }
+    CKV_SYM(ctx_new, "zmq_ctx_new")
+    CKV_SYM(ctx_set, "zmq_ctx_set")
+    CKV_SYM(ctx_term, "zmq_ctx_term")
+    CKV_SYM(socket, "zmq_socket")
+    CKV_SYM(close, "zmq_close")
+    CKV_SYM(setsockopt, "zmq_setsockopt")
+    CKV_SYM(getsockopt, "zmq_getsockopt")
+    CKV_SYM(bind, "zmq_bind")
+    CKV_SYM(connect, "zmq_connect")
+    CKV_SYM(send, "zmq_send")
+    CKV_SYM(msg_init, "zmq_msg_init")
+    CKV_SYM(msg_recv, "zmq_msg_recv")
+    CKV_SYM(msg_close, "zmq_msg_close")
+    CKV_SYM(msg_data, "zmq_msg_data")
+    CKV_SYM(msg_size, "zmq_msg_size")
+    CKV_SYM(msg_more, "zmq_msg_more")
+#undef CKV_SYM
+    zmq_loaded = 1;
+}
+
+int
+ckv_zmq_available(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, load_zmq);
+    return zmq_loaded == 1;
+}
+
 void *
 ckv_context_new(void)
 {
-    void *ctx = zmq_ctx_new();
+    if (!ckv_zmq_available()) {
+        errno = ELIBACC;
+        return NULL;
+    }
+    void *ctx = zmq.ctx_new();
     if (ctx != NULL) {
-        zmq_ctx_set(ctx, ZMQ_IO_THREADS, 1);
+        zmq.ctx_set(ctx, ZMQ_IO_THREADS, 1);
     }
     return ctx;
 }
@@ -26,19 +98,19 @@ void
 ckv_context_free(void *ctx)
 {
     if (ctx != NULL) {
-        zmq_ctx_term(ctx);
+        zmq.ctx_term(ctx);
     }
 }
 
 static void *
 socket_new(void *ctx, int type)
 {
-    void *s = zmq_socket(ctx, type);
+    void *s = zmq.socket(ctx, type);
     if (s == NULL) {
         return NULL;
     }
     int linger = 0;
-    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
+    zmq.setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
     return s;
 }
 
@@ -50,16 +122,16 @@ ckv_sub_open(void *ctx, const char *endpoint, int64_t max_message_bytes)
         return NULL;
     }
     int hwm = 100000;
-    zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    zmq.setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof(hwm));
     if (max_message_bytes > 0) {
-        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max_message_bytes, sizeof(max_message_bytes));
+        zmq.setsockopt(s, ZMQ_MAXMSGSIZE, &max_message_bytes, sizeof(max_message_bytes));
     }
     /* Reconnect quickly after a publisher restart (libzmq default 100 ms, backoff to 5 s). */
     int ivl_max = 2000;
-    zmq_setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof(ivl_max));
-    if (zmq_setsockopt(s, ZMQ_SUBSCRIBE, "", 0) != 0 || zmq_connect(s, endpoint) != 0) {
+    zmq.setsockopt(s, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof(ivl_max));
+    if (zmq.setsockopt(s, ZMQ_SUBSCRIBE, "", 0) != 0 || zmq.connect(s, endpoint) != 0) {
         int e = errno;
-        zmq_close(s);
+        zmq.close(s);
         errno = e;
         return NULL;
     }
@@ -74,14 +146,14 @@ ckv_pub_open(void *ctx, const char *endpoint)
         return NULL;
     }
     int hwm = 100000;
-    zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(hwm));
+    zmq.setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof(hwm));
     /* As vLLM: an endpoint with a wildcard binds, any other connects. */
     int bind = strchr(endpoint, '*') != NULL || strstr(endpoint, "::") != NULL
                || strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0;
-    int rc = bind ? zmq_bind(s, endpoint) : zmq_connect(s, endpoint);
+    int rc = bind ? zmq.bind(s, endpoint) : zmq.connect(s, endpoint);
     if (rc != 0) {
         int e = errno;
-        zmq_close(s);
+        zmq.close(s);
         errno = e;
         return NULL;
     }
@@ -92,7 +164,7 @@ void
 ckv_socket_close(void *sock)
 {
     if (sock != NULL) {
-        zmq_close(sock);
+        zmq.close(sock);
     }
 }
 
@@ -101,7 +173,7 @@ ckv_socket_fd(void *sock)
 {
     int fd = -1;
     size_t len = sizeof(fd);
-    if (zmq_getsockopt(sock, ZMQ_FD, &fd, &len) != 0) {
+    if (zmq.getsockopt(sock, ZMQ_FD, &fd, &len) != 0) {
         return -1;
     }
     return fd;
@@ -112,7 +184,7 @@ ckv_socket_readable(void *sock)
 {
     int ev = 0;
     size_t len = sizeof(ev);
-    if (zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &len) != 0) {
+    if (zmq.getsockopt(sock, ZMQ_EVENTS, &ev, &len) != 0) {
         return 0;
     }
     return (ev & ZMQ_POLLIN) != 0;
@@ -123,7 +195,7 @@ ckv_socket_bound_port(void *sock)
 {
     char buf[256];
     size_t len = sizeof(buf);
-    if (zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT, buf, &len) != 0) {
+    if (zmq.getsockopt(sock, ZMQ_LAST_ENDPOINT, buf, &len) != 0) {
         return -1;
     }
     char *colon = strrchr(buf, ':');
@@ -154,18 +226,18 @@ ckv_recv(void *sock, ckv_message *m)
     m->frame_count = 0;
     while (more) {
         zmq_msg_t part;
-        zmq_msg_init(&part);
+        zmq.msg_init(&part);
         /* Frames of one message arrive together: only the first can be EAGAIN. */
-        if (zmq_msg_recv(&part, sock, ZMQ_DONTWAIT) < 0) {
+        if (zmq.msg_recv(&part, sock, ZMQ_DONTWAIT) < 0) {
             int e = errno;
-            zmq_msg_close(&part);
+            zmq.msg_close(&part);
             if (e == EAGAIN && m->frame_count == 0) {
                 return 0;
             }
             errno = e;
             return -1;
         }
-        size_t n = zmq_msg_size(&part);
+        size_t n = zmq.msg_size(&part);
         if (m->frame_count < CKV_MAX_FRAMES) {
             if (used + n > m->capacity) {
                 size_t cap = m->capacity == 0 ? 4096 : m->capacity;
@@ -174,7 +246,7 @@ ckv_recv(void *sock, ckv_message *m)
                 }
                 uint8_t *d = realloc(m->data, cap);
                 if (d == NULL) {
-                    zmq_msg_close(&part);
+                    zmq.msg_close(&part);
                     errno = ENOMEM;
                     return -1;
                 }
@@ -182,15 +254,15 @@ ckv_recv(void *sock, ckv_message *m)
                 m->capacity = cap;
             }
             if (n > 0) {
-                memcpy(m->data + used, zmq_msg_data(&part), n);
+                memcpy(m->data + used, zmq.msg_data(&part), n);
             }
             m->frame_offset[m->frame_count] = used;
             m->frame_length[m->frame_count] = n;
             used += n;
         }
         m->frame_count++;
-        more = zmq_msg_more(&part);
-        zmq_msg_close(&part);
+        more = zmq.msg_more(&part);
+        zmq.msg_close(&part);
     }
     return 1;
 }
@@ -205,13 +277,13 @@ ckv_send_batch(void *sock, const uint8_t *topic, size_t topic_len, uint64_t seq,
     }
     /* A PUB socket queues whole messages atomically: once the first frame is accepted the
      * rest are too (same pipe, same HWM check), so a partial message cannot be left behind. */
-    if (zmq_send(sock, topic, topic_len, ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0) {
+    if (zmq.send(sock, topic, topic_len, ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0) {
         return -1;
     }
-    if (zmq_send(sock, s, 8, ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0) {
+    if (zmq.send(sock, s, 8, ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0) {
         return -1;
     }
-    if (zmq_send(sock, payload, payload_len, ZMQ_DONTWAIT) < 0) {
+    if (zmq.send(sock, payload, payload_len, ZMQ_DONTWAIT) < 0) {
         return -1;
     }
     return 0;

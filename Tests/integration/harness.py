@@ -909,3 +909,20 @@ def completion_body(prompt: str = "hello world", model: str = SIM_MODEL, max_tok
     t = {} if temperature is None else {"temperature": temperature}
     return {"model": model, "prompt": prompt, "max_tokens": max_tokens, **t, **extra}
 
+
+def worker_pids(sup_pid: int) -> list[int]:
+    """The engine-server worker processes of the supervisor `sup_pid` (from /proc)."""
+    out = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{p}/comm") as f:
+                    name = f.read().strip()
+                # The supervisor's children: its workers (and the private redis-server they share).
+                if int(fields[1]) == sup_pid and name.startswith("engine-server"):
+                    out.append(int(p))
+            except OSError:
+                pass
+    return sorted(out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from harness import free_port, make_config_dict, metric_value, wait_until
+from harness import free_port, make_config_dict, metric_value, wait_until, worker_pids
 
 BLOCK = 16
 
@@ -135,3 +135,25 @@ def test_every_worker_process_subscribes(sim_factory, engine_factory):
         return True
     wait_until(all_learned, timeout=15)
 
+
+
+def mapped_libraries(pid: int) -> set[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.split()[-1].rsplit("/", 1)[-1] for line in f if "/" in line}
+
+
+def test_libzmq_is_loaded_only_by_processes_that_subscribe(sim_factory, engine_factory):
+    """libzmq (with libsodium, libpgm, libnorm and Kerberos behind it, ~1.5 MB resident) is loaded
+    with dlopen when routing.kv_events is on, so the default config's processes never map it."""
+    port = free_port()
+    sim = kv_sim(sim_factory, port)
+    plain = engine_factory(make_config_dict([sim]))  # the default: one worker per core, no KV events
+    plain_pids = wait_until(lambda: (x := worker_pids(plain.proc.pid)) and x, timeout=5)
+    for pid in [plain.proc.pid, *plain_pids]:
+        libs = mapped_libraries(pid)
+        assert not any(l.startswith(("libzmq", "libsodium", "libkrb5", "libcrypto.")) for l in libs), (pid, sorted(libs))
+    eng = kv_engine(engine_factory, [sim], [port], workers=2)
+    subscribed(eng, sim)
+    pids = wait_until(lambda: len(x := worker_pids(eng.proc.pid)) == 2 and x, timeout=5)
+    for pid in pids:
+        assert any(l.startswith("libzmq.so") for l in mapped_libraries(pid)), pid

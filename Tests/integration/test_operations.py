@@ -14,7 +14,7 @@ import time
 
 import requests
 
-from harness import ENGINE_BIN, JSON_ACCEPT, RawStream, chat_body, free_port, make_config, start_engine, wait_until
+from harness import ENGINE_BIN, JSON_ACCEPT, RawStream, chat_body, free_port, make_config, start_engine, wait_until, worker_pids
 
 
 def access_lines(eng):
@@ -160,23 +160,6 @@ def test_sigterm_drains_a_stream_to_done_and_exits_0(sim_factory, engine_factory
         events.append(ev)
     assert events[-1] == "data: [DONE]"
     assert eng.proc.wait(timeout=5) == 0
-
-
-def worker_pids(sup_pid):
-    out = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                with open(f"/proc/{p}/comm") as f:
-                    name = f.read().strip()
-                # The supervisor's children: its workers (and the private redis-server they share).
-                if int(fields[1]) == sup_pid and name.startswith("engine-server"):
-                    out.append(int(p))
-            except OSError:
-                pass
-    return sorted(out)
 
 
 def test_two_workers_share_one_port_and_a_killed_worker_is_replaced(sim, engine_factory):

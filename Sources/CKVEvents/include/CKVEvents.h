@@ -16,7 +16,12 @@
 
 /* ---- ZeroMQ ---------------------------------------------------------------------------- */
 
-/* A context (libzmq runs one I/O thread per context; nothing of ours runs on it). */
+/* 1 when libzmq.so.5 (Debian's libzmq5) is loaded: the first call loads it with dlopen (it is
+ * not linked, so a process that never uses KV events does not map it and its dependencies). */
+int ckv_zmq_available(void);
+
+/* A context (libzmq runs one I/O thread per context; nothing of ours runs on it). NULL with
+ * errno ELIBACC when libzmq cannot be loaded. */
 void *ckv_context_new(void);
 void ckv_context_free(void *ctx);
 

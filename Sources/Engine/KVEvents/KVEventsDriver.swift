@@ -28,6 +28,9 @@ public final class KVEventsDriver {
     /// Larger messages are refused by libzmq (a batch of 13 blocks of 128 tokens is ~4 KiB).
     static let maxMessageBytes: Int64 = 16 << 20
 
+    /// Whether libzmq.so.5 can be loaded (it is loaded on first use, not linked).
+    public static var libraryAvailable: Bool { ckv_zmq_available() == 1 }
+
     /// `publishers`: backend → its `kv_events_url` (tcp://host:port of vLLM's PUB endpoint).
     public init(loop: Loop, publishers: [(BackendID, String)], maxBlocksPerBackend: Int = 1 << 17) {
         self.loop = loop
@@ -39,11 +42,12 @@ public final class KVEventsDriver {
     private var publishersToOpen: [(BackendID, String)]
 
     /// Connects the subscribers (ZeroMQ connects in the background and reconnects by itself);
-    /// returns the URLs that could not be opened (a malformed endpoint).
+    /// returns the URLs that could not be opened (a malformed endpoint, or every one when libzmq
+    /// cannot be loaded: `libraryAvailable`).
     @discardableResult
     public func start() -> [String] {
         var failed: [String] = []
-        guard let ctx = context else { return [] }
+        guard let ctx = context else { return publishersToOpen.map(\.1) }
         for (id, url) in publishersToOpen {
             if let s = KVEventSubscriber(loop: loop, context: ctx, backend: id, url: url, owner: self) {
                 subscribers.append(s)

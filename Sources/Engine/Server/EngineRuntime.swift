@@ -196,7 +196,11 @@ public final class EngineRuntime {
         m.start()
         admission?.start()
         if let kv = kvEvents {
-            for url in kv.start() {
+            let failed = kv.start()
+            if !failed.isEmpty && !KVEventsDriver.libraryAvailable {
+                logger.error("cannot subscribe to KV events: libzmq.so.5 (Debian's libzmq5) cannot be loaded")
+            }
+            for url in failed {
                 logger.error("cannot subscribe to KV events", metadata: ["eng.upstream": "\(url)"])
             }
         }
