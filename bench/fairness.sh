@@ -11,6 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONF=${CONF:-debug}
 BIN=${BIN:-$(swift build -c "$CONF" --show-bin-path)}
-[[ -x $BIN/engine-server && -x $BIN/vllm-sim ]] || swift build -c "$CONF" --product engine-server --product vllm-sim
+[[ -x $BIN/engine-server && -x $BIN/vllm-sim ]] || swift build -c "$CONF" --static-swift-stdlib --product engine-server --product vllm-sim
 export ENGINE_BIN=$BIN/engine-server SIM_BIN=$BIN/vllm-sim
 exec "${PY:-.venv/bin/python}" bench/fairness_driver.py "$@"

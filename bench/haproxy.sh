@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2}; DUR=${2:-10s}; CONNS=${3:-64}
 bash scripts/setup.sh --bench >/dev/null
-swift build -c release --product engine-server >/dev/null
-swift build -c release --product vllm-sim >/dev/null
+swift build -c release --static-swift-stdlib --product engine-server >/dev/null
+swift build -c release --static-swift-stdlib --product vllm-sim >/dev/null
 BIN=$(swift build -c release --show-bin-path)
 WORK=$(mktemp -d /tmp/engine-haproxy.XXXXXX)
 pids=()

@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONF=${CONF:-release}
 BIN=${BIN:-$(swift build -c "$CONF" --show-bin-path)}
-[[ -x $BIN/engine-server && -x $BIN/vllm-sim ]] || swift build -c "$CONF" --product engine-server --product vllm-sim
+[[ -x $BIN/engine-server && -x $BIN/vllm-sim ]] || swift build -c "$CONF" --static-swift-stdlib --product engine-server --product vllm-sim
 PY=${PY:-.venv/bin/python}
 RATES=${RATES:-"8 16 24"}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-30}

@@ -42,8 +42,8 @@ if [ -z "${PERF:-}" ]; then
 fi
 
 bash scripts/setup.sh --bench >/dev/null
-swift build -c release --product engine-server >/dev/null
-swift build -c release --product vllm-sim >/dev/null
+swift build -c release --static-swift-stdlib --product engine-server >/dev/null
+swift build -c release --static-swift-stdlib --product vllm-sim >/dev/null
 BIN=$(swift build -c release --show-bin-path)
 WORK=$(mktemp -d /tmp/engine-bench.XXXXXX)
 chmod 755 "$WORK"  # nginx's workers (www-data when started as root) read the upstream's bodies here

@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 DUR=${1:-5s}
 CONNS=${2:-64}
 bash scripts/setup.sh --bench >/dev/null
-swift build -c release --product engine-server >/dev/null
-swift build -c release --product vllm-sim >/dev/null
+swift build -c release --static-swift-stdlib --product engine-server >/dev/null
+swift build -c release --static-swift-stdlib --product vllm-sim >/dev/null
 BIN=$(swift build -c release --show-bin-path)
 WORK=$(mktemp -d /tmp/engine-bench.XXXXXX)
 pids=()
