@@ -317,6 +317,7 @@ public final class EngineRuntime {
         monitor?.stop()
         admission?.stop()
         kvEvents?.stop()
+        coalescer.stop()
         redis?.close()
         for b in backends.all { b.pool.closeAll() }
         for t in idleTimers { t.close() }
