@@ -402,6 +402,9 @@ public final class EngineRuntime {
     /// The status of an upstream response head the session received (the last one counts when
     /// it retried). TODO(ops): RequestSession calls this in its `.upstreamHead` event, not yet.
     func noteUpstreamStatus(_ s: RequestSession, _ status: Int) {
+        // Without the access log the table is empty: skip the in-place update, whose accessor
+        // costs two allocations even then.
+        guard !sessionAccess.isEmpty else { return }
         sessionAccess[ObjectIdentifier(s)]?.upstreamStatus = status
     }
 
