@@ -361,8 +361,13 @@ public final class EngineRuntime {
     func store(_ answer: StoredAnswer, key: String) {
         guard let cache else { return }
         let c = config.cache
-        cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
-                  staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: UInt64(Loop.wallSeconds() * 1000))
+        if let sync = syncCache {
+            sync.store(key, answer.encoded(), ttl: .seconds(validated: c.ttlSeconds), staleTTL: .seconds(validated: c.staleTtlSeconds),
+                       now: Loop.nowNanos())
+        } else {
+            cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
+                      staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: UInt64(Loop.wallSeconds() * 1000))
+        }
         metrics.cacheStores += 1
     }
 
