@@ -452,7 +452,7 @@ public final class EngineRuntime {
             metrics.promptTokens[labels.model, default: 0] += u.prompt
             metrics.completionTokens[labels.model, default: 0] += u.completion
         }
-        let access = sessionAccess.removeValue(forKey: ObjectIdentifier(s))
+        let access = sessionAccess.isEmpty ? nil : sessionAccess.removeValue(forKey: ObjectIdentifier(s))
         guard let log = accessLog else { return }
         log.write(AccessLogEntry(
             requestId: s.requestId, request: access?.request, route: route,
