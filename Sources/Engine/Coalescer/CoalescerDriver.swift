@@ -23,8 +23,6 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     /// Made with the first claim this process holds.
     private var leaseTimer: Timer?
     private var nextRequest: UInt64 = 0
-    /// Sessions that lead a flight of this process (they stay registered until it ends).
-    private var leaders: Set<RequestID> = []
 
     private enum Event {
         case arrived(CoalescerMachine.Arrival)
@@ -125,8 +123,9 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             run(machine.remoteFollowersCounted(f, n), outcome: nil)
         case .left(let id):
             run(machine.left(id), outcome: nil)
-            // A follower that left is done with us; a leader stays until its flight ends.
-            if !leaders.contains(id), let s = sessions.removeValue(forKey: id) {
+            // A follower that left is done with us; a leader stays until its flight ends (the
+            // machine keeps it in its flight until then).
+            if !machine.belongsToFlight(id), let s = sessions.removeValue(forKey: id) {
                 for case let fl? in flights where !fl.live.isEmpty { fl.live.removeAll { $0.session === s } }
             }
         }
@@ -136,10 +135,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     private func finishFlight(_ f: FlightID) {
         guard let fl = flight(f) else { return }
         flights[f.slot] = nil
-        if let l = fl.leader {
-            leaders.remove(l)
-            sessions[l] = nil
-        }
+        if let l = fl.leader { sessions[l] = nil }
         fl.reader?.stop()
         fl.reader = nil
         fl.publisher?.close()
@@ -193,7 +189,6 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                     setFlight(fl)
                 }
                 fl.leader = id
-                leaders.insert(id)
                 if publish, let redis = runtime.redis, fl.publisher == nil, !fl.key.isEmpty {
                     fl.publisher = RemoteFlightPublisher(redis: redis, key: fl.key, owner: fl.owner ?? ownerName(f),
                                                          claims: runtime.sharedClaims)
@@ -298,8 +293,22 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         t.schedule(after: d)
     }
 
-    /// The leader's name in Redis: this process and the flight.
-    private func ownerName(_ f: FlightID) -> String { runtime.instanceId + "-" + String(f.raw) }
+    /// The leader's name in Redis: this process and the flight (one string, written in place).
+    private func ownerName(_ f: FlightID) -> String {
+        var id = runtime.instanceId
+        let digits = String(f.raw)  // at most 20 digits: a small string, no allocation
+        return id.withUTF8 { p in
+            var d = digits
+            return d.withUTF8 { q in
+                String(unsafeUninitializedCapacity: p.count + 1 + q.count) { out in
+                    _ = out.initialize(fromContentsOf: p)
+                    out[p.count] = UInt8(ascii: "-")
+                    _ = out[(p.count + 1)...].initialize(fromContentsOf: q)
+                    return p.count + 1 + q.count
+                }
+            }
+        }
+    }
 
     // MARK: RemoteFlightReaderDelegate (another process leads)
 

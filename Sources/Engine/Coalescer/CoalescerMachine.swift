@@ -179,6 +179,10 @@ public struct CoalescerMachine: Sendable {
     /// The key of a running flight.
     public func key(of f: FlightID) -> String? { slot(of: f).map { slots[$0]!.key.text } }
 
+    /// Whether `id` leads or follows a running flight (a leader whose client left still leads it
+    /// until it ends).
+    public func belongsToFlight(_ id: RequestID) -> Bool { flightOf[id] != nil }
+
     // MARK: events
 
     /// A request missed the cache (or skipped it): lead, follow, or go alone.
