@@ -391,6 +391,35 @@ def test_default_workers_late_joiners_get_the_whole_stream(sim_factory, engine_f
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the default config runs one process on one core")
+def test_default_workers_a_flight_longer_than_the_lease_keeps_its_claim(sim_factory, engine_factory):
+    """A leader whose upstream call outlasts the claim's 4 s lease keeps its claim (the worker's
+    lease timer refreshes it every second): requests arriving after 5 s, on new connections and
+    so in either worker, follow it instead of calling upstream again."""
+    sim = sim_factory("--itl-ms", 500)
+    eng = engine_factory(make_config([sim]))
+    ready(eng)
+    body = chat_body("a long flight, default workers", max_tokens=14)
+    results = {}
+
+    def leader():
+        results["leader"] = post(eng, body, timeout=30)
+
+    t = threading.Thread(target=leader)
+    started = time.monotonic()
+    t.start()
+    time.sleep(5.0)
+    with ThreadPoolExecutor(8) as ex:
+        late = list(ex.map(lambda _: post(eng, body, timeout=30), range(8)))
+    t.join(30)
+    assert time.monotonic() - started > 6.0  # the flight did outlive the lease
+    assert results["leader"].status_code == 200
+    assert all(r.status_code == 200 for r in late)
+    assert all(r.headers.get("x-coalesced") == "true" for r in late), [r.headers for r in late]
+    assert {text_of(r, False) for r in late} == {text_of(results["leader"], False)}
+    assert sim.stats()["requests_total"] == 1
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the default config runs one process on one core")
 def test_a_segment_named_by_the_environment_is_not_trusted(sim, engine_factory):
     """ENGINE_SHARED_CACHE_FD passes the supervisor's own segment to its workers; one set by
     whoever started the Engine (here: stdout's fd) is ignored, not mapped or closed."""

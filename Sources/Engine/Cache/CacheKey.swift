@@ -9,25 +9,53 @@
 public enum CacheKey {
     public static func make(kind: EndpointKind, servedModel: String, canonicalDigest: [UInt8], tenant: String?) -> String {
         let tag = "engine-cache-v2".utf8
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(tag.count + 3 + 3 * 8 + servedModel.utf8.count + (tenant?.utf8.count ?? 0) + canonicalDigest.count + 64)
-        bytes += tag
-        switch kind {
-        case .chat: bytes.append(1)
-        case .completion: bytes.append(2)
-        case .relay(let r):
-            bytes.append(3)
-            appendField(&bytes, r.target.utf8)
+        var target: String?
+        if case .relay(let r) = kind { target = r.target }
+        let capacity = tag.count + 3 + 3 * 8 + (target?.utf8.count ?? 0) + servedModel.utf8.count + (tenant?.utf8.count ?? 0)
+            + canonicalDigest.count
+        // The hashed bytes are written on the stack (a heap buffer only for outsized names).
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buf in
+            var w = Writer(buf: buf)
+            w.append(tag)
+            switch kind {
+            case .chat: w.append(1)
+            case .completion: w.append(2)
+            case .relay:
+                w.append(3)
+                w.appendField(target!.utf8)
+            }
+            w.appendField(servedModel.utf8)
+            if let tenant {
+                w.append(1)
+                w.appendField(tenant.utf8)
+            } else {
+                w.append(0)
+            }
+            w.append(canonicalDigest)
+            return Digest.sha256Hex(UnsafeRawBufferPointer(start: buf.baseAddress, count: w.count))
         }
-        appendField(&bytes, servedModel.utf8)
-        if let tenant {
-            bytes.append(1)
-            appendField(&bytes, tenant.utf8)
-        } else {
-            bytes.append(0)
+    }
+
+    /// Appends into a buffer sized for what is written (`make` counts it first).
+    private struct Writer {
+        let buf: UnsafeMutableBufferPointer<UInt8>
+        var count = 0
+
+        mutating func append(_ b: UInt8) {
+            buf[count] = b
+            count += 1
         }
-        bytes += canonicalDigest
-        return Digest.hex(Digest.sha256(bytes))
+
+        mutating func append<C: Collection<UInt8>>(_ bytes: C) {
+            for b in bytes { append(b) }
+        }
+
+        /// A length-prefixed field: its byte count as a big-endian UInt64, then its bytes.
+        mutating func appendField<C: Collection<UInt8>>(_ field: C) {
+            let n = UInt64(field.count)
+            for shift in stride(from: 56, through: 0, by: -8) { append(UInt8(truncatingIfNeeded: n >> UInt64(shift))) }
+            append(field)
+        }
     }
 
     /// With `deterministicOnly`, only requests whose output is reproducible qualify:
@@ -38,11 +66,6 @@ public enum CacheKey {
         return !deterministicOnly || request.isDeterministic
     }
 
-    private static func appendField<C: Collection<UInt8>>(_ out: inout [UInt8], _ field: C) {
-        var n = UInt64(field.count).bigEndian
-        withUnsafeBytes(of: &n) { out += $0 }
-        out += field
-    }
 }
 
 /// The request's Cache-Control, as far as the response cache is concerned.

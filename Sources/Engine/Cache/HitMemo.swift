@@ -17,22 +17,40 @@ final class HitMemo {
         let includeUsage: Bool
     }
 
-    private var map: [String: Entry] = [:]
+    /// The SHA-256 of (endpoint, tenant, body), as a value: no string per request, and four words
+    /// to hash in the table.
+    typealias Key = Digest.Value
+
+    private var map: [Key: Entry] = [:]
     let capacity: Int
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
-    static func rawKey(kind: EndpointKind, identity: String?, body: [UInt8]) -> String {
-        var bytes: [UInt8] = [kind == .chat ? 0x63 : 0x70]
-        if let identity { bytes += Array(identity.utf8) }
-        bytes.append(0)
-        bytes += body
-        return Digest.hex(Digest.sha256(bytes))
+    static func rawKey(kind: EndpointKind, identity: String?, body: [UInt8]) -> Key {
+        let idCount = identity?.utf8.count ?? 0
+        // The hashed bytes are assembled on the stack when they are small (a heap buffer otherwise).
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 + idCount + body.count) { buf in
+            buf[0] = kind == .chat ? 0x63 : 0x70
+            var n = 1
+            if let identity {
+                for b in identity.utf8 {
+                    buf[n] = b
+                    n += 1
+                }
+            }
+            buf[n] = 0
+            n += 1
+            body.withUnsafeBufferPointer { b in
+                if let src = b.baseAddress, b.count > 0 { (buf.baseAddress! + n).update(from: src, count: b.count) }
+            }
+            n += body.count
+            return Key(sha256: UnsafeRawBufferPointer(start: buf.baseAddress, count: n))
+        }
     }
 
-    func get(_ key: String) -> Entry? { map[key] }
+    func get(_ key: Key) -> Entry? { map[key] }
 
-    func put(_ key: String, _ e: Entry) {
+    func put(_ key: Key, _ e: Entry) {
         if map.count >= capacity { map.removeAll(keepingCapacity: true) }
         map[key] = e
     }

@@ -106,20 +106,20 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
     public func claim(_ key: String, owner: String, now: UInt64) -> ClaimAnswer {
         guard let s = segment else { return .unavailable }
         var key = key, owner = owner
-        var out = [UInt8](repeating: 0, count: Int(SC_CLAIM_OWNER_MAX))
-        var len = 0
-        let rc = key.withUTF8 { k in
-            owner.withUTF8 { o in
-                out.withUnsafeMutableBytes { b in
+        // The other owner's name is read into the stack (a claim is won far more often than lost).
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(SC_CLAIM_OWNER_MAX)) { out in
+            var len = 0
+            let rc = key.withUTF8 { k in
+                owner.withUTF8 { o in
                     sc_claim(s, k.baseAddress, k.count, o.baseAddress, o.count, now, Self.claimLease.nanoseconds,
-                             b.baseAddress, b.count, &len)
+                             out.baseAddress, out.count, &len)
                 }
             }
-        }
-        switch Int(rc) {
-        case SC_CLAIM_WON: return .won
-        case SC_CLAIM_LOST: return .lost(owner: String(decoding: out[0..<len], as: UTF8.self))
-        default: return .unavailable
+            switch Int(rc) {
+            case SC_CLAIM_WON: return .won
+            case SC_CLAIM_LOST: return .lost(owner: String(decoding: UnsafeBufferPointer(rebasing: out[0..<min(len, out.count)]), as: UTF8.self))
+            default: return .unavailable
+            }
         }
     }
 

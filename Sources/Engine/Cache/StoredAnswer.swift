@@ -160,15 +160,18 @@ enum StoredAnswer: Equatable {
         switch self {
         case .json(let body):
             let spans = body.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
-            var out: [UInt8] = [Self.stampedJSONTag]
+            // Reserved before the first byte: an array literal then reserveCapacity allocated twice.
+            var out: [UInt8] = []
             out.reserveCapacity(5 + 8 * spans.count + body.count)
+            out.append(Self.stampedJSONTag)
             Self.append(&out, spans)
             out += body
             return out
         case .stream(let s):
             let spans = s.identitySpans ?? s.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
-            var out: [UInt8] = [spans == nil ? Self.streamTag : Self.stampedStreamTag]
+            var out: [UInt8] = []
             out.reserveCapacity(9 + 8 * (s.usageRanges.count + (spans?.count ?? 0)) + s.events.count)
+            out.append(spans == nil ? Self.streamTag : Self.stampedStreamTag)
             Self.append(&out, s.usageRanges)
             if let spans { Self.append(&out, spans) }
             out += s.events

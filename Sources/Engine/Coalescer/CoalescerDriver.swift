@@ -3,8 +3,10 @@
 // re-entry: a session that answers inside an action's call only adds to the queue), then `run`
 // performs the machine's actions in one switch. Decisions for a session reach it as a queued
 // session event (RequestSession.post), never as a nested call into its half-finished state.
-// Owns: the machine, the Flight records (bytes, publisher, reader), the sessions taking part by
-// id (strongly: a headless leader lives until its flight ends). Loop-confined; one per runtime.
+// Owns: the machine, the Flight records (bytes, publisher, reader) in the slots the machine's
+// FlightIDs name, the sessions taking part by id (strongly: a headless leader lives until its
+// flight ends), and the one lease Timer that refreshes every claim this process holds
+// (ClaimLeaseMachine). Loop-confined; one per runtime.
 import Reactor
 
 final class CoalescerDriver: RemoteFlightReaderDelegate {
@@ -14,10 +16,13 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     private unowned let runtime: EngineRuntime
     private var machine = CoalescerMachine()
     private var sessions: [RequestID: RequestSession] = [:]
-    private var flights: [FlightID: Flight] = [:]
+    /// Flight records by the slot of their FlightID (a record whose id is not the machine's
+    /// flight in that slot is over: the next flight in the slot replaces it).
+    private var flights: [Flight?] = []
+    private var leases = ClaimLeaseMachine(interval: RemoteFlightPublisher.refreshInterval)
+    /// Made with the first claim this process holds.
+    private var leaseTimer: Timer?
     private var nextRequest: UInt64 = 0
-    /// Sessions that lead a flight of this process (they stay registered until it ends).
-    private var leaders: Set<RequestID> = []
 
     private enum Event {
         case arrived(CoalescerMachine.Arrival)
@@ -31,6 +36,12 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     private var queue = EventQueue<Event>()
 
     init(runtime: EngineRuntime) { self.runtime = runtime }
+
+    /// The runtime stops: the lease timer goes (claims still held run out with their lease).
+    func stop() {
+        leaseTimer?.close()
+        leaseTimer = nil
+    }
 
     func newRequestID() -> RequestID {
         nextRequest += 1
@@ -50,7 +61,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     /// The leader's upstream answered: publish the head; an SSE 200 starts the followers' streams.
     func leaderHead(_ f: FlightID, status: Int, contentType: String, isStream: Bool) {
-        guard let fl = flights[f], isStream else { return }
+        guard let fl = flight(f), isStream else { return }
         // A plain answer needs no head entry: its end entry carries status, type and body.
         fl.publisher?.head(status: status, contentType: contentType)
         post(.streamStarted(f))
@@ -58,14 +69,14 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     /// Whole SSE events the leader relayed (usage chunk included): record, publish, fan out.
     func leaderEvents(_ f: FlightID, _ events: UnsafeRawBufferPointer) {
-        guard events.count > 0, let fl = flights[f] else { return }
+        guard events.count > 0, let fl = flight(f) else { return }
         fl.publisher?.chunk(events, recorded: fl.recorded, recordingEnds: fl.wouldOverflow(events.count))
         relay(fl, events)
     }
 
     /// The leader's request ended (answered, failed, or its client left with nobody following).
     func leaderEnded(_ f: FlightID, _ o: Flight.Outcome) {
-        guard let fl = flights[f] else { return }
+        guard let fl = flight(f) else { return }
         if let p = fl.publisher {
             fl.publisher = nil
             switch o {
@@ -112,20 +123,19 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             run(machine.remoteFollowersCounted(f, n), outcome: nil)
         case .left(let id):
             run(machine.left(id), outcome: nil)
-            // A follower that left is done with us; a leader stays until its flight ends.
-            if !leaders.contains(id), let s = sessions.removeValue(forKey: id) {
-                for fl in flights.values { fl.live.removeAll { $0.session === s } }
+            // A follower that left is done with us; a leader stays until its flight ends (the
+            // machine keeps it in its flight until then).
+            if !machine.belongsToFlight(id), let s = sessions.removeValue(forKey: id) {
+                for case let fl? in flights where !fl.live.isEmpty { fl.live.removeAll { $0.session === s } }
             }
         }
     }
 
     /// The flight's records go (its leader, if in this process, is done with us too).
     private func finishFlight(_ f: FlightID) {
-        guard let fl = flights.removeValue(forKey: f) else { return }
-        if let l = fl.leader {
-            leaders.remove(l)
-            sessions[l] = nil
-        }
+        guard let fl = flight(f) else { return }
+        flights[f.slot] = nil
+        if let l = fl.leader { sessions[l] = nil }
         fl.reader?.stop()
         fl.reader = nil
         fl.publisher?.close()
@@ -140,7 +150,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             switch a {
             case .claim(let f, let key):
                 let fl = Flight(id: f, key: key)
-                flights[f] = fl
+                setFlight(fl)
                 guard let redis = runtime.redis else {
                     post(.claimAnswered(f, .unavailable))
                     continue
@@ -171,25 +181,30 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                     RemoteFlightPublisher.release(redis: redis, key: key, owner: ownerName(f))
                 }
             case .lead(let id, let f, let publish):
-                let fl = flights[f] ?? Flight(id: f, key: key(of: f))
-                flights[f] = fl
+                let fl: Flight
+                if let known = flight(f) {
+                    fl = known
+                } else {
+                    fl = Flight(id: f, key: key(of: f))
+                    setFlight(fl)
+                }
                 fl.leader = id
-                leaders.insert(id)
                 if publish, let redis = runtime.redis, fl.publisher == nil, !fl.key.isEmpty {
-                    fl.publisher = RemoteFlightPublisher(redis: redis, loop: runtime.loop, key: fl.key, owner: fl.owner ?? ownerName(f),
+                    fl.publisher = RemoteFlightPublisher(redis: redis, key: fl.key, owner: fl.owner ?? ownerName(f),
                                                          claims: runtime.sharedClaims)
+                    performLease(leases.taken(now: Loop.nowNanos()))
                 }
                 sessions[id]?.post(.flight(.lead(f)))
             case .proceedAlone(let id):
                 sessions.removeValue(forKey: id)?.post(.flight(.alone))
             case .follow(let id, let f, let live):
                 guard let s = sessions[id] else { continue }
-                let fl = flights[f]
+                let fl = flight(f)
                 let st = stamp(for: s)
                 if live, let fl { fl.live.append(Flight.LiveFollower(session: s, stamp: st)) }
                 s.post(.flight(.follow(live: live, recorded: live ? st.stamped(events: fl?.recorded ?? []) : [])))
             case .readRemote(let f, let key, let owner):
-                guard let redis = runtime.redis, let fl = flights[f] else {
+                guard let redis = runtime.redis, let fl = flight(f) else {
                     post(.lost(f))
                     continue
                 }
@@ -198,9 +213,9 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                 fl.reader = r
                 r.start()
             case .stopRemote(let f):
-                flights[f]?.reader?.stop()
+                flight(f)?.reader?.stop()
             case .goLive(let id, let f):
-                guard let s = sessions[id], let fl = flights[f] else { continue }
+                guard let s = sessions[id], let fl = flight(f) else { continue }
                 let st = stamp(for: s)
                 fl.live.append(Flight.LiveFollower(session: s, stamp: st))
                 s.post(.flight(.goLive(recorded: st.stamped(events: fl.recorded))))
@@ -214,7 +229,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             case .abortLeader(let id):
                 sessions[id]?.post(.flight(.abort))
             case .countRemoteFollowers(_, let f):
-                guard let p = flights[f]?.publisher else {
+                guard let p = flight(f)?.publisher else {
                     post(.remoteFollowersCounted(f, 0))
                     continue
                 }
@@ -237,13 +252,68 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     private func key(of f: FlightID) -> String { machine.key(of: f) ?? "" }
 
-    /// The leader's name in Redis: this process and the flight.
-    private func ownerName(_ f: FlightID) -> String { runtime.instanceId + "-" + String(f.raw) }
+    // MARK: flight records and leases
+
+    /// The record of flight `f`, while it is the one in its slot.
+    private func flight(_ f: FlightID) -> Flight? {
+        let i = f.slot
+        guard i < flights.count, let fl = flights[i], fl.id == f else { return nil }
+        return fl
+    }
+
+    private func setFlight(_ fl: Flight) {
+        let i = fl.id.slot
+        while flights.count <= i { flights.append(nil) }
+        flights[i] = fl
+    }
+
+    private func performLease(_ a: ClaimLeaseMachine.Action) {
+        switch a {
+        case .none:
+            break
+        case .arm(let after):
+            armLeaseTimer(after: after)
+        case .refreshAll(let after):
+            let now = Loop.nowNanos()
+            for case let fl? in flights { fl.publisher?.refreshLease(now: now) }
+            armLeaseTimer(after: after)
+        }
+    }
+
+    private func armLeaseTimer(after d: Duration) {
+        let t = leaseTimer ?? Timer(loop: runtime.loop)
+        if leaseTimer == nil {
+            t.onFire = { [unowned self] in
+                var held = 0
+                for case let fl? in self.flights where fl.publisher.map({ !$0.isDone }) == true { held += 1 }
+                self.performLease(self.leases.fired(now: Loop.nowNanos(), held: held))
+            }
+            leaseTimer = t
+        }
+        t.schedule(after: d)
+    }
+
+    /// The leader's name in Redis: this process and the flight (one string, written in place).
+    private func ownerName(_ f: FlightID) -> String {
+        var id = runtime.instanceId
+        let digits = String(f.raw)  // at most 20 digits: a small string, no allocation
+        return id.withUTF8 { p in
+            var d = digits
+            return d.withUTF8 { q in
+                String(unsafeUninitializedCapacity: p.count + 1 + q.count) { out in
+                    _ = out.initialize(fromContentsOf: p)
+                    out[p.count] = UInt8(ascii: "-")
+                    _ = out[(p.count + 1)...].initialize(fromContentsOf: q)
+                    return p.count + 1 + q.count
+                }
+            }
+        }
+    }
 
     // MARK: RemoteFlightReaderDelegate (another process leads)
 
     func remoteHead(_ r: RemoteFlightReader, status: Int, contentType: String) {
-        guard let fl = flights[r.flight] else { return }
+        guard let fl = flight(r.flight) else { return }
         fl.remote.contentType = contentType
         if status == 200 && contentType.hasPrefix("text/event-stream") {
             fl.remote.relay = StreamRelay(includeUsage: true, records: true, maxEventBytes: runtime.config.vllm.maxEventBytes)
@@ -253,7 +323,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     func remoteBody(_ r: RemoteFlightReader, _ bytes: UnsafeRawBufferPointer) {
         // Only a stream has body entries (a plain answer comes whole in its end entry).
-        guard let fl = flights[r.flight], fl.remote.isStream else { return }
+        guard let fl = flight(r.flight), fl.remote.isStream else { return }
         // The leader published whole events; the scanner re-checks them (this process trusts
         // nothing it did not parse itself) and records them for followers that are not live.
         _ = fl.remote.relay?.read(bytes)
@@ -261,7 +331,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     }
 
     func remoteEnd(_ r: RemoteFlightReader, status: Int, contentType: String, body: [UInt8]?) {
-        guard let fl = flights[r.flight] else { return }
+        guard let fl = flight(r.flight) else { return }
         if let body {
             post(.ended(r.flight, .buffered(status: status, contentType: contentType, body: body)))
             return
@@ -279,7 +349,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     func remoteLost(_ r: RemoteFlightReader) {
         // A stream whose [DONE] arrived is complete even if its leader died before the end entry.
-        if let fl = flights[r.flight], fl.remote.relay?.sawDone == true {
+        if let fl = flight(r.flight), fl.remote.relay?.sawDone == true {
             remoteEnd(r, status: 200, contentType: fl.remote.contentType, body: nil)
             return
         }

@@ -16,6 +16,11 @@
 //   arrived ─▶ (no flight) claiming ─claim: us / no Redis─▶ leading ──ended──▶ (removed)
 //                  │                 └claim: other process─▶ followingRemote ──ended/lost──▶ (removed)
 //              (flight runs) ─▶ member (waiting ─streamStarted─▶ live) ─▶ one ending each
+//
+// The table is a slab: a flight lives in one slot from its first arrival to its removal, its
+// FlightID names the slot (and a sequence number, so ids never repeat), and every event after the
+// arrival finds it by that id and changes it in place. The only lookup by cache key is the
+// arrival's (`running`: key → id), and the key's hash is computed once per flight.
 
 public struct CoalescerMachine: Sendable {
     /// A request, as the driver names it.
@@ -26,9 +31,14 @@ public struct CoalescerMachine: Sendable {
     }
 
     /// One flight's identity: keys repeat (a new flight after the last ended), flights do not.
+    /// The machine's ids carry their slot in the low bits and a sequence number above them.
     public struct FlightID: Hashable, Sendable, CustomStringConvertible {
         public let raw: UInt64
         public init(_ raw: UInt64) { self.raw = raw }
+        init(sequence: UInt64, slot: Int) { raw = sequence << FlightID.slotBits | UInt64(slot) }
+        static let slotBits: UInt64 = 24
+        /// The slot of the table this flight occupies (meaningful for ids the machine made).
+        var slot: Int { Int(truncatingIfNeeded: raw & (1 << FlightID.slotBits - 1)) }
         public var description: String { "f\(raw)" }
     }
 
@@ -98,9 +108,22 @@ public struct CoalescerMachine: Sendable {
 
     struct Flight: Equatable, Sendable {
         var id: FlightID
-        var key: String
+        var key: FlightKey
         var phase: Phase
         var members: [Member]
+    }
+
+    /// A cache key with its hash computed once: the running-flights index rehashes its keys when
+    /// it removes one (backward-shift deletion), which should not rehash 64 bytes each time.
+    struct FlightKey: Hashable, Sendable {
+        let text: String
+        let hash: Int
+        init(_ text: String) {
+            self.text = text
+            hash = text.hashValue
+        }
+        func hash(into h: inout Hasher) { h.combine(hash) }
+        static func == (a: FlightKey, b: FlightKey) -> Bool { a.hash == b.hash && a.text == b.text }
     }
 
     public enum Action: Equatable, Sendable {
@@ -140,122 +163,122 @@ public struct CoalescerMachine: Sendable {
         case countRemoteFollowers(RequestID, FlightID)
     }
 
-    private(set) var flights: [String: Flight] = [:]
+    /// The flights that run now, by slot (nil: free); `free` lists the free slots.
+    private var slots: [Flight?] = []
+    private var free: [Int] = []
+    /// The running flight of each key (looked up only by arrivals).
+    private var running: [FlightKey: FlightID] = [:]
     /// Which flight each leader or member belongs to.
-    private var flightOf: [RequestID: String] = [:]
-    private var keyOfFlight: [FlightID: String] = [:]
-    private var nextFlight: UInt64 = 0
+    private var flightOf: [RequestID: FlightID] = [:]
+    private var nextSequence: UInt64 = 0
 
     public init() {}
 
-    public var runningFlights: Int { flights.count }
+    public var runningFlights: Int { running.count }
 
     /// The key of a running flight.
-    public func key(of f: FlightID) -> String? { keyOfFlight[f] }
+    public func key(of f: FlightID) -> String? { slot(of: f).map { slots[$0]!.key.text } }
+
+    /// Whether `id` leads or follows a running flight (a leader whose client left still leads it
+    /// until it ends).
+    public func belongsToFlight(_ id: RequestID) -> Bool { flightOf[id] != nil }
 
     // MARK: events
 
     /// A request missed the cache (or skipped it): lead, follow, or go alone.
     public mutating func arrived(_ a: Arrival, acrossProcesses: Bool) -> [Action] {
         precondition(flightOf[a.id] == nil, "\(a.id) arrived twice")
-        if var f = flights[a.key] {
+        let key = FlightKey(a.key)
+        if let fid = running[key], let i = slot(of: fid) {
             guard a.mayFollow else { return [.proceedAlone(a.id)] }
             let live: Bool
-            switch f.phase {
+            switch slots[i]!.phase {
             case .leading(_, .live, _), .followingRemote(_, .live): live = a.isStream
             default: live = false
             }
-            f.members.append(Member(id: a.id, isStream: a.isStream, isLive: live))
-            flights[a.key] = f
-            flightOf[a.id] = a.key
-            return [.follow(a.id, f.id, live: live)]
+            slots[i]!.members.append(Member(id: a.id, isStream: a.isStream, isLive: live))
+            flightOf[a.id] = fid
+            return [.follow(a.id, fid, live: live)]
         }
         guard a.mayLead else { return [.proceedAlone(a.id)] }
-        nextFlight += 1
-        let id = FlightID(nextFlight)
-        flightOf[a.id] = a.key
-        if acrossProcesses {
-            flights[a.key] = Flight(id: id, key: a.key, phase: .claiming(leader: a.id, leaderIsStream: a.isStream, leaderMayFollow: a.mayFollow), members: [])
-            keyOfFlight[id] = a.key
-            return [.claim(id, key: a.key)]
-        }
-        flights[a.key] = Flight(id: id, key: a.key, phase: .leading(leader: a.id, stream: .notStarted, publishes: false), members: [])
-        keyOfFlight[id] = a.key
-        return [.lead(a.id, id, publish: false)]
+        let phase: Phase = acrossProcesses
+            ? .claiming(leader: a.id, leaderIsStream: a.isStream, leaderMayFollow: a.mayFollow)
+            : .leading(leader: a.id, stream: .notStarted, publishes: false)
+        let id = addFlight(key, phase)
+        flightOf[a.id] = id
+        return acrossProcesses ? [.claim(id, key: a.key)] : [.lead(a.id, id, publish: false)]
     }
 
     /// Redis answered the claim of flight `fid`.
     public mutating func claimAnswered(_ fid: FlightID, _ claim: Claim) -> [Action] {
-        guard let key = flight(fid), case .claiming(let leader, let leaderIsStream, let leaderMayFollow) = flights[key]!.phase else { return [] }
-        var f = flights[key]!
+        guard let i = slot(of: fid), case .claiming(let leader, let leaderIsStream, let leaderMayFollow) = slots[i]!.phase else { return [] }
         guard let leader else {
             // The claimer left while asking: nobody calls upstream for this flight. Give the lock
             // back and let the members look again (the first of them leads).
-            removeFlight(key)
-            var out: [Action] = claim == .won ? [.releaseClaim(fid, key: key)] : []
+            let f = removeFlight(i)
+            var out: [Action] = claim == .won ? [.releaseClaim(fid, key: f.key.text)] : []
             for m in f.members { out.append(.rejoin(m.id)) }
             return out
         }
         switch claim {
         case .won, .unavailable:
-            f.phase = .leading(leader: leader, stream: .notStarted, publishes: claim == .won)
-            flights[key] = f
+            slots[i]!.phase = .leading(leader: leader, stream: .notStarted, publishes: claim == .won)
             return [.lead(leader, fid, publish: claim == .won)]
         case .lost(let owner):
             var out: [Action] = []
             if leaderMayFollow {
                 // The claimer becomes a member like any other (it may be a stream client).
-                f.members.insert(Member(id: leader, isStream: leaderIsStream, isLive: false), at: 0)
+                slots[i]!.members.insert(Member(id: leader, isStream: leaderIsStream, isLive: false), at: 0)
                 out.append(.follow(leader, fid, live: false))
             } else {
                 // A no-cache claimer wants an answer made for it: it calls upstream itself.
                 flightOf[leader] = nil
                 out.append(.proceedAlone(leader))
             }
-            guard !f.members.isEmpty else {
-                removeFlight(key)
+            guard !slots[i]!.members.isEmpty else {
+                removeFlight(i)
                 return out
             }
-            f.phase = .followingRemote(owner: owner, stream: .notStarted)
-            flights[key] = f
-            out.append(.readRemote(fid, key: key, owner: owner))
+            slots[i]!.phase = .followingRemote(owner: owner, stream: .notStarted)
+            out.append(.readRemote(fid, key: slots[i]!.key.text, owner: owner))
             return out
         }
     }
 
     /// The flight's answer is an SSE stream (the leader's upstream head, or the remote head).
     public mutating func streamStarted(_ fid: FlightID) -> [Action] {
-        guard let key = flight(fid) else { return [] }
-        var f = flights[key]!
-        switch f.phase {
-        case .leading(let l, .notStarted, let p): f.phase = .leading(leader: l, stream: .live, publishes: p)
-        case .followingRemote(let o, .notStarted): f.phase = .followingRemote(owner: o, stream: .live)
+        guard let i = slot(of: fid) else { return [] }
+        switch slots[i]!.phase {
+        case .leading(let l, .notStarted, let p): slots[i]!.phase = .leading(leader: l, stream: .live, publishes: p)
+        case .followingRemote(let o, .notStarted): slots[i]!.phase = .followingRemote(owner: o, stream: .live)
         default: return []
         }
         var out: [Action] = []
-        for i in f.members.indices where f.members[i].isStream {
-            f.members[i].isLive = true
-            out.append(.goLive(f.members[i].id, f.id))
+        for m in slots[i]!.members.indices where slots[i]!.members[m].isStream {
+            slots[i]!.members[m].isLive = true
+            out.append(.goLive(slots[i]!.members[m].id, fid))
         }
-        flights[key] = f
         return out
     }
 
     /// The recording outgrew its cap: late joiners can no longer be replayed the stream so far.
     public mutating func recordingOverflowed(_ fid: FlightID) {
-        guard let key = flight(fid) else { return }
-        switch flights[key]!.phase {
-        case .leading(let l, .live, let p): flights[key]!.phase = .leading(leader: l, stream: .unreplayable, publishes: p)
-        case .followingRemote(let o, .live): flights[key]!.phase = .followingRemote(owner: o, stream: .unreplayable)
+        guard let i = slot(of: fid) else { return }
+        switch slots[i]!.phase {
+        case .leading(let l, .live, let p): slots[i]!.phase = .leading(leader: l, stream: .unreplayable, publishes: p)
+        case .followingRemote(let o, .live): slots[i]!.phase = .followingRemote(owner: o, stream: .unreplayable)
         default: break
         }
     }
 
     /// The flight ended. It leaves the table now: nobody joins it any more.
     public mutating func ended(_ fid: FlightID, _ ending: Ending) -> [Action] {
-        guard let key = flight(fid) else { return [] }
-        let f = flights[key]!
-        removeFlight(key)
+        guard let i = slot(of: fid) else { return [] }
+        let f = removeFlight(i)
+        if f.members.isEmpty {
+            if case .followingRemote = f.phase { return [.stopRemote(fid)] }
+            return []
+        }
         var out: [Action] = []
         if case .followingRemote = f.phase { out.append(.stopRemote(fid)) }
         for m in f.members {
@@ -273,52 +296,73 @@ public struct CoalescerMachine: Sendable {
     /// How many readers other processes started on this flight's answer (after the leader's
     /// client left): any, or a follower here, and the leader keeps generating.
     public mutating func remoteFollowersCounted(_ fid: FlightID, _ n: Int) -> [Action] {
-        guard let key = flight(fid), case .leading(let l, _, _) = flights[key]!.phase else { return [] }
-        return n > 0 || !flights[key]!.members.isEmpty ? [.continueHeadless(l)] : [.abortLeader(l)]
+        guard let i = slot(of: fid), case .leading(let l, _, _) = slots[i]!.phase else { return [] }
+        return n > 0 || !slots[i]!.members.isEmpty ? [.continueHeadless(l)] : [.abortLeader(l)]
     }
 
     /// A request's client went away (or its session ended) before its flight did.
     public mutating func left(_ id: RequestID) -> [Action] {
-        guard let key = flightOf[id], var f = flights[key] else {
+        guard let fid = flightOf[id], let i = slot(of: fid) else {
             flightOf[id] = nil
             return []
         }
-        if let i = f.members.firstIndex(where: { $0.id == id }) {
-            f.members.remove(at: i)
-            flights[key] = f
+        if let m = slots[i]!.members.firstIndex(where: { $0.id == id }) {
+            slots[i]!.members.remove(at: m)
             flightOf[id] = nil
             return []
         }
-        switch f.phase {
+        switch slots[i]!.phase {
         case .claiming(_, let isStream, let mayFollow):
-            f.phase = .claiming(leader: nil, leaderIsStream: isStream, leaderMayFollow: mayFollow)
-            flights[key] = f
+            slots[i]!.phase = .claiming(leader: nil, leaderIsStream: isStream, leaderMayFollow: mayFollow)
             flightOf[id] = nil
             return []
         case .leading(_, _, let publishes):
             // The leader stays the flight's leader until the flight ends (its session ends it).
-            if !f.members.isEmpty { return [.continueHeadless(id)] }
-            return publishes ? [.countRemoteFollowers(id, f.id)] : [.abortLeader(id)]
+            if !slots[i]!.members.isEmpty { return [.continueHeadless(id)] }
+            return publishes ? [.countRemoteFollowers(id, fid)] : [.abortLeader(id)]
         case .followingRemote:
             flightOf[id] = nil
             return []
         }
     }
 
-    // MARK: helpers
+    // MARK: the table
 
-    private func flight(_ fid: FlightID) -> String? {
-        keyOfFlight[fid]
+    /// The slot of a running flight (nil: ended, or never this machine's).
+    private func slot(of fid: FlightID) -> Int? {
+        let i = fid.slot
+        guard i < slots.count, slots[i]?.id == fid else { return nil }
+        return i
     }
 
-    private mutating func removeFlight(_ key: String) {
-        guard let f = flights.removeValue(forKey: key) else { return }
-        keyOfFlight[f.id] = nil
+    private mutating func addFlight(_ key: FlightKey, _ phase: Phase) -> FlightID {
+        let i: Int
+        if let f = free.popLast() {
+            i = f
+        } else {
+            precondition(slots.count < 1 << FlightID.slotBits, "more flights than FlightID can name")
+            i = slots.count
+            slots.append(nil)
+        }
+        nextSequence += 1
+        let id = FlightID(sequence: nextSequence, slot: i)
+        slots[i] = Flight(id: id, key: key, phase: phase, members: [])
+        running[key] = id
+        return id
+    }
+
+    /// Empties the flight's slot and forgets who belonged to it; returns what it held.
+    @discardableResult
+    private mutating func removeFlight(_ i: Int) -> Flight {
+        let f = slots[i].take()!
+        free.append(i)
+        running[f.key] = nil
         for m in f.members { flightOf[m.id] = nil }
         switch f.phase {
         case .leading(let l, _, _): flightOf[l] = nil
         case .claiming(let l?, _, _): flightOf[l] = nil
         default: break
         }
+        return f
     }
 }

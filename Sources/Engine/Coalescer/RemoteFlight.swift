@@ -15,8 +15,10 @@
 // joined — the events it recorded so far first — so a flight nobody follows costs Redis nothing.
 // The claim stays (ENDING) until the leader's last entry is written, so a reader that sees it gone
 // finds the end entry, or knows the leader died.
-// Owns: the publisher's refresh Timer and the reader's poll Timer; Redis errors degrade to "no
-// cross-process coalescing", never to a failed request.
+// The leader's claim is refreshed every second by the CoalescerDriver's one lease timer for the
+// whole process (ClaimLeaseMachine), through `refreshLease`, until the publisher finishes.
+// Owns: the reader's poll Timer; Redis errors degrade to "no cross-process coalescing", never to
+// a failed request.
 import Reactor
 
 enum RemoteFlightKeys {
@@ -33,8 +35,8 @@ final class RemoteFlightPublisher {
     let owner: String
     /// Made when first needed: in shared-memory mode most flights never write to Redis.
     private lazy var streamKey = RemoteFlightKeys.stream(key, owner: owner)
-    private let refresh: Timer
-    private var isDone = false
+    /// The last entry is written (or being written): the lease is no longer refreshed.
+    private(set) var isDone = false
     /// The shared-memory claim (nil: the claim is the Redis lock).
     private let claims: SharedMemoryCacheStore?
     /// Shared-memory mode: the stream is being written to Redis (a reader joined).
@@ -44,8 +46,9 @@ final class RemoteFlightPublisher {
     /// Shared-memory mode: the SSE head, written when (if) publishing starts.
     private var pendingHead: (status: Int, contentType: String)?
     /// Short, so followers behind a leader that died wait little (they look again once it is
-    /// gone); refreshed every second, so a live leader keeps it through loop stalls of ~3 s.
+    /// gone); refreshed every `refreshInterval`, so a live leader keeps it through loop stalls of ~3 s.
     static let lockMillis = 4_000
+    static let refreshInterval: Duration = .seconds(1)
 
     // Compare-and-expire / compare-and-delete, so a leader never touches a lock it lost.
     static let refreshScript = RedisScript("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end")
@@ -78,26 +81,23 @@ final class RemoteFlightPublisher {
         releaseScript.run(on: redis, keys: [bytes(RemoteFlightKeys.lock(key))], args: [bytes(owner)]) { _ in }
     }
 
-    init(redis: RedisConnection, loop: Loop, key: String, owner: String, claims: SharedMemoryCacheStore? = nil) {
+    init(redis: RedisConnection, key: String, owner: String, claims: SharedMemoryCacheStore? = nil) {
         self.redis = redis
         self.key = key
         self.owner = owner
         self.claims = claims
-        self.refresh = Timer(loop: loop)
-        refresh.onFire = { [unowned self] in self.refreshLock() }
-        refresh.schedule(after: .seconds(1))
     }
 
-    private func refreshLock() {
+    /// Extends the claim's lease (the driver's lease timer calls this about every second while
+    /// the flight runs); nothing once the publisher finished.
+    func refreshLease(now: UInt64) {
         guard !isDone else { return }
         if let claims {
-            _ = claims.refreshClaim(key, owner: owner, now: Loop.nowNanos())
-            refresh.schedule(after: .seconds(1))
+            _ = claims.refreshClaim(key, owner: owner, now: now)
             return
         }
         Self.refreshScript.run(on: redis, keys: [Self.bytes(RemoteFlightKeys.lock(key))],
                                args: [Self.bytes(owner), Self.bytes(String(Self.lockMillis))]) { _ in }
-        refresh.schedule(after: .seconds(1))
     }
 
     private func add(_ fields: [[UInt8]]) {
@@ -193,7 +193,6 @@ final class RemoteFlightPublisher {
     /// when a reader joined.
     private func finish(always: Bool = true, recorded: [UInt8] = [], _ fields: () -> [[UInt8]]) {
         isDone = true
-        refresh.close()
         if let claims {
             // Readers, or a stream already written: the claim stays (ENDING) until the end entry
             // is in Redis, then goes. Nobody joined: it goes now, and Redis hears nothing.
@@ -215,7 +214,6 @@ final class RemoteFlightPublisher {
         if !isDone {
             fail(status: 502, body: EngineError(.badGateway, "The shared request ended without an answer.", source: .upstream).jsonBody)
         }
-        refresh.close()
     }
 }
 

@@ -178,7 +178,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         switch action {
         case .lookupCache:
             guard let cache = runtime.cache, let key = cachePlan.key else { return post(.cacheAnswered(.miss)) }
-            // Completes at once (embedded store) or later (Redis): either way through the queue.
+            // The embedded and shared-memory stores answer at once: no completion, whose weak
+            // reference would give the session a side table (an allocation, slower refcounts).
+            if let sync = runtime.syncCache { return post(.cacheAnswered(sync.lookup(key, now: Loop.nowNanos(), touch: true))) }
+            // Redis answers later: either way the answer comes through the queue.
             cache.get(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] in self?.post(.cacheAnswered($0)) }
         case .lookupStale:
             endAttempt(.failure)

@@ -321,6 +321,7 @@ public final class EngineRuntime {
         monitor?.stop()
         admission?.stop()
         kvEvents?.stop()
+        coalescer.stop()
         redis?.close()
         for b in backends.all { b.pool.closeAll() }
         for t in idleTimers { t.close() }
@@ -364,8 +365,13 @@ public final class EngineRuntime {
     func store(_ answer: StoredAnswer, key: String) {
         guard let cache else { return }
         let c = config.cache
-        cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
-                  staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: UInt64(Loop.wallSeconds() * 1000))
+        if let sync = syncCache {
+            sync.store(key, answer.encoded(), ttl: .seconds(validated: c.ttlSeconds), staleTTL: .seconds(validated: c.staleTtlSeconds),
+                       now: Loop.nowNanos())
+        } else {
+            cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
+                      staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: UInt64(Loop.wallSeconds() * 1000))
+        }
         metrics.cacheStores += 1
     }
 
@@ -405,6 +411,9 @@ public final class EngineRuntime {
     /// The status of an upstream response head the session received (the last one counts when
     /// it retried). TODO(ops): RequestSession calls this in its `.upstreamHead` event, not yet.
     func noteUpstreamStatus(_ s: RequestSession, _ status: Int) {
+        // Without the access log the table is empty: skip the in-place update, whose accessor
+        // costs two allocations even then.
+        guard !sessionAccess.isEmpty else { return }
         sessionAccess[ObjectIdentifier(s)]?.upstreamStatus = status
     }
 
@@ -447,7 +456,7 @@ public final class EngineRuntime {
             metrics.promptTokens[labels.model, default: 0] += u.prompt
             metrics.completionTokens[labels.model, default: 0] += u.completion
         }
-        let access = sessionAccess.removeValue(forKey: ObjectIdentifier(s))
+        let access = sessionAccess.isEmpty ? nil : sessionAccess.removeValue(forKey: ObjectIdentifier(s))
         guard let log = accessLog else { return }
         log.write(AccessLogEntry(
             requestId: s.requestId, request: access?.request, route: route,

@@ -258,7 +258,7 @@ final class Frontend: HTTPServerConnectionDelegate {
     }
 
     private func parseAndStart(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], rid: String,
-                               identity: String?, memoKey: String?) {
+                               identity: String?, memoKey: HitMemo.Key?) {
         var req: OpenAIRequest
         let parseStart = Loop.nowNanos()
         func reject(_ err: EngineError) {
@@ -348,7 +348,7 @@ final class Frontend: HTTPServerConnectionDelegate {
     }
 
     private func routeAndStart(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest,
-                               body: [UInt8], rid: String, identity: String?, tokens: Int, memoKey: String?) {
+                               body: [UInt8], rid: String, identity: String?, tokens: Int, memoKey: HitMemo.Key?) {
         var forward = body
         var extra = HTTPHeaders()
         let served: String
@@ -430,7 +430,7 @@ final class Frontend: HTTPServerConnectionDelegate {
 
     private func startSession(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest,
                               forward: [UInt8], rid: String, identity: String?, served: String, extra: HTTPHeaders,
-                              memoKey: String?) {
+                              memoKey: HitMemo.Key?) {
         runtime.metrics.requestsInFlight += 1
         if req.stream { runtime.metrics.streamsStarted += 1 }
         let plan = cachePlan(kind: kind, head: head, req: req, served: served, identity: identity)

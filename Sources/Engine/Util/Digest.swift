@@ -19,7 +19,31 @@ enum Digest {
         return md
     }
 
+    /// SHA-256 of `bytes` in lowercase hex, the digest kept on the stack (no array per call).
+    static func sha256Hex(_ bytes: UnsafeRawBufferPointer) -> String {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(SHA256_DIGEST_LENGTH)) { md in
+            _ = ces_sha256(bytes.baseAddress, bytes.count, md.baseAddress)
+            return hex(UnsafeBufferPointer(md))
+        }
+    }
+
+    /// A SHA-256 digest as a value (four words, no allocation), for tables keyed by digests.
+    struct Value: Hashable {
+        let w0, w1, w2, w3: UInt64
+
+        init(sha256 bytes: UnsafeRawBufferPointer) {
+            (w0, w1, w2, w3) = withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 4) { md in
+                _ = ces_sha256(bytes.baseAddress, bytes.count, UnsafeMutableRawPointer(md.baseAddress!).assumingMemoryBound(to: UInt8.self))
+                return (md[0], md[1], md[2], md[3])
+            }
+        }
+    }
+
     static func hex(_ bytes: [UInt8]) -> String {
+        bytes.withUnsafeBufferPointer { hex($0) }
+    }
+
+    static func hex(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
         String(unsafeUninitializedCapacity: bytes.count * 2) { out in
             let digits: StaticString = "0123456789abcdef"
             let d = digits.utf8Start

@@ -10,6 +10,9 @@ struct EventQueue<Event> {
 
     /// Queues `e`; true when the caller must now drain (`while let e = next() { handle(e) }`).
     mutating func append(_ e: Event) -> Bool {
+        // Room for a few at once (a handled event often queues two or three): one allocation per
+        // driver rather than one per growth step.
+        if events.capacity == 0 { events.reserveCapacity(4) }
         events.append(e)
         return enter()
     }

@@ -21,7 +21,33 @@ private func cacheable(_ fields: String, deterministicOnly: Bool = true) -> Bool
 
 private let base = #"{"model":"tiny","messages":[{"role":"user","content":"hi"}],"max_tokens":8,"temperature":0}"#
 
+/// The key's layout written out byte by byte (keys outlive a process in Redis: it must not drift).
+private func layoutKey(kindByte: UInt8, target: String?, model: String, tenant: String?, digest: [UInt8]) -> String {
+    func field(_ s: String) -> [UInt8] {
+        var n = UInt64(s.utf8.count).bigEndian
+        return withUnsafeBytes(of: &n) { Array($0) } + Array(s.utf8)
+    }
+    var b = Array("engine-cache-v2".utf8) + [kindByte]
+    if let target { b += field(target) }
+    b += field(model)
+    b += tenant.map { [1] + field($0) } ?? [0]
+    b += digest
+    return Digest.hex(Digest.sha256(b))
+}
+
 @Suite struct CacheKeyTests {
+    @Test func theLayoutIsTheDocumentedOne() {
+        let d = (0..<32).map { UInt8($0 * 7 % 256) }
+        #expect(CacheKey.make(kind: .chat, servedModel: "tiny", canonicalDigest: d, tenant: nil)
+                == layoutKey(kindByte: 1, target: nil, model: "tiny", tenant: nil, digest: d))
+        #expect(CacheKey.make(kind: .completion, servedModel: "m", canonicalDigest: d, tenant: "t")
+                == layoutKey(kindByte: 2, target: nil, model: "m", tenant: "t", digest: d))
+        let emb = EndpointKind.relay(RelayRoute(name: "embeddings", method: "POST", target: "/v1/embeddings", body: .json, cacheable: true))
+        let long = String(repeating: "m", count: 3000)  // past any stack buffer
+        #expect(CacheKey.make(kind: emb, servedModel: long, canonicalDigest: d, tenant: "tenant")
+                == layoutKey(kindByte: 3, target: "/v1/embeddings", model: long, tenant: "tenant", digest: d))
+    }
+
     @Test func isLowercaseHexSHA256() {
         let k = key(base)
         #expect(k.count == 64)

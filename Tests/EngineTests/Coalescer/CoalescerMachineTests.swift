@@ -24,6 +24,19 @@ private func arrival(_ n: UInt64, _ key: String = "k", stream: Bool = false, fol
         #expect(m.runningFlights == 0)
     }
 
+    @Test func aLeaderBelongsToItsFlightUntilItEndsAFollowerUntilItLeaves() {
+        var m = M()
+        guard case .lead(_, let f, _) = m.arrived(arrival(1), acrossProcesses: false).first else { return }
+        _ = m.arrived(arrival(2), acrossProcesses: false)
+        #expect(m.belongsToFlight(rid(1)) && m.belongsToFlight(rid(2)))
+        #expect(m.left(rid(2)) == [])
+        #expect(!m.belongsToFlight(rid(2)))
+        #expect(m.left(rid(1)) == [.abortLeader(rid(1))])
+        #expect(m.belongsToFlight(rid(1)))  // it still leads until its session ends the flight
+        _ = m.ended(f, .lost)
+        #expect(!m.belongsToFlight(rid(1)))
+    }
+
     @Test func anEndedFlightIsNeverJoined() {
         var m = M()
         guard case .lead(_, let f, _) = m.arrived(arrival(1), acrossProcesses: false).first else { return }
