@@ -21,7 +21,7 @@ enum Digest {
 
     /// SHA-256 of `bytes` in lowercase hex, the digest kept on the stack (no array per call).
     static func sha256Hex(_ bytes: UnsafeRawBufferPointer) -> String {
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(SHA256_DIGEST_LENGTH)) { md in
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(CES_SHA256_BYTES)) { md in
             _ = ces_sha256(bytes.baseAddress, bytes.count, md.baseAddress)
             return hex(UnsafeBufferPointer(md))
         }
