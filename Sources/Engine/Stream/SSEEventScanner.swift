@@ -81,6 +81,9 @@ public struct SSEEventScanner: Sendable {
         self.dataSpans = []
         found.removeAll(keepingCapacity: true)
         dataSpans.removeAll(keepingCapacity: true)
+        // Room for the read's events at once (vLLM's are ~200 bytes), not grown one doubling at a time.
+        found.reserveCapacity(bytes.count >> 7 + 2)
+        dataSpans.reserveCapacity(bytes.count >> 7 + 2)
         var sink = Sink(filterUsage: filterUsage)
         var start = 0
         let n = bytes.count
