@@ -75,15 +75,11 @@ public struct SSEEventScanner: Sendable {
                               filterUsage: Bool) {
         usageRangesInAll.removeAll(keepingCapacity: true)
         identitySpansInAll.removeAll(keepingCapacity: true)
-        var found = self.found
-        var dataSpans = self.dataSpans
-        self.found = []
-        self.dataSpans = []
-        found.removeAll(keepingCapacity: true)
-        dataSpans.removeAll(keepingCapacity: true)
-        // Room for the read's events at once (vLLM's are ~200 bytes), not grown one doubling at a time.
-        found.reserveCapacity(bytes.count >> 7 + 2)
-        dataSpans.reserveCapacity(bytes.count >> 7 + 2)
+        // The read's first event is kept aside: a read of one event (vLLM sends one per token)
+        // is read on its own, without the lists or the batch call.
+        var first: Found?
+        var found: [Found] = []
+        var dataSpans: [Range<Int>] = []
         var sink = Sink(filterUsage: filterUsage)
         var start = 0
         let n = bytes.count
@@ -95,21 +91,46 @@ public struct SSEEventScanner: Sendable {
             // after an event's end) is a separator of its own, passed on at once, wherever the
             // reads were cut.
             if isStrayBlankLine(bytes, from: start, to: lf) || endsEvent(bytes, at: lf) {
-                if partial.isEmpty {
-                    event.end = lf + 1
-                    if event.dataLines == 1 { dataSpans.append(event.data) }
-                    found.append(event)
-                } else {
+                if !partial.isEmpty {
                     // The event held from earlier reads (always the read's first): on its own.
                     partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...lf]))
                     let ev = partial
                     partial.removeAll(keepingCapacity: true)
                     ev.withUnsafeBytes { applyAlone($0, sink: &sink, all: &all, withoutUsage: &withoutUsage) }
+                } else if let f = first {
+                    if found.isEmpty {
+                        // A second event: the lists (reused from read to read) take both.
+                        swap(&found, &self.found)
+                        swap(&dataSpans, &self.dataSpans)
+                        found.removeAll(keepingCapacity: true)
+                        dataSpans.removeAll(keepingCapacity: true)
+                        // Room for the read's events at once (vLLM's are ~200 bytes).
+                        found.reserveCapacity(bytes.count >> 7 + 2)
+                        dataSpans.reserveCapacity(bytes.count >> 7 + 2)
+                        found.append(f)
+                        if f.dataLines == 1 { dataSpans.append(f.data) }
+                    }
+                    event.end = lf + 1
+                    if event.dataLines == 1 { dataSpans.append(event.data) }
+                    found.append(event)
+                } else {
+                    event.end = lf + 1
+                    first = event
                 }
                 start = lf + 1
                 event = Found(start: start)
             }
             i = lf + 1
+        }
+        if found.isEmpty, let f = first {
+            let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+            if f.dataLines == 1 && !sawDone {
+                let data = UnsafeRawBufferPointer(rebasing: bytes[f.data])
+                apply(ev, at: f.start, UpstreamJSON.read(data), dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                      sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
+            } else {
+                applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
+            }
         }
         if !found.isEmpty {
             if readsEachEvent || sawDone {
@@ -137,8 +158,10 @@ public struct SSEEventScanner: Sendable {
             }
         }
         sink.flush(bytes, all: &all, withoutUsage: &withoutUsage)
-        self.found = found
-        self.dataSpans = dataSpans
+        if !found.isEmpty {
+            swap(&found, &self.found)
+            swap(&dataSpans, &self.dataSpans)
+        }
         if start < n && sawDone {
             bytesDroppedAfterDone += n - start
         } else if start < n {
