@@ -26,6 +26,10 @@ thread_local std::string tlsOut;
 thread_local std::string tlsFingerprint;
 // rs_scan_prompt's rendered prompt (reused).
 thread_local std::string tlsPrompt;
+// rs_inspect_upstream_many's copy of the batch, with SIMDJSON_PADDING spare bytes, and the
+// fingerprints of its events (both reused: a steady stream allocates nothing).
+thread_local std::vector<uint8_t> tlsBatch;
+thread_local std::string tlsBatchFingerprints;
 
 // Typed reads after a type check (error-code API: no exception can reach the C caller).
 std::string_view str(dom::element e) { std::string_view s; if (e.get_string().get(s)) return {}; return s; }
@@ -400,6 +404,7 @@ extern "C" void rs_trim(void) {
     if (tlsParser.capacity() > kLargeBody) tlsParser = dom::parser{};
     if (tlsOut.capacity() > kLargeBody) std::string().swap(tlsOut);
     if (tlsPrompt.capacity() > kLargeBody) std::string().swap(tlsPrompt);
+    if (tlsBatch.capacity() > kLargeBody) std::vector<uint8_t>().swap(tlsBatch);
 }
 
 extern "C" const char *rs_rewrite(const void *body, size_t len, const char *model, size_t model_len, int include_usage,
@@ -433,11 +438,23 @@ template <size_t N> inline bool keyIs(std::string_view k, const char (&lit)[N]) 
     return k.size() == N - 1 && std::memcmp(k.data(), lit, N - 1) == 0;
 }
 
+bool isDone(const uint8_t *bytes, size_t len) { return len == 6 && std::memcmp(bytes, "[DONE]", 6) == 0; }
+
+// What rs_inspect_upstream reports of a parsed document; the fingerprint's text goes to `fp`
+// (appended; `out->fingerprint` is set by the caller, once `fp` no longer moves).
+void describe(dom::element root, rs_upstream_json *out, std::string &fp);
+
 void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     // `[DONE]` (SSE's end marker) is not JSON; compare it before parsing.
-    if (len == 6 && std::memcmp(bytes, "[DONE]", 6) == 0) { out->kind = RS_J_DONE; return; }
+    if (isDone(bytes, len)) { out->kind = RS_J_DONE; return; }
     dom::element root;
     if (tlsParser.parse(bytes, len).get(root)) { out->kind = RS_J_BAD_JSON; return; }
+    tlsFingerprint.clear();
+    describe(root, out, tlsFingerprint);
+    if (out->has_fingerprint) out->fingerprint = tlsFingerprint.data() + out->fingerprint_at;
+}
+
+void describe(dom::element root, rs_upstream_json *out, std::string &fp) {
     dom::object o;
     if (root.get_object().get(o)) { out->kind = RS_J_NOT_OBJECT; return; }
     out->kind = RS_J_OBJECT;
@@ -493,14 +510,126 @@ void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
     if ((out->choices_finished != 0 || out->has_usage) && hasFingerprint && !fingerprint.is_null()) {
         out->has_fingerprint = 1;
         // Its JSON text (a string re-escaped minimally, anything else as written compactly).
-        tlsFingerprint.clear();
-        rs::writeValue(tlsFingerprint, fingerprint, false);
-        out->fingerprint = tlsFingerprint.data();
-        out->fingerprint_len = tlsFingerprint.size();
+        out->fingerprint_at = fp.size();
+        rs::writeValue(fp, fingerprint, false);
+        out->fingerprint_len = fp.size() - out->fingerprint_at;
     }
 }
 
+bool isSpace(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+bool allSpace(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) if (!isSpace(p[i])) return false;
+    return true;
+}
+
+// Several events' JSON in one document_stream: stage 1 (structure, UTF-8) runs once over the
+// batch instead of once per event. The copy's bytes outside the spans are blanked to spaces, so
+// the stream holds the spans' documents and nothing else. Each document must be an object that
+// lies inside its own span with only whitespace around it, one per span, in order: then it is
+// exactly the document that parsing the span alone gives (a valid JSON text ends where its last
+// value closes, and whitespace around it is insignificant). Anything else — an invalid or
+// non-object span, two documents in one span, a document across spans — returns false, and the
+// caller parses every span on its own (what decides the outcome of such a batch). `[DONE]` spans
+// (already marked in `out`) are blanked too.
+bool inspectStream(uint8_t *buf, size_t len, const rs_span *spans, size_t n, rs_upstream_json *out) {
+    auto done = [&](size_t i) { return out[i].kind == RS_J_DONE; };
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (done(i)) continue;
+        std::memset(buf + at, ' ', spans[i].start - at);
+        at = spans[i].start + spans[i].len;
+    }
+    std::memset(buf + at, ' ', len - at);
+    dom::document_stream docs;
+    if (tlsParser.parse_many(buf, len, len).get(docs)) return false;
+    size_t next = 0;
+    for (auto it = docs.begin(); it != docs.end(); ++it) {
+        dom::element root;
+        if ((*it).get(root) || !root.is_object()) return false;
+        while (next < n && done(next)) next++;
+        if (next == n) return false;
+        const rs_span &s = spans[next];
+        size_t start = it.current_index();
+        size_t end = start + it.source().size();  // the object's closing brace, plus one
+        if (start < s.start || end > s.start + s.len) return false;
+        if (!allSpace(buf + s.start, start - s.start) || !allSpace(buf + end, s.start + s.len - end)) return false;
+        describe(root, &out[next], tlsBatchFingerprints);
+        next++;
+    }
+    while (next < n && done(next)) next++;
+    return next == n;
+}
+
+// Returns whether the documents were read as one stream.
+bool inspectMany(const uint8_t *bytes, size_t len, const rs_span *spans, size_t n, rs_upstream_json *out) {
+    tlsBatchFingerprints.clear();
+    size_t json = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isDone(bytes + spans[i].start, spans[i].len)) out[i].kind = RS_J_DONE;
+        else json++;
+    }
+    if (json == 0) return false;
+    if (json == 1) {
+        // One document (vLLM's event per read): parsed as rs_inspect_upstream does, from a copy of its own.
+        for (size_t i = 0; i < n; i++) {
+            if (out[i].kind == RS_J_DONE) continue;
+            dom::element root;
+            if (tlsParser.parse(bytes + spans[i].start, spans[i].len).get(root)) out[i].kind = RS_J_BAD_JSON;
+            else describe(root, &out[i], tlsBatchFingerprints);
+        }
+        return false;
+    }
+    // One copy of the batch with padding: simdjson then reads each span in place.
+    if (tlsBatch.size() < len + SIMDJSON_PADDING) tlsBatch.resize(len + SIMDJSON_PADDING);
+    uint8_t *buf = tlsBatch.data();
+    std::memcpy(buf, bytes, len);
+    if (inspectStream(buf, len, spans, n, out)) return true;
+    // The stream did not line up with the spans: each span on its own decides, from a fresh copy.
+    for (size_t i = 0; i < n; i++) {
+        int kind = out[i].kind;
+        std::memset(&out[i], 0, sizeof(out[i]));
+        out[i].kind = kind == RS_J_DONE ? RS_J_DONE : RS_J_OBJECT;
+    }
+    tlsBatchFingerprints.clear();
+    std::memcpy(buf, bytes, len);
+    for (size_t i = 0; i < n; i++) {
+        if (out[i].kind == RS_J_DONE) continue;
+        dom::element root;
+        if (tlsParser.parse(buf + spans[i].start, spans[i].len, false).get(root)) { out[i].kind = RS_J_BAD_JSON; continue; }
+        describe(root, &out[i], tlsBatchFingerprints);
+    }
+    return false;
+}
+
 } // namespace
+
+extern "C" int rs_inspect_upstream_many(const void *bytes, size_t len, const rs_span *spans, size_t n, rs_upstream_json *out) {
+    if (n == 0) return 0;
+    std::memset(out, 0, n * sizeof(*out));
+    static const uint8_t empty = 0;
+    const uint8_t *b = bytes ? static_cast<const uint8_t *>(bytes) : &empty;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        // Spans in order, inside the batch, not overlapping (the caller's contract: refuse the rest).
+        if (spans[i].start < at || spans[i].len > len || spans[i].start > len - spans[i].len) {
+            for (size_t k = 0; k < n; k++) out[k].kind = RS_J_BAD_JSON;
+            return 0;
+        }
+        at = spans[i].start + spans[i].len;
+    }
+    try {
+        bool streamed = inspectMany(b, len, spans, n, out);
+        for (size_t i = 0; i < n; i++) {
+            if (out[i].has_fingerprint) out[i].fingerprint = tlsBatchFingerprints.data() + out[i].fingerprint_at;
+        }
+        return streamed ? 1 : 0;
+    } catch (...) {
+        std::memset(out, 0, n * sizeof(*out));
+        for (size_t i = 0; i < n; i++) out[i].kind = RS_J_BAD_JSON;
+        return 0;
+    }
+}
 
 extern "C" void rs_inspect_upstream(const void *json, size_t len, rs_upstream_json *out) {
     std::memset(out, 0, sizeof(*out));

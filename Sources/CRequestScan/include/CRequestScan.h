@@ -133,6 +133,8 @@ typedef struct rs_upstream_json {
     int has_fingerprint;
     const char *fingerprint;
     size_t fingerprint_len;
+    /// (Internal: where the fingerprint's text starts in its per-thread buffer.)
+    size_t fingerprint_at;
     /// Top-level members that rs_identity_spans reports: `id` with a string value, `created`
     /// with a number (keys unescaped; a key that appears twice counts twice).
     int identity_members;
@@ -140,6 +142,22 @@ typedef struct rs_upstream_json {
 
 /// Inspects `len` bytes of upstream JSON (or `[DONE]`).
 void rs_inspect_upstream(const void *json, size_t len, rs_upstream_json *out);
+
+/// One document inside a batch: `len` bytes from byte `start`.
+typedef struct rs_span {
+    size_t start;
+    size_t len;
+} rs_span;
+
+/// rs_inspect_upstream of each of `n` spans of `bytes` (`len` bytes, e.g. a read's whole SSE
+/// events; the spans their data, in order, not overlapping): `out[i]` is exactly what
+/// rs_inspect_upstream(bytes + spans[i].start, spans[i].len) reports, every document fully
+/// validated. One call and one copy of the batch (padded for simdjson) instead of one per span;
+/// several documents are parsed as one document stream. Fingerprints point into a per-thread
+/// buffer valid until the next rs_inspect_upstream_many on this thread (rs_inspect_upstream
+/// has its own). Returns 1 when the documents were read as one document stream, 0 when each
+/// was parsed on its own (one document, or a batch that did not read as one: an invalid one).
+int rs_inspect_upstream_many(const void *bytes, size_t len, const rs_span *spans, size_t n, rs_upstream_json *out);
 
 /// rs_identity_spans's outcome.
 enum {

@@ -284,14 +284,15 @@ enum StoredAnswer: Equatable {
     }
 
     private static func append(_ out: inout [UInt8], _ ranges: [Range<Int>]) {
-        append(&out, ranges.count)
+        // The table built as integers and appended in one copy: a 4-byte append per value went
+        // through the generic append(contentsOf:) (~100 of them for a stream's identity spans).
+        var table: [UInt32] = []
+        table.reserveCapacity(1 + 2 * ranges.count)
+        table.append(UInt32(truncatingIfNeeded: ranges.count).bigEndian)
         for r in ranges {
-            append(&out, r.lowerBound)
-            append(&out, r.upperBound)
+            table.append(UInt32(truncatingIfNeeded: r.lowerBound).bigEndian)
+            table.append(UInt32(truncatingIfNeeded: r.upperBound).bigEndian)
         }
-    }
-
-    private static func append(_ out: inout [UInt8], _ v: Int) {
-        withUnsafeBytes(of: UInt32(truncatingIfNeeded: v).bigEndian) { out.append(contentsOf: $0) }
+        table.withUnsafeBytes { out.append(contentsOf: $0) }
     }
 }

@@ -63,30 +63,104 @@ public struct SSEEventScanner: Sendable {
 
     /// Appends the whole events completed by `bytes` to `all`, and (when `filterUsage`) the same
     /// minus usage-only chunks to `withoutUsage`.
+    ///
+    /// In three passes over the read: its events are found (line ends with memchr, each `data:`
+    /// line noted on the way); the data of every event with one data line (vLLM's case) is read by
+    /// the parser in one call for the whole read (UpstreamJSON.withReadings); then each event is
+    /// applied in order (`apply`), and the events kept go to `all` and `withoutUsage` a
+    /// contiguous run at a time. An event completed from held bytes, and one whose data spans
+    /// several lines, are read on their own; the outcome is the same as reading every event on
+    /// its own (`readsEachEvent`, which the tests compare with).
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8],
                               filterUsage: Bool) {
         usageRangesInAll.removeAll(keepingCapacity: true)
         identitySpansInAll.removeAll(keepingCapacity: true)
+        // The read's first event is kept aside: a read of one event (vLLM sends one per token)
+        // is read on its own, without the lists or the batch call.
+        var first: Found?
+        var found: [Found] = []
+        var dataSpans: [Range<Int>] = []
+        var sink = Sink(filterUsage: filterUsage)
         var start = 0
         let n = bytes.count
         var i = 0
+        var event = Found(start: 0)
         while let lf = ByteSearch.index(of: 0x0A, in: bytes, from: i) {
+            if partial.isEmpty { event.noteLine(bytes, i..<lf) }
             // An event ends at an empty line. A blank line with no event in progress (one more
             // after an event's end) is a separator of its own, passed on at once, wherever the
             // reads were cut.
             if isStrayBlankLine(bytes, from: start, to: lf) || endsEvent(bytes, at: lf) {
-                let piece = UnsafeRawBufferPointer(rebasing: bytes[start...lf])
-                if partial.isEmpty {
-                    emit(piece, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage)
-                } else {
-                    partial.append(contentsOf: piece)
+                if !partial.isEmpty {
+                    // The event held from earlier reads (always the read's first): on its own.
+                    partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...lf]))
                     let ev = partial
                     partial.removeAll(keepingCapacity: true)
-                    ev.withUnsafeBytes { emit($0, all: &all, withoutUsage: &withoutUsage, filterUsage: filterUsage) }
+                    ev.withUnsafeBytes { applyAlone($0, sink: &sink, all: &all, withoutUsage: &withoutUsage) }
+                } else if let f = first {
+                    if found.isEmpty {
+                        // A second event: the lists (reused from read to read) take both.
+                        swap(&found, &self.found)
+                        swap(&dataSpans, &self.dataSpans)
+                        found.removeAll(keepingCapacity: true)
+                        dataSpans.removeAll(keepingCapacity: true)
+                        // Room for the read's events at once (vLLM's are ~200 bytes).
+                        found.reserveCapacity(bytes.count >> 7 + 2)
+                        dataSpans.reserveCapacity(bytes.count >> 7 + 2)
+                        found.append(f)
+                        if f.dataLines == 1 { dataSpans.append(f.data) }
+                    }
+                    event.end = lf + 1
+                    if event.dataLines == 1 { dataSpans.append(event.data) }
+                    found.append(event)
+                } else {
+                    event.end = lf + 1
+                    first = event
                 }
                 start = lf + 1
+                event = Found(start: start)
             }
             i = lf + 1
+        }
+        if found.isEmpty, let f = first {
+            let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+            if f.dataLines == 1 && !sawDone {
+                let data = UnsafeRawBufferPointer(rebasing: bytes[f.data])
+                apply(ev, at: f.start, UpstreamJSON.read(data), dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                      sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
+            } else {
+                applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
+            }
+        }
+        if !found.isEmpty {
+            if readsEachEvent || sawDone {
+                // (After [DONE] every event is dropped unread.)
+                for f in found {
+                    let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                    applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
+                }
+            } else {
+                UpstreamJSON.withReadings(of: dataSpans, in: bytes) { readings, _ in
+                    var k = 0
+                    for f in found {
+                        let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                        if f.dataLines == 1 {
+                            apply(ev, at: f.start, readings[k], dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                                  sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
+                            k += 1
+                        } else if f.dataLines == 0 {
+                            apply(ev, at: f.start, nil, dataLine: nil, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
+                        } else {
+                            applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
+                        }
+                    }
+                }
+            }
+        }
+        sink.flush(bytes, all: &all, withoutUsage: &withoutUsage)
+        if !found.isEmpty {
+            swap(&found, &self.found)
+            swap(&dataSpans, &self.dataSpans)
         }
         if start < n && sawDone {
             bytesDroppedAfterDone += n - start
@@ -97,6 +171,112 @@ public struct SSEEventScanner: Sendable {
                 invalidEvents += 1
                 partial = []
             }
+        }
+    }
+
+    /// Read every event on its own (one parser call each), as before batches: for tests that
+    /// compare the two.
+    var readsEachEvent = false
+
+    /// This read's events found in `bytes` (reused from read to read), and the data of those with
+    /// one data line, which are read in one batch.
+    private var found: [Found] = []
+    private var dataSpans: [Range<Int>] = []
+
+    /// One whole event in the read: its bytes, and its `data:` lines (the value of the only one).
+    private struct Found {
+        let start: Int
+        var end = 0
+        var dataLines = 0
+        var data = 0..<0
+
+        init(start: Int) { self.start = start }
+
+        /// Notes the line `b[line]` (its LF excluded) when it is a `data:` line: the value after
+        /// `data:` and one optional space, before a CR that ends the line.
+        mutating func noteLine(_ b: UnsafeRawBufferPointer, _ line: Range<Int>) {
+            var end = line.upperBound
+            if end > line.lowerBound && b[end - 1] == 0x0D { end -= 1 }
+            let ls = line.lowerBound
+            guard end - ls >= 5, b[ls] == 0x64, b[ls + 1] == 0x61, b[ls + 2] == 0x74, b[ls + 3] == 0x61,
+                  b[ls + 4] == 0x3A else { return }  // "data:"
+            var v = ls + 5
+            if v < end && b[v] == 0x20 { v += 1 }
+            dataLines += 1
+            data = v..<end
+        }
+    }
+
+    /// Where the events kept go: `all` and `withoutUsage`, each a pending run of the read's bytes
+    /// appended at once when it stops being contiguous (or at the end of the read).
+    private struct Sink {
+        let filterUsage: Bool
+        var allRun = 0..<0
+        var withoutRun = 0..<0
+
+        init(filterUsage: Bool) { self.filterUsage = filterUsage }
+
+        /// Where the next event kept lands in `all`.
+        func allCount(_ all: [UInt8]) -> Int { all.count + allRun.count }
+
+        static func add(_ r: Range<Int>, to run: inout Range<Int>, _ src: UnsafeRawBufferPointer, _ out: inout [UInt8]) {
+            if !run.isEmpty && run.upperBound == r.lowerBound {
+                run = run.lowerBound..<r.upperBound
+            } else {
+                flush(&run, src, &out)
+                run = r
+            }
+        }
+
+        static func flush(_ run: inout Range<Int>, _ src: UnsafeRawBufferPointer, _ out: inout [UInt8]) {
+            guard !run.isEmpty else { return }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: src[run]))
+            run = 0..<0
+        }
+
+        mutating func flush(_ src: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8]) {
+            Self.flush(&allRun, src, &all)
+            Self.flush(&withoutRun, src, &withoutUsage)
+        }
+    }
+
+    /// An event read on its own: `ev` is the bytes at `at` in `src` (the read), or held bytes
+    /// (`at` nil: nothing of the read is pending in `sink` then, it is the read's first event).
+    private mutating func applyAlone(_ ev: UnsafeRawBufferPointer, at: Int? = nil, sink: inout Sink,
+                                     src: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
+                                     all: inout [UInt8], withoutUsage: inout [UInt8]) {
+        if sawDone {
+            apply(ev, at: at, nil, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
+            return
+        }
+        // The event's data: its one `data:` line read in place, several joined by LF (copied).
+        var single: Range<Int>?
+        var joined: [UInt8]?
+        var lineStart = 0
+        while let i = ByteSearch.index(of: 0x0A, in: ev, from: lineStart) {
+            var one = Found(start: 0)
+            one.noteLine(ev, lineStart..<i)
+            if one.dataLines == 1 {
+                if let s = single {
+                    var j = joined ?? Array(UnsafeRawBufferPointer(rebasing: ev[s]))
+                    j.append(0x0A)
+                    j.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[one.data]))
+                    joined = j
+                    single = 0..<0
+                } else {
+                    single = one.data
+                }
+            }
+            lineStart = i + 1
+        }
+        if let j = joined {
+            let reading = j.withUnsafeBytes { UpstreamJSON.read($0) }
+            apply(ev, at: at, reading, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
+        } else if let s = single {
+            let reading = UpstreamJSON.read(UnsafeRawBufferPointer(rebasing: ev[s]))
+            apply(ev, at: at, reading, dataLine: s, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
+        } else {
+            apply(ev, at: at, nil, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
         }
     }
 
@@ -123,8 +303,12 @@ public struct SSEEventScanner: Sendable {
         return p >= 0 ? partial[p] : nil
     }
 
-    private mutating func emit(_ ev: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8],
-                               filterUsage: Bool) {
+    /// One whole event, with what the parser read of its data (nil: no data, a comment or a
+    /// keepalive; `dataLine`: where the data is in `ev` when it was one line). `at`: where `ev`
+    /// is in `src` (then it goes out with the read's run), nil for held bytes.
+    private mutating func apply(_ ev: UnsafeRawBufferPointer, at: Int?, _ reading: UpstreamJSON.Reading?,
+                                dataLine: Range<Int>?, sink: inout Sink, src: UnsafeRawBufferPointer,
+                                all: inout [UInt8], withoutUsage: inout [UInt8]) {
         if sawDone {
             eventsAfterDone += 1
             bytesDroppedAfterDone += ev.count
@@ -132,20 +316,19 @@ public struct SSEEventScanner: Sendable {
         }
         var usageOnly = false
         var final = false
-        var fingerprint: [UInt8]?
-        if let d = Self.inspectData(ev) {
-            let info = d.json, dataLine = d.line
-            let singleLine = dataLine != nil
+        var fingerprint: UnsafeRawBufferPointer?
+        if let info = reading {
             fingerprint = info.fingerprint
             if findsIdentity, info.kind == .object {
                 // (An object event is always appended to `all`, just below.)
                 if let dataLine {
-                    noteIdentity(UnsafeRawBufferPointer(rebasing: ev[dataLine]), info, at: all.count + dataLine.lowerBound)
+                    noteIdentity(UnsafeRawBufferPointer(rebasing: ev[dataLine]), members: info.identityMembers,
+                                 at: sink.allCount(all) + dataLine.lowerBound)
                 } else {
                     identityKnown = false
                 }
             }
-            final = singleLine && info.kind == .object && !info.hasError && info.choicesFinished != 0 && !info.isUsageOnly
+            final = dataLine != nil && info.kind == .object && !info.hasError && info.choicesFinished != 0 && !info.isUsageOnly
             switch info.kind {
             case .done: sawDone = true
             case .object:
@@ -163,12 +346,19 @@ public struct SSEEventScanner: Sendable {
                 return
             }
         }
-        all.append(contentsOf: ev)
-        if usageOnly { usageRangesInAll.append((all.count - ev.count)..<all.count) }
-        guard filterUsage else { return }
+        let range = at.map { $0..<($0 + ev.count) }
+        if usageOnly { usageRangesInAll.append(sink.allCount(all)..<(sink.allCount(all) + ev.count)) }
+        if let range {
+            Sink.add(range, to: &sink.allRun, src, &all)
+        } else {
+            sink.flush(src, all: &all, withoutUsage: &withoutUsage)
+            all.append(contentsOf: ev)
+        }
+        guard sink.filterUsage else { return }
         if var held = heldFinal {
             heldFinal = nil
-            if usageOnly, !heldHasFingerprint, let fp = fingerprint { held = Self.adding(fingerprint: fp, to: held) }
+            if usageOnly, !heldHasFingerprint, let fp = fingerprint { held = Self.adding(fingerprint: Array(fp), to: held) }
+            Sink.flush(&sink.withoutRun, src, &withoutUsage)
             withoutUsage.append(contentsOf: held)
         }
         if usageOnly {
@@ -176,6 +366,8 @@ public struct SSEEventScanner: Sendable {
         } else if final {
             heldFinal = Array(ev)
             heldHasFingerprint = fingerprint != nil
+        } else if let range {
+            Sink.add(range, to: &sink.withoutRun, src, &withoutUsage)
         } else {
             withoutUsage.append(contentsOf: ev)
         }
@@ -185,9 +377,9 @@ public struct SSEEventScanner: Sendable {
     /// `all`), as ReplyStamp.spans(ofJSON:) finds them: reused from the last parsed event when this
     /// one starts with the same bytes through the byte after its last value and the parser counted
     /// as many identity members in it (so none comes later); otherwise found by parsing.
-    private mutating func noteIdentity(_ data: UnsafeRawBufferPointer, _ info: UpstreamJSON, at offset: Int) {
+    private mutating func noteIdentity(_ data: UnsafeRawBufferPointer, members: Int, at offset: Int) {
         let found: [Range<Int>]
-        if let t = template, let reused = t.spans(in: data, members: info.identityMembers) {
+        if let t = template, let reused = t.spans(in: data, members: members) {
             found = reused
         } else {
             found = ReplyStamp.spans(ofJSON: data) ?? []

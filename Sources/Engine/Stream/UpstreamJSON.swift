@@ -61,33 +61,89 @@ public struct UpstreamJSON: Equatable, Sendable {
     public static func inspect(_ bytes: UnsafeRawBufferPointer) -> UpstreamJSON {
         var r = rs_upstream_json()
         rs_inspect_upstream(bytes.baseAddress, bytes.count, &r)
-        var out: UpstreamJSON
-        switch r.kind {
-        case Int32(RS_J_OBJECT): out = UpstreamJSON(kind: .object)
-        case Int32(RS_J_DONE): return UpstreamJSON(kind: .done)
-        case Int32(RS_J_NOT_OBJECT): return UpstreamJSON(kind: .notObject)
-        default: return UpstreamJSON(kind: .invalid)
+        return UpstreamJSON(Reading(r))
+    }
+
+    init(_ r: Reading) {
+        self.init(kind: r.kind)
+        guard kind == .object else { return }
+        hasError = r.hasError
+        hasChoices = r.hasChoices
+        choicesEmpty = r.choicesEmpty
+        object = r.object
+        choicesSeen = r.choicesSeen
+        choicesFinished = r.choicesFinished
+        choicesBeyond = r.choicesBeyond
+        identityMembers = r.identityMembers
+        fingerprint = r.fingerprint.map { Array($0) }
+        usage = r.usage
+    }
+
+    /// What the reader (rs_inspect_upstream) wrote about one document, read field by field where
+    /// it lies: a plain value, no allocation (the relay's per-event path). `fingerprint` points
+    /// into the reader's per-thread buffer: use it before the next read of the same kind.
+    struct Reading {
+        private let r: rs_upstream_json
+
+        init(_ r: rs_upstream_json) { self.r = r }
+
+        var kind: Kind {
+            switch r.kind {
+            case Int32(RS_J_OBJECT): return .object
+            case Int32(RS_J_DONE): return .done
+            case Int32(RS_J_NOT_OBJECT): return .notObject
+            default: return .invalid
+            }
         }
-        out.hasError = r.has_error != 0
-        out.hasChoices = r.has_choices != 0
-        out.choicesEmpty = r.choices_empty != 0
-        switch r.object_kind {
-        case 1: out.object = .chatCompletion
-        case 2: out.object = .textCompletion
-        case 3: out.object = .chatCompletionChunk
-        default: out.object = .other
+        var hasError: Bool { r.has_error != 0 }
+        var hasChoices: Bool { r.has_choices != 0 }
+        var choicesEmpty: Bool { r.choices_empty != 0 }
+        var object: ObjectKind {
+            switch r.object_kind {
+            case 1: return .chatCompletion
+            case 2: return .textCompletion
+            case 3: return .chatCompletionChunk
+            default: return .other
+            }
         }
-        out.choicesSeen = UInt64(r.choices_seen)
-        out.choicesFinished = UInt64(r.choices_finished)
-        out.choicesBeyond = r.choices_beyond != 0
-        out.identityMembers = Int(r.identity_members)
-        if r.has_fingerprint != 0 {
-            out.fingerprint = Array(UnsafeRawBufferPointer(start: r.fingerprint, count: r.fingerprint_len))
+        var choicesSeen: UInt64 { UInt64(r.choices_seen) }
+        var choicesFinished: UInt64 { UInt64(r.choices_finished) }
+        var choicesBeyond: Bool { r.choices_beyond != 0 }
+        var identityMembers: Int { Int(r.identity_members) }
+        var usage: Usage? {
+            r.has_usage != 0 ? Usage(prompt: Int(clamping: r.prompt_tokens), completion: Int(clamping: r.completion_tokens)) : nil
         }
-        if r.has_usage != 0 {
-            out.usage = Usage(prompt: Int(clamping: r.prompt_tokens), completion: Int(clamping: r.completion_tokens))
+        var fingerprint: UnsafeRawBufferPointer? {
+            r.has_fingerprint != 0 ? UnsafeRawBufferPointer(start: r.fingerprint, count: r.fingerprint_len) : nil
         }
-        return out
+        /// UpstreamJSON.isUsageOnly.
+        var isUsageOnly: Bool { kind == .object && hasChoices && choicesEmpty && r.has_usage != 0 }
+    }
+
+    /// One document, as `Reading` (its fingerprint valid until the next `read`).
+    static func read(_ bytes: UnsafeRawBufferPointer) -> Reading {
+        var r = rs_upstream_json()
+        rs_inspect_upstream(bytes.baseAddress, bytes.count, &r)
+        return Reading(r)
+    }
+
+    /// The documents at `spans` of `bytes` (in order, not overlapping), read in one call
+    /// (rs_inspect_upstream_many: one copy of `bytes`, one parse of the batch's structure when
+    /// there are several, each document still fully validated): `body` gets what `read` would give
+    /// for each, valid inside `body` only, and whether they were read as one document stream.
+    static func withReadings<R>(of spans: [Range<Int>], in bytes: UnsafeRawBufferPointer,
+                                _ body: (UnsafeBufferPointer<Reading>, _ streamed: Bool) -> R) -> R {
+        let n = spans.count
+        return withUnsafeTemporaryAllocation(of: rs_span.self, capacity: n) { cs in
+            for (i, r) in spans.enumerated() { cs.initializeElement(at: i, to: rs_span(start: r.lowerBound, len: r.count)) }
+            return withUnsafeTemporaryAllocation(of: Reading.self, capacity: n) { out in
+                // Reading is a wrapper of one rs_upstream_json: the same layout.
+                let streamed = out.withMemoryRebound(to: rs_upstream_json.self) { raw in
+                    rs_inspect_upstream_many(bytes.baseAddress, bytes.count, cs.baseAddress, n, raw.baseAddress)
+                }
+                return body(UnsafeBufferPointer(out), streamed != 0)
+            }
+        }
     }
 
     public static func inspect(_ bytes: [UInt8]) -> UpstreamJSON { bytes.withUnsafeBytes { inspect($0) } }
