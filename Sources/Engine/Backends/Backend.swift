@@ -129,6 +129,17 @@ public final class BackendSet {
 }
 
 extension Backend {
+    /// The headers of a relayed route's request to this backend. A JSON body was validated as
+    /// JSON (sent as such, like a generation's); a form keeps its boundary.
+    func relayHeaders(_ r: RelayRoute, requestId: String) -> HTTPHeaders {
+        var h = HTTPHeaders()
+        if r.body == .multipart { h.add("content-type", r.contentType ?? "multipart/form-data") }
+        if r.body == .json { h.add("content-type", "application/json") }
+        if let k = apiKey { h.add("authorization", "Bearer " + k) }
+        h.add("x-request-id", requestId)
+        return h
+    }
+
     /// Tells the breaker how an attempt went: success (2xx–4xx: a client's error is not the
     /// backend's), failure, or no verdict (the client left; a half-open probe is released).
     /// True when the breaker opened or closed.

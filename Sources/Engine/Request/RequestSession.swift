@@ -210,15 +210,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 if let b = OpenAIRequest.rewrite(body, model: model, includeUsage: false) { body = b }
                 servedModel = model
             }
-            if runtime.backends.routing != nil {
-                let r = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, tokenIDs: request.promptTokenIDs,
-                                                          excluding: excluding, now: Loop.nowNanos())
-                routeReason = r.reason
-                routeExact = r.exact
-                post(.backendChosen(r.order.first))
-            } else {
-                post(.backendChosen(runtime.backends.pick(model: servedModel, excluding: excluding, now: Loop.nowNanos())))
-            }
+            post(.backendChosen(route(excluding: excluding).first))
         case .sendUpstream(let id, let timeout):
             send(to: runtime.backends[id], timeout: timeout)
         case .startStream(let timeout, let writeHead):
@@ -263,15 +255,18 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         }
     }
 
+    /// The eligible backends in routing.policy's order (noting why the first is first).
+    private func route(excluding: [BackendID] = []) -> [BackendID] {
+        let r = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, tokenIDs: request.promptTokenIDs,
+                                                  excluding: excluding, now: Loop.nowNanos())
+        routeReason = r.reason
+        routeExact = r.exact
+        return r.order
+    }
+
     /// Asks admission control (or, without it, takes the first candidate).
     func askAdmission() {
-        var cands: [BackendID]
-        if runtime.backends.routing != nil {
-            (cands, routeReason, routeExact) = runtime.backends.routedCandidates(
-                model: servedModel, chunks: request.promptChunks, tokenIDs: request.promptTokenIDs, now: Loop.nowNanos())
-        } else {
-            cands = runtime.backends.candidates(model: servedModel, now: Loop.nowNanos())
-        }
+        let cands = route()
         if cands.isEmpty {
             post(.admissionFoundNoBackend)
         } else if let adm = runtime.admission {
@@ -308,12 +303,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                        name: "x-request-id", value: requestId, body: $0)
             }
         }
-        var h = HTTPHeaders()
-        // A JSON body was validated as JSON (sent as such, like a generation's); a form keeps its boundary.
-        if r.body == .multipart { h.add("content-type", r.contentType ?? "multipart/form-data") }
-        if r.body == .json { h.add("content-type", "application/json") }
-        if let k = b.apiKey { h.add("authorization", "Bearer " + k) }
-        h.add("x-request-id", requestId)
+        let h = b.relayHeaders(r, requestId: requestId)
         body.withUnsafeBytes { c.send(method: r.method, path: r.target, headers: h, body: r.body == .none ? nil : $0) }
     }
 
