@@ -56,14 +56,31 @@ private let second: UInt64 = 1_000_000_000
         }
     }
 
-    @Test func aClaimHeldLongerThanTheLeaseStaysItsLeaders() throws {
+    /// One segment as two workers map it (`a` the leader's, `b` another worker's), and a Redis
+    /// connection the publishers never send on (nobody joins as a reader).
+    private struct Segment {
         let loop = Loop()
-        let redis = RedisConnection(loop: loop, host: "127.0.0.1", port: 1, commandTimeout: .seconds(1), connectTimeout: .seconds(1))
-        defer { redis.close() }
-        let fd = try SharedMemoryCacheStore.create(maxEntries: 16, maxBytes: 1 << 20).get()
-        defer { close(fd) }
-        let a = try #require(SharedMemoryCacheStore(fd: fd))
-        let b = try #require(SharedMemoryCacheStore(fd: fd))  // another worker's mapping
+        let redis: RedisConnection
+        let fd: Int32
+        let a, b: SharedMemoryCacheStore
+
+        init() throws {
+            redis = RedisConnection(loop: loop, host: "127.0.0.1", port: 1, commandTimeout: .seconds(1), connectTimeout: .seconds(1))
+            fd = try SharedMemoryCacheStore.create(maxEntries: 16, maxBytes: 1 << 20).get()
+            a = try #require(SharedMemoryCacheStore(fd: fd))
+            b = try #require(SharedMemoryCacheStore(fd: fd))
+        }
+
+        func close() {
+            redis.close()
+            _ = Glibc.close(fd)
+        }
+    }
+
+    @Test func aClaimHeldLongerThanTheLeaseStaysItsLeaders() throws {
+        let seg = try Segment()
+        defer { seg.close() }
+        let (a, b, redis) = (seg.a, seg.b, seg.redis)
         let lease = SharedMemoryCacheStore.claimLease.nanoseconds
 
         var worker = Worker()
@@ -100,13 +117,9 @@ private let second: UInt64 = 1_000_000_000
     }
 
     @Test func aDeadLeadersClaimRunsOutOneLeaseAfterItsLastRefresh() throws {
-        let loop = Loop()
-        let redis = RedisConnection(loop: loop, host: "127.0.0.1", port: 1, commandTimeout: .seconds(1), connectTimeout: .seconds(1))
-        defer { redis.close() }
-        let fd = try SharedMemoryCacheStore.create(maxEntries: 16, maxBytes: 1 << 20).get()
-        defer { close(fd) }
-        let a = try #require(SharedMemoryCacheStore(fd: fd))
-        let b = try #require(SharedMemoryCacheStore(fd: fd))
+        let seg = try Segment()
+        defer { seg.close() }
+        let (a, b, redis) = (seg.a, seg.b, seg.redis)
         let lease = SharedMemoryCacheStore.claimLease.nanoseconds
 
         var worker = Worker()
