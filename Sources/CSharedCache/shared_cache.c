@@ -581,7 +581,15 @@ int
 sc_put(sc_segment *s, const void *key, size_t klen, const void *value, size_t vlen,
        uint64_t fresh_until, uint64_t stale_until)
 {
+    return sc_put2(s, key, klen, value, vlen, NULL, 0, fresh_until, stale_until);
+}
+
+int
+sc_put2(sc_segment *s, const void *key, size_t klen, const void *head, size_t hlen,
+        const void *tail, size_t tlen, uint64_t fresh_until, uint64_t stale_until)
+{
     uint64_t hash = sc_hash(key, klen);
+    uint64_t vlen = (uint64_t)hlen + tlen;
     uint64_t total = (uint64_t)klen + vlen;
     uint64_t need = total == 0 ? 1 : (total + SC_PAYLOAD - 1) / SC_PAYLOAD;
     if (sc_lock(s) != 0) {
@@ -612,16 +620,16 @@ sc_put(sc_segment *s, const void *key, size_t klen, const void *value, size_t vl
     }
     struct sc_record *r = sc_rec(s, i);
     memset(r, 0, sizeof(*r));
-    /* Chain the blocks and copy key then value into them. */
-    const uint8_t *src[2] = {key, value};
-    uint64_t srclen[2] = {klen, vlen};
+    /* Chain the blocks and copy the key then the value's two parts into them. */
+    const uint8_t *src[3] = {key, head, tail};
+    uint64_t srclen[3] = {klen, hlen, tlen};
     uint32_t first = 0, prev = 0;
     uint64_t room = 0;
     uint8_t *dst = NULL;
-    for (int part = 0; part < 2; part++) {
+    for (int part = 0; part < 3; part++) {
         const uint8_t *p = src[part];
         uint64_t left = srclen[part];
-        while (left > 0 || (first == 0 && part == 1)) {
+        while (left > 0 || (first == 0 && part == 2)) {
             if (room == 0) {
                 uint32_t b = sc_alloc_block(s);
                 if (b == 0) {

@@ -61,6 +61,11 @@ int sc_get(sc_segment *s, const void *key, size_t klen, uint64_t now, int touch,
 int sc_put(sc_segment *s, const void *key, size_t klen, const void *value, size_t vlen,
            uint64_t fresh_until, uint64_t stale_until);
 
+/* sc_put of the value `head` then `tail` (either may be empty), copied straight into the entry's
+ * blocks: a caller whose value is a small header before a large body need not join them first. */
+int sc_put2(sc_segment *s, const void *key, size_t klen, const void *head, size_t hlen,
+            const void *tail, size_t tlen, uint64_t fresh_until, uint64_t stale_until);
+
 /* Removes every entry. */
 void sc_clear(sc_segment *s);
 

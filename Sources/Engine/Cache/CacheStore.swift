@@ -50,11 +50,20 @@ public protocol SynchronousCacheStore: CacheStore {
     /// Stores `value` fresh for `ttl`, then stale for `staleTTL`; false when refused.
     @discardableResult
     func store(_ key: String, _ value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool
+    /// `store` of the value `head` + `payload`; a store that copies it anyway takes the parts
+    /// as they are (no joined copy).
+    @discardableResult
+    func store(_ key: String, head: [UInt8], payload: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool
     /// Entries stored now.
     var entryCount: Int { get }
 }
 
 extension SynchronousCacheStore {
+    @discardableResult
+    public func store(_ key: String, head: [UInt8], payload: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool {
+        store(key, head + payload, ttl: ttl, staleTTL: staleTTL, now: now)
+    }
+
     public func get(key: String, now: UInt64, wallMillis: UInt64, completion: @escaping (CacheLookup) -> Void) {
         completion(lookup(key, now: now, touch: true))
     }

@@ -70,13 +70,23 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
     /// larger than the segment), and then no older entry for the key remains.
     @discardableResult
     public func store(_ key: String, _ value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool {
+        store(key, head: value, payload: [], ttl: ttl, staleTTL: staleTTL, now: now)
+    }
+
+    /// The value `head` + `payload`, each copied straight into the entry (sc_put2).
+    @discardableResult
+    public func store(_ key: String, head: [UInt8], payload: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool {
         guard let s = segment else { return false }
         let ttlN = ttl.nanoseconds
         let fresh = ttlN <= 0 ? 0 : (now.addingReportingOverflow(ttlN).overflow ? UInt64.max : now + ttlN)
         let stale = fresh.addingReportingOverflow(staleTTL.nanoseconds).overflow ? UInt64.max : fresh + staleTTL.nanoseconds
         var key = key
         return key.withUTF8 { k in
-            value.withUnsafeBytes { v in sc_put(s, k.baseAddress, k.count, v.baseAddress, v.count, fresh, stale) == 1 }
+            head.withUnsafeBytes { h in
+                payload.withUnsafeBytes { p in
+                    sc_put2(s, k.baseAddress, k.count, h.baseAddress, h.count, p.baseAddress, p.count, fresh, stale) == 1
+                }
+            }
         }
     }
 

@@ -155,27 +155,64 @@ enum StoredAnswer: Equatable {
         }
     }
 
-    /// The cache entry, with the positions of the stored id and created values (found here, once).
+    /// The cache entry, with the positions of the stored id and created values (found here, once):
+    /// `encodedHead()` then the payload, joined.
     func encoded() -> [UInt8] {
+        let head = encodedHead()
+        let body = payload
+        var out: [UInt8] = []
+        out.reserveCapacity(head.count + body.count)
+        out += head
+        out += body
+        return out
+    }
+
+    /// The stored bytes after the entry's head: the JSON body or the events, as they are (the same
+    /// array: no copy).
+    var payload: [UInt8] {
+        switch self {
+        case .json(let body): return body
+        case .stream(let s): return s.events
+        }
+    }
+
+    /// The cache entry's first part: the tag and the range tables. A store that can take a value
+    /// in two parts (SharedMemoryCacheStore) copies it and the payload straight into the entry, so
+    /// a stored stream is not first joined into one more array of its size.
+    func encodedHead() -> [UInt8] {
         switch self {
         case .json(let body):
             let spans = body.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
-            // Reserved before the first byte: an array literal then reserveCapacity allocated twice.
-            var out: [UInt8] = []
-            out.reserveCapacity(5 + 8 * spans.count + body.count)
-            out.append(Self.stampedJSONTag)
-            Self.append(&out, spans)
-            out += body
-            return out
+            return Self.head(Self.stampedJSONTag, spans, nil)
         case .stream(let s):
             let spans = s.identitySpans ?? s.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
-            var out: [UInt8] = []
-            out.reserveCapacity(9 + 8 * (s.usageRanges.count + (spans?.count ?? 0)) + s.events.count)
-            out.append(spans == nil ? Self.streamTag : Self.stampedStreamTag)
-            Self.append(&out, s.usageRanges)
-            if let spans { Self.append(&out, spans) }
-            out += s.events
-            return out
+            return Self.head(spans == nil ? Self.streamTag : Self.stampedStreamTag, s.usageRanges, spans)
+        }
+    }
+
+    /// `tag`, then each table as n:u32 and its n (start:u32, end:u32) pairs, big-endian, written in
+    /// place into one array of its exact size (a 4-byte append per value went through the generic
+    /// append(contentsOf:): ~100 of them for a stream's identity spans).
+    private static func head(_ tag: UInt8, _ first: [Range<Int>], _ second: [Range<Int>]?) -> [UInt8] {
+        let size = 1 + 4 + 8 * first.count + (second.map { 4 + 8 * $0.count } ?? 0)
+        return [UInt8](unsafeUninitializedCapacity: size) { buf, n in
+            let p = UnsafeMutableRawPointer(buf.baseAddress!)
+            p.storeBytes(of: tag, as: UInt8.self)
+            var at = 1
+            func put(_ v: Int) {
+                p.storeBytes(of: UInt32(truncatingIfNeeded: v).bigEndian, toByteOffset: at, as: UInt32.self)
+                at += 4
+            }
+            func table(_ ranges: [Range<Int>]) {
+                put(ranges.count)
+                for r in ranges {
+                    put(r.lowerBound)
+                    put(r.upperBound)
+                }
+            }
+            table(first)
+            if let second { table(second) }
+            n = at
         }
     }
 
@@ -281,18 +318,5 @@ enum StoredAnswer: Equatable {
             at += 8 * n
             return t
         }
-    }
-
-    private static func append(_ out: inout [UInt8], _ ranges: [Range<Int>]) {
-        // The table built as integers and appended in one copy: a 4-byte append per value went
-        // through the generic append(contentsOf:) (~100 of them for a stream's identity spans).
-        var table: [UInt32] = []
-        table.reserveCapacity(1 + 2 * ranges.count)
-        table.append(UInt32(truncatingIfNeeded: ranges.count).bigEndian)
-        for r in ranges {
-            table.append(UInt32(truncatingIfNeeded: r.lowerBound).bigEndian)
-            table.append(UInt32(truncatingIfNeeded: r.upperBound).bigEndian)
-        }
-        table.withUnsafeBytes { out.append(contentsOf: $0) }
     }
 }

@@ -68,9 +68,13 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     }
 
     /// Whole SSE events the leader relayed (usage chunk included): record, publish, fan out.
-    func leaderEvents(_ f: FlightID, _ events: UnsafeRawBufferPointer) {
+    /// An array, not bytes: the flight's recording of a stream's first read is that array itself
+    /// (Flight.record), not a copy.
+    func leaderEvents(_ f: FlightID, _ events: [UInt8]) {
         guard events.count > 0, let fl = flight(f) else { return }
-        fl.publisher?.chunk(events, recorded: fl.recorded, recordingEnds: fl.wouldOverflow(events.count))
+        if let p = fl.publisher {
+            events.withUnsafeBytes { p.chunk($0, recorded: fl.recorded, recordingEnds: fl.wouldOverflow(events.count)) }
+        }
         relay(fl, events)
     }
 
@@ -89,7 +93,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         post(.ended(f, o))
     }
 
-    private func relay(_ fl: Flight, _ events: UnsafeRawBufferPointer) {
+    private func relay(_ fl: Flight, _ events: [UInt8]) {
         if !fl.record(events) { machine.recordingOverflowed(fl.id) }
         // Each live follower's copy carries its own id and created (the recording keeps the source's).
         for f in fl.live { f.stamp.stamped(events: events).withUnsafeBytes { f.session.flightEvents($0) } }
@@ -327,7 +331,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         // The leader published whole events; the scanner re-checks them (this process trusts
         // nothing it did not parse itself) and records them for followers that are not live.
         _ = fl.remote.relay?.read(bytes)
-        fl.remote.relay?.events.withUnsafeBytes { relay(fl, $0) }
+        if let events = fl.remote.relay?.events { relay(fl, events) }
     }
 
     func remoteEnd(_ r: RemoteFlightReader, status: Int, contentType: String, body: [UInt8]?) {

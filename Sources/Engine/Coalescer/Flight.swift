@@ -48,15 +48,17 @@ final class Flight {
     /// True when recording `count` more bytes would overflow the recording now.
     func wouldOverflow(_ count: Int) -> Bool { !recordingOverflowed && recorded.count + count > Flight.maxRecordedBytes }
 
-    /// Records whole events; false the first time the recording overflows.
-    func record(_ events: UnsafeRawBufferPointer) -> Bool {
+    /// Records whole events; false the first time the recording overflows. The first read's
+    /// events are kept as the array they came in (a value: no copy; a stream that comes in one
+    /// read is never copied for the flight).
+    func record(_ events: [UInt8]) -> Bool {
         guard !recordingOverflowed else { return true }
         if recorded.count + events.count > Flight.maxRecordedBytes {
             recordingOverflowed = true
             recorded = []
             return false
         }
-        recorded.append(contentsOf: events)
+        if recorded.isEmpty { recorded = events } else { recorded += events }
         return true
     }
 

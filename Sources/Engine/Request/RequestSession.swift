@@ -221,7 +221,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             if let gap = timings.chunk(at: Loop.nowNanos()) { runtime.metrics.interChunkSeconds.observe(Double(gap) / 1e9) }
             // The read's whole events go out in one write (and to the flight's followers).
             if let fl = machine.leadsFlight, !machine.relay.events.isEmpty {
-                machine.relay.events.withUnsafeBytes { runtime.coalescer.leaderEvents(fl, $0) }
+                runtime.coalescer.leaderEvents(fl, machine.relay.events)
             }
             writeEvents()
             if f.pause {

@@ -366,7 +366,7 @@ public final class EngineRuntime {
         guard let cache else { return }
         let c = config.cache
         if let sync = syncCache {
-            sync.store(key, answer.encoded(), ttl: .seconds(validated: c.ttlSeconds), staleTTL: .seconds(validated: c.staleTtlSeconds),
+            sync.store(key, head: answer.encodedHead(), payload: answer.payload, ttl: .seconds(validated: c.ttlSeconds), staleTTL: .seconds(validated: c.staleTtlSeconds),
                        now: Loop.nowNanos())
         } else {
             cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),

@@ -68,7 +68,10 @@ struct StreamRelay {
                 let base = recording.count
                 for r in scanner.usageRangesInAll { usageRanges.append((base + r.lowerBound)..<(base + r.upperBound)) }
                 for r in scanner.identitySpansInAll { identitySpans.append((base + r.lowerBound)..<(base + r.upperBound)) }
-                recording += events
+                // The first read's events become the recording as they are (a value: no copy; the
+                // next read's `events` starts a buffer of its own). A stream that comes whole in
+                // one read, the common case, is never copied to be recorded.
+                if recording.isEmpty { recording = events } else { recording += events }
             }
         }
         return scanner.invalidEvents > invalidBefore ? .broken : .relay

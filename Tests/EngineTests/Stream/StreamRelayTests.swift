@@ -31,6 +31,33 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
 }
 
 @Suite struct StreamRelayTests {
+    /// The recording takes a read's events as they are (no copy) for its first read; later reads
+    /// must neither change what it holds nor the events a read handed out (values, not aliases).
+    @Test(arguments: [7, 64, 150, 100_000])
+    func theRecordingIsEveryReadsEventsInOrder(step: Int) {
+        var r = StreamRelay(includeUsage: true, records: true, maxEventBytes: 1 << 20)
+        let bytes = Array(whole.utf8)
+        var handedOut: [[UInt8]] = []
+        var recordings: [[UInt8]] = []
+        var i = 0
+        while i < bytes.count {
+            let j = min(bytes.count, i + step)
+            _ = bytes[i..<j].withUnsafeBytes { r.read($0) }
+            handedOut.append(r.events)
+            recordings.append(r.recording)
+            i = j
+        }
+        #expect(r.recording == Array(whole.utf8))
+        var joined: [UInt8] = []
+        for (k, e) in handedOut.enumerated() {
+            joined += e
+            #expect(recordings[k] == joined, "the recording after read \(k) is every event so far")
+        }
+        #expect(r.answer?.events == Array(whole.utf8))
+        let u = whole.utf8.count - done.utf8.count - usageChunk.utf8.count
+        #expect(r.answer?.usageRanges == [u..<(u + usageChunk.utf8.count)])
+    }
+
     @Test(arguments: [1, 5, 64, 100_000])
     func aReadsEventsGoOutWholeAndOnce(step: Int) {
         let (r, client, flight, reads) = relay(whole, step: step)

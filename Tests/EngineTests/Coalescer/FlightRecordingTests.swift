@@ -1,0 +1,30 @@
+// Flight's recording for late joiners: every event in order, the first read's array kept as it is
+// (a value: later reads and later changes to the caller's array cannot reach it), and dropped whole
+// past its cap.
+import Testing
+@testable import Engine
+
+@Suite struct FlightRecordingTests {
+    @Test func recordsEveryReadInOrderAsValues() {
+        let fl = Flight(id: CoalescerMachine.FlightID(1), key: "k")
+        var read = Array("data: 1\n\n".utf8)
+        #expect(fl.record(read))
+        read.removeAll(keepingCapacity: true)  // the relay reuses its array for the next read
+        read += Array("data: 2\n\n".utf8)
+        #expect(fl.record(read))
+        #expect(fl.recorded == Array("data: 1\n\ndata: 2\n\n".utf8))
+        #expect(fl.record([]))
+        #expect(fl.recorded == Array("data: 1\n\ndata: 2\n\n".utf8))
+    }
+
+    @Test func overflowDropsTheRecordingOnce() {
+        let fl = Flight(id: CoalescerMachine.FlightID(1), key: "k")
+        #expect(fl.record([UInt8](repeating: 0x61, count: Flight.maxRecordedBytes - 1)))
+        #expect(!fl.wouldOverflow(1))
+        #expect(fl.wouldOverflow(2))
+        #expect(!fl.record([0x61, 0x61]))
+        #expect(fl.recorded.isEmpty)
+        #expect(fl.record([0x61]), "after the overflow nothing more is recorded, and it is not reported again")
+        #expect(fl.recorded.isEmpty)
+    }
+}
