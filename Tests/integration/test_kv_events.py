@@ -7,9 +7,10 @@ makes the engine purge that backend's entries."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
-from harness import free_port, make_config_dict, metric_value, wait_until, worker_pids
+from harness import chat_body, free_port, make_config_dict, metric_value, wait_until, worker_pids
 
 BLOCK = 16
 
@@ -148,12 +149,17 @@ def test_libzmq_is_loaded_only_by_processes_that_subscribe(sim_factory, engine_f
     port = free_port()
     sim = kv_sim(sim_factory, port)
     plain = engine_factory(make_config_dict([sim]))  # the default: one worker per core, no KV events
-    plain_pids = wait_until(lambda: (x := worker_pids(plain.proc.pid)) and x, timeout=5)
+    cores = os.cpu_count() or 1
+    plain_pids = wait_until(lambda: len(x := worker_pids(plain.proc.pid)) == cores and x, timeout=10)
+    for _ in range(8):  # a few requests, so every worker is past its start-up
+        assert plain.post("/v1/chat/completions", json=chat_body(f"no zmq {time.monotonic()}")).status_code == 200
     for pid in [plain.proc.pid, *plain_pids]:
         libs = mapped_libraries(pid)
         assert not any(l.startswith(("libzmq", "libsodium", "libkrb5", "libcrypto.")) for l in libs), (pid, sorted(libs))
     eng = kv_engine(engine_factory, [sim], [port], workers=2)
     subscribed(eng, sim)
-    pids = wait_until(lambda: len(x := worker_pids(eng.proc.pid)) == 2 and x, timeout=5)
-    for pid in pids:
-        assert any(l.startswith("libzmq.so") for l in mapped_libraries(pid)), pid
+
+    def every_worker_loaded_zmq():
+        pids = worker_pids(eng.proc.pid)
+        return len(pids) == 2 and all(any(l.startswith("libzmq.so") for l in mapped_libraries(p)) for p in pids)
+    wait_until(every_worker_loaded_zmq, timeout=10, what="both workers map libzmq")
