@@ -22,6 +22,14 @@ public struct HTTPHeaders: Sendable, Equatable {
     /// Wraps lines already in wire form (the parser's accumulator).
     init(block: [UInt8]) { self.block = block }
 
+    /// Hands the block's storage back (the headers are empty afterwards): a connection reuses
+    /// the last message's buffer for the next one when nobody else holds it any more.
+    mutating func takeBlock() -> [UInt8] {
+        var b: [UInt8] = []
+        swap(&b, &block)
+        return b
+    }
+
     public var isEmpty: Bool { block.isEmpty }
 
     /// The fields, parsed out of the block (not for the data path).
@@ -84,6 +92,15 @@ public struct HTTPHeaders: Sendable, Equatable {
             i = end + 2
         }
         return nil
+    }
+
+    /// Whether the first value of `name` is exactly `value` (bytes compared, no String made).
+    public func hasValue(_ name: StaticString, _ value: StaticString) -> Bool {
+        block.withUnsafeBufferPointer { p in
+            let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return false }
+            return UnsafeBufferPointer(rebasing: p[r]).elementsEqual(UnsafeBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount))
+        }
     }
 
     /// Calls `body(name, value)` per line until it returns false.
@@ -293,6 +310,15 @@ struct HeaderAccumulator {
         block.removeAll(keepingCapacity: true)
         inValue = false
         lineOpen = false
+    }
+
+    /// `reset()`, taking over the storage of `last` (the headers this accumulator finished
+    /// before): when the message they belonged to is gone, the next one is collected into the
+    /// same buffer instead of a new allocation per message. Still held elsewhere, they keep it
+    /// (emptying a shared array gives this one fresh storage).
+    mutating func reset(reusing last: inout HTTPHeaders) {
+        if block.capacity == 0 { block = last.takeBlock() }
+        reset()
     }
 
     mutating func field(_ at: UnsafePointer<CChar>, _ len: Int) {
