@@ -98,9 +98,40 @@ public struct HTTPHeaders: Sendable, Equatable {
     public func hasValue(_ name: StaticString, _ value: StaticString) -> Bool {
         block.withUnsafeBufferPointer { p in
             let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
-            guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return false }
-            return UnsafeBufferPointer(rebasing: p[r]).elementsEqual(UnsafeBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount))
+            guard let r = HTTPHeaders.valueRange(in: p, of: needle), r.count == value.utf8CodeUnitCount else { return false }
+            return r.isEmpty || memcmp(p.baseAddress! + r.lowerBound, value.utf8Start, r.count) == 0
         }
+    }
+
+    /// The first value of `name` read as `Int(String)` reads a decimal integer (an optional sign,
+    /// then digits only; nil when it is not one or overflows), without making the String.
+    public func integer(_ name: StaticString) -> Int? {
+        block.withUnsafeBufferPointer { p -> Int? in
+            let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return nil }
+            return HTTPHeaders.decimal(UnsafeBufferPointer(rebasing: p[r]))
+        }
+    }
+
+    static func decimal(_ d: UnsafeBufferPointer<UInt8>) -> Int? {
+        var i = 0
+        var negative = false
+        if let first = d.first, first == UInt8(ascii: "+") || first == UInt8(ascii: "-") {
+            negative = first == UInt8(ascii: "-")
+            i = 1
+        }
+        guard i < d.count else { return nil }
+        var v = 0
+        while i < d.count {
+            let c = d[i]
+            guard c >= 48 && c <= 57 else { return nil }
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (a, o2) = negative ? m.subtractingReportingOverflow(Int(c - 48)) : m.addingReportingOverflow(Int(c - 48))
+            guard !o1 && !o2 else { return nil }
+            v = a
+            i += 1
+        }
+        return v
     }
 
     /// Calls `body(name, value)` per line until it returns false.

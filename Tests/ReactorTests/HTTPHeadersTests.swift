@@ -101,4 +101,22 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
         #expect(!h.hasValue("x-missing", ""))
         #expect(HTTPHeaders([.init("x-e", "")]).hasValue("x-e", ""))
     }
+
+    /// integer(_:) reads what Int(String) reads from the same value, on random near-numbers.
+    @Test func integerAgreesWithIntOfTheString() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("0123456789+- a9")
+        var cases = ["", "0", "-0", "+7", "431", "-", "+", "9223372036854775807", "9223372036854775808",
+                     "-9223372036854775808", "-9223372036854775809", "12a", "1 2", "00012"]
+        for _ in 0..<2000 {
+            cases.append(String((0..<Int.random(in: 0...21, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }))
+        }
+        for c in cases {
+            let h = HTTPHeaders([.init("Content-Length", c)])
+            // The stored value is what a lookup gives (leading blanks are not part of it).
+            let stored = h["content-length"]!
+            #expect(h.integer("content-length") == Int(stored), "\(c)")
+        }
+        #expect(HTTPHeaders().integer("content-length") == nil)
+    }
 }

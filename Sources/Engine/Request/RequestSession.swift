@@ -151,7 +151,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         runtime.noteUpstreamStatus(self, status)
         // vLLM's usual type as a literal (no String made for it; a longer one would be allocated).
         let contentType = headers.hasValue("content-type", "application/json") ? "application/json" : headers["content-type"]
-        post(.upstreamHead(status: status, contentType: contentType, contentLength: headers["content-length"].flatMap { Int($0) }))
+        post(.upstreamHead(status: status, contentType: contentType, contentLength: headers.integer("content-length")))
     }
 
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
