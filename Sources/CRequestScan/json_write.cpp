@@ -50,11 +50,6 @@ void writeDouble(std::string &out, double d) {
     if (s.find_first_of(".e") == std::string_view::npos) out.append(".0");
 }
 
-struct Member {
-    std::string_view key;
-    dom::element value;
-};
-
 } // namespace
 
 void writeValue(std::string &out, dom::element e, bool sorted) {
@@ -63,10 +58,9 @@ void writeValue(std::string &out, dom::element e, bool sorted) {
         dom::object o = e.get_object().value_unsafe();
         out.push_back('{');
         if (sorted) {
-            std::vector<Member> members;
-            members.reserve(o.size());
-            for (auto field : o) members.push_back({field.key, field.value});
-            std::sort(members.begin(), members.end(), [](const Member &a, const Member &b) { return a.key < b.key; });
+            SortedMembers members;
+            for (auto field : o) members.add(field.key, field.value);
+            members.sort();
             bool first = true;
             for (auto &m : members) {
                 if (!first) out.push_back(',');

@@ -148,15 +148,13 @@ void validatePrompt(dom::object root, rs_result *out) {
 
 // The cache key's canonical form of the top-level object (see CRequestScan.h).
 void canonical(dom::object o, std::string &out) {
-    struct Member { std::string_view key; dom::element value; };
-    std::vector<Member> members;
-    members.reserve(o.size());
+    rs::SortedMembers members;
     for (auto field : o) {
         auto k = field.key;
         if (k == "stream" || k == "stream_options" || k == "user" || k == "model") continue;
-        members.push_back({k, field.value});
+        members.add(k, field.value);
     }
-    std::sort(members.begin(), members.end(), [](const Member &a, const Member &b) { return a.key < b.key; });
+    members.sort();
     out.clear();
     out.push_back('{');
     bool first = true;

@@ -85,6 +85,8 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     /// The final (non-1xx) head has been handed to the delegate.
     private var gotHead = false
     private var headerFields = HeaderAccumulator()
+    /// The last head's headers, whose buffer the next response reuses once the delegate let go.
+    private var lastHeaders = HTTPHeaders()
     private var messageDone = false
     private var reusable = false
     /// The response broke the framing: the exchange fails with `.malformed`.
@@ -328,7 +330,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         framing.startMessage()
         headStatus = 0
         isChunked = false
-        headerFields.reset()
+        headerFields.reset(reusing: &lastHeaders)
     }
 
     /// A final head goes to the delegate; an interim one (100, 102, 103) is dropped (RFC 9110
@@ -336,8 +338,8 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     private func deliverHead() {
         if headStatus < 200 { headerFields.reset(); return }
         gotHead = true
-        let h = headerFields.finish()
-        delegate?.upstream(self, didReceiveHead: headStatus, headers: h)
+        lastHeaders = headerFields.finish()
+        delegate?.upstream(self, didReceiveHead: headStatus, headers: lastHeaders)
     }
 
     private func finishExchange() {

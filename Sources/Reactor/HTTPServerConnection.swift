@@ -209,7 +209,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     fileprivate func onMessageBegin() -> Int32 {
         messageInProgress = true
         url.removeAll(keepingCapacity: true)
-        headerFields.reset()
+        headerFields.reset(reusing: &pendingHeaders)
         headerBytes = 0
         body.removeAll(keepingCapacity: false)
         timer.schedule(after: limits.readTimeout)

@@ -22,6 +22,14 @@ public struct HTTPHeaders: Sendable, Equatable {
     /// Wraps lines already in wire form (the parser's accumulator).
     init(block: [UInt8]) { self.block = block }
 
+    /// Hands the block's storage back (the headers are empty afterwards): a connection reuses
+    /// the last message's buffer for the next one when nobody else holds it any more.
+    mutating func takeBlock() -> [UInt8] {
+        var b: [UInt8] = []
+        swap(&b, &block)
+        return b
+    }
+
     public var isEmpty: Bool { block.isEmpty }
 
     /// The fields, parsed out of the block (not for the data path).
@@ -84,6 +92,46 @@ public struct HTTPHeaders: Sendable, Equatable {
             i = end + 2
         }
         return nil
+    }
+
+    /// Whether the first value of `name` is exactly `value` (bytes compared, no String made).
+    public func hasValue(_ name: StaticString, _ value: StaticString) -> Bool {
+        block.withUnsafeBufferPointer { p in
+            let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            guard let r = HTTPHeaders.valueRange(in: p, of: needle), r.count == value.utf8CodeUnitCount else { return false }
+            return r.isEmpty || memcmp(p.baseAddress! + r.lowerBound, value.utf8Start, r.count) == 0
+        }
+    }
+
+    /// The first value of `name` read as `Int(String)` reads a decimal integer (an optional sign,
+    /// then digits only; nil when it is not one or overflows), without making the String.
+    public func integer(_ name: StaticString) -> Int? {
+        block.withUnsafeBufferPointer { p -> Int? in
+            let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return nil }
+            return HTTPHeaders.decimal(UnsafeBufferPointer(rebasing: p[r]))
+        }
+    }
+
+    static func decimal(_ d: UnsafeBufferPointer<UInt8>) -> Int? {
+        var i = 0
+        var negative = false
+        if let first = d.first, first == UInt8(ascii: "+") || first == UInt8(ascii: "-") {
+            negative = first == UInt8(ascii: "-")
+            i = 1
+        }
+        guard i < d.count else { return nil }
+        var v = 0
+        while i < d.count {
+            let c = d[i]
+            guard c >= 48 && c <= 57 else { return nil }
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (a, o2) = negative ? m.subtractingReportingOverflow(Int(c - 48)) : m.addingReportingOverflow(Int(c - 48))
+            guard !o1 && !o2 else { return nil }
+            v = a
+            i += 1
+        }
+        return v
     }
 
     /// Calls `body(name, value)` per line until it returns false.
@@ -293,6 +341,15 @@ struct HeaderAccumulator {
         block.removeAll(keepingCapacity: true)
         inValue = false
         lineOpen = false
+    }
+
+    /// `reset()`, taking over the storage of `last` (the headers this accumulator finished
+    /// before): when the message they belonged to is gone, the next one is collected into the
+    /// same buffer instead of a new allocation per message. Still held elsewhere, they keep it
+    /// (emptying a shared array gives this one fresh storage).
+    mutating func reset(reusing last: inout HTTPHeaders) {
+        if block.capacity == 0 { block = last.takeBlock() }
+        reset()
     }
 
     mutating func field(_ at: UnsafePointer<CChar>, _ len: Int) {

@@ -61,4 +61,62 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
         #expect(acc.finish()["a"] == "1")
         #expect(acc.finish().isEmpty)
     }
+
+    /// The next message's headers are collected into the last message's buffer: what the last
+    /// message's holder still sees must not change, and the new headers must be whole.
+    @Test func reusingTheLastBufferLeavesHeldHeadersIntact() {
+        func feed(_ acc: inout HeaderAccumulator, _ pairs: [(String, String)]) {
+            for (n, v) in pairs {
+                n.withCString { acc.field($0, n.utf8.count) }
+                v.withCString { acc.value($0, v.utf8.count) }
+            }
+        }
+        var acc = HeaderAccumulator()
+        var last = HTTPHeaders()
+        var rng = SystemRandomNumberGenerator()
+        for round in 0..<50 {
+            acc.reset(reusing: &last)
+            let pairs = (0..<Int.random(in: 0...6, using: &rng)).map { i in ("x-h\(i)", String(repeating: "v", count: Int.random(in: 0...80, using: &rng)) + "\(round)") }
+            feed(&acc, pairs)
+            let h = acc.finish()
+            let expected = pairs.map { HTTPHeaders.Field($0.0, $0.1) }
+            #expect(h.items == expected)
+            // Every other round the delegate keeps the headers: the next round must not touch them.
+            let kept: HTTPHeaders? = round % 2 == 0 ? h : nil
+            last = h
+            acc.reset(reusing: &last)
+            feed(&acc, [("x-other", "overwrites \(round)")])
+            let next = acc.finish()
+            #expect(next.items == [HTTPHeaders.Field("x-other", "overwrites \(round)")])
+            if let kept { #expect(kept.items == expected) }
+            last = next
+        }
+    }
+
+    @Test func hasValueComparesTheFirstValueExactly() {
+        let h = HTTPHeaders([.init("Content-Type", "application/json"), .init("content-type", "text/plain"), .init("x-a", "application/jsonx")])
+        #expect(h.hasValue("content-type", "application/json"))
+        #expect(!h.hasValue("content-type", "text/plain"))  // only the first counts, as the subscript
+        #expect(!h.hasValue("x-a", "application/json"))
+        #expect(!h.hasValue("x-missing", ""))
+        #expect(HTTPHeaders([.init("x-e", "")]).hasValue("x-e", ""))
+    }
+
+    /// integer(_:) reads what Int(String) reads from the same value, on random near-numbers.
+    @Test func integerAgreesWithIntOfTheString() {
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("0123456789+- a9")
+        var cases = ["", "0", "-0", "+7", "431", "-", "+", "9223372036854775807", "9223372036854775808",
+                     "-9223372036854775808", "-9223372036854775809", "12a", "1 2", "00012"]
+        for _ in 0..<2000 {
+            cases.append(String((0..<Int.random(in: 0...21, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }))
+        }
+        for c in cases {
+            let h = HTTPHeaders([.init("Content-Length", c)])
+            // The stored value is what a lookup gives (leading blanks are not part of it).
+            let stored = h["content-length"]!
+            #expect(h.integer("content-length") == Int(stored), "\(c)")
+        }
+        #expect(HTTPHeaders().integer("content-length") == nil)
+    }
 }

@@ -92,7 +92,7 @@ final class AdmissionDriver {
     private var performing = false
     private var endedLater: [BackendID] = []
 
-    private func perform(_ actions: [AdmissionMachine.Action]) {
+    private func perform(_ actions: AdmissionMachine.Actions) {
         // A session admitted here may ask again at once (its pick's breaker closed meanwhile):
         // those actions run in place, as before; only ends are deferred.
         if performing { return run(actions) }
@@ -105,7 +105,7 @@ final class AdmissionDriver {
         performing = false
     }
 
-    private func run(_ actions: [AdmissionMachine.Action]) {
+    private func run(_ actions: AdmissionMachine.Actions) {
         for a in actions {
             switch a {
             case .admit(let t, let b):

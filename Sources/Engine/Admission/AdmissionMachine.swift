@@ -105,9 +105,11 @@ public struct AdmissionMachine: Sendable {
     }
 
     /// Actions carry the token they concern: one event can touch several requests (an update
-    /// releases many, a tick expires many), so every event returns `[Action]` in the order to
-    /// perform them (FIFO by arrival). Empty arrays do not allocate, and the common arrival path
-    /// returns one element.
+    /// releases many, a tick expires many), so every event returns `Actions` in the order to
+    /// perform them (FIFO by arrival). The common arrival path returns one action, which an
+    /// ActionList holds inline (an array allocated per request).
+    public typealias Actions = ActionList<Action>
+
     public enum Action: Equatable, Sendable {
         /// Send this request to this backend now (a newcomer, or a queued request being released).
         case admit(RequestToken, BackendID)
@@ -194,7 +196,7 @@ public struct AdmissionMachine: Sendable {
     /// REJECT, or no candidates, → reject (the driver answers 503 itself before asking when the
     /// pool has no usable backend at all). A token must be new (reusing a live one is our bug: trap).
     public mutating func requestArrived(_ token: RequestToken, pool: String, candidates: [BackendID], now: UInt64,
-                                        ticket: AdmissionTicket = .standard) -> [Action] {
+                                        ticket: AdmissionTicket = .standard) -> Actions {
         precondition(poolOf[token] == nil, "\(token) arrived twice")
         if let d = ticket.deadline, d <= now {
             return [.deadlineMissed(token, retryAfterSeconds: retryAfter(pool: pool, now: now))]
@@ -256,7 +258,7 @@ public struct AdmissionMachine: Sendable {
     /// as the headroom allows: with R running and usage u, one request costs ≈ u/R, so
     /// ⌊(soft − u)/(u/R)⌋ fit, clamped to 1...maxReleasePerUpdate (the maximum when u = 0, 1 when R
     /// is unknown). An UNKNOWN reading releases exactly one. QUEUE and REJECT release none.
-    public mutating func loadsUpdated(_ backend: BackendID, _ load: BackendLoad?, now: UInt64) -> [Action] {
+    public mutating func loadsUpdated(_ backend: BackendID, _ load: BackendLoad?, now: UInt64) -> Actions {
         loads[backend] = load
         let room: Int
         switch decision(for: backend) {
@@ -275,7 +277,7 @@ public struct AdmissionMachine: Sendable {
     /// A request admitted to `backend` ended (answered, failed, or its client left): its slot is
     /// free. When the backend can take work, the next waiter goes now (one: the slot that freed),
     /// under `.fair` or with a cap; FIFO without a cap waits for the next reading, as before.
-    public mutating func requestEnded(on backend: BackendID, now: UInt64) -> [Action] {
+    public mutating func requestEnded(on backend: BackendID, now: UInt64) -> Actions {
         if let n = inflight[backend] { inflight[backend] = n > 1 ? n - 1 : nil }
         guard policy.releasesOnEnd, queuedTotal > 0 else { return [] }
         switch decision(for: backend) {
@@ -335,7 +337,7 @@ public struct AdmissionMachine: Sendable {
 
     /// Expires requests that waited `maxWait` (reject with Retry-After), and asks for a keepalive
     /// for each request whose last one (or arrival) is `keepAliveInterval` ago. FIFO order.
-    public mutating func tick(now: UInt64) -> [Action] {
+    public mutating func tick(now: UInt64) -> Actions {
         var out: [(seq: UInt64, action: Action)] = []
         for pool in Array(queues.keys) {
             var kept: [Waiter] = []
@@ -366,7 +368,7 @@ public struct AdmissionMachine: Sendable {
             queues[pool] = kept.isEmpty ? nil : kept
         }
         out.sort { $0.seq < $1.seq }
-        return out.map(\.action)
+        return Actions(out.lazy.map(\.action))
     }
 
     /// The client went away: forget the request. Returns whether it was queued (an admitted
@@ -383,8 +385,8 @@ public struct AdmissionMachine: Sendable {
     @inline(__always) private mutating func started(on backend: BackendID) { inflight[backend, default: 0] += 1 }
 
     /// Up to `room` waiters that can use `backend`, best first, while it can still take work.
-    private mutating func releaseWaiters(to backend: BackendID, upTo room: Int, now: UInt64) -> [Action] {
-        var actions: [Action] = []
+    private mutating func releaseWaiters(to backend: BackendID, upTo room: Int, now: UInt64) -> Actions {
+        var actions = Actions()
         for _ in 0..<room {
             if policy.maxInflightPerBackend > 0 && inflight[backend, default: 0] >= policy.maxInflightPerBackend { break }
             guard let (pool, i) = policy.fairness == .fair ? bestWaiter(for: backend, in: nil) : oldestWaiter(for: backend) else { break }

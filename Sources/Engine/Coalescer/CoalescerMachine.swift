@@ -163,6 +163,9 @@ public struct CoalescerMachine: Sendable {
         case countRemoteFollowers(RequestID, FlightID)
     }
 
+    /// What one event asks the driver to do, in order (none or one, usually: held inline).
+    public typealias Actions = ActionList<Action>
+
     /// The flights that run now, by slot (nil: free); `free` lists the free slots.
     private var slots: [Flight?] = []
     private var free: [Int] = []
@@ -186,7 +189,7 @@ public struct CoalescerMachine: Sendable {
     // MARK: events
 
     /// A request missed the cache (or skipped it): lead, follow, or go alone.
-    public mutating func arrived(_ a: Arrival, acrossProcesses: Bool) -> [Action] {
+    public mutating func arrived(_ a: Arrival, acrossProcesses: Bool) -> Actions {
         precondition(flightOf[a.id] == nil, "\(a.id) arrived twice")
         let key = FlightKey(a.key)
         if let fid = running[key], let i = slot(of: fid) {
@@ -210,13 +213,13 @@ public struct CoalescerMachine: Sendable {
     }
 
     /// Redis answered the claim of flight `fid`.
-    public mutating func claimAnswered(_ fid: FlightID, _ claim: Claim) -> [Action] {
+    public mutating func claimAnswered(_ fid: FlightID, _ claim: Claim) -> Actions {
         guard let i = slot(of: fid), case .claiming(let leader, let leaderIsStream, let leaderMayFollow) = slots[i]!.phase else { return [] }
         guard let leader else {
             // The claimer left while asking: nobody calls upstream for this flight. Give the lock
             // back and let the members look again (the first of them leads).
             let f = removeFlight(i)
-            var out: [Action] = claim == .won ? [.releaseClaim(fid, key: f.key.text)] : []
+            var out: Actions = claim == .won ? [.releaseClaim(fid, key: f.key.text)] : []
             for m in f.members { out.append(.rejoin(m.id)) }
             return out
         }
@@ -225,7 +228,7 @@ public struct CoalescerMachine: Sendable {
             slots[i]!.phase = .leading(leader: leader, stream: .notStarted, publishes: claim == .won)
             return [.lead(leader, fid, publish: claim == .won)]
         case .lost(let owner):
-            var out: [Action] = []
+            var out: Actions = []
             if leaderMayFollow {
                 // The claimer becomes a member like any other (it may be a stream client).
                 slots[i]!.members.insert(Member(id: leader, isStream: leaderIsStream, isLive: false), at: 0)
@@ -246,14 +249,14 @@ public struct CoalescerMachine: Sendable {
     }
 
     /// The flight's answer is an SSE stream (the leader's upstream head, or the remote head).
-    public mutating func streamStarted(_ fid: FlightID) -> [Action] {
+    public mutating func streamStarted(_ fid: FlightID) -> Actions {
         guard let i = slot(of: fid) else { return [] }
         switch slots[i]!.phase {
         case .leading(let l, .notStarted, let p): slots[i]!.phase = .leading(leader: l, stream: .live, publishes: p)
         case .followingRemote(let o, .notStarted): slots[i]!.phase = .followingRemote(owner: o, stream: .live)
         default: return []
         }
-        var out: [Action] = []
+        var out: Actions = []
         for m in slots[i]!.members.indices where slots[i]!.members[m].isStream {
             slots[i]!.members[m].isLive = true
             out.append(.goLive(slots[i]!.members[m].id, fid))
@@ -272,14 +275,14 @@ public struct CoalescerMachine: Sendable {
     }
 
     /// The flight ended. It leaves the table now: nobody joins it any more.
-    public mutating func ended(_ fid: FlightID, _ ending: Ending) -> [Action] {
+    public mutating func ended(_ fid: FlightID, _ ending: Ending) -> Actions {
         guard let i = slot(of: fid) else { return [] }
         let f = removeFlight(i)
         if f.members.isEmpty {
             if case .followingRemote = f.phase { return [.stopRemote(fid)] }
             return []
         }
-        var out: [Action] = []
+        var out: Actions = []
         if case .followingRemote = f.phase { out.append(.stopRemote(fid)) }
         for m in f.members {
             switch (ending, m.isLive) {
@@ -295,13 +298,13 @@ public struct CoalescerMachine: Sendable {
 
     /// How many readers other processes started on this flight's answer (after the leader's
     /// client left): any, or a follower here, and the leader keeps generating.
-    public mutating func remoteFollowersCounted(_ fid: FlightID, _ n: Int) -> [Action] {
+    public mutating func remoteFollowersCounted(_ fid: FlightID, _ n: Int) -> Actions {
         guard let i = slot(of: fid), case .leading(let l, _, _) = slots[i]!.phase else { return [] }
         return n > 0 || !slots[i]!.members.isEmpty ? [.continueHeadless(l)] : [.abortLeader(l)]
     }
 
     /// A request's client went away (or its session ended) before its flight did.
-    public mutating func left(_ id: RequestID) -> [Action] {
+    public mutating func left(_ id: RequestID) -> Actions {
         guard let fid = flightOf[id], let i = slot(of: fid) else {
             flightOf[id] = nil
             return []

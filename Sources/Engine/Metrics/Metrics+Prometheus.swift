@@ -27,9 +27,9 @@ extension EngineRuntime {
         w.histogram("engine_stream_chunk_gap_seconds", help: "Gap between consecutive SSE chunks relayed to clients.",
                     series: [(labels: [], histogram: m.interChunkSeconds)])
         w.counter("engine_prompt_tokens_total", help: "Prompt tokens reported by vLLM usage, by served model.",
-                  samples: m.promptTokens.sorted { $0.key < $1.key }.map { (labels: [("model", $0.key)], value: Double($0.value)) })
+                  samples: m.promptTokens.entries.sorted { $0.key < $1.key }.map { (labels: [("model", $0.key)], value: Double($0.value)) })
         w.counter("engine_completion_tokens_total", help: "Completion tokens reported by vLLM usage, by served model.",
-                  samples: m.completionTokens.sorted { $0.key < $1.key }.map { (labels: [("model", $0.key)], value: Double($0.value)) })
+                  samples: m.completionTokens.entries.sorted { $0.key < $1.key }.map { (labels: [("model", $0.key)], value: Double($0.value)) })
         w.counter("engine_cache_hits_total", help: "Fresh cache hits.", value: Double(m.cacheHits))
         w.counter("engine_cache_misses_total", help: "Cache lookups that found nothing fresh.", value: Double(m.cacheMisses))
         w.counter("engine_cache_stale_served_total", help: "Stale entries served by the fallback chain.", value: Double(m.cacheStaleServed))

@@ -45,8 +45,10 @@ public final class Metrics {
     var firstTokenSeconds = HistogramTable<LatencyLabels>(buckets: Histogram.ttftSeconds)
     var interChunkSeconds = Histogram(buckets: Histogram.interChunkSeconds)
     var queueWaitSeconds = Histogram(buckets: Histogram.queueWaitSeconds)
-    var promptTokens: [String: Int] = [:]
-    var completionTokens: [String: Int] = [:]
+    /// By model label (bounded: LabelLimiter). A table, not a Dictionary: a request's increment
+    /// compares with the last label instead of hashing it twice.
+    var promptTokens = CounterTable<String>()
+    var completionTokens = CounterTable<String>()
 
     init(now: UInt64) { startedNanos = now }
 

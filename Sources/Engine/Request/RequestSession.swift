@@ -149,7 +149,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
         guard c === upstream else { return }
         runtime.noteUpstreamStatus(self, status)
-        post(.upstreamHead(status: status, contentType: headers["content-type"], contentLength: headers["content-length"].flatMap { Int($0) }))
+        // vLLM's usual type as a literal (no String made for it; a longer one would be allocated).
+        let contentType = headers.hasValue("content-type", "application/json") ? "application/json" : headers["content-type"]
+        post(.upstreamHead(status: status, contentType: contentType, contentLength: headers.integer("content-length")))
     }
 
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {

@@ -15,7 +15,10 @@ public final class EngineRuntime {
     public let backends: BackendSet
     public let metrics: Metrics
     public var logger: Logger
+    /// Every request's policy before its own facts (requestPolicy(for:)); read from the config once.
     let requestPolicy: RequestMachine.Policy
+    /// model_registry.fallback_model, read once (not per request from the config tree).
+    private let fallbackModel: String?
     let router: ModelRouter
     let estimator = TokenEstimator()
     let auth: APIKeyAuth?
@@ -88,11 +91,14 @@ public final class EngineRuntime {
             backends.routing = BackendRouting(config: config.routing, backendCount: list.count)
         }
         metrics = Metrics(now: Loop.nowNanos())
-        requestPolicy = RequestMachine.Policy(
+        var policy = RequestMachine.Policy(
             maxAttempts: 1 + config.vllm.retryCount,
             backoff: .seconds(validated: config.vllm.retryBackoffSeconds),
             upstreamTimeout: .seconds(validated: config.vllm.timeoutSeconds),
             usesAdmission: true)
+        policy.maxEventBytes = config.vllm.maxEventBytes
+        requestPolicy = policy
+        fallbackModel = config.modelRegistry.fallbackModel
         accessLog = try AccessLog.open(config.server.accessLog, loop: loop)
         if config.cache.isEnabled {
             if config.redis.url.isEmpty {
@@ -348,14 +354,13 @@ public final class EngineRuntime {
         p.isStream = request.stream
         p.kind = request.kind
         p.includeUsage = request.includeUsage
-        p.maxEventBytes = config.vllm.maxEventBytes
         let cacheable = plan.key != nil
         p.lookupCache = cacheable && plan.lookup
         p.storesAnswer = cacheable && plan.store && cache != nil
         p.coalesce = plan.coalesces
         p.mayLead = plan.coalesces && plan.lead
         p.canUseStale = cacheable && cache != nil
-        if let fb = config.modelRegistry.fallbackModel, fb != servedModel, backends.isKnown(fb) != false {
+        if let fb = fallbackModel, fb != servedModel, backends.isKnown(fb) != false {
             p.fallbackModel = fb
         }
         return p
@@ -453,8 +458,8 @@ public final class EngineRuntime {
         let waited = s.isFollower ? duration : min(duration, t.upstream + t.queued)
         metrics.overheadSeconds.observe(labels, Double(duration - waited) / 1e9)
         if let u = s.usage {
-            metrics.promptTokens[labels.model, default: 0] += u.prompt
-            metrics.completionTokens[labels.model, default: 0] += u.completion
+            metrics.promptTokens.increment(labels.model, by: u.prompt)
+            metrics.completionTokens.increment(labels.model, by: u.completion)
         }
         let access = sessionAccess.isEmpty ? nil : sessionAccess.removeValue(forKey: ObjectIdentifier(s))
         guard let log = accessLog else { return }

@@ -6,8 +6,8 @@ import Reactor
 
 extension Frontend {
     func stampTenant(_ req: inout OpenAIRequest, head: HTTPRequestHead, identity: String?) {
-        let t = runtime.tenants
-        req.tenant = t.resolve(identity: identity, headerValue: t.header.flatMap { head.headers[$0] })
+        // Read in place: a local copy of the table retained each of its arrays per request.
+        req.tenant = runtime.tenants.resolve(identity: identity, headerValue: runtime.tenants.header.flatMap { head.headers[$0] })
         if let raw = head.headers["x-request-deadline-ms"], let ms = Int64(raw.filter { $0 != " " && $0 != "\t" }) {
             let now = Loop.nowNanos()
             // Clamped to a day: a silly value must not overflow the instant.

@@ -7,18 +7,17 @@ import Reactor
 
 enum ResponseWriter {
     /// The head of every SSE response: `base` plus content type and no caching or buffering.
-    static func sseHeaders(_ base: HTTPHeaders) -> HTTPHeaders {
-        var h = base
-        h.add("content-type", "text/event-stream; charset=utf-8")
-        h.add("cache-control", "no-cache")
-        h.add("x-accel-buffering", "no")
-        return h
+    static func sseHeaders(_ base: consuming HTTPHeaders) -> HTTPHeaders {
+        base.add("content-type", "text/event-stream; charset=utf-8")
+        base.add("cache-control", "no-cache")
+        base.add("x-accel-buffering", "no")
+        return base
     }
 
     /// A whole answer already in the client's form: SSE events (`stream`; the chunked head unless
     /// `headSent`, the events, the end) or a 200 JSON body.
     @discardableResult
-    static func answer(_ c: HTTPServerConnection, _ body: [UInt8], stream: Bool, headers: HTTPHeaders,
+    static func answer(_ c: HTTPServerConnection, _ body: [UInt8], stream: Bool, headers: consuming HTTPHeaders,
                        headSent: Bool = false) -> Int {
         if stream {
             if !headSent { c.writeChunkedHead(status: 200, headers: sseHeaders(headers)) }
@@ -32,26 +31,25 @@ enum ResponseWriter {
 
     /// A JSON body with `status`.
     @discardableResult
-    static func json(_ c: HTTPServerConnection, status: Int, _ body: [UInt8], headers: HTTPHeaders,
+    static func json(_ c: HTTPServerConnection, status: Int, _ body: [UInt8], headers: consuming HTTPHeaders,
                      contentType: String = "application/json") -> Int {
-        var h = headers
-        h.add("content-type", contentType)
-        c.writeResponse(status: status, headers: h, body: body)
+        // Consumed, not copied: adding to a copy of the caller's headers would copy their bytes.
+        headers.add("content-type", contentType)
+        c.writeResponse(status: status, headers: headers, body: body)
         return body.count
     }
 
     /// A request's reply (RequestMachine decides it; the session writes it here). `stream` and
     /// `headSent`: the client asked for a stream, and its SSE head went out already.
     @discardableResult
-    static func reply(_ r: RequestMachine.Reply, to c: HTTPServerConnection, stream: Bool, headers: HTTPHeaders,
+    static func reply(_ r: RequestMachine.Reply, to c: HTTPServerConnection, stream: Bool, headers: consuming HTTPHeaders,
                       headSent: Bool) -> Int {
         switch r {
         case .answer(let body):
             return answer(c, body, stream: stream, headers: headers, headSent: headSent)
         case .json(let st, let body, let ct, let retryAfter):
-            var h = headers
-            if let ra = retryAfter { h.add("retry-after", String(ra)) }
-            return json(c, status: st, body, headers: h, contentType: ct)
+            if let ra = retryAfter { headers.add("retry-after", String(ra)) }
+            return json(c, status: st, body, headers: headers, contentType: ct)
         case .error(let err):
             return error(err, to: c, headers: headers)
         case .endStream:
@@ -66,9 +64,8 @@ enum ResponseWriter {
 
     /// An OpenAI-style error (with Retry-After when it has one).
     @discardableResult
-    static func error(_ err: EngineError, to c: HTTPServerConnection, headers: HTTPHeaders) -> Int {
-        var h = headers
-        if let ra = err.retryAfterSeconds { h.add("retry-after", String(ra)) }
-        return json(c, status: err.status, err.jsonBody, headers: h)
+    static func error(_ err: EngineError, to c: HTTPServerConnection, headers: consuming HTTPHeaders) -> Int {
+        if let ra = err.retryAfterSeconds { headers.add("retry-after", String(ra)) }
+        return json(c, status: err.status, err.jsonBody, headers: headers)
     }
 }

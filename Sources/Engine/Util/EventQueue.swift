@@ -4,16 +4,24 @@
 // ends the draining. Loop-confined like its driver.
 
 struct EventQueue<Event> {
+    /// The oldest pending event when it is the only one: a driver usually has one event waiting
+    /// at a time (a call that answered at once), which then costs no array (an allocation per
+    /// request driver). Always older than anything in `events`.
+    private var single: Event?
     private var events: [Event] = []
     private var head = 0
     private(set) var isDraining = false
 
     /// Queues `e`; true when the caller must now drain (`while let e = next() { handle(e) }`).
     mutating func append(_ e: Event) -> Bool {
-        // Room for a few at once (a handled event often queues two or three): one allocation per
-        // driver rather than one per growth step.
-        if events.capacity == 0 { events.reserveCapacity(4) }
-        events.append(e)
+        if single == nil && head == events.count {
+            single = e
+        } else {
+            // Room for a few at once (a handled event may queue two or three): one allocation
+            // per driver rather than one per growth step.
+            if events.capacity == 0 { events.reserveCapacity(4) }
+            events.append(e)
+        }
         return enter()
     }
 
@@ -26,6 +34,10 @@ struct EventQueue<Event> {
 
     /// The next queued event, or nil — and then the queue is idle again.
     mutating func next() -> Event? {
+        if let e = single {
+            single = nil
+            return e
+        }
         if head < events.count {
             head += 1
             return events[head - 1]

@@ -23,7 +23,7 @@ private func ticket(_ tenant: String, cost: Int = 100, weight: Double = 1, deadl
     AdmissionTicket(tenant: tenant, weight: weight, priority: 0, cost: cost, deadline: deadline)
 }
 
-private func admitted(_ a: [AdmissionMachine.Action]) -> [RequestToken] {
+private func admitted(_ a: AdmissionMachine.Actions) -> [RequestToken] {
     a.compactMap { if case .admit(let tok, _) = $0 { return tok } else { return nil } }
 }
 

@@ -200,7 +200,7 @@ private struct World {
                         acrossProcesses: acrossProcesses), trigger: nil)
     }
 
-    mutating func apply(_ actions: [M.Action], trigger: (M.FlightID, M.Ending)?) {
+    mutating func apply(_ actions: M.Actions, trigger: (M.FlightID, M.Ending)?) {
         for a in actions {
             switch a {
             case .claim(let f, let key):

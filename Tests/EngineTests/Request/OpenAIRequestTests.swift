@@ -209,3 +209,28 @@ private func failure(_ json: String, _ kind: EndpointKind = .chat) -> EngineErro
         guard case .success = OpenAIRequest.parse(kind: .chat, body: Array(body.utf8)) else { Issue.record("refused"); return }
     }
 }
+
+/// The canonical form sorts the members of objects of any size (up to 8 on the stack, more in a
+/// vector): shuffled bodies with large objects at two depths digest to the sorted text's SHA-256.
+@Suite struct CanonicalFormSortingTests {
+    @Test func largeObjectsInAnyOrderDigestAsTheirSortedText() {
+        var rng = SystemRandomNumberGenerator()
+        for n in [0, 1, 7, 8, 9, 20] {
+            let inner = (0..<n).map { "\"i\(($0 < 10 ? "0\($0)" : "\($0)"))\":\($0)" }
+            let innerSorted = "{" + inner.joined(separator: ",") + "}"
+            let outer = (0..<n).map { "\"k\(($0 < 10 ? "0\($0)" : "\($0)"))\":\"v\($0)\"" } + ["\"messages\":[{\"content\":\"hi\",\"role\":\"user\",\"x\":\(innerSorted)}]"]
+            let expected = "{" + outer.sorted().joined(separator: ",") + "}"
+            let want = Digest.sha256(Array(expected.utf8))
+            for _ in 0..<5 {
+                let shuffledInner = "{" + inner.shuffled(using: &rng).joined(separator: ",") + "}"
+                let members = outer.dropLast() + ["\"messages\":[{\"x\":\(shuffledInner),\"content\":\"hi\",\"role\":\"user\"}]", "\"model\":\"m\""]
+                let body = "{" + members.shuffled(using: &rng).joined(separator: ",") + "}"
+                guard case .success(let r) = OpenAIRequest.parse(kind: .chat, body: Array(body.utf8), canonical: true) else {
+                    Issue.record("rejected \(body)")
+                    continue
+                }
+                #expect(r.canonicalDigest == want, "\(body)")
+            }
+        }
+    }
+}

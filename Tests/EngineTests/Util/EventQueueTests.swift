@@ -38,4 +38,30 @@ import Testing
         let a = q.next(), b = q.next(), again = q.enter()
         #expect(a == 7 && b == nil && again)
     }
+
+    /// Random appends and takes against a plain FIFO: the same events in the same order, and the
+    /// queue idle exactly when the FIFO ran dry (the single-event slot and the array together).
+    @Test func randomAppendsAndTakesKeepFIFOOrder() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            var q = EventQueue<Int>()
+            var model: [Int] = []
+            var draining = false
+            var next = 0
+            for _ in 0..<40 {
+                if Bool.random(using: &rng) || model.isEmpty && !draining {
+                    let mustDrain = q.append(next)
+                    #expect(mustDrain == !draining)
+                    draining = true
+                    model.append(next)
+                    next += 1
+                } else if draining {
+                    let e = q.next()
+                    #expect(e == model.first)
+                    if model.isEmpty { draining = false } else { model.removeFirst() }
+                    #expect(q.isDraining == draining)
+                }
+            }
+        }
+    }
 }
