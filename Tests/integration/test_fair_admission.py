@@ -4,6 +4,7 @@ token/request budgets shared across worker processes through Redis."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -242,6 +243,10 @@ def test_requests_per_minute_hold_across_two_workers_sharing_redis(sim, redis, e
 
 
 def test_token_budget_is_settled_on_real_usage_plain_and_streamed(sim, redis, engine_factory):
+    if os.environ.get("SIM_EXTERNAL_URL"):
+        # Without max_tokens a real vLLM generates up to max_model_len: the budget below assumes
+        # vllm-sim's 16 tokens an answer.
+        pytest.skip("the budget arithmetic assumes vllm-sim's 16-token answers")
     tpm = 6000  # 100 tokens a second come back
     eng = engine_factory(limit_config(sim, redis, tpm=tpm, expected=400))
     wait_until(lambda: eng.get("/health").json()["backends"]["up"] == 1)
