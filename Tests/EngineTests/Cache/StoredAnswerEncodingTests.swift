@@ -34,22 +34,14 @@ private func referenceEncoded(_ a: StoredAnswer) -> [UInt8] {
     }
 }
 
-private struct SplitMix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+private extension TestRNG {
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 }
 
 /// A random answer: a chunk stream (with or without a usage chunk, spans known, unknown or
 /// noted wrong on purpose: the encoding writes what it is given), a multi-line-data stream
 /// (no spans), or a JSON body with or without an id and created.
-private func randomAnswer(_ rng: inout SplitMix) -> StoredAnswer {
+private func randomAnswer(_ rng: inout TestRNG) -> StoredAnswer {
     switch rng.below(4) {
     case 0:
         let id = rng.below(2) == 0 ? #""id":"chatcmpl-\#(rng.next())","# : ""
@@ -86,7 +78,7 @@ private func randomAnswer(_ rng: inout SplitMix) -> StoredAnswer {
 
 @Suite struct StoredAnswerEncodingTests {
     @Test func headThenPayloadIsThePreviousEncoding() {
-        var rng = SplitMix(state: 11)
+        var rng = TestRNG(seed: 11)
         for _ in 0..<300 {
             let a = randomAnswer(&rng)
             let reference = referenceEncoded(a)
@@ -106,7 +98,7 @@ private func randomAnswer(_ rng: inout SplitMix) -> StoredAnswer {
         let fd = try SharedMemoryCacheStore.create(maxEntries: 64, maxBytes: 4 << 20).get()
         defer { close(fd) }
         let m = try #require(SharedMemoryCacheStore(fd: fd))
-        var rng = SplitMix(state: 7)
+        var rng = TestRNG(seed: 7)
         for i in 0..<100 {
             let a = randomAnswer(&rng)
             let key = "k\(i % 10)"  // replacing entries too
