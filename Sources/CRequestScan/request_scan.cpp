@@ -568,29 +568,22 @@ bool inspectMany(const uint8_t *bytes, size_t len, const rs_span *spans, size_t 
         else json++;
     }
     if (json == 0) return false;
-    if (json == 1) {
-        // One document (vLLM's event per read): parsed as rs_inspect_upstream does, from a copy of its own.
-        for (size_t i = 0; i < n; i++) {
-            if (out[i].kind == RS_J_DONE) continue;
-            dom::element root;
-            if (tlsParser.parse(bytes + spans[i].start, spans[i].len).get(root)) out[i].kind = RS_J_BAD_JSON;
-            else describe(root, &out[i], tlsBatchFingerprints);
-        }
-        return false;
-    }
     // One copy of the batch with padding: simdjson then reads each span in place.
     if (tlsBatch.size() < len + SIMDJSON_PADDING) tlsBatch.resize(len + SIMDJSON_PADDING);
     uint8_t *buf = tlsBatch.data();
     std::memcpy(buf, bytes, len);
-    if (inspectStream(buf, len, spans, n, out)) return true;
-    // The stream did not line up with the spans: each span on its own decides, from a fresh copy.
-    for (size_t i = 0; i < n; i++) {
-        int kind = out[i].kind;
-        std::memset(&out[i], 0, sizeof(out[i]));
-        out[i].kind = kind == RS_J_DONE ? RS_J_DONE : RS_J_OBJECT;
+    if (json > 1) {
+        if (inspectStream(buf, len, spans, n, out)) return true;
+        // The stream did not line up with the spans: each span on its own decides, from a fresh copy.
+        for (size_t i = 0; i < n; i++) {
+            int kind = out[i].kind;
+            std::memset(&out[i], 0, sizeof(out[i]));
+            out[i].kind = kind == RS_J_DONE ? RS_J_DONE : RS_J_OBJECT;
+        }
+        tlsBatchFingerprints.clear();
+        std::memcpy(buf, bytes, len);
     }
-    tlsBatchFingerprints.clear();
-    std::memcpy(buf, bytes, len);
+    // One document (an event beside `[DONE]`), or a batch that did not line up: one parse a span.
     for (size_t i = 0; i < n; i++) {
         if (out[i].kind == RS_J_DONE) continue;
         dom::element root;

@@ -249,33 +249,14 @@ public struct SSEEventScanner: Sendable {
             apply(ev, at: at, nil, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
             return
         }
-        // The event's data: its one `data:` line read in place, several joined by LF (copied).
-        var single: Range<Int>?
-        var joined: [UInt8]?
-        var lineStart = 0
-        while let i = ByteSearch.index(of: 0x0A, in: ev, from: lineStart) {
-            var one = Found(start: 0)
-            one.noteLine(ev, lineStart..<i)
-            if one.dataLines == 1 {
-                if let s = single {
-                    var j = joined ?? Array(UnsafeRawBufferPointer(rebasing: ev[s]))
-                    j.append(0x0A)
-                    j.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[one.data]))
-                    joined = j
-                    single = 0..<0
-                } else {
-                    single = one.data
-                }
-            }
-            lineStart = i + 1
-        }
-        if let j = joined {
-            let reading = j.withUnsafeBytes { UpstreamJSON.read($0) }
-            apply(ev, at: at, reading, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
-        } else if let s = single {
+        switch Self.data(of: ev) {
+        case .line(let s):
             let reading = UpstreamJSON.read(UnsafeRawBufferPointer(rebasing: ev[s]))
             apply(ev, at: at, reading, dataLine: s, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
-        } else {
+        case .joined(let j):
+            let reading = j.withUnsafeBytes { UpstreamJSON.read($0) }
+            apply(ev, at: at, reading, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
+        case nil:
             apply(ev, at: at, nil, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
         }
     }
@@ -415,30 +396,40 @@ public struct SSEEventScanner: Sendable {
     /// line (nil when several were joined); nil for an event with no data (a comment, a keepalive).
     /// One data line (vLLM's case) is read in place, without a copy.
     static func inspectData(_ ev: UnsafeRawBufferPointer) -> EventData? {
+        switch data(of: ev) {
+        case .line(let s): return EventData(json: UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s])), line: s)
+        case .joined(let j): return EventData(json: UpstreamJSON.inspect(j), line: nil)
+        case nil: return nil
+        }
+    }
+
+    /// An event's data: where its one `data:` line's value is, or several joined by LF (copied).
+    enum Data {
+        case line(Range<Int>)
+        case joined([UInt8])
+    }
+
+    /// The data of the whole event `ev` (nil when it has no `data:` line: a comment, a keepalive).
+    static func data(of ev: UnsafeRawBufferPointer) -> Data? {
         var single: Range<Int>?
         var joined: [UInt8]?
         var lineStart = 0
         while let i = ByteSearch.index(of: 0x0A, in: ev, from: lineStart) {
-            var end = i
-            if end > lineStart && ev[end - 1] == 0x0D { end -= 1 }
-            if end - lineStart >= 5, ev[lineStart] == 0x64, ev[lineStart + 1] == 0x61, ev[lineStart + 2] == 0x74,
-               ev[lineStart + 3] == 0x61, ev[lineStart + 4] == 0x3A {  // "data:"
-                var v = lineStart + 5
-                if v < end && ev[v] == 0x20 { v += 1 }
+            var one = Found(start: 0)
+            one.noteLine(ev, lineStart..<i)
+            if one.dataLines == 1 {
                 if let s = single {
                     var j = joined ?? Array(UnsafeRawBufferPointer(rebasing: ev[s]))
                     j.append(0x0A)
-                    j.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[v..<end]))
+                    j.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[one.data]))
                     joined = j
-                    single = 0..<0
                 } else {
-                    single = v..<end
+                    single = one.data
                 }
             }
             lineStart = i + 1
         }
-        if let j = joined { return EventData(json: UpstreamJSON.inspect(j), line: nil) }
-        guard let s = single else { return nil }
-        return EventData(json: UpstreamJSON.inspect(UnsafeRawBufferPointer(rebasing: ev[s])), line: s)
+        if let j = joined { return .joined(j) }
+        return single.map { .line($0) }
     }
 }
