@@ -4,6 +4,13 @@ import PackageDescription
 
 let releaseFast: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
+// Release builds of the server link with the toolchain's lld and pack the executable's relative
+// relocations (DT_RELR, glibc >= 2.36): a position-independent Swift binary has ~120,000 of them
+// (~1 MB of .rela.dyn that every process reads at start-up); packed they take 8 KB. Idle RSS of
+// the default config's three processes falls by ~2.2 MB (docs/performance.md).
+let packedRelocations: LinkerSetting = .unsafeFlags(
+    ["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(configuration: .release))
+
 let package = Package(
     name: "Engine",
     products: [
@@ -62,7 +69,8 @@ let package = Package(
                 "Engine", "Reactor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            linkerSettings: [packedRelocations]
         ),
         .executableTarget(
             name: "vllm-sim",
