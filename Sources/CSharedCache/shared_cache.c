@@ -524,7 +524,9 @@ sc_get(sc_segment *s, const void *key, size_t klen, uint64_t now, int touch, voi
         *len = 0;
         goto done;
     }
-    if (touch && (sc_lru_unlink(s, (uint32_t)i) != 0 || sc_lru_push_front(s, (uint32_t)i) != 0)) {
+    /* Already the most recent: nothing to move (a hot key's hits write no list links). */
+    if (touch && s->h->lru_head != (uint32_t)i &&
+        (sc_lru_unlink(s, (uint32_t)i) != 0 || sc_lru_push_front(s, (uint32_t)i) != 0)) {
         sc_corrupt(s);
         goto done;   /* the copy is still this key's value: answer it */
     }

@@ -60,6 +60,22 @@ private func segment(entries: Int, bytes: Int) throws -> (Int32, SharedMemoryCac
         #expect(m.entryCount == 3)
     }
 
+    /// A hit on the newest entry leaves the list as it is (no relink): the order stays exact.
+    @Test func touchingTheNewestEntryKeepsTheOrder() throws {
+        let (fd, m) = try segment(entries: 3, bytes: 1 << 20)
+        defer { close(fd) }
+        for k in ["a", "b", "c"] { m.store(k, bytes(k), ttl: .seconds(60), staleTTL: .zero, now: 0) }
+        for _ in 0..<3 { #expect(m.lookup("c", now: 1, touch: true) == .fresh(bytes("c"))) }
+        #expect(m.lookup("a", now: 1, touch: true) == .fresh(bytes("a")))   // newest first: a, c, b
+        #expect(m.lookup("a", now: 1, touch: true) == .fresh(bytes("a")))
+        m.store("d", bytes("d"), ttl: .seconds(60), staleTTL: .zero, now: 2)  // evicts b: d, a, c
+        #expect(m.lookup("b", now: 3, touch: false) == .miss)
+        m.store("e", bytes("e"), ttl: .seconds(60), staleTTL: .zero, now: 3)  // evicts c: e, d, a
+        #expect(m.lookup("c", now: 3, touch: false) == .miss)
+        for k in ["a", "d", "e"] { #expect(m.lookup(k, now: 3, touch: false) == .fresh(bytes(k))) }
+        #expect(m.stats.evictions == 2)
+    }
+
     @Test func evictsByBytesAndKeepsLargeValuesWhole() throws {
         // 6 KiB: 7 blocks of 1,020 payload bytes; a 3,000-byte value (plus its key) takes 3, so
         // two fit and a third pushes the oldest out.
