@@ -23,18 +23,13 @@ struct AdmissionPlace {
         budget.enqueued(in: tenants)
     }
 
-    /// Counts what admission made of the request as the machine handles `e`: an answer ends the
-    /// queue wait (observed) and the token; the tenant's admissions and refusals.
-    mutating func count(_ e: RequestMachine.Event, _ timings: inout RequestTimings, metrics: Metrics, tenants: TenantMetrics) {
-        switch e {
-        case .admitted, .admissionRejected, .admissionRefused:
-            token = nil
-            let waited = timings.dequeued(at: Loop.nowNanos())
-            if let waited { metrics.queueWaitSeconds.observe(Double(waited) / 1e9) }
-            budget.dequeued(waitedNanos: waited, in: tenants)
-        default:
-            break
-        }
+    /// Admission's answer `e` (admitted, rejected or refused) as the machine handles it: the queue
+    /// wait ends (observed) and so does the token; the tenant's admission or refusal is counted.
+    mutating func answered(_ e: RequestMachine.Event, _ timings: inout RequestTimings, metrics: Metrics, tenants: TenantMetrics) {
+        token = nil
+        let waited = timings.dequeued(at: Loop.nowNanos())
+        if let waited { metrics.queueWaitSeconds.observe(Double(waited) / 1e9) }
+        budget.dequeued(waitedNanos: waited, in: tenants)
         budget.count(e, in: tenants)
     }
 

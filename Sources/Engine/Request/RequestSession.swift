@@ -92,8 +92,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
 
     /// Counters that depend on what the machine made of an event.
     private func count(_ e: RequestMachine.Event, wasFollower: Bool) {
-        runtime.metrics.count(e, by: machine, wasFollower: wasFollower)
-        admission.count(e, &timings, metrics: runtime.metrics, tenants: runtime.tenantMetrics)
+        runtime.metrics.count(e, outcome: machine.cacheOutcome, isFollower: machine.isFollower, wasFollower: wasFollower)
+        switch e {
+        case .admitted, .admissionRejected, .admissionRefused:
+            admission.answered(e, &timings, metrics: runtime.metrics, tenants: runtime.tenantMetrics)
+        default:
+            break
+        }
     }
 
     func clientClosed() {
@@ -238,7 +243,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
             }
         case .refuse(let r):
             post(.admissionRefused(r))
-        case .reserve(let t):
+        case .reserve:
+            guard let t = admission.budget.tenant else { break }
             runtime.rateLimits?.reserve(t, cost: expectedTokens, for: self)
         case .none:
             break

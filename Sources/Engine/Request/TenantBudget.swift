@@ -27,7 +27,7 @@ struct TenantBudget {
         /// Refused before admission: post `admissionRefused`.
         case refuse(AdmissionRefusal)
         /// Reserve the expected tokens against the tenant's budget (answered later, or at once).
-        case reserve(Tenant)
+        case reserve
         /// Nothing: the request ended while the budget answered.
         case none
     }
@@ -37,7 +37,7 @@ struct TenantBudget {
         reachedAdmission = true
         if let d = deadline, d <= now { return .refuse(AdmissionRefusal(.deadline, retryAfterSeconds: 1)) }
         guard let t = tenant, t.hasLimits, canReserve else { return .askAdmission }
-        return .reserve(t)
+        return .reserve
     }
 
     /// The budget answered the reservation of `cost` tokens for `t`. A request that ended

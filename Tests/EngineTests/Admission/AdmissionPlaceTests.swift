@@ -15,14 +15,12 @@ import Testing
         p.token = RequestToken(7)
         p.queued(&timings, tenants: tenants)
         #expect(tenants.queued[0] == 1 && p.budget.isQueued)
-        p.count(.admissionKeepAlive, &timings, metrics: metrics, tenants: tenants)
-        #expect(p.token == RequestToken(7) && metrics.queueWaitSeconds.count == 0)
-        p.count(.admitted(BackendID(1)), &timings, metrics: metrics, tenants: tenants)
+        p.answered(.admitted(BackendID(1)), &timings, metrics: metrics, tenants: tenants)
         #expect(p.token == nil && timings.dequeued(at: .max) == nil) // the wait ended
         #expect(metrics.queueWaitSeconds.count == 1 && tenants.queued[0] == 0 && tenants.admitted[0] == 1)
         // Not queued: no wait observed, the tenant's refusal still counted.
         var q = AdmissionPlace(tenant: t)
-        q.count(.admissionRefused(AdmissionRefusal(.tokens, retryAfterSeconds: 1)), &timings, metrics: metrics, tenants: tenants)
+        q.answered(.admissionRefused(AdmissionRefusal(.tokens, retryAfterSeconds: 1)), &timings, metrics: metrics, tenants: tenants)
         #expect(metrics.queueWaitSeconds.count == 1 && tenants.rejected[0][TenantMetrics.Reason.tokens.rawValue] == 1)
         p.admitted(to: BackendID(1))
         p.ended(leaveQueue: true, nil)

@@ -16,7 +16,7 @@ private let plain = Tenant(id: "h:b", label: 1, weight: 1, priority: 0, tokensPe
         var b = TenantBudget(tenant: limited)
         #expect(b.beforeAdmission(deadline: 100, now: 100, canReserve: true) == .refuse(AdmissionRefusal(.deadline, retryAfterSeconds: 1)))
         #expect(b.reachedAdmission)
-        #expect(b.beforeAdmission(deadline: 101, now: 100, canReserve: true) == .reserve(limited))
+        #expect(b.beforeAdmission(deadline: 101, now: 100, canReserve: true) == .reserve)
         #expect(b.beforeAdmission(deadline: nil, now: 100, canReserve: false) == .askAdmission)
         var p = TenantBudget(tenant: plain)
         #expect(p.beforeAdmission(deadline: nil, now: 0, canReserve: true) == .askAdmission)
