@@ -84,6 +84,9 @@ public final class Loop {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
+    /// Wall-clock milliseconds since the epoch (the Redis cache's entries outlive a process).
+    public static func wallMillis() -> UInt64 { UInt64(wallSeconds() * 1000) }
+
     public func close() {
         guard !isClosed else { return }
         isClosed = true

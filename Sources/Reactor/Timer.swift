@@ -2,11 +2,20 @@
 // Owns: the `struct event` (freed in close()). The callback argument is passUnretained(self):
 // safe because close() frees the event before the owner can go away (style E.2).
 // Generations are the caller's business: machines tag timers and drop stale firings.
+// A firing goes to `target` (a driver that conforms to TimerTarget, no closure: the way an
+// HTTPClientConnection has a delegate), then to `onFire`.
 import CEventShim
+
+/// An object a Timer tells when it fires (held unowned: the target cancels or lets go of the
+/// timer before it goes away).
+public protocol TimerTarget: AnyObject {
+    func timerFired(_ timer: Timer)
+}
 
 public final class Timer {
     private var event: OpaquePointer?
     public var onFire: (() -> Void)?
+    public unowned var target: (any TimerTarget)?
     public private(set) var isArmed = false
 
     public init(loop: Loop, onFire: (() -> Void)? = nil) {
@@ -14,6 +23,7 @@ public final class Timer {
         event = event_new(loop.base, -1, 0, { _, _, arg in
             let t = Unmanaged<Timer>.fromOpaque(arg!).takeUnretainedValue()
             t.isArmed = false
+            t.target?.timerFired(t)
             t.onFire?()
         }, Unmanaged.passUnretained(self).toOpaque())
     }
@@ -37,6 +47,7 @@ public final class Timer {
         event = nil
         isArmed = false
         onFire = nil
+        target = nil
     }
 
     deinit { if let e = event { event_free(e) } }

@@ -8,6 +8,11 @@
 // Keys: engine:rl:<tenant id>:t and :r, hashes {l: level, s: stamp ms}, expiring once full.
 import Reactor
 
+/// Who waits for a reservation's answer (a request's session, which queues what follows as events).
+protocol RateLimitWaiter: AnyObject {
+    func budgetAnswered(_ d: RateLimitDecision, tenant: Tenant, cost: Int)
+}
+
 final class RateLimitDriver {
     private let redis: RedisConnection?
     private var local = RateLimiter()
@@ -23,33 +28,38 @@ final class RateLimitDriver {
 
     var isShared: Bool { redis != nil }
 
-    /// Reserves `cost` tokens and one request for `tenant` (which has limits). `completion` runs
-    /// once, maybe at once (in process), never inside a caller's transition (sessions post it).
-    func reserve(_ tenant: Tenant, cost: Int, completion: @escaping (RateLimitDecision) -> Void) {
+    /// Reserves `cost` tokens and one request for `tenant` (which has limits). `waiter` hears the
+    /// answer once, maybe at once (in process), never inside a caller's transition (sessions post
+    /// what follows); not at all if it went away meanwhile (held weakly while Redis answers).
+    func reserve(_ tenant: Tenant, cost: Int, for waiter: any RateLimitWaiter) {
         guard let redis else {
-            completion(local.reserve(tenant: tenant.id, tokensPerMinute: tenant.tokensPerMinute,
-                                     requestsPerMinute: tenant.requestsPerMinute, cost: cost, now: Self.nowMillis()))
+            let d = local.reserve(tenant: tenant.id, tokensPerMinute: tenant.tokensPerMinute,
+                                  requestsPerMinute: tenant.requestsPerMinute, cost: cost, now: Self.nowMillis())
+            waiter.budgetAnswered(d, tenant: tenant, cost: cost)
             return
         }
         let keys = [Array((Self.prefix + tenant.id + ":t").utf8), Array((Self.prefix + tenant.id + ":r").utf8)]
         let args = [String(tenant.tokensPerMinute ?? 0), String(tenant.requestsPerMinute ?? 0), String(cost)].map { Array($0.utf8) }
         let tpm = tenant.tokensPerMinute
         let rpm = tenant.requestsPerMinute
-        Self.reserveScript.run(on: redis, keys: keys, args: args) { [weak self] v in
-            // {verdict (0 ok, 1 tokens, 2 requests), wait ms, tokens left, requests left}
-            guard case .array(let a) = v, a.count >= 4, case .int(let verdict) = a[0], case .int(let wait) = a[1],
-                  case .int(let tl) = a[2], case .int(let rl) = a[3] else {
-                self?.redisFailures += 1
-                completion(.unavailable)
-                return
-            }
-            let st = RateLimitStatus(limitTokens: tpm, remainingTokens: tpm == nil ? nil : tl,
-                                     limitRequests: rpm, remainingRequests: rpm == nil ? nil : rl)
-            switch verdict {
-            case 0: completion(.allowed(st))
-            case 1: completion(.denied(st, .tokens, retryAfterMillis: max(wait, 1)))
-            default: completion(.denied(st, .requests, retryAfterMillis: max(wait, 1)))
-            }
+        Self.reserveScript.run(on: redis, keys: keys, args: args) { [weak self, weak waiter] v in
+            let d = Self.decision(v, tokensPerMinute: tpm, requestsPerMinute: rpm)
+            if d == .unavailable { self?.redisFailures += 1 }
+            waiter?.budgetAnswered(d, tenant: tenant, cost: cost)
+        }
+    }
+
+    /// The reservation script's answer: {verdict (0 ok, 1 tokens, 2 requests), wait ms, tokens
+    /// left, requests left}; anything else is `.unavailable`.
+    static func decision(_ v: RedisValue, tokensPerMinute tpm: Int?, requestsPerMinute rpm: Int?) -> RateLimitDecision {
+        guard case .array(let a) = v, a.count >= 4, case .int(let verdict) = a[0], case .int(let wait) = a[1],
+              case .int(let tl) = a[2], case .int(let rl) = a[3] else { return .unavailable }
+        let st = RateLimitStatus(limitTokens: tpm, remainingTokens: tpm == nil ? nil : tl,
+                                 limitRequests: rpm, remainingRequests: rpm == nil ? nil : rl)
+        switch verdict {
+        case 0: return .allowed(st)
+        case 1: return .denied(st, .tokens, retryAfterMillis: max(wait, 1))
+        default: return .denied(st, .requests, retryAfterMillis: max(wait, 1))
         }
     }
 

@@ -23,6 +23,12 @@ public enum CacheLookup: Equatable, Sendable {
     }
 }
 
+/// Who waits for a lookup's answer (a request's session, which queues it as an event);
+/// EngineRuntime.lookUp asks the store for it.
+protocol CacheWaiter: AnyObject {
+    func cacheAnswered(_ lookup: CacheLookup, stale: Bool)
+}
+
 /// Times are passed in, never read (machines and tests control the clock):
 /// `now` is monotonic nanoseconds (Loop.nowNanos(), used by MemoryCacheStore) and `wallMillis`
 /// is wall-clock epoch milliseconds (used by RedisCacheStore, whose entries outlive a process).

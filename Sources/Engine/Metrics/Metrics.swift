@@ -97,17 +97,18 @@ struct CounterTable<Key: Equatable> {
 }
 
 extension Metrics {
-    /// The counters a request event moves, once the machine has handled it (`wasFollower`: the
-    /// machine's isFollower before the event).
-    func count(_ e: RequestMachine.Event, by m: RequestMachine, wasFollower: Bool) {
+    /// The counters a request event moves, once the machine has handled it: its cache outcome
+    /// and isFollower then (`wasFollower`: before the event). Values, not the machine: a call
+    /// the optimizer does not inline would copy the whole machine per event.
+    func count(_ e: RequestMachine.Event, outcome: CacheOutcome, isFollower: Bool, wasFollower: Bool) {
         switch e {
         case .cacheAnswered(let l):
-            if m.cacheOutcome == .hit { cacheHits += 1 } else { cacheMisses += 1 }
+            if outcome == .hit { cacheHits += 1 } else { cacheMisses += 1 }
             if case .unavailable = l { cacheErrors += 1 }
         case .staleAnswered:
-            if m.cacheOutcome == .stale { cacheStaleServed += 1 }
+            if outcome == .stale { cacheStaleServed += 1 }
         case .flight:
-            if m.isFollower && !wasFollower { coalescedFollowers += 1 }
+            if isFollower && !wasFollower { coalescedFollowers += 1 }
         default:
             break
         }

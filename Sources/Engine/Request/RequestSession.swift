@@ -1,19 +1,13 @@
-// RequestSession: the driver of one RequestMachine (style C). Every fact — from the client, the
-// cache, admission, the coalescer, the upstream connection, the timer — becomes a machine Event;
-// facts that arrive while one is being handled wait in the queue (no re-entry: a call that
-// completes at once, like the embedded cache or admission's fast path, is handled after the call
-// returns). `perform` is the one switch over the machine's actions; it does the I/O and nothing
-// the answer depends on. Upstream reads and a flight's events are handled in place (no copy)
-// when nothing else is being handled.
-// Owns: the upstream connection while an exchange runs (returned to the backend's pool or
-// closed), one Timer, the breaker permit of the current attempt, the bytes sent upstream.
-// Kept alive by its client connection's `context`, by the upstream connection (delegate) during
-// an exchange, and by the CoalescerDriver while it takes part in a flight; it lets go of each when
-// it ends. Admission control references it weakly (waiter).
-import CEventShim
+// RequestSession: the driver of one RequestMachine (style C). Every fact (client, cache, budget,
+// admission, coalescer, upstream, timer) becomes a machine Event, queued while another is handled
+// (no re-entry); `perform` is the one switch over the actions. Upstream reads and a flight's events
+// are handled in place when nothing else is. Inline parts: UpstreamAttempt, AdmissionPlace (with
+// TenantBudget), SessionTimer, RequestTimings. Kept alive by the client connection's `context`, the
+// upstream connection (delegate) and the CoalescerDriver; admission, the cache, the budget and the
+// timer hold it weakly or unowned.
 import Reactor
 
-final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
+final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, TimerTarget, CacheWaiter, RateLimitWaiter {
     let runtime: EngineRuntime
     private var client: HTTPServerConnection?
     private var machine: RequestMachine
@@ -28,33 +22,19 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     /// Headers every response of this session carries (X-Routed-Model, ...).
     private let extraHeaders: HTTPHeaders
     private let cachePlan: CachePlan
-    private var upstream: HTTPClientConnection?
-    private(set) var backend: Backend?
-    private var attempt: (backend: Backend, permit: CircuitBreaker.Permit)?
-    /// Why routing put the chosen backend first (prefix_aware), counted when the request is sent.
-    private var routeReason: RoutingScorer.Reason = .roundRobin
-    /// Exact mode: the KV index's overlap per backend at that decision (for the hit ratio).
-    private var routeExact: [BackendID: Double]?
-    private var admissionToken: RequestToken?
-    /// The backend admission control released this request to: told when the request ends (its
-    /// slot in admission's in-flight count frees).
-    private var admittedTo: BackendID?
-    /// Issue 14 (RequestSession+Tenant.swift): the tokens reserved against the tenant's budget
-    /// (settled when the request ends), what the budget said (x-ratelimit-* headers), whether the
-    /// request reached admission (then it is charged), and whether it counts as queued.
-    var reservedTokens: Int?
-    var rateStatus: RateLimitStatus?
-    var reachedAdmission = false
-    var tenantQueued = false
-    lazy var expectedTokens: Int = computeExpectedTokens()
+    private var upstream = UpstreamAttempt()
+    private var admission: AdmissionPlace
+    private lazy var expectedTokens: Int = TenantBudget.expectedTokens(
+        prompt: runtime.estimator.estimate(request.promptSize), maxOutput: request.maxOutputTokens,
+        expectedOutput: runtime.config.admissionControl.expectedOutputTokens)
     private var coalescerId: CoalescerMachine.RequestID?
-    /// Created on first use (hits never need one); back to the runtime's pool at the end.
-    private var timer: Timer?
-    private var armed: TimerKind = .upstream
+    private var timer = SessionTimer()
     private var sawFirstToken = false
     private(set) var timings = RequestTimings(start: Loop.nowNanos())
     private(set) var bytesOut = 0
     var bytesIn: Int { body.count }
+    /// The backend of the last attempt (the one that answered).
+    var backend: Backend? { upstream.backend }
     var status: Int { machine.status }
     var cacheOutcome: String { machine.cacheOutcome.rawValue }
     var isFollower: Bool { machine.isFollower }
@@ -75,6 +55,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         self.servedModel = servedModel
         self.extraHeaders = extraHeaders
         self.cachePlan = cachePlan
+        admission = AdmissionPlace(tenant: request.tenant)
         var policy = runtime.requestPolicy(for: request, plan: cachePlan, servedModel: servedModel)
         policy.stamp = ReplyStamp(kind: request.kind, requestId: requestId, created: Int(Loop.wallSeconds()))
         self.machine = RequestMachine(policy: policy, cacheable: cachePlan.key != nil)
@@ -111,18 +92,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
 
     /// Counters that depend on what the machine made of an event.
     private func count(_ e: RequestMachine.Event, wasFollower: Bool) {
-        runtime.metrics.count(e, by: machine, wasFollower: wasFollower)
-        if case .admitted = e { dequeued() }
-        if case .admissionRejected = e { dequeued() }
-        if case .admissionRefused = e { dequeued() }
-        countTenant(e)
-    }
-
-    private func dequeued() {
-        admissionToken = nil
-        let waited = timings.dequeued(at: Loop.nowNanos())
-        if let waited { runtime.metrics.queueWaitSeconds.observe(Double(waited) / 1e9) }
-        tenantDequeued(waitedNanos: waited)
+        runtime.metrics.count(e, outcome: machine.cacheOutcome, isFollower: machine.isFollower, wasFollower: wasFollower)
+        switch e {
+        case .admitted, .admissionRejected, .admissionRefused:
+            admission.answered(e, &timings, metrics: runtime.metrics, tenants: runtime.tenantMetrics)
+        default:
+            break
+        }
     }
 
     func clientClosed() {
@@ -131,15 +107,19 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     }
     func clientDrained() { post(.clientDrained) }
     func flightEvents(_ events: UnsafeRawBufferPointer) { handleInPlace(events, flight: true) }
+    func timerFired(_ t: Timer) { post(.timerFired(timer.kind)) }
+    func cacheAnswered(_ lookup: CacheLookup, stale: Bool) { post(stale ? .staleAnswered(lookup) : .cacheAnswered(lookup)) }
+    func budgetAnswered(_ d: RateLimitDecision, tenant t: Tenant, cost: Int) {
+        take(admission.budget.answered(d, tenant: t, cost: cost, hasEnded: isFinished, metrics: runtime.tenantMetrics,
+                                       limits: runtime.rateLimits))
+    }
 
+    func admissionTicket() -> AdmissionTicket { admission.budget.ticket(cost: expectedTokens, deadline: request.deadline) }
     func admissionAdmitted(_ backend: BackendID) {
-        admittedTo = backend
+        admission.admitted(to: backend)
         post(.admitted(backend))
     }
-    func admissionQueued() {
-        timings.enqueued(at: Loop.nowNanos())
-        tenantEnqueued()
-    }
+    func admissionQueued() { admission.queued(&timings, tenants: runtime.tenantMetrics) }
     func admissionRejected(retryAfterSeconds: Int) { post(.admissionRejected(retryAfterSeconds: retryAfterSeconds)) }
     func admissionRefused(_ reason: AdmissionRefusal.Reason, retryAfterSeconds: Int) {
         post(.admissionRefused(AdmissionRefusal(reason, retryAfterSeconds: retryAfterSeconds)))
@@ -147,31 +127,21 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     func admissionKeepAlive() { post(.admissionKeepAlive) }
 
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
-        guard c === upstream else { return }
+        guard c === upstream.connection else { return }
         runtime.noteUpstreamStatus(self, status)
-        // vLLM's usual type as a literal (no String made for it; a longer one would be allocated).
-        let contentType = headers.hasValue("content-type", "application/json") ? "application/json" : headers["content-type"]
-        post(.upstreamHead(status: status, contentType: contentType, contentLength: headers.integer("content-length")))
+        post(UpstreamAttempt.headEvent(status: status, headers: headers))
     }
-
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
-        guard c === upstream else { return }
+        guard c === upstream.connection else { return }
         handleInPlace(bytes, flight: false)
     }
-
     func upstreamDidFinish(_ c: HTTPClientConnection) {
-        guard c === upstream else { return }
+        guard c === upstream.connection else { return }
         post(.upstreamEnd)
     }
-
     func upstream(_ c: HTTPClientConnection, didFail failure: HTTPClientFailure) {
-        guard c === upstream else { return }
-        upstream = nil
-        switch failure {
-        case .connectFailed: post(.upstreamFailed(.connect))
-        case .closed(let receivedHead): post(.upstreamFailed(.closed(reused: c.exchangesCompleted > 0 && !receivedHead)))
-        case .malformed: post(.upstreamFailed(.malformed))
-        }
+        guard c === upstream.connection else { return }
+        post(.upstreamFailed(upstream.failed(failure, exchangesCompleted: c.exchangesCompleted)))
     }
 
     // MARK: the one place that performs actions
@@ -179,17 +149,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
     private func perform(_ action: RequestMachine.Action) {
         switch action {
         case .lookupCache:
-            guard let cache = runtime.cache, let key = cachePlan.key else { return post(.cacheAnswered(.miss)) }
-            // The embedded and shared-memory stores answer at once: no completion, whose weak
-            // reference would give the session a side table (an allocation, slower refcounts).
-            if let sync = runtime.syncCache { return post(.cacheAnswered(sync.lookup(key, now: Loop.nowNanos(), touch: true))) }
-            // Redis answers later: either way the answer comes through the queue.
-            cache.get(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] in self?.post(.cacheAnswered($0)) }
+            runtime.lookUp(cachePlan.key, stale: false, for: self)
         case .lookupStale:
             endAttempt(.failure)
             closeUpstream()
-            guard let cache = runtime.cache, let key = cachePlan.key else { return post(.staleAnswered(.miss)) }
-            cache.getStale(key: key, now: Loop.nowNanos(), wallMillis: wallMillis()) { [weak self] in self?.post(.staleAnswered($0)) }
+            runtime.lookUp(cachePlan.key, stale: true, for: self)
         case .joinFlight:
             guard let key = cachePlan.key else { return post(.flight(.alone)) }
             let id = runtime.coalescer.newRequestID()
@@ -199,12 +163,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .leaderLeft:
             if let id = coalescerId { runtime.coalescer.left(id) }
         case .requestAdmission:
-            // Deadline and the tenant's budget first (RequestSession+Tenant.swift); then, maybe
-            // later, askAdmission().
-            if beforeAdmission() { askAdmission() }
+            // The deadline and the tenant's budget first; then, maybe later, askAdmission().
+            take(admission.budget.beforeAdmission(deadline: request.deadline, now: Loop.nowNanos(), canReserve: runtime.rateLimits != nil))
         case .sendQueuedComment(let writeHead):
             if writeHead { writeSSEHead() }
-            write(Self.queuedComment)
+            bytesOut += ResponseWriter.chunk(Self.queuedComment, to: client)
         case .pickBackend(let excluding, let fallBack):
             if let model = fallBack {
                 endAttempt(.failure)
@@ -212,9 +175,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
                 if let b = OpenAIRequest.rewrite(body, model: model, includeUsage: false) { body = b }
                 servedModel = model
             }
-            post(.backendChosen(route(excluding: excluding).first))
+            post(.backendChosen(upstream.route(runtime.backends, request, model: servedModel, excluding: excluding, now: Loop.nowNanos()).first))
         case .sendUpstream(let id, let timeout):
-            send(to: runtime.backends[id], timeout: timeout)
+            let b = runtime.backends[id]
+            guard let c = upstream.start(b, routing: runtime.backends.routing, request, model: servedModel, delegate: self,
+                                         now: Loop.nowNanos()) else { return post(.upstreamFailed(.connect)) }
+            arm(.upstream, timeout)
+            timings.upstreamStarted(at: Loop.nowNanos())
+            UpstreamAttempt.send(request, body: body, requestId: requestId, on: c, to: b)
         case .startStream(let timeout, let writeHead):
             arm(.upstream, timeout)
             if let f = machine.leadsFlight { runtime.coalescer.leaderHead(f, status: 200, contentType: "text/event-stream", isStream: true) }
@@ -222,13 +190,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         case .forward(let f):
             if let gap = timings.chunk(at: Loop.nowNanos()) { runtime.metrics.interChunkSeconds.observe(Double(gap) / 1e9) }
             // The read's whole events go out in one write (and to the flight's followers).
-            if let fl = machine.leadsFlight, !machine.relay.events.isEmpty {
-                runtime.coalescer.leaderEvents(fl, machine.relay.events)
-            }
+            if let fl = machine.leadsFlight, !machine.relay.events.isEmpty { runtime.coalescer.leaderEvents(fl, machine.relay.events) }
             writeEvents()
             if f.pause {
-                timer?.cancel()
-                upstream?.pauseReading()
+                timer.cancel()
+                upstream.connection?.pauseReading()
             } else if f.rearm {
                 arm(.upstream, runtime.requestPolicy.upstreamTimeout)
             }
@@ -244,7 +210,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
             }
         case .resumeUpstream(let timeout):
             arm(.upstream, timeout)
-            upstream?.resumeReading()
+            upstream.connection?.resumeReading()
         case .retry(let after):
             endAttempt(.failure)
             runtime.metrics.upstreamRetries += 1
@@ -257,77 +223,44 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         }
     }
 
-    /// The eligible backends in routing.policy's order (noting why the first is first).
-    private func route(excluding: [BackendID] = []) -> [BackendID] {
-        let r = runtime.backends.routedCandidates(model: servedModel, chunks: request.promptChunks, tokenIDs: request.promptTokenIDs,
-                                                  excluding: excluding, now: Loop.nowNanos())
-        routeReason = r.reason
-        routeExact = r.exact
-        return r.order
-    }
-
-    /// Asks admission control (or, without it, takes the first candidate).
-    func askAdmission() {
-        let cands = route()
-        if cands.isEmpty {
-            post(.admissionFoundNoBackend)
-        } else if let adm = runtime.admission {
-            admissionToken = adm.request(self, pool: servedModel ?? "", candidates: cands)
-        } else {
-            post(.admitted(cands[0]))
-        }
-    }
-
     static let followerMaxPendingBytes = 1 << 20
     private static let queuedComment = Array(": queued\n\n".utf8)
 
-    private func send(to b: Backend, timeout: Duration) {
-        backend = b
-        let permit = b.breaker.acquire(now: Loop.nowNanos())
-        guard permit.isGranted else {
-            // Its half-open probe went out since it was chosen (e.g. while we were queued): not
-            // this backend, and not a failure of it. The next pick avoids it.
-            return post(.upstreamFailed(.connect))
-        }
-        attempt = (b, permit)
-        b.requestsSent += 1
-        b.inFlight += 1
-        runtime.backends.routing?.sent(request.promptChunks, model: servedModel, tokenCount: request.promptTokenIDs?.count ?? 0,
-                                       exact: routeExact, to: b, reason: routeReason)
-        let c = b.pool.acquire()
-        upstream = c
-        c.delegate = self
-        arm(.upstream, timeout)
-        timings.upstreamStarted(at: Loop.nowNanos())
-        guard case .relay(let r) = request.kind else {
-            return body.withUnsafeBytes {
-                c.send(method: "POST", path: request.kind.upstreamPath, headerBlock: b.requestHeaderBlock,
-                       name: "x-request-id", value: requestId, body: $0)
+    /// The budget's next step before admission.
+    private func take(_ step: TenantBudget.Step) {
+        switch step {
+        case .askAdmission:
+            // Admission control, or without it the first candidate.
+            let cands = upstream.route(runtime.backends, request, model: servedModel, now: Loop.nowNanos())
+            if cands.isEmpty {
+                post(.admissionFoundNoBackend)
+            } else if let adm = runtime.admission {
+                // Not assigned in one statement: admission may answer inside the call.
+                let token = adm.request(self, pool: servedModel ?? "", candidates: cands)
+                admission.token = token
+            } else {
+                post(.admitted(cands[0]))
             }
+        case .refuse(let r):
+            post(.admissionRefused(r))
+        case .reserve:
+            guard let t = admission.budget.tenant else { break }
+            runtime.rateLimits?.reserve(t, cost: expectedTokens, for: self)
+        case .none:
+            break
         }
-        let h = b.relayHeaders(r, requestId: requestId)
-        body.withUnsafeBytes { c.send(method: r.method, path: r.target, headers: h, body: r.body == .none ? nil : $0) }
     }
 
     /// The request's end, in order: the upstream and the breaker, the store (before the client
     /// has its answer, so a repeat finds it whichever worker takes it), the reply, the followers.
     private func finish(_ f: RequestMachine.Finish) {
-        timer?.cancel()
+        timer.cancel()
         endAttempt(f.verdict)
-        if f.reuseUpstream, let c = upstream {
-            upstream = nil
-            timings.upstreamEnded(at: Loop.nowNanos())
-            backend?.pool.release(c)
-        } else {
-            closeUpstream()
-        }
-        if f.leaveQueue, let t = admissionToken { runtime.admission?.leave(t) }
-        admissionToken = nil
-        if let b = admittedTo {
-            admittedTo = nil
-            runtime.admission?.ended(b)
-        }
-        tenantFinished()
+        timings.upstreamEnded(at: Loop.nowNanos())
+        if !(f.reuseUpstream && upstream.release()) { upstream.close() }
+        admission.ended(leaveQueue: f.leaveQueue, runtime.admission)
+        admission.budget.finished(usedTokens: usage.map { $0.prompt + $0.completion }, askedBackend: backend != nil,
+                        metrics: runtime.tenantMetrics, limits: runtime.rateLimits)
         if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key) }
         if let r = f.reply {
             reply(r)
@@ -339,10 +272,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         if f.leaveFlight, let id = coalescerId { runtime.coalescer.left(id) }
         coalescerId = nil
         runtime.requestFinished(self, termination: machine.termination ?? .normal)
-        if let t = timer {
-            timer = nil
-            runtime.returnTimer(t)
-        }
+        timer.giveBack(to: runtime)
     }
 
     /// Writes the final response; detaches from the client first, since completing the response
@@ -355,17 +285,9 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         bytesOut += ResponseWriter.reply(r, to: c, stream: request.stream, headers: responseHeaders(), headSent: machine.clientHeadSent)
     }
 
-    /// Headers on every response of this session.
     private func responseHeaders() -> HTTPHeaders {
-        var h = extraHeaders
-        if machine.usedFallback { h.add("x-fallback", "model") }
-        if machine.isFollower { h.add("x-coalesced", "true") }
-        h.add("x-request-id", requestId)
-        h.add("x-cache", cacheOutcome)
-        // The instance that answered (the last attempt's), on every proxied answer.
-        if let b = backend { h.add("x-routed-backend", b.url) }
-        if let st = rateStatus { Self.addRateLimitHeaders(st, to: &h) }
-        return h
+        SessionHeaders.make(extraHeaders, requestId: requestId, cache: cacheOutcome, usedFallback: machine.usedFallback,
+                            isFollower: machine.isFollower, backendURL: backend?.url, rateStatus: admission.budget.rateStatus)
     }
 
     private func writeSSEHead() {
@@ -378,7 +300,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         let events = machine.relay.clientEvents
         guard !events.isEmpty else { return }
         firstToken()
-        write(events)
+        bytesOut += ResponseWriter.chunk(events, to: client)
     }
 
     private func firstToken() {
@@ -387,36 +309,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter {
         runtime.firstTokenRelayed(self, now: Loop.nowNanos())
     }
 
-    private func write(_ bytes: [UInt8]) {
-        guard !bytes.isEmpty, let c = client else { return }
-        bytesOut += bytes.count
-        bytes.withUnsafeBytes { c.writeChunk($0) }
-    }
-
-    private func wallMillis() -> UInt64 { UInt64(Loop.wallSeconds() * 1000) }
-
-    private func arm(_ kind: TimerKind, _ d: Duration) {
-        armed = kind
-        let t = timer ?? runtime.takeTimer()
-        if timer == nil {
-            t.onFire = { [unowned self] in self.post(.timerFired(self.armed)) }
-            timer = t
-        }
-        t.schedule(after: d)
-    }
+    private func arm(_ kind: TimerKind, _ d: Duration) { timer.arm(kind, after: d, for: self, from: runtime) }
 
     private func endAttempt(_ verdict: RequestMachine.Finish.Verdict) {
-        guard let (b, permit) = attempt else { return }
-        attempt = nil
-        b.inFlight -= 1
-        if b.endAttempt(permit, verdict, now: Loop.nowNanos()) { runtime.breakerChanged(b) }
+        if let b = upstream.end(verdict, now: Loop.nowNanos()) { runtime.breakerChanged(b) }
     }
 
     private func closeUpstream() {
         timings.upstreamEnded(at: Loop.nowNanos())
-        guard let c = upstream else { return }
-        upstream = nil
-        c.delegate = nil
-        c.close()
+        upstream.close()
     }
 }

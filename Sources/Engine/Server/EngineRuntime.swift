@@ -366,6 +366,21 @@ public final class EngineRuntime {
         return p
     }
 
+    /// Looks `key` up for `waiter`: fresh (refreshing its LRU position), or for the fallback chain
+    /// `stale` (a peek that leaves the LRU order alone); a miss without a cache or a key. The
+    /// embedded and shared-memory stores answer at once, without a completion, whose weak reference
+    /// would give the waiter a side table (an allocation, slower refcounts). Redis answers later,
+    /// and not at all to a waiter that went away meanwhile.
+    func lookUp(_ key: String?, stale: Bool, for waiter: any CacheWaiter) {
+        guard let cache, let key else { return waiter.cacheAnswered(.miss, stale: stale) }
+        if let sync = syncCache { return waiter.cacheAnswered(sync.lookup(key, now: Loop.nowNanos(), touch: !stale), stale: stale) }
+        if stale {
+            cache.getStale(key: key, now: Loop.nowNanos(), wallMillis: Loop.wallMillis()) { [weak waiter] in waiter?.cacheAnswered($0, stale: true) }
+        } else {
+            cache.get(key: key, now: Loop.nowNanos(), wallMillis: Loop.wallMillis()) { [weak waiter] in waiter?.cacheAnswered($0, stale: false) }
+        }
+    }
+
     /// Stores a complete answer under `key` for the configured TTLs.
     func store(_ answer: StoredAnswer, key: String) {
         guard let cache else { return }
@@ -375,7 +390,7 @@ public final class EngineRuntime {
                        now: Loop.nowNanos())
         } else {
             cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
-                      staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: UInt64(Loop.wallSeconds() * 1000))
+                      staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: Loop.wallMillis())
         }
         metrics.cacheStores += 1
     }
@@ -383,11 +398,17 @@ public final class EngineRuntime {
     /// Idle session timers (a libevent event each), reused instead of one allocation per request.
     private var idleTimers: [Timer] = []
 
-    func takeTimer() -> Timer { idleTimers.popLast() ?? Timer(loop: loop) }
+    /// An idle timer (or a new one) that tells `target` when it fires.
+    func takeTimer(for target: any TimerTarget) -> Timer {
+        let t = idleTimers.popLast() ?? Timer(loop: loop)
+        t.target = target
+        return t
+    }
 
     func returnTimer(_ t: Timer) {
         t.cancel()
         t.onFire = nil
+        t.target = nil
         if idleTimers.count < 4096 { idleTimers.append(t) } else { t.close() }
     }
 

@@ -246,7 +246,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         }
         // The shared store answers later on the loop (never inside this call): a fresh entry is
         // answered here, anything else takes the whole pipeline (which looks it up again).
-        cache.get(key: e.cacheKey, now: t0, wallMillis: UInt64(Loop.wallSeconds() * 1000)) { [weak self] lookup in
+        cache.get(key: e.cacheKey, now: t0, wallMillis: Loop.wallMillis()) { [weak self] lookup in
             guard let self, !c.isClosed else { return }
             if let r = reply(lookup) {
                 self.answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: self.runtime.accessInfo(head, c),

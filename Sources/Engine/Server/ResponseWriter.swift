@@ -29,6 +29,14 @@ enum ResponseWriter {
         return body.count
     }
 
+    /// One chunk of a stream under way (a read's events, a `: queued` comment); nothing when the
+    /// client is gone.
+    static func chunk(_ bytes: [UInt8], to c: HTTPServerConnection?) -> Int {
+        guard !bytes.isEmpty, let c else { return 0 }
+        bytes.withUnsafeBytes { c.writeChunk($0) }
+        return bytes.count
+    }
+
     /// A JSON body with `status`.
     @discardableResult
     static func json(_ c: HTTPServerConnection, status: Int, _ body: [UInt8], headers: consuming HTTPHeaders,

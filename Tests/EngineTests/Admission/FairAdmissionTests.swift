@@ -258,9 +258,9 @@ private func releaseOne(_ m: inout AdmissionMachine, now: UInt64) -> RequestToke
 
     @Test func resetText() {
         #expect(RateLimitStatus.resetMillis(limit: 600, remaining: 300) == 30_000)
-        #expect(RequestSession.resetText(120) == "120ms")
-        #expect(RequestSession.resetText(1500) == "1.5s")
-        #expect(RequestSession.resetText(360_000) == "6m0s")
+        #expect(SessionHeaders.resetText(120) == "120ms")
+        #expect(SessionHeaders.resetText(1500) == "1.5s")
+        #expect(SessionHeaders.resetText(360_000) == "6m0s")
     }
 }
 

@@ -1,0 +1,67 @@
+// UpstreamAttempt as a value: the machine's names for a connection's failures and heads, and an
+// attempt's bookkeeping (breaker permit, counts, routing reason) without sending anything.
+import Reactor
+import Testing
+@testable import Engine
+
+private final class NoDelegate: HTTPClientConnectionDelegate {
+    func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {}
+    func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {}
+    func upstreamDidFinish(_ c: HTTPClientConnection) {}
+    func upstream(_ c: HTTPClientConnection, didFail failure: HTTPClientFailure) {}
+}
+
+@Suite struct UpstreamAttemptTests {
+    @Test func failuresByName() {
+        #expect(UpstreamAttempt.failure(.connectFailed, exchangesCompleted: 3) == .connect)
+        #expect(UpstreamAttempt.failure(.malformed, exchangesCompleted: 0) == .malformed)
+        // A keep-alive race: a reused connection closed before this exchange's head.
+        #expect(UpstreamAttempt.failure(.closed(receivedHead: false), exchangesCompleted: 1) == .closed(reused: true))
+        #expect(UpstreamAttempt.failure(.closed(receivedHead: true), exchangesCompleted: 1) == .closed(reused: false))
+        #expect(UpstreamAttempt.failure(.closed(receivedHead: false), exchangesCompleted: 0) == .closed(reused: false))
+    }
+
+    @Test func headEvents() {
+        func head(_ status: Int, _ h: HTTPHeaders) -> (Int, String?, Int?)? {
+            guard case .upstreamHead(let s, let ct, let cl) = UpstreamAttempt.headEvent(status: status, headers: h) else { return nil }
+            return (s, ct, cl)
+        }
+        var json = HTTPHeaders()
+        json.add("content-type", "application/json")
+        json.add("content-length", "12")
+        #expect(head(200, json)! == (200, "application/json", 12))
+        var sse = HTTPHeaders()
+        sse.add("content-type", "text/event-stream; charset=utf-8")
+        #expect(head(503, sse)! == (503, "text/event-stream; charset=utf-8", nil))
+        #expect(head(204, HTTPHeaders())! == (204, nil, nil))
+    }
+
+    @Test func anAttemptHoldsItsPermitAndCountsUntilItsVerdict() throws {
+        let loop = Loop()
+        let b = Backend(id: BackendID(0), url: "http://b0:8000", endpoint: Endpoint(host: "127.0.0.1", port: 9)!, loop: loop,
+                        apiKey: nil, weight: 1, models: nil, breaker: CircuitBreaker(threshold: 1, cooldown: .seconds(60)))
+        guard case .success(let req) = OpenAIRequest.parse(kind: .chat, body: Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)) else {
+            Issue.record("parse"); return
+        }
+        var a = UpstreamAttempt()
+        let none = a.end(.failure, now: 1)
+        let released = a.release()
+        #expect(none == nil && !released) // nothing open
+        let d = NoDelegate()
+        let started = a.start(b, routing: nil, req, model: "m", delegate: d, now: 1)
+        let c = try #require(started)
+        #expect(a.connection === c && c.delegate === d && a.backend === b)
+        #expect(b.inFlight == 1 && b.requestsSent == 1)
+        // A failure opens the threshold-1 breaker: its backend comes back, once.
+        let opened = a.end(.failure, now: 2)
+        let again = a.end(.failure, now: 3)
+        #expect(opened === b && again == nil)
+        #expect(b.inFlight == 0)
+        a.close()
+        #expect(a.connection == nil && c.delegate == nil)
+        // Open breaker: refused, nothing counted, but the backend is the last one asked.
+        let refused = a.start(b, routing: nil, req, model: "m", delegate: d, now: 4)
+        #expect(refused == nil)
+        #expect(b.requestsSent == 1 && b.inFlight == 0 && a.backend === b && a.connection == nil)
+    }
+}
