@@ -35,6 +35,8 @@ Modes (HTTP/1.1 keep-alive unless said otherwise):
   sse_huge_line             one event whose data line is about 1 MB (valid JSON), then [DONE]
   sse_data_after_done       a valid stream, [DONE], then one more data event
   sse_usage_chunk           a valid stream with a usage chunk ({"choices":[],"usage":{...}}) before [DONE]
+  close_if_reused           on a connection that already answered a request: close it without a word
+                            (a keep-alive race, as a server's idle timeout makes one); on a fresh one: ok
 
 Relayed routes (issue 12), counted in /bad/stats "by_path":
   POST /v1/embeddings       an embeddings list (vLLM's shape), one vector per input, derived from it
@@ -81,6 +83,8 @@ class Ctx:
         self.created = int(time.time())
         include_usage = (body.get("stream_options") or {}).get("include_usage") is True
         self.include_usage = self.stream and include_usage
+        # Requests this connection answered before this one (serve() counts them).
+        self.served_before = int(headers.get(":served", "0"))
 
 
 def prompt_text(kind: str, body: dict) -> str:
@@ -268,6 +272,11 @@ class Server:
         await self.send_events(w, events + [DONE])
         w.write(LAST_CHUNK)
         return True
+
+    async def mode_close_if_reused(self, ctx: Ctx, w) -> bool:
+        if ctx.served_before:
+            return False
+        return await self.mode_ok(ctx, w)
 
     async def mode_continue100(self, ctx: Ctx, w) -> bool:
         w.write(b"HTTP/1.1 100 Continue\r\n\r\n" + ok_answer(ctx))
@@ -472,6 +481,7 @@ class Server:
     async def serve(self, reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self.connections.add(task)
+        served = 0
         try:
             while True:
                 try:
@@ -502,7 +512,9 @@ class Server:
                         raw = await reader.readexactly(min(int(headers["content-length"]), MAX_BODY))
                 except (asyncio.IncompleteReadError, ValueError, ConnectionError):
                     return
+                headers[":served"] = str(served)  # not a header name HTTP/1.1 can carry
                 keep = await self.route(method, path, headers, raw, w)
+                served += 1
                 await w.drain()
                 if not keep or headers.get("connection", "").lower() == "close":
                     return

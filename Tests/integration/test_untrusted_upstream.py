@@ -11,7 +11,7 @@ import json
 import pytest
 import requests
 
-from harness import Engine, chat_body, completion_body, sse_json
+from harness import Engine, chat_body, completion_body, metric_value, parse_metrics, sse_json
 
 CHAT = "/v1/chat/completions"
 
@@ -70,6 +70,25 @@ def test_two_responses_on_completions(bad_engine):
     assert r.status_code == 200 and r.json()["choices"][0]["text"] == "echo: completion twice"
     r = bad_engine.post("/v1/completions", json=completion_body("completion next", x_bad_mode="ok"))
     assert r.status_code == 200 and r.json()["choices"][0]["text"] == "echo: completion next"
+
+
+def test_a_keep_alive_race_is_retried_and_leaves_nothing_in_flight(bad_upstream, engine_factory):
+    """The upstream closes a pooled connection as the next request goes out on it (a keep-alive
+    race): the Engine retries at once on a new connection, the client gets its own answer, and
+    the first attempt is ended too. Before, it was replaced without an end: the backend's in-flight
+    count stayed one up for good (and a half-open breaker's probe permit would never come back)."""
+    from harness import bad_upstream_config
+    # prefix_aware: the routing metrics include each backend's in-flight count.
+    eng = engine_factory(bad_upstream_config([bad_upstream], routing={"policy": "prefix_aware"}))
+    first = "keep-alive race: the first request"
+    assert_own_answer(ask(eng, first), first)
+    p = "keep-alive race: the second request"
+    assert_own_answer(ask(eng, p, "close_if_reused"), p)
+    # Closed once on the pooled connection, answered on a fresh one.
+    assert bad_upstream.stats()["by_mode"] == {"ok": 1, "close_if_reused": 2}
+    text = eng.get("/metrics").text
+    assert metric_value(text, "engine_upstream_retries_total") == 0  # not counted as a retry
+    assert [v for name, _, v in parse_metrics(text) if name == "engine_backend_in_flight"] == [0.0]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])

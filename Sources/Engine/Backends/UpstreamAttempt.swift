@@ -34,12 +34,14 @@ struct UpstreamAttempt {
     /// failure of it.
     mutating func start(_ b: Backend, routing: BackendRouting?, _ request: OpenAIRequest, model: String?,
                         delegate: any HTTPClientConnectionDelegate, now: UInt64) -> HTTPClientConnection? {
+        // One attempt at a time: one still open ends here without a verdict. That is the keep-alive
+        // race (RequestMachine.upstreamFailed retries at once, not the backend's fault): its
+        // in-flight count goes back, and a half-open probe's permit is released for this attempt
+        // instead of holding the breaker half-open with its probe "out" for good.
+        _ = end(.noVerdict, now: now)
         backend = b
         let permit = b.breaker.acquire(now: now)
         guard permit.isGranted else { return nil }
-        // TODO(breaker): a keep-alive race retries without a verdict (RequestMachine.upstreamFailed),
-        // so an attempt still open here is replaced: its inFlight count and probe permit are never
-        // ended. Kept as it was; ending it with .noVerdict first looks right.
         open = (b, permit)
         b.requestsSent += 1
         b.inFlight += 1

@@ -64,4 +64,39 @@ private final class NoDelegate: HTTPClientConnectionDelegate {
         #expect(refused == nil)
         #expect(b.requestsSent == 1 && b.inFlight == 0 && a.backend === b && a.connection == nil)
     }
+
+    /// The keep-alive race: a reused connection closed before the head, and the machine retries
+    /// at once, with no verdict on the first attempt. Starting the retry ends that attempt without
+    /// one: the in-flight count does not leak, and a half-open breaker's single probe permit is
+    /// handed on instead of staying out for good (the backend refused forever).
+    @Test func aRetryWithoutAVerdictReleasesTheFirstAttempt() throws {
+        let loop = Loop()
+        let b = Backend(id: BackendID(0), url: "http://b0:8000", endpoint: Endpoint(host: "127.0.0.1", port: 9)!, loop: loop,
+                        apiKey: nil, weight: 1, models: nil, breaker: CircuitBreaker(threshold: 1, cooldown: .nanoseconds(10)))
+        guard case .success(let req) = OpenAIRequest.parse(kind: .chat, body: Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)) else {
+            Issue.record("parse"); return
+        }
+        let d = NoDelegate()
+        var a = UpstreamAttempt()
+        let first = a.start(b, routing: nil, req, model: "m", delegate: d, now: 1)
+        #expect(first != nil)
+        let opened = a.end(.failure, now: 2)
+        #expect(opened === b)  // threshold 1: open
+        a.close()
+        // After the cooldown the next attempt is the half-open probe...
+        let probe = a.start(b, routing: nil, req, model: "m", delegate: d, now: 100)
+        #expect(probe != nil && b.inFlight == 1)
+        a.close()
+        // ...and its keep-alive retry gets the probe again, counted once.
+        let retry = a.start(b, routing: nil, req, model: "m", delegate: d, now: 101)
+        #expect(retry != nil && b.inFlight == 1 && b.requestsSent == 3)
+        // The retry's success closes the breaker: the backend takes traffic again.
+        let closed = a.end(.success, now: 102)
+        #expect(closed === b && b.inFlight == 0)
+        a.close()
+        var other = UpstreamAttempt()
+        let next = other.start(b, routing: nil, req, model: "m", delegate: d, now: 103)
+        #expect(next != nil)
+        other.close()
+    }
 }
