@@ -78,8 +78,9 @@ def test_a_keep_alive_race_is_retried_and_leaves_nothing_in_flight(bad_upstream,
     the first attempt is ended too. Before, it was replaced without an end: the backend's in-flight
     count stayed one up for good (and a half-open breaker's probe permit would never come back)."""
     from harness import bad_upstream_config
-    # prefix_aware: the routing metrics include each backend's in-flight count.
-    eng = engine_factory(bad_upstream_config([bad_upstream], routing={"policy": "prefix_aware"}))
+    # One process: the test is about its pool and its count (the gauge is per process); with
+    # prefix_aware, the routing metrics include each backend's in-flight count.
+    eng = engine_factory(bad_upstream_config([bad_upstream], server={"workers": 1}, routing={"policy": "prefix_aware"}))
     first = "keep-alive race: the first request"
     assert_own_answer(ask(eng, first), first)
     p = "keep-alive race: the second request"
