@@ -11,6 +11,19 @@ private final class NoDelegate: HTTPClientConnectionDelegate {
     func upstream(_ c: HTTPClientConnection, didFail failure: HTTPClientFailure) {}
 }
 
+/// One backend behind a threshold-1 breaker (on a port nothing listens on: nothing is sent) and a
+/// chat request for it.
+private func backendAndRequest(_ loop: Loop, cooldown: Duration) throws -> (Backend, OpenAIRequest) {
+    let b = Backend(id: BackendID(0), url: "http://b0:8000", endpoint: Endpoint(host: "127.0.0.1", port: 9)!, loop: loop,
+                    apiKey: nil, weight: 1, models: nil, breaker: CircuitBreaker(threshold: 1, cooldown: cooldown))
+    guard case .success(let req) = OpenAIRequest.parse(kind: .chat, body: Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)) else {
+        throw ParseFailed()
+    }
+    return (b, req)
+}
+
+private struct ParseFailed: Error {}
+
 @Suite struct UpstreamAttemptTests {
     @Test func failuresByName() {
         #expect(UpstreamAttempt.failure(.connectFailed, exchangesCompleted: 3) == .connect)
@@ -38,11 +51,7 @@ private final class NoDelegate: HTTPClientConnectionDelegate {
 
     @Test func anAttemptHoldsItsPermitAndCountsUntilItsVerdict() throws {
         let loop = Loop()
-        let b = Backend(id: BackendID(0), url: "http://b0:8000", endpoint: Endpoint(host: "127.0.0.1", port: 9)!, loop: loop,
-                        apiKey: nil, weight: 1, models: nil, breaker: CircuitBreaker(threshold: 1, cooldown: .seconds(60)))
-        guard case .success(let req) = OpenAIRequest.parse(kind: .chat, body: Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)) else {
-            Issue.record("parse"); return
-        }
+        let (b, req) = try backendAndRequest(loop, cooldown: .seconds(60))
         var a = UpstreamAttempt()
         let none = a.end(.failure, now: 1)
         let released = a.release()
@@ -71,11 +80,7 @@ private final class NoDelegate: HTTPClientConnectionDelegate {
     /// handed on instead of staying out for good (the backend refused forever).
     @Test func aRetryWithoutAVerdictReleasesTheFirstAttempt() throws {
         let loop = Loop()
-        let b = Backend(id: BackendID(0), url: "http://b0:8000", endpoint: Endpoint(host: "127.0.0.1", port: 9)!, loop: loop,
-                        apiKey: nil, weight: 1, models: nil, breaker: CircuitBreaker(threshold: 1, cooldown: .nanoseconds(10)))
-        guard case .success(let req) = OpenAIRequest.parse(kind: .chat, body: Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)) else {
-            Issue.record("parse"); return
-        }
+        let (b, req) = try backendAndRequest(loop, cooldown: .nanoseconds(10))
         let d = NoDelegate()
         var a = UpstreamAttempt()
         let first = a.start(b, routing: nil, req, model: "m", delegate: d, now: 1)
