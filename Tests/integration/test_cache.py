@@ -144,7 +144,9 @@ def test_per_key_isolation(sim, engine_factory):
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_20_concurrent_identical_requests_make_one_upstream_call(sim_factory, engine_factory, stream):
-    sim = sim_factory("--itl-ms", 30)
+    # 10 tokens 80 ms apart: the flight lasts ~0.8 s, so the 20 requests all arrive while it runs
+    # even on a loaded machine (at 30 ms, 0.3 s, a few came after it under load: hits, not followers).
+    sim = sim_factory("--itl-ms", 80)
     eng = engine_factory(cfg([sim]))
     body = chat_body("together", max_tokens=10, stream=stream)
 
