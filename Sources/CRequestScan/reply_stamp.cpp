@@ -3,7 +3,9 @@
 // given its own identity by a byte-level splice (ReplyStamp.swift). simdjson's On-Demand parser
 // walks the top-level object (keys unescaped, so `"\u0069d"` is `id`) and reports each value's
 // token as a position in the input; nested objects that happen to have an `id` (tool calls) are
-// not looked into. One parse, no tree.
+// not looked into. One parse, no tree. Also the cache hit's splice over an entry's stored
+// positions (rs_splice_size, rs_splice: no parse, one check of the tables and one copy) and
+// rs_may_hold_key, which tells a caller when a parse cannot find a key.
 #include "CRequestScan.h"
 #include <simdjson.h>
 #include <cstring>
@@ -92,3 +94,124 @@ extern "C" int rs_may_hold_identity(const void *bytes, size_t len) {
     return 0;
 }
 
+
+extern "C" int rs_may_hold_key(const void *bytes, size_t len, const char *key, size_t key_len) {
+    const unsigned char *p = static_cast<const unsigned char *>(bytes);
+    if (p == nullptr || len < 2) return 0;
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (p[i] == '\\' && p[i + 1] == 'u') return 1;
+        if (p[i] == '"' && len - i - 1 > key_len && key_len > 0 && p[i + 1] == (unsigned char)key[0]
+            && std::memcmp(p + i + 1, key, key_len) == 0 && p[i + 1 + key_len] == '"') return 1;
+    }
+    return 0;
+}
+
+// rs_splice_size / rs_splice: the cache-hit splice (ReplyStamp.splice over a cache entry's
+// tables) as two passes in C: one over the tables only (check, size), one that copies. The
+// tables are read as the entry holds them: big-endian u32 pairs, an end below its start meaning
+// an empty range (StoredAnswer.EntryRanges).
+namespace {
+
+struct Table {
+    const unsigned char *p;
+    size_t n;
+
+    size_t lo(size_t i) const { return be(p + 8 * i); }
+    size_t hi(size_t i) const {
+        size_t l = lo(i), h = be(p + 8 * i + 4);
+        return h < l ? l : h;
+    }
+    static size_t be(const unsigned char *q) {
+        return (size_t(q[0]) << 24) | (size_t(q[1]) << 16) | (size_t(q[2]) << 8) | size_t(q[3]);
+    }
+};
+
+bool startsValue(unsigned char c) { return c == '"' || c == '-' || (c >= '0' && c <= '9'); }
+
+// A copy of `n` bytes; up to 64 inline, as overlapping 8- and 16-byte moves (the pieces of a
+// splice are short: an id, a created, the ~40 bytes between them; a library call each cost more
+// than the copy).
+inline void put(unsigned char *d, const unsigned char *s, size_t n) {
+    if (n > 64) {
+        std::memcpy(d, s, n);
+    } else if (n >= 32) {
+        std::memcpy(d, s, 16);
+        std::memcpy(d + 16, s + 16, 16);
+        std::memcpy(d + n - 32, s + n - 32, 16);
+        std::memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 16) {
+        std::memcpy(d, s, 16);
+        std::memcpy(d + n - 16, s + n - 16, 16);
+    } else if (n >= 8) {
+        std::memcpy(d, s, 8);
+        std::memcpy(d + n - 8, s + n - 8, 8);
+    } else {
+        for (size_t i = 0; i < n; i++) d[i] = s[i];
+    }
+}
+
+} // namespace
+
+extern "C" ptrdiff_t rs_splice_size(const void *src, size_t len, const void *skip, size_t n_skip, const void *spans,
+                                    size_t n_spans, int skipping, size_t id_len, size_t created_len) {
+    const unsigned char *s = static_cast<const unsigned char *>(src);
+    Table cut{static_cast<const unsigned char *>(skip), n_skip};
+    Table val{static_cast<const unsigned char *>(spans), n_spans};
+    size_t size = len;
+    size_t last = 0;
+    for (size_t k = 0; k < cut.n; k++) {
+        size_t lo = cut.lo(k), hi = cut.hi(k);
+        if (lo < last || hi > len) return -1;
+        last = hi;
+        if (skipping) size -= hi - lo;
+    }
+    last = 0;
+    size_t k = 0;
+    for (size_t i = 0; i < val.n; i++) {
+        size_t lo = val.lo(i), hi = val.hi(i);
+        if (lo < last || hi > len || lo == hi || !startsValue(s[lo])) return -1;
+        last = hi;
+        // Each value lies inside one cut range or apart from all of them (the cuts are sorted and
+        // do not overlap, so only the first that does not end before the value can touch it).
+        while (k < cut.n && cut.hi(k) <= lo) k++;
+        bool inside = false;
+        if (k < cut.n && cut.lo(k) < hi) {
+            if (cut.lo(k) > lo || hi > cut.hi(k)) return -1;
+            inside = true;
+        }
+        if (inside && skipping) continue;  // left out with its range
+        size = size - (hi - lo) + (s[lo] == '"' ? id_len : created_len);
+    }
+    return ptrdiff_t(size);
+}
+
+extern "C" void rs_splice(const void *src, size_t len, const void *skip, size_t n_skip, const void *spans, size_t n_spans,
+                          int skipping, const void *id, size_t id_len, const void *created, size_t created_len, void *dst) {
+    const unsigned char *s = static_cast<const unsigned char *>(src);
+    unsigned char *d = static_cast<unsigned char *>(dst);
+    Table cut{static_cast<const unsigned char *>(skip), skipping ? n_skip : 0};
+    Table val{static_cast<const unsigned char *>(spans), n_spans};
+    size_t at = 0, i = 0;
+    auto copy = [&](size_t to) {
+        put(d, s + at, to - at);
+        d += to - at;
+    };
+    for (size_t k = 0; k <= cut.n; k++) {
+        // The values before cut k (all of them after the last), then the cut itself.
+        size_t end = k < cut.n ? cut.lo(k) : len;
+        for (; i < val.n; i++) {
+            size_t lo = val.lo(i);
+            if (lo >= end) break;
+            copy(lo);
+            const void *v = s[lo] == '"' ? id : created;
+            size_t n = s[lo] == '"' ? id_len : created_len;
+            put(d, static_cast<const unsigned char *>(v), n);
+            d += n;
+            at = val.hi(i);
+        }
+        copy(end);
+        if (k == cut.n) break;
+        at = cut.hi(k);
+        while (i < val.n && val.lo(i) < at) i++;
+    }
+}
