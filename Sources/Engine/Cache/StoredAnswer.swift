@@ -130,34 +130,37 @@ enum StoredAnswer: Equatable {
     /// in the stored form, a splice at the positions the entry notes (no parse, no intermediate
     /// copy); nil for an entry that does not decode or cannot be given in that form.
     static func reply(encoded: [UInt8], stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
-        encoded.withUnsafeBytes { b -> [UInt8]? in
-            // The spans are checked by the splice's own first pass (rs_splice_size), not twice.
-            guard let e = Layout.read(b, checkingSpans: false) else { return nil }
-            guard let spans = e.spans else {
-                return decode(encoded)?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
+        encoded.withUnsafeBytes { reply(encoded: $0, stream: stream, includeUsage: includeUsage, stamp: stamp) }
+    }
+
+    /// The same over an entry's bytes lent by the store (SynchronousCacheStore.withFresh).
+    static func reply(encoded b: UnsafeRawBufferPointer, stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
+        // The spans are checked by the splice's own first pass (rs_splice_size), not twice.
+        guard let e = Layout.read(b, checkingSpans: false) else { return nil }
+        guard let spans = e.spans else {
+            return decode(Array(b))?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
+        }
+        let payload = UnsafeRawBufferPointer(rebasing: b[e.payload])
+        switch (e.isStream, stream) {
+        case (false, false), (true, true):
+            let skipping = !includeUsage && stream && e.usage.count > 0
+            guard var out = stamp.splice(entry: payload, spans: spans.table, cuts: e.usage.table, skipping: skipping) else {
+                return nil
             }
-            let payload = UnsafeRawBufferPointer(rebasing: b[e.payload])
-            switch (e.isStream, stream) {
-            case (false, false), (true, true):
-                let skipping = !includeUsage && stream && e.usage.count > 0
-                guard var out = stamp.splice(entry: payload, spans: spans.table, cuts: e.usage.table, skipping: skipping) else {
-                    return nil
+            if skipping {
+                // The usage chunk cut out: the final chunk takes back its system_fingerprint
+                // (StreamedAnswer.events); where that cannot be done in place, the long way.
+                guard StreamedAnswer.movingFingerprint(into: &out, payload: payload, lastUsage: e.usage.range(e.usage.count - 1)) else {
+                    return decode(Array(b))?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
                 }
-                if skipping {
-                    // The usage chunk cut out: the final chunk takes back its system_fingerprint
-                    // (StreamedAnswer.events); where that cannot be done in place, the long way.
-                    guard StreamedAnswer.movingFingerprint(into: &out, payload: payload, lastUsage: e.usage.range(e.usage.count - 1)) else {
-                        return decode(encoded)?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
-                    }
-                }
-                return out
-            case (false, true):
-                guard ReplyStamp.entryTablesFit(payload, spans: spans.table, cuts: e.usage.table) else { return nil }
-                return ReplayWriter.sse(fromCompleteBody: Array(payload), includeUsage: includeUsage, stamp: stamp)
-            case (true, false):
-                guard ReplyStamp.entryTablesFit(payload, spans: spans.table, cuts: e.usage.table) else { return nil }
-                return StreamedAnswer(events: Array(payload), usageRanges: e.usage.array).completeBody(stamp: stamp)
             }
+            return out
+        case (false, true):
+            guard ReplyStamp.entryTablesFit(payload, spans: spans.table, cuts: e.usage.table) else { return nil }
+            return ReplayWriter.sse(fromCompleteBody: Array(payload), includeUsage: includeUsage, stamp: stamp)
+        case (true, false):
+            guard ReplyStamp.entryTablesFit(payload, spans: spans.table, cuts: e.usage.table) else { return nil }
+            return StreamedAnswer(events: Array(payload), usageRanges: e.usage.array).completeBody(stamp: stamp)
         }
     }
 
