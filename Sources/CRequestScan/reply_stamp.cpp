@@ -4,7 +4,7 @@
 // walks the top-level object (keys unescaped, so `"\u0069d"` is `id`) and reports each value's
 // token as a position in the input; nested objects that happen to have an `id` (tool calls) are
 // not looked into. One parse, no tree. Also the cache hit's splice over an entry's stored
-// positions (rs_splice_size, rs_splice: no parse, one check of the tables and one copy) and
+// positions (rs_splice: no parse, one pass that checks the tables and copies) and
 // rs_may_hold_key, which tells a caller when a parse cannot find a key.
 #include "CRequestScan.h"
 #include <simdjson.h>
@@ -98,18 +98,25 @@ extern "C" int rs_may_hold_identity(const void *bytes, size_t len) {
 extern "C" int rs_may_hold_key(const void *bytes, size_t len, const char *key, size_t key_len) {
     const unsigned char *p = static_cast<const unsigned char *>(bytes);
     if (p == nullptr || len < 2) return 0;
-    for (size_t i = 0; i + 1 < len; i++) {
-        if (p[i] == '\\' && p[i + 1] == 'u') return 1;
-        if (p[i] == '"' && len - i - 1 > key_len && key_len > 0 && p[i + 1] == (unsigned char)key[0]
-            && std::memcmp(p + i + 1, key, key_len) == 0 && p[i + 1 + key_len] == '"') return 1;
+    // memchr hops (a backslash is rare; a chunk has a few dozen quotes) instead of a byte loop.
+    for (const void *b = std::memchr(p, '\\', len); b != nullptr;) {
+        size_t i = static_cast<const unsigned char *>(b) - p;
+        if (i + 1 < len && p[i + 1] == 'u') return 1;
+        b = i + 1 < len ? std::memchr(p + i + 1, '\\', len - i - 1) : nullptr;
+    }
+    for (const void *q = std::memchr(p, '"', len); q != nullptr;) {
+        size_t i = static_cast<const unsigned char *>(q) - p;
+        if (len - i - 1 > key_len && key_len > 0 && p[i + 1] == (unsigned char)key[0] && p[i + 1 + key_len] == '"'
+            && std::memcmp(p + i + 1, key, key_len) == 0) return 1;
+        q = i + 1 < len ? std::memchr(p + i + 1, '"', len - i - 1) : nullptr;
     }
     return 0;
 }
 
-// rs_splice_size / rs_splice: the cache-hit splice (ReplyStamp.splice over a cache entry's
-// tables) as two passes in C: one over the tables only (check, size), one that copies. The
-// tables are read as the entry holds them: big-endian u32 pairs, an end below its start meaning
-// an empty range (StoredAnswer.EntryRanges).
+// rs_splice: the cache-hit splice (ReplyStamp.splice over a cache entry's tables) in one pass in
+// C that checks the tables as it copies (or only checks them, without a destination). The tables
+// are read as the entry holds them: big-endian u32 pairs, an end below its start meaning an empty
+// range (StoredAnswer.EntryRanges).
 namespace {
 
 struct Table {
@@ -122,7 +129,9 @@ struct Table {
         return h < l ? l : h;
     }
     static size_t be(const unsigned char *q) {
-        return (size_t(q[0]) << 24) | (size_t(q[1]) << 16) | (size_t(q[2]) << 8) | size_t(q[3]);
+        uint32_t v;
+        std::memcpy(&v, q, 4);
+        return __builtin_bswap32(v);
     }
 };
 
@@ -152,66 +161,64 @@ inline void put(unsigned char *d, const unsigned char *s, size_t n) {
 
 } // namespace
 
-extern "C" ptrdiff_t rs_splice_size(const void *src, size_t len, const void *skip, size_t n_skip, const void *spans,
-                                    size_t n_spans, int skipping, size_t id_len, size_t created_len) {
+extern "C" ptrdiff_t rs_splice(const void *src, size_t len, const void *skip, size_t n_skip, const void *spans, size_t n_spans,
+                               int skipping, const void *id, size_t id_len, const void *created, size_t created_len,
+                               void *dst, size_t cap) {
     const unsigned char *s = static_cast<const unsigned char *>(src);
+    unsigned char *d = static_cast<unsigned char *>(dst);
+    const bool writes = d != nullptr;
     Table cut{static_cast<const unsigned char *>(skip), n_skip};
     Table val{static_cast<const unsigned char *>(spans), n_spans};
-    size_t size = len;
+    if (writes && cap < len + n_spans * (id_len > created_len ? id_len : created_len)) return -1;
     size_t last = 0;
     for (size_t k = 0; k < cut.n; k++) {
         size_t lo = cut.lo(k), hi = cut.hi(k);
         if (lo < last || hi > len) return -1;
         last = hi;
-        if (skipping) size -= hi - lo;
     }
+    size_t out = 0;   // bytes of output so far
+    size_t at = 0;    // the next byte of `src` to copy
+    size_t k = 0;     // the first cut that does not end before the current value
+    size_t next = 0;  // the first cut not yet left out (when skipping)
     last = 0;
-    size_t k = 0;
+    auto copyTo = [&](size_t to) {
+        if (writes) put(d + out, s + at, to - at);
+        out += to - at;
+    };
     for (size_t i = 0; i < val.n; i++) {
         size_t lo = val.lo(i), hi = val.hi(i);
         if (lo < last || hi > len || lo == hi || !startsValue(s[lo])) return -1;
         last = hi;
-        // Each value lies inside one cut range or apart from all of them (the cuts are sorted and
-        // do not overlap, so only the first that does not end before the value can touch it).
+        // Each value lies inside one cut or apart from all of them (the cuts are sorted and do
+        // not overlap, so only the first that does not end before the value can touch it).
         while (k < cut.n && cut.hi(k) <= lo) k++;
         bool inside = false;
         if (k < cut.n && cut.lo(k) < hi) {
             if (cut.lo(k) > lo || hi > cut.hi(k)) return -1;
             inside = true;
         }
-        if (inside && skipping) continue;  // left out with its range
-        size = size - (hi - lo) + (s[lo] == '"' ? id_len : created_len);
-    }
-    return ptrdiff_t(size);
-}
-
-extern "C" void rs_splice(const void *src, size_t len, const void *skip, size_t n_skip, const void *spans, size_t n_spans,
-                          int skipping, const void *id, size_t id_len, const void *created, size_t created_len, void *dst) {
-    const unsigned char *s = static_cast<const unsigned char *>(src);
-    unsigned char *d = static_cast<unsigned char *>(dst);
-    Table cut{static_cast<const unsigned char *>(skip), skipping ? n_skip : 0};
-    Table val{static_cast<const unsigned char *>(spans), n_spans};
-    size_t at = 0, i = 0;
-    auto copy = [&](size_t to) {
-        put(d, s + at, to - at);
-        d += to - at;
-    };
-    for (size_t k = 0; k <= cut.n; k++) {
-        // The values before cut k (all of them after the last), then the cut itself.
-        size_t end = k < cut.n ? cut.lo(k) : len;
-        for (; i < val.n; i++) {
-            size_t lo = val.lo(i);
-            if (lo >= end) break;
-            copy(lo);
-            const void *v = s[lo] == '"' ? id : created;
-            size_t n = s[lo] == '"' ? id_len : created_len;
-            put(d, static_cast<const unsigned char *>(v), n);
-            d += n;
-            at = val.hi(i);
+        if (skipping) {
+            // The cuts that start at or before this value are left out first (with the values
+            // inside them: this one, when it is inside).
+            while (next < cut.n && cut.lo(next) <= lo) {
+                copyTo(cut.lo(next));
+                at = cut.hi(next);
+                next++;
+            }
+            if (inside) continue;
         }
-        copy(end);
-        if (k == cut.n) break;
-        at = cut.hi(k);
-        while (i < val.n && val.lo(i) < at) i++;
+        copyTo(lo);
+        size_t n = s[lo] == '"' ? id_len : created_len;
+        if (writes) put(d + out, static_cast<const unsigned char *>(s[lo] == '"' ? id : created), n);
+        out += n;
+        at = hi;
     }
+    if (skipping) {
+        for (; next < cut.n; next++) {
+            copyTo(cut.lo(next));
+            at = cut.hi(next);
+        }
+    }
+    copyTo(len);
+    return ptrdiff_t(out);
 }

@@ -155,9 +155,8 @@ public struct ReplyStamp: Equatable, Sendable {
 
     /// The same splice over a cache entry: `src` its payload, `spans` and `cuts` its tables as the
     /// entry holds them (big-endian u32 pairs: StoredAnswer's format), the cuts (usage chunks)
-    /// left out when `skipping`. One C pass over the tables checks them (what StoredAnswer's
-    /// Layout.read checks) and sizes the result, one writes it: nil when the tables do not fit
-    /// the payload (a damaged entry).
+    /// left out when `skipping`. One pass in C (rs_splice) checks the tables (what StoredAnswer's
+    /// Layout.read checks) as it writes: nil when they do not fit the payload (a damaged entry).
     func splice(entry src: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer, cuts: UnsafeRawBufferPointer,
                 skipping: Bool) -> [UInt8]? {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for Int.min
@@ -171,14 +170,17 @@ public struct ReplyStamp: Equatable, Sendable {
                     let idCount = idText.write(nil)
                     return withUnsafeTemporaryAllocation(byteCount: idCount, alignment: 1) { id -> [UInt8]? in
                         _ = idText.write(id.baseAddress)
-                        let size = rs_splice_size(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress,
-                                                  spans.count / 8, skipping ? 1 : 0, idCount, created.count)
-                        guard size >= 0 else { return nil }
-                        return [UInt8](unsafeUninitializedCapacity: size) { buf, n in
-                            rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress, spans.count / 8,
-                                      skipping ? 1 : 0, id.baseAddress, idCount, created.baseAddress, created.count, buf.baseAddress)
-                            n = size
+                        // Room for every value at its longest; the result is usually a little shorter.
+                        let cap = src.count + spans.count / 8 * max(idCount, created.count)
+                        var fits = true
+                        let out = [UInt8](unsafeUninitializedCapacity: cap) { buf, n in
+                            let size = rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress,
+                                                 spans.count / 8, skipping ? 1 : 0, id.baseAddress, idCount, created.baseAddress,
+                                                 created.count, buf.baseAddress, cap)
+                            fits = size >= 0
+                            n = max(0, size)
                         }
+                        return fits ? out : nil
                     }
                 }
             }
@@ -188,7 +190,8 @@ public struct ReplyStamp: Equatable, Sendable {
     /// Whether a cache entry's tables fit its payload the way `splice(entry:...)` needs (StoredAnswer's
     /// Layout.read, for entries decoded rather than spliced).
     static func entryTablesFit(_ src: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer, cuts: UnsafeRawBufferPointer) -> Bool {
-        rs_splice_size(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress, spans.count / 8, 0, 0, 0) >= 0
+        rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress, spans.count / 8, 0,
+                  nil, 0, nil, 0, nil, 0) >= 0
     }
 
     func splice(_ src: UnsafeRawBufferPointer, spans: [Range<Int>], into out: inout [UInt8]) {

@@ -135,7 +135,7 @@ enum StoredAnswer: Equatable {
 
     /// The same over an entry's bytes lent by the store (SynchronousCacheStore.withFresh).
     static func reply(encoded b: UnsafeRawBufferPointer, stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
-        // The spans are checked by the splice's own first pass (rs_splice_size), not twice.
+        // The spans are checked by the splice as it writes (rs_splice), not twice.
         guard let e = Layout.read(b, checkingSpans: false) else { return nil }
         guard let spans = e.spans else {
             return decode(Array(b))?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
@@ -304,7 +304,7 @@ enum StoredAnswer: Equatable {
             guard !payload.isEmpty, usage.isOrdered(within: payload.count) else { return nil }
             if checkingSpans, let spans {
                 // In order, inside the payload, each starting like a JSON string or number and
-                // inside one usage chunk or apart from all (rs_splice_size's checks).
+                // inside one usage chunk or apart from all (rs_splice's checks).
                 guard ReplyStamp.entryTablesFit(UnsafeRawBufferPointer(rebasing: b[payload]), spans: spans.table, cuts: usage.table) else {
                     return nil
                 }

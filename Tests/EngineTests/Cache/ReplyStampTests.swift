@@ -247,7 +247,7 @@ private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
     }
 }
 
-/// The cache-hit splice in C (rs_splice_size, rs_splice: ReplyStamp.splice(entry:…)) against the
+/// The cache-hit splice in C (rs_splice: ReplyStamp.splice(entry:…)) against the
 /// Swift splice over the same tables, and its check against the check Layout.read made in Swift
 /// before: random payloads and tables, valid and damaged, the same bytes or the same refusal.
 @Suite struct EntrySpliceTests {
@@ -344,6 +344,14 @@ private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
         #expect(may(#"{"a":"system_fingerprint"}"#))  // quoted, even as a value: a parse decides
         #expect(!may(""))
         #expect(!may("\"system_fingerprint"))
+        // Random bytes: exactly when they hold the key quoted or a `\u`.
+        var rng = TestRNG(seed: 77)
+        let pieces = ["\"system_fingerprint\"", "system_fingerprint", "\"system_fingerprin\"", "\\u", "\\", "u", "\"", "x", "{", ":"]
+        for _ in 0..<2000 {
+            let text = (0..<Int.random(in: 0...6, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
+            let reference = text.contains("\"system_fingerprint\"") || text.contains("\\u")
+            #expect(may(text) == reference, "\(text)")
+        }
         // Wherever mayHoldFingerprint says no, the parser finds no fingerprint.
         for doc in [#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"system_fingerprint":"fp"}"#,
                     #"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"system\u005ffingerprint":"fp"}"#,
