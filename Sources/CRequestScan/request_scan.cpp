@@ -487,6 +487,7 @@ void describe(dom::element root, rs_upstream_json *out, std::string &fp) {
             for (dom::key_value_pair m : co) {
                 if (!hasIndex && keyIs(m.key, "index")) { ix = m.value; hasIndex = true; }
                 else if (!hasFinish && keyIs(m.key, "finish_reason")) { fr = m.value; hasFinish = true; }
+                if (hasIndex && hasFinish) break;  // the first of each counts: the rest cannot change them
             }
             if (hasIndex) {
                 int64_t i;

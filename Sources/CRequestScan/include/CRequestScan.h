@@ -179,6 +179,26 @@ int rs_identity_spans(const void *json, size_t len, size_t *spans, size_t max, s
 /// ReplyStamp's template uses it on the part of an event after the identity values.
 int rs_may_hold_identity(const void *bytes, size_t len);
 
+/// Whether `len` bytes might hold the object key `key` (`key_len` bytes of letters, digits or
+/// `_`, which JSON can spell otherwise only with `\u`) at any depth: they contain it quoted, or a
+/// `\u` escape. 0 means they certainly do not (so a parse would not find it).
+int rs_may_hold_key(const void *bytes, size_t len, const char *key, size_t key_len);
+
+/// The cache-hit splice: `src` (`len` bytes, a cache entry's payload) with each value of `spans`
+/// replaced, written at `dst` (room for `cap` bytes, at least `len` + `n_spans` times the longer
+/// of `id_len` and `created_len`); returns the output's length, or -1 when the tables do not fit
+/// `src` (then `dst` holds nothing of use). With `dst` NULL it only checks them (and returns
+/// the length). Tables are n (start:u32, end:u32) big-endian pairs, as the entry holds them (an
+/// end below its start reads as an empty range): `skip` the usage chunks (sorted, not
+/// overlapping, inside the payload), `spans` the id and created values (sorted, not overlapping,
+/// not empty, inside the payload, each starting like a JSON string or number, each inside one
+/// skip range or apart from all). An id value (one starting with `"`) becomes the `id_len` bytes
+/// at `id`, a created value the `created_len` bytes at `created`; `skipping`: the skip ranges are
+/// left out, with the values inside them.
+ptrdiff_t rs_splice(const void *src, size_t len, const void *skip, size_t n_skip, const void *spans, size_t n_spans,
+                    int skipping, const void *id, size_t id_len, const void *created, size_t created_len,
+                    void *dst, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

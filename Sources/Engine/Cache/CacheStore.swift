@@ -53,6 +53,10 @@ public protocol SynchronousCacheStore: CacheStore {
     /// Fresh or stale, refreshing its LRU position when `touch`; `.miss` when absent or past its
     /// stale time.
     func lookup(_ key: String, now: UInt64, touch: Bool) -> CacheLookup
+    /// A fresh entry's bytes lent to `body` (valid only inside it; `body` must not use this store),
+    /// refreshing its LRU position; nil, without calling `body`, for a stale or absent entry. The
+    /// memo hit's read: a store that copies the value out anyway need not copy it once more.
+    func withFresh<R>(_ key: String, now: UInt64, _ body: (UnsafeRawBufferPointer) -> R) -> R?
     /// Stores `value` fresh for `ttl`, then stale for `staleTTL`; false when refused.
     @discardableResult
     func store(_ key: String, _ value: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool
@@ -65,6 +69,11 @@ public protocol SynchronousCacheStore: CacheStore {
 }
 
 extension SynchronousCacheStore {
+    public func withFresh<R>(_ key: String, now: UInt64, _ body: (UnsafeRawBufferPointer) -> R) -> R? {
+        guard case .fresh(let value) = lookup(key, now: now, touch: true) else { return nil }
+        return value.withUnsafeBytes(body)
+    }
+
     @discardableResult
     public func store(_ key: String, head: [UInt8], payload: [UInt8], ttl: Duration, staleTTL: Duration, now: UInt64) -> Bool {
         store(key, head + payload, ttl: ttl, staleTTL: staleTTL, now: now)

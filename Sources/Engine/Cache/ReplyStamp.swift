@@ -4,7 +4,8 @@
 // the caller). Put into stored bytes by a splice at the positions the parser found
 // (rs_identity_spans: simdjson's top-level `id` and `created` values; every other byte is
 // copied): in a JSON body, or in each event of an SSE stream. A cache entry keeps those positions
-// (StoredAnswer's format), so a hit splices without parsing; other replays find them first.
+// (StoredAnswer's format), so a hit splices without parsing (in C, straight from the entry's
+// tables: `splice(entry:…)`); other replays find them first.
 // ReplayWriter and StreamAssembler, which build their output, write the values directly.
 // Pure over C (CRequestScan), no I/O.
 import CRequestScan
@@ -150,6 +151,47 @@ public struct ReplyStamp: Equatable, Sendable {
                 }
             }
         }
+    }
+
+    /// The same splice over a cache entry: `src` its payload, `spans` and `cuts` its tables as the
+    /// entry holds them (big-endian u32 pairs: StoredAnswer's format), the cuts (usage chunks)
+    /// left out when `skipping`. One pass in C (rs_splice) checks the tables (what StoredAnswer's
+    /// Layout.read checks) as it writes: nil when they do not fit the payload (a damaged entry).
+    func splice(entry src: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer, cuts: UnsafeRawBufferPointer,
+                skipping: Bool) -> [UInt8]? {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for Int.min
+        return withUnsafeMutableBytes(of: &digits) { d -> [UInt8]? in
+            let created = UnsafeRawBufferPointer(rebasing: d[decimal(self.created, into: d)...])
+            var prefix = self.prefix
+            var suffix = self.suffix
+            return prefix.withUTF8 { p in
+                suffix.withUTF8 { s in
+                    let idText = IdText(prefix: UnsafeRawBufferPointer(p), suffix: UnsafeRawBufferPointer(s), escapes: needsEscaping)
+                    let idCount = idText.write(nil)
+                    return withUnsafeTemporaryAllocation(byteCount: idCount, alignment: 1) { id -> [UInt8]? in
+                        _ = idText.write(id.baseAddress)
+                        // Room for every value at its longest; the result is usually a little shorter.
+                        let cap = src.count + spans.count / 8 * max(idCount, created.count)
+                        var fits = true
+                        let out = [UInt8](unsafeUninitializedCapacity: cap) { buf, n in
+                            let size = rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress,
+                                                 spans.count / 8, skipping ? 1 : 0, id.baseAddress, idCount, created.baseAddress,
+                                                 created.count, buf.baseAddress, cap)
+                            fits = size >= 0
+                            n = max(0, size)
+                        }
+                        return fits ? out : nil
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a cache entry's tables fit its payload the way `splice(entry:...)` needs (StoredAnswer's
+    /// Layout.read, for entries decoded rather than spliced).
+    static func entryTablesFit(_ src: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer, cuts: UnsafeRawBufferPointer) -> Bool {
+        rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress, spans.count / 8, 0,
+                  nil, 0, nil, 0, nil, 0) >= 0
     }
 
     func splice(_ src: UnsafeRawBufferPointer, spans: [Range<Int>], into out: inout [UInt8]) {

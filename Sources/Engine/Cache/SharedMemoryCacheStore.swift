@@ -47,21 +47,37 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
     }
 
     public func lookup(_ key: String, now: UInt64, touch: Bool) -> CacheLookup {
-        guard let s = segment else { return .unavailable }
+        switch read(key, now: now, touch: touch) {
+        case (Int32(SC_FRESH), let len): return .fresh(Array(UnsafeRawBufferPointer(rebasing: scratch[0..<len])))
+        case (Int32(SC_STALE), let len): return .stale(Array(UnsafeRawBufferPointer(rebasing: scratch[0..<len])))
+        case (Self.closedStatus, _): return .unavailable
+        default: return .miss
+        }
+    }
+
+    /// The value read in place from the scratch buffer (it is this process's: no lock is held
+    /// while `body` runs), without the array `lookup` copies it into.
+    public func withFresh<R>(_ key: String, now: UInt64, _ body: (UnsafeRawBufferPointer) -> R) -> R? {
+        guard case (Int32(SC_FRESH), let len) = read(key, now: now, touch: true) else { return nil }
+        return body(UnsafeRawBufferPointer(rebasing: scratch[0..<len]))
+    }
+
+    /// `read`'s status once the segment is closed (not one of sc_get's).
+    private static let closedStatus: Int32 = -1
+
+    /// sc_get into the scratch buffer (grown to the value's size when it is too small): the
+    /// status and the value's length.
+    private func read(_ key: String, now: UInt64, touch: Bool) -> (Int32, Int) {
+        guard let s = segment else { return (Self.closedStatus, 0) }
         var key = key
         return key.withUTF8 { k in
             while true {
                 var len = 0
                 let st = sc_get(s, k.baseAddress, k.count, now, touch ? 1 : 0, scratch.baseAddress, scratch.count, &len)
-                switch Int(st) {
-                case SC_FRESH: return .fresh(Array(UnsafeRawBufferPointer(rebasing: scratch[0..<len])))
-                case SC_STALE: return .stale(Array(UnsafeRawBufferPointer(rebasing: scratch[0..<len])))
-                case SC_TOO_SMALL:
-                    // Grow to the value's size and look again (it may have changed meanwhile).
-                    scratch.deallocate()
-                    scratch = .allocate(byteCount: max(len, scratch.count * 2), alignment: 16)
-                default: return .miss
-                }
+                guard st == Int32(SC_TOO_SMALL) else { return (st, len) }
+                // Grow to the value's size and look again (it may have changed meanwhile).
+                scratch.deallocate()
+                scratch = .allocate(byteCount: max(len, scratch.count * 2), alignment: 16)
             }
         }
     }

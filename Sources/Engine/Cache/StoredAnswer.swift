@@ -68,8 +68,11 @@ struct StreamedAnswer: Equatable {
     static func movingFingerprint(into out: inout [UInt8], payload: UnsafeRawBufferPointer, lastUsage r: Range<Int>) -> Bool {
         let tail = payload.count - r.upperBound
         guard r.upperBound <= payload.count, out.count >= tail,
-              out[(out.count - tail)...].elementsEqual(UnsafeRawBufferPointer(rebasing: payload[r.upperBound...])) else { return false }
-        guard let fp = SSEEventScanner.inspectData(UnsafeRawBufferPointer(rebasing: payload[r]))?.json.fingerprint else {
+              out.withUnsafeBytes({ UnsafeRawBufferPointer(rebasing: $0[($0.count - tail)...]) })
+                .elementsEqual(UnsafeRawBufferPointer(rebasing: payload[r.upperBound...])) else { return false }
+        // Most usage chunks have no fingerprint, and their bytes say so without a parse.
+        let usage = UnsafeRawBufferPointer(rebasing: payload[r])
+        guard UpstreamJSON.mayHoldFingerprint(usage), let fp = SSEEventScanner.inspectData(usage)?.json.fingerprint else {
             return true // nothing to move
         }
         let end = out.count - tail
@@ -127,31 +130,37 @@ enum StoredAnswer: Equatable {
     /// in the stored form, a splice at the positions the entry notes (no parse, no intermediate
     /// copy); nil for an entry that does not decode or cannot be given in that form.
     static func reply(encoded: [UInt8], stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
-        encoded.withUnsafeBytes { b -> [UInt8]? in
-            guard let e = Layout.read(b) else { return nil }
-            guard let spans = e.spans else {
-                return decode(encoded)?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
+        encoded.withUnsafeBytes { reply(encoded: $0, stream: stream, includeUsage: includeUsage, stamp: stamp) }
+    }
+
+    /// The same over an entry's bytes lent by the store (SynchronousCacheStore.withFresh).
+    static func reply(encoded b: UnsafeRawBufferPointer, stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
+        // The spans are checked by the splice as it writes (rs_splice), not twice.
+        guard let e = Layout.read(b, checkingSpans: false) else { return nil }
+        guard let spans = e.spans else {
+            return decode(Array(b))?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
+        }
+        let payload = UnsafeRawBufferPointer(rebasing: b[e.payload])
+        switch (e.isStream, stream) {
+        case (false, false), (true, true):
+            let skipping = !includeUsage && stream && e.usage.count > 0
+            guard var out = stamp.splice(entry: payload, spans: spans.table, cuts: e.usage.table, skipping: skipping) else {
+                return nil
             }
-            let payload = UnsafeRawBufferPointer(rebasing: b[e.payload])
-            switch (e.isStream, stream) {
-            case (false, false), (true, true):
-                var out: [UInt8] = []
-                out.reserveCapacity(payload.count + 2 * 64)
-                let skipping = includeUsage || !stream ? EntryRanges.none : e.usage
-                stamp.splice(payload, spans: spans, skipping: skipping, into: &out)
-                if skipping.count > 0 {
-                    // The usage chunk cut out: the final chunk takes back its system_fingerprint
-                    // (StreamedAnswer.events); where that cannot be done in place, the long way.
-                    guard StreamedAnswer.movingFingerprint(into: &out, payload: payload, lastUsage: skipping.range(skipping.count - 1)) else {
-                        return decode(encoded)?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
-                    }
+            if skipping {
+                // The usage chunk cut out: the final chunk takes back its system_fingerprint
+                // (StreamedAnswer.events); where that cannot be done in place, the long way.
+                guard StreamedAnswer.movingFingerprint(into: &out, payload: payload, lastUsage: e.usage.range(e.usage.count - 1)) else {
+                    return decode(Array(b))?.reply(stream: stream, includeUsage: includeUsage, stamp: stamp)
                 }
-                return out
-            case (false, true):
-                return ReplayWriter.sse(fromCompleteBody: Array(payload), includeUsage: includeUsage, stamp: stamp)
-            case (true, false):
-                return StreamedAnswer(events: Array(payload), usageRanges: e.usage.array).completeBody(stamp: stamp)
             }
+            return out
+        case (false, true):
+            guard ReplyStamp.entryTablesFit(payload, spans: spans.table, cuts: e.usage.table) else { return nil }
+            return ReplayWriter.sse(fromCompleteBody: Array(payload), includeUsage: includeUsage, stamp: stamp)
+        case (true, false):
+            guard ReplyStamp.entryTablesFit(payload, spans: spans.table, cuts: e.usage.table) else { return nil }
+            return StreamedAnswer(events: Array(payload), usageRanges: e.usage.array).completeBody(stamp: stamp)
         }
     }
 
@@ -265,7 +274,9 @@ enum StoredAnswer: Equatable {
         /// nil: not noted (the previous format): find them by parsing.
         var spans: EntryRanges?
 
-        static func read(_ b: UnsafeRawBufferPointer) -> Layout? {
+        /// With `checkingSpans` false the span table is only read (a caller that splices checks it
+        /// in the splice's first pass).
+        static func read(_ b: UnsafeRawBufferPointer, checkingSpans: Bool = true) -> Layout? {
             guard let tag = b.first else { return nil }
             var at = 1
             let isStream: Bool
@@ -291,18 +302,11 @@ enum StoredAnswer: Equatable {
             }
             let payload = at..<b.count
             guard !payload.isEmpty, usage.isOrdered(within: payload.count) else { return nil }
-            if let spans {
-                guard spans.isOrdered(within: payload.count) else { return nil }
-                for i in 0..<spans.count {
-                    let r = spans.range(i)
-                    guard !r.isEmpty else { return nil }
-                    let first = b[at + r.lowerBound]
-                    guard first == 0x22 || first == 0x2D || (0x30...0x39).contains(first) else { return nil }
-                    for k in 0..<usage.count {
-                        let u = usage.range(k)
-                        let apart = u.upperBound <= r.lowerBound || u.lowerBound >= r.upperBound
-                        guard apart || (u.lowerBound <= r.lowerBound && r.upperBound <= u.upperBound) else { return nil }
-                    }
+            if checkingSpans, let spans {
+                // In order, inside the payload, each starting like a JSON string or number and
+                // inside one usage chunk or apart from all (rs_splice's checks).
+                guard ReplyStamp.entryTablesFit(UnsafeRawBufferPointer(rebasing: b[payload]), spans: spans.table, cuts: usage.table) else {
+                    return nil
                 }
             }
             return Layout(isStream: isStream, payload: payload, usage: usage, spans: spans)

@@ -230,13 +230,17 @@ final class Frontend: HTTPServerConnectionDelegate {
             return
         }
         // A fresh entry in this client's form, or nil (then the whole pipeline decides).
+        func reply(_ stored: UnsafeRawBufferPointer) -> [UInt8]? {
+            StoredAnswer.reply(encoded: stored, stream: e.stream, includeUsage: e.includeUsage,
+                               stamp: ReplyStamp(kind: kind, requestId: rid, created: Int(Loop.wallSeconds())))
+        }
         func reply(_ lookup: CacheLookup) -> [UInt8]? {
             guard case .fresh(let stored) = lookup else { return nil }
-            return StoredAnswer.reply(encoded: stored, stream: e.stream, includeUsage: e.includeUsage,
-                                      stamp: ReplyStamp(kind: kind, requestId: rid, created: Int(Loop.wallSeconds())))
+            return stored.withUnsafeBytes(reply)
         }
         if let mem = runtime.syncCache {
-            if let r = reply(mem.lookup(e.cacheKey, now: t0, touch: true)) {
+            // The entry's bytes as the store lends them (no copy of its own for the splice to read).
+            if let r = mem.withFresh(e.cacheKey, now: t0, reply) ?? nil {
                 answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: runtime.accessInfo(head, c),
                                bytesIn: body.count, startNanos: t0)
             } else {

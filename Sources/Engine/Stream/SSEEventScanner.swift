@@ -85,7 +85,17 @@ public struct SSEEventScanner: Sendable {
         let n = bytes.count
         var i = 0
         var event = Found(start: 0)
-        while let lf = ByteSearch.index(of: 0x0A, in: bytes, from: i) {
+        while true {
+            // An event's blank line right after its data line (vLLM's `\n\n`) is found without a
+            // search: a memchr call per line cost more than the byte it reads.
+            let lf: Int
+            if i < n && bytes[i] == 0x0A {
+                lf = i
+            } else if let next = ByteSearch.index(of: 0x0A, in: bytes, from: i) {
+                lf = next
+            } else {
+                break
+            }
             if partial.isEmpty { event.noteLine(bytes, i..<lf) }
             // An event ends at an empty line. A blank line with no event in progress (one more
             // after an event's end) is a separator of its own, passed on at once, wherever the

@@ -147,4 +147,12 @@ public struct UpstreamJSON: Equatable, Sendable {
     }
 
     public static func inspect(_ bytes: [UInt8]) -> UpstreamJSON { bytes.withUnsafeBytes { inspect($0) } }
+
+    /// False when `bytes` (JSON, or SSE events) certainly hold no `system_fingerprint` key at any
+    /// depth: not the key quoted, and no `\u` escape that could spell it (rs_may_hold_key). Then
+    /// `inspect` would report no fingerprint, and a caller that only wants that can skip the parse.
+    static func mayHoldFingerprint(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let key: StaticString = "system_fingerprint"
+        return rs_may_hold_key(bytes.baseAddress, bytes.count, UnsafeRawPointer(key.utf8Start), key.utf8CodeUnitCount) != 0
+    }
 }

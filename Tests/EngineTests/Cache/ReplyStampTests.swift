@@ -246,3 +246,119 @@ private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
         }
     }
 }
+
+/// The cache-hit splice in C (rs_splice: ReplyStamp.splice(entry:…)) against the
+/// Swift splice over the same tables, and its check against the check Layout.read made in Swift
+/// before: random payloads and tables, valid and damaged, the same bytes or the same refusal.
+@Suite struct EntrySpliceTests {
+    /// Layout.read's former check of a span table, kept here as the reference.
+    private static func swiftCheck(_ spans: StoredAnswer.EntryRanges, usage: StoredAnswer.EntryRanges, payload: [UInt8]) -> Bool {
+        guard spans.isOrdered(within: payload.count), usage.isOrdered(within: payload.count) else { return false }
+        for i in 0..<spans.count {
+            let r = spans.range(i)
+            guard !r.isEmpty else { return false }
+            let first = payload[r.lowerBound]
+            guard first == 0x22 || first == 0x2D || (0x30...0x39).contains(first) else { return false }
+            for k in 0..<usage.count {
+                let u = usage.range(k)
+                let apart = u.upperBound <= r.lowerBound || u.lowerBound >= r.upperBound
+                guard apart || (u.lowerBound <= r.lowerBound && r.upperBound <= u.upperBound) else { return false }
+            }
+        }
+        return true
+    }
+
+    private static func table(_ pairs: [(Int, Int)]) -> [UInt8] {
+        var out: [UInt8] = []
+        for (lo, hi) in pairs {
+            for v in [lo, hi] {
+                let u = UInt32(truncatingIfNeeded: v)
+                out += [UInt8(u >> 24), UInt8(u >> 16 & 0xFF), UInt8(u >> 8 & 0xFF), UInt8(u & 0xFF)]
+            }
+        }
+        return out
+    }
+
+    /// Sorted, mostly non-overlapping ranges inside `limit` (sometimes not: damaged tables).
+    private static func ranges(_ n: Int, limit: Int, _ rng: inout TestRNG) -> [(Int, Int)] {
+        var cuts = (0..<(2 * n)).map { _ in Int.random(in: 0...max(0, limit), using: &rng) }.sorted()
+        if Int.random(in: 0..<8, using: &rng) == 0, cuts.count >= 2 { cuts.swapAt(0, cuts.count - 1) }  // out of order
+        if Int.random(in: 0..<12, using: &rng) == 0, !cuts.isEmpty { cuts[cuts.count - 1] = limit + 3 }  // past the end
+        return (0..<n).map { (cuts[2 * $0], cuts[2 * $0 + 1]) }
+    }
+
+    /// One case: the C check against the Swift one, and (when the tables fit) the C splice against
+    /// the Swift splice, with and without the usage chunks. Returns how many splices compared.
+    private static func compare(_ payload: [UInt8], _ spanPairs: [(Int, Int)], _ usagePairs: [(Int, Int)], _ s: ReplyStamp) -> Int {
+        let spanTable = table(spanPairs)
+        let usageTable = table(usagePairs)
+        let what = "\(payload) \(spanPairs) \(usagePairs)"
+        var compared = 0
+        spanTable.withUnsafeBytes { (st: UnsafeRawBufferPointer) in
+            usageTable.withUnsafeBytes { (ut: UnsafeRawBufferPointer) in
+                payload.withUnsafeBytes { (p: UnsafeRawBufferPointer) in
+                    let spans = StoredAnswer.EntryRanges(table: st)
+                    let usage = StoredAnswer.EntryRanges(table: ut)
+                    let fits = swiftCheck(spans, usage: usage, payload: payload)
+                    #expect(ReplyStamp.entryTablesFit(p, spans: st, cuts: ut) == fits, "\(what)")
+                    for skipping in [false, true] {
+                        let c: [UInt8]? = s.splice(entry: p, spans: st, cuts: ut, skipping: skipping)
+                        #expect((c != nil) == fits, "\(what)")
+                        guard fits else { continue }
+                        var swift: [UInt8] = []
+                        s.splice(p, spans: spans, skipping: skipping ? usage : StoredAnswer.EntryRanges.none, into: &swift)
+                        #expect(c == swift, "\(what) skipping \(skipping)")
+                        compared += 1
+                    }
+                }
+            }
+        }
+        return compared
+    }
+
+    @Test func theCSpliceIsTheSwiftSplice() {
+        var rng = TestRNG(seed: 2024)
+        let alphabet = Array("\"-0123456789abc,:{} \n".utf8)
+        let stamps = [stamp, ReplyStamp(id: "chatcmpl-a\"b\\c\u{0}é", created: -42), ReplyStamp(id: "", created: 0)]
+        var compared = 0
+        for _ in 0..<4000 {
+            let payload = (0..<Int.random(in: 0...120, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            let spanPairs = Self.ranges(Int.random(in: 0...8, using: &rng), limit: payload.count, &rng)
+            var usagePairs = Self.ranges(Int.random(in: 0...2, using: &rng), limit: payload.count, &rng)
+            if Int.random(in: 0..<4, using: &rng) == 0, let v = spanPairs.randomElement(using: &rng) {
+                // Around a value (or across its edge).
+                usagePairs = [(max(0, v.0 - Int.random(in: 0...3, using: &rng)), v.1 + Int.random(in: -1...3, using: &rng))]
+            }
+            compared += Self.compare(payload, spanPairs, usagePairs, stamps.randomElement(using: &rng)!)
+        }
+        #expect(compared > 1000)  // plenty of the random tables fit: spliced both ways
+    }
+
+    @Test func aKeyIsFoundQuotedOrMaybeEscaped() {
+        func may(_ s: String) -> Bool { Array(s.utf8).withUnsafeBytes { UpstreamJSON.mayHoldFingerprint($0) } }
+        #expect(may(#"{"system_fingerprint":"fp"}"#))
+        #expect(may(#"{"a":{"system_fingerprint":null}}"#))
+        #expect(may(#"{"\u0073ystem_fingerprint":"fp"}"#))
+        #expect(may(#"{"a":"\u00e9"}"#))
+        #expect(!may(#"{"usage":{"prompt_tokens":1},"system_fingerprints":1,"system_fingerprint_":2,"xsystem_fingerprint":3}"#))
+        #expect(may(#"{"a":"system_fingerprint"}"#))  // quoted, even as a value: a parse decides
+        #expect(!may(""))
+        #expect(!may("\"system_fingerprint"))
+        // Random bytes: exactly when they hold the key quoted or a `\u`.
+        var rng = TestRNG(seed: 77)
+        let pieces = ["\"system_fingerprint\"", "system_fingerprint", "\"system_fingerprin\"", "\\u", "\\", "u", "\"", "x", "{", ":"]
+        for _ in 0..<2000 {
+            let text = (0..<Int.random(in: 0...6, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
+            let reference = text.contains("\"system_fingerprint\"") || text.contains("\\u")
+            #expect(may(text) == reference, "\(text)")
+        }
+        // Wherever mayHoldFingerprint says no, the parser finds no fingerprint.
+        for doc in [#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"system_fingerprint":"fp"}"#,
+                    #"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"system\u005ffingerprint":"fp"}"#,
+                    #"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#] {
+            let b = Array(doc.utf8)
+            let parsed = UpstreamJSON.inspect(b).fingerprint != nil
+            #expect(b.withUnsafeBytes { UpstreamJSON.mayHoldFingerprint($0) } || !parsed)
+        }
+    }
+}

@@ -32,6 +32,26 @@ private func segment(entries: Int, bytes: Int) throws -> (Int32, SharedMemoryCac
         #expect(m.lookup("other", now: 0, touch: true) == .miss)
     }
 
+    /// withFresh lends what lookup gives fresh (a value larger than the scratch buffer too), and
+    /// nothing for a stale or absent entry; MemoryCacheStore's default does the same.
+    @Test func withFreshLendsTheFreshValueOnly() throws {
+        let (fd, m) = try segment(entries: 8, bytes: 1 << 20)
+        defer { close(fd) }
+        let big = (0..<(200 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let mem = MemoryCacheStore(maxEntries: 8, maxBytes: 1 << 20)
+        for store in [m as SynchronousCacheStore, mem] {
+            #expect(store.store("k", bytes("v"), ttl: .seconds(1), staleTTL: .seconds(2), now: 10 * s))
+            #expect(store.store("big", big, ttl: .seconds(1), staleTTL: .seconds(2), now: 10 * s))
+            #expect(store.withFresh("k", now: 10 * s + 1) { Array($0) } == bytes("v"))
+            #expect(store.withFresh("big", now: 10 * s + 1) { Array($0) } == big)
+            var called = false
+            #expect(store.withFresh("k", now: 11 * s) { _ in called = true } == nil)
+            #expect(store.withFresh("other", now: 10 * s) { _ in called = true } == nil)
+            #expect(!called)
+            #expect(store.lookup("k", now: 11 * s, touch: false) == .stale(bytes("v")))
+        }
+    }
+
     @Test func replacesAndRefusesWithoutLeavingTheOldValue() throws {
         let (fd, m) = try segment(entries: 8, bytes: 4096)
         defer { close(fd) }
