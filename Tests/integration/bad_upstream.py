@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A misbehaving stand-in for vLLM (issue 10, "the upstream is untrusted"). Standard library only.
 
-    bad_upstream.py --mode NAME [--port N] [--host 127.0.0.1] [--model sim-model] [--itl-ms 0]
+    bad_upstream.py --mode NAME [--port N] [--host 127.0.0.1] [--model sim-model] [--itl-ms 0] [--models-delay-ms 0]
 
 Speaks just enough of vLLM 0.32's API (shapes from shared/ref/vllm-api.md): GET /health (200, empty),
 GET /v1/models (one model, "sim-model" by default), GET /metrics (vLLM-like gauges, KV usage 0.0),
@@ -249,6 +249,7 @@ class Server:
         self.mode = mode
         self.model = model
         self.itl = itl
+        self.models_delay = 0.0
         self.requests_total = 0
         self.by_mode: dict[str, int] = {}
         self.by_path: dict[str, int] = {}
@@ -411,6 +412,8 @@ class Server:
         if method == "GET" and path == "/health":
             w.write(response(200, "OK", content_type=None))
         elif method == "GET" and path == "/v1/models":
+            if self.models_delay:
+                await asyncio.sleep(self.models_delay)
             w.write(self.models())
         elif method == "GET" and path == "/metrics":
             w.write(self.metrics())
@@ -536,8 +539,10 @@ async def main() -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--model", default="sim-model")
     ap.add_argument("--itl-ms", type=float, default=0.0, help="pause between SSE events")
+    ap.add_argument("--models-delay-ms", type=float, default=0.0, help="pause before answering GET /v1/models")
     args = ap.parse_args()
     srv = Server(args.mode, args.model, args.itl_ms / 1000)
+    srv.models_delay = args.models_delay_ms / 1000
     if not hasattr(srv, "mode_" + args.mode):
         modes = sorted(n[5:] for n in dir(srv) if n.startswith("mode_"))
         ap.error(f"unknown mode {args.mode!r}; one of: {', '.join(modes)}")

@@ -36,6 +36,24 @@ def test_short_prompts_go_fast_long_go_large_explicit_is_kept(sim_factory, engin
     assert large.stats()["last_request_body"].count('"model":"large-m"') == 1
 
 
+def test_a_worker_listens_once_it_knows_its_backends_models(bad_upstream_factory, engine_factory):
+    """Two backends, one model each, that take 0.4 s to list their models. Every worker (the
+    default count) binds the port only once it has their lists: the requests sent the moment the
+    Engine is up, each on a new connection (the kernel spreads them over the workers), all reach
+    the backend that serves their model. Before, a worker listened at once and, while the lists
+    were unknown, counted both backends as serving anything: about half went to the other one."""
+    a = bad_upstream_factory("ok", "--model", "model-a", "--models-delay-ms", 400)
+    b = bad_upstream_factory("ok", "--model", "model-b", "--models-delay-ms", 400)
+    eng = engine_factory(make_config([a, b], admission_control={"enabled": False}, cache={"enabled": False},
+                                     model_registry={"fast_model": "model-a", "large_model": "model-a",
+                                                     "fallback_model": None}))
+    for i in range(16):
+        r = requests.post(eng.url + "/v1/chat/completions", json=chat_body(f"to b {i}", model="model-b"), timeout=10)
+        assert r.status_code == 200, r.text
+    assert a.stats()["requests_total"] == 0
+    assert b.stats()["requests_total"] == 16
+
+
 def admission_config(sim, **over):
     ac = {"enabled": True, "soft_limit": 0.7, "hard_limit": 0.9, "poll_interval_seconds": 0.1, "max_wait_seconds": 10}
     ac.update(over.pop("admission_control", {}))

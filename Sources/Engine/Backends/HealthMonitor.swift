@@ -1,6 +1,7 @@
 // HealthMonitor: every vllm.health_check_interval_seconds, asks each backend GET /health and,
 // when its models are not configured, GET /v1/models. Drives Backend.isHealthy and the model
-// lists behind GET /v1/models. Control plane only; owns one Timer.
+// lists behind GET /v1/models, and says when the first round has ended (`isSettled`: a worker
+// listens only then). Control plane only; owns one Timer.
 import CEventShim
 import Reactor
 
@@ -13,6 +14,11 @@ final class HealthMonitor {
     var onBreakerOpened: ((Backend) -> Void)?
     /// A backend's model list was read (after every successful GET /v1/models).
     var onModelsDiscovered: ((Backend) -> Void)?
+    /// Backends whose first check has not ended yet: its GET /health, and then, when it is up
+    /// without configured models, its first GET /v1/models (answered or not).
+    private var unsettled: Set<BackendID> = []
+    /// Every backend's first check has ended: what each serves is known, or cannot be yet.
+    var isSettled: Bool { unsettled.isEmpty }
 
     init(loop: Loop, backends: BackendSet, interval: Duration) {
         self.loop = loop
@@ -22,7 +28,10 @@ final class HealthMonitor {
         timer.onFire = { [unowned self] in self.checkAll() }
     }
 
-    func start() { checkAll() }
+    func start() {
+        unsettled = Set(backends.all.map(\.id))
+        checkAll()
+    }
 
     func stop() { timer.close() }
 
@@ -46,13 +55,14 @@ final class HealthMonitor {
             b.lastCheckedNanos = Loop.nowNanos()
             // A failed check counts against the breaker; a passing one proves nothing about serving.
             if !up, b.breaker.recordFailure(now: b.lastCheckedNanos) == .opened { self.onBreakerOpened?(b) }
-            if up && b.configuredModels == nil { self.fetchModels(b) }
+            if up && b.configuredModels == nil { self.fetchModels(b) } else { self.unsettled.remove(b.id) }
             if changed { self.onChange?(b) }
         }
     }
 
     private func fetchModels(_ b: Backend) {
         UpstreamFetch(loop: loop, pool: b.pool, path: "/v1/models", headers: headers(b), timeout: .seconds(2)) { [weak self] status, body in
+            defer { self?.unsettled.remove(b.id) }
             guard status == 200 else { return }
             let parsed = body.withUnsafeBytes { JSONDocument.parse($0) }
             guard case .success(let doc) = parsed else { return }

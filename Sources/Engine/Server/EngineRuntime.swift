@@ -182,11 +182,13 @@ public final class EngineRuntime {
             idleTimeout: .seconds(validated: config.server.idleTimeoutSeconds))
     }
 
-    /// Binds and starts the health monitor; returns the bound port.
-    public func start(host: String, port: Int, reusePort: Bool = true) throws(ListenerError) -> Int {
-        let fe = frontend
-        let l = try Listener(loop: loop, host: host, port: port, reusePort: reusePort) { fd in fe.accept(fd) }
-        listener = l
+    /// Starts the health monitor (and admission, KV events, Redis), then binds once the backends'
+    /// first check has ended (at most `settleLimit`); returns the bound port. Before that a
+    /// request naming a model would be routed as if every backend served every model (a backend
+    /// whose list is not known yet serves anything): with SO_REUSEPORT the workers already
+    /// listening take the connections meanwhile, and a lone process starts a few milliseconds later.
+    public func start(host: String, port: Int, reusePort: Bool = true,
+                      settleLimit: Duration = .seconds(2)) throws(ListenerError) -> Int {
         let m = HealthMonitor(loop: loop, backends: backends,
                               interval: .seconds(validated: config.vllm.healthCheckIntervalSeconds))
         m.onBreakerOpened = { [unowned self] b in self.breakerChanged(b) }
@@ -233,7 +235,26 @@ public final class EngineRuntime {
             t.schedule(after: .seconds(2))
             startupRedisCheck = t
         }
+        runUntilSettled(m, limit: settleLimit)
+        let fe = frontend
+        let l = try Listener(loop: loop, host: host, port: port, reusePort: reusePort) { fd in fe.accept(fd) }
+        listener = l
         return l.port
+    }
+
+    /// Runs the loop (before anything listens: nothing else is being handled) until the health
+    /// monitor's first round has ended or `limit` has passed (a backend that does not answer).
+    private func runUntilSettled(_ m: HealthMonitor, limit: Duration) {
+        guard !m.isSettled else { return }
+        let deadline = Loop.nowNanos() &+ limit.nanoseconds
+        let wake = Timer(loop: loop)  // the loop returns by the deadline, even with nothing else to do
+        wake.onFire = {}
+        wake.schedule(after: limit)
+        while !m.isSettled && Loop.nowNanos() < deadline { loop.runOnce() }
+        wake.close()
+        if !m.isSettled {
+            logger.warning("backends not checked within \(limit): listening anyway (their models count as unknown)")
+        }
     }
 
     /// The last registry report logged (each distinct one once, not at every health check).

@@ -123,8 +123,8 @@ public final class Supervisor {
         logger.notice("SIGHUP: replacing \(workers.count) workers with the new config")
         let old = workers
         for (_, index) in old { spawn(index) }
-        // The old workers keep listening until the new ones have bound the port and run their
-        // first health checks; then they drain.
+        // The old workers keep listening until the new ones have run their first health checks
+        // and bound the port (EngineRuntime.start: at most 2 s); then they drain.
         let t = Timer(loop: loop)
         t.onFire = { [unowned self] in
             for (pid, _) in old where self.workers[pid] != nil {
@@ -132,7 +132,7 @@ public final class Supervisor {
                 kill(pid, SIGTERM)
             }
         }
-        t.schedule(after: .milliseconds(1500))
+        t.schedule(after: .milliseconds(2500))
         timers.append(t)
     }
 
