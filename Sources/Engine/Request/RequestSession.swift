@@ -1,8 +1,8 @@
 // RequestSession: the driver of one RequestMachine (style C). Every fact (client, cache, budget,
 // admission, coalescer, upstream, timer) becomes a machine Event, queued while another is handled
-// (no re-entry); `perform` is the one switch over the actions. Upstream reads and a flight's events
-// are handled in place when nothing else is. Inline parts: UpstreamAttempt, AdmissionPlace (with
-// TenantBudget), SessionTimer, RequestTimings. Kept alive by the client connection's `context`, the
+// (no re-entry); `perform` is the one switch over the actions. Upstream heads and reads and a
+// flight's events are handled in place when nothing else is. Inline parts: UpstreamAttempt,
+// AdmissionPlace (with TenantBudget), SessionTimer, RequestTimings. Kept alive by the client connection's `context`, the
 // upstream connection (delegate) and the CoalescerDriver; admission, the cache, the budget and the
 // timer hold it weakly or unowned.
 import Reactor
@@ -129,7 +129,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
         guard c === upstream.connection else { return }
         runtime.noteUpstreamStatus(self, status)
-        post(UpstreamAttempt.headEvent(status: status, headers: headers))
+        // In place when nothing else is handled (the usual case): the event is not copied into
+        // the queue and out again. The head counts for no metric (`count`).
+        guard queue.enter() else { return post(UpstreamAttempt.headEvent(status: status, headers: headers)) }
+        let h = UpstreamAttempt.headFacts(headers)
+        perform(machine.upstreamHead(status: status, contentType: h.contentType, contentLength: h.contentLength))
+        drain()
     }
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
         guard c === upstream.connection else { return }
