@@ -307,6 +307,8 @@ func appendDecimal(_ out: inout [UInt8], _ value: Int) {
 
 /// "HTTP/1.1 <status> <reason>\r\n".
 func appendStatusLine(_ out: inout [UInt8], _ status: Int) {
+    // Nearly every response: one copy of a literal, no digits or reason looked up.
+    if status == 200 { return appendASCII(&out, "HTTP/1.1 200 OK\r\n") }
     appendASCII(&out, "HTTP/1.1 ")
     appendDecimal(&out, status)
     out.append(UInt8(ascii: " "))

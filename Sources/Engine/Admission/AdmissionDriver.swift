@@ -62,8 +62,9 @@ final class AdmissionDriver {
         nextToken += 1
         let token = RequestToken(nextToken)
         // Fast path, same decision the machine would take: nobody waits anywhere and the preferred
-        // backend's last reading says ACCEPT. No token bookkeeping, no action array.
-        if machine.queuedTotal == 0, let first = candidates.first, machine.decision(for: first) == .accept {
+        // backend's last reading says ACCEPT, or it has no reading and no other candidate says
+        // ACCEPT (the machine admits the first such "unknown"). No token bookkeeping, no action array.
+        if machine.queuedTotal == 0, let first = candidates.first, admitsDirectly(first, of: candidates) {
             machine.admittedDirectly(first)
             admittedCount += 1
             waiter.admissionAdmitted(first)
@@ -73,6 +74,14 @@ final class AdmissionDriver {
         perform(machine.requestArrived(token, pool: pool, candidates: candidates, now: Loop.nowNanos(),
                                        ticket: waiter.admissionTicket()))
         return token
+    }
+
+    private func admitsDirectly(_ first: BackendID, of candidates: [BackendID]) -> Bool {
+        switch machine.decision(for: first) {
+        case .accept: return true
+        case .unknown: return !candidates.dropFirst().contains { machine.decision(for: $0) == .accept }
+        case .queue, .reject: return false
+        }
     }
 
     func leave(_ token: RequestToken) {

@@ -1,4 +1,4 @@
-// TenantTable: who a request's tenant is (issue 14), a pure value built once at start-up from
+// TenantTable: who a request's tenant is (issue 14), an immutable table built once at start-up from
 // TenantConfig lists. A tenant is the API key when auth is on (its SHA-256 identity; never the key)
 // or the value of `admission_control.tenant_header`; configured tenants carry weight, priority
 // and token/request limits, everyone else gets the defaults and the metrics label "other" (label
@@ -18,7 +18,9 @@ public struct Tenant: Equatable, Sendable {
     public var hasLimits: Bool { tokensPerMinute != nil || requestsPerMinute != nil }
 }
 
-public struct TenantTable: Sendable {
+// A class, immutable: a struct read through the runtime was copied (its four tables retained and
+// released) on every request's `resolve`.
+public final class TenantTable: Sendable {
     /// Metrics labels: configured tenants in config order, then "other".
     public let labels: [String]
     private let byIdentity: [String: Int]

@@ -13,7 +13,9 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     typealias RequestID = CoalescerMachine.RequestID
     typealias FlightID = CoalescerMachine.FlightID
 
-    private unowned let runtime: EngineRuntime
+    // STYLE-EXCEPTION: unowned(unsafe): the runtime owns its CoalescerDriver and outlives it;
+    // checked `unowned` paid an atomic retain and release on each of the per-request reads.
+    private unowned(unsafe) let runtime: EngineRuntime
     private var machine = CoalescerMachine()
     private var sessions: [RequestID: RequestSession] = [:]
     /// Flight records by the slot of their FlightID (a record whose id is not the machine's

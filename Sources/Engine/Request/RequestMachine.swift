@@ -113,9 +113,21 @@ struct RequestMachine {
 
     struct Attempts: Equatable {
         var count = 0
-        var tried: [BackendID] = []
+        /// The backends tried, in order: the first inline (a request that is not retried makes no
+        /// array), the rest in `laterTried`.
+        private var firstTried: BackendID?
+        private var laterTried: [BackendID] = []
         /// The last retryable failure, reported if attempts run out.
         var lastError: EngineError?
+
+        var tried: [BackendID] {
+            guard let firstTried else { return [] }
+            return [firstTried] + laterTried
+        }
+
+        mutating func noteTried(_ b: BackendID) {
+            if firstTried == nil { firstTried = b } else { laterTried.append(b) }
+        }
     }
 
     enum State: Equatable {
@@ -132,16 +144,16 @@ struct RequestMachine {
         case admitting
         /// Every backend failed; asking the cache for a stale entry. Next: finished.
         case lookingUpStale(EngineError, Termination)
-        /// Waiting for the driver to choose a backend. Next: awaitingHead, finished.
-        case pickingBackend(Attempts)
+        /// Waiting for the driver to choose a backend (`attempts` so far). Next: awaitingHead, finished.
+        case pickingBackend
         /// Request sent; waiting for the response head. Next: buffering, streaming, backoff, finished.
-        case awaitingHead(Attempts, BackendID)
+        case awaitingHead(BackendID)
         /// A non-SSE response is being collected to be relayed whole. Next: backoff, finished.
-        case buffering(Attempts, BackendID, status: Int, contentType: String)
+        case buffering(BackendID, status: Int, contentType: String)
         /// SSE head sent to the client; whole events relayed as they come. Next: finished.
         case streaming(BackendID, paused: Bool)
         /// Waiting `policy.backoff` before the next attempt. Next: pickingBackend, finished.
-        case backoff(Attempts)
+        case backoff
         /// Ended; nothing more is done. Terminal.
         case finished(Termination)
     }
@@ -294,6 +306,12 @@ struct RequestMachine {
 
     let policy: Policy
     private(set) var state: State = .received
+    // STYLE-EXCEPTION: the attempts belong to pickingBackend, awaitingHead, buffering and backoff
+    // (reset when the pool is asked afresh: admission, the fallback model), but live beside
+    // `state`: carried in those cases, they were copied out and back (their array and error
+    // retained and released) on every transition of every request.
+    /// The upstream attempts of the current model (see the states above).
+    private(set) var attempts = Attempts()
     private(set) var role: Role = .none
     /// The SSE head went to the client (a queued stream's keepalive, the stream, or a live flight).
     private(set) var clientHeadSent = false
@@ -489,21 +507,24 @@ struct RequestMachine {
             state = .admitting
             return .requestAdmission
         }
-        state = .pickingBackend(Attempts())
+        attempts = Attempts()
+        state = .pickingBackend
         return .pickBackend(excluding: [], fallBackTo: nil)
     }
 
     /// Admission control chose `backend` (now or after a wait).
     mutating func admitted(_ backend: BackendID) -> Action {
         guard case .admitting = state else { return .none }
-        state = .pickingBackend(Attempts())
+        attempts = Attempts()
+        state = .pickingBackend
         return backendChosen(backend)
     }
 
     /// Admission control has no backend to offer at all (none serves or none is available).
     mutating func admissionFoundNoBackend() -> Action {
         guard case .admitting = state else { return .none }
-        state = .pickingBackend(Attempts())
+        attempts = Attempts()
+        state = .pickingBackend
         return backendChosen(nil)
     }
 
@@ -559,28 +580,28 @@ struct RequestMachine {
     // MARK: the upstream exchange
 
     mutating func backendChosen(_ b: BackendID?) -> Action {
-        guard case .pickingBackend(var a) = state else { return .none }
+        guard case .pickingBackend = state else { return .none }
         guard let b else {
-            let err = a.lastError ?? EngineError(.noBackend, "No backend is available to serve this request.", source: .upstream, retryAfterSeconds: 1)
+            let err = attempts.lastError ?? EngineError(.noBackend, "No backend is available to serve this request.", source: .upstream, retryAfterSeconds: 1)
             return exhausted(err, phase: .connect)
         }
-        a.count += 1
-        a.tried.append(b)
-        state = .awaitingHead(a, b)
+        attempts.count += 1
+        attempts.noteTried(b)
+        state = .awaitingHead(b)
         buffered.removeAll(keepingCapacity: true)
         return .sendUpstream(b, timeout: policy.upstreamTimeout)
     }
 
     mutating func upstreamHead(status st: Int, contentType: String?, contentLength: Int? = nil) -> Action {
-        guard case .awaitingHead(let a, let b) = state else { return .none }
+        guard case .awaitingHead(let b) = state else { return .none }
         let isEventStream = contentType?.hasPrefix("text/event-stream") ?? false
         if st >= 500 {
-            return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(st).", source: .upstream, retry: .yes), phase: .headers)
+            return retryOrFail(EngineError(.badGateway, "The backend answered HTTP \(st).", source: .upstream, retry: .yes), phase: .headers)
         }
         if st == 200 && isEventStream != policy.isStream {
             // A stream to a plain request, or a plain body to a stream request: not vLLM's
             // answer to what was asked (the untrusted upstream; never relayed or cached).
-            return retryOrFail(a, EngineError(.badGateway, "The backend answered in the wrong form (stream or not).", source: .upstream, retry: .yes), phase: .headers)
+            return retryOrFail(EngineError(.badGateway, "The backend answered in the wrong form (stream or not).", source: .upstream, retry: .yes), phase: .headers)
         }
         status = st
         if st == 200 && isEventStream {
@@ -590,7 +611,7 @@ struct RequestMachine {
             return .startStream(timeout: policy.upstreamTimeout, writeHead: writeHead)
         }
         if let n = contentLength, n > 0, n < 64 << 20 { buffered.reserveCapacity(n) }
-        state = .buffering(a, b, status: st, contentType: contentType ?? "application/json")
+        state = .buffering(b, status: st, contentType: contentType ?? "application/json")
         return .none
     }
 
@@ -625,11 +646,11 @@ struct RequestMachine {
     /// HTML, 204, another status — is the backend's failure).
     mutating func upstreamEnd() -> Action {
         switch state {
-        case .buffering(let a, _, let st, let ct):
+        case .buffering(_, let st, let ct):
             var body = UpstreamJSON?.none
             if st == 200 { body = UpstreamJSON.inspect(buffered) }
             if (200..<300).contains(st) && !isAnswer(status: st, body, contentType: ct) {
-                return retryOrFail(a, EngineError(.badGateway, "The backend answered HTTP \(st) without a valid completion.", source: .upstream, retry: .yes), phase: .data)
+                return retryOrFail(EngineError(.badGateway, "The backend answered HTTP \(st) without a valid completion.", source: .upstream, retry: .yes), phase: .data)
             }
             if let u = body?.usage { usage = u }
             var f = Finish(reuseUpstream: true, verdict: st < 500 ? .success : .failure)
@@ -647,9 +668,9 @@ struct RequestMachine {
                 return fail(EngineError(.badGateway, "The backend ended the stream without completing it.", source: .upstream), Termination(.server, .data))
             }
             return streamEnded(reusable: true)
-        case .awaitingHead(let a, _):
+        case .awaitingHead:
             // A message with no head cannot complete; treat as a broken upstream.
-            return retryOrFail(a, EngineError(.badGateway, "The backend sent an incomplete response.", source: .upstream, retry: .yes), phase: .headers)
+            return retryOrFail(EngineError(.badGateway, "The backend sent an incomplete response.", source: .upstream, retry: .yes), phase: .headers)
         default:
             return .none
         }
@@ -689,16 +710,16 @@ struct RequestMachine {
         case .malformed, .invalidEvent: err = EngineError(.badGateway, "The backend sent a malformed HTTP response.", source: .upstream, retry: .yes)
         }
         switch state {
-        case .awaitingHead(var a, _):
+        case .awaitingHead:
             if case .closed(reused: true) = failure {
                 // Keep-alive race on a reused connection: retry at once, not counted.
-                a.count -= 1
-                state = .pickingBackend(a)
+                attempts.count -= 1
+                state = .pickingBackend
                 return .pickBackend(excluding: [], fallBackTo: nil)
             }
-            return retryOrFail(a, err, phase: failure == .connect ? .connect : .headers)
-        case .buffering(let a, _, _, _):
-            return retryOrFail(a, err, phase: .data)
+            return retryOrFail(err, phase: failure == .connect ? .connect : .headers)
+        case .buffering:
+            return retryOrFail(err, phase: .data)
         case .streaming:
             // After [DONE] the stream was complete; only the chunked body's tail went missing:
             // a complete end, never an error event after [DONE].
@@ -711,18 +732,18 @@ struct RequestMachine {
 
     mutating func timerFired(_ kind: TimerKind) -> Action {
         switch (kind, state) {
-        case (.upstream, .awaitingHead(let a, _)):
-            return retryOrFail(a, EngineError(.upstreamTimeout, "The backend did not answer in time.", source: .upstream, retry: .yes), phase: .headers)
-        case (.upstream, .buffering(let a, _, _, _)):
-            return retryOrFail(a, EngineError(.upstreamTimeout, "The backend did not answer in time.", source: .upstream, retry: .yes), phase: .data)
+        case (.upstream, .awaitingHead):
+            return retryOrFail(EngineError(.upstreamTimeout, "The backend did not answer in time.", source: .upstream, retry: .yes), phase: .headers)
+        case (.upstream, .buffering):
+            return retryOrFail(EngineError(.upstreamTimeout, "The backend did not answer in time.", source: .upstream, retry: .yes), phase: .data)
         case (.upstream, .streaming):
             // Complete, only the chunked body's end is late: the connection is not reusable
             // (its response never ended), the stream is.
             if relay.sawDone { return streamEnded(reusable: false) }
             return fail(EngineError(.upstreamTimeout, "The backend stopped sending in the middle of the stream.", source: .upstream), Termination(.serverTimeout, .data))
-        case (.backoff, .backoff(let a)):
-            state = .pickingBackend(a)
-            return .pickBackend(excluding: a.tried, fallBackTo: nil)
+        case (.backoff, .backoff):
+            state = .pickingBackend
+            return .pickBackend(excluding: attempts.tried, fallBackTo: nil)
         default:
             return .none // stale firing
         }
@@ -766,17 +787,16 @@ struct RequestMachine {
 
     // MARK: endings
 
-    private mutating func retryOrFail(_ a: Attempts, _ err: EngineError, phase: Termination.Phase) -> Action {
-        var a = a
+    private mutating func retryOrFail(_ err: EngineError, phase: Termination.Phase) -> Action {
         var err = err
         // When the chain ends with it, tell the client when to come back (like the 503).
         if err.retryAfterSeconds == nil { err.retryAfterSeconds = 1 }
-        a.lastError = err
-        if a.count < policy.maxAttempts {
-            state = .backoff(a)
+        attempts.lastError = err
+        if attempts.count < policy.maxAttempts {
+            state = .backoff
             relay = Self.newRelay(policy, records: relay.records)
             // Linear backoff: retry_backoff_seconds × attempt number.
-            return .retry(after: policy.backoff * a.count)
+            return .retry(after: policy.backoff * attempts.count)
         }
         return exhausted(err, phase: phase)
     }
@@ -785,7 +805,8 @@ struct RequestMachine {
     private mutating func exhausted(_ err: EngineError, phase: Termination.Phase) -> Action {
         if !usedFallback, let fb = policy.fallbackModel {
             usedFallback = true
-            state = .pickingBackend(Attempts())
+            attempts = Attempts()
+            state = .pickingBackend
             return .pickBackend(excluding: [], fallBackTo: fb)
         }
         let t = Termination(err.kind == .upstreamTimeout ? .serverTimeout : .server, phase)
@@ -814,8 +835,7 @@ struct RequestMachine {
 
     /// Every ending goes through here: a leader's flight always gets an outcome (abandoned when
     /// nothing better), an asking or following request always leaves the coalescer.
-    private mutating func end(_ t: Termination, _ f: Finish) -> Action {
-        var f = f
+    private mutating func end(_ t: Termination, _ f: consuming Finish) -> Action {
         switch role {
         case .leading(let id, _):
             f.flight = id

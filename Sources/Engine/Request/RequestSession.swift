@@ -1,8 +1,8 @@
 // RequestSession: the driver of one RequestMachine (style C). Every fact (client, cache, budget,
 // admission, coalescer, upstream, timer) becomes a machine Event, queued while another is handled
-// (no re-entry); `perform` is the one switch over the actions. Upstream reads and a flight's events
-// are handled in place when nothing else is. Inline parts: UpstreamAttempt, AdmissionPlace (with
-// TenantBudget), SessionTimer, RequestTimings. Kept alive by the client connection's `context`, the
+// (no re-entry); `perform` is the one switch over the actions. Upstream heads and reads and a
+// flight's events are handled in place when nothing else is. Inline parts: UpstreamAttempt,
+// AdmissionPlace (with TenantBudget), SessionTimer, RequestTimings. Kept alive by the client connection's `context`, the
 // upstream connection (delegate) and the CoalescerDriver; admission, the cache, the budget and the
 // timer hold it weakly or unowned.
 import Reactor
@@ -129,7 +129,12 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
         guard c === upstream.connection else { return }
         runtime.noteUpstreamStatus(self, status)
-        post(UpstreamAttempt.headEvent(status: status, headers: headers))
+        // In place when nothing else is handled (the usual case): the event is not copied into
+        // the queue and out again. The head counts for no metric (`count`).
+        guard queue.enter() else { return post(UpstreamAttempt.headEvent(status: status, headers: headers)) }
+        let h = UpstreamAttempt.headFacts(headers)
+        perform(machine.upstreamHead(status: status, contentType: h.contentType, contentLength: h.contentLength))
+        drain()
     }
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
         guard c === upstream.connection else { return }
@@ -178,10 +183,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
             post(.backendChosen(upstream.route(runtime.backends, request, model: servedModel, excluding: excluding, now: Loop.nowNanos()).first))
         case .sendUpstream(let id, let timeout):
             let b = runtime.backends[id]
+            let now = Loop.nowNanos()
             guard let c = upstream.start(b, routing: runtime.backends.routing, request, model: servedModel, delegate: self,
-                                         now: Loop.nowNanos()) else { return post(.upstreamFailed(.connect)) }
+                                         now: now) else { return post(.upstreamFailed(.connect)) }
             arm(.upstream, timeout)
-            timings.upstreamStarted(at: Loop.nowNanos())
+            timings.upstreamStarted(at: now)
             UpstreamAttempt.send(request, body: body, requestId: requestId, on: c, to: b)
         case .startStream(let timeout, let writeHead):
             arm(.upstream, timeout)
@@ -254,19 +260,23 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     /// The request's end, in order: the upstream and the breaker, the store (before the client
     /// has its answer, so a repeat finds it whichever worker takes it), the reply, the followers.
     private func finish(_ f: RequestMachine.Finish) {
+        // One clock read for the upstream's end, the breaker's verdict and the store, one for the
+        // reply (they are microseconds apart; each read costs as much as a small stage).
+        let now = Loop.nowNanos()
         timer.cancel()
-        endAttempt(f.verdict)
-        timings.upstreamEnded(at: Loop.nowNanos())
+        endAttempt(f.verdict, now: now)
+        timings.upstreamEnded(at: now)
         if !(f.reuseUpstream && upstream.release()) { upstream.close() }
         admission.ended(leaveQueue: f.leaveQueue, runtime.admission)
         admission.budget.finished(usedTokens: usage.map { $0.prompt + $0.completion }, askedBackend: backend != nil,
                         metrics: runtime.tenantMetrics, limits: runtime.rateLimits)
-        if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key) }
+        if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key, now: now) }
         if let r = f.reply {
-            reply(r)
+            let replyAt = Loop.nowNanos()
+            reply(r, at: replyAt)
             // A whole 200 answer is the client's first token too (after its head, never before).
-            if machine.status == 200, case .answer = r { firstToken() }
-            if case .json(200, _, _, _) = r { firstToken() }
+            if machine.status == 200, case .answer = r { firstToken(at: replyAt) }
+            if case .json(200, _, _, _) = r { firstToken(at: replyAt) }
         }
         if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o) }
         if f.leaveFlight, let id = coalescerId { runtime.coalescer.left(id) }
@@ -277,8 +287,8 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
 
     /// Writes the final response; detaches from the client first, since completing the response
     /// may start the next pipelined request on the same connection.
-    private func reply(_ r: RequestMachine.Reply) {
-        timings.firstByte(at: Loop.nowNanos())
+    private func reply(_ r: RequestMachine.Reply, at now: UInt64) {
+        timings.firstByte(at: now)
         guard let c = client else { return }
         client = nil
         if c.context === self { c.context = nil }
@@ -303,16 +313,16 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
         bytesOut += ResponseWriter.chunk(events, to: client)
     }
 
-    private func firstToken() {
+    private func firstToken(at now: UInt64? = nil) {
         guard !sawFirstToken else { return }
         sawFirstToken = true
-        runtime.firstTokenRelayed(self, now: Loop.nowNanos())
+        runtime.firstTokenRelayed(self, now: now ?? Loop.nowNanos())
     }
 
     private func arm(_ kind: TimerKind, _ d: Duration) { timer.arm(kind, after: d, for: self, from: runtime) }
 
-    private func endAttempt(_ verdict: RequestMachine.Finish.Verdict) {
-        if let b = upstream.end(verdict, now: Loop.nowNanos()) { runtime.breakerChanged(b) }
+    private func endAttempt(_ verdict: RequestMachine.Finish.Verdict, now: UInt64 = Loop.nowNanos()) {
+        if let b = upstream.end(verdict, now: now) { runtime.breakerChanged(b) }
     }
 
     private func closeUpstream() {

@@ -403,15 +403,15 @@ public final class EngineRuntime {
     }
 
     /// Stores a complete answer under `key` for the configured TTLs.
-    func store(_ answer: StoredAnswer, key: String) {
+    func store(_ answer: StoredAnswer, key: String, now: UInt64 = Loop.nowNanos()) {
         guard let cache else { return }
         let c = config.cache
         if let sync = syncCache {
             sync.store(key, head: answer.encodedHead(), payload: answer.payload, ttl: .seconds(validated: c.ttlSeconds), staleTTL: .seconds(validated: c.staleTtlSeconds),
-                       now: Loop.nowNanos())
+                       now: now)
         } else {
             cache.put(key: key, value: answer.encoded(), ttl: .seconds(validated: c.ttlSeconds),
-                      staleTTL: .seconds(validated: c.staleTtlSeconds), now: Loop.nowNanos(), wallMillis: Loop.wallMillis())
+                      staleTTL: .seconds(validated: c.staleTtlSeconds), now: now, wallMillis: Loop.wallMillis())
         }
         metrics.cacheStores += 1
     }
