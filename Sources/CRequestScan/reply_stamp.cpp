@@ -76,41 +76,45 @@ extern "C" int rs_identity_spans(const void *json, size_t len, size_t *spans, si
     return status;
 }
 
-extern "C" int rs_may_hold_identity(const void *bytes, size_t len) {
-    const unsigned char *p = static_cast<const unsigned char *>(bytes);
-    if (p == nullptr) return 0;
-    static const char created[] = "created\"";  // after the opening quote
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = p[i];
-        if (c == '\\') {
-            if (i + 1 < len && p[i + 1] == 'u') return 1;
-            continue;
-        }
-        if (c != '"') continue;
-        size_t left = len - i - 1;
-        if (left >= 3 && p[i + 1] == 'i' && p[i + 2] == 'd' && p[i + 3] == '"') return 1;
-        if (left >= 8 && p[i + 1] == 'c' && std::memcmp(p + i + 1, created, 8) == 0) return 1;
-    }
-    return 0;
-}
+namespace {
 
+struct Key {
+    const char *text;
+    size_t len;
+};
 
-extern "C" int rs_may_hold_key(const void *bytes, size_t len, const char *key, size_t key_len) {
-    const unsigned char *p = static_cast<const unsigned char *>(bytes);
-    if (p == nullptr || len < 2) return 0;
-    // memchr hops (a backslash is rare; a chunk has a few dozen quotes) instead of a byte loop.
+// Whether `len` bytes might hold one of `keys` (letters, digits or `_`, which JSON can spell
+// otherwise only with `\u`) as an object key at any depth: one of them quoted, or a `\u` escape.
+// memchr hops (a backslash is rare; a chunk has a few dozen quotes) instead of a byte loop.
+bool mayHoldKeys(const unsigned char *p, size_t len, const Key *keys, size_t nKeys) {
+    if (p == nullptr || len < 2) return false;
     for (const void *b = std::memchr(p, '\\', len); b != nullptr;) {
         size_t i = static_cast<const unsigned char *>(b) - p;
-        if (i + 1 < len && p[i + 1] == 'u') return 1;
+        if (i + 1 < len && p[i + 1] == 'u') return true;
         b = i + 1 < len ? std::memchr(p + i + 1, '\\', len - i - 1) : nullptr;
     }
     for (const void *q = std::memchr(p, '"', len); q != nullptr;) {
         size_t i = static_cast<const unsigned char *>(q) - p;
-        if (len - i - 1 > key_len && key_len > 0 && p[i + 1] == (unsigned char)key[0] && p[i + 1 + key_len] == '"'
-            && std::memcmp(p + i + 1, key, key_len) == 0) return 1;
+        for (size_t k = 0; k < nKeys; k++) {
+            const Key &key = keys[k];
+            if (len - i - 1 > key.len && key.len > 0 && p[i + 1] == (unsigned char)key.text[0] && p[i + 1 + key.len] == '"'
+                && std::memcmp(p + i + 1, key.text, key.len) == 0) return true;
+        }
         q = i + 1 < len ? std::memchr(p + i + 1, '"', len - i - 1) : nullptr;
     }
-    return 0;
+    return false;
+}
+
+} // namespace
+
+extern "C" int rs_may_hold_identity(const void *bytes, size_t len) {
+    static const Key identity[] = {{"id", 2}, {"created", 7}};
+    return mayHoldKeys(static_cast<const unsigned char *>(bytes), len, identity, 2) ? 1 : 0;
+}
+
+extern "C" int rs_may_hold_key(const void *bytes, size_t len, const char *key, size_t key_len) {
+    const Key one{key, key_len};
+    return mayHoldKeys(static_cast<const unsigned char *>(bytes), len, &one, 1) ? 1 : 0;
 }
 
 // rs_splice: the cache-hit splice (ReplyStamp.splice over a cache entry's tables) in one pass in

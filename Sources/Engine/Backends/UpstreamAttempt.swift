@@ -101,15 +101,8 @@ struct UpstreamAttempt {
     /// The machine's event for a response head. vLLM's usual content type is passed as a literal
     /// (no String is made for it; a longer one would be allocated).
     static func headEvent(status: Int, headers: HTTPHeaders) -> RequestMachine.Event {
-        let h = headFacts(headers)
-        return .upstreamHead(status: status, contentType: h.contentType, contentLength: h.contentLength)
-    }
-
-    /// What the machine reads of a response head (`headEvent`'s payload, for the session's
-    /// in-place handling).
-    static func headFacts(_ headers: HTTPHeaders) -> (contentType: String?, contentLength: Int?) {
         let contentType = headers.hasValue("content-type", "application/json") ? "application/json" : headers["content-type"]
-        return (contentType, headers.integer("content-length"))
+        return .upstreamHead(status: status, contentType: contentType, contentLength: headers.integer("content-length"))
     }
 
     /// The machine's name for a connection's failure. A connection that had served earlier

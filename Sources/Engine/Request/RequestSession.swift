@@ -1,10 +1,10 @@
 // RequestSession: the driver of one RequestMachine (style C). Every fact (client, cache, budget,
 // admission, coalescer, upstream, timer) becomes a machine Event, queued while another is handled
-// (no re-entry); `perform` is the one switch over the actions. Upstream heads and reads and a
-// flight's events are handled in place when nothing else is. Inline parts: UpstreamAttempt,
-// AdmissionPlace (with TenantBudget), SessionTimer, RequestTimings. Kept alive by the client connection's `context`, the
-// upstream connection (delegate) and the CoalescerDriver; admission, the cache, the budget and the
-// timer hold it weakly or unowned.
+// (no re-entry); `perform` is the one switch over the actions. A fact that arrives when nothing
+// else is being handled is handled in place (upstream reads and a flight's events as bytes).
+// Inline parts: UpstreamAttempt, AdmissionPlace (with TenantBudget), SessionTimer, RequestTimings.
+// Kept alive by the client connection's `context`, the upstream connection (delegate) and the
+// CoalescerDriver; admission, the cache, the budget and the timer hold it weakly or unowned.
 import Reactor
 
 final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, TimerTarget, CacheWaiter, RateLimitWaiter {
@@ -65,19 +65,26 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
 
     // MARK: facts in
 
-    /// Handles `e` now, or after the event being handled (never inside it).
+    /// Handles `e` now, or after the event being handled (never inside it). Now means in place:
+    /// the event is not copied into the queue and out again.
     func post(_ e: RequestMachine.Event) {
-        guard queue.append(e) else { return }
+        guard queue.enter() else {
+            _ = queue.append(e)
+            return
+        }
+        handle(e)
         drain()
     }
 
     private func drain() {
-        while let e = queue.next() {
-            let wasFollower = machine.isFollower
-            let a = machine.handle(e, clientBlocked: client?.isWriteBlocked ?? false)
-            count(e, wasFollower: wasFollower)
-            perform(a)
-        }
+        while let e = queue.next() { handle(e) }
+    }
+
+    private func handle(_ e: RequestMachine.Event) {
+        let wasFollower = machine.isFollower
+        let a = machine.handle(e, clientBlocked: client?.isWriteBlocked ?? false)
+        count(e, wasFollower: wasFollower)
+        perform(a)
     }
 
     /// Bytes handled in place when nothing else is (the hot path), else copied into the queue.
@@ -129,12 +136,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
         guard c === upstream.connection else { return }
         runtime.noteUpstreamStatus(self, status)
-        // In place when nothing else is handled (the usual case): the event is not copied into
-        // the queue and out again. The head counts for no metric (`count`).
-        guard queue.enter() else { return post(UpstreamAttempt.headEvent(status: status, headers: headers)) }
-        let h = UpstreamAttempt.headFacts(headers)
-        perform(machine.upstreamHead(status: status, contentType: h.contentType, contentLength: h.contentLength))
-        drain()
+        post(UpstreamAttempt.headEvent(status: status, headers: headers))
     }
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
         guard c === upstream.connection else { return }
