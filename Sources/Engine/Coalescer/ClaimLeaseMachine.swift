@@ -6,7 +6,7 @@
 // flight had its own timer; a process that dies stops ticking, so its claims run out one lease
 // after their last refresh. Pure: no imports, no I/O.
 //
-//   idle ──taken──▶ ticking(due) ──fired, claims held──▶ ticking(due + interval)  [refresh all, arm]
+//   idle ──taken──▶ ticking(armedAt) ──fired, claims held──▶ ticking(armedAt: now)  [refresh all, arm]
 //                        │      ──taken──▶ ticking (the armed tick covers it too)
 //                        └──fired, none held──▶ idle
 
@@ -14,8 +14,9 @@ struct ClaimLeaseMachine: Equatable {
     enum State: Equatable {
         /// No claim held, no timer armed. Next: ticking.
         case idle
-        /// The timer is armed for `due` (monotonic nanoseconds). Next: ticking, idle.
-        case ticking(due: UInt64)
+        /// The timer was armed at `armedAt` (monotonic nanoseconds) to fire one `interval` later.
+        /// Next: ticking, idle.
+        case ticking(armedAt: UInt64)
     }
 
     enum Action: Equatable {
@@ -32,18 +33,14 @@ struct ClaimLeaseMachine: Equatable {
     let interval: Duration
     private(set) var state: State = .idle
 
-    private let intervalNanos: UInt64
-
     init(interval: Duration) {
         self.interval = interval
-        let (s, atto) = interval.components
-        intervalNanos = UInt64(max(0, s)) * 1_000_000_000 + UInt64(max(0, atto)) / 1_000_000_000
     }
 
     /// This process took a claim at `now`.
     mutating func taken(now: UInt64) -> Action {
         guard case .idle = state else { return .none }
-        state = .ticking(due: now &+ intervalNanos)
+        state = .ticking(armedAt: now)
         return .arm(after: interval)
     }
 
@@ -54,7 +51,7 @@ struct ClaimLeaseMachine: Equatable {
             state = .idle
             return .none
         }
-        state = .ticking(due: now &+ intervalNanos)
+        state = .ticking(armedAt: now)
         return .refreshAll(thenArmAfter: interval)
     }
 }

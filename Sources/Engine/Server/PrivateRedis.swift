@@ -60,7 +60,7 @@ public final class PrivateRedis {
         let child = ces_spawn_dying_with_parent(executable, cargs, SIGTERM)
         guard child > 0 else { return false }
         pid = child
-        let deadline = Loop.nowNanos() + UInt64(wait.components.seconds) * 1_000_000_000
+        let deadline = Loop.nowNanos() + wait.nanoseconds
         while Loop.nowNanos() < deadline {
             if accepts() { return true }
             usleep(10_000)

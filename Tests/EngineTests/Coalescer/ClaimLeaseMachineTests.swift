@@ -17,10 +17,10 @@ private let second: UInt64 = 1_000_000_000
         var m = ClaimLeaseMachine(interval: .seconds(1))
         #expect(m.fired(now: 0, held: 3) == .none)  // a stale firing while idle
         #expect(m.taken(now: 10) == .arm(after: .seconds(1)))
-        #expect(m.state == .ticking(due: 10 + second))
+        #expect(m.state == .ticking(armedAt: 10))
         #expect(m.taken(now: 20) == .none)           // the armed tick covers it
         #expect(m.fired(now: 10 + second, held: 2) == .refreshAll(thenArmAfter: .seconds(1)))
-        #expect(m.state == .ticking(due: 10 + 2 * second))
+        #expect(m.state == .ticking(armedAt: 10 + second))
         #expect(m.fired(now: 10 + 2 * second, held: 0) == .none)
         #expect(m.state == .idle)
         #expect(m.taken(now: 5 * second) == .arm(after: .seconds(1)))
