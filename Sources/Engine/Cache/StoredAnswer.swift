@@ -104,8 +104,19 @@ struct StreamedAnswer: Equatable {
 }
 
 enum StoredAnswer: Equatable {
-    case json([UInt8])
+    /// A JSON body, and its top-level id and created values when the parse that checked it found
+    /// them (UpstreamJSON.inspect(_:identitySpans:)); nil: found by parsing when stored.
+    case json([UInt8], identitySpans: [Range<Int>]? = nil)
     case stream(StreamedAnswer)
+
+    /// The same answer: the same bytes (the spans are derived from them).
+    static func == (a: StoredAnswer, b: StoredAnswer) -> Bool {
+        switch (a, b) {
+        case (.json(let x, _), .json(let y, _)): return x == y
+        case (.stream(let x), .stream(let y)): return x == y
+        default: return false
+        }
+    }
 
     private static let jsonTag = UInt8(ascii: "J")
     private static let streamTag = UInt8(ascii: "S")
@@ -118,7 +129,7 @@ enum StoredAnswer: Equatable {
     /// chunk), not the stored ones.
     func reply(stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
         switch self {
-        case .json(let body):
+        case .json(let body, _):
             return stream ? ReplayWriter.sse(fromCompleteBody: body, includeUsage: includeUsage, stamp: stamp)
                 : stamp.stamped(json: body)
         case .stream(let s):
@@ -180,7 +191,7 @@ enum StoredAnswer: Equatable {
     /// array: no copy).
     var payload: [UInt8] {
         switch self {
-        case .json(let body): return body
+        case .json(let body, _): return body
         case .stream(let s): return s.events
         }
     }
@@ -190,8 +201,8 @@ enum StoredAnswer: Equatable {
     /// a stored stream is not first joined into one more array of its size.
     func encodedHead() -> [UInt8] {
         switch self {
-        case .json(let body):
-            let spans = body.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
+        case .json(let body, let known):
+            let spans = known ?? body.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
             return Self.head(Self.stampedJSONTag, spans, nil)
         case .stream(let s):
             let spans = s.identitySpans ?? s.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
