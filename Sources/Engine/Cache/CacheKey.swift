@@ -8,6 +8,15 @@
 
 public enum CacheKey {
     public static func make(kind: EndpointKind, servedModel: String, canonicalDigest: [UInt8], tenant: String?) -> String {
+        canonicalDigest.withUnsafeBytes { make(kind: kind, servedModel: servedModel, canonicalDigest: $0, tenant: tenant) }
+    }
+
+    /// The same over OpenAIRequest's digest value (the request path: no array).
+    static func make(kind: EndpointKind, servedModel: String, canonicalDigest: Digest.Value, tenant: String?) -> String {
+        canonicalDigest.withUnsafeBytes { make(kind: kind, servedModel: servedModel, canonicalDigest: $0, tenant: tenant) }
+    }
+
+    private static func make(kind: EndpointKind, servedModel: String, canonicalDigest: UnsafeRawBufferPointer, tenant: String?) -> String {
         let tag = "engine-cache-v2".utf8
         var target: String?
         if case .relay(let r) = kind { target = r.target }
