@@ -152,7 +152,7 @@ public struct ReplyStamp: Equatable, Sendable {
                 suffix.withUTF8 { s in
                     let id = IdText(prefix: UnsafeRawBufferPointer(p), suffix: UnsafeRawBufferPointer(s), escapes: needsEscaping)
                     let size = Self.emit(src, spans, skip, id, createdText, into: nil)
-                    let piece = [UInt8](unsafeUninitializedCapacity: size) { buf, n in
+                    let piece = [UInt8](smallCapacity: size) { buf, n in
                         n = Self.emit(src, spans, skip, id, createdText, into: UnsafeMutableRawPointer(buf.baseAddress))
                     }
                     if out.isEmpty { out = piece } else { out += piece }
@@ -181,7 +181,7 @@ public struct ReplyStamp: Equatable, Sendable {
                         // Room for every value at its longest; the result is usually a little shorter.
                         let cap = src.count + spans.count / 8 * max(idCount, created.count)
                         var fits = true
-                        let out = [UInt8](unsafeUninitializedCapacity: cap) { buf, n in
+                        let out = [UInt8](smallCapacity: cap) { buf, n in
                             let size = rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress,
                                                  spans.count / 8, skipping ? 1 : 0, id.baseAddress, idCount, created.baseAddress,
                                                  created.count, buf.baseAddress, cap)

@@ -215,7 +215,7 @@ enum StoredAnswer: Equatable {
     /// append(contentsOf:): ~100 of them for a stream's identity spans).
     private static func head(_ tag: UInt8, _ first: [Range<Int>], _ second: [Range<Int>]?) -> [UInt8] {
         let size = 1 + 4 + 8 * first.count + (second.map { 4 + 8 * $0.count } ?? 0)
-        return [UInt8](unsafeUninitializedCapacity: size) { buf, n in
+        return [UInt8](smallCapacity: size) { buf, n in
             let p = UnsafeMutableRawPointer(buf.baseAddress!)
             p.storeBytes(of: tag, as: UInt8.self)
             var at = 1
