@@ -3,8 +3,8 @@
 // noted), so storing a stream costs no parse and replaying it to a stream client is a copy. The
 // other form is built only when a client asks for it: SSE from JSON (ReplayWriter) or JSON from
 // SSE (StreamAssembler). Every reply carries its own id and created (ReplyStamp); a cache entry
-// notes where the stored ones are, found by the parser once when it is stored, so a hit in the
-// stored form is a splice: no parse, one copy.
+// notes where the stored ones are, found by the parser once (a plain body's by the parse that
+// checked it, a stream's by the relay), so a hit in the stored form is a splice: no parse, one copy.
 //
 // Cache value format (one byte of tag, then):
 //   "j" m:u32 (start:u32 end:u32)×m body            a complete JSON answer; the m ranges (of the
