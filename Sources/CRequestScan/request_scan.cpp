@@ -442,10 +442,10 @@ bool isDone(const uint8_t *bytes, size_t len) { return len == 6 && std::memcmp(b
 // (appended; `out->fingerprint` is set by the caller, once `fp` no longer moves).
 void describe(dom::element root, rs_upstream_json *out, std::string &fp);
 
-void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out) {
+// `root` gets the parsed document (left as it is when there is none).
+void inspect(const uint8_t *bytes, size_t len, rs_upstream_json *out, dom::element &root) {
     // `[DONE]` (SSE's end marker) is not JSON; compare it before parsing.
     if (isDone(bytes, len)) { out->kind = RS_J_DONE; return; }
-    dom::element root;
     if (tlsParser.parse(bytes, len).get(root)) { out->kind = RS_J_BAD_JSON; return; }
     tlsFingerprint.clear();
     describe(root, out, tlsFingerprint);
@@ -623,13 +623,84 @@ extern "C" int rs_inspect_upstream_many(const void *bytes, size_t len, const rs_
     }
 }
 
+namespace {
+
+// The top-level `id` (string) and `created` (number) values of the object `o` that tlsParser has
+// just parsed from `bytes`, by rs_identity_spans's rules, without parsing again: the DOM says
+// which members they are (keys unescaped, every copy of a repeated key), stage 1's structural
+// index where their values lie. The index holds the position of every bracket, colon and comma
+// and of each scalar's first byte, so the top-level object reads `{` key `:` value (`,` key `:`
+// value)* `}`, a nested value spans its brackets, and a value's token runs to the next
+// structural: the token On-Demand's raw_json_token gives rs_identity_spans, blanks after it
+// trimmed the same way. (`implementation` is a public member that simdjson marks private, the
+// one way its DOM tells where a value was; this saves the answer's second parse when it is
+// stored.) Returns -1 when the index does not read that way (not expected of a parsed object).
+int parsedIdentitySpans(dom::object o, int members, const uint8_t *bytes, size_t *spans, size_t max, size_t *n) {
+    if (members == 0) return RS_IDENTITY_NONE;
+    if (size_t(members) > max) return RS_IDENTITY_NOT_OBJECT;  // rs_identity_spans's limit
+    const uint32_t *s = tlsParser.implementation->structural_indexes.get();
+    const uint32_t count = tlsParser.implementation->n_structural_indexes;
+    uint32_t i = 1;  // the first key (s[0] is the object's `{`)
+    for (dom::key_value_pair m : o) {
+        uint32_t v = i + 2;  // after the key and its colon
+        if (v + 1 >= count || bytes[s[i]] != '"' || bytes[s[i + 1]] != ':') return -1;
+        if (keyIs(m.key, "id") ? m.value.is_string() : keyIs(m.key, "created") && m.value.is_number()) {
+            size_t at = s[v], end = s[v + 1];
+            while (end > at && isSpace(bytes[end - 1])) end--;
+            if (end == at) return -1;
+            spans[2 * *n] = at;
+            spans[2 * *n + 1] = end;
+            if (++*n == size_t(members)) return RS_IDENTITY_FOUND;  // the rest holds none
+        }
+        // Past the value: a nested one to its closing bracket (a string is one structural, so
+        // brackets inside strings never count).
+        uint32_t j = v;
+        for (int depth = 0;; ) {
+            if (j >= count) return -1;
+            uint8_t c = bytes[s[j++]];
+            if (c == '{' || c == '[') depth++;
+            else if (c == '}' || c == ']') depth--;
+            if (depth == 0) break;
+        }
+        i = j + 1;  // after the comma (or the object's `}`: then the loop ends)
+    }
+    return -1;  // fewer than the DOM counted
+}
+
+} // namespace
+
+extern "C" int rs_inspect_upstream_identity(const void *json, size_t len, rs_upstream_json *out, size_t *spans, size_t max,
+                                            size_t *n) {
+    *n = 0;
+    std::memset(out, 0, sizeof(*out));
+    const uint8_t *bytes = static_cast<const uint8_t *>(json);
+    static const uint8_t empty = 0;
+    if (bytes == nullptr) bytes = &empty;
+    int status = -1;
+    try {
+        dom::element root;
+        inspect(bytes, len, out, root);
+        if (out->kind != RS_J_OBJECT) return RS_IDENTITY_NOT_OBJECT;
+        status = parsedIdentitySpans(obj(root), out->identity_members, bytes, spans, max, n);
+    } catch (...) {
+        std::memset(out, 0, sizeof(*out));
+        out->kind = RS_J_BAD_JSON;
+        *n = 0;
+        return RS_IDENTITY_NOT_OBJECT;
+    }
+    if (status == RS_IDENTITY_FOUND) return status;
+    *n = 0;
+    return status == -1 ? rs_identity_spans(bytes, len, spans, max, n) : status;
+}
+
 extern "C" void rs_inspect_upstream(const void *json, size_t len, rs_upstream_json *out) {
     std::memset(out, 0, sizeof(*out));
     const uint8_t *bytes = static_cast<const uint8_t *>(json);
     static const uint8_t empty = 0;
     if (bytes == nullptr) bytes = &empty;
     try {
-        inspect(bytes, len, out);
+        dom::element root;
+        inspect(bytes, len, out, root);
     } catch (...) {
         std::memset(out, 0, sizeof(*out));
         out->kind = RS_J_BAD_JSON;

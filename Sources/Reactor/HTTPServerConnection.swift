@@ -261,7 +261,10 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         messageInProgress = false
         // A keep-alive client usually asks for the same path again: reuse that String.
         var lastTarget = self.lastTarget
-        let sameTarget = lastTarget.withUTF8 { $0.elementsEqual(url) }
+        // Compared with memcmp (a generic elementsEqual steps through both a byte at a time).
+        let sameTarget = lastTarget.withUTF8 { t in
+            t.count == url.count && (t.isEmpty || url.withUnsafeBufferPointer { memcmp(t.baseAddress!, $0.baseAddress!, t.count) == 0 })
+        }
         if !sameTarget { self.lastTarget = String(decoding: url, as: UTF8.self) }
         let head = HTTPRequestHead(
             method: httpMethodName(ces_http_method(parser)),

@@ -120,3 +120,16 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
         #expect(HTTPHeaders().integer("content-length") == nil)
     }
 }
+
+@Suite struct HTTPRequestHeadPathTests {
+    /// The path is the target up to the first `?` (bytes, so a multi-byte character before it stays whole).
+    @Test func thePathStopsAtTheQuery() {
+        func path(_ t: String) -> Substring { HTTPRequestHead(method: "GET", target: t, headers: HTTPHeaders(), keepAlive: true).path }
+        #expect(path("/v1/chat/completions") == "/v1/chat/completions")
+        #expect(path("/v1/models?x=1?y") == "/v1/models")
+        #expect(path("/é/ü?q") == "/é/ü")
+        #expect(path("?only") == "")
+        #expect(path("") == "")
+        #expect(path("/a?") == "/a")
+    }
+}

@@ -174,6 +174,13 @@ enum {
 /// that appears twice gives two pairs); `*n` is 0 unless RS_IDENTITY_FOUND.
 int rs_identity_spans(const void *json, size_t len, size_t *spans, size_t max, size_t *n);
 
+/// rs_inspect_upstream, and for an object (`out->kind` RS_J_OBJECT) also what rs_identity_spans
+/// reports for the same bytes (its status, `spans`, `*n`), read from this parse instead of a
+/// second one (a stored answer's identity values). For anything else it returns
+/// RS_IDENTITY_NOT_OBJECT with `*n` 0 (rs_identity_spans, which does not validate what it skips,
+/// may find values in some invalid JSON).
+int rs_inspect_upstream_identity(const void *json, size_t len, rs_upstream_json *out, size_t *spans, size_t max, size_t *n);
+
 /// Whether `len` bytes might hold a key `id` or `created` at any depth: they contain `"id"`,
 /// `"created"` or a `\u` escape (which could spell one). 0 means they certainly do not. One pass;
 /// ReplyStamp's template uses it on the part of an event after the identity values.

@@ -8,6 +8,15 @@
 
 public enum CacheKey {
     public static func make(kind: EndpointKind, servedModel: String, canonicalDigest: [UInt8], tenant: String?) -> String {
+        canonicalDigest.withUnsafeBytes { make(kind: kind, servedModel: servedModel, canonicalDigest: $0, tenant: tenant) }
+    }
+
+    /// The same over OpenAIRequest's digest value (the request path: no array).
+    static func make(kind: EndpointKind, servedModel: String, canonicalDigest: Digest.Value, tenant: String?) -> String {
+        canonicalDigest.withUnsafeBytes { make(kind: kind, servedModel: servedModel, canonicalDigest: $0, tenant: tenant) }
+    }
+
+    private static func make(kind: EndpointKind, servedModel: String, canonicalDigest: UnsafeRawBufferPointer, tenant: String?) -> String {
         let tag = "engine-cache-v2".utf8
         var target: String?
         if case .relay(let r) = kind { target = r.target }
@@ -47,7 +56,13 @@ public enum CacheKey {
         }
 
         mutating func append<C: Collection<UInt8>>(_ bytes: C) {
-            for b in bytes { append(b) }
+            // Contiguous bytes (a String's UTF-8, the digest) in one copy; a byte at a time cost
+            // ~9 instructions a byte.
+            let copied: Void? = bytes.withContiguousStorageIfAvailable { p in
+                _ = UnsafeMutableBufferPointer(rebasing: buf[count..<(count + p.count)]).update(fromContentsOf: p)
+                count += p.count
+            }
+            if copied == nil { for b in bytes { append(b) } }
         }
 
         /// A length-prefixed field: its byte count as a big-endian UInt64, then its bytes.

@@ -58,10 +58,18 @@ public struct ReplyStamp: Equatable, Sendable {
     /// Where the top-level `id` (a string) and `created` (a number) values of the JSON object in
     /// `json` are, in order: [] when it has neither, nil when it is not a JSON object.
     public static func spans(ofJSON json: UnsafeRawBufferPointer) -> [Range<Int>]? {
-        let maxPairs = 8
-        return withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * maxPairs) { buf -> [Range<Int>]? in
+        spans { buf, n in rs_identity_spans(json.baseAddress, json.count, buf, maxSpans, &n) }
+    }
+
+    /// At most this many values are looked for (an answer has two; an object with more gives nil).
+    static let maxSpans = 8
+
+    /// `spans(ofJSON:)` as `find` reports it, the way rs_identity_spans does: it writes up to
+    /// `maxSpans` (start, end) pairs at the pointer, their count, and returns the status.
+    static func spans(_ find: (UnsafeMutablePointer<Int>, inout Int) -> Int32) -> [Range<Int>]? {
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 2 * maxSpans) { buf -> [Range<Int>]? in
             var n = 0
-            let status = rs_identity_spans(json.baseAddress, json.count, buf.baseAddress, maxPairs, &n)
+            let status = find(buf.baseAddress!, &n)
             switch status {
             case Int32(RS_IDENTITY_FOUND): return (0..<n).map { buf[2 * $0]..<buf[2 * $0 + 1] }
             case Int32(RS_IDENTITY_NONE): return []
@@ -144,7 +152,7 @@ public struct ReplyStamp: Equatable, Sendable {
                 suffix.withUTF8 { s in
                     let id = IdText(prefix: UnsafeRawBufferPointer(p), suffix: UnsafeRawBufferPointer(s), escapes: needsEscaping)
                     let size = Self.emit(src, spans, skip, id, createdText, into: nil)
-                    let piece = [UInt8](unsafeUninitializedCapacity: size) { buf, n in
+                    let piece = [UInt8](smallCapacity: size) { buf, n in
                         n = Self.emit(src, spans, skip, id, createdText, into: UnsafeMutableRawPointer(buf.baseAddress))
                     }
                     if out.isEmpty { out = piece } else { out += piece }
@@ -173,7 +181,7 @@ public struct ReplyStamp: Equatable, Sendable {
                         // Room for every value at its longest; the result is usually a little shorter.
                         let cap = src.count + spans.count / 8 * max(idCount, created.count)
                         var fits = true
-                        let out = [UInt8](unsafeUninitializedCapacity: cap) { buf, n in
+                        let out = [UInt8](smallCapacity: cap) { buf, n in
                             let size = rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress,
                                                  spans.count / 8, skipping ? 1 : 0, id.baseAddress, idCount, created.baseAddress,
                                                  created.count, buf.baseAddress, cap)

@@ -3,8 +3,8 @@
 // noted), so storing a stream costs no parse and replaying it to a stream client is a copy. The
 // other form is built only when a client asks for it: SSE from JSON (ReplayWriter) or JSON from
 // SSE (StreamAssembler). Every reply carries its own id and created (ReplyStamp); a cache entry
-// notes where the stored ones are, found by the parser once when it is stored, so a hit in the
-// stored form is a splice: no parse, one copy.
+// notes where the stored ones are, found by the parser once (a plain body's by the parse that
+// checked it, a stream's by the relay), so a hit in the stored form is a splice: no parse, one copy.
 //
 // Cache value format (one byte of tag, then):
 //   "j" m:u32 (start:u32 end:u32)×m body            a complete JSON answer; the m ranges (of the
@@ -104,8 +104,19 @@ struct StreamedAnswer: Equatable {
 }
 
 enum StoredAnswer: Equatable {
-    case json([UInt8])
+    /// A JSON body, and its top-level id and created values when the parse that checked it found
+    /// them (UpstreamJSON.inspect(_:identitySpans:)); nil: found by parsing when stored.
+    case json([UInt8], identitySpans: [Range<Int>]? = nil)
     case stream(StreamedAnswer)
+
+    /// The same answer: the same bytes (the spans are derived from them).
+    static func == (a: StoredAnswer, b: StoredAnswer) -> Bool {
+        switch (a, b) {
+        case (.json(let x, _), .json(let y, _)): return x == y
+        case (.stream(let x), .stream(let y)): return x == y
+        default: return false
+        }
+    }
 
     private static let jsonTag = UInt8(ascii: "J")
     private static let streamTag = UInt8(ascii: "S")
@@ -118,7 +129,7 @@ enum StoredAnswer: Equatable {
     /// chunk), not the stored ones.
     func reply(stream: Bool, includeUsage: Bool, stamp: ReplyStamp) -> [UInt8]? {
         switch self {
-        case .json(let body):
+        case .json(let body, _):
             return stream ? ReplayWriter.sse(fromCompleteBody: body, includeUsage: includeUsage, stamp: stamp)
                 : stamp.stamped(json: body)
         case .stream(let s):
@@ -180,7 +191,7 @@ enum StoredAnswer: Equatable {
     /// array: no copy).
     var payload: [UInt8] {
         switch self {
-        case .json(let body): return body
+        case .json(let body, _): return body
         case .stream(let s): return s.events
         }
     }
@@ -190,8 +201,8 @@ enum StoredAnswer: Equatable {
     /// a stored stream is not first joined into one more array of its size.
     func encodedHead() -> [UInt8] {
         switch self {
-        case .json(let body):
-            let spans = body.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
+        case .json(let body, let known):
+            let spans = known ?? body.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
             return Self.head(Self.stampedJSONTag, spans, nil)
         case .stream(let s):
             let spans = s.identitySpans ?? s.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) }
@@ -204,7 +215,7 @@ enum StoredAnswer: Equatable {
     /// append(contentsOf:): ~100 of them for a stream's identity spans).
     private static func head(_ tag: UInt8, _ first: [Range<Int>], _ second: [Range<Int>]?) -> [UInt8] {
         let size = 1 + 4 + 8 * first.count + (second.map { 4 + 8 * $0.count } ?? 0)
-        return [UInt8](unsafeUninitializedCapacity: size) { buf, n in
+        return [UInt8](smallCapacity: size) { buf, n in
             let p = UnsafeMutableRawPointer(buf.baseAddress!)
             p.storeBytes(of: tag, as: UInt8.self)
             var at = 1

@@ -86,7 +86,11 @@ public struct OpenAIRequest {
     /// `max_completion_tokens`, else `max_tokens`, when a non-negative integer (admission's cost).
     public var maxOutputTokens: Int?
     /// SHA-256 of the body's canonical form (CacheKey's input); nil unless parse was asked for it.
-    public let canonicalDigest: [UInt8]?
+    /// Held as four words: a 32-byte array per request cost an allocation and, through the
+    /// stdlib's unspecialised array allocation, a run-time generic-metadata lookup (~1k
+    /// instructions a request in all).
+    let canonicalHash: Digest.Value?
+    public var canonicalDigest: [UInt8]? { canonicalHash?.bytes }
     /// The prompt's chained chunk hashes for prefix-aware routing; nil unless parse was asked for them.
     public var promptChunks: PromptChunks?
     /// Issue 14: the request's tenant and its X-Request-Deadline-Ms as a monotonic instant (ns),
@@ -103,9 +107,9 @@ public struct OpenAIRequest {
                              chunking: (chunkBytes: Int, maxChunks: Int)? = nil) -> Result<OpenAIRequest, EngineError> {
         var r = scan(kind: kind, body: body, flags: canonical ? Int32(RS_WANT_CANONICAL) : 0,
                      promptLimit: chunking.map { $0.chunkBytes * $0.maxChunks } ?? 0)
-        var digest: [UInt8]?
+        var digest: Digest.Value?
         if canonical, r.status == RS_OK {
-            digest = Digest.sha256(UnsafeRawBufferPointer(start: r.canonical, count: r.canonical_len))
+            digest = Digest.Value(sha256: UnsafeRawBufferPointer(start: r.canonical, count: r.canonical_len))
         }
         var chunks: PromptChunks?
         if let c = chunking, r.status == RS_OK {
@@ -131,7 +135,7 @@ public struct OpenAIRequest {
             return .failure(validationError(field: Int(r.field), index: r.index, detail: detail))
         }
         var req = OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
-                                promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalDigest: digest)
+                                promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalHash: digest)
         req.continuousUsage = r.stream != 0 && r.include_usage != 0 && r.continuous_usage != 0
         req.maxOutputTokens = r.max_output_tokens >= 0 ? Int(clamping: r.max_output_tokens) : nil
         req.promptChunks = chunks
@@ -141,7 +145,7 @@ public struct OpenAIRequest {
     /// A relayed request whose body is not JSON (none, or a multipart form): what its form said.
     static func relay(_ kind: EndpointKind, model: String?, stream: Bool) -> OpenAIRequest {
         OpenAIRequest(kind: kind, model: model, stream: stream, includeUsage: false,
-                      promptSize: PromptSize(textBytes: 0, messages: 0, tokenIDs: nil), isDeterministic: false, canonicalDigest: nil)
+                      promptSize: PromptSize(textBytes: 0, messages: 0, tokenIDs: nil), isDeterministic: false, canonicalHash: nil)
     }
 
     /// `body` (one `parse` accepted) with `model` set and/or `stream_options.include_usage` true;

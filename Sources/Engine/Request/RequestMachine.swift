@@ -571,7 +571,7 @@ struct RequestMachine {
         status = 200
         var f = Finish(reply: .answer(reply))
         switch stored {
-        case .json(let body): f.outcome = .buffered(status: 200, contentType: "application/json", body: body)
+        case .json(let body, _): f.outcome = .buffered(status: 200, contentType: "application/json", body: body)
         case .stream(let a): f.outcome = .streamed(a)
         }
         return end(.normal, f)
@@ -648,13 +648,21 @@ struct RequestMachine {
         switch state {
         case .buffering(_, let st, let ct):
             var body = UpstreamJSON?.none
-            if st == 200 { body = UpstreamJSON.inspect(buffered) }
+            // When it may be stored, the same parse finds its identity values for the entry.
+            var identitySpans: [Range<Int>]?
+            if st == 200 {
+                body = policy.storesAnswer ? UpstreamJSON.inspect(buffered, identitySpans: &identitySpans) : UpstreamJSON.inspect(buffered)
+            }
             if (200..<300).contains(st) && !isAnswer(status: st, body, contentType: ct) {
                 return retryOrFail(EngineError(.badGateway, "The backend answered HTTP \(st) without a valid completion.", source: .upstream, retry: .yes), phase: .data)
             }
             if let u = body?.usage { usage = u }
             var f = Finish(reuseUpstream: true, verdict: st < 500 ? .success : .failure)
-            if st == 200 && policy.storesAnswer && !usedFallback && !buffered.isEmpty { f.store = .json(buffered) }
+            if st == 200 && policy.storesAnswer && !usedFallback && !buffered.isEmpty {
+                // The values as the store would find them by parsing (none for an object with more
+                // than ReplyStamp.maxSpans); what is not an object is parsed when stored.
+                f.store = .json(buffered, identitySpans: body?.kind == .object ? identitySpans ?? [] : nil)
+            }
             if clientHeadSent {
                 // The SSE head went out while queued: the answer becomes the stream's last event.
                 f.reply = .lastEvents(Self.dataEvent(buffered) + (st == 200 ? Self.doneEvent : []), close: st != 200)

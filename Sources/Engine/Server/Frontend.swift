@@ -459,7 +459,7 @@ final class Frontend: HTTPServerConnectionDelegate {
     private func cachePlan(kind: EndpointKind, head: HTTPRequestHead, req: OpenAIRequest, served: String, identity: String?) -> CachePlan {
         let cfg = runtime.config.cache
         // Usage in every chunk is a stream no other request asked for: not stored, not shared.
-        guard runtime.cache != nil, let digest = req.canonicalDigest, !req.continuousUsage,
+        guard runtime.cache != nil, let digest = req.canonicalHash, !req.continuousUsage,
               CacheKey.isCacheable(req, deterministicOnly: cfg.isDeterministicOnly) else {
             runtime.metrics.cacheBypasses += 1
             return .bypass

@@ -64,6 +64,20 @@ public struct UpstreamJSON: Equatable, Sendable {
         return UpstreamJSON(Reading(r))
     }
 
+    /// `inspect`, and for an object also where its top-level identity values are: what
+    /// `ReplyStamp.spans(ofJSON:)` finds in the same bytes, read from this parse
+    /// (rs_inspect_upstream_identity), so an answer that is stored is parsed once; nil for
+    /// anything but an object.
+    public static func inspect(_ bytes: [UInt8], identitySpans: inout [Range<Int>]?) -> UpstreamJSON {
+        var r = rs_upstream_json()
+        let spans = bytes.withUnsafeBytes { b in
+            ReplyStamp.spans { buf, n in rs_inspect_upstream_identity(b.baseAddress, b.count, &r, buf, ReplyStamp.maxSpans, &n) }
+        }
+        let j = UpstreamJSON(Reading(r))
+        identitySpans = j.kind == .object ? spans : nil
+        return j
+    }
+
     init(_ r: Reading) {
         self.init(kind: r.kind)
         guard kind == .object else { return }

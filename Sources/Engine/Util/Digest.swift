@@ -37,6 +37,14 @@ enum Digest {
                 return (md[0], md[1], md[2], md[3])
             }
         }
+
+        /// The digest's 32 bytes, in order.
+        func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+            var words = (w0, w1, w2, w3)
+            return Swift.withUnsafeBytes(of: &words, body)
+        }
+
+        var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
     }
 
     static func hex(_ bytes: [UInt8]) -> String {

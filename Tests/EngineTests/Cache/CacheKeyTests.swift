@@ -48,6 +48,19 @@ private func layoutKey(kindByte: UInt8, target: String?, model: String, tenant: 
                 == layoutKey(kindByte: 3, target: "/v1/embeddings", model: long, tenant: "tenant", digest: d))
     }
 
+    /// The request path's key (from the parse's digest value) is the documented one too.
+    @Test func theParsedDigestValueGivesTheSameKey() throws {
+        let body = Array(#"{"model":"m","messages":[{"role":"user","content":"hi é"}],"temperature":0}"#.utf8)
+        guard case .success(let r) = OpenAIRequest.parse(kind: .chat, body: body, canonical: true) else { Issue.record("the body was rejected"); return }
+        let value = try #require(r.canonicalHash)
+        let bytes = try #require(r.canonicalDigest)
+        #expect(bytes == Digest.sha256(try #require(OpenAIRequest.canonicalForm(kind: .chat, body: body))))
+        for tenant in [nil, "t"] as [String?] {
+            #expect(CacheKey.make(kind: .chat, servedModel: "m", canonicalDigest: value, tenant: tenant)
+                    == layoutKey(kindByte: 1, target: nil, model: "m", tenant: tenant, digest: bytes))
+        }
+    }
+
     @Test func isLowercaseHexSHA256() {
         let k = key(base)
         #expect(k.count == 64)

@@ -108,6 +108,55 @@ private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
         #expect(each.count == 2 * events.count + 2)  // the extra id and the escaped created
     }
 
+    /// The answer's own parse (UpstreamJSON.inspect(_:identitySpans:), which reads the positions
+    /// from that parse) finds exactly the spans that parsing for them alone finds, over random
+    /// objects: keys spelled with escapes, repeated, nested ids, values of every kind (brackets
+    /// and quotes inside strings), any spacing, more values than a reply stamps; and over the same
+    /// texts with a byte changed (then, for anything but an object, no spans at all).
+    @Test func theAnswersParseFindsWhatParsingForTheSpansFinds() {
+        var rng = TestRNG(seed: 29)
+        func pick<T>(_ xs: [T]) -> T { xs[Int(rng.next() % UInt64(xs.count))] }
+        func blank() -> String { rng.next() % 3 == 0 ? pick([" ", "\n", "\t ", "\r\n  "]) : "" }
+        let keys = [#""id""#, #""created""#, #""\u0069d""#, #""cr\u0065ated""#, #""i\u0064""#, #""object""#, #""choices""#,
+                    #""ids""#, #""Id""#, #""x""#, #""created ""#, #""\"id""#]
+        let scalars = [#""chatcmpl-1""#, #""a\"b\\""#, #""[{\"id\":1}]""#, #""}{,:""#, #""\u0000é""#, "12", "-3.5e2", "0",
+                       "1795614810", "true", "false", "null", #""""#]
+        func value(_ depth: Int) -> String {
+            switch rng.next() % (depth < 3 ? 4 : 2) {
+            case 0, 1: return pick(scalars)
+            case 2: return object(depth + 1, members: Int(rng.next() % 4))
+            default: return "[" + (0..<Int(rng.next() % 4)).map { _ in blank() + value(depth + 1) + blank() }.joined(separator: ",") + "]"
+            }
+        }
+        func object(_ depth: Int, members: Int) -> String {
+            "{" + blank() + (0..<members).map { _ in pick(keys) + blank() + ":" + blank() + value(depth) + blank() }.joined(separator: "," + blank()) + "}"
+        }
+        var found = 0, objects = 0
+        for round in 0..<4_000 {
+            var text = Array((blank() + object(0, members: Int(rng.next() % 12)) + blank()).utf8)
+            if round % 4 == 3 && !text.isEmpty {
+                text[Int(rng.next() % UInt64(text.count))] = pick(Array(#"{}[]",:\ x0"#.utf8))
+            }
+            var spans: [Range<Int>]?
+            let j = UpstreamJSON.inspect(text, identitySpans: &spans)
+            #expect(j == UpstreamJSON.inspect(text))
+            let alone = text.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) }
+            if j.kind == .object {
+                objects += 1
+                #expect(spans == alone, "\(String(decoding: text, as: UTF8.self))")
+                if let spans, !spans.isEmpty { found += 1 }
+            } else {
+                #expect(spans == nil)
+            }
+        }
+        #expect(objects >= 3_000 && found > 800)
+        // More values than a reply stamps: none, as parsing for them says.
+        let many = Array(("{" + (0..<9).map { _ in #""id":"x""# }.joined(separator: ",") + "}").utf8)
+        var spans: [Range<Int>]? = []
+        _ = UpstreamJSON.inspect(many, identitySpans: &spans)
+        #expect(spans == nil && many.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } == nil)
+    }
+
     /// The template reuses a head's spans only when the rest cannot hold another identity key:
     /// exactly when it has no `"id"`, no `"created"` and no `\u`, whatever else it holds
     /// (random texts over the characters those spell, checked against a plain substring search).

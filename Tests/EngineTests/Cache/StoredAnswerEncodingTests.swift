@@ -20,7 +20,7 @@ private func referenceEncoded(_ a: StoredAnswer) -> [UInt8] {
         table.withUnsafeBytes { out.append(contentsOf: $0) }
     }
     switch a {
-    case .json(let body):
+    case .json(let body, _):
         let spans = body.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) } ?? []
         var out: [UInt8] = [UInt8(ascii: "j")]
         append(&out, spans)

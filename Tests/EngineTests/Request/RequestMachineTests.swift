@@ -90,7 +90,14 @@ extension RequestMachine {
         _ = m.backendChosen(b0)
         _ = m.head(200, json)
         _ = m.read(chatAnswer)
-        #expect(RequestMachine.finish(m.upstreamEnd())?.store == .json(chatAnswer))
+        let stored = RequestMachine.finish(m.upstreamEnd())?.store
+        #expect(stored == .json(chatAnswer))
+        // Its id and created were found by the parse that checked it: the entry the store parsing
+        // for them would write.
+        if case .json(_, let spans)? = stored {
+            #expect(spans != nil && spans == chatAnswer.withUnsafeBytes { ReplyStamp.spans(ofJSON: $0) })
+        }
+        #expect(stored?.encodedHead() == StoredAnswer.json(chatAnswer).encodedHead())
 
         var sp = streamPolicy
         sp.storesAnswer = true
