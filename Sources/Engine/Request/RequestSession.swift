@@ -273,6 +273,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
         admission.budget.finished(usedTokens: usage.map { $0.prompt + $0.completion }, askedBackend: backend != nil,
                         metrics: runtime.tenantMetrics, limits: runtime.rateLimits)
         if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key, now: now) }
+        // The flight ends before this client is answered: once it has its answer it may send the
+        // same request again, on a new connection that another worker takes, and that request
+        // must find the flight over (a hit, or a flight of its own), never join this one.
+        if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o) }
         if let r = f.reply {
             let replyAt = Loop.nowNanos()
             reply(r, at: replyAt)
@@ -280,7 +284,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
             if machine.status == 200, case .answer = r { firstToken(at: replyAt) }
             if case .json(200, _, _, _) = r { firstToken(at: replyAt) }
         }
-        if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o) }
         if f.leaveFlight, let id = coalescerId { runtime.coalescer.left(id) }
         coalescerId = nil
         runtime.requestFinished(self, termination: machine.termination ?? .normal)
