@@ -137,107 +137,25 @@ public struct SSEEventScanner: Sendable {
             ev.withUnsafeBytes { applyAlone($0, sink: &sink, all: &all) }
             start = end
         }
-        // The read's first event is kept aside: a read of one event (vLLM sends one per token)
-        // is read on its own, without the lists or the batch call.
-        var first: Found?
-        // From the second event on: every event, and the data of those with one data line.
-        var found = ScratchList<Found>()
-        var dataSpans = ScratchList<Range<Int>>()
-        defer {
-            found.free()
-            dataSpans.free()
-        }
-        var i = start
-        var event = Found(start: start)
-        while i < n {
-            // An event's blank line right after its data line (vLLM's `\n\n`) is found without a
-            // search: a memchr call per line cost more than the byte it reads.
-            let lf: Int
-            if bytes[i] == 0x0A {
-                lf = i
-            } else if let next = ByteSearch.index(of: 0x0A, in: bytes, from: i) {
-                lf = next
-            } else {
-                break
-            }
-            // An empty line (LF or CR LF) ends the event; one with no event in progress (one more
-            // after an event's end) is a separator of its own, passed on at once.
-            guard lf == i || (lf == i + 1 && bytes[i] == 0x0D) else {
-                event.noteLine(bytes, i..<lf)
-                i = lf + 1
-                continue
-            }
-            event.end = lf + 1
-            if let f = first {
-                if found.isEmpty {
-                    // A second event: the lists take both, with room for the read's events at
-                    // once (vLLM's are ~200 bytes).
-                    found.reserve(n >> 7 + 2)
-                    dataSpans.reserve(n >> 7 + 2)
-                    found.append(f)
-                    if f.dataLines == 1 { dataSpans.append(f.data) }
-                }
-                if event.dataLines == 1 { dataSpans.append(event.data) }
-                found.append(event)
-            } else {
-                first = event
-            }
-            start = lf + 1
-            i = start
-            event = Found(start: start)
-        }
-        if found.isEmpty, let f = first {
-            let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-            if f.dataLines == 1 && !sawDone {
-                let data = UnsafeRawBufferPointer(rebasing: bytes[f.data])
-                apply(ev, at: f.start, UpstreamJSON.read(data), dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
-                      sink: &sink, src: bytes, all: &all)
-            } else {
-                applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
-            }
-        }
-        if !found.isEmpty {
-            if findsIdentity { identitySpansInAll.reserveCapacity(2 * found.count) }
-            if readsEachEvent || sawDone {
-                // (After [DONE] every event is dropped unread.)
-                for f in found.buffer {
-                    let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+        // The read's events, on the stack while they fit (a read of one event, vLLM's way of
+        // sending a token, allocates nothing), then in memory grown by hand.
+        withUnsafeTemporaryAllocation(of: Found.self, capacity: 16) { stack in
+            var found = ScratchList(stack: stack, thenRoomFor: n >> 7 + 2)  // vLLM's events are ~200 bytes
+            defer { found.free() }
+            start = Self.findEvents(bytes, from: start, into: &found)
+            if found.count == 1 {
+                // One event is read on its own, without the batch call.
+                let f = found.buffer[0]
+                let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                if f.dataLines == 1 && !sawDone {
+                    let data = UnsafeRawBufferPointer(rebasing: bytes[f.data])
+                    apply(ev, at: f.start, UpstreamJSON.read(data), dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                          sink: &sink, src: bytes, all: &all)
+                } else {
                     applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
                 }
-            } else {
-                UpstreamJSON.withReadings(of: dataSpans.buffer, in: bytes) { readings, _ in
-                    var k = 0
-                    for f in found.buffer {
-                        if f.dataLines == 1 {
-                            let r = readings[k]
-                            k += 1
-                            // A token's chunk (nearly every event), before [DONE] and with no final
-                            // chunk held: only its choices count, and it goes out as it came. The
-                            // rest of `apply` would decide the same, at several times the cost.
-                            if r.isPlainChunk && !sawDone && heldFinal == nil {
-                                let at = sink.allCount(all)
-                                if findsIdentity {
-                                    noteIdentity(UnsafeRawBufferPointer(rebasing: bytes[f.data]), members: r.identityMembers,
-                                                 at: at + f.data.lowerBound - f.start)
-                                }
-                                choicesSeen |= r.choicesSeen
-                                sink.add(f.start..<f.end, bytes, &all)
-                                if sink.filterUsage { addClient(at..<(at + f.end - f.start), &sink) }
-                                continue
-                            }
-                            let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-                            apply(ev, at: f.start, r, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
-                                  sink: &sink, src: bytes, all: &all)
-                            continue
-                        }
-                        let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-                        if f.dataLines == 0 {
-                            apply(ev, at: f.start, nil, dataLine: nil, sink: &sink, src: bytes, all: &all)
-                        } else {
-                            applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
-                        }
-                    }
-                }
+            } else if found.count > 1 {
+                applyBatch(found.buffer, bytes, sink: &sink, all: &all)
             }
         }
         sink.flush(bytes, all: &all)
@@ -249,6 +167,99 @@ public struct SSEEventScanner: Sendable {
         } else if start < n {
             hold(bytes, from: start)
         }
+    }
+
+    /// The read's events (several), their data read in one batch, applied in order.
+    private mutating func applyBatch(_ found: UnsafeBufferPointer<Found>, _ bytes: UnsafeRawBufferPointer,
+                                     sink: inout Sink, all: inout [UInt8]) {
+        if findsIdentity { identitySpansInAll.reserveCapacity(2 * found.count) }
+        if readsEachEvent || sawDone {
+            // (After [DONE] every event is dropped unread.)
+            for f in found {
+                let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
+            }
+            return
+        }
+        withUnsafeTemporaryAllocation(of: Range<Int>.self, capacity: 32) { stack in
+            var dataSpans = ScratchList(stack: stack, thenRoomFor: found.count)
+            defer { dataSpans.free() }
+            for f in found where f.dataLines == 1 { dataSpans.append(f.data) }
+            UpstreamJSON.withReadings(of: dataSpans.buffer, in: bytes) { readings, _ in
+                var k = 0
+                for f in found {
+                    if f.dataLines == 1 {
+                        let r = readings[k]
+                        k &+= 1
+                        // A token's chunk (nearly every event), before [DONE] and with no final
+                        // chunk held: only its choices count, and it goes out as it came. The
+                        // rest of `apply` would decide the same, at several times the cost.
+                        if r.isPlainChunk && !sawDone && heldFinal == nil {
+                            let at = sink.allCount(all)
+                            if findsIdentity {
+                                noteIdentity(UnsafeRawBufferPointer(rebasing: bytes[f.data]), members: r.identityMembers,
+                                             at: at + f.data.lowerBound - f.start)
+                            }
+                            choicesSeen |= r.choicesSeen
+                            sink.add(f.start..<f.end, bytes, &all)
+                            if sink.filterUsage { addClient(at..<(at + f.end - f.start), &sink) }
+                            continue
+                        }
+                        let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                        apply(ev, at: f.start, r, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                              sink: &sink, src: bytes, all: &all)
+                        continue
+                    }
+                    let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                    if f.dataLines == 0 {
+                        apply(ev, at: f.start, nil, dataLine: nil, sink: &sink, src: bytes, all: &all)
+                    } else {
+                        applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends the whole events of `b[from...]` to `found` (no event is held from earlier reads);
+    /// returns where the last one ends. Lines end in LF; an empty line (LF or CR LF) ends an event,
+    /// and one with no event in progress (one more after an event's end) is an event of its own.
+    /// Each `data:` line is noted as `Found.noteLine` does.
+    private static func findEvents(_ b: UnsafeRawBufferPointer, from: Int, into found: inout ScratchList<Found>) -> Int {
+        let n = b.count
+        var i = from
+        var start = from
+        var dataLines = 0
+        var data = 0..<0
+        while i < n {
+            // An event's blank line right after its data line (vLLM's `\n\n`) is found without a
+            // search: a memchr call per line cost more than the byte it reads.
+            let lf: Int
+            if b[i] == 0x0A {
+                lf = i
+            } else if let next = ByteSearch.index(of: 0x0A, in: b, from: i) {
+                lf = next
+            } else {
+                break
+            }
+            let length = lf &- i
+            if length == 0 || (length == 1 && b[i] == 0x0D) {
+                found.append(Found(start: start, end: lf &+ 1, dataLines: dataLines, data: data))
+                start = lf &+ 1
+                dataLines = 0
+                data = 0..<0
+            } else if length >= 5 && b[i] == 0x64 && b[i &+ 1] == 0x61 && b[i &+ 2] == 0x74 && b[i &+ 3] == 0x61
+                        && b[i &+ 4] == 0x3A {  // "data:", its value after one optional space, before a CR
+                var end = lf
+                if b[end &- 1] == 0x0D { end = end &- 1 }
+                var v = i &+ 5
+                if v < end && b[v] == 0x20 { v = v &+ 1 }
+                dataLines = dataLines &+ 1
+                data = Range(uncheckedBounds: (v, end))
+            }
+            i = lf &+ 1
+        }
+        return start
     }
 
     /// Holds `bytes[from...]`, the start of an event whose end has not arrived.
@@ -275,38 +286,45 @@ public struct SSEEventScanner: Sendable {
     /// compare the two.
     var readsEachEvent = false
 
-    /// A list of plain values for the length of one feed, grown by hand: an append is a store,
-    /// without an array's uniqueness check and bookkeeping (two of them per event cost more than
-    /// finding the event). Nothing is allocated until `reserve`; the owner calls `free`. Only for
-    /// trivial values (Ints and ranges of them; Range is not marked BitwiseCopyable): nothing is
-    /// deinitialized.
+    /// A list of plain values for the length of one feed: first in the caller's stack space, then
+    /// in memory grown by hand. An append is a store, without an array's uniqueness check and
+    /// bookkeeping (two of them per event cost more than finding the event). The owner calls
+    /// `free`. Only for trivial values (Ints and ranges of them; Range is not marked
+    /// BitwiseCopyable): nothing is deinitialized.
     private struct ScratchList<Element> {
-        private var base: UnsafeMutablePointer<Element>?
+        private var base: UnsafeMutablePointer<Element>
         private(set) var count = 0
-        private var capacity = 0
+        private var capacity: Int
+        private var onHeap = false
+        /// Room taken when the stack space is full.
+        private let hint: Int
 
-        var isEmpty: Bool { count == 0 }
-        var buffer: UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: base, count: count) }
-
-        mutating func reserve(_ n: Int) {
-            guard n > capacity else { return }
-            let b = UnsafeMutablePointer<Element>.allocate(capacity: n)
-            if let old = base {
-                b.initialize(from: old, count: count)
-                old.deallocate()
-            }
-            base = b
-            capacity = n
+        init(stack: UnsafeMutableBufferPointer<Element>, thenRoomFor hint: Int) {
+            base = stack.baseAddress!
+            capacity = stack.count
+            self.hint = hint
         }
+
+        var buffer: UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: base, count: count) }
 
         @inline(__always)
         mutating func append(_ x: Element) {
-            if count == capacity { reserve(Swift.max(2 * capacity, 16)) }
-            (base! + count).initialize(to: x)
-            count += 1
+            if count == capacity { grow() }
+            (base + count).initialize(to: x)
+            count &+= 1
         }
 
-        func free() { base?.deallocate() }
+        private mutating func grow() {
+            let room = Swift.max(2 * capacity, hint)
+            let b = UnsafeMutablePointer<Element>.allocate(capacity: room)
+            b.initialize(from: base, count: count)
+            if onHeap { base.deallocate() }
+            base = b
+            capacity = room
+            onHeap = true
+        }
+
+        func free() { if onHeap { base.deallocate() } }
     }
 
     /// One whole event in the read: its bytes, and its `data:` lines (the value of the only one).
@@ -317,6 +335,13 @@ public struct SSEEventScanner: Sendable {
         var data = 0..<0
 
         init(start: Int) { self.start = start }
+
+        init(start: Int, end: Int, dataLines: Int, data: Range<Int>) {
+            self.start = start
+            self.end = end
+            self.dataLines = dataLines
+            self.data = data
+        }
 
         /// Notes the line `b[line]` (its LF excluded) when it is a `data:` line: the value after
         /// `data:` and one optional space, before a CR that ends the line.
