@@ -269,7 +269,8 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int fl
         if (!v.is_bool()) return invalid(out, RS_F_STREAM_TYPE);
         out->stream = boolean(v) ? 1 : 0;
     }
-    if (!o.at_key("stream_options").get(v) && !v.is_null()) {
+    if (!o.at_key("stream_options").get(v)) out->has_stream_options = 1;
+    if (out->has_stream_options && !v.is_null()) {
         if (!v.is_object()) return invalid(out, RS_F_STREAM_OPTIONS_TYPE);
         if (duplicateKey(obj(v), out, -1)) return;
         dom::element iu;
