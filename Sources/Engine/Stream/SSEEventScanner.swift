@@ -187,6 +187,11 @@ public struct SSEEventScanner: Sendable {
             for f in found where f.dataLines == 1 { dataSpans.append(f.data) }
             UpstreamJSON.withReadings(of: dataSpans.buffer, in: bytes) { readings, _ in
                 var k = 0
+                // Token chunks in a row (a read's events lie end to end): their bytes from
+                // `runStart` to `runEnd`, kept as one piece, landing at `runAt` in `all`.
+                var runStart = -1
+                var runEnd = 0
+                var runAt = 0
                 for f in found {
                     if f.dataLines == 1 {
                         let r = readings[k]
@@ -195,21 +200,26 @@ public struct SSEEventScanner: Sendable {
                         // chunk held: only its choices count, and it goes out as it came. The
                         // rest of `apply` would decide the same, at several times the cost.
                         if r.isPlainChunk && !sawDone && heldFinal == nil {
-                            let at = sink.allCount(all)
+                            if runStart < 0 || runEnd != f.start {
+                                addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
+                                runStart = f.start
+                                runAt = sink.allCount(all)
+                            }
                             if findsIdentity {
                                 noteIdentity(UnsafeRawBufferPointer(rebasing: bytes[f.data]), members: r.identityMembers,
-                                             at: at + f.data.lowerBound - f.start)
+                                             at: runAt &+ f.data.lowerBound &- runStart)
                             }
                             choicesSeen |= r.choicesSeen
-                            sink.add(f.start..<f.end, bytes, &all)
-                            if sink.filterUsage { addClient(at..<(at + f.end - f.start), &sink) }
+                            runEnd = f.end
                             continue
                         }
+                        addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
                         let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
                         apply(ev, at: f.start, r, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
                               sink: &sink, src: bytes, all: &all)
                         continue
                     }
+                    addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
                     let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
                     if f.dataLines == 0 {
                         apply(ev, at: f.start, nil, dataLine: nil, sink: &sink, src: bytes, all: &all)
@@ -217,8 +227,19 @@ public struct SSEEventScanner: Sendable {
                         applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
                     }
                 }
+                addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
             }
         }
+    }
+
+    /// Token chunks in a row (`bytes[start..<end]`, landing at `at` in `all`) go out as each
+    /// would: to `all`, and to the client; then no run is open (`start` -1).
+    private mutating func addRun(_ start: inout Int, _ end: Int, _ at: Int, _ bytes: UnsafeRawBufferPointer,
+                                 sink: inout Sink, all: inout [UInt8]) {
+        guard start >= 0 else { return }
+        sink.add(start..<end, bytes, &all)
+        if sink.filterUsage { addClient(at..<(at + end - start), &sink) }
+        start = -1
     }
 
     /// Appends the whole events of `b[from...]` to `found` (no event is held from earlier reads);
