@@ -107,7 +107,10 @@ public struct HTTPHeaders: Sendable, Equatable {
             let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
             guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return nil }
             let v = UnsafeBufferPointer(rebasing: p[r])
-            for k in known where k.utf8.count == v.count && k.utf8.elementsEqual(v) { return k }
+            for k in known where k.utf8.count == v.count {
+                let same = k.utf8.withContiguousStorageIfAvailable { v.isEmpty || memcmp($0.baseAddress!, v.baseAddress!, v.count) == 0 }
+                if same ?? k.utf8.elementsEqual(v) { return k }
+            }
             return String(decoding: v, as: UTF8.self)
         }
     }
