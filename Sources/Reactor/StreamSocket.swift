@@ -171,11 +171,15 @@ final class StreamSocket {
         // Up to `maxQueued` chains of `output` go in the same writev; more (a slow client's backlog)
         // and the parts are queued behind them, as any write then would be.
         let maxQueued = 4
-        withUnsafeTemporaryAllocation(of: iovec.self, capacity: maxQueued + parts.count) { iov in
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: maxQueued + 1 + parts.count) { iov in
             var k = 0
             if queued > 0 {
-                let chains = Int(evbuffer_peek(output, -1, nil, iov.baseAddress, Int32(maxQueued)))
-                guard !isConnecting, chains > 0, chains <= maxQueued else {
+                // Room for one chain more than taken: asked for the whole buffer, evbuffer_peek
+                // stops at the room given and returns that count, not the chains there are.
+                let chains = Int(evbuffer_peek(output, -1, nil, iov.baseAddress, Int32(maxQueued + 1)))
+                var peeked = 0
+                for c in 0..<Swift.min(Swift.max(chains, 0), maxQueued + 1) { peeked += iov[c].iov_len }
+                guard !isConnecting, chains > 0, chains <= maxQueued, peeked == queued else {
                     queue(parts, from: 0)
                     if !isConnecting { flush() }
                     return
