@@ -169,8 +169,14 @@ final class StreamSocket {
         guard total > 0 else { return }
         let queued = evbuffer_get_length(output)
         // Up to `maxQueued` chains of `output` go in the same writev; more (a slow client's backlog)
-        // and the parts are queued behind them, as any write then would be.
+        // and the parts are queued behind them, as any write then would be. So are more parts
+        // than one writev should take (IOV_MAX is 1024; a read's events are a few pieces).
         let maxQueued = 4
+        guard parts.count <= 64 else {
+            queue(parts, from: 0)
+            if !isConnecting { flush() }
+            return
+        }
         withUnsafeTemporaryAllocation(of: iovec.self, capacity: maxQueued + 1 + parts.count) { iov in
             var k = 0
             if queued > 0 {

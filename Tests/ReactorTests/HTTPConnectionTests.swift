@@ -293,6 +293,18 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
         spin(loop)
         c.writeChunkedHead(status: 200, headers: HTTPHeaders([.init("content-type", "text/event-stream")]))
         var sent: [[UInt8]] = []
+        // First a chunk of more pieces than one writev takes (they are queued, then written).
+        let many = (0..<300).map { Array("piece \($0);".utf8) }
+        let joined = many.flatMap { $0 }
+        sent.append(joined)
+        joined.withUnsafeBytes { b in
+            var at = 0
+            let parts = many.map { p -> UnsafeRawBufferPointer in
+                defer { at += p.count }
+                return UnsafeRawBufferPointer(rebasing: b[at..<(at + p.count)])
+            }
+            parts.withUnsafeBufferPointer { c.writeChunk(parts: $0) }
+        }
         for k in 0..<3 {
             let pieces: [[UInt8]] = [
                 (0..<(100_000 + k)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ k) },
