@@ -352,15 +352,46 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         sock.flushSoon()
     }
 
-    /// One chunk of a chunked response; copies `bytes` once into the socket's output buffer.
+    /// One chunk of a chunked response, written at once (with a head still queued) straight from
+    /// `bytes`: copied only when the kernel does not take it whole.
     public func writeChunk(_ bytes: UnsafeRawBufferPointer) {
-        guard !isClosed, let sock, bytes.count > 0, !responseHasNoBody else { return }
-        let out = sock.output
-        evbufferAppendNumber(out, bytes.count, radix: 16)
-        _ = evbuffer_add(out, crlf, 2)
-        _ = evbuffer_add(out, bytes.baseAddress, bytes.count)
-        _ = evbuffer_add(out, crlf, 2)
-        sock.flush()
+        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { one in
+            one.initializeElement(at: 0, to: bytes)
+            writeChunk(parts: UnsafeBufferPointer(one))
+        }
+    }
+
+    /// One chunk made of `parts` (in order), as `writeChunk`; nothing when they are empty.
+    /// `last`: the response's last chunk, which ends it (`endChunked`) in the same write.
+    public func writeChunk(parts: UnsafeBufferPointer<UnsafeRawBufferPointer>, last: Bool = false, close: Bool = false) {
+        guard !isClosed, let sock else { return }
+        var total = 0
+        for p in parts { total += p.count }
+        if total > 0 && !responseHasNoBody {
+            // "<size in hex>\r\n", the parts, "\r\n" (and "0\r\n\r\n" when last).
+            var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            withUnsafeMutableBytes(of: &digits) { d in
+                var i = d.count - 2
+                d[i] = 0x0D
+                d[i + 1] = 0x0A
+                var v = total
+                repeat {
+                    i -= 1
+                    let x = v & 15
+                    d[i] = UInt8(x < 10 ? 48 + x : 87 + x)
+                    v >>= 4
+                } while v > 0
+                withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: parts.count + 2) { all in
+                    all.initializeElement(at: 0, to: UnsafeRawBufferPointer(rebasing: d[i...]))
+                    for k in parts.indices { all.initializeElement(at: k + 1, to: parts[k]) }
+                    all.initializeElement(at: parts.count + 1, to: UnsafeRawBufferPointer(start: last ? chunkEnd : crlf, count: last ? 7 : 2))
+                    sock.write(parts: UnsafeBufferPointer(all))
+                }
+            }
+            if last { finishChunked(close: close) }
+        } else if last {
+            endChunked(close: close)
+        }
     }
 
     /// Ends a chunked response. `close` forces the connection closed after the flush.
@@ -368,6 +399,11 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         guard !isClosed, let sock else { return }
         if !responseHasNoBody { _ = evbuffer_add(sock.output, lastChunk, 5) }
         sock.flushSoon()
+        finishChunked(close: close)
+    }
+
+    private func finishChunked(close: Bool) {
+        guard !isClosed else { return }
         responseIsChunked = false
         if close { keepAliveAfterResponse = false }
         responseComplete()
@@ -459,3 +495,5 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 // STYLE-EXCEPTION: immutable byte constants shared by every connection.
 nonisolated(unsafe) private let crlf: UnsafeRawPointer = UnsafeRawPointer(("\r\n" as StaticString).utf8Start)
 nonisolated(unsafe) private let lastChunk: UnsafeRawPointer = UnsafeRawPointer(("0\r\n\r\n" as StaticString).utf8Start)
+/// A chunk's CRLF and the last chunk after it.
+nonisolated(unsafe) private let chunkEnd: UnsafeRawPointer = UnsafeRawPointer(("\r\n0\r\n\r\n" as StaticString).utf8Start)

@@ -94,6 +94,27 @@ public struct HTTPHeaders: Sendable, Equatable {
         return nil
     }
 
+    /// Appends `other`'s lines (prepared once, e.g. a response's constant headers).
+    public mutating func append(_ other: HTTPHeaders) {
+        if block.isEmpty { block.reserveCapacity(256) }
+        block += other.block
+    }
+
+    /// The first value of `name`: the String of `known` it equals when there is one (no String
+    /// made; pass literals), else a new String; nil when absent.
+    public func value(_ name: StaticString, known: [String]) -> String? {
+        block.withUnsafeBufferPointer { p -> String? in
+            let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return nil }
+            let v = UnsafeBufferPointer(rebasing: p[r])
+            for k in known where k.utf8.count == v.count {
+                let same = k.utf8.withContiguousStorageIfAvailable { v.isEmpty || memcmp($0.baseAddress!, v.baseAddress!, v.count) == 0 }
+                if same ?? k.utf8.elementsEqual(v) { return k }
+            }
+            return String(decoding: v, as: UTF8.self)
+        }
+    }
+
     /// Whether the first value of `name` is exactly `value` (bytes compared, no String made).
     public func hasValue(_ name: StaticString, _ value: StaticString) -> Bool {
         block.withUnsafeBufferPointer { p in

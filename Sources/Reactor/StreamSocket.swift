@@ -159,6 +159,76 @@ final class StreamSocket {
         if !isConnecting { armWrite() }
     }
 
+    /// Writes what `output` holds (a response head queued by the caller), then `parts`, with one
+    /// writev straight from memory: `parts` are copied into `output` only when the kernel does not
+    /// take them whole (then EV_WRITE is armed), or while connecting.
+    func write(parts: UnsafeBufferPointer<UnsafeRawBufferPointer>) {
+        guard !isClosed else { return }
+        var total = 0
+        for p in parts { total += p.count }
+        guard total > 0 else { return }
+        let queued = evbuffer_get_length(output)
+        // Up to `maxQueued` chains of `output` go in the same writev; more (a slow client's backlog)
+        // and the parts are queued behind them, as any write then would be. So are more parts
+        // than one writev should take (IOV_MAX is 1024; a read's events are a few pieces).
+        let maxQueued = 4
+        guard parts.count <= 64 else {
+            queue(parts, from: 0)
+            if !isConnecting { flush() }
+            return
+        }
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: maxQueued + 1 + parts.count) { iov in
+            var k = 0
+            if queued > 0 {
+                // Room for one chain more than taken: asked for the whole buffer, evbuffer_peek
+                // stops at the room given and returns that count, not the chains there are.
+                let chains = Int(evbuffer_peek(output, -1, nil, iov.baseAddress, Int32(maxQueued + 1)))
+                var peeked = 0
+                for c in 0..<Swift.min(Swift.max(chains, 0), maxQueued + 1) { peeked += iov[c].iov_len }
+                guard !isConnecting, chains > 0, chains <= maxQueued, peeked == queued else {
+                    queue(parts, from: 0)
+                    if !isConnecting { flush() }
+                    return
+                }
+                k = chains
+            } else if isConnecting {
+                queue(parts, from: 0)
+                return
+            }
+            for p in parts where p.count > 0 {
+                iov[k] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p.baseAddress), iov_len: p.count)
+                k += 1
+            }
+            var sent = Glibc.writev(fd, iov.baseAddress, Int32(k))
+            if sent < 0 {
+                let e = errno
+                if e != EAGAIN && e != EWOULDBLOCK && e != EINTR { delegate.socketFailed(error: e); return }
+                sent = 0
+            }
+            if queued > 0 {
+                let drained = min(sent, queued)
+                evbuffer_drain(output, drained)
+                sent -= drained
+            }
+            if sent == total { return }
+            queue(parts, from: sent)
+            armWrite()
+        }
+    }
+
+    /// Copies `parts` into `output`, but their first `skip` bytes.
+    private func queue(_ parts: UnsafeBufferPointer<UnsafeRawBufferPointer>, from skip: Int) {
+        var skip = skip
+        for p in parts {
+            if skip >= p.count {
+                skip -= p.count
+                continue
+            }
+            _ = evbuffer_add(output, p.baseAddress! + skip, p.count - skip)
+            skip = 0
+        }
+    }
+
     /// Writes `output` later in this loop pass: the write event is made active (no syscall), so
     /// what else the current callback writes (the rest of one upstream read: a stream's head, its
     /// events, its end) leaves with it in one writev.

@@ -279,6 +279,133 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
         spin(loop)
     }
 
+    /// Chunks made of several pieces, written straight from memory while the head is still
+    /// queued, and far larger than the socket takes at once: the client gets every byte once, in
+    /// order, in chunks of the right sizes, and (`last`) the end after the last one.
+    @Test func chunksOfSeveralPiecesLeaveInOrderWhateverTheKernelTakes() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        rec.autoRespond = false
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "GET /s HTTP/1.1\r\n\r\n")
+        spin(loop)
+        c.writeChunkedHead(status: 200, headers: HTTPHeaders([.init("content-type", "text/event-stream")]))
+        var sent: [[UInt8]] = []
+        // First a chunk of more pieces than one writev takes (they are queued, then written).
+        let many = (0..<300).map { Array("piece \($0);".utf8) }
+        let joined = many.flatMap { $0 }
+        sent.append(joined)
+        joined.withUnsafeBytes { b in
+            var at = 0
+            let parts = many.map { p -> UnsafeRawBufferPointer in
+                defer { at += p.count }
+                return UnsafeRawBufferPointer(rebasing: b[at..<(at + p.count)])
+            }
+            parts.withUnsafeBufferPointer { c.writeChunk(parts: $0) }
+        }
+        for k in 0..<3 {
+            let pieces: [[UInt8]] = [
+                (0..<(100_000 + k)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ k) },
+                Array("small\(k)".utf8),
+                [],
+                (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ k) },
+            ]
+            sent.append(pieces.flatMap { $0 })
+            pieces[0].withUnsafeBytes { p0 in
+                pieces[1].withUnsafeBytes { p1 in
+                    pieces[2].withUnsafeBytes { p2 in
+                        pieces[3].withUnsafeBytes { p3 in
+                            [p0, p1, p2, p3].withUnsafeBufferPointer { c.writeChunk(parts: $0, last: k == 2) }
+                        }
+                    }
+                }
+            }
+        }
+        var got: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        let deadline = Loop.nowNanos() + 10_000_000_000
+        while !got.suffix(5).elementsEqual("0\r\n\r\n".utf8) && Loop.nowNanos() < deadline {
+            spin(loop, 2)
+            let n = read(peer, &buf, buf.count)
+            if n > 0 { got += buf[0..<n] }
+        }
+        // Past the head: each chunk is "<hex size>\r\n<bytes>\r\n", then "0\r\n\r\n".
+        let headEnd = offset(of: "\r\n\r\n", in: String(decoding: got.prefix(4096), as: UTF8.self)) + 4
+        var at = headEnd
+        var chunks: [[UInt8]] = []
+        while at < got.count {
+            var line = at
+            while got[line] != 0x0D { line += 1 }
+            let size = Int(String(decoding: got[at..<line], as: UTF8.self), radix: 16)!
+            at = line + 2
+            if size == 0 { break }
+            chunks.append(Array(got[at..<(at + size)]))
+            at += size
+            #expect(got[at] == 0x0D && got[at + 1] == 0x0A)
+            at += 2
+        }
+        #expect(chunks == sent)
+        #expect(at + 2 == got.count, "the end, then nothing")
+        close(peer)
+        spin(loop)
+    }
+
+    /// Thousands of small chunks written back to back to a peer that reads a little now and then
+    /// (a flood of tokens to a slow reader: the output evbuffer holds many chains while the kernel
+    /// takes part of a write): every byte arrives once and in order.
+    @Test func manySmallChunksToAStalledReaderArriveWhole() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        rec.autoRespond = false
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        writeAll(peer, "GET /s HTTP/1.1\r\n\r\n")
+        spin(loop)
+        c.writeChunkedHead(status: 200, headers: HTTPHeaders([.init("content-type", "text/event-stream")]))
+        var sent: [[UInt8]] = []
+        var got: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        for k in 0..<20_000 {
+            let ev = Array("data: {\"n\":\(k),\"pad\":\"\(String(repeating: "x", count: k % 300))\"}\n\n".utf8)
+            sent.append(ev)
+            ev.withUnsafeBytes { c.writeChunk($0) }
+            if k % 40 == 0 {
+                // A little room now and then: the next writes are taken in part.
+                let n = read(peer, &buf, 1 + k % 7000)
+                if n > 0 { got += buf[0..<n] }
+            }
+            if k % 1000 == 0 { spin(loop, 1) }
+        }
+        c.endChunked()
+        let deadline = Loop.nowNanos() + 20_000_000_000
+        while !got.suffix(5).elementsEqual("0\r\n\r\n".utf8) && Loop.nowNanos() < deadline {
+            spin(loop, 2)
+            let n = read(peer, &buf, buf.count)
+            if n > 0 { got += buf[0..<n] }
+        }
+        let headEnd = offset(of: "\r\n\r\n", in: String(decoding: got.prefix(4096), as: UTF8.self)) + 4
+        var at = headEnd
+        var chunks: [[UInt8]] = []
+        while at < got.count {
+            var line = at
+            while line < got.count && got[line] != 0x0D { line += 1 }
+            guard let size = Int(String(decoding: got[at..<line], as: UTF8.self), radix: 16) else { break }
+            at = line + 2
+            if size == 0 { break }
+            chunks.append(Array(got[at..<min(got.count, at + size)]))
+            at += size + 2
+        }
+        let firstDifference = chunks.indices.first { $0 >= sent.count || chunks[$0] != sent[$0] }
+        #expect(chunks.count == sent.count && firstDifference == nil, "\(chunks.count) chunks; first wrong: \(String(describing: firstDifference))")
+        close(peer)
+        spin(loop)
+    }
+
     @Test func chunkedResponseFraming() {
         let loop = Loop()
         let (a, peer) = socketPair()

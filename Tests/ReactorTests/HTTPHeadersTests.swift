@@ -30,6 +30,23 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
         #expect(h.items == [.init("Content-Type", "application/json"), .init("x-request-id", "abc"), .init("X-Request-Id", "second")])
     }
 
+    /// `value(_:known:)` is the subscript's value, the known String itself when it is one;
+    /// `append` adds another's lines as `add` wrote them.
+    @Test func knownValuesAndAppendedLines() {
+        var h = HTTPHeaders([.init("Content-Type", "text/event-stream")])
+        let known = ["application/json", "text/event-stream"]
+        #expect(h.value("content-type", known: known) == "text/event-stream")
+        #expect(HTTPHeaders([.init("content-type", "text/event-streams")]).value("content-type", known: known) == "text/event-streams")
+        #expect(HTTPHeaders([.init("content-type", "")]).value("content-type", known: known) == "")
+        #expect(h.value("content-length", known: known) == nil)
+        h.append(HTTPHeaders([.init("a", "1"), .init("b", "2")]))
+        var same = HTTPHeaders([.init("Content-Type", "text/event-stream")])
+        same.add("a", "1")
+        same.add("b", "2")
+        #expect(h == same)
+        #expect(h["b"] == "2")
+    }
+
     @Test func crAndLFCannotSplitALine() {
         var h = HTTPHeaders()
         h.add("x-a", "one\r\nx-injected: yes")

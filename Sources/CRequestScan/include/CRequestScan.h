@@ -46,6 +46,8 @@ typedef struct rs_result {
     size_t model_len;
     int stream;
     int include_usage;
+    /// The body has a top-level `stream_options` member (null or an object).
+    int has_stream_options;
     /// stream_options.continuous_usage_stats is true (usage in every chunk, with include_usage).
     int continuous_usage;
     /// Prompt size: text bytes, chat messages, token ids given verbatim (-1 when none).

@@ -98,12 +98,14 @@ struct UpstreamAttempt {
         return Self.failure(f, exchangesCompleted: exchangesCompleted)
     }
 
-    /// The machine's event for a response head. vLLM's usual content type is passed as a literal
-    /// (no String is made for it; a longer one would be allocated).
+    /// The machine's event for a response head. vLLM's usual content types are passed as literals
+    /// (no String is made for them; another one is allocated).
     static func headEvent(status: Int, headers: HTTPHeaders) -> RequestMachine.Event {
-        let contentType = headers.hasValue("content-type", "application/json") ? "application/json" : headers["content-type"]
+        let contentType = headers.value("content-type", known: knownContentTypes)
         return .upstreamHead(status: status, contentType: contentType, contentLength: headers.integer("content-length"))
     }
+
+    private static let knownContentTypes = ["application/json", "text/event-stream; charset=utf-8", "text/event-stream"]
 
     /// The machine's name for a connection's failure. A connection that had served earlier
     /// exchanges and closed before this one's head lost a keep-alive race.

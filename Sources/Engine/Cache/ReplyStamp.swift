@@ -130,6 +130,14 @@ public struct ReplyStamp: Equatable, Sendable {
             members == spans.count && startsWithHead(value) ? spans : nil
         }
 
+        /// `spans(in:members:)` appended to `out`, each moved by `offset`; false (nothing
+        /// appended) when they do not fit. No copy of the template (the relay's per-event path).
+        func appendSpans(in value: UnsafeRawBufferPointer, members: Int, offset: Int, to out: inout [Range<Int>]) -> Bool {
+            guard members == spans.count && startsWithHead(value) else { return false }
+            for r in spans { out.append((r.lowerBound + offset)..<(r.upperBound + offset)) }
+            return true
+        }
+
         private func startsWithHead(_ value: UnsafeRawBufferPointer) -> Bool {
             value.count > head.count && head.withUnsafeBytes({ memcmp($0.baseAddress!, value.baseAddress!, head.count) }) == 0
         }

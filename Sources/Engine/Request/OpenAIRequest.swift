@@ -79,6 +79,8 @@ public struct OpenAIRequest {
     public let includeUsage: Bool
     /// stream_options.continuous_usage_stats with include_usage: vLLM puts usage in every chunk.
     public var continuousUsage = false
+    /// The body has a `stream_options` member (null or an object).
+    public var hasStreamOptions = false
     /// Prompt size measured during validation (TokenEstimator's rules).
     public let promptSize: PromptSize
     /// `temperature` 0 or a `seed`: what cache.deterministic_only admits.
@@ -137,6 +139,7 @@ public struct OpenAIRequest {
         var req = OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
                                 promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalHash: digest)
         req.continuousUsage = r.stream != 0 && r.include_usage != 0 && r.continuous_usage != 0
+        req.hasStreamOptions = r.has_stream_options != 0
         req.maxOutputTokens = r.max_output_tokens >= 0 ? Int(clamping: r.max_output_tokens) : nil
         req.promptChunks = chunks
         return .success(req)
@@ -165,6 +168,30 @@ public struct OpenAIRequest {
             return out.map { Array(UnsafeRawBufferPointer(start: $0, count: n)) }
         }
     }
+
+    /// `body` with `"stream_options":{"include_usage":true}` as its last member: what `rewrite`
+    /// asks for usage with, without a second parse and a rewrite of the rest. Only for a body
+    /// `parse` accepted as an object with members and no `stream_options` (`hasStreamOptions`
+    /// false): its last byte but JSON whitespace is the object's closing brace, and the member
+    /// goes just before it. The rest of the body is forwarded as the client wrote it (rewrite
+    /// writes it compactly; vLLM reads the same request). nil when the body does not end so.
+    public static func addingIncludeUsage(to body: [UInt8]) -> [UInt8]? {
+        func isSpace(_ c: UInt8) -> Bool { c == 0x20 || c == 0x09 || c == 0x0A || c == 0x0D }
+        var close = body.count - 1
+        while close >= 0 && isSpace(body[close]) { close -= 1 }
+        guard close > 0, body[close] == 0x7D else { return nil }  // "}"
+        var last = close - 1
+        while last >= 0 && isSpace(body[last]) { last -= 1 }
+        guard last >= 0, body[last] != 0x7B else { return nil }  // "{": no member to follow
+        var out: [UInt8] = []
+        out.reserveCapacity(body.count + includeUsageMember.count)
+        out += body[..<close]
+        out += includeUsageMember
+        out += body[close...]
+        return out
+    }
+
+    private static let includeUsageMember = Array(#","stream_options":{"include_usage":true}"#.utf8)
 
     /// The canonical form `canonicalDigest` hashes (nil when the body is rejected); for tests and debugging.
     static func canonicalForm(kind: EndpointKind, body: [UInt8]) -> [UInt8]? {

@@ -297,6 +297,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
         guard let c = client else { return }
         client = nil
         if c.context === self { c.context = nil }
+        // A stream's end needs no headers (they went out with its head): none are built for it.
+        if case .endStream = r {
+            c.endChunked()
+            return
+        }
         bytesOut += ResponseWriter.reply(r, to: c, stream: request.stream, headers: responseHeaders(), headSent: machine.clientHeadSent)
     }
 
@@ -310,12 +315,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
         client?.writeChunkedHead(status: 200, headers: ResponseWriter.sseHeaders(responseHeaders()))
     }
 
-    /// The last read's events for this client; the first ones are the request's first token.
+    /// The last read's events for this client, straight from the relay's buffers; the first ones
+    /// are the request's first token.
     private func writeEvents() {
-        let events = machine.relay.clientEvents
-        guard !events.isEmpty else { return }
+        guard machine.relay.hasClientEvents else { return }
         firstToken()
-        bytesOut += ResponseWriter.chunk(events, to: client)
+        let c = client
+        bytesOut += machine.relay.withClientEvents { ResponseWriter.chunk($0, to: c) }
     }
 
     private func firstToken(at now: UInt64? = nil) {

@@ -388,7 +388,10 @@ final class Frontend: HTTPServerConnectionDelegate {
                 addUsage = false
                 rewritesModel = routed && r.body == .json // a form or no body is relayed as it came
             }
-            if rewritesModel || addUsage {
+            if addUsage && !rewritesModel && !req.hasStreamOptions, let added = OpenAIRequest.addingIncludeUsage(to: body) {
+                // A stream's usage is asked for without a second parse and rewrite of the body.
+                forward = added
+            } else if rewritesModel || addUsage {
                 guard let rewritten = OpenAIRequest.rewrite(body, model: rewritesModel ? m : nil, includeUsage: addUsage) else {
                     let n = runtime.writeError(EngineError(.internalError, "The request could not be forwarded."), to: c, requestId: rid)
                     runtime.frontendAnswered(route: kind.name, status: 500, requestId: rid,

@@ -8,11 +8,14 @@ import Reactor
 enum ResponseWriter {
     /// The head of every SSE response: `base` plus content type and no caching or buffering.
     static func sseHeaders(_ base: consuming HTTPHeaders) -> HTTPHeaders {
-        base.add("content-type", "text/event-stream; charset=utf-8")
-        base.add("cache-control", "no-cache")
-        base.add("x-accel-buffering", "no")
+        base.append(sseFields)
         return base
     }
+
+    /// Written once: three `add`s a stream cost more than the rest of its head.
+    private static let sseFields = HTTPHeaders([
+        .init("content-type", "text/event-stream; charset=utf-8"), .init("cache-control", "no-cache"), .init("x-accel-buffering", "no"),
+    ])
 
     /// A whole answer already in the client's form: SSE events (`stream`; the chunked head unless
     /// `headSent`, the events, the end) or a 200 JSON body.
@@ -21,8 +24,8 @@ enum ResponseWriter {
                        headSent: Bool = false) -> Int {
         if stream {
             if !headSent { c.writeChunkedHead(status: 200, headers: sseHeaders(headers)) }
-            body.withUnsafeBytes { c.writeChunk($0) }
-            c.endChunked()
+            // Head, events and the end in one write.
+            lastChunk(body, to: c)
         } else {
             json(c, status: 200, body, headers: headers)
         }
@@ -35,6 +38,23 @@ enum ResponseWriter {
         guard !bytes.isEmpty, let c else { return 0 }
         bytes.withUnsafeBytes { c.writeChunk($0) }
         return bytes.count
+    }
+
+    /// One chunk of a stream under way made of `parts` (a read's events in this client's form).
+    static func chunk(_ parts: UnsafeBufferPointer<UnsafeRawBufferPointer>, to c: HTTPServerConnection?) -> Int {
+        guard let c else { return 0 }
+        c.writeChunk(parts: parts)
+        return parts.reduce(0) { $0 + $1.count }
+    }
+
+    /// The stream's last events and its end, in one write (`close`: close the connection after).
+    static func lastChunk(_ bytes: [UInt8], to c: HTTPServerConnection, close: Bool = false) {
+        bytes.withUnsafeBytes { b in
+            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { one in
+                one.initializeElement(at: 0, to: b)
+                c.writeChunk(parts: UnsafeBufferPointer(one), last: true, close: close)
+            }
+        }
     }
 
     /// A JSON body with `status`.
@@ -64,8 +84,7 @@ enum ResponseWriter {
             c.endChunked()
             return 0
         case .lastEvents(let bytes, let close):
-            bytes.withUnsafeBytes { c.writeChunk($0) }
-            c.endChunked(close: close)
+            lastChunk(bytes, to: c, close: close)
             return bytes.count
         }
     }

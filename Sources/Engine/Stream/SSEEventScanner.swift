@@ -1,10 +1,10 @@
 // SSEEventScanner: splits a relayed SSE byte stream into whole events, whatever the read
 // boundaries, and reads each event's `data` with the JSON parser (UpstreamJSON): usage, error
 // events, [DONE], invalid payloads. It hands back whole events only (a partial event is held
-// until it completes), twice when asked: every event, and every event but the usage-only chunk
-// (the Engine always asks vLLM for usage; clients that did not ask do not get that chunk).
-// Events after [DONE] are dropped. Pure value: no I/O. Lines end in LF or CRLF; an empty line
-// ends an event.
+// until it completes): every event, and when asked where the events for a client that did not ask
+// for usage lie (every event but the usage-only chunk, as pieces of the first output: the Engine
+// always asks vLLM for usage). Events after [DONE] are dropped. Pure value: no I/O. Lines end in
+// LF or CRLF; an empty line ends an event.
 // Pure: no imports, no I/O.
 
 public struct SSEEventScanner: Sendable {
@@ -44,12 +44,31 @@ public struct SSEEventScanner: Sendable {
     private var template: ReplyStamp.IdentityTemplate?
     /// Longest event accepted; a longer one counts as invalid (and is not held further).
     public let maxEventBytes: Int
-    /// When filtering usage: the last chunk that finished a choice, held back from `withoutUsage`
-    /// until the next event. vLLM moves `system_fingerprint` from that chunk to the usage chunk
-    /// when usage is asked for (and the Engine always asks); a client that did not ask gets it
-    /// back in that chunk, where vLLM would have sent it (issue 12 item 8).
-    private var heldFinal: [UInt8]?
+    /// When filtering usage: the last chunk that finished a choice, held back from the client's
+    /// events until the next event. vLLM moves `system_fingerprint` from that chunk to the usage
+    /// chunk when usage is asked for (and the Engine always asks); a client that did not ask gets
+    /// it back in that chunk, where vLLM would have sent it (issue 12 item 8).
+    private var heldFinal: Held?
     private var heldHasFingerprint = false
+
+    /// Where a held final chunk is: in this feed's `all` (no copy while the feed lasts), or
+    /// copied, from an earlier feed.
+    private enum Held {
+        case inAll(Range<Int>)
+        case bytes([UInt8])
+    }
+
+    /// When filtering usage: the last feed's events in the client's form, in order, as pieces of
+    /// that feed's `all` (indexes of the whole array) and of `released` (a final chunk held over
+    /// from an earlier feed, or given the usage chunk's fingerprint). Every event but the
+    /// usage-only chunks, without a copy of the rest.
+    public private(set) var clientPieces: [ClientPiece] = []
+    public private(set) var released: [UInt8] = []
+
+    public enum ClientPiece: Equatable, Sendable {
+        case all(Range<Int>)
+        case released(Range<Int>)
+    }
 
     public init(maxEventBytes: Int = 1 << 20, findsIdentity: Bool = false) {
         self.maxEventBytes = maxEventBytes
@@ -58,140 +77,276 @@ public struct SSEEventScanner: Sendable {
 
     /// Bytes held back because their event is not complete.
     public var pendingBytes: Int { partial.count }
-    /// Bytes of a whole final chunk held back from `withoutUsage` (see `heldFinal`).
-    public var heldFinalBytes: Int { heldFinal?.count ?? 0 }
+    /// Bytes of a whole final chunk held back from the client's events (see `heldFinal`).
+    public var heldFinalBytes: Int {
+        switch heldFinal {
+        case .inAll(let r)?: return r.count
+        case .bytes(let b)?: return b.count
+        case nil: return 0
+        }
+    }
 
     /// Appends the whole events completed by `bytes` to `all`, and (when `filterUsage`) the same
     /// minus usage-only chunks to `withoutUsage`.
-    ///
-    /// In three passes over the read: its events are found (line ends with memchr, each `data:`
-    /// line noted on the way); the data of every event with one data line (vLLM's case) is read by
-    /// the parser in one call for the whole read (UpstreamJSON.withReadings); then each event is
-    /// applied in order (`apply`), and the events kept go to `all` and `withoutUsage` a
-    /// contiguous run at a time. An event completed from held bytes, and one whose data spans
-    /// several lines, are read on their own; the outcome is the same as reading every event on
-    /// its own (`readsEachEvent`, which the tests compare with).
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8],
                               filterUsage: Bool) {
+        feed(bytes, all: &all, filterUsage: filterUsage)
+        if filterUsage { appendClientEvents(of: all, to: &withoutUsage) }
+    }
+
+    /// The last feed's events in the client's form (`clientPieces`), appended to `out`; `all` is
+    /// what that feed appended to.
+    public func appendClientEvents(of all: [UInt8], to out: inout [UInt8]) {
+        for p in clientPieces {
+            switch p {
+            case .all(let r): out.append(contentsOf: all[r])
+            case .released(let r): out.append(contentsOf: released[r])
+            }
+        }
+    }
+
+    /// Appends the whole events completed by `bytes` to `all`, and (when `filterUsage`) notes in
+    /// `clientPieces` where the same minus usage-only chunks lie.
+    ///
+    /// An event held from earlier reads is completed first and read on its own. Then, in three
+    /// passes over the rest of the read: its events are found (line ends with memchr, each
+    /// `data:` line noted on the way); the data of every event with one data line (vLLM's case)
+    /// is read by the parser in one call for the whole read (UpstreamJSON.withReadings); then
+    /// each event is applied in order (`apply`), and the events kept go to `all` a contiguous run
+    /// at a time. An event whose data spans several lines is read on its own; the outcome is the
+    /// same as reading every event on its own (`readsEachEvent`, which the tests compare with).
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], filterUsage: Bool) {
         usageRangesInAll.removeAll(keepingCapacity: true)
         identitySpansInAll.removeAll(keepingCapacity: true)
-        // The read's first event is kept aside: a read of one event (vLLM sends one per token)
-        // is read on its own, without the lists or the batch call.
-        var first: Found?
-        var found: [Found] = []
-        var dataSpans: [Range<Int>] = []
+        if filterUsage {
+            clientPieces.removeAll(keepingCapacity: true)
+            released.removeAll(keepingCapacity: true)
+        }
         var sink = Sink(filterUsage: filterUsage)
-        var start = 0
         let n = bytes.count
-        var i = 0
-        var event = Found(start: 0)
-        while true {
+        var start = 0
+        if !partial.isEmpty {
+            // The event held from earlier reads (never after [DONE]: its tail would have been dropped).
+            guard let end = endOfHeldEvent(bytes) else {
+                hold(bytes, from: 0)
+                return
+            }
+            partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[..<end]))
+            let ev = partial
+            partial.removeAll(keepingCapacity: true)
+            ev.withUnsafeBytes { applyAlone($0, sink: &sink, all: &all) }
+            start = end
+        }
+        // The read's events, on the stack while they fit (a read of one event, vLLM's way of
+        // sending a token, allocates nothing), then in memory grown by hand.
+        withUnsafeTemporaryAllocation(of: Found.self, capacity: 16) { stack in
+            var found = ScratchList(stack: stack, thenRoomFor: n >> 7 + 2)  // vLLM's events are ~200 bytes
+            defer { found.free() }
+            start = Self.findEvents(bytes, from: start, into: &found)
+            if found.count == 1 {
+                // One event is read on its own, without the batch call.
+                let f = found.buffer[0]
+                let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                if f.dataLines == 1 && !sawDone {
+                    let data = UnsafeRawBufferPointer(rebasing: bytes[f.data])
+                    apply(ev, at: f.start, UpstreamJSON.read(data), dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                          sink: &sink, src: bytes, all: &all)
+                } else {
+                    applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
+                }
+            } else if found.count > 1 {
+                applyBatch(found.buffer, bytes, sink: &sink, all: &all)
+            }
+        }
+        sink.flush(bytes, all: &all)
+        if filterUsage { flushClientRun(&sink) }
+        // A final chunk still held when the read ends is copied: `all` is the caller's.
+        if case .inAll(let r)? = heldFinal { heldFinal = .bytes(Array(all[r])) }
+        if start < n && sawDone {
+            bytesDroppedAfterDone += n - start
+        } else if start < n {
+            hold(bytes, from: start)
+        }
+    }
+
+    /// The read's events (several), their data read in one batch, applied in order.
+    private mutating func applyBatch(_ found: UnsafeBufferPointer<Found>, _ bytes: UnsafeRawBufferPointer,
+                                     sink: inout Sink, all: inout [UInt8]) {
+        if findsIdentity { identitySpansInAll.reserveCapacity(2 * found.count) }
+        if readsEachEvent || sawDone {
+            // (After [DONE] every event is dropped unread.)
+            for f in found {
+                let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
+            }
+            return
+        }
+        withUnsafeTemporaryAllocation(of: Range<Int>.self, capacity: 32) { stack in
+            var dataSpans = ScratchList(stack: stack, thenRoomFor: found.count)
+            defer { dataSpans.free() }
+            for f in found where f.dataLines == 1 { dataSpans.append(f.data) }
+            UpstreamJSON.withReadings(of: dataSpans.buffer, in: bytes) { readings, _ in
+                var k = 0
+                // Token chunks in a row (a read's events lie end to end): their bytes from
+                // `runStart` to `runEnd`, kept as one piece, landing at `runAt` in `all`.
+                var runStart = -1
+                var runEnd = 0
+                var runAt = 0
+                for f in found {
+                    if f.dataLines == 1 {
+                        let r = readings[k]
+                        k &+= 1
+                        // A token's chunk (nearly every event), before [DONE] and with no final
+                        // chunk held: only its choices count, and it goes out as it came. The
+                        // rest of `apply` would decide the same, at several times the cost.
+                        if r.isPlainChunk && !sawDone && heldFinal == nil {
+                            if runStart < 0 || runEnd != f.start {
+                                addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
+                                runStart = f.start
+                                runAt = sink.allCount(all)
+                            }
+                            if findsIdentity {
+                                noteIdentity(UnsafeRawBufferPointer(rebasing: bytes[f.data]), members: r.identityMembers,
+                                             at: runAt &+ f.data.lowerBound &- runStart)
+                            }
+                            choicesSeen |= r.choicesSeen
+                            runEnd = f.end
+                            continue
+                        }
+                        addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
+                        let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                        apply(ev, at: f.start, r, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                              sink: &sink, src: bytes, all: &all)
+                        continue
+                    }
+                    addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
+                    let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
+                    if f.dataLines == 0 {
+                        apply(ev, at: f.start, nil, dataLine: nil, sink: &sink, src: bytes, all: &all)
+                    } else {
+                        applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
+                    }
+                }
+                addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
+            }
+        }
+    }
+
+    /// Token chunks in a row (`bytes[start..<end]`, landing at `at` in `all`) go out as each
+    /// would: to `all`, and to the client; then no run is open (`start` -1).
+    private mutating func addRun(_ start: inout Int, _ end: Int, _ at: Int, _ bytes: UnsafeRawBufferPointer,
+                                 sink: inout Sink, all: inout [UInt8]) {
+        guard start >= 0 else { return }
+        sink.add(start..<end, bytes, &all)
+        if sink.filterUsage { addClient(at..<(at + end - start), &sink) }
+        start = -1
+    }
+
+    /// Appends the whole events of `b[from...]` to `found` (no event is held from earlier reads);
+    /// returns where the last one ends. Lines end in LF; an empty line (LF or CR LF) ends an event,
+    /// and one with no event in progress (one more after an event's end) is an event of its own.
+    /// Each `data:` line is noted as `Found.noteLine` does.
+    private static func findEvents(_ b: UnsafeRawBufferPointer, from: Int, into found: inout ScratchList<Found>) -> Int {
+        let n = b.count
+        var i = from
+        var start = from
+        var dataLines = 0
+        var data = 0..<0
+        while i < n {
             // An event's blank line right after its data line (vLLM's `\n\n`) is found without a
             // search: a memchr call per line cost more than the byte it reads.
             let lf: Int
-            if i < n && bytes[i] == 0x0A {
+            if b[i] == 0x0A {
                 lf = i
-            } else if let next = ByteSearch.index(of: 0x0A, in: bytes, from: i) {
+            } else if let next = ByteSearch.index(of: 0x0A, in: b, from: i) {
                 lf = next
             } else {
                 break
             }
-            if partial.isEmpty { event.noteLine(bytes, i..<lf) }
-            // An event ends at an empty line. A blank line with no event in progress (one more
-            // after an event's end) is a separator of its own, passed on at once, wherever the
-            // reads were cut.
-            if isStrayBlankLine(bytes, from: start, to: lf) || endsEvent(bytes, at: lf) {
-                if !partial.isEmpty {
-                    // The event held from earlier reads (always the read's first): on its own.
-                    partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...lf]))
-                    let ev = partial
-                    partial.removeAll(keepingCapacity: true)
-                    ev.withUnsafeBytes { applyAlone($0, sink: &sink, all: &all, withoutUsage: &withoutUsage) }
-                } else if let f = first {
-                    if found.isEmpty {
-                        // A second event: the lists (reused from read to read) take both.
-                        swap(&found, &self.found)
-                        swap(&dataSpans, &self.dataSpans)
-                        found.removeAll(keepingCapacity: true)
-                        dataSpans.removeAll(keepingCapacity: true)
-                        // Room for the read's events at once (vLLM's are ~200 bytes).
-                        found.reserveCapacity(bytes.count >> 7 + 2)
-                        dataSpans.reserveCapacity(bytes.count >> 7 + 2)
-                        found.append(f)
-                        if f.dataLines == 1 { dataSpans.append(f.data) }
-                    }
-                    event.end = lf + 1
-                    if event.dataLines == 1 { dataSpans.append(event.data) }
-                    found.append(event)
-                } else {
-                    event.end = lf + 1
-                    first = event
-                }
-                start = lf + 1
-                event = Found(start: start)
+            let length = lf &- i
+            if length == 0 || (length == 1 && b[i] == 0x0D) {
+                found.append(Found(start: start, end: lf &+ 1, dataLines: dataLines, data: data))
+                start = lf &+ 1
+                dataLines = 0
+                data = 0..<0
+            } else if length >= 5 && b[i] == 0x64 && b[i &+ 1] == 0x61 && b[i &+ 2] == 0x74 && b[i &+ 3] == 0x61
+                        && b[i &+ 4] == 0x3A {  // "data:", its value after one optional space, before a CR
+                var end = lf
+                if b[end &- 1] == 0x0D { end = end &- 1 }
+                var v = i &+ 5
+                if v < end && b[v] == 0x20 { v = v &+ 1 }
+                dataLines = dataLines &+ 1
+                data = Range(uncheckedBounds: (v, end))
             }
+            i = lf &+ 1
+        }
+        return start
+    }
+
+    /// Holds `bytes[from...]`, the start of an event whose end has not arrived.
+    private mutating func hold(_ bytes: UnsafeRawBufferPointer, from: Int) {
+        partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[from...]))
+        if partial.count > maxEventBytes {
+            // Too long to be a real event: drop what we hold and count it as invalid.
+            invalidEvents += 1
+            partial = []
+        }
+    }
+
+    /// Where the held event ends in `bytes` (after the LF of its empty line), or nil.
+    private func endOfHeldEvent(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var i = 0
+        while let lf = ByteSearch.index(of: 0x0A, in: bytes, from: i) {
+            if isStrayBlankLine(bytes, from: 0, to: lf) || endsEvent(bytes, at: lf) { return lf + 1 }
             i = lf + 1
         }
-        if found.isEmpty, let f = first {
-            let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-            if f.dataLines == 1 && !sawDone {
-                let data = UnsafeRawBufferPointer(rebasing: bytes[f.data])
-                apply(ev, at: f.start, UpstreamJSON.read(data), dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
-                      sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
-            } else {
-                applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
-            }
-        }
-        if !found.isEmpty {
-            if readsEachEvent || sawDone {
-                // (After [DONE] every event is dropped unread.)
-                for f in found {
-                    let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-                    applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
-                }
-            } else {
-                UpstreamJSON.withReadings(of: dataSpans, in: bytes) { readings, _ in
-                    var k = 0
-                    for f in found {
-                        let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-                        if f.dataLines == 1 {
-                            apply(ev, at: f.start, readings[k], dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
-                                  sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
-                            k += 1
-                        } else if f.dataLines == 0 {
-                            apply(ev, at: f.start, nil, dataLine: nil, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
-                        } else {
-                            applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all, withoutUsage: &withoutUsage)
-                        }
-                    }
-                }
-            }
-        }
-        sink.flush(bytes, all: &all, withoutUsage: &withoutUsage)
-        if !found.isEmpty {
-            swap(&found, &self.found)
-            swap(&dataSpans, &self.dataSpans)
-        }
-        if start < n && sawDone {
-            bytesDroppedAfterDone += n - start
-        } else if start < n {
-            partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<n]))
-            if partial.count > maxEventBytes {
-                // Too long to be a real event: drop what we hold and count it as invalid.
-                invalidEvents += 1
-                partial = []
-            }
-        }
+        return nil
     }
 
     /// Read every event on its own (one parser call each), as before batches: for tests that
     /// compare the two.
     var readsEachEvent = false
 
-    /// This read's events found in `bytes` (reused from read to read), and the data of those with
-    /// one data line, which are read in one batch.
-    private var found: [Found] = []
-    private var dataSpans: [Range<Int>] = []
+    /// A list of plain values for the length of one feed: first in the caller's stack space, then
+    /// in memory grown by hand. An append is a store, without an array's uniqueness check and
+    /// bookkeeping (two of them per event cost more than finding the event). The owner calls
+    /// `free`. Only for trivial values (Ints and ranges of them; Range is not marked
+    /// BitwiseCopyable): nothing is deinitialized.
+    private struct ScratchList<Element> {
+        private var base: UnsafeMutablePointer<Element>
+        private(set) var count = 0
+        private var capacity: Int
+        private var onHeap = false
+        /// Room taken when the stack space is full.
+        private let hint: Int
+
+        init(stack: UnsafeMutableBufferPointer<Element>, thenRoomFor hint: Int) {
+            base = stack.baseAddress!
+            capacity = stack.count
+            self.hint = hint
+        }
+
+        var buffer: UnsafeBufferPointer<Element> { UnsafeBufferPointer(start: base, count: count) }
+
+        @inline(__always)
+        mutating func append(_ x: Element) {
+            if count == capacity { grow() }
+            (base + count).initialize(to: x)
+            count &+= 1
+        }
+
+        private mutating func grow() {
+            let room = Swift.max(2 * capacity, hint)
+            let b = UnsafeMutablePointer<Element>.allocate(capacity: room)
+            b.initialize(from: base, count: count)
+            if onHeap { base.deallocate() }
+            base = b
+            capacity = room
+            onHeap = true
+        }
+
+        func free() { if onHeap { base.deallocate() } }
+    }
 
     /// One whole event in the read: its bytes, and its `data:` lines (the value of the only one).
     private struct Found {
@@ -202,14 +357,22 @@ public struct SSEEventScanner: Sendable {
 
         init(start: Int) { self.start = start }
 
+        init(start: Int, end: Int, dataLines: Int, data: Range<Int>) {
+            self.start = start
+            self.end = end
+            self.dataLines = dataLines
+            self.data = data
+        }
+
         /// Notes the line `b[line]` (its LF excluded) when it is a `data:` line: the value after
         /// `data:` and one optional space, before a CR that ends the line.
+        @inline(__always)
         mutating func noteLine(_ b: UnsafeRawBufferPointer, _ line: Range<Int>) {
             var end = line.upperBound
-            if end > line.lowerBound && b[end - 1] == 0x0D { end -= 1 }
             let ls = line.lowerBound
             guard end - ls >= 5, b[ls] == 0x64, b[ls + 1] == 0x61, b[ls + 2] == 0x74, b[ls + 3] == 0x61,
                   b[ls + 4] == 0x3A else { return }  // "data:"
+            if b[end - 1] == 0x0D { end -= 1 }
             var v = ls + 5
             if v < end && b[v] == 0x20 { v += 1 }
             dataLines += 1
@@ -217,36 +380,32 @@ public struct SSEEventScanner: Sendable {
         }
     }
 
-    /// Where the events kept go: `all` and `withoutUsage`, each a pending run of the read's bytes
-    /// appended at once when it stops being contiguous (or at the end of the read).
+    /// Where the events kept go: `all`, a pending run of the read's bytes appended at once when it
+    /// stops being contiguous (or at the end of the read); and the client's run of `all`, noted
+    /// as one piece when it stops being contiguous.
     private struct Sink {
         let filterUsage: Bool
         var allRun = 0..<0
-        var withoutRun = 0..<0
+        var clientRun = 0..<0
 
         init(filterUsage: Bool) { self.filterUsage = filterUsage }
 
         /// Where the next event kept lands in `all`.
         func allCount(_ all: [UInt8]) -> Int { all.count + allRun.count }
 
-        static func add(_ r: Range<Int>, to run: inout Range<Int>, _ src: UnsafeRawBufferPointer, _ out: inout [UInt8]) {
-            if !run.isEmpty && run.upperBound == r.lowerBound {
-                run = run.lowerBound..<r.upperBound
+        mutating func add(_ r: Range<Int>, _ src: UnsafeRawBufferPointer, _ all: inout [UInt8]) {
+            if !allRun.isEmpty && allRun.upperBound == r.lowerBound {
+                allRun = allRun.lowerBound..<r.upperBound
             } else {
-                flush(&run, src, &out)
-                run = r
+                flush(src, all: &all)
+                allRun = r
             }
         }
 
-        static func flush(_ run: inout Range<Int>, _ src: UnsafeRawBufferPointer, _ out: inout [UInt8]) {
-            guard !run.isEmpty else { return }
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: src[run]))
-            run = 0..<0
-        }
-
-        mutating func flush(_ src: UnsafeRawBufferPointer, all: inout [UInt8], withoutUsage: inout [UInt8]) {
-            Self.flush(&allRun, src, &all)
-            Self.flush(&withoutRun, src, &withoutUsage)
+        mutating func flush(_ src: UnsafeRawBufferPointer, all: inout [UInt8]) {
+            guard !allRun.isEmpty else { return }
+            all.append(contentsOf: UnsafeRawBufferPointer(rebasing: src[allRun]))
+            allRun = 0..<0
         }
     }
 
@@ -254,20 +413,20 @@ public struct SSEEventScanner: Sendable {
     /// (`at` nil: nothing of the read is pending in `sink` then, it is the read's first event).
     private mutating func applyAlone(_ ev: UnsafeRawBufferPointer, at: Int? = nil, sink: inout Sink,
                                      src: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0),
-                                     all: inout [UInt8], withoutUsage: inout [UInt8]) {
+                                     all: inout [UInt8]) {
         if sawDone {
-            apply(ev, at: at, nil, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
+            apply(ev, at: at, nil, dataLine: nil, sink: &sink, src: src, all: &all)
             return
         }
         switch Self.data(of: ev) {
         case .line(let s):
             let reading = UpstreamJSON.read(UnsafeRawBufferPointer(rebasing: ev[s]))
-            apply(ev, at: at, reading, dataLine: s, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
+            apply(ev, at: at, reading, dataLine: s, sink: &sink, src: src, all: &all)
         case .joined(let j):
             let reading = j.withUnsafeBytes { UpstreamJSON.read($0) }
-            apply(ev, at: at, reading, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
+            apply(ev, at: at, reading, dataLine: nil, sink: &sink, src: src, all: &all)
         case nil:
-            apply(ev, at: at, nil, dataLine: nil, sink: &sink, src: src, all: &all, withoutUsage: &withoutUsage)
+            apply(ev, at: at, nil, dataLine: nil, sink: &sink, src: src, all: &all)
         }
     }
 
@@ -299,7 +458,7 @@ public struct SSEEventScanner: Sendable {
     /// is in `src` (then it goes out with the read's run), nil for held bytes.
     private mutating func apply(_ ev: UnsafeRawBufferPointer, at: Int?, _ reading: UpstreamJSON.Reading?,
                                 dataLine: Range<Int>?, sink: inout Sink, src: UnsafeRawBufferPointer,
-                                all: inout [UInt8], withoutUsage: inout [UInt8]) {
+                                all: inout [UInt8]) {
         if sawDone {
             eventsAfterDone += 1
             bytesDroppedAfterDone += ev.count
@@ -309,25 +468,28 @@ public struct SSEEventScanner: Sendable {
         var final = false
         var fingerprint: UnsafeRawBufferPointer?
         if let info = reading {
-            fingerprint = info.fingerprint
-            if findsIdentity, info.kind == .object {
-                // (An object event is always appended to `all`, just below.)
-                if let dataLine {
-                    noteIdentity(UnsafeRawBufferPointer(rebasing: ev[dataLine]), members: info.identityMembers,
-                                 at: sink.allCount(all) + dataLine.lowerBound)
-                } else {
-                    identityKnown = false
-                }
-            }
-            final = dataLine != nil && info.kind == .object && !info.hasError && info.choicesFinished != 0 && !info.isUsageOnly
             switch info.kind {
-            case .done: sawDone = true
+            case .done:
+                sawDone = true
             case .object:
-                if info.hasError { sawError = true }
+                fingerprint = info.fingerprint
+                if findsIdentity {
+                    // (An object event is always appended to `all`, just below.)
+                    if let dataLine {
+                        noteIdentity(UnsafeRawBufferPointer(rebasing: ev[dataLine]), members: info.identityMembers,
+                                     at: sink.allCount(all) + dataLine.lowerBound)
+                    } else {
+                        identityKnown = false
+                    }
+                }
+                let hasError = info.hasError
+                if hasError { sawError = true }
                 if let u = info.usage { usage = u }
                 usageOnly = info.isUsageOnly
+                let finished = info.choicesFinished
+                final = dataLine != nil && !hasError && finished != 0 && !usageOnly
                 choicesSeen |= info.choicesSeen
-                choicesFinished |= info.choicesFinished
+                choicesFinished |= finished
                 if info.choicesBeyond || !(info.object == .chatCompletionChunk || info.object == .textCompletion) {
                     foreignEvents += 1
                 }
@@ -337,31 +499,66 @@ public struct SSEEventScanner: Sendable {
                 return
             }
         }
-        let range = at.map { $0..<($0 + ev.count) }
-        if usageOnly { usageRangesInAll.append(sink.allCount(all)..<(sink.allCount(all) + ev.count)) }
-        if let range {
-            Sink.add(range, to: &sink.allRun, src, &all)
+        let here = sink.allCount(all)..<(sink.allCount(all) + ev.count)
+        if usageOnly { usageRangesInAll.append(here) }
+        if let at {
+            sink.add(at..<(at + ev.count), src, &all)
         } else {
-            sink.flush(src, all: &all, withoutUsage: &withoutUsage)
+            sink.flush(src, all: &all)
             all.append(contentsOf: ev)
         }
         guard sink.filterUsage else { return }
-        if var held = heldFinal {
+        if let held = heldFinal {
             heldFinal = nil
-            if usageOnly, !heldHasFingerprint, let fp = fingerprint { held = Self.adding(fingerprint: Array(fp), to: held) }
-            Sink.flush(&sink.withoutRun, src, &withoutUsage)
-            withoutUsage.append(contentsOf: held)
+            if usageOnly, !heldHasFingerprint, let fp = fingerprint {
+                // The held chunk's bytes may still be pending in the run.
+                sink.flush(src, all: &all)
+                let bytes: [UInt8]
+                switch held {
+                case .inAll(let r): bytes = Array(all[r])
+                case .bytes(let b): bytes = b
+                }
+                release(Self.adding(fingerprint: Array(fp), to: bytes), &sink)
+            } else {
+                switch held {
+                case .inAll(let r): addClient(r, &sink)
+                case .bytes(let b): release(b, &sink)
+                }
+            }
         }
         if usageOnly {
             usageEventsDropped += 1
         } else if final {
-            heldFinal = Array(ev)
+            heldFinal = .inAll(here)
             heldHasFingerprint = fingerprint != nil
-        } else if let range {
-            Sink.add(range, to: &sink.withoutRun, src, &withoutUsage)
         } else {
-            withoutUsage.append(contentsOf: ev)
+            addClient(here, &sink)
         }
+    }
+
+    /// The client gets `all[r]` next (one piece with the run before when they touch).
+    @inline(__always)
+    private mutating func addClient(_ r: Range<Int>, _ sink: inout Sink) {
+        if sink.clientRun.upperBound == r.lowerBound && !sink.clientRun.isEmpty {
+            sink.clientRun = sink.clientRun.lowerBound..<r.upperBound
+        } else {
+            flushClientRun(&sink)
+            sink.clientRun = r
+        }
+    }
+
+    private mutating func flushClientRun(_ sink: inout Sink) {
+        guard !sink.clientRun.isEmpty else { return }
+        clientPieces.append(.all(sink.clientRun))
+        sink.clientRun = 0..<0
+    }
+
+    /// The client gets `bytes` next (a held final chunk released).
+    private mutating func release(_ bytes: [UInt8], _ sink: inout Sink) {
+        flushClientRun(&sink)
+        let s = released.count
+        released += bytes
+        clientPieces.append(.released(s..<released.count))
     }
 
     /// Notes the top-level id and created values of one event's data (which goes at `offset` in
@@ -369,13 +566,9 @@ public struct SSEEventScanner: Sendable {
     /// one starts with the same bytes through the byte after its last value and the parser counted
     /// as many identity members in it (so none comes later); otherwise found by parsing.
     private mutating func noteIdentity(_ data: UnsafeRawBufferPointer, members: Int, at offset: Int) {
-        let found: [Range<Int>]
-        if let t = template, let reused = t.spans(in: data, members: members) {
-            found = reused
-        } else {
-            found = ReplyStamp.spans(ofJSON: data) ?? []
-            template = ReplyStamp.IdentityTemplate(data, found)
-        }
+        if template?.appendSpans(in: data, members: members, offset: offset, to: &identitySpansInAll) == true { return }
+        let found = ReplyStamp.spans(ofJSON: data) ?? []
+        template = ReplyStamp.IdentityTemplate(data, found)
         for r in found { identitySpansInAll.append((r.lowerBound + offset)..<(r.upperBound + offset)) }
     }
 

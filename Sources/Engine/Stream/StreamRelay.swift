@@ -1,7 +1,7 @@
 // StreamRelay: what the Engine does with each upstream read of an SSE answer (style A, a pure
 // value; the session performs its output). Per read: the whole events it completes (a partial event
-// waits for its end), once for the flight (every event) and once for this client (minus the
-// usage-only chunk unless the client asked for usage), which go out in one write; the recording
+// waits for its end), for the flight (every event) and, as pieces of the same bytes, for this client
+// (minus the usage-only chunk unless the client asked for usage), which go out in one write; the recording
 // for the cache and plain followers (events as relayed, usage chunks noted, bounded); the usage
 // counts; and whether the stream broke (an event that is not SSE JSON, or too long).
 // Backpressure (pause the upstream while the client is slow) is RequestMachine's decision.
@@ -19,8 +19,6 @@ struct StreamRelay {
     private(set) var scanner: SSEEventScanner
     /// Every whole event of the last read (usage chunks included): what followers relay.
     private(set) var events: [UInt8] = []
-    /// The last read's events without usage-only chunks (only filled when the client did not ask).
-    private var eventsWithoutUsage: [UInt8] = []
     private(set) var recording: [UInt8] = []
     private(set) var usageRanges: [Range<Int>] = []
     /// The recording's id and created values (SSEEventScanner.identitySpansInAll), nil when the
@@ -42,8 +40,42 @@ struct StreamRelay {
         self.scanner = SSEEventScanner(maxEventBytes: maxEventBytes, findsIdentity: records && !passthrough)
     }
 
-    /// The last read's events in this client's form.
-    var clientEvents: [UInt8] { includeUsage || passthrough ? events : eventsWithoutUsage }
+    /// The last read's events in this client's form, copied (`withClientEvents` lends them).
+    var clientEvents: [UInt8] {
+        guard !(includeUsage || passthrough) else { return events }
+        var out: [UInt8] = []
+        scanner.appendClientEvents(of: events, to: &out)
+        return out
+    }
+
+    /// Whether the last read has anything for this client.
+    var hasClientEvents: Bool { includeUsage || passthrough ? !events.isEmpty : !scanner.clientPieces.isEmpty }
+
+    /// Calls `body` with the last read's events in this client's form, as pieces to write in
+    /// order: `events` itself, or (the client did not ask for usage) the scanner's pieces of it
+    /// and of the chunks it released. No copy.
+    func withClientEvents<R>(_ body: (UnsafeBufferPointer<UnsafeRawBufferPointer>) -> R) -> R {
+        events.withUnsafeBytes { e in
+            if includeUsage || passthrough {
+                return withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { one in
+                    one.initializeElement(at: 0, to: e)
+                    return body(UnsafeBufferPointer(one))
+                }
+            }
+            let pieces = scanner.clientPieces
+            return scanner.released.withUnsafeBytes { x in
+                withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: pieces.count) { out in
+                    for (i, p) in pieces.enumerated() {
+                        switch p {
+                        case .all(let r): out.initializeElement(at: i, to: UnsafeRawBufferPointer(rebasing: e[r]))
+                        case .released(let r): out.initializeElement(at: i, to: UnsafeRawBufferPointer(rebasing: x[r]))
+                        }
+                    }
+                    return body(UnsafeBufferPointer(out))
+                }
+            }
+        }
+    }
 
     var sawDone: Bool { scanner.sawDone }
     var sawError: Bool { scanner.sawError }
@@ -51,27 +83,31 @@ struct StreamRelay {
 
     mutating func read(_ bytes: UnsafeRawBufferPointer) -> Read {
         events.removeAll(keepingCapacity: true)
-        eventsWithoutUsage.removeAll(keepingCapacity: true)
         if passthrough {
             events.append(contentsOf: bytes)
             return .relay
         }
         let invalidBefore = scanner.invalidEvents
-        scanner.feed(bytes, all: &events, withoutUsage: &eventsWithoutUsage, filterUsage: !includeUsage)
+        scanner.feed(bytes, all: &events, filterUsage: !includeUsage)
         if records && !recordingOverflowed && !events.isEmpty {
             if recording.count + events.count > Self.maxRecordedBytes {
                 recordingOverflowed = true
                 recording = []
                 usageRanges = []
                 identitySpans = []
+            } else if recording.isEmpty {
+                // The first read's events become the recording as they are (a value: no copy; the
+                // next read's `events` starts a buffer of its own), and so do their ranges. A
+                // stream that comes whole in one read, the common case, is never copied to be
+                // recorded.
+                recording = events
+                usageRanges = scanner.usageRangesInAll
+                identitySpans = scanner.identitySpansInAll
             } else {
                 let base = recording.count
                 for r in scanner.usageRangesInAll { usageRanges.append((base + r.lowerBound)..<(base + r.upperBound)) }
                 for r in scanner.identitySpansInAll { identitySpans.append((base + r.lowerBound)..<(base + r.upperBound)) }
-                // The first read's events become the recording as they are (a value: no copy; the
-                // next read's `events` starts a buffer of its own). A stream that comes whole in
-                // one read, the common case, is never copied to be recorded.
-                if recording.isEmpty { recording = events } else { recording += events }
+                recording += events
             }
         }
         return scanner.invalidEvents > invalidBefore ? .broken : .relay

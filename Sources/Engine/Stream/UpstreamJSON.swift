@@ -132,6 +132,13 @@ public struct UpstreamJSON: Equatable, Sendable {
         }
         /// UpstreamJSON.isUsageOnly.
         var isUsageOnly: Bool { kind == .object && hasChoices && choicesEmpty && r.has_usage != 0 }
+        /// A stream chunk of vLLM's (chat.completion.chunk or text_completion) with no error, no
+        /// usage, no finished choice and every choice index in 0-63 (a fingerprint is read only
+        /// where a choice finishes or usage comes): one token's chunk, which only adds choices.
+        var isPlainChunk: Bool {
+            r.kind == Int32(RS_J_OBJECT) && (r.has_error | r.has_usage | r.choices_beyond) == 0 && r.choices_finished == 0
+                && (r.object_kind == 3 || r.object_kind == 2)
+        }
     }
 
     /// One document, as `Reading` (its fingerprint valid until the next `read`).
@@ -147,17 +154,32 @@ public struct UpstreamJSON: Equatable, Sendable {
     /// for each, valid inside `body` only, and whether they were read as one document stream.
     static func withReadings<R>(of spans: [Range<Int>], in bytes: UnsafeRawBufferPointer,
                                 _ body: (UnsafeBufferPointer<Reading>, _ streamed: Bool) -> R) -> R {
+        spans.withUnsafeBufferPointer { withReadings(of: $0, in: bytes, body) }
+    }
+
+    static func withReadings<R>(of spans: UnsafeBufferPointer<Range<Int>>, in bytes: UnsafeRawBufferPointer,
+                                _ body: (UnsafeBufferPointer<Reading>, _ streamed: Bool) -> R) -> R {
         let n = spans.count
-        return withUnsafeTemporaryAllocation(of: rs_span.self, capacity: n) { cs in
+        return withScratch(of: rs_span.self, n) { cs in
             for (i, r) in spans.enumerated() { cs.initializeElement(at: i, to: rs_span(start: r.lowerBound, len: r.count)) }
-            return withUnsafeTemporaryAllocation(of: Reading.self, capacity: n) { out in
+            return withScratch(of: rs_upstream_json.self, n) { raw in
+                let streamed = rs_inspect_upstream_many(bytes.baseAddress, bytes.count, cs.baseAddress, n, raw.baseAddress)
                 // Reading is a wrapper of one rs_upstream_json: the same layout.
-                let streamed = out.withMemoryRebound(to: rs_upstream_json.self) { raw in
-                    rs_inspect_upstream_many(bytes.baseAddress, bytes.count, cs.baseAddress, n, raw.baseAddress)
-                }
-                return body(UnsafeBufferPointer(out), streamed != 0)
+                return raw.withMemoryRebound(to: Reading.self) { body(UnsafeBufferPointer($0), streamed != 0) }
             }
         }
+    }
+
+    /// Room for `n` values of a plain C type: on the stack up to 1 KiB, else from malloc.
+    /// (withUnsafeTemporaryAllocation past 1 KiB asks the runtime whether the stack has room and
+    /// then takes aligned memory from the heap: that pair cost more than malloc and free.)
+    private static func withScratch<T, R>(of: T.Type, _ n: Int, _ body: (UnsafeMutableBufferPointer<T>) -> R) -> R {
+        if n * MemoryLayout<T>.stride <= 1024 {
+            return withUnsafeTemporaryAllocation(of: T.self, capacity: n, body)
+        }
+        let heap = UnsafeMutableBufferPointer<T>.allocate(capacity: n)
+        defer { heap.deallocate() }
+        return body(heap)
     }
 
     public static func inspect(_ bytes: [UInt8]) -> UpstreamJSON { bytes.withUnsafeBytes { inspect($0) } }

@@ -159,6 +159,50 @@ private func failure(_ json: String, _ kind: EndpointKind = .chat) -> EngineErro
                 == #"{"stream_options":{"include_usage":true},"prompt":"p","model":"m"}"#)
     }
 
+    /// A stream's include_usage spliced in (no stream_options in the body) asks vLLM for the
+    /// request `rewrite` writes: written compactly, the two are the same bytes, whatever the
+    /// spacing, escapes and nesting of the client's body.
+    @Test func includeUsageSplicedInIsTheRewrittenRequest() throws {
+        let bodies = [
+            #"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#,
+            " {\n  \"prompt\" : \"p }\" ,\t\"stream\": true , \"x\" : {\"a\":[1,2,{\"}\":\"{\"}]}\r\n}\n\n ",
+            #"{"messages":[{"role":"user","content":[{"type":"text","text":"\u00e9\"}"}]}],"stream":true,"n":1.50,"seed":-0}"#,
+            #"{"prompt":["a","b"],"stream":true,"stream_options_x":{}}"#,
+        ]
+        var rng = TestRNG(seed: 77)
+        for b in bodies {
+            for round in 0..<20 {
+                // The same body with spaces added after some commas and colons.
+                var text = ""
+                for ch in b {
+                    text.append(ch)
+                    if round > 0 && (ch == "," || ch == ":") && Bool.random(using: &rng) { text += String(repeating: " ", count: Int.random(in: 1...3, using: &rng)) }
+                }
+                let body = Array(text.utf8)
+                let kind: EndpointKind = text.contains("messages") ? .chat : .completion
+                guard case .success(let req) = OpenAIRequest.parse(kind: kind, body: body) else {
+                    Issue.record("rejected: \(text)")
+                    continue
+                }
+                #expect(!req.hasStreamOptions)
+                let spliced = try #require(OpenAIRequest.addingIncludeUsage(to: body))
+                guard case .success(let again) = OpenAIRequest.parse(kind: kind, body: spliced) else {
+                    Issue.record("the spliced body is rejected: \(text)")
+                    continue
+                }
+                #expect(again.includeUsage && again.hasStreamOptions)
+                #expect(OpenAIRequest.rewrite(spliced, model: nil, includeUsage: false)
+                        == OpenAIRequest.rewrite(body, model: nil, includeUsage: true), "\(text)")
+            }
+        }
+        for s in [#"{"stream_options":null,"prompt":"p"}"#, #"{"prompt":"p","stream_options":{}}"#] {
+            guard case .success(let r) = OpenAIRequest.parse(kind: .completion, body: Array(s.utf8)) else { throw CancellationError() }
+            #expect(r.hasStreamOptions, "\(s): rewrite handles it")
+        }
+        #expect(OpenAIRequest.addingIncludeUsage(to: Array("{ }".utf8)) == nil)
+        #expect(OpenAIRequest.addingIncludeUsage(to: Array("[1]".utf8)) == nil)
+    }
+
     @Test func continuousUsageIsReadOnlyWithIncludeUsageOnAStream() throws {
         func cu(_ s: String) throws -> Bool {
             guard case .success(let r) = OpenAIRequest.parse(kind: .completion, body: Array(s.utf8)) else { throw CancellationError() }

@@ -68,6 +68,34 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
         #expect(r.sawDone && !r.sawError)
     }
 
+    /// What the session writes (`withClientEvents`: pieces lent, not copied) is `clientEvents`,
+    /// read after read, with usage asked for or not; a read with nothing to leave out is one
+    /// piece, `events` itself.
+    @Test(arguments: [1, 7, 64, 100_000])
+    func theClientsPiecesAreItsEvents(step: Int) {
+        for includeUsage in [false, true] {
+            var r = StreamRelay(includeUsage: includeUsage, records: true, maxEventBytes: 1 << 20)
+            let bytes = Array(whole.utf8)
+            var client: [UInt8] = []
+            var i = 0
+            while i < bytes.count {
+                let j = min(bytes.count, i + step)
+                _ = bytes[i..<j].withUnsafeBytes { r.read($0) }
+                let lent = r.withClientEvents { parts in parts.flatMap { Array($0) } }
+                #expect(lent == r.clientEvents)
+                #expect(r.hasClientEvents == !lent.isEmpty)
+                client += lent
+                i = j
+            }
+            #expect(String(decoding: client, as: UTF8.self) == (includeUsage ? whole : whole.replacing(usageChunk, with: "")))
+        }
+        var r = StreamRelay(includeUsage: false, records: false, maxEventBytes: 1 << 20)
+        let two = Array((chunk(#"{"content":"a"}"#) + chunk(#"{"content":"b"}"#)).utf8)
+        _ = two.withUnsafeBytes { r.read($0) }
+        let base = r.events.withUnsafeBytes { $0.baseAddress }
+        #expect(r.withClientEvents { $0.count == 1 && $0[0].baseAddress == base && $0[0].count == two.count })
+    }
+
     @Test func onlyWholeEventsLeaveAndOneReadIsOneOutput() {
         var r = StreamRelay(includeUsage: true, records: true, maxEventBytes: 1 << 20)
         let bytes = Array(whole.utf8)
