@@ -66,6 +66,50 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
     for _ in 0..<passes { loop.runOnce(nonBlocking: true) }
 }
 
+/// A server connection that took "GET /s" from the returned peer and has sent a chunked SSE head
+/// (its delegate answers nothing by itself).
+private func chunkedStream(_ loop: Loop) -> (HTTPServerConnection, Int32) {
+    let (a, peer) = socketPair()
+    let rec = Recorder()
+    rec.autoRespond = false
+    let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+    c.delegate = rec
+    writeAll(peer, "GET /s HTTP/1.1\r\n\r\n")
+    spin(loop)
+    c.writeChunkedHead(status: 200, headers: HTTPHeaders([.init("content-type", "text/event-stream")]))
+    return (c, peer)
+}
+
+/// Reads `peer` (made nonblocking) while spinning `loop` until a chunked body's end arrives or
+/// `timeout` ns pass, after the `already` bytes read; the body's chunks (after the head) and
+/// whether the end came last with nothing after it.
+private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [], timeout: UInt64) -> ([[UInt8]], Bool) {
+    var got = already
+    var buf = [UInt8](repeating: 0, count: 65536)
+    _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+    let deadline = Loop.nowNanos() + timeout
+    while !got.suffix(5).elementsEqual("0\r\n\r\n".utf8) && Loop.nowNanos() < deadline {
+        spin(loop, 2)
+        let n = read(peer, &buf, buf.count)
+        if n > 0 { got += buf[0..<n] }
+    }
+    // Past the head: each chunk is "<hex size>\r\n<bytes>\r\n", then "0\r\n\r\n".
+    var at = offset(of: "\r\n\r\n", in: String(decoding: got.prefix(4096), as: UTF8.self)) + 4
+    var chunks: [[UInt8]] = []
+    while at < got.count {
+        var line = at
+        while line < got.count && got[line] != 0x0D { line += 1 }
+        guard let size = Int(String(decoding: got[at..<line], as: UTF8.self), radix: 16) else { return (chunks, false) }
+        at = line + 2
+        if size == 0 { break }
+        chunks.append(Array(got[at..<min(got.count, at + size)]))
+        at += size
+        guard at + 1 < got.count, got[at] == 0x0D, got[at + 1] == 0x0A else { return (chunks, false) }
+        at += 2
+    }
+    return (chunks, at + 2 == got.count)
+}
+
 @Suite struct HTTPServerConnectionTests {
     @Test func parsesRequestWithBodyAndKeepsAlive() {
         let loop = Loop()
@@ -284,14 +328,7 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
     /// order, in chunks of the right sizes, and (`last`) the end after the last one.
     @Test func chunksOfSeveralPiecesLeaveInOrderWhateverTheKernelTakes() {
         let loop = Loop()
-        let (a, peer) = socketPair()
-        let rec = Recorder()
-        rec.autoRespond = false
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
-        c.delegate = rec
-        writeAll(peer, "GET /s HTTP/1.1\r\n\r\n")
-        spin(loop)
-        c.writeChunkedHead(status: 200, headers: HTTPHeaders([.init("content-type", "text/event-stream")]))
+        let (c, peer) = chunkedStream(loop)
         var sent: [[UInt8]] = []
         // First a chunk of more pieces than one writev takes (they are queued, then written).
         let many = (0..<300).map { Array("piece \($0);".utf8) }
@@ -323,32 +360,9 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
                 }
             }
         }
-        var got: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
-        let deadline = Loop.nowNanos() + 10_000_000_000
-        while !got.suffix(5).elementsEqual("0\r\n\r\n".utf8) && Loop.nowNanos() < deadline {
-            spin(loop, 2)
-            let n = read(peer, &buf, buf.count)
-            if n > 0 { got += buf[0..<n] }
-        }
-        // Past the head: each chunk is "<hex size>\r\n<bytes>\r\n", then "0\r\n\r\n".
-        let headEnd = offset(of: "\r\n\r\n", in: String(decoding: got.prefix(4096), as: UTF8.self)) + 4
-        var at = headEnd
-        var chunks: [[UInt8]] = []
-        while at < got.count {
-            var line = at
-            while got[line] != 0x0D { line += 1 }
-            let size = Int(String(decoding: got[at..<line], as: UTF8.self), radix: 16)!
-            at = line + 2
-            if size == 0 { break }
-            chunks.append(Array(got[at..<(at + size)]))
-            at += size
-            #expect(got[at] == 0x0D && got[at + 1] == 0x0A)
-            at += 2
-        }
+        let (chunks, whole) = readChunkedBody(peer, loop, timeout: 10_000_000_000)
         #expect(chunks == sent)
-        #expect(at + 2 == got.count, "the end, then nothing")
+        #expect(whole, "the end, then nothing")
         close(peer)
         spin(loop)
     }
@@ -358,14 +372,7 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
     /// takes part of a write): every byte arrives once and in order.
     @Test func manySmallChunksToAStalledReaderArriveWhole() {
         let loop = Loop()
-        let (a, peer) = socketPair()
-        let rec = Recorder()
-        rec.autoRespond = false
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
-        c.delegate = rec
-        writeAll(peer, "GET /s HTTP/1.1\r\n\r\n")
-        spin(loop)
-        c.writeChunkedHead(status: 200, headers: HTTPHeaders([.init("content-type", "text/event-stream")]))
+        let (c, peer) = chunkedStream(loop)
         var sent: [[UInt8]] = []
         var got: [UInt8] = []
         var buf = [UInt8](repeating: 0, count: 65536)
@@ -382,24 +389,7 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
             if k % 1000 == 0 { spin(loop, 1) }
         }
         c.endChunked()
-        let deadline = Loop.nowNanos() + 20_000_000_000
-        while !got.suffix(5).elementsEqual("0\r\n\r\n".utf8) && Loop.nowNanos() < deadline {
-            spin(loop, 2)
-            let n = read(peer, &buf, buf.count)
-            if n > 0 { got += buf[0..<n] }
-        }
-        let headEnd = offset(of: "\r\n\r\n", in: String(decoding: got.prefix(4096), as: UTF8.self)) + 4
-        var at = headEnd
-        var chunks: [[UInt8]] = []
-        while at < got.count {
-            var line = at
-            while line < got.count && got[line] != 0x0D { line += 1 }
-            guard let size = Int(String(decoding: got[at..<line], as: UTF8.self), radix: 16) else { break }
-            at = line + 2
-            if size == 0 { break }
-            chunks.append(Array(got[at..<min(got.count, at + size)]))
-            at += size + 2
-        }
+        let (chunks, _) = readChunkedBody(peer, loop, already: got, timeout: 20_000_000_000)
         let firstDifference = chunks.indices.first { $0 >= sent.count || chunks[$0] != sent[$0] }
         #expect(chunks.count == sent.count && firstDifference == nil, "\(chunks.count) chunks; first wrong: \(String(describing: firstDifference))")
         close(peer)
@@ -408,14 +398,7 @@ private func spin(_ loop: Loop, _ passes: Int = 20) {
 
     @Test func chunkedResponseFraming() {
         let loop = Loop()
-        let (a, peer) = socketPair()
-        let rec = Recorder()
-        rec.autoRespond = false
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
-        c.delegate = rec
-        writeAll(peer, "GET /s HTTP/1.1\r\n\r\n")
-        spin(loop)
-        c.writeChunkedHead(status: 200, headers: HTTPHeaders([.init("content-type", "text/event-stream")]))
+        let (c, peer) = chunkedStream(loop)
         Array("data: 1\n\n".utf8).withUnsafeBytes { c.writeChunk($0) }
         c.endChunked()
         spin(loop)
