@@ -245,7 +245,6 @@ public struct SSEEventScanner: Sendable {
     /// Appends the whole events of `b[from...]` to `found` (no event is held from earlier reads);
     /// returns where the last one ends. Lines end in LF; an empty line (LF or CR LF) ends an event,
     /// and one with no event in progress (one more after an event's end) is an event of its own.
-    /// Each `data:` line is noted as `Found.noteLine` does.
     private static func findEvents(_ b: UnsafeRawBufferPointer, from: Int, into found: inout ScratchList<Found>) -> Int {
         let n = b.count
         var i = from
@@ -269,14 +268,9 @@ public struct SSEEventScanner: Sendable {
                 start = lf &+ 1
                 dataLines = 0
                 data = 0..<0
-            } else if length >= 5 && b[i] == 0x64 && b[i &+ 1] == 0x61 && b[i &+ 2] == 0x74 && b[i &+ 3] == 0x61
-                        && b[i &+ 4] == 0x3A {  // "data:", its value after one optional space, before a CR
-                var end = lf
-                if b[end &- 1] == 0x0D { end = end &- 1 }
-                var v = i &+ 5
-                if v < end && b[v] == 0x20 { v = v &+ 1 }
+            } else if let v = Found.dataValue(b, i..<lf) {
                 dataLines = dataLines &+ 1
-                data = Range(uncheckedBounds: (v, end))
+                data = v
             }
             i = lf &+ 1
         }
@@ -364,19 +358,25 @@ public struct SSEEventScanner: Sendable {
             self.data = data
         }
 
-        /// Notes the line `b[line]` (its LF excluded) when it is a `data:` line: the value after
-        /// `data:` and one optional space, before a CR that ends the line.
-        @inline(__always)
+        /// Notes the line `b[line]` (its LF excluded) when it is a `data:` line.
         mutating func noteLine(_ b: UnsafeRawBufferPointer, _ line: Range<Int>) {
+            guard let v = Self.dataValue(b, line) else { return }
+            dataLines += 1
+            data = v
+        }
+
+        /// The value of `b[line]` (its LF excluded) when it is a `data:` line: after `data:` and
+        /// one optional space, before a CR that ends the line.
+        @inline(__always)
+        static func dataValue(_ b: UnsafeRawBufferPointer, _ line: Range<Int>) -> Range<Int>? {
             var end = line.upperBound
             let ls = line.lowerBound
-            guard end - ls >= 5, b[ls] == 0x64, b[ls + 1] == 0x61, b[ls + 2] == 0x74, b[ls + 3] == 0x61,
-                  b[ls + 4] == 0x3A else { return }  // "data:"
-            if b[end - 1] == 0x0D { end -= 1 }
-            var v = ls + 5
-            if v < end && b[v] == 0x20 { v += 1 }
-            dataLines += 1
-            data = v..<end
+            guard end &- ls >= 5, b[ls] == 0x64, b[ls &+ 1] == 0x61, b[ls &+ 2] == 0x74, b[ls &+ 3] == 0x61,
+                  b[ls &+ 4] == 0x3A else { return nil }  // "data:"
+            if b[end &- 1] == 0x0D { end = end &- 1 }
+            var v = ls &+ 5
+            if v < end && b[v] == 0x20 { v = v &+ 1 }
+            return Range(uncheckedBounds: (v, end))
         }
     }
 
