@@ -235,10 +235,31 @@ struct RequestMachine {
         case lastEvents([UInt8], close: Bool)
     }
 
-    /// The request's last action: everything that happens when it ends, in the driver's order:
-    /// timer off, the breaker's verdict, the upstream connection kept or closed, the admission
-    /// queue left, the answer stored, the reply written, the flight told, the request logged.
+    /// The request's last action: everything that happens when it ends, taken by the driver in
+    /// the order of `Finish.steps`.
     struct Finish: Equatable {
+        /// One part of a request's end.
+        enum Step: Equatable, CaseIterable {
+            /// The timer off, the breaker's verdict, the upstream connection kept or closed.
+            case upstream
+            /// The admission queue left, the tenant's budget settled.
+            case admission
+            /// The answer stored (`store`).
+            case store
+            /// The flight this request leads ended with `outcome`.
+            case endFlight
+            /// The reply written (`reply`).
+            case reply
+            /// The coalescer left (`leaveFlight`).
+            case leaveFlight
+            /// The request logged and counted.
+            case logged
+        }
+        /// The store and the flight's end come before the reply: once the client has its answer it
+        /// may send the same request again, on a new connection that another worker takes, and
+        /// that request must find the answer stored and the flight over (a hit, or a flight of its
+        /// own), never join this one and be handed this one's end.
+        static let steps: [Step] = [.upstream, .admission, .store, .endFlight, .reply, .leaveFlight, .logged]
         enum Verdict: Equatable {
             /// 2xx–4xx (a client's error is not the backend's).
             case success

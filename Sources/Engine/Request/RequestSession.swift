@@ -259,35 +259,41 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
         }
     }
 
-    /// The request's end, in order: the upstream and the breaker, the store (before the client
-    /// has its answer, so a repeat finds it whichever worker takes it), the reply, the followers.
+    /// The request's end, step by step in the machine's order (`Finish.steps`).
     private func finish(_ f: RequestMachine.Finish) {
         // One clock read for the upstream's end, the breaker's verdict and the store, one for the
         // reply (they are microseconds apart; each read costs as much as a small stage).
         let now = Loop.nowNanos()
-        timer.cancel()
-        endAttempt(f.verdict, now: now)
-        timings.upstreamEnded(at: now)
-        if !(f.reuseUpstream && upstream.release()) { upstream.close() }
-        admission.ended(leaveQueue: f.leaveQueue, runtime.admission)
-        admission.budget.finished(usedTokens: usage.map { $0.prompt + $0.completion }, askedBackend: backend != nil,
-                        metrics: runtime.tenantMetrics, limits: runtime.rateLimits)
-        if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key, now: now) }
-        // The flight ends before this client is answered: once it has its answer it may send the
-        // same request again, on a new connection that another worker takes, and that request
-        // must find the flight over (a hit, or a flight of its own), never join this one.
-        if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o) }
-        if let r = f.reply {
-            let replyAt = Loop.nowNanos()
-            reply(r, at: replyAt)
-            // A whole 200 answer is the client's first token too (after its head, never before).
-            if machine.status == 200, case .answer = r { firstToken(at: replyAt) }
-            if case .json(200, _, _, _) = r { firstToken(at: replyAt) }
+        for step in RequestMachine.Finish.steps {
+            switch step {
+            case .upstream:
+                timer.cancel()
+                endAttempt(f.verdict, now: now)
+                timings.upstreamEnded(at: now)
+                if !(f.reuseUpstream && upstream.release()) { upstream.close() }
+            case .admission:
+                admission.ended(leaveQueue: f.leaveQueue, runtime.admission)
+                admission.budget.finished(usedTokens: usage.map { $0.prompt + $0.completion }, askedBackend: backend != nil,
+                                          metrics: runtime.tenantMetrics, limits: runtime.rateLimits)
+            case .store:
+                if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key, now: now) }
+            case .endFlight:
+                if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o) }
+            case .reply:
+                guard let r = f.reply else { break }
+                let replyAt = Loop.nowNanos()
+                reply(r, at: replyAt)
+                // A whole 200 answer is the client's first token too (after its head, never before).
+                if machine.status == 200, case .answer = r { firstToken(at: replyAt) }
+                if case .json(200, _, _, _) = r { firstToken(at: replyAt) }
+            case .leaveFlight:
+                if f.leaveFlight, let id = coalescerId { runtime.coalescer.left(id) }
+                coalescerId = nil
+            case .logged:
+                runtime.requestFinished(self, termination: machine.termination ?? .normal)
+                timer.giveBack(to: runtime)
+            }
         }
-        if f.leaveFlight, let id = coalescerId { runtime.coalescer.left(id) }
-        coalescerId = nil
-        runtime.requestFinished(self, termination: machine.termination ?? .normal)
-        timer.giveBack(to: runtime)
     }
 
     /// Writes the final response; detaches from the client first, since completing the response

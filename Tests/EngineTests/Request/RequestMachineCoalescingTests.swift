@@ -31,6 +31,19 @@ private func asking(_ p: RequestMachine.Policy = policy()) -> RequestMachine {
 }
 
 @Suite struct RequestMachineCoalescingTests {
+    /// A client that has its answer may ask again at once, on a connection another worker takes:
+    /// by then the answer must be stored and the flight over, so the repeat is a hit or leads a
+    /// flight of its own instead of joining this one (seen once as a 502 handed to the repeat).
+    @Test func aRequestsEndStoresAndEndsItsFlightBeforeItsReply() {
+        typealias Step = RequestMachine.Finish.Step
+        let steps = RequestMachine.Finish.steps
+        #expect(steps.count == Step.allCases.count && Set(Step.allCases.map { steps.firstIndex(of: $0) }).count == steps.count)
+        func at(_ s: Step) -> Int { steps.firstIndex(of: s) ?? -1 }
+        #expect(at(.store) >= 0 && at(.store) < at(.reply))
+        #expect(at(.endFlight) >= 0 && at(.endFlight) < at(.reply))
+        #expect(at(.upstream) == 0 && steps.last == .logged)
+    }
+
     @Test func hitIsReplayedAndNothingElseHappens() {
         var m = RequestMachine(policy: policy())
         #expect(m.start() == .lookupCache)
