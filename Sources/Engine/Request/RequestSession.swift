@@ -320,8 +320,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     private func writeEvents() {
         guard machine.relay.hasClientEvents else { return }
         firstToken()
-        let c = client
-        bytesOut += machine.relay.withClientEvents { ResponseWriter.chunk($0, to: c) }
+        bytesOut += Self.writeClientEvents(of: &machine, to: client)
+    }
+
+    /// The relay's pieces written where they lie. Lent in place (inout): read through this
+    /// class's property for a call that takes a closure, the relay was copied first (a retain
+    /// and a release of each of its ~10 buffers, per read).
+    private static func writeClientEvents(of m: inout RequestMachine, to c: HTTPServerConnection?) -> Int {
+        m.relay.withClientEvents { ResponseWriter.chunk($0, to: c) }
     }
 
     private func firstToken(at now: UInt64? = nil) {

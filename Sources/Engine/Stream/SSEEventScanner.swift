@@ -194,28 +194,30 @@ public struct SSEEventScanner: Sendable {
                 var runAt = 0
                 for f in found {
                     if f.dataLines == 1 {
-                        let r = readings[k]
+                        // Read where it lies: the fast path reads a few fields of it, where a
+                        // copy of the whole reading (~110 bytes) cost more than those reads.
+                        let r = readings.baseAddress.unsafelyUnwrapped + k
                         k &+= 1
                         // A token's chunk (nearly every event), before [DONE] and with no final
                         // chunk held: only its choices count, and it goes out as it came. The
                         // rest of `apply` would decide the same, at several times the cost.
-                        if r.isPlainChunk && !sawDone && heldFinal == nil {
+                        if r.pointee.isPlainChunk && !sawDone && heldFinal == nil {
                             if runStart < 0 || runEnd != f.start {
                                 addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
                                 runStart = f.start
                                 runAt = sink.allCount(all)
                             }
                             if findsIdentity {
-                                noteIdentity(UnsafeRawBufferPointer(rebasing: bytes[f.data]), members: r.identityMembers,
+                                noteIdentity(UnsafeRawBufferPointer(rebasing: bytes[f.data]), members: r.pointee.identityMembers,
                                              at: runAt &+ f.data.lowerBound &- runStart)
                             }
-                            choicesSeen |= r.choicesSeen
+                            choicesSeen |= r.pointee.choicesSeen
                             runEnd = f.end
                             continue
                         }
                         addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
                         let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-                        apply(ev, at: f.start, r, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                        apply(ev, at: f.start, r.pointee, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
                               sink: &sink, src: bytes, all: &all)
                         continue
                     }
