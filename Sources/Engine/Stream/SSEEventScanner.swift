@@ -147,10 +147,21 @@ public struct SSEEventScanner: Sendable {
                 // One event is read on its own, without the batch call.
                 let f = found.buffer[0]
                 let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-                if f.dataLines == 1 && !sawDone {
+                if f.dataLines == 1 && !sawDone && !readsEachEvent {
                     let data = UnsafeRawBufferPointer(rebasing: bytes[f.data])
-                    apply(ev, at: f.start, UpstreamJSON.read(data), dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
-                          sink: &sink, src: bytes, all: &all)
+                    let r = UpstreamJSON.read(data)
+                    if r.isPlainChunk && heldFinal == nil {
+                        // A token's chunk (a real stream's reads are one each): what the batch's
+                        // short path does for it, where `apply` cost several times as much.
+                        let at = sink.allCount(all)
+                        if findsIdentity { noteIdentity(data, members: r.identityMembers, at: at &+ f.data.lowerBound &- f.start) }
+                        choicesSeen |= r.choicesSeen
+                        var runStart = f.start
+                        addRun(&runStart, f.end, at, bytes, sink: &sink, all: &all)
+                    } else {
+                        apply(ev, at: f.start, r, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                              sink: &sink, src: bytes, all: &all)
+                    }
                 } else {
                     applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
                 }
@@ -299,8 +310,8 @@ public struct SSEEventScanner: Sendable {
         return nil
     }
 
-    /// Read every event on its own (one parser call each), as before batches: for tests that
-    /// compare the two.
+    /// Read every event on its own (one parser call each) through `apply`, as before batches and
+    /// without the token chunk's short path: for tests that compare the two.
     var readsEachEvent = false
 
     /// A list of plain values for the length of one feed: first in the caller's stack space, then
