@@ -116,11 +116,13 @@ public struct SSEEventScanner: Sendable {
     /// at a time. An event whose data spans several lines is read on its own; the outcome is the
     /// same as reading every event on its own (`readsEachEvent`, which the tests compare with).
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], filterUsage: Bool) {
-        usageRangesInAll.removeAll(keepingCapacity: true)
-        identitySpansInAll.removeAll(keepingCapacity: true)
+        // Emptied only when they hold something: on an array that never had storage,
+        // removeAll(keepingCapacity:) still makes a new empty buffer (a call per array per read).
+        if !usageRangesInAll.isEmpty { usageRangesInAll.removeAll(keepingCapacity: true) }
+        if !identitySpansInAll.isEmpty { identitySpansInAll.removeAll(keepingCapacity: true) }
         if filterUsage {
-            clientPieces.removeAll(keepingCapacity: true)
-            released.removeAll(keepingCapacity: true)
+            if !clientPieces.isEmpty { clientPieces.removeAll(keepingCapacity: true) }
+            if !released.isEmpty { released.removeAll(keepingCapacity: true) }
         }
         var sink = Sink(filterUsage: filterUsage)
         let n = bytes.count
