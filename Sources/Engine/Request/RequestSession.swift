@@ -114,7 +114,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     }
     func clientDrained() { post(.clientDrained) }
     func flightEvents(_ events: UnsafeRawBufferPointer) { handleInPlace(events, flight: true) }
-    func timerFired(_ t: Timer) { post(.timerFired(timer.kind)) }
+    func timerFired(_ t: Timer) {
+        guard let kind = timer.woke(now: Loop.nowNanos()) else { return }
+        post(.timerFired(kind))
+    }
     func cacheAnswered(_ lookup: CacheLookup, stale: Bool) { post(stale ? .staleAnswered(lookup) : .cacheAnswered(lookup)) }
     func budgetAnswered(_ d: RateLimitDecision, tenant t: Tenant, cost: Int) {
         take(admission.budget.answered(d, tenant: t, cost: cost, hasEnded: isFinished, metrics: runtime.tenantMetrics,
@@ -188,15 +191,16 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
             let now = Loop.nowNanos()
             guard let c = upstream.start(b, routing: runtime.backends.routing, request, model: servedModel, delegate: self,
                                          now: now) else { return post(.upstreamFailed(.connect)) }
-            arm(.upstream, timeout)
+            arm(.upstream, timeout, now: now)
             timings.upstreamStarted(at: now)
             UpstreamAttempt.send(request, body: body, requestId: requestId, on: c, to: b)
         case .startStream(let timeout, let writeHead):
-            arm(.upstream, timeout)
+            arm(.upstream, timeout, now: Loop.nowNanos())
             if let f = machine.leadsFlight { runtime.coalescer.leaderHead(f, status: 200, contentType: "text/event-stream", isStream: true) }
             if writeHead { writeSSEHead() }
         case .forward(let f):
-            if let gap = timings.chunk(at: Loop.nowNanos()) { runtime.metrics.interChunkSeconds.observe(Double(gap) / 1e9) }
+            let now = Loop.nowNanos()
+            if let gap = timings.chunk(at: now) { runtime.metrics.interChunkSeconds.observe(Double(gap) / 1e9) }
             // The read's whole events go out in one write (and to the flight's followers).
             if let fl = machine.leadsFlight, !machine.relay.events.isEmpty { runtime.coalescer.leaderEvents(fl, machine.relay.events) }
             writeEvents()
@@ -204,7 +208,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
                 timer.cancel()
                 upstream.connection?.pauseReading()
             } else if f.rearm {
-                arm(.upstream, runtime.requestPolicy.upstreamTimeout)
+                arm(.upstream, runtime.requestPolicy.upstreamTimeout, now: now)
             }
             if f.broken { post(.upstreamFailed(.invalidEvent)) }
         case .forwardFlight(let writeHead):
@@ -217,13 +221,13 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
                 c.close()
             }
         case .resumeUpstream(let timeout):
-            arm(.upstream, timeout)
+            arm(.upstream, timeout, now: Loop.nowNanos())
             upstream.connection?.resumeReading()
         case .retry(let after):
             endAttempt(.failure)
             runtime.metrics.upstreamRetries += 1
             closeUpstream()
-            arm(.backoff, after)
+            arm(.backoff, after, now: Loop.nowNanos())
         case .finish(let f):
             finish(f)
         case .none:
@@ -326,8 +330,14 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     private func writeEvents() {
         guard machine.relay.hasClientEvents else { return }
         firstToken()
-        let c = client
-        bytesOut += machine.relay.withClientEvents { ResponseWriter.chunk($0, to: c) }
+        bytesOut += Self.writeClientEvents(of: &machine, to: client)
+    }
+
+    /// The relay's pieces written where they lie. Lent in place (inout): read through this
+    /// class's property for a call that takes a closure, the relay was copied first (a retain
+    /// and a release of each of its ~10 buffers, per read).
+    private static func writeClientEvents(of m: inout RequestMachine, to c: HTTPServerConnection?) -> Int {
+        m.relay.withClientEvents { ResponseWriter.chunk($0, to: c) }
     }
 
     private func firstToken(at now: UInt64? = nil) {
@@ -336,7 +346,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
         runtime.firstTokenRelayed(self, now: now ?? Loop.nowNanos())
     }
 
-    private func arm(_ kind: TimerKind, _ d: Duration) { timer.arm(kind, after: d, for: self, from: runtime) }
+    private func arm(_ kind: TimerKind, _ d: Duration, now: UInt64) { timer.arm(kind, after: d, now: now, for: self, from: runtime) }
 
     private func endAttempt(_ verdict: RequestMachine.Finish.Verdict, now: UInt64 = Loop.nowNanos()) {
         if let b = upstream.end(verdict, now: now) { runtime.breakerChanged(b) }

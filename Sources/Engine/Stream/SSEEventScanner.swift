@@ -116,11 +116,13 @@ public struct SSEEventScanner: Sendable {
     /// at a time. An event whose data spans several lines is read on its own; the outcome is the
     /// same as reading every event on its own (`readsEachEvent`, which the tests compare with).
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], filterUsage: Bool) {
-        usageRangesInAll.removeAll(keepingCapacity: true)
-        identitySpansInAll.removeAll(keepingCapacity: true)
+        // Emptied only when they hold something: on an array that never had storage,
+        // removeAll(keepingCapacity:) still makes a new empty buffer (a call per array per read).
+        if !usageRangesInAll.isEmpty { usageRangesInAll.removeAll(keepingCapacity: true) }
+        if !identitySpansInAll.isEmpty { identitySpansInAll.removeAll(keepingCapacity: true) }
         if filterUsage {
-            clientPieces.removeAll(keepingCapacity: true)
-            released.removeAll(keepingCapacity: true)
+            if !clientPieces.isEmpty { clientPieces.removeAll(keepingCapacity: true) }
+            if !released.isEmpty { released.removeAll(keepingCapacity: true) }
         }
         var sink = Sink(filterUsage: filterUsage)
         let n = bytes.count
@@ -147,10 +149,21 @@ public struct SSEEventScanner: Sendable {
                 // One event is read on its own, without the batch call.
                 let f = found.buffer[0]
                 let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-                if f.dataLines == 1 && !sawDone {
+                if f.dataLines == 1 && !sawDone && !readsEachEvent {
                     let data = UnsafeRawBufferPointer(rebasing: bytes[f.data])
-                    apply(ev, at: f.start, UpstreamJSON.read(data), dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
-                          sink: &sink, src: bytes, all: &all)
+                    let r = UpstreamJSON.read(data)
+                    if r.isPlainChunk && heldFinal == nil {
+                        // A token's chunk (a real stream's reads are one each): what the batch's
+                        // short path does for it, where `apply` cost several times as much.
+                        let at = sink.allCount(all)
+                        if findsIdentity { noteIdentity(data, members: r.identityMembers, at: at &+ f.data.lowerBound &- f.start) }
+                        choicesSeen |= r.choicesSeen
+                        var runStart = f.start
+                        addRun(&runStart, f.end, at, bytes, sink: &sink, all: &all)
+                    } else {
+                        apply(ev, at: f.start, r, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                              sink: &sink, src: bytes, all: &all)
+                    }
                 } else {
                     applyAlone(ev, at: f.start, sink: &sink, src: bytes, all: &all)
                 }
@@ -194,28 +207,30 @@ public struct SSEEventScanner: Sendable {
                 var runAt = 0
                 for f in found {
                     if f.dataLines == 1 {
-                        let r = readings[k]
+                        // Read where it lies: the fast path reads a few fields of it, where a
+                        // copy of the whole reading (~110 bytes) cost more than those reads.
+                        let r = readings.baseAddress.unsafelyUnwrapped + k
                         k &+= 1
                         // A token's chunk (nearly every event), before [DONE] and with no final
                         // chunk held: only its choices count, and it goes out as it came. The
                         // rest of `apply` would decide the same, at several times the cost.
-                        if r.isPlainChunk && !sawDone && heldFinal == nil {
+                        if r.pointee.isPlainChunk && !sawDone && heldFinal == nil {
                             if runStart < 0 || runEnd != f.start {
                                 addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
                                 runStart = f.start
                                 runAt = sink.allCount(all)
                             }
                             if findsIdentity {
-                                noteIdentity(UnsafeRawBufferPointer(rebasing: bytes[f.data]), members: r.identityMembers,
+                                noteIdentity(UnsafeRawBufferPointer(rebasing: bytes[f.data]), members: r.pointee.identityMembers,
                                              at: runAt &+ f.data.lowerBound &- runStart)
                             }
-                            choicesSeen |= r.choicesSeen
+                            choicesSeen |= r.pointee.choicesSeen
                             runEnd = f.end
                             continue
                         }
                         addRun(&runStart, runEnd, runAt, bytes, sink: &sink, all: &all)
                         let ev = UnsafeRawBufferPointer(rebasing: bytes[f.start..<f.end])
-                        apply(ev, at: f.start, r, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
+                        apply(ev, at: f.start, r.pointee, dataLine: (f.data.lowerBound - f.start)..<(f.data.upperBound - f.start),
                               sink: &sink, src: bytes, all: &all)
                         continue
                     }
@@ -297,8 +312,8 @@ public struct SSEEventScanner: Sendable {
         return nil
     }
 
-    /// Read every event on its own (one parser call each), as before batches: for tests that
-    /// compare the two.
+    /// Read every event on its own (one parser call each) through `apply`, as before batches and
+    /// without the token chunk's short path: for tests that compare the two.
     var readsEachEvent = false
 
     /// A list of plain values for the length of one feed: first in the caller's stack space, then

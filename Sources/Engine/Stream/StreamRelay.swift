@@ -62,6 +62,14 @@ struct StreamRelay {
                     return body(UnsafeBufferPointer(one))
                 }
             }
+            // One piece of `events` (a read of token chunks, the usual case): lent as it is,
+            // without the pieces' table or the released bytes (a retain and release each).
+            if scanner.clientPieces.count == 1, case .all(let r) = scanner.clientPieces[0] {
+                return withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { one in
+                    one.initializeElement(at: 0, to: UnsafeRawBufferPointer(rebasing: e[r]))
+                    return body(UnsafeBufferPointer(one))
+                }
+            }
             let pieces = scanner.clientPieces
             return scanner.released.withUnsafeBytes { x in
                 withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: pieces.count) { out in
