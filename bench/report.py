@@ -139,6 +139,20 @@ if all(r["ins_u"] >= 0 for rs in runs.values() for r in rs):
         ratio_u = f"{ratio(R[eng]['ins_u'], R[ref + ':nginx']['ins_u']):.1f}×" if eng in R else "—"
         p(f"| {label} | {cell(ref + ':nginx')} | {cell(ref + ':haproxy')} | {cell(eng)} | {cell(case + ':eng1-on')} | {ratio_u} |")
 
+if all("ins_u" in P[k] and "ins_k" in P[k] for k in ("probe:nginx", "probe:eng-off", "probe:eng-on")):
+    p("\n## Instructions per streamed response, one event per read (the streaming probe; thousands, median of rounds)\n")
+    p("vllm-sim writes each of a stream's events on its own, as a real vLLM does, so a proxy reads and "
+      "writes once per event; the wrk stream cases above read the fixed upstream's whole stream in one "
+      "read. Each probe stream has 64 content events and a connection of its own.\n")
+    p("| target | user | kernel | user + kernel | ÷ nginx, user + kernel |\n|---|---|---|---|---|")
+    pn = P["probe:nginx"]["ins_u"] + P["probe:nginx"]["ins_k"]
+    for key, label in (("probe:nginx", "nginx"), ("probe:eng-off", "Engine, cache off"),
+                       ("probe:eng-on", "Engine, cache on (every stream misses)")):
+        x = P[key]
+        tot = x["ins_u"] + x["ins_k"]
+        p(f"| {label} | {x['ins_u'] / 1e3:.1f}k | {x['ins_k'] / 1e3:.1f}k | {tot / 1e3:.1f}k | "
+          f"{'—' if key == 'probe:nginx' else f'{tot / pn:.2f}×'} |")
+
 idle = {}
 for line in open(idle_path):
     name, _, js = line.strip().partition(" ")

@@ -198,8 +198,31 @@ print(key, rnd, rps, p50, p99, bad.group(1) if bad else 0, sum(map(int, sock.gro
       per("instructions:u"), per("instructions:k"))
 PY
 }
-# probe KEY TARGET ROUND: the streaming probe, as "KEY ROUND {json}"
-probe() { echo "$1 $3 $(python3 bench/stream_probe.py 127.0.0.1 "${PORT[$2]}" 16 64)" >>"$RESULTS"; }
+# probe KEY TARGET ROUND: the streaming probe, as "KEY ROUND {json}". With PERF=1 the JSON also
+# holds the target's instructions per stream, user and kernel: vllm-sim writes each event on its
+# own, so this is a stream read one event at a time, as from a real vLLM (the wrk cases read the
+# fixed upstream's whole stream at once). perf attaches before the first stream starts.
+probe() {
+    local stat="" out
+    : >"$WORK/perf.txt"
+    if [ "$PERF" = 1 ]; then
+        perf stat -x, -e instructions:u,instructions:k -o "$WORK/perf.txt" \
+            -p "$(python3 bench/proctree.py list "${ROOT[$2]}" | awk '{print $1}' | paste -sd,)" & stat=$!
+        sleep 0.3
+    fi
+    out=$(python3 bench/stream_probe.py 127.0.0.1 "${PORT[$2]}" 16 64)
+    if [ -n "$stat" ]; then kill -INT "$stat"; wait "$stat" || true; fi
+    echo "$1 $3 $(python3 - "$out" "$WORK/perf.txt" <<'PY'
+import json, sys
+x = json.loads(sys.argv[1])
+for line in open(sys.argv[2]):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].isdigit() and x["streams"]:
+        x["ins_u" if f[2] == "instructions:u" else "ins_k"] = int(f[0]) / x["streams"]
+print(json.dumps(x))
+PY
+)" >>"$RESULTS"
+}
 
 # Interleaved rounds: every case and target once per round, so drift on the shared machine hits
 # all of them alike; the report takes medians over rounds.
