@@ -81,16 +81,17 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         relay(fl, events)
     }
 
-    /// The leader's request ended (answered, failed, or its client left with nobody following).
-    func leaderEnded(_ f: FlightID, _ o: Flight.Outcome) {
+    /// The leader's request ended (answered, failed, or its client left with nobody following) at
+    /// `now`.
+    func leaderEnded(_ f: FlightID, _ o: Flight.Outcome, now: UInt64 = Loop.nowNanos()) {
         guard let fl = flight(f) else { return }
         if let p = fl.publisher {
             fl.publisher = nil
             switch o {
-            case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body)
-            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil, recorded: fl.recorded)
-            case .failed(let st, let body, _): p.fail(status: st, body: body)
-            case .abandoned: p.abandon()
+            case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body, now: now)
+            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil, recorded: fl.recorded, now: now)
+            case .failed(let st, let body, _): p.fail(status: st, body: body, now: now)
+            case .abandoned: p.abandon(now: now)
             }
         }
         post(.ended(f, o))
