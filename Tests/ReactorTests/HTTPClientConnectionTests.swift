@@ -142,6 +142,46 @@ private func connected(_ up: ScriptedUpstream, _ rec: ClientRecorder) -> HTTPCli
         #expect(pool.opened == 1)
     }
 
+    @Test func prebuiltHeadsStayExactAcrossRequestsOnOneConnection() {
+        // The head up to the per-request value is kept from the last request when it matches:
+        // every request's head must still be exactly its own.
+        let up = ScriptedUpstream()
+        let pool = HTTPClientPool(loop: up.loop, endpoint: up.endpoint)
+        let rec = ClientRecorder()
+        rec.pool = pool
+        let block = Array("content-type: application/json\r\n".utf8)
+        let host = "host: 127.0.0.1:\(up.endpoint.port)\r\n"
+        func post(_ path: String, _ id: String, block: [UInt8], newConnection: Bool) -> String {
+            let c = pool.acquire()
+            c.delegate = rec
+            c.send(method: "POST", path: path, headerBlock: block, name: "x-request-id", value: id,
+                   body: UnsafeRawBufferPointer(start: nil, count: 0))
+            let head = up.awaitRequest(newConnection: newConnection)
+            up.reply("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            return head
+        }
+        #expect(post("/v1/chat/completions", "first-id", block: block, newConnection: true)
+                == "POST /v1/chat/completions HTTP/1.1\r\n" + host + "content-type: application/json\r\nx-request-id: first-id\r\ncontent-length: 0\r\n\r\n")
+        #expect(post("/v1/chat/completions", "2", block: block, newConnection: false)
+                == "POST /v1/chat/completions HTTP/1.1\r\n" + host + "content-type: application/json\r\nx-request-id: 2\r\ncontent-length: 0\r\n\r\n")
+        #expect(post("/v1/completions", "third", block: block, newConnection: false)
+                == "POST /v1/completions HTTP/1.1\r\n" + host + "content-type: application/json\r\nx-request-id: third\r\ncontent-length: 0\r\n\r\n")
+        // Another block (the same bytes in a new array, then other bytes).
+        #expect(post("/v1/completions", "4", block: Array("content-type: application/json\r\n".utf8), newConnection: false)
+                == "POST /v1/completions HTTP/1.1\r\n" + host + "content-type: application/json\r\nx-request-id: 4\r\ncontent-length: 0\r\n\r\n")
+        #expect(post("/v1/completions", "5", block: Array("authorization: Bearer k\r\n".utf8), newConnection: false)
+                == "POST /v1/completions HTTP/1.1\r\n" + host + "authorization: Bearer k\r\nx-request-id: 5\r\ncontent-length: 0\r\n\r\n")
+        // A request of the other form in between, then the prebuilt form again.
+        let c = pool.acquire()
+        c.delegate = rec
+        get(c)
+        #expect(up.awaitRequest(newConnection: false) == "GET /v1/models HTTP/1.1\r\n" + host + "\r\n")
+        up.reply("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        #expect(post("/v1/completions", "6", block: block, newConnection: false)
+                == "POST /v1/completions HTTP/1.1\r\n" + host + "content-type: application/json\r\nx-request-id: 6\r\ncontent-length: 0\r\n\r\n")
+        #expect(rec.finished == 7 && rec.failures.isEmpty && pool.opened == 1)
+    }
+
     @Test func interim100IsSkippedAndTheFinalHeadDelivered() {
         let up = ScriptedUpstream()
         let rec = ClientRecorder()

@@ -93,9 +93,9 @@ final class AdmissionDriver {
     /// A request this driver admitted to `backend` ended (the session's `finish`): its slot frees
     /// and may release the next waiter. Ends reported while actions are being performed (an
     /// admitted session that fails at once) wait until those are done: no re-entry.
-    func ended(_ backend: BackendID) {
+    func ended(_ backend: BackendID, now: UInt64 = Loop.nowNanos()) {
         guard !performing else { return endedLater.append(backend) }
-        perform(machine.requestEnded(on: backend, now: Loop.nowNanos()))
+        perform(machine.requestEnded(on: backend, now: now))
     }
 
     private var performing = false

@@ -27,20 +27,21 @@ struct AdmissionPlace {
     /// wait ends (observed) and so does the token; the tenant's admission or refusal is counted.
     mutating func answered(_ e: RequestMachine.Event, _ timings: inout RequestTimings, metrics: Metrics, tenants: TenantMetrics) {
         token = nil
-        let waited = timings.dequeued(at: Loop.nowNanos())
+        // The clock only for a request that waited (most are admitted without queueing).
+        let waited = timings.isQueued ? timings.dequeued(at: Loop.nowNanos()) : nil
         if let waited { metrics.queueWaitSeconds.observe(Double(waited) / 1e9) }
         budget.dequeued(waitedNanos: waited, in: tenants)
         budget.count(e, in: tenants)
     }
 
-    /// The request ended: out of the queue if it still waits there (`leaveQueue`), and its
-    /// backend's slot frees.
-    mutating func ended(leaveQueue: Bool, _ admission: AdmissionDriver?) {
+    /// The request ended (at `now`): out of the queue if it still waits there (`leaveQueue`), and
+    /// its backend's slot frees.
+    mutating func ended(leaveQueue: Bool, _ admission: AdmissionDriver?, now: UInt64) {
         if leaveQueue, let t = token { admission?.leave(t) }
         token = nil
         if let b = admittedTo {
             admittedTo = nil
-            admission?.ended(b)
+            admission?.ended(b, now: now)
         }
     }
 }

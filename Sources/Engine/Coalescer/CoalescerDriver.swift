@@ -17,7 +17,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     // checked `unowned` paid an atomic retain and release on each of the per-request reads.
     private unowned(unsafe) let runtime: EngineRuntime
     private var machine = CoalescerMachine()
-    private var sessions: [RequestID: RequestSession] = [:]
+    /// The sessions taking part, by request id (IDTable: ids counted out by `newRequestID`).
+    private var sessions = IDTable<RequestSession>()
     /// Flight records by the slot of their FlightID (a record whose id is not the machine's
     /// flight in that slot is over: the next flight in the slot replaces it).
     private var flights: [Flight?] = []
@@ -54,7 +55,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     /// `s` missed the cache: it will hear lead / follow / alone through its event queue.
     func arrive(_ s: RequestSession, _ a: CoalescerMachine.Arrival) {
-        sessions[a.id] = s
+        sessions[a.id.raw] = s
         post(.arrived(a))
     }
 
@@ -80,16 +81,17 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         relay(fl, events)
     }
 
-    /// The leader's request ended (answered, failed, or its client left with nobody following).
-    func leaderEnded(_ f: FlightID, _ o: Flight.Outcome) {
+    /// The leader's request ended (answered, failed, or its client left with nobody following) at
+    /// `now`.
+    func leaderEnded(_ f: FlightID, _ o: Flight.Outcome, now: UInt64 = Loop.nowNanos()) {
         guard let fl = flight(f) else { return }
         if let p = fl.publisher {
             fl.publisher = nil
             switch o {
-            case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body)
-            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil, recorded: fl.recorded)
-            case .failed(let st, let body, _): p.fail(status: st, body: body)
-            case .abandoned: p.abandon()
+            case .buffered(let st, let ct, let body): p.end(status: st, contentType: ct, body: body, now: now)
+            case .streamed: p.end(status: 200, contentType: "text/event-stream", body: nil, recorded: fl.recorded, now: now)
+            case .failed(let st, let body, _): p.fail(status: st, body: body, now: now)
+            case .abandoned: p.abandon(now: now)
             }
         }
         post(.ended(f, o))
@@ -131,7 +133,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             run(machine.left(id), outcome: nil)
             // A follower that left is done with us; a leader stays until its flight ends (the
             // machine keeps it in its flight until then).
-            if !machine.belongsToFlight(id), let s = sessions.removeValue(forKey: id) {
+            if !machine.belongsToFlight(id), let s = sessions.removeValue(for: id.raw) {
                 for case let fl? in flights where !fl.live.isEmpty { fl.live.removeAll { $0.session === s } }
             }
         }
@@ -141,7 +143,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     private func finishFlight(_ f: FlightID) {
         guard let fl = flight(f) else { return }
         flights[f.slot] = nil
-        if let l = fl.leader { sessions[l] = nil }
+        if let l = fl.leader { sessions[l.raw] = nil }
         fl.reader?.stop()
         fl.reader = nil
         fl.publisher?.close()
@@ -200,11 +202,11 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                                                          claims: runtime.sharedClaims)
                     performLease(leases.taken(now: Loop.nowNanos()))
                 }
-                sessions[id]?.post(.flight(.lead(f)))
+                sessions[id.raw]?.post(.flight(.lead(f)))
             case .proceedAlone(let id):
-                sessions.removeValue(forKey: id)?.post(.flight(.alone))
+                sessions.removeValue(for: id.raw)?.post(.flight(.alone))
             case .follow(let id, let f, let live):
-                guard let s = sessions[id] else { continue }
+                guard let s = sessions[id.raw] else { continue }
                 let fl = flight(f)
                 let st = stamp(for: s)
                 if live, let fl { fl.live.append(Flight.LiveFollower(session: s, stamp: st)) }
@@ -221,19 +223,19 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
             case .stopRemote(let f):
                 flight(f)?.reader?.stop()
             case .goLive(let id, let f):
-                guard let s = sessions[id], let fl = flight(f) else { continue }
+                guard let s = sessions[id.raw], let fl = flight(f) else { continue }
                 let st = stamp(for: s)
                 fl.live.append(Flight.LiveFollower(session: s, stamp: st))
                 s.post(.flight(.goLive(recorded: st.stamped(events: fl.recorded))))
             case .endLive(let id), .failLive(let id), .deliverAnswer(let id), .deliverError(let id):
-                guard let s = sessions.removeValue(forKey: id) else { continue }
+                guard let s = sessions.removeValue(for: id.raw) else { continue }
                 s.post(.flight(.ended(delivery(for: a, outcome))))
             case .rejoin(let id):
-                sessions.removeValue(forKey: id)?.post(.flight(.rejoin))
+                sessions.removeValue(for: id.raw)?.post(.flight(.rejoin))
             case .continueHeadless(let id):
-                sessions[id]?.post(.flight(.continueHeadless))
+                sessions[id.raw]?.post(.flight(.continueHeadless))
             case .abortLeader(let id):
-                sessions[id]?.post(.flight(.abort))
+                sessions[id.raw]?.post(.flight(.abort))
             case .countRemoteFollowers(_, let f):
                 guard let p = flight(f)?.publisher else {
                     post(.remoteFollowersCounted(f, 0))

@@ -171,8 +171,9 @@ public struct CoalescerMachine: Sendable {
     private var free: [Int] = []
     /// The running flight of each key (looked up only by arrivals).
     private var running: [FlightKey: FlightID] = [:]
-    /// Which flight each leader or member belongs to.
-    private var flightOf: [RequestID: FlightID] = [:]
+    /// Which flight each leader or member belongs to, by request id (ids the driver counts out:
+    /// IDTable's unseeded hash, not Dictionary's SipHash, for these few operations per request).
+    private var flightOf = IDTable<FlightID>()
     private var nextSequence: UInt64 = 0
 
     public init() {}
@@ -184,13 +185,13 @@ public struct CoalescerMachine: Sendable {
 
     /// Whether `id` leads or follows a running flight (a leader whose client left still leads it
     /// until it ends).
-    public func belongsToFlight(_ id: RequestID) -> Bool { flightOf[id] != nil }
+    public func belongsToFlight(_ id: RequestID) -> Bool { flightOf.contains(id.raw) }
 
     // MARK: events
 
     /// A request missed the cache (or skipped it): lead, follow, or go alone.
     public mutating func arrived(_ a: Arrival, acrossProcesses: Bool) -> Actions {
-        precondition(flightOf[a.id] == nil, "\(a.id) arrived twice")
+        precondition(!flightOf.contains(a.id.raw), "\(a.id) arrived twice")
         let key = FlightKey(a.key)
         if let fid = running[key], let i = slot(of: fid) {
             guard a.mayFollow else { return [.proceedAlone(a.id)] }
@@ -200,7 +201,7 @@ public struct CoalescerMachine: Sendable {
             default: live = false
             }
             slots[i]!.members.append(Member(id: a.id, isStream: a.isStream, isLive: live))
-            flightOf[a.id] = fid
+            flightOf[a.id.raw] = fid
             return [.follow(a.id, fid, live: live)]
         }
         guard a.mayLead else { return [.proceedAlone(a.id)] }
@@ -208,7 +209,7 @@ public struct CoalescerMachine: Sendable {
             ? .claiming(leader: a.id, leaderIsStream: a.isStream, leaderMayFollow: a.mayFollow)
             : .leading(leader: a.id, stream: .notStarted, publishes: false)
         let id = addFlight(key, phase)
-        flightOf[a.id] = id
+        flightOf[a.id.raw] = id
         return acrossProcesses ? [.claim(id, key: a.key)] : [.lead(a.id, id, publish: false)]
     }
 
@@ -235,7 +236,7 @@ public struct CoalescerMachine: Sendable {
                 out.append(.follow(leader, fid, live: false))
             } else {
                 // A no-cache claimer wants an answer made for it: it calls upstream itself.
-                flightOf[leader] = nil
+                flightOf[leader.raw] = nil
                 out.append(.proceedAlone(leader))
             }
             guard !slots[i]!.members.isEmpty else {
@@ -305,26 +306,26 @@ public struct CoalescerMachine: Sendable {
 
     /// A request's client went away (or its session ended) before its flight did.
     public mutating func left(_ id: RequestID) -> Actions {
-        guard let fid = flightOf[id], let i = slot(of: fid) else {
-            flightOf[id] = nil
+        guard let fid = flightOf[id.raw], let i = slot(of: fid) else {
+            flightOf[id.raw] = nil
             return []
         }
         if let m = slots[i]!.members.firstIndex(where: { $0.id == id }) {
             slots[i]!.members.remove(at: m)
-            flightOf[id] = nil
+            flightOf[id.raw] = nil
             return []
         }
         switch slots[i]!.phase {
         case .claiming(_, let isStream, let mayFollow):
             slots[i]!.phase = .claiming(leader: nil, leaderIsStream: isStream, leaderMayFollow: mayFollow)
-            flightOf[id] = nil
+            flightOf[id.raw] = nil
             return []
         case .leading(_, _, let publishes):
             // The leader stays the flight's leader until the flight ends (its session ends it).
             if !slots[i]!.members.isEmpty { return [.continueHeadless(id)] }
             return publishes ? [.countRemoteFollowers(id, fid)] : [.abortLeader(id)]
         case .followingRemote:
-            flightOf[id] = nil
+            flightOf[id.raw] = nil
             return []
         }
     }
@@ -360,10 +361,10 @@ public struct CoalescerMachine: Sendable {
         let f = slots[i].take()!
         free.append(i)
         running[f.key] = nil
-        for m in f.members { flightOf[m.id] = nil }
+        for m in f.members { flightOf[m.id.raw] = nil }
         switch f.phase {
-        case .leading(let l, _, _): flightOf[l] = nil
-        case .claiming(let l?, _, _): flightOf[l] = nil
+        case .leading(let l, _, _): flightOf[l.raw] = nil
+        case .claiming(let l?, _, _): flightOf[l.raw] = nil
         default: break
         }
         return f

@@ -144,9 +144,9 @@ final class RemoteFlightPublisher {
     /// A whole non-SSE answer, or (body nil) the complete end of a stream. A whole answer is
     /// published only if some process reads this flight (its readers count, in the same script):
     /// one that starts reading after the end finds the lock gone and no entry, and looks again.
-    func end(status: Int, contentType: String, body: [UInt8]?, recorded: [UInt8] = []) {
+    func end(status: Int, contentType: String, body: [UInt8]?, recorded: [UInt8] = [], now: UInt64 = Loop.nowNanos()) {
         guard !isDone else { return }
-        finish(always: body == nil, recorded: recorded) {
+        finish(always: body == nil, recorded: recorded, now: now) {
             var f = [Array("t".utf8), Array("e".utf8), Array("s".utf8), Array(String(status).utf8), Array("c".utf8), Array(contentType.utf8)]
             if let body { f += [Array("b".utf8), body] }
             return f
@@ -154,9 +154,9 @@ final class RemoteFlightPublisher {
     }
 
     /// The leader gave up without an answer (its client left): readers look again.
-    func abandon() {
+    func abandon(now: UInt64 = Loop.nowNanos()) {
         guard !isDone else { return }
-        finish { [Array("t".utf8), Array("a".utf8)] }
+        finish(now: now) { [Array("t".utf8), Array("a".utf8)] }
     }
 
     /// How many readers other processes started on this flight (0 when Redis does not answer).
@@ -171,9 +171,9 @@ final class RemoteFlightPublisher {
     }
 
     /// The leader failed: the followers get the same status and error body.
-    func fail(status: Int, body: [UInt8]) {
+    func fail(status: Int, body: [UInt8], now: UInt64 = Loop.nowNanos()) {
         guard !isDone else { return }
-        finish { [Array("t".utf8), Array("f".utf8), Array("s".utf8), Array(String(status).utf8), Array("b".utf8), body] }
+        finish(now: now) { [Array("t".utf8), Array("f".utf8), Array("s".utf8), Array(String(status).utf8), Array("b".utf8), body] }
     }
 
     // The last entry, the stream's expiry and the lock's deletion in one command: the flight ends
@@ -191,12 +191,12 @@ final class RemoteFlightPublisher {
 
     /// `fields` (the end entry) is built only when it is written: in shared-memory mode, only
     /// when a reader joined.
-    private func finish(always: Bool = true, recorded: [UInt8] = [], _ fields: () -> [[UInt8]]) {
+    private func finish(always: Bool = true, recorded: [UInt8] = [], now: UInt64, _ fields: () -> [[UInt8]]) {
         isDone = true
         if let claims {
             // Readers, or a stream already written: the claim stays (ENDING) until the end entry
             // is in Redis, then goes. Nobody joined: it goes now, and Redis hears nothing.
-            let readers = claims.endClaim(key, owner: owner, now: Loop.nowNanos(), keep: published)
+            let readers = claims.endClaim(key, owner: owner, now: now, keep: published)
             guard readers > 0 || published else { return }
             if !published { startPublishing(recorded) }
             add(fields())

@@ -32,6 +32,9 @@ struct RequestTimings {
 
     mutating func enqueued(at now: UInt64) { queuedAt = now }
 
+    /// In the admission queue now (`dequeued` will report a wait).
+    var isQueued: Bool { queuedAt > 0 }
+
     /// Leaves the admission queue; the wait, if the request was queued.
     mutating func dequeued(at now: UInt64) -> UInt64? {
         guard queuedAt > 0 else { return nil }

@@ -392,13 +392,13 @@ public final class EngineRuntime {
     /// embedded and shared-memory stores answer at once, without a completion, whose weak reference
     /// would give the waiter a side table (an allocation, slower refcounts). Redis answers later,
     /// and not at all to a waiter that went away meanwhile.
-    func lookUp(_ key: String?, stale: Bool, for waiter: any CacheWaiter) {
+    func lookUp(_ key: String?, stale: Bool, now: UInt64, for waiter: any CacheWaiter) {
         guard let cache, let key else { return waiter.cacheAnswered(.miss, stale: stale) }
-        if let sync = syncCache { return waiter.cacheAnswered(sync.lookup(key, now: Loop.nowNanos(), touch: !stale), stale: stale) }
+        if let sync = syncCache { return waiter.cacheAnswered(sync.lookup(key, now: now, touch: !stale), stale: stale) }
         if stale {
-            cache.getStale(key: key, now: Loop.nowNanos(), wallMillis: Loop.wallMillis()) { [weak waiter] in waiter?.cacheAnswered($0, stale: true) }
+            cache.getStale(key: key, now: now, wallMillis: Loop.wallMillis()) { [weak waiter] in waiter?.cacheAnswered($0, stale: true) }
         } else {
-            cache.get(key: key, now: Loop.nowNanos(), wallMillis: Loop.wallMillis()) { [weak waiter] in waiter?.cacheAnswered($0, stale: false) }
+            cache.get(key: key, now: now, wallMillis: Loop.wallMillis()) { [weak waiter] in waiter?.cacheAnswered($0, stale: false) }
         }
     }
 

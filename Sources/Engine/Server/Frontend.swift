@@ -137,15 +137,11 @@ final class Frontend: HTTPServerConnectionDelegate {
         return newRequestId()
     }
 
-    /// 16 hex digits from the loop's generator.
+    /// 16 hex digits from the loop's generator (its bytes most significant first).
     func newRequestId() -> String {
-        var v = rng.next() as UInt64
+        let v = rng.next() as UInt64
         return String(unsafeUninitializedCapacity: 16) { buf in
-            for i in stride(from: 15, through: 0, by: -1) {
-                let d = UInt8(v & 0xF)
-                buf[i] = d < 10 ? 48 + d : 87 + d
-                v >>= 4
-            }
+            for i in 0..<8 { Digest.writeHex(UInt8(truncatingIfNeeded: v >> UInt64(56 - 8 * i)), to: buf.baseAddress! + 2 * i) }
             return 16
         }
     }

@@ -23,7 +23,7 @@ import Testing
         q.answered(.admissionRefused(AdmissionRefusal(.tokens, retryAfterSeconds: 1)), &timings, metrics: metrics, tenants: tenants)
         #expect(metrics.queueWaitSeconds.count == 1 && tenants.rejected[0][TenantMetrics.Reason.tokens.rawValue] == 1)
         p.admitted(to: BackendID(1))
-        p.ended(leaveQueue: true, nil)
+        p.ended(leaveQueue: true, nil, now: 1)
         #expect(p.token == nil)
     }
 

@@ -13,8 +13,11 @@ import Testing
         t.upstreamEnded(at: 410)
         #expect(t.upstream == 70)
         #expect(t.dequeued(at: 500) == nil) // never queued
+        #expect(!t.isQueued)
         t.enqueued(at: 500)
+        #expect(t.isQueued) // the session reads the clock for dequeued only then
         #expect(t.dequeued(at: 530) == 30)
+        #expect(!t.isQueued)
         #expect(t.dequeued(at: 600) == nil)
         #expect(t.queued == 30)
     }

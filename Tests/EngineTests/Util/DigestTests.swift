@@ -18,6 +18,14 @@ import Testing
         #expect(Digest.hex(Digest.sha256("abc".utf8)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
     }
 
+    @Test func hexOfEveryByte() {
+        let all = (0...255).map { UInt8($0) }
+        let reference = all.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        #expect(Digest.hex(all) == reference)
+        #expect(Digest.hex([]) == "")
+        #expect(Digest.hex([0xAB]) == "ab")
+    }
+
     @Test func sameAsTheReference() {
         var rng = TestRNG(seed: 3)
         for n in 0..<300 {
