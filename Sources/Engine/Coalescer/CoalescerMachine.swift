@@ -113,17 +113,50 @@ public struct CoalescerMachine: Sendable {
         var members: [Member]
     }
 
-    /// A cache key with its hash computed once: the running-flights index rehashes its keys when
-    /// it removes one (backward-shift deletion), which should not rehash 64 bytes each time.
-    struct FlightKey: Hashable, Sendable {
+    /// A cache key with its 64-bit hash, computed once per arrival: the running-flights index is
+    /// keyed by the hash alone (an IDTable: no SipHash over the key's 64 bytes, then again over
+    /// the Int), and the text confirms a match.
+    struct FlightKey: Equatable, Sendable {
         let text: String
-        let hash: Int
+        let hash: UInt64
         init(_ text: String) {
             self.text = text
-            hash = text.hashValue
+            hash = FlightKey.hash(text)
         }
-        func hash(into h: inout Hasher) { h.combine(hash) }
+        init(_ text: String, hash: UInt64) {
+            self.text = text
+            self.hash = hash
+        }
         static func == (a: FlightKey, b: FlightKey) -> Bool { a.hash == b.hash && a.text == b.text }
+
+        /// Eight bytes a step, each step a bijection of h for a given word, then murmur3's
+        /// finalizer (CSharedCache's sc_hash): a cache key is 64 hex digits, ~40 instructions.
+        /// Not keyed: cache keys are SHA-256 digests nobody picks, and a collision only costs
+        /// coalescing (`arrived`), never correctness.
+        static func hash(_ s: String) -> UInt64 {
+            var s = s
+            return s.withUTF8 { p in
+                let n = p.count
+                var h: UInt64 = 1469598103934665603 ^ (UInt64(n) &* 0x9E37_79B9_7F4A_7C15)
+                var i = 0
+                let raw = UnsafeRawBufferPointer(p)
+                while i + 8 <= n {
+                    h = (h ^ raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)) &* 0x9E37_79B9_7F4A_7C15
+                    h ^= h >> 32
+                    i += 8
+                }
+                while i < n {
+                    h = (h ^ UInt64(p[i])) &* 1099511628211
+                    i += 1
+                }
+                h ^= h >> 33
+                h &*= 0xFF51_AFD7_ED55_8CCD
+                h ^= h >> 33
+                h &*= 0xC4CE_B9FE_1A85_EC53
+                h ^= h >> 33
+                return h
+            }
+        }
     }
 
     public enum Action: Equatable, Sendable {
@@ -169,8 +202,10 @@ public struct CoalescerMachine: Sendable {
     /// The flights that run now, by slot (nil: free); `free` lists the free slots.
     private var slots: [Flight?] = []
     private var free: [Int] = []
-    /// The running flight of each key (looked up only by arrivals).
-    private var running: [FlightKey: FlightID] = [:]
+    /// The running flight of each key, by the key's hash (looked up only by arrivals; the flight's
+    /// key text confirms it). A flight whose key's hash another key's flight holds is not in it:
+    /// it runs unindexed, and nobody joins it.
+    private var running = IDTable<FlightID>()
     /// Which flight each leader or member belongs to, by request id (ids the driver counts out:
     /// IDTable's unseeded hash, not Dictionary's SipHash, for these few operations per request).
     private var flightOf = IDTable<FlightID>()
@@ -178,7 +213,7 @@ public struct CoalescerMachine: Sendable {
 
     public init() {}
 
-    public var runningFlights: Int { running.count }
+    public var runningFlights: Int { slots.count - free.count }
 
     /// The key of a running flight.
     public func key(of f: FlightID) -> String? { slot(of: f).map { slots[$0]!.key.text } }
@@ -191,9 +226,13 @@ public struct CoalescerMachine: Sendable {
 
     /// A request missed the cache (or skipped it): lead, follow, or go alone.
     public mutating func arrived(_ a: Arrival, acrossProcesses: Bool) -> Actions {
+        arrived(a, acrossProcesses: acrossProcesses, key: FlightKey(a.key))
+    }
+
+    /// `arrived` with the key's hash given (the tests make two keys collide).
+    mutating func arrived(_ a: Arrival, acrossProcesses: Bool, key: FlightKey) -> Actions {
         precondition(!flightOf.contains(a.id.raw), "\(a.id) arrived twice")
-        let key = FlightKey(a.key)
-        if let fid = running[key], let i = slot(of: fid) {
+        if let fid = running[key.hash], let i = slot(of: fid), slots[i]!.key.text == key.text {
             guard a.mayFollow else { return [.proceedAlone(a.id)] }
             let live: Bool
             switch slots[i]!.phase {
@@ -351,7 +390,8 @@ public struct CoalescerMachine: Sendable {
         nextSequence += 1
         let id = FlightID(sequence: nextSequence, slot: i)
         slots[i] = Flight(id: id, key: key, phase: phase, members: [])
-        running[key] = id
+        // Indexed unless another key with the same hash runs (then this flight takes no joiners).
+        if !running.contains(key.hash) { running[key.hash] = id }
         return id
     }
 
@@ -360,7 +400,7 @@ public struct CoalescerMachine: Sendable {
     private mutating func removeFlight(_ i: Int) -> Flight {
         let f = slots[i].take()!
         free.append(i)
-        running[f.key] = nil
+        if running[f.key.hash] == f.id { running[f.key.hash] = nil }
         for m in f.members { flightOf[m.id.raw] = nil }
         switch f.phase {
         case .leading(let l, _, _): flightOf[l.raw] = nil

@@ -24,6 +24,32 @@ private func arrival(_ n: UInt64, _ key: String = "k", stream: Bool = false, fol
         #expect(m.runningFlights == 0)
     }
 
+    @Test func keysWhoseHashesCollideNeverShareAFlight() {
+        var m = M()
+        let a = M.FlightKey("a", hash: 7), b = M.FlightKey("b", hash: 7)
+        guard case .lead(_, let fa, _) = m.arrived(arrival(1, "a"), acrossProcesses: false, key: a).first,
+              case .lead(_, let fb, _) = m.arrived(arrival(2, "b"), acrossProcesses: false, key: b).first else {
+            Issue.record("each key leads its own flight"); return
+        }
+        #expect(fa != fb && m.runningFlights == 2)
+        // The indexed flight ("a") is still joined; "b" runs unindexed and takes no joiners.
+        #expect(m.arrived(arrival(3, "a"), acrossProcesses: false, key: a) == [.follow(rid(3), fa, live: false)])
+        guard case .lead(_, let fb2, _) = m.arrived(arrival(4, "b"), acrossProcesses: false, key: b).first else {
+            Issue.record("b never follows a's flight"); return
+        }
+        // b's flights ending does not unindex a's.
+        _ = m.ended(fb, .answered)
+        _ = m.ended(fb2, .answered)
+        #expect(m.arrived(arrival(5, "a"), acrossProcesses: false, key: a) == [.follow(rid(5), fa, live: false)])
+        #expect(m.ended(fa, .answered) == [.deliverAnswer(rid(3)), .deliverAnswer(rid(5))])
+        #expect(m.runningFlights == 0)
+        guard case .lead(_, let fb3, _) = m.arrived(arrival(6, "b"), acrossProcesses: false, key: b).first else {
+            Issue.record("b leads once a ended"); return
+        }
+        #expect(m.arrived(arrival(7, "b"), acrossProcesses: false, key: b) == [.follow(rid(7), fb3, live: false)])
+        #expect(M.FlightKey.hash("x") == M.FlightKey("x").hash && M.FlightKey.hash("x") != M.FlightKey.hash("y"))
+    }
+
     @Test func aLeaderBelongsToItsFlightUntilItEndsAFollowerUntilItLeaves() {
         var m = M()
         guard case .lead(_, let f, _) = m.arrived(arrival(1), acrossProcesses: false).first else { return }
