@@ -129,14 +129,16 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
         case unavailable
     }
 
-    public func claim(_ key: String, owner: String, now: UInt64) -> ClaimAnswer {
+    public func claim(_ key: String, owner: String, now: UInt64) -> ClaimAnswer { claim(key, ownerName: owner, now: now) }
+
+    func claim(_ key: String, ownerName owner: some ClaimOwnerName, now: UInt64) -> ClaimAnswer {
         guard let s = segment else { return .unavailable }
-        var key = key, owner = owner
+        var key = key
         // The other owner's name is read into the stack (a claim is won far more often than lost).
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(SC_CLAIM_OWNER_MAX)) { out in
             var len = 0
             let rc = key.withUTF8 { k in
-                owner.withUTF8 { o in
+                owner.withOwnerBytes { o in
                     sc_claim(s, k.baseAddress, k.count, o.baseAddress, o.count, now, Self.claimLease.nanoseconds,
                              out.baseAddress, out.count, &len)
                 }
@@ -149,22 +151,22 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
         }
     }
 
-    private func withClaim<R>(_ key: String, _ owner: String, _ body: (OpaquePointer, UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> R,
+    private func withClaim<R>(_ key: String, _ owner: some ClaimOwnerName, _ body: (OpaquePointer, UnsafeBufferPointer<UInt8>, UnsafeBufferPointer<UInt8>) -> R,
                               otherwise: R) -> R {
         guard let s = segment else { return otherwise }
-        var key = key, owner = owner
-        return key.withUTF8 { k in owner.withUTF8 { o in body(s, k, o) } }
+        var key = key
+        return key.withUTF8 { k in owner.withOwnerBytes { o in body(s, k, o) } }
     }
 
     /// Extends the lease; false when `owner` no longer holds the claim.
-    public func refreshClaim(_ key: String, owner: String, now: UInt64) -> Bool {
+    func refreshClaim(_ key: String, owner: some ClaimOwnerName, now: UInt64) -> Bool {
         withClaim(key, owner, { s, k, o in
             sc_claim_refresh(s, k.baseAddress, k.count, o.baseAddress, o.count, now, Self.claimLease.nanoseconds) == 1
         }, otherwise: false)
     }
 
     /// Readers joined so far (nil: not held). `closeIfNone`: with none, later arrivals go alone.
-    public func claimReaders(_ key: String, owner: String, now: UInt64, closeIfNone: Bool = false) -> Int? {
+    func claimReaders(_ key: String, owner: some ClaimOwnerName, now: UInt64, closeIfNone: Bool = false) -> Int? {
         let n = withClaim(key, owner, { s, k, o in
             Int(sc_claim_readers(s, k.baseAddress, k.count, o.baseAddress, o.count, now, closeIfNone ? 1 : 0))
         }, otherwise: -1)
@@ -172,26 +174,26 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
     }
 
     /// A reader joins `owner`'s claim; false when it cannot (the flight ended, or takes no readers).
-    public func joinClaim(_ key: String, owner: String, now: UInt64) -> Bool {
+    func joinClaim(_ key: String, owner: some ClaimOwnerName, now: UInt64) -> Bool {
         withClaim(key, owner, { s, k, o in sc_claim_join(s, k.baseAddress, k.count, o.baseAddress, o.count, now) == 1 },
                   otherwise: false)
     }
 
     /// Whether `owner` still holds the claim (its lease running).
-    public func claimHeld(_ key: String, owner: String, now: UInt64) -> Bool {
+    func claimHeld(_ key: String, owner: some ClaimOwnerName, now: UInt64) -> Bool {
         withClaim(key, owner, { s, k, o in sc_claim_held(s, k.baseAddress, k.count, o.baseAddress, o.count, now) == 1 },
                   otherwise: false)
     }
 
     /// The leader ends: its readers (0 when it no longer held the claim). With readers, or `keep`,
     /// the claim stays (ENDING) until `releaseClaim`; else it is gone now.
-    public func endClaim(_ key: String, owner: String, now: UInt64, keep: Bool) -> Int {
+    func endClaim(_ key: String, owner: some ClaimOwnerName, now: UInt64, keep: Bool) -> Int {
         max(0, withClaim(key, owner, { s, k, o in
             Int(sc_claim_end(s, k.baseAddress, k.count, o.baseAddress, o.count, now, keep ? 1 : 0))
         }, otherwise: -1))
     }
 
-    public func releaseClaim(_ key: String, owner: String, now: UInt64) {
+    func releaseClaim(_ key: String, owner: some ClaimOwnerName, now: UInt64) {
         withClaim(key, owner, { s, k, o in sc_claim_release(s, k.baseAddress, k.count, o.baseAddress, o.count, now) },
                   otherwise: ())
     }

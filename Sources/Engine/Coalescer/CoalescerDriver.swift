@@ -164,7 +164,6 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                     continue
                 }
                 let owner = ownerName(f)
-                fl.owner = owner
                 if let claims = runtime.sharedClaims {
                     // The claim is in shared memory; Redis only carries answers to readers, so
                     // without it nobody coordinates.
@@ -172,21 +171,21 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                         post(.claimAnswered(f, .unavailable))
                         continue
                     }
-                    switch claims.claim(key, owner: owner, now: Loop.nowNanos()) {
+                    switch claims.claim(key, ownerName: owner, now: Loop.nowNanos()) {
                     case .won: post(.claimAnswered(f, .won))
                     case .lost(let o): post(.claimAnswered(f, .lost(owner: o)))
                     case .unavailable: post(.claimAnswered(f, .unavailable))
                     }
                     continue
                 }
-                RemoteFlightPublisher.claim(redis: redis, key: key, owner: owner) { [weak self] c in
+                RemoteFlightPublisher.claim(redis: redis, key: key, owner: owner.string) { [weak self] c in
                     self?.post(.claimAnswered(f, c))
                 }
             case .releaseClaim(let f, let key):
                 if let claims = runtime.sharedClaims {
                     claims.releaseClaim(key, owner: ownerName(f), now: Loop.nowNanos())
                 } else if let redis = runtime.redis {
-                    RemoteFlightPublisher.release(redis: redis, key: key, owner: ownerName(f))
+                    RemoteFlightPublisher.release(redis: redis, key: key, owner: ownerName(f).string)
                 }
             case .lead(let id, let f, let publish):
                 let fl: Flight
@@ -198,7 +197,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
                 }
                 fl.leader = id
                 if publish, let redis = runtime.redis, fl.publisher == nil, !fl.key.isEmpty {
-                    fl.publisher = RemoteFlightPublisher(redis: redis, key: fl.key, owner: fl.owner ?? ownerName(f),
+                    fl.publisher = RemoteFlightPublisher(redis: redis, key: fl.key, owner: ownerName(f),
                                                          claims: runtime.sharedClaims)
                     performLease(leases.taken(now: Loop.nowNanos()))
                 }
@@ -301,29 +300,9 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
         t.schedule(after: d)
     }
 
-    /// The leader's name in Redis: this process and the flight (one string, written in place).
-    private func ownerName(_ f: FlightID) -> String {
-        var id = runtime.instanceId
-        // The flight's number in decimal, written straight after the dash (String(f.raw) went
-        // through the generic integer formatter: a few hundred instructions per flight).
-        var digits = 1
-        var v = f.raw
-        while v >= 10 { v /= 10; digits += 1 }
-        return id.withUTF8 { p in
-            String(unsafeUninitializedCapacity: p.count + 1 + digits) { out in
-                _ = out.initialize(fromContentsOf: p)
-                out[p.count] = UInt8(ascii: "-")
-                var v = f.raw
-                var i = p.count + digits
-                repeat {
-                    out[i] = UInt8(truncatingIfNeeded: 48 &+ v % 10)
-                    v /= 10
-                    i -= 1
-                } while v > 0
-                return p.count + 1 + digits
-            }
-        }
-    }
+    /// The leader's name in claims and Redis: this process and the flight (a value; its bytes are
+    /// written on the stack when a claim reads them, a String only for Redis).
+    private func ownerName(_ f: FlightID) -> FlightOwner { FlightOwner(instance: runtime.instanceId, flight: f.raw) }
 
     // MARK: RemoteFlightReaderDelegate (another process leads)
 

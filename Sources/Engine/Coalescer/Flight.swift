@@ -23,8 +23,6 @@ final class Flight {
         let session: RequestSession
         let stamp: ReplyStamp
     }
-    /// This process's name for the flight in claims and Redis (set when it claims the key).
-    var owner: String?
     /// This process leads across processes: the answer goes to Redis too.
     var publisher: RemoteFlightPublisher?
     /// Another process leads: its answer is read from Redis.

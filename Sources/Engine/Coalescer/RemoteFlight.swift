@@ -32,9 +32,12 @@ enum RemoteFlightKeys {
 final class RemoteFlightPublisher {
     private let redis: RedisConnection
     private let key: String
-    let owner: String
+    let owner: FlightOwner
+    /// The owner's name as a String, made when first needed (Redis keys and commands): in
+    /// shared-memory mode most flights never write to Redis.
+    private lazy var ownerText = owner.string
     /// Made when first needed: in shared-memory mode most flights never write to Redis.
-    private lazy var streamKey = RemoteFlightKeys.stream(key, owner: owner)
+    private lazy var streamKey = RemoteFlightKeys.stream(key, owner: ownerText)
     /// The last entry is written (or being written): the lease is no longer refreshed.
     private(set) var isDone = false
     /// The shared-memory claim (nil: the claim is the Redis lock).
@@ -81,7 +84,7 @@ final class RemoteFlightPublisher {
         releaseScript.run(on: redis, keys: [bytes(RemoteFlightKeys.lock(key))], args: [bytes(owner)]) { _ in }
     }
 
-    init(redis: RedisConnection, key: String, owner: String, claims: SharedMemoryCacheStore? = nil) {
+    init(redis: RedisConnection, key: String, owner: FlightOwner, claims: SharedMemoryCacheStore? = nil) {
         self.redis = redis
         self.key = key
         self.owner = owner
@@ -97,7 +100,7 @@ final class RemoteFlightPublisher {
             return
         }
         Self.refreshScript.run(on: redis, keys: [Self.bytes(RemoteFlightKeys.lock(key))],
-                               args: [Self.bytes(owner), Self.bytes(String(Self.lockMillis))]) { _ in }
+                               args: [Self.bytes(ownerText), Self.bytes(String(Self.lockMillis))]) { _ in }
     }
 
     private func add(_ fields: [[UInt8]]) {
@@ -165,7 +168,7 @@ final class RemoteFlightPublisher {
             completion(claims.claimReaders(key, owner: owner, now: Loop.nowNanos()) ?? 0)
             return
         }
-        redis.send(["GET", RemoteFlightKeys.readers(key, owner: owner)]) { v in
+        redis.send(["GET", RemoteFlightKeys.readers(key, owner: ownerText)]) { v in
             if case .string(let b) = v, let n = Int(String(decoding: b, as: UTF8.self)) { completion(n) } else { completion(0) }
         }
     }
@@ -206,8 +209,8 @@ final class RemoteFlightPublisher {
             return
         }
         Self.finishScript.run(on: redis, keys: [Self.bytes(streamKey), Self.bytes(RemoteFlightKeys.lock(key)),
-                                                Self.bytes(RemoteFlightKeys.readers(key, owner: owner))],
-                              args: [Self.bytes(owner), Self.bytes(always ? "1" : "0")] + fields()) { _ in }
+                                                Self.bytes(RemoteFlightKeys.readers(key, owner: ownerText))],
+                              args: [Self.bytes(ownerText), Self.bytes(always ? "1" : "0")] + fields()) { _ in }
     }
 
     func close() {

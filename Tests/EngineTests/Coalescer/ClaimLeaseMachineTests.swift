@@ -86,10 +86,10 @@ private let second: UInt64 = 1_000_000_000
         var worker = Worker()
         let t0 = 7 * second + 300_000_000
         #expect(a.claim("k", owner: "A-1", now: t0) == .won)
-        worker.took(RemoteFlightPublisher(redis: redis, key: "k", owner: "A-1", claims: a), now: t0)
+        worker.took(RemoteFlightPublisher(redis: redis, key: "k", owner: FlightOwner(instance: "A", flight: 1), claims: a), now: t0)
         // A second claim half a tick later shares the timer.
         #expect(a.claim("j", owner: "A-2", now: t0 + 500_000_000) == .won)
-        worker.took(RemoteFlightPublisher(redis: redis, key: "j", owner: "A-2", claims: a), now: t0 + 500_000_000)
+        worker.took(RemoteFlightPublisher(redis: redis, key: "j", owner: FlightOwner(instance: "A", flight: 2), claims: a), now: t0 + 500_000_000)
 
         // Three leases long, in 50 ms steps: the other worker always finds both taken.
         var now = t0 + 500_000_000
@@ -124,7 +124,7 @@ private let second: UInt64 = 1_000_000_000
 
         var worker = Worker()
         #expect(a.claim("k", owner: "A-1", now: second) == .won)
-        worker.took(RemoteFlightPublisher(redis: redis, key: "k", owner: "A-1", claims: a), now: second)
+        worker.took(RemoteFlightPublisher(redis: redis, key: "k", owner: FlightOwner(instance: "A", flight: 1), claims: a), now: second)
         var now = second
         while now < 6 * second {
             now += 10_000_000

@@ -52,7 +52,7 @@ struct SharedFlightPublishingTests {
         let (loop, redis, claims, fd) = try setUp()
         defer { redis.close(); close(fd) }
         #expect(claims.claim(key, owner: "A-1", now: Loop.nowNanos()) == .won)
-        let p = RemoteFlightPublisher(redis: redis, key: key, owner: "A-1", claims: claims)
+        let p = RemoteFlightPublisher(redis: redis, key: key, owner: FlightOwner(instance: "A", flight: 1), claims: claims)
         p.head(status: 200, contentType: "text/event-stream")
         var recorded: [UInt8] = []
         for n in 0..<3 {
@@ -71,7 +71,7 @@ struct SharedFlightPublishingTests {
         // Another worker maps the same segment.
         let other = try #require(SharedMemoryCacheStore(fd: fd))
         #expect(claims.claim(key, owner: "A-1", now: Loop.nowNanos()) == .won)
-        let p = RemoteFlightPublisher(redis: redis, key: key, owner: "A-1", claims: claims)
+        let p = RemoteFlightPublisher(redis: redis, key: key, owner: FlightOwner(instance: "A", flight: 1), claims: claims)
         p.head(status: 200, contentType: "text/event-stream")
         var recorded: [UInt8] = []
         for n in 0..<2 {
@@ -103,7 +103,7 @@ struct SharedFlightPublishingTests {
         defer { redis.close(); close(fd) }
         #expect(claims.claim(key, owner: "A-1", now: Loop.nowNanos()) == .won)
         #expect(claims.joinClaim(key, owner: "A-1", now: Loop.nowNanos()))
-        let p = RemoteFlightPublisher(redis: redis, key: key, owner: "A-1", claims: claims)
+        let p = RemoteFlightPublisher(redis: redis, key: key, owner: FlightOwner(instance: "A", flight: 1), claims: claims)
         p.end(status: 200, contentType: "application/json", body: Array("{\"ok\":1}".utf8))
         spin(loop) { !claims.claimHeld(key, owner: "A-1", now: Loop.nowNanos()) }
         #expect(entryTypes(loop, redis, key: key, owner: "A-1") == ["e"])
@@ -114,7 +114,7 @@ struct SharedFlightPublishingTests {
         let (loop, redis, claims, fd) = try setUp()
         defer { redis.close(); close(fd) }
         #expect(claims.claim(key, owner: "A-1", now: Loop.nowNanos()) == .won)
-        let p = RemoteFlightPublisher(redis: redis, key: key, owner: "A-1", claims: claims)
+        let p = RemoteFlightPublisher(redis: redis, key: key, owner: FlightOwner(instance: "A", flight: 1), claims: claims)
         p.head(status: 200, contentType: "text/event-stream")
         event(0).withUnsafeBytes { p.chunk($0, recorded: [], recordingEnds: true) }
         // Later arrivals go alone rather than join a flight whose beginning is gone.
