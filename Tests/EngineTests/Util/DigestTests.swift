@@ -5,6 +5,17 @@ import Testing
 @testable import Engine
 
 @Suite struct DigestTests {
+    @Test func digestValuesThatShareTheirFirstWordStayDistinctKeys() {
+        // The hash reads w0 only; equality must still tell the other three words apart.
+        let a = unsafeBitCast((UInt64(1), UInt64(2), UInt64(3), UInt64(4)), to: Digest.Value.self)
+        let b = unsafeBitCast((UInt64(1), UInt64(2), UInt64(3), UInt64(5)), to: Digest.Value.self)
+        let c = unsafeBitCast((UInt64(1), UInt64(9), UInt64(3), UInt64(4)), to: Digest.Value.self)
+        #expect(a != b && a != c && a.hashValue == b.hashValue)
+        let m: [Digest.Value: Int] = [a: 1, b: 2, c: 3]
+        #expect(m[a] == 1 && m[b] == 2 && m[c] == 3 && m.count == 3)
+        #expect(a.bytes.count == 32)
+    }
+
     @Test func knownAnswers() {
         #expect(Digest.hex(Digest.sha256(Array("abc".utf8))) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         #expect(Digest.hex(Digest.sha256([UInt8]())) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
