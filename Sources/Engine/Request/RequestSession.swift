@@ -340,7 +340,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     /// The last read's events for this client, straight from the relay's buffers; the first ones
     /// are the request's first token.
     private func writeEvents() {
-        guard machine.relay.hasClientEvents else { return }
+        guard Self.hasClientEvents(&machine) else { return }
         firstToken()
         bytesOut += Self.writeClientEvents(of: &machine, to: client)
     }
@@ -351,6 +351,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     private static func writeClientEvents(of m: inout RequestMachine, to c: HTTPServerConnection?) -> Int {
         m.relay.withClientEvents { ResponseWriter.chunk($0, to: c) }
     }
+
+    /// Whether the last read has anything for this client, asked in place (inout) for the same
+    /// reason: not through the property, which may copy the relay to ask it.
+    private static func hasClientEvents(_ m: inout RequestMachine) -> Bool { m.relay.hasClientEvents }
 
     private func firstToken(at now: UInt64? = nil) {
         guard !sawFirstToken else { return }
