@@ -55,10 +55,12 @@ final class StreamSocket {
         _ = ces_set_nodelay(fd)
         let arg = Unmanaged.passUnretained(self).toOpaque()
         readEvent = event_new(loop.base, fd, Int16(EV_READ | EV_PERSIST), { _, _, arg in
-            Unmanaged<StreamSocket>.fromOpaque(arg!).takeUnretainedValue().onRead()
+            // Borrowed, not retained: the socket frees this event before it can die (a retain
+            // and a release per read otherwise).
+            Unmanaged<StreamSocket>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.onRead() }
         }, arg)
         writeEvent = event_new(loop.base, fd, Int16(EV_WRITE), { _, _, arg in
-            Unmanaged<StreamSocket>.fromOpaque(arg!).takeUnretainedValue().onWrite()
+            Unmanaged<StreamSocket>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.onWrite() }
         }, arg)
     }
 

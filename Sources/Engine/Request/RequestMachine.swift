@@ -367,6 +367,10 @@ struct RequestMachine {
 
     var isFinished: Bool { if case .finished = state { return true } else { return false } }
     var termination: Termination? { if case .finished(let t) = state { return t } else { return nil } }
+    /// The relay's last read for this client (StreamRelay.withClientEvents), lent in place.
+    mutating func withClientEvents<R>(_ body: (UnsafeBufferPointer<UnsafeRawBufferPointer>) -> R) -> R {
+        relay.withClientEvents(body)
+    }
     var leadsFlight: FlightID? { if case .leading(let f, _) = role { return f } else { return nil } }
 
     /// The one entry point for the driver.

@@ -340,17 +340,25 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     /// The last read's events for this client, straight from the relay's buffers; the first ones
     /// are the request's first token.
     private func writeEvents() {
-        guard machine.relay.hasClientEvents else { return }
+        guard Self.hasClientEvents(&machine) else { return }
         firstToken()
-        bytesOut += Self.writeClientEvents(of: &machine, to: client)
+        guard let c = client else { return }
+        bytesOut += Self.writeClientEvents(of: &machine, to: Unmanaged.passUnretained(c))
     }
 
     /// The relay's pieces written where they lie. Lent in place (inout): read through this
     /// class's property for a call that takes a closure, the relay was copied first (a retain
-    /// and a release of each of its ~10 buffers, per read).
-    private static func writeClientEvents(of m: inout RequestMachine, to c: HTTPServerConnection?) -> Int {
-        m.relay.withClientEvents { ResponseWriter.chunk($0, to: c) }
+    /// and a release of each of its ~10 buffers, per read). The client goes in as Unmanaged: it
+    /// outlives the call (a connection closed meanwhile is parked in the loop's graveyard until
+    /// the pass ends), and captured as an optional reference it took two more retains and
+    /// releases a read.
+    private static func writeClientEvents(of m: inout RequestMachine, to c: Unmanaged<HTTPServerConnection>) -> Int {
+        m.withClientEvents { parts in c._withUnsafeGuaranteedRef { ResponseWriter.chunk(parts, to: $0) } }
     }
+
+    /// Whether the last read has anything for this client, asked in place (inout) for the same
+    /// reason: not through the property, which may copy the relay to ask it.
+    private static func hasClientEvents(_ m: inout RequestMachine) -> Bool { m.relay.hasClientEvents }
 
     private func firstToken(at now: UInt64? = nil) {
         guard !sawFirstToken else { return }

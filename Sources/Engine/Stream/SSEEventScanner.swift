@@ -121,7 +121,13 @@ public struct SSEEventScanner: Sendable {
         if !usageRangesInAll.isEmpty { usageRangesInAll.removeAll(keepingCapacity: true) }
         if !identitySpansInAll.isEmpty { identitySpansInAll.removeAll(keepingCapacity: true) }
         if filterUsage {
-            if !clientPieces.isEmpty { clientPieces.removeAll(keepingCapacity: true) }
+            // A read of token chunks leaves one piece: removeLast drops it in place, where
+            // removeAll(keepingCapacity:) went through the generic replaceSubrange.
+            if clientPieces.count == 1 {
+                clientPieces.removeLast()
+            } else if !clientPieces.isEmpty {
+                clientPieces.removeAll(keepingCapacity: true)
+            }
             if !released.isEmpty { released.removeAll(keepingCapacity: true) }
         }
         var sink = Sink(filterUsage: filterUsage)
