@@ -459,8 +459,6 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         isClosed = true
         inExchange = false
         sock?.close()
-        // The socket may be in its own callback (it borrows itself there, unretained): parked too.
-        if let s = sock { loop.bury(s) }
         sock = nil
         loop.bury(self)
     }

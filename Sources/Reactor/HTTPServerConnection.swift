@@ -482,8 +482,6 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         isClosed = true
         timer.close()
         sock?.close()
-        // The socket may be in its own callback (it borrows itself there, unretained): parked too.
-        if let s = sock { loop.bury(s) }
         sock = nil
         let d = delegate
         delegate = nil

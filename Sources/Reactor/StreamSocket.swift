@@ -55,12 +55,10 @@ final class StreamSocket {
         _ = ces_set_nodelay(fd)
         let arg = Unmanaged.passUnretained(self).toOpaque()
         readEvent = event_new(loop.base, fd, Int16(EV_READ | EV_PERSIST), { _, _, arg in
-            // Borrowed, not retained: the socket frees this event before it can die (a retain
-            // and a release per read otherwise).
-            Unmanaged<StreamSocket>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.onRead() }
+            Unmanaged<StreamSocket>.fromOpaque(arg!).takeUnretainedValue().onRead()
         }, arg)
         writeEvent = event_new(loop.base, fd, Int16(EV_WRITE), { _, _, arg in
-            Unmanaged<StreamSocket>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.onWrite() }
+            Unmanaged<StreamSocket>.fromOpaque(arg!).takeUnretainedValue().onWrite()
         }, arg)
     }
 
