@@ -16,7 +16,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
     // STYLE-EXCEPTION: unowned(unsafe): the runtime owns its CoalescerDriver and outlives it;
     // checked `unowned` paid an atomic retain and release on each of the per-request reads.
     private unowned(unsafe) let runtime: EngineRuntime
-    private var machine = CoalescerMachine()
+    /// Its flight keys' hash is keyed at random per process (CoalescerMachine.FlightKey.hash).
+    private var machine = CoalescerMachine(seed: UInt64.random(in: .min ... .max))
     /// The sessions taking part, by request id (IDTable: ids counted out by `newRequestID`).
     private var sessions = IDTable<RequestSession>()
     /// Flight records by the slot of their FlightID (a record whose id is not the machine's

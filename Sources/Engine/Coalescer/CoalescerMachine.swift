@@ -119,9 +119,9 @@ public struct CoalescerMachine: Sendable {
     struct FlightKey: Equatable, Sendable {
         let text: String
         let hash: UInt64
-        init(_ text: String) {
+        init(_ text: String, seed: UInt64 = 0) {
             self.text = text
-            hash = FlightKey.hash(text)
+            hash = FlightKey.hash(text, seed: seed)
         }
         init(_ text: String, hash: UInt64) {
             self.text = text
@@ -130,14 +130,16 @@ public struct CoalescerMachine: Sendable {
         static func == (a: FlightKey, b: FlightKey) -> Bool { a.hash == b.hash && a.text == b.text }
 
         /// Eight bytes a step, each step a bijection of h for a given word, then murmur3's
-        /// finalizer (CSharedCache's sc_hash): a cache key is 64 hex digits, ~40 instructions.
-        /// Not keyed: cache keys are SHA-256 digests nobody picks, and a collision only costs
-        /// coalescing (`arrived`), never correctness.
-        static func hash(_ s: String) -> UInt64 {
+        /// finalizer (the mix of CSharedCache's sc_hash, which this pure file cannot call): a
+        /// cache key is 64 hex digits, ~40 instructions. Keyed with the process's `seed`: a
+        /// cache key digests what a client sent, and with a hash anyone can compute a client
+        /// could grind prompts whose keys pile into one probe run of the index. A collision only
+        /// costs coalescing (`arrived`), never correctness.
+        static func hash(_ s: String, seed: UInt64 = 0) -> UInt64 {
             var s = s
             return s.withUTF8 { p in
                 let n = p.count
-                var h: UInt64 = 1469598103934665603 ^ (UInt64(n) &* 0x9E37_79B9_7F4A_7C15)
+                var h: UInt64 = (1469598103934665603 ^ seed) ^ (UInt64(n) &* 0x9E37_79B9_7F4A_7C15)
                 var i = 0
                 let raw = UnsafeRawBufferPointer(p)
                 while i + 8 <= n {
@@ -210,8 +212,10 @@ public struct CoalescerMachine: Sendable {
     /// IDTable's unseeded hash, not Dictionary's SipHash, for these few operations per request).
     private var flightOf = IDTable<FlightID>()
     private var nextSequence: UInt64 = 0
+    /// Keys the flight keys' hash (FlightKey.hash): the driver draws it at random, tests pick it.
+    private let seed: UInt64
 
-    public init() {}
+    public init(seed: UInt64 = 0) { self.seed = seed }
 
     public var runningFlights: Int { slots.count - free.count }
 
@@ -226,7 +230,7 @@ public struct CoalescerMachine: Sendable {
 
     /// A request missed the cache (or skipped it): lead, follow, or go alone.
     public mutating func arrived(_ a: Arrival, acrossProcesses: Bool) -> Actions {
-        arrived(a, acrossProcesses: acrossProcesses, key: FlightKey(a.key))
+        arrived(a, acrossProcesses: acrossProcesses, key: FlightKey(a.key, seed: seed))
     }
 
     /// `arrived` with the key's hash given (the tests make two keys collide).

@@ -57,15 +57,15 @@ struct StreamRelay {
     /// non-mutating through the session's machine, the relay's ~230 bytes were copied per read.)
     mutating func withClientEvents<R>(_ body: (UnsafeBufferPointer<UnsafeRawBufferPointer>) -> R) -> R {
         events.withUnsafeBytes { e in
+            // One buffer: all of `events`, or its one piece (a read of token chunks, the usual
+            // case), lent without the pieces' table or the released bytes (a retain and release each).
+            var whole: Range<Int>?
             if includeUsage || passthrough {
-                return withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { one in
-                    one.initializeElement(at: 0, to: e)
-                    return body(UnsafeBufferPointer(one))
-                }
+                whole = 0..<e.count
+            } else if scanner.clientPieces.count == 1, case .all(let r) = scanner.clientPieces[0] {
+                whole = r
             }
-            // One piece of `events` (a read of token chunks, the usual case): lent as it is,
-            // without the pieces' table or the released bytes (a retain and release each).
-            if scanner.clientPieces.count == 1, case .all(let r) = scanner.clientPieces[0] {
+            if let r = whole {
                 return withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { one in
                     one.initializeElement(at: 0, to: UnsafeRawBufferPointer(rebasing: e[r]))
                     return body(UnsafeBufferPointer(one))

@@ -1,8 +1,9 @@
 // IDTable: a map from an id our own code hands out (a counter: the coalescer's request ids) to a
 // value. Linear probing with backward-shift deletion (OpenAddressing) and a multiplicative hash
 // instead of Dictionary's seeded SipHash, which cost ~200 instructions per lookup, insertion or
-// removal — a handful of each for every request that misses the cache. Only for ids no client
-// chooses: a seeded hash is what keeps crafted keys from piling into one run of the table.
+// removal — a handful of each for every request that misses the cache. Only for keys no client
+// chooses or can compute (our own ids, or a hash keyed with a secret seed): a seeded hash is what
+// keeps crafted keys from piling into one run of the table.
 // Pure: no imports, no I/O.
 
 struct IDTable<Value> {

@@ -50,6 +50,20 @@ private func arrival(_ n: UInt64, _ key: String = "k", stream: Bool = false, fol
         #expect(M.FlightKey.hash("x") == M.FlightKey("x").hash && M.FlightKey.hash("x") != M.FlightKey.hash("y"))
     }
 
+    /// The flight keys' hash is keyed: a client cannot compute which keys pile into one run of
+    /// the index without the process's seed; the machine hashes with the seed it was given.
+    @Test func theFlightKeysHashIsKeyedWithTheMachinesSeed() {
+        #expect(M.FlightKey("x", seed: 1).hash == M.FlightKey.hash("x", seed: 1))
+        #expect(M.FlightKey.hash("x", seed: 1) != M.FlightKey.hash("x", seed: 2))
+        var m = M(seed: 0xDEAD_BEEF)
+        guard case .lead(_, let f, _) = m.arrived(arrival(1, "x"), acrossProcesses: false).first else {
+            Issue.record("expected lead"); return
+        }
+        // Another arrival with the same key, hashed with the same seed, joins the flight.
+        #expect(m.arrived(arrival(2, "x"), acrossProcesses: false, key: M.FlightKey("x", seed: 0xDEAD_BEEF))
+                == [.follow(rid(2), f, live: false)])
+    }
+
     @Test func aLeaderBelongsToItsFlightUntilItEndsAFollowerUntilItLeaves() {
         var m = M()
         guard case .lead(_, let f, _) = m.arrived(arrival(1), acrossProcesses: false).first else { return }
