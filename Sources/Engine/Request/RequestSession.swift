@@ -94,7 +94,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
 
     private func handle(_ e: RequestMachine.Event) {
         let wasFollower = machine.isFollower
-        let a = machine.handle(e, clientBlocked: client?.isWriteBlocked ?? false)
+        // Only a body read asks whether the client is blocked (the machine reads it nowhere
+        // else): every other event read the client output buffer's length (libevent) for nothing.
+        var blocked = false
+        if case .upstreamBody = e { blocked = client?.isWriteBlocked ?? false }
+        let a = machine.handle(e, clientBlocked: blocked)
         count(e, wasFollower: wasFollower)
         perform(a)
     }
@@ -168,8 +172,10 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
 
     // MARK: the one place that performs actions
 
-    private func perform(_ action: RequestMachine.Action) {
-        switch action {
+    /// Consumed: the last action's Finish (the answer, the entry to store, the flight's outcome)
+    /// moves into `finish` instead of being copied out of the action and destroyed twice.
+    private func perform(_ action: consuming RequestMachine.Action) {
+        switch consume action {
         case .lookupCache:
             runtime.lookUp(cachePlan.key, stale: false, now: now(), for: self)
         case .lookupStale:
@@ -276,7 +282,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     }
 
     /// The request's end, step by step in the machine's order (`Finish.steps`).
-    private func finish(_ f: RequestMachine.Finish) {
+    private func finish(_ f: consuming RequestMachine.Finish) {
         // One clock read for the upstream's end, the breaker's verdict and the store, one for the
         // reply (they are microseconds apart; each read costs as much as a small stage).
         let now = Loop.nowNanos()
@@ -292,11 +298,11 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
                 admission.budget.finished(usedTokens: usage.map { $0.prompt + $0.completion }, askedBackend: backend != nil,
                                           metrics: runtime.tenantMetrics, limits: runtime.rateLimits)
             case .store:
-                if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key, now: now) }
+                if let s = f.store.take(), let key = cachePlan.key { runtime.store(s, key: key, now: now) }
             case .endFlight:
-                if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o, now: now) }
+                if let fl = f.flight, let o = f.outcome.take() { runtime.coalescer.leaderEnded(fl, o, now: now) }
             case .reply:
-                guard let r = f.reply else { break }
+                guard let r = f.reply.take() else { break }
                 let replyAt = Loop.nowNanos()
                 reply(r, at: replyAt)
                 // A whole 200 answer is the client's first token too (after its head, never before).
