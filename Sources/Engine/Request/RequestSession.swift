@@ -79,7 +79,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
 
     /// Handles `e` now, or after the event being handled (never inside it). Now means in place:
     /// the event is not copied into the queue and out again.
-    func post(_ e: RequestMachine.Event) {
+    func post(_ e: consuming RequestMachine.Event) {
         guard queue.enter() else {
             _ = queue.append(e)
             return
