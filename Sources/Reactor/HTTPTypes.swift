@@ -63,6 +63,18 @@ public struct HTTPHeaders: Sendable, Equatable {
         block.append(10)
     }
 
+    /// `add` for a name the Engine spells itself: a literal has no line break to look for (two
+    /// memchr less a header; a response carries four or five of these).
+    public mutating func add(name: StaticString, _ value: String) {
+        if block.isEmpty { block.reserveCapacity(256) }
+        name.withUTF8Buffer { block.append(contentsOf: $0) }
+        block.append(UInt8(ascii: ":"))
+        block.append(UInt8(ascii: " "))
+        appendSanitized(value)
+        block.append(13)
+        block.append(10)
+    }
+
     private mutating func appendSanitized(_ s: String) {
         var s = s
         s.withUTF8 { p in

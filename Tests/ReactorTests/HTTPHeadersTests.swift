@@ -30,6 +30,19 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
         #expect(h.items == [.init("Content-Type", "application/json"), .init("x-request-id", "abc"), .init("X-Request-Id", "second")])
     }
 
+    /// `add(name:_:)` (a literal name) writes what `add` writes, the value sanitized the same way.
+    @Test func literalNamesWriteTheSameLines() {
+        var a = HTTPHeaders(), b = HTTPHeaders()
+        for v in ["abc", "", "with\r\nbreak", "lf\nonly", "cr\ronly"] {
+            a.add("x-request-id", v)
+            b.add(name: "x-request-id", v)
+        }
+        #expect(a.block == b.block)
+        #expect(b["x-request-id"] == "abc")
+        #expect(b.items.count == 5)
+        #expect(!b.block.contains(10) || b.block.split(separator: 10).allSatisfy { $0.last == 13 })
+    }
+
     /// `value(_:known:)` is the subscript's value, the known String itself when it is one;
     /// `append` adds another's lines as `add` wrote them.
     @Test func knownValuesAndAppendedLines() {

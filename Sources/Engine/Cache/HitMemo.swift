@@ -50,7 +50,7 @@ final class HitMemo {
 
     func get(_ key: Key) -> Entry? { map[key] }
 
-    func put(_ key: Key, _ e: Entry) {
+    func put(_ key: Key, _ e: consuming Entry) {
         if map.count >= capacity { map.removeAll(keepingCapacity: true) }
         map[key] = e
     }

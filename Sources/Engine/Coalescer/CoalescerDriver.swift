@@ -84,7 +84,7 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     /// The leader's request ended (answered, failed, or its client left with nobody following) at
     /// `now`.
-    func leaderEnded(_ f: FlightID, _ o: Flight.Outcome, now: UInt64 = Loop.nowNanos()) {
+    func leaderEnded(_ f: FlightID, _ o: consuming Flight.Outcome, now: UInt64 = Loop.nowNanos()) {
         guard let fl = flight(f) else { return }
         if let p = fl.publisher {
             fl.publisher = nil
@@ -109,7 +109,8 @@ final class CoalescerDriver: RemoteFlightReaderDelegate {
 
     // MARK: the queue
 
-    private func post(_ e: Event) {
+    /// Consumed: the event (an ending's outcome, with the answer) moves into the queue.
+    private func post(_ e: consuming Event) {
         guard queue.append(e) else { return }
         while let e = queue.next() { handle(e) }
     }

@@ -136,13 +136,14 @@ public struct OpenAIRequest {
             let detail = withUnsafeBytes(of: &r.error) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
             return .failure(validationError(field: Int(r.field), index: r.index, detail: detail))
         }
-        var req = OpenAIRequest(kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
-                                promptSize: promptSize(r), isDeterministic: r.deterministic != 0, canonicalHash: digest)
-        req.continuousUsage = r.stream != 0 && r.include_usage != 0 && r.continuous_usage != 0
-        req.hasStreamOptions = r.has_stream_options != 0
-        req.maxOutputTokens = r.max_output_tokens >= 0 ? Int(clamping: r.max_output_tokens) : nil
-        req.promptChunks = chunks
-        return .success(req)
+        // One initialiser, returned as it is: a `var` set member by member was copied into the
+        // result (each reference retained) and then destroyed.
+        return .success(OpenAIRequest(
+            kind: kind, model: model, stream: r.stream != 0, includeUsage: r.include_usage != 0,
+            continuousUsage: r.stream != 0 && r.include_usage != 0 && r.continuous_usage != 0,
+            hasStreamOptions: r.has_stream_options != 0, promptSize: promptSize(r), isDeterministic: r.deterministic != 0,
+            maxOutputTokens: r.max_output_tokens >= 0 ? Int(clamping: r.max_output_tokens) : nil, canonicalHash: digest,
+            promptChunks: chunks))
     }
 
     /// A relayed request whose body is not JSON (none, or a multipart form): what its form said.

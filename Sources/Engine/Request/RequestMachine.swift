@@ -872,7 +872,7 @@ struct RequestMachine {
         switch role {
         case .leading(let id, _):
             f.flight = id
-            if f.outcome == nil { f.outcome = .abandoned }
+            if case .none = f.outcome { f.outcome = .abandoned }
         case .asking, .following:
             f.leaveFlight = true
             f.outcome = nil
@@ -882,7 +882,7 @@ struct RequestMachine {
         if clientGone { f.reply = nil }
         role = .none
         state = .finished(t)
-        return .finish(f)
+        return .finish(consume f)
     }
 
     static let doneEvent = Array("data: [DONE]\n\n".utf8)

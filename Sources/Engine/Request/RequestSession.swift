@@ -81,7 +81,7 @@ final class RequestSession {
 
     /// Handles `e` now, or after the event being handled (never inside it). Now means in place:
     /// the event is not copied into the queue and out again.
-    func post(_ e: RequestMachine.Event) {
+    func post(_ e: consuming RequestMachine.Event) {
         guard queue.enter() else {
             _ = queue.append(e)
             return
@@ -96,7 +96,11 @@ final class RequestSession {
 
     private func handle(_ e: RequestMachine.Event) {
         let wasFollower = machine.isFollower
-        let a = machine.handle(e, clientBlocked: client?.isWriteBlocked ?? false)
+        // Only a body read asks whether the client is blocked (the machine reads it nowhere
+        // else): every other event read the client output buffer's length (libevent) for nothing.
+        var blocked = false
+        if case .upstreamBody = e { blocked = client?.isWriteBlocked ?? false }
+        let a = machine.handle(e, clientBlocked: blocked)
         count(e, wasFollower: wasFollower)
         perform(a)
     }
@@ -124,8 +128,10 @@ final class RequestSession {
 
     // MARK: the one place that performs actions
 
-    private func perform(_ action: RequestMachine.Action) {
-        switch action {
+    /// Consumed: the last action's Finish (the answer, the entry to store, the flight's outcome)
+    /// moves into `finish` instead of being copied out of the action and destroyed twice.
+    private func perform(_ action: consuming RequestMachine.Action) {
+        switch consume action {
         case .lookupCache:
             runtime.lookUp(cachePlan.key, stale: false, now: now(), for: self)
         case .lookupStale:
@@ -232,7 +238,7 @@ final class RequestSession {
     }
 
     /// The request's end, step by step in the machine's order (`Finish.steps`).
-    private func finish(_ f: RequestMachine.Finish) {
+    private func finish(_ f: consuming RequestMachine.Finish) {
         // One clock read for the upstream's end, the breaker's verdict and the store, one for the
         // reply (they are microseconds apart; each read costs as much as a small stage).
         let now = Loop.nowNanos()
@@ -248,11 +254,11 @@ final class RequestSession {
                 admission.budget.finished(usedTokens: usage.map { $0.prompt + $0.completion }, askedBackend: backend != nil,
                                           metrics: runtime.tenantMetrics, limits: runtime.rateLimits)
             case .store:
-                if let s = f.store, let key = cachePlan.key { runtime.store(s, key: key, now: now) }
+                if let s = f.store.take(), let key = cachePlan.key { runtime.store(s, key: key, now: now) }
             case .endFlight:
-                if let fl = f.flight, let o = f.outcome { runtime.coalescer.leaderEnded(fl, o, now: now) }
+                if let fl = f.flight, let o = f.outcome.take() { runtime.coalescer.leaderEnded(fl, o, now: now) }
             case .reply:
-                guard let r = f.reply else { break }
+                guard let r = f.reply.take() else { break }
                 let replyAt = Loop.nowNanos()
                 reply(r, at: replyAt)
                 // A whole 200 answer is the client's first token too (after its head, never before).

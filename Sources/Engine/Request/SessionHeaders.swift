@@ -10,11 +10,11 @@ enum SessionHeaders {
     static func make(_ base: HTTPHeaders, requestId: String, cache: String, usedFallback: Bool, isFollower: Bool,
                      backendURL: String?, rateStatus: RateLimitStatus?) -> HTTPHeaders {
         var h = base
-        if usedFallback { h.add("x-fallback", "model") }
-        if isFollower { h.add("x-coalesced", "true") }
-        h.add("x-request-id", requestId)
-        h.add("x-cache", cache)
-        if let backendURL { h.add("x-routed-backend", backendURL) }
+        if usedFallback { h.add(name: "x-fallback", "model") }
+        if isFollower { h.add(name: "x-coalesced", "true") }
+        h.add(name: "x-request-id", requestId)
+        h.add(name: "x-cache", cache)
+        if let backendURL { h.add(name: "x-routed-backend", backendURL) }
         if let rateStatus { addRateLimitHeaders(rateStatus, to: &h) }
         return h
     }

@@ -62,7 +62,7 @@ enum ResponseWriter {
     static func json(_ c: HTTPServerConnection, status: Int, _ body: [UInt8], headers: consuming HTTPHeaders,
                      contentType: String = "application/json") -> Int {
         // Consumed, not copied: adding to a copy of the caller's headers would copy their bytes.
-        headers.add("content-type", contentType)
+        headers.add(name: "content-type", contentType)
         c.writeResponse(status: status, headers: headers, body: body)
         return body.count
     }

@@ -13,7 +13,7 @@ struct EventQueue<Event> {
     private(set) var isDraining = false
 
     /// Queues `e`; true when the caller must now drain (`while let e = next() { handle(e) }`).
-    mutating func append(_ e: Event) -> Bool {
+    mutating func append(_ e: consuming Event) -> Bool {
         if single == nil && head == events.count {
             single = e
         } else {
@@ -34,10 +34,8 @@ struct EventQueue<Event> {
 
     /// The next queued event, or nil — and then the queue is idle again.
     mutating func next() -> Event? {
-        if let e = single {
-            single = nil
-            return e
-        }
+        // Moved out (take), not copied out and then released with the nil.
+        if let e = single.take() { return e }
         if head < events.count {
             head += 1
             return events[head - 1]

@@ -30,8 +30,8 @@ struct IDTable<Value> {
     private func find(_ key: UInt64) -> Int? {
         let mask = slots.count - 1
         var i = home(key)
-        while let s = slots[i] {
-            if s.key == key { return i }
+        while let k = slots[i]?.key {
+            if k == key { return i }
             i = (i + 1) & mask
         }
         return nil
@@ -48,15 +48,19 @@ struct IDTable<Value> {
 
     /// Sets `key`'s value (replacing any).
     mutating func insert(_ value: Value, for key: UInt64) {
-        if let i = find(key) {
-            slots[i] = (key, value)
-            return
-        }
-        // At most half full: probe runs stay short.
+        // At most half full: probe runs stay short. (Grown first, even when `key` is there and
+        // only its value changes: then one probe run finds it or the empty slot it goes into — a
+        // key is never past the first empty slot from its home.)
         if (count + 1) * 2 > slots.count { grow() }
         let mask = slots.count - 1
         var i = home(key)
-        while slots[i] != nil { i = (i + 1) & mask }
+        while let k = slots[i]?.key {
+            if k == key {
+                slots[i] = (key, value)
+                return
+            }
+            i = (i + 1) & mask
+        }
         slots[i] = (key, value)
         count += 1
     }
