@@ -6,6 +6,10 @@
 // place when nothing older is buffered.
 // Owns: the fd, both events and both evbuffers, freed in close(). The delegate is unowned: the
 // connection that owns this socket outlives it and calls close() first (style E.2).
+// Lifetime under a callback: the read and write events borrow the socket (no retain per read).
+// That is safe because a socket's owner (HTTPServerConnection, HTTPClientConnection) keeps itself
+// alive until its close() (`selfRef`), and close() parks the socket in the loop's graveyard with
+// itself (style E.3): a socket is never freed inside a callback of the pass that closed it.
 import CEventShim
 
 #if canImport(Glibc)
@@ -54,11 +58,12 @@ final class StreamSocket {
         _ = evutil_make_socket_nonblocking(fd)
         _ = ces_set_nodelay(fd)
         let arg = Unmanaged.passUnretained(self).toOpaque()
+        // Borrowed, not retained (see the header): a retain and a release per read otherwise.
         readEvent = event_new(loop.base, fd, Int16(EV_READ | EV_PERSIST), { _, _, arg in
-            Unmanaged<StreamSocket>.fromOpaque(arg!).takeUnretainedValue().onRead()
+            Unmanaged<StreamSocket>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.onRead() }
         }, arg)
         writeEvent = event_new(loop.base, fd, Int16(EV_WRITE), { _, _, arg in
-            Unmanaged<StreamSocket>.fromOpaque(arg!).takeUnretainedValue().onWrite()
+            Unmanaged<StreamSocket>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.onWrite() }
         }, arg)
     }
 
