@@ -252,7 +252,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     /// `.forward`, also called straight from an upstream read (`handleInPlace`).
     private func forward(_ f: RequestMachine.Forward) {
         let now = Loop.nowNanos()
-        if let gap = timings.chunk(at: now) { runtime.metrics.interChunkSeconds.observe(Double(gap) / 1e9) }
+        if let gap = timings.chunk(at: now) { runtime.metrics.interChunkSeconds.observe(nanoseconds: gap) }
         // The read's whole events go out in one write (and to the flight's followers).
         if let fl = machine.leadsFlight, !machine.relay.events.isEmpty { runtime.coalescer.leaderEvents(fl, machine.relay.events) }
         writeEvents()
