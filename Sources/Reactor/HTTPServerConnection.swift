@@ -383,10 +383,17 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
                     d[i] = UInt8(x < 10 ? 48 + x : 87 + x)
                     v >>= 4
                 } while v > 0
+                let size = UnsafeRawBufferPointer(rebasing: d[i...])
+                let end = UnsafeRawBufferPointer(start: last ? chunkEnd : crlf, count: last ? 7 : 2)
+                if parts.count == 1 {
+                    // A read's events as one piece (the usual case): the three-piece write.
+                    sockRef._withUnsafeGuaranteedRef { $0.write(size, parts[0], end) }
+                    return
+                }
                 withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: parts.count + 2) { all in
-                    all.initializeElement(at: 0, to: UnsafeRawBufferPointer(rebasing: d[i...]))
+                    all.initializeElement(at: 0, to: size)
                     for k in parts.indices { all.initializeElement(at: k + 1, to: parts[k]) }
-                    all.initializeElement(at: parts.count + 1, to: UnsafeRawBufferPointer(start: last ? chunkEnd : crlf, count: last ? 7 : 2))
+                    all.initializeElement(at: parts.count + 1, to: end)
                     sockRef._withUnsafeGuaranteedRef { $0.write(parts: UnsafeBufferPointer(all)) }
                 }
             }

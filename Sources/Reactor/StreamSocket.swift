@@ -221,6 +221,44 @@ final class StreamSocket {
         }
     }
 
+    /// `write(parts: [a, b, c])`, for a stream's chunk (its size line, its one piece of events, its
+    /// CRLF): when nothing is queued, one writev of the three from the stack, without the general
+    /// path's loops and peeks; otherwise (a head or a backlog queued, a connect in progress)
+    /// through `write(parts:)`.
+    func write(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer) {
+        guard !isClosed else { return }
+        let total = a.count + b.count + c.count
+        guard total > 0 else { return }
+        guard !isConnecting && evbuffer_get_length(output) == 0 else {
+            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 3) { p in
+                p.initializeElement(at: 0, to: a)
+                p.initializeElement(at: 1, to: b)
+                p.initializeElement(at: 2, to: c)
+                write(parts: UnsafeBufferPointer(p))
+            }
+            return
+        }
+        var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count),
+                   iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count),
+                   iovec(iov_base: UnsafeMutableRawPointer(mutating: c.baseAddress), iov_len: c.count))
+        var sent = withUnsafeMutableBytes(of: &iov) { p in
+            Glibc.writev(fd, p.baseAddress!.assumingMemoryBound(to: iovec.self), 3)
+        }
+        if sent < 0 {
+            let e = errno
+            if e != EAGAIN && e != EWOULDBLOCK && e != EINTR { delegate.socketFailed(error: e); return }
+            sent = 0
+        }
+        if sent == total { return }
+        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 3) { p in
+            p.initializeElement(at: 0, to: a)
+            p.initializeElement(at: 1, to: b)
+            p.initializeElement(at: 2, to: c)
+            queue(UnsafeBufferPointer(p), from: sent)
+        }
+        armWrite()
+    }
+
     /// Copies `parts` into `output`, but their first `skip` bytes.
     private func queue(_ parts: UnsafeBufferPointer<UnsafeRawBufferPointer>, from skip: Int) {
         var skip = skip
