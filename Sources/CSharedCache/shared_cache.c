@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #define SC_MAGIC    0x31454843414853ULL   /* "SHACHE1" */
-#define SC_VERSION  2u
+#define SC_VERSION  3u
 #define SC_BLOCK    1024u                 /* bytes per block, its 4-byte link included */
 #define SC_PAYLOAD  (SC_BLOCK - 4u)
 #define SC_ALIGN(n) (((n) + 63u) & ~(uint64_t)63u)
@@ -34,6 +34,7 @@ struct sc_header {
     uint32_t nclaims;       /* a power of two */
     uint32_t pad;
     uint64_t max_bytes;
+    uint64_t seed;          /* sc_hash's key: drawn at creation, never leaves the segment */
     pthread_mutex_t lock;
     /* Everything below changes only under the lock. */
     uint32_t rec_high;      /* records [1, rec_high) have been handed out at least once */
@@ -92,11 +93,14 @@ struct sc_segment {
 /* Eight bytes a step (a key is 64 hex digits: a byte at a time cost ~4 instructions a byte, four
  * times per miss), then murmur3's finalizer, so every input bit reaches the low bits the tables
  * index by. Each step is a bijection of h for a given word, so keys of one length that differ in
- * one word always differ. Hashes live only in the segment, which one binary creates and maps. */
+ * one word always differ. Keyed by the segment's random seed: a key digests what a client sent,
+ * and with a hash anyone can compute, a client could grind prompts whose keys share one bucket
+ * chain or one claim neighbourhood (every lookup in it walks them all; claims say unavailable).
+ * The seed is drawn per segment and stays inside it, so nobody outside knows where a key lands. */
 static uint64_t
-sc_hash(const uint8_t *p, size_t n)
+sc_hash(const sc_segment *s, const uint8_t *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
+    uint64_t h = 1469598103934665603ULL ^ s->h->seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL);
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
@@ -266,6 +270,13 @@ sc_create(uint32_t max_entries, uint64_t max_bytes)
     h->off_claims = off_claims;
     h->nclaims = SC_NCLAIMS;
     h->max_bytes = max_bytes;
+    if (getentropy(&h->seed, sizeof(h->seed)) != 0) {
+        int e = errno;
+        munmap(p, sizeof(struct sc_header));
+        close(fd);
+        errno = e;
+        return -1;
+    }
     h->rec_high = 1;
     h->blk_high = 1;
     pthread_mutexattr_t a;
@@ -494,7 +505,7 @@ int
 sc_get(sc_segment *s, const void *key, size_t klen, uint64_t now, int touch, void *out, size_t cap, size_t *len)
 {
     *len = 0;
-    uint64_t hash = sc_hash(key, klen);
+    uint64_t hash = sc_hash(s, key, klen);
     if (sc_lock(s) != 0) {
         return SC_MISS;
     }
@@ -590,7 +601,7 @@ int
 sc_put2(sc_segment *s, const void *key, size_t klen, const void *head, size_t hlen,
         const void *tail, size_t tlen, uint64_t fresh_until, uint64_t stale_until)
 {
-    uint64_t hash = sc_hash(key, klen);
+    uint64_t hash = sc_hash(s, key, klen);
     uint64_t vlen = (uint64_t)hlen + tlen;
     uint64_t total = (uint64_t)klen + vlen;
     uint64_t need = total == 0 ? 1 : (total + SC_PAYLOAD - 1) / SC_PAYLOAD;
@@ -748,7 +759,7 @@ sc_claim(sc_segment *s, const void *key, size_t klen, const void *owner, size_t 
     if (klen == 0 || klen > SC_CLAIM_KEY_MAX || olen == 0 || olen > SC_CLAIM_OWNER_MAX) {
         return SC_CLAIM_UNAVAILABLE;
     }
-    uint64_t hash = sc_hash(key, klen);
+    uint64_t hash = sc_hash(s, key, klen);
     if (sc_lock(s) != 0) {
         return SC_CLAIM_UNAVAILABLE;
     }
@@ -796,7 +807,7 @@ sc_claim_op(sc_segment *s, const void *key, size_t klen, const void *owner, size
     if (klen == 0 || klen > SC_CLAIM_KEY_MAX || olen > SC_CLAIM_OWNER_MAX) {
         return -1;
     }
-    uint64_t hash = sc_hash(key, klen);
+    uint64_t hash = sc_hash(s, key, klen);
     if (sc_lock(s) != 0) {
         return -1;
     }
@@ -898,4 +909,10 @@ sc_test_die_holding_lock(sc_segment *s)
     }
     int status = 0;
     return waitpid(pid, &status, 0) == pid ? 0 : -1;
+}
+
+uint64_t
+sc_test_bucket_of(sc_segment *s, const void *key, size_t klen)
+{
+    return sc_hash(s, key, klen) & (s->h->nbuckets - 1);
 }

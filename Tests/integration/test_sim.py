@@ -157,7 +157,12 @@ def test_chat_stream_framing(sim):
     last = content[-1]["choices"][0]
     assert last["finish_reason"] in ("length", "stop")
     if last["finish_reason"] == "length":
-        assert len(content) == 3, "one event per token"
+        if sim.name == "external":
+            # A real vLLM sends one event per token too, but its API server merges the deltas
+            # that pile up while it falls behind (its output collector): under CPU load, fewer.
+            assert 1 <= len(content) <= 3, "at most one event per token"
+        else:
+            assert len(content) == 3, "one event per token"
 
 
 def test_completion_stream_framing(sim):

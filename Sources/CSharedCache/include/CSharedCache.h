@@ -121,6 +121,9 @@ void sc_claim_release(sc_segment *s, const void *key, size_t klen, const void *o
  * returns once the child is gone, 0 on success. */
 int sc_test_die_holding_lock(sc_segment *s);
 
+/* Tests only: the bucket `key` hashes to (the hash is keyed by the segment's own random seed). */
+uint64_t sc_test_bucket_of(sc_segment *s, const void *key, size_t klen);
+
 #ifdef __cplusplus
 }
 #endif

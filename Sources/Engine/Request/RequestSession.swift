@@ -3,13 +3,15 @@
 // (no re-entry); `perform` is the one switch over the actions. A fact that arrives when nothing
 // else is being handled is handled in place (upstream reads and a flight's events as bytes).
 // Inline parts: UpstreamAttempt, AdmissionPlace (with TenantBudget), SessionTimer, RequestTimings.
+// The callbacks that bring those facts in are RequestSession+Facts.swift (the state they reach —
+// client, upstream, admission, timer, post — is internal for it; nothing else touches it).
 // Kept alive by the client connection's `context`, the upstream connection (delegate) and the
 // CoalescerDriver; admission, the cache, the budget and the timer hold it weakly or unowned.
 import Reactor
 
-final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, TimerTarget, CacheWaiter, RateLimitWaiter {
+final class RequestSession {
     let runtime: EngineRuntime
-    private var client: HTTPServerConnection? {
+    var client: HTTPServerConnection? {
         didSet { clientRef = client.map(Unmanaged.passUnretained) }
     }
     /// `client`, unretained, for the per-read calls: loaded from `client` each call took a retain
@@ -28,15 +30,15 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     /// Headers every response of this session carries (X-Routed-Model, ...).
     private let extraHeaders: HTTPHeaders
     private let cachePlan: CachePlan
-    private var upstream = UpstreamAttempt()
-    private var admission: AdmissionPlace
-    private lazy var expectedTokens: Int = TenantBudget.expectedTokens(
+    var upstream = UpstreamAttempt()
+    var admission: AdmissionPlace
+    lazy var expectedTokens: Int = TenantBudget.expectedTokens(
         prompt: runtime.estimator.estimate(request.promptSize), maxOutput: request.maxOutputTokens,
         expectedOutput: runtime.config.admissionControl.expectedOutputTokens)
     private var coalescerId: CoalescerMachine.RequestID?
-    private var timer = SessionTimer()
+    var timer = SessionTimer()
     private var sawFirstToken = false
-    private(set) var timings = RequestTimings(start: Loop.nowNanos())
+    var timings = RequestTimings(start: Loop.nowNanos())
     private(set) var bytesOut = 0
     var bytesIn: Int { body.count }
     /// The backend of the last attempt (the one that answered).
@@ -82,7 +84,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     private var stepNanos: UInt64?
     private func now() -> UInt64 { stepNanos ?? Loop.nowNanos() }
 
-    // MARK: facts in
+    // MARK: the event queue (the facts come in through RequestSession+Facts.swift)
 
     /// Handles `e` now, or after the event being handled (never inside it). Now means in place:
     /// the event is not copied into the queue and out again.
@@ -107,7 +109,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     }
 
     /// Bytes handled in place when nothing else is (the hot path), else copied into the queue.
-    private func handleInPlace(_ bytes: UnsafeRawBufferPointer, flight: Bool) {
+    func handleInPlace(_ bytes: UnsafeRawBufferPointer, flight: Bool) {
         guard queue.enter() else {
             _ = queue.append(flight ? .flightEvents(Array(bytes)) : .upstreamBody(Array(bytes)))
             return
@@ -131,52 +133,6 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
         default:
             break
         }
-    }
-
-    func clientClosed() {
-        client = nil
-        post(.clientClosed)
-    }
-    func clientDrained() { post(.clientDrained) }
-    func flightEvents(_ events: UnsafeRawBufferPointer) { handleInPlace(events, flight: true) }
-    func timerFired(_ t: Timer) {
-        guard let kind = timer.woke(now: Loop.nowNanos()) else { return }
-        post(.timerFired(kind))
-    }
-    func cacheAnswered(_ lookup: CacheLookup, stale: Bool) { post(stale ? .staleAnswered(lookup) : .cacheAnswered(lookup)) }
-    func budgetAnswered(_ d: RateLimitDecision, tenant t: Tenant, cost: Int) {
-        take(admission.budget.answered(d, tenant: t, cost: cost, hasEnded: isFinished, metrics: runtime.tenantMetrics,
-                                       limits: runtime.rateLimits))
-    }
-
-    func admissionTicket() -> AdmissionTicket { admission.budget.ticket(cost: expectedTokens, deadline: request.deadline) }
-    func admissionAdmitted(_ backend: BackendID) {
-        admission.admitted(to: backend)
-        post(.admitted(backend))
-    }
-    func admissionQueued() { admission.queued(&timings, tenants: runtime.tenantMetrics) }
-    func admissionRejected(retryAfterSeconds: Int) { post(.admissionRejected(retryAfterSeconds: retryAfterSeconds)) }
-    func admissionRefused(_ reason: AdmissionRefusal.Reason, retryAfterSeconds: Int) {
-        post(.admissionRefused(AdmissionRefusal(reason, retryAfterSeconds: retryAfterSeconds)))
-    }
-    func admissionKeepAlive() { post(.admissionKeepAlive) }
-
-    func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
-        guard c === upstream.connection else { return }
-        runtime.noteUpstreamStatus(self, status)
-        post(UpstreamAttempt.headEvent(status: status, headers: headers))
-    }
-    func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
-        guard c === upstream.connection else { return }
-        handleInPlace(bytes, flight: false)
-    }
-    func upstreamDidFinish(_ c: HTTPClientConnection) {
-        guard c === upstream.connection else { return }
-        post(.upstreamEnd)
-    }
-    func upstream(_ c: HTTPClientConnection, didFail failure: HTTPClientFailure) {
-        guard c === upstream.connection else { return }
-        post(.upstreamFailed(upstream.failed(failure, exchangesCompleted: c.exchangesCompleted)))
     }
 
     // MARK: the one place that performs actions
@@ -269,7 +225,7 @@ final class RequestSession: HTTPClientConnectionDelegate, AdmissionWaiter, Timer
     private static let queuedComment = Array(": queued\n\n".utf8)
 
     /// The budget's next step before admission.
-    private func take(_ step: TenantBudget.Step) {
+    func take(_ step: TenantBudget.Step) {
         switch step {
         case .askAdmission:
             // Admission control, or without it the first candidate.

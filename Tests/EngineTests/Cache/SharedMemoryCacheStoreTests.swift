@@ -134,6 +134,22 @@ private func segment(entries: Int, bytes: Int) throws -> (Int32, SharedMemoryCac
         #expect(m.entryCount == 32)
     }
 
+    /// Where a key lands is the segment's own: its hash is keyed by a seed drawn when the segment
+    /// is created, so nobody outside can grind prompts into one bucket chain. Two mappings of one
+    /// segment (two workers) agree; two segments do not.
+    @Test func bucketsAreKeyedByTheSegmentsSeed() throws {
+        let (fd1, _) = try segment(entries: 64, bytes: 1 << 20)
+        let (fd2, _) = try segment(entries: 64, bytes: 1 << 20)
+        defer { close(fd1); close(fd2) }
+        let a = try #require(sc_attach(fd1)), a2 = try #require(sc_attach(fd1)), b = try #require(sc_attach(fd2))
+        defer { sc_detach(a); sc_detach(a2); sc_detach(b) }
+        func buckets(_ s: OpaquePointer) -> [UInt64] {
+            (0..<64).map { i in Array("key-\(i)".utf8).withUnsafeBytes { sc_test_bucket_of(s, $0.baseAddress, $0.count) } }
+        }
+        #expect(buckets(a) == buckets(a2))
+        #expect(buckets(a) != buckets(b))   // 64 keys over 128 buckets: equal by chance ~128^-64
+    }
+
     @Test func twoMappingsShareEntries() throws {
         let (fd, a) = try segment(entries: 16, bytes: 1 << 20)
         defer { close(fd) }
