@@ -2,7 +2,10 @@
 // response mode), one exchange at a time, kept alive for reuse by HTTPClientPool. The upstream is
 // untrusted: responses are framed strictly (ResponseFramingCheck), interim 1xx are skipped, and a
 // connection that has seen a byte it cannot place is closed, never reused.
-// Owns: the StreamSocket (and fd), freed in close(); parks in loop.bury afterwards (style E.3).
+// Owns: the StreamSocket (and fd), freed in close(); parks in loop.bury afterwards, with the socket
+// (style E.3). An open connection keeps itself alive (`selfRef`, as HTTPServerConnection does), so
+// it and its socket are never freed inside one of their callbacks, whoever lets go of them there:
+// the socket's events borrow the socket, and the parser's callbacks borrow the connection.
 // The delegate is the request driver during an exchange and the pool while idle.
 import CEventShim
 
@@ -73,7 +76,8 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     /// connection is freed after the loop pass (graveyard), which breaks any cycle with a driver
     /// that holds it. No weak reference: those cost a side table and slower reference counting.
     public var delegate: HTTPClientConnectionDelegate?
-    private var sock: StreamSocket?
+    /// Read by the lifetime tests (their socket must outlive its callback).
+    private(set) var sock: StreamSocket?
     // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).
     private let parser = UnsafeMutablePointer<http_parser>.allocate(capacity: 1)
 
@@ -113,7 +117,13 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         http_parser_init(parser, HTTP_RESPONSE)
         sock = StreamSocket.connecting(loop: loop, addr: endpoint.addr, delegate: self)
         if sock == nil { pendingConnectFailure = true }
+        selfRef = self
     }
+
+    /// An open connection keeps itself alive; close() drops this (after parking in the graveyard).
+    /// Every user closes its connection (the pool, an exchange's driver, a fetch): one let go of
+    /// without close() is kept, as its delegate (strong) would keep it anyway.
+    private var selfRef: HTTPClientConnection?
 
     /// A connection over a socket that is connected already (the fuzz target's socketpair,
     /// Sources/fuzz-engine): no connect step, and `endpoint` only names the Host header.
@@ -125,6 +135,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         sock = so
         isConnected = true
         so.enableRead()
+        selfRef = self
     }
 
     /// A connect that failed synchronously is reported when the request is sent, through a
@@ -458,9 +469,14 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         guard !isClosed else { return }
         isClosed = true
         inExchange = false
-        sock?.close()
+        // The socket may be in its own callback (its events borrow it): parked too.
+        if let s = sock {
+            s.close()
+            loop.bury(s)
+        }
         sock = nil
         loop.bury(self)
+        selfRef = nil
     }
 }
 

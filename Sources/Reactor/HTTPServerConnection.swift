@@ -364,7 +364,9 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     /// One chunk made of `parts` (in order), as `writeChunk`; nothing when they are empty.
     /// `last`: the response's last chunk, which ends it (`endChunked`) in the same write.
     public func writeChunk(parts: UnsafeBufferPointer<UnsafeRawBufferPointer>, last: Bool = false, close: Bool = false) {
-        guard !isClosed, let sock else { return }
+        // Borrowed (a retain and a release per chunk otherwise): a socket closed meanwhile, by a
+        // failed write, is parked in the graveyard until the pass ends (see close()).
+        guard !isClosed, let sockRef = sock.map(Unmanaged.passUnretained) else { return }
         var total = 0
         for p in parts { total += p.count }
         if total > 0 && !responseHasNoBody {
@@ -381,11 +383,18 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
                     d[i] = UInt8(x < 10 ? 48 + x : 87 + x)
                     v >>= 4
                 } while v > 0
+                let size = UnsafeRawBufferPointer(rebasing: d[i...])
+                let end = UnsafeRawBufferPointer(start: last ? chunkEnd : crlf, count: last ? 7 : 2)
+                if parts.count == 1 {
+                    // A read's events as one piece (the usual case): the three-piece write.
+                    sockRef._withUnsafeGuaranteedRef { $0.write(size, parts[0], end) }
+                    return
+                }
                 withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: parts.count + 2) { all in
-                    all.initializeElement(at: 0, to: UnsafeRawBufferPointer(rebasing: d[i...]))
+                    all.initializeElement(at: 0, to: size)
                     for k in parts.indices { all.initializeElement(at: k + 1, to: parts[k]) }
-                    all.initializeElement(at: parts.count + 1, to: UnsafeRawBufferPointer(start: last ? chunkEnd : crlf, count: last ? 7 : 2))
-                    sock.write(parts: UnsafeBufferPointer(all))
+                    all.initializeElement(at: parts.count + 1, to: end)
+                    sockRef._withUnsafeGuaranteedRef { $0.write(parts: UnsafeBufferPointer(all)) }
                 }
             }
             if last { finishChunked(close: close) }
@@ -481,7 +490,11 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         guard !isClosed else { return }
         isClosed = true
         timer.close()
-        sock?.close()
+        // The socket may be in its own callback (its events borrow it): parked too.
+        if let s = sock {
+            s.close()
+            loop.bury(s)
+        }
         sock = nil
         let d = delegate
         delegate = nil

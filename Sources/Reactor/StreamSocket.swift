@@ -6,6 +6,10 @@
 // place when nothing older is buffered.
 // Owns: the fd, both events and both evbuffers, freed in close(). The delegate is unowned: the
 // connection that owns this socket outlives it and calls close() first (style E.2).
+// Lifetime under a callback: the read and write events borrow the socket (no retain per read).
+// That is safe because a socket's owner (HTTPServerConnection, HTTPClientConnection) keeps itself
+// alive until its close() (`selfRef`), and close() parks the socket in the loop's graveyard with
+// itself (style E.3): a socket is never freed inside a callback of the pass that closed it.
 import CEventShim
 
 #if canImport(Glibc)
@@ -54,11 +58,12 @@ final class StreamSocket {
         _ = evutil_make_socket_nonblocking(fd)
         _ = ces_set_nodelay(fd)
         let arg = Unmanaged.passUnretained(self).toOpaque()
+        // Borrowed, not retained (see the header): a retain and a release per read otherwise.
         readEvent = event_new(loop.base, fd, Int16(EV_READ | EV_PERSIST), { _, _, arg in
-            Unmanaged<StreamSocket>.fromOpaque(arg!).takeUnretainedValue().onRead()
+            Unmanaged<StreamSocket>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.onRead() }
         }, arg)
         writeEvent = event_new(loop.base, fd, Int16(EV_WRITE), { _, _, arg in
-            Unmanaged<StreamSocket>.fromOpaque(arg!).takeUnretainedValue().onWrite()
+            Unmanaged<StreamSocket>.fromOpaque(arg!)._withUnsafeGuaranteedRef { $0.onWrite() }
         }, arg)
     }
 
@@ -214,6 +219,44 @@ final class StreamSocket {
             queue(parts, from: sent)
             armWrite()
         }
+    }
+
+    /// `write(parts: [a, b, c])`, for a stream's chunk (its size line, its one piece of events, its
+    /// CRLF): when nothing is queued, one writev of the three from the stack, without the general
+    /// path's loops and peeks; otherwise (a head or a backlog queued, a connect in progress)
+    /// through `write(parts:)`.
+    func write(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer) {
+        guard !isClosed else { return }
+        let total = a.count + b.count + c.count
+        guard total > 0 else { return }
+        guard !isConnecting && evbuffer_get_length(output) == 0 else {
+            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 3) { p in
+                p.initializeElement(at: 0, to: a)
+                p.initializeElement(at: 1, to: b)
+                p.initializeElement(at: 2, to: c)
+                write(parts: UnsafeBufferPointer(p))
+            }
+            return
+        }
+        var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count),
+                   iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count),
+                   iovec(iov_base: UnsafeMutableRawPointer(mutating: c.baseAddress), iov_len: c.count))
+        var sent = withUnsafeMutableBytes(of: &iov) { p in
+            Glibc.writev(fd, p.baseAddress!.assumingMemoryBound(to: iovec.self), 3)
+        }
+        if sent < 0 {
+            let e = errno
+            if e != EAGAIN && e != EWOULDBLOCK && e != EINTR { delegate.socketFailed(error: e); return }
+            sent = 0
+        }
+        if sent == total { return }
+        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 3) { p in
+            p.initializeElement(at: 0, to: a)
+            p.initializeElement(at: 1, to: b)
+            p.initializeElement(at: 2, to: c)
+            queue(UnsafeBufferPointer(p), from: sent)
+        }
+        armWrite()
     }
 
     /// Copies `parts` into `output`, but their first `skip` bytes.

@@ -404,4 +404,66 @@ private func connected(_ up: ScriptedUpstream, _ rec: ClientRecorder) -> HTTPCli
         #expect(rec.heads.map(\.0) == [200] && rec.bodyText == "until close")
         #expect(rec.finished == 1 && rec.failures.isEmpty && c.isClosed)
     }
+
+    /// The driver that holds a connection lets go of it inside its socket's read callback (the
+    /// socket's events borrow the socket, the parser's callbacks the connection: neither may be
+    /// freed there). Closed first or not, both are alive for the rest of the callback; a closed
+    /// one is freed after the pass (the graveyard), an open one keeps itself until close().
+    @Test(arguments: [true, false])
+    func aConnectionLetGoInsideItsReadCallbackOutlivesIt(closesFirst: Bool) {
+        let up = ScriptedUpstream()
+        let holder = LettingGoHolder(closesFirst: closesFirst)
+        weak var weakConnection: HTTPClientConnection?
+        weak var weakSocket: StreamSocket?
+        do {
+            let c = HTTPClientConnection(loop: up.loop, endpoint: up.endpoint)
+            holder.connection = c
+            c.delegate = holder
+            weakConnection = c
+            get(c)
+            up.awaitRequest()
+            weakSocket = c.sock
+        }
+        #expect(weakConnection != nil && weakSocket != nil)
+        holder.checkAlive = { weakConnection != nil && weakSocket != nil }
+        up.reply("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
+        #expect(holder.connection == nil && holder.aliveAfterLettingGo == true)
+        if closesFirst {
+            #expect(weakConnection == nil && weakSocket == nil)
+        } else {
+            // Still open: it keeps itself, reads the rest of its answer, and goes once closed.
+            up.reply("-half")
+            #expect(holder.body == "first-half" && holder.finished == 1)
+            weakConnection?.close()
+            up.spin()
+            #expect(weakConnection == nil && weakSocket == nil)
+        }
+    }
+}
+
+/// A driver that drops its connection on the first body bytes (closing it first, or not).
+private final class LettingGoHolder: HTTPClientConnectionDelegate {
+    let closesFirst: Bool
+    var connection: HTTPClientConnection?
+    var checkAlive: () -> Bool = { false }
+    var aliveAfterLettingGo: Bool?
+    var body = ""
+    var finished = 0
+
+    init(closesFirst: Bool) { self.closesFirst = closesFirst }
+
+    func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {}
+    func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
+        body += String(decoding: bytes, as: UTF8.self)
+        guard connection != nil else { return }
+        // No local reference: the holder's is the last one (the test let go of its own).
+        if closesFirst {
+            connection?.delegate = nil
+            connection?.close()
+        }
+        connection = nil
+        aliveAfterLettingGo = checkAlive()
+    }
+    func upstreamDidFinish(_ c: HTTPClientConnection) { finished += 1 }
+    func upstream(_ c: HTTPClientConnection, didFail failure: HTTPClientFailure) {}
 }

@@ -14,6 +14,9 @@ public struct Histogram: Sendable, Equatable {
     public private(set) var count: UInt64 = 0
     /// Sum of the observations recorded.
     public private(set) var sum: Double = 0
+    /// `upperBounds` in nanoseconds, for `observe(nanoseconds:)`: per bound, the largest n whose
+    /// reading in seconds, Double(n) / 1e9, is at most the bound (-1: no n is).
+    private let nanosecondBounds: [Int64]
 
     /// `buckets` must be strictly increasing and not NaN; a trailing `+Inf` is accepted and dropped,
     /// because the `+Inf` bucket is always present. Bucket layouts are constants in our code, so a
@@ -27,6 +30,19 @@ public struct Histogram: Sendable, Equatable {
         }
         upperBounds = bounds
         bucketCounts = [UInt64](repeating: 0, count: bounds.count + 1)
+        nanosecondBounds = bounds.map(Self.largestNanoseconds(atMost:))
+    }
+
+    /// The largest n >= 0 with Double(n) / 1e9 <= `bound` (-1 when there is none; Int64.max when
+    /// every n is). Double(n) / 1e9 never decreases as n grows, so for every n:
+    /// n <= largestNanoseconds(atMost: b) exactly when Double(n) / 1e9 <= b.
+    static func largestNanoseconds(atMost bound: Double) -> Int64 {
+        if bound < 0 { return -1 }
+        if bound * 1e9 >= 9e18 { return Int64.max }
+        var n = Int64((bound * 1e9).rounded(.down))
+        while n >= 0 && Double(n) / 1e9 > bound { n -= 1 }
+        while Double(n + 1) / 1e9 <= bound { n += 1 }
+        return n
     }
 
     /// Records `v` in the first bucket whose bound is >= `v` (Prometheus `le` semantics: a value equal
@@ -44,6 +60,20 @@ public struct Histogram: Sendable, Equatable {
         bucketCounts[lo] &+= 1
         count &+= 1
         sum += v
+    }
+
+    /// Records `n` nanoseconds in seconds, exactly as `observe(Double(n) / 1e9)` would (the same
+    /// bucket, count and sum), with the bucket found by integer compares from the first: a
+    /// stream observes the gap before each read it relays, and its gaps sit in the first buckets.
+    public mutating func observe(nanoseconds n: UInt64) {
+        let v = Int64(clamping: n)
+        var i = 0
+        nanosecondBounds.withUnsafeBufferPointer { b in
+            while i < b.count && b[i] < v { i &+= 1 }
+        }
+        bucketCounts[i] &+= 1
+        count &+= 1
+        sum += Double(n) / 1e9
     }
 
     /// Records a duration in seconds (all our time histograms are `_seconds`).

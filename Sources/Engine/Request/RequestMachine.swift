@@ -642,10 +642,16 @@ struct RequestMachine {
 
     /// Body bytes arrived; `clientBlocked` says the client's output buffer is above its mark.
     mutating func upstreamBody(_ bytes: UnsafeRawBufferPointer, clientBlocked: Bool) -> Action {
+        upstreamRead(bytes, clientBlocked: clientBlocked).map { .forward($0) } ?? .none
+    }
+
+    /// `upstreamBody`'s one action, `.forward`, or nil for `.none`: the session's per-read path
+    /// takes this, so no Action is made, switched over and destroyed per read.
+    mutating func upstreamRead(_ bytes: UnsafeRawBufferPointer, clientBlocked: Bool) -> Forward? {
         switch state {
         case .buffering:
             buffered.append(contentsOf: bytes)
-            return .none
+            return nil
         case .streaming(let b, let paused):
             let read = relay.read(bytes)
             if let u = relay.usage { usage = u }
@@ -660,9 +666,9 @@ struct RequestMachine {
             // Not an SSE event we can relay (invalid JSON or UTF-8, longer than max_event_bytes):
             // the stream is broken; nothing of it is cached or shared as complete.
             f.broken = read == .broken
-            return .forward(f)
+            return f
         default:
-            return .none
+            return nil
         }
     }
 

@@ -11,7 +11,13 @@ import Reactor
 
 final class RequestSession {
     let runtime: EngineRuntime
-    var client: HTTPServerConnection?
+    var client: HTTPServerConnection? {
+        didSet { clientRef = client.map(Unmanaged.passUnretained) }
+    }
+    /// `client`, unretained, for the per-read calls: loaded from `client` each call took a retain
+    /// and a release. Safe while `client` is set: an open HTTPServerConnection keeps itself
+    /// alive, and a closed one is parked in the loop's graveyard until the pass ends.
+    private var clientRef: Unmanaged<HTTPServerConnection>?
     private var machine: RequestMachine
     private var queue = EventQueue<RequestMachine.Event>()
     let request: OpenAIRequest
@@ -50,6 +56,7 @@ final class RequestSession {
          cachePlan: CachePlan) {
         self.runtime = runtime
         self.client = client
+        self.clientRef = Unmanaged.passUnretained(client)
         self.request = request
         self.body = body
         self.requestId = requestId
@@ -99,7 +106,7 @@ final class RequestSession {
         // Only a body read asks whether the client is blocked (the machine reads it nowhere
         // else): every other event read the client output buffer's length (libevent) for nothing.
         var blocked = false
-        if case .upstreamBody = e { blocked = client?.isWriteBlocked ?? false }
+        if case .upstreamBody = e { blocked = isClientBlocked }
         let a = machine.handle(e, clientBlocked: blocked)
         count(e, wasFollower: wasFollower)
         perform(a)
@@ -111,9 +118,15 @@ final class RequestSession {
             _ = queue.append(flight ? .flightEvents(Array(bytes)) : .upstreamBody(Array(bytes)))
             return
         }
-        perform(flight ? machine.flightEvents(bytes) : machine.upstreamBody(bytes, clientBlocked: client?.isWriteBlocked ?? false))
+        if flight {
+            perform(machine.flightEvents(bytes))
+        } else if let f = machine.upstreamRead(bytes, clientBlocked: isClientBlocked) {
+            forward(f)
+        }
         drain()
     }
+
+    private var isClientBlocked: Bool { clientRef?._withUnsafeGuaranteedRef { $0.isWriteBlocked } ?? false }
 
     /// Counters that depend on what the machine made of an event.
     private func count(_ e: RequestMachine.Event, wasFollower: Bool) {
@@ -173,18 +186,7 @@ final class RequestSession {
             if let f = machine.leadsFlight { runtime.coalescer.leaderHead(f, status: 200, contentType: "text/event-stream", isStream: true) }
             if writeHead { writeSSEHead() }
         case .forward(let f):
-            let now = Loop.nowNanos()
-            if let gap = timings.chunk(at: now) { runtime.metrics.interChunkSeconds.observe(Double(gap) / 1e9) }
-            // The read's whole events go out in one write (and to the flight's followers).
-            if let fl = machine.leadsFlight, !machine.relay.events.isEmpty { runtime.coalescer.leaderEvents(fl, machine.relay.events) }
-            writeEvents()
-            if f.pause {
-                timer.cancel()
-                upstream.connection?.pauseReading()
-            } else if f.rearm {
-                arm(.upstream, runtime.requestPolicy.upstreamTimeout, now: now)
-            }
-            if f.broken { post(.upstreamFailed(.invalidEvent)) }
+            forward(f)
         case .forwardFlight(let writeHead):
             if writeHead { writeSSEHead() }
             writeEvents()
@@ -207,6 +209,22 @@ final class RequestSession {
         case .none:
             break
         }
+    }
+
+    /// `.forward`, also called straight from an upstream read (`handleInPlace`).
+    private func forward(_ f: RequestMachine.Forward) {
+        let now = Loop.nowNanos()
+        if let gap = timings.chunk(at: now) { runtime.metrics.interChunkSeconds.observe(nanoseconds: gap) }
+        // The read's whole events go out in one write (and to the flight's followers).
+        if let fl = machine.leadsFlight, !machine.relay.events.isEmpty { runtime.coalescer.leaderEvents(fl, machine.relay.events) }
+        writeEvents()
+        if f.pause {
+            timer.cancel()
+            upstream.connection?.pauseReading()
+        } else if f.rearm {
+            arm(.upstream, runtime.requestPolicy.upstreamTimeout, now: now)
+        }
+        if f.broken { post(.upstreamFailed(.invalidEvent)) }
     }
 
     static let followerMaxPendingBytes = 1 << 20
@@ -304,8 +322,8 @@ final class RequestSession {
     private func writeEvents() {
         guard Self.hasClientEvents(&machine) else { return }
         firstToken()
-        guard let c = client else { return }
-        bytesOut += Self.writeClientEvents(of: &machine, to: Unmanaged.passUnretained(c))
+        guard let c = clientRef else { return }
+        bytesOut += Self.writeClientEvents(of: &machine, to: c)
     }
 
     /// The relay's pieces written where they lie. Lent in place (inout): read through this
@@ -313,9 +331,12 @@ final class RequestSession {
     /// and a release of each of its ~10 buffers, per read). The client goes in as Unmanaged: it
     /// outlives the call (a connection closed meanwhile is parked in the loop's graveyard until
     /// the pass ends), and captured as an optional reference it took two more retains and
-    /// releases a read.
+    /// releases a read; passed on as an optional (ResponseWriter.chunk), one more.
     private static func writeClientEvents(of m: inout RequestMachine, to c: Unmanaged<HTTPServerConnection>) -> Int {
-        m.withClientEvents { parts in c._withUnsafeGuaranteedRef { ResponseWriter.chunk(parts, to: $0) } }
+        m.withClientEvents { parts in
+            c._withUnsafeGuaranteedRef { $0.writeChunk(parts: parts) }
+            return parts.reduce(0) { $0 + $1.count }
+        }
     }
 
     /// Whether the last read has anything for this client, asked in place (inout) for the same

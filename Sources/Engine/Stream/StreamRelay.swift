@@ -25,6 +25,8 @@ struct StreamRelay {
     /// scanner could not tell them.
     private var identitySpans: [Range<Int>] = []
     private(set) var recordingOverflowed = false
+    /// `events` is the recording's buffer too (the first read's events become the recording).
+    private var eventsShared = false
 
     enum Read: Equatable {
         /// Relay `clientEvents` (possibly empty: the read completed no event).
@@ -56,23 +58,24 @@ struct StreamRelay {
     /// and of the chunks it released. No copy. (Mutating only to be lent in place: called
     /// non-mutating through the session's machine, the relay's ~230 bytes were copied per read.)
     mutating func withClientEvents<R>(_ body: (UnsafeBufferPointer<UnsafeRawBufferPointer>) -> R) -> R {
-        events.withUnsafeBytes { e in
-            // One buffer: all of `events`, or its one piece (a read of token chunks, the usual
-            // case), lent without the pieces' table or the released bytes (a retain and release each).
-            var whole: Range<Int>?
-            if includeUsage || passthrough {
-                whole = 0..<e.count
-            } else if scanner.clientPieces.count == 1, case .all(let r) = scanner.clientPieces[0] {
-                whole = r
-            }
-            if let r = whole {
-                return withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { one in
-                    one.initializeElement(at: 0, to: UnsafeRawBufferPointer(rebasing: e[r]))
-                    return body(UnsafeBufferPointer(one))
-                }
-            }
-            let pieces = scanner.clientPieces
-            return scanner.released.withUnsafeBytes { x in
+        // One buffer: all of `events`, or its one piece (a read of token chunks, the usual case),
+        // lent without the pieces' table or the released bytes (a retain and release each).
+        var whole: Range<Int>?
+        if includeUsage || passthrough {
+            whole = 0..<events.count
+        } else if scanner.clientPieces.count == 1, case .all(let r) = scanner.clientPieces[0] {
+            whole = r
+        }
+        if let r = whole {
+            // Lent mutably (nothing is written): lent read-only from inout storage, the buffer
+            // was retained and released around the call. Not when the recording shares it (the
+            // first read's events): a mutable loan would copy it.
+            if eventsShared { return events.withUnsafeBytes { Self.lend(UnsafeRawBufferPointer(rebasing: $0[r]), body) } }
+            return events.withUnsafeMutableBytes { Self.lend(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[r]), body) }
+        }
+        let pieces = scanner.clientPieces
+        return events.withUnsafeBytes { e in
+            scanner.released.withUnsafeBytes { x in
                 withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: pieces.count) { out in
                     for (i, p) in pieces.enumerated() {
                         switch p {
@@ -86,12 +89,21 @@ struct StreamRelay {
         }
     }
 
+    /// `body` with `bytes` as the one piece.
+    private static func lend<R>(_ bytes: UnsafeRawBufferPointer, _ body: (UnsafeBufferPointer<UnsafeRawBufferPointer>) -> R) -> R {
+        withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 1) { one in
+            one.initializeElement(at: 0, to: bytes)
+            return body(UnsafeBufferPointer(one))
+        }
+    }
+
     var sawDone: Bool { scanner.sawDone }
     var sawError: Bool { scanner.sawError }
     var usage: UpstreamJSON.Usage? { scanner.usage }
 
     mutating func read(_ bytes: UnsafeRawBufferPointer) -> Read {
         events.removeAll(keepingCapacity: true)
+        eventsShared = false
         if passthrough {
             events.append(contentsOf: bytes)
             return .relay
@@ -110,6 +122,7 @@ struct StreamRelay {
                 // stream that comes whole in one read, the common case, is never copied to be
                 // recorded.
                 recording = events
+                eventsShared = true
                 usageRanges = scanner.usageRangesInAll
                 identitySpans = scanner.identitySpansInAll
             } else {

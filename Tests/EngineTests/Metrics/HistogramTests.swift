@@ -155,5 +155,29 @@ import Testing
         await #expect(processExitsWith: .failure) { _ = Histogram(buckets: [1, 1]) }
         await #expect(processExitsWith: .failure) { _ = Histogram(buckets: [.nan]) }
     }
-}
 
+    /// observe(nanoseconds:) is observe(Double(n) / 1e9): the same buckets, count and sum, for
+    /// every standard layout, at each bound's edge in nanoseconds and at random gaps.
+    @Test func nanosecondsLandAsTheirSecondsWould() {
+        var rng = SystemRandomNumberGenerator()
+        for layout in [Histogram.latencySeconds, Histogram.engineOverheadSeconds, Histogram.interChunkSeconds,
+                       Histogram.queueWaitSeconds, [-1, 0, 1e-9, 2.5e-9, 0.3, 0.7]] {
+            var viaSeconds = Histogram(buckets: layout)
+            var viaNanos = Histogram(buckets: layout)
+            var ns: [UInt64] = [0, 1, 2, UInt64.max, UInt64(Int64.max)]
+            for b in layout where b >= 0 {
+                let n = UInt64(Histogram.largestNanoseconds(atMost: b))
+                #expect(Double(n) / 1e9 <= b && Double(n + 1) / 1e9 > b)
+                ns += [n, n + 1, n > 0 ? n - 1 : 0]
+            }
+            for _ in 0..<2000 { ns.append(UInt64.random(in: 0...200_000_000_000, using: &rng)) }
+            for _ in 0..<2000 { ns.append(UInt64.random(in: 0...20_000_000, using: &rng)) }
+            for n in ns {
+                viaSeconds.observe(Double(n) / 1e9)
+                viaNanos.observe(nanoseconds: n)
+            }
+            #expect(viaNanos.cumulativeCounts() == viaSeconds.cumulativeCounts())
+            #expect(viaNanos.count == viaSeconds.count && viaNanos.sum == viaSeconds.sum)
+        }
+    }
+}
