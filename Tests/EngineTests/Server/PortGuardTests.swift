@@ -43,20 +43,22 @@ import Glibc
         return Int(UInt16(bigEndian: a.sin_port))
     }
 
-    /// A loopback listener on `port`, with SO_REUSEPORT as every Engine listener has it.
-    private static func listenReusePort(_ port: Int) -> Int32 {
+    /// A loopback listener on a port the kernel picks, with SO_REUSEPORT as every Engine listener
+    /// has it. (Not on a port found free first: between that and this bind, another test's
+    /// socket could take it, and the bind failed.)
+    private static func listenReusePort() -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = UInt16(port).bigEndian
         a.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         let rc = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
         precondition(rc == 0 && listen(fd, 8) == 0)
-        return fd
+        _ = withUnsafeMutablePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return (fd, Int(UInt16(bigEndian: a.sin_port)))
     }
 
     @Test func aSecondClaimOfTheSameAddressIsRefusedWithThePid() throws {
@@ -75,8 +77,7 @@ import Glibc
     @Test func aListenerOfAnyKindIsFound() {
         let dir = Self.tempDir()
         defer { Self.remove(dir) }
-        let port = Self.freePort()
-        let l = Self.listenReusePort(port)
+        let (l, port) = Self.listenReusePort()
         #expect(PortGuard.isListenedOn(host: "127.0.0.1", port: port))
         #expect(PortGuard.isListenedOn(host: "0.0.0.0", port: port))  // the wildcard overlaps it
         let r = PortGuard.claim(host: "127.0.0.1", port: port, lockDirectory: dir)
