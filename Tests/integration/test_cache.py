@@ -52,11 +52,13 @@ def test_shared_across_two_engine_processes(sim, engine_factory, redis):
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_ttl_expires(sim, engine_factory, redis, backend):
-    eng = engine_factory(cfg([sim], redis if backend == "redis" else None, cache={"ttl_seconds": 0.4}))
+    # 1 s, not less: the hit must come back within the TTL, and on a loaded machine (a real vLLM
+    # on the same CPU) a 0.4 s TTL ran out before the second request was answered.
+    eng = engine_factory(cfg([sim], redis if backend == "redis" else None, cache={"ttl_seconds": 1.0}))
     body = chat_body("ttl", max_tokens=2)
     assert eng.post("/v1/chat/completions", json=body).headers["x-cache"] == "MISS"
     assert eng.post("/v1/chat/completions", json=body).headers["x-cache"] == "HIT"
-    time.sleep(0.6)
+    time.sleep(1.3)
     assert eng.post("/v1/chat/completions", json=body).headers["x-cache"] == "MISS"
 
 
