@@ -7,11 +7,13 @@ One Engine process (make_config's default), so every request shares its upstream
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 import requests
 
-from harness import Engine, chat_body, completion_body, metric_value, parse_metrics, sse_json
+from harness import Engine, chat_body, completion_body, metric_value, parse_metrics, sse_json, worker_pids
 
 CHAT = "/v1/chat/completions"
 
@@ -183,3 +185,35 @@ def test_the_usage_chunk_reaches_only_clients_that_asked(bad_engine):
     body["stream_options"] = {"include_usage": True}
     r = bad_engine.post(CHAT, json=body)
     assert [c for c in sse_json(r.content) if c.get("usage") and c["choices"] == []]
+
+
+FAULT_MODES = ["bad_status_line", "garbage_after", "two_responses", "invalid_json_200", "html_200",
+               "no_content_204", "continue100", "sse_cut_mid_event", "sse_invalid_json_event",
+               "sse_no_done", "close_if_reused"]
+
+
+def test_upstream_faults_leave_no_connection_open(bad_engine):
+    """Every upstream connection a fault ends is closed, not just let go of (an upstream connection
+    keeps itself alive until its close(), so a path that forgot it would keep its descriptor): the
+    workers hold no more descriptors after rounds of every fault, plain and streamed, than after
+    good answers. A leak would be one descriptor per faulty request, 66 here."""
+    workers = worker_pids(bad_engine.pid)
+    assert workers, "no worker processes found"
+
+    def open_fds() -> int:
+        return sum(len(os.listdir(f"/proc/{p}/fd")) for p in workers)
+
+    for i in range(10):
+        assert_own_answer(ask(bad_engine, f"warm up {i}"), f"warm up {i}")
+    time.sleep(0.3)
+    before = open_fds()
+    for rnd in range(3):
+        for mode in FAULT_MODES:
+            for stream in (False, True):
+                ask(bad_engine, f"fault {mode} {stream} {rnd}", mode, stream)  # any status will do
+        for i in range(3):
+            p = f"after faults {rnd} {i}"
+            assert_own_answer(ask(bad_engine, p), p)
+    time.sleep(0.3)
+    after = open_fds()
+    assert after <= before + 6, f"open descriptors {before} -> {after} after {3 * 2 * len(FAULT_MODES)} faults"
