@@ -2,7 +2,7 @@
 that answers with interim 1xx responses, two responses to one request, a malformed status line, or
 junk after its response. Every answer of the stand-in echoes its prompt ("echo: <prompt>"), so each
 test checks that a client got its own answer and never a stale one from a pooled connection.
-One Engine process (make_config's default), so every request shares its upstream connection pool."""
+make_config's default worker count (one per core): each worker keeps its own upstream pool."""
 
 from __future__ import annotations
 
