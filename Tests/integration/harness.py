@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import requests
 
@@ -54,6 +54,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+T = TypeVar("T")
+
+
+def on_a_free_port(start: Callable[[int], T], taken: str, attempts: int = 5) -> tuple[T, int]:
+    """start(port) on a port found free, and on another one when the server says (`taken`, in the
+    RuntimeError of a process that exited) that it could not bind it: a port found free can go to
+    another socket before the server binds it (a ZMQ publisher cannot be given port 0)."""
+    for i in range(attempts):
+        port = free_port()
+        try:
+            return start(port), port
+        except RuntimeError as e:
+            if i == attempts - 1 or taken not in str(e):
+                raise
+    raise AssertionError("unreachable")
 
 
 def child_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:

@@ -10,7 +10,7 @@ import collections
 import json
 import time
 
-from harness import free_port, make_config_dict, metric_value, wait_until
+from harness import make_config_dict, metric_value, on_a_free_port, wait_until
 
 BLOCK = 16
 SYSTEM = "You are the support assistant of tenant {t}. Follow the style guide closely. " * 40
@@ -22,6 +22,20 @@ def kv_sim(sim_factory, port: int | None):
         cfg = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{port}"}
         args += ["--kv-events-config", json.dumps(cfg, separators=(",", ":"))]
     return sim_factory(*args)
+
+
+def kv_sims(sim_factory, publishing: list[bool]):
+    """A sim per entry, publishing KV events on a free port where True; (sims, ports), a port None
+    where the sim publishes nothing."""
+    sims, ports = [], []
+    for p in publishing:
+        if p:
+            sim, port = on_a_free_port(lambda port: kv_sim(sim_factory, port), "cannot open the KV-event publisher")
+        else:
+            sim, port = kv_sim(sim_factory, None), None
+        sims.append(sim)
+        ports.append(port)
+    return sims, ports
 
 
 def exact_engine(engine_factory, sims, ports, **routing):
@@ -63,8 +77,7 @@ def chat(tenant: int, question: str) -> dict:
 
 
 def test_a_tenants_prefix_goes_to_the_replica_holding_its_blocks(sim_factory, engine_factory):
-    ports = [free_port() for _ in range(3)]
-    sims = [kv_sim(sim_factory, p) for p in ports]
+    sims, ports = kv_sims(sim_factory, [True] * 3)
     # The share guard off: three tenants of 16 requests in a row may share a holder, and the
     # guard would then move some of them (test_a_hot_tenant_stays_under_the_share_line).
     eng = exact_engine(engine_factory, sims, ports, share_ratio=0)
@@ -107,8 +120,7 @@ def test_a_tenants_prefix_goes_to_the_replica_holding_its_blocks(sim_factory, en
 
 
 def test_a_holders_reset_cache_is_forgotten_by_every_worker(sim_factory, engine_factory):
-    ports = [free_port() for _ in range(2)]
-    sims = [kv_sim(sim_factory, p) for p in ports]
+    sims, ports = kv_sims(sim_factory, [True] * 2)
     eng = exact_engine(engine_factory, sims, ports)
     subscribe_all(eng, sims, ports)
     r = eng.post("/v1/chat/completions", json=chat(9, "hello?"))
@@ -125,8 +137,7 @@ def test_a_holders_reset_cache_is_forgotten_by_every_worker(sim_factory, engine_
 
 
 def test_a_backend_without_events_still_gets_traffic_by_load(sim_factory, engine_factory):
-    ports = [free_port(), free_port(), None]
-    sims = [kv_sim(sim_factory, p) for p in ports]
+    sims, ports = kv_sims(sim_factory, [True, True, False])
     eng = exact_engine(engine_factory, sims, ports)
     subscribe_all(eng, sims, ports)
     silent = sims[2].url
@@ -154,8 +165,7 @@ def hot_mix(eng, n: int = 160) -> collections.Counter:
 
 
 def test_a_hot_tenant_stays_under_the_share_line(sim_factory, engine_factory):
-    ports = [free_port() for _ in range(4)]
-    sims = [kv_sim(sim_factory, p) for p in ports]
+    sims, ports = kv_sims(sim_factory, [True] * 4)
     eng = exact_engine(engine_factory, sims, ports)
     subscribe_all(eng, sims, ports)
     seen = hot_mix(eng)
@@ -168,8 +178,7 @@ def test_a_hot_tenant_stays_under_the_share_line(sim_factory, engine_factory):
 def test_without_the_share_guard_the_hot_tenants_replica_takes_half(sim_factory, engine_factory):
     # The control: every worker routes by the same KV index, so the hot tenant's requests all go
     # to its one holder (plus some of the others'): at least 2x the mean.
-    ports = [free_port() for _ in range(4)]
-    sims = [kv_sim(sim_factory, p) for p in ports]
+    sims, ports = kv_sims(sim_factory, [True] * 4)
     eng = exact_engine(engine_factory, sims, ports, share_ratio=0)
     subscribe_all(eng, sims, ports)
     seen = hot_mix(eng)

@@ -10,7 +10,7 @@ import json
 import os
 import time
 
-from harness import chat_body, free_port, make_config_dict, metric_value, wait_until, worker_pids
+from harness import chat_body, make_config_dict, metric_value, on_a_free_port, wait_until, worker_pids
 
 BLOCK = 16
 
@@ -18,6 +18,11 @@ BLOCK = 16
 def kv_sim(sim_factory, port: int):
     cfg = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{port}"}
     return sim_factory("--block-size", BLOCK, "--kv-blocks", 4096, "--kv-events-config", json.dumps(cfg, separators=(",", ":")))
+
+
+def publishing_sim(sim_factory):
+    """(sim, port): a sim publishing on a port found free (another one if that was taken meanwhile)."""
+    return on_a_free_port(lambda port: kv_sim(sim_factory, port), "cannot open the KV-event publisher")
 
 
 def kv_config(sims, ports, workers=1, **over):
@@ -64,8 +69,8 @@ def subscribed(eng, sim):
 
 
 def test_index_learns_the_blocks_the_sim_stored(sim_factory, engine_factory):
-    p0, p1 = free_port(), free_port()
-    a, b = kv_sim(sim_factory, p0), kv_sim(sim_factory, p1)
+    a, p0 = publishing_sim(sim_factory)
+    b, p1 = publishing_sim(sim_factory)
     eng = kv_engine(engine_factory, [a, b], [p0, p1])
     base_a = subscribed(eng, a)
     base_b = subscribed(eng, b)
@@ -89,8 +94,7 @@ def test_index_learns_the_blocks_the_sim_stored(sim_factory, engine_factory):
 
 
 def test_a_restarted_publisher_purges_that_backend(sim_factory, engine_factory):
-    port = free_port()
-    old = kv_sim(sim_factory, port)
+    old, port = publishing_sim(sim_factory)
     eng = kv_engine(engine_factory, [old], [port], vllm={"health_check_interval_seconds": 60})
     subscribed(eng, old)
     # Many batches, so the new process's first numbers cannot pass for the next ones by chance
@@ -121,8 +125,7 @@ def test_a_restarted_publisher_purges_that_backend(sim_factory, engine_factory):
 
 
 def test_every_worker_process_subscribes(sim_factory, engine_factory):
-    port = free_port()
-    sim = kv_sim(sim_factory, port)
+    sim, port = publishing_sim(sim_factory)
     eng = kv_engine(engine_factory, [sim], [port], workers=2)
 
     def all_learned():
@@ -146,8 +149,7 @@ def mapped_libraries(pid: int) -> set[str]:
 def test_libzmq_is_loaded_only_by_processes_that_subscribe(sim_factory, engine_factory):
     """libzmq (with libsodium, libpgm, libnorm and Kerberos behind it, ~1.5 MB resident) is loaded
     with dlopen when routing.kv_events is on, so the default config's processes never map it."""
-    port = free_port()
-    sim = kv_sim(sim_factory, port)
+    sim, port = publishing_sim(sim_factory)
     plain = engine_factory(make_config_dict([sim]))  # the default: one worker per core, no KV events
     cores = os.cpu_count() or 1
     plain_pids = wait_until(lambda: len(x := worker_pids(plain.proc.pid)) == cores and x, timeout=10)
