@@ -56,11 +56,7 @@ public struct HTTPHeaders: Sendable, Equatable {
     public mutating func add(_ name: String, _ value: String) {
         if block.isEmpty { block.reserveCapacity(256) }
         appendSanitized(name)
-        block.append(UInt8(ascii: ":"))
-        block.append(UInt8(ascii: " "))
-        appendSanitized(value)
-        block.append(13)
-        block.append(10)
+        appendValue(value)
     }
 
     /// `add` for a name the Engine spells itself: a literal has no line break to look for (two
@@ -68,6 +64,11 @@ public struct HTTPHeaders: Sendable, Equatable {
     public mutating func add(name: StaticString, _ value: String) {
         if block.isEmpty { block.reserveCapacity(256) }
         name.withUTF8Buffer { block.append(contentsOf: $0) }
+        appendValue(value)
+    }
+
+    /// The rest of a line after its name: `: value\r\n`.
+    private mutating func appendValue(_ value: String) {
         block.append(UInt8(ascii: ":"))
         block.append(UInt8(ascii: " "))
         appendSanitized(value)

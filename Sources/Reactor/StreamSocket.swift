@@ -146,12 +146,8 @@ final class StreamSocket {
             let n = withUnsafeMutableBytes(of: &iov) { p in
                 Glibc.writev(fd, p.baseAddress!.assumingMemoryBound(to: iovec.self), body.count > 0 ? 2 : 1)
             }
-            if n < 0 {
-                let e = errno
-                if e != EAGAIN && e != EWOULDBLOCK && e != EINTR { delegate.socketFailed(error: e); return }
-            } else {
-                sent = n
-            }
+            guard let w = written(n) else { return }
+            sent = w
             if sent == total { return }
         }
         if sent < head.count, let h = head.baseAddress {
@@ -204,12 +200,7 @@ final class StreamSocket {
                 iov[k] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p.baseAddress), iov_len: p.count)
                 k += 1
             }
-            var sent = Glibc.writev(fd, iov.baseAddress, Int32(k))
-            if sent < 0 {
-                let e = errno
-                if e != EAGAIN && e != EWOULDBLOCK && e != EINTR { delegate.socketFailed(error: e); return }
-                sent = 0
-            }
+            guard var sent = written(Glibc.writev(fd, iov.baseAddress, Int32(k))) else { return }
             if queued > 0 {
                 let drained = min(sent, queued)
                 evbuffer_drain(output, drained)
@@ -226,37 +217,34 @@ final class StreamSocket {
     /// path's loops and peeks; otherwise (a head or a backlog queued, a connect in progress)
     /// through `write(parts:)`.
     func write(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer) {
-        guard !isClosed else { return }
-        let total = a.count + b.count + c.count
-        guard total > 0 else { return }
-        guard !isConnecting && evbuffer_get_length(output) == 0 else {
-            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 3) { p in
-                p.initializeElement(at: 0, to: a)
-                p.initializeElement(at: 1, to: b)
-                p.initializeElement(at: 2, to: c)
-                write(parts: UnsafeBufferPointer(p))
-            }
-            return
-        }
-        var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count),
-                   iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count),
-                   iovec(iov_base: UnsafeMutableRawPointer(mutating: c.baseAddress), iov_len: c.count))
-        var sent = withUnsafeMutableBytes(of: &iov) { p in
-            Glibc.writev(fd, p.baseAddress!.assumingMemoryBound(to: iovec.self), 3)
-        }
-        if sent < 0 {
-            let e = errno
-            if e != EAGAIN && e != EWOULDBLOCK && e != EINTR { delegate.socketFailed(error: e); return }
-            sent = 0
-        }
-        if sent == total { return }
         withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: 3) { p in
             p.initializeElement(at: 0, to: a)
             p.initializeElement(at: 1, to: b)
             p.initializeElement(at: 2, to: c)
-            queue(UnsafeBufferPointer(p), from: sent)
+            let parts = UnsafeBufferPointer(p)
+            guard !isClosed, !isConnecting, evbuffer_get_length(output) == 0 else { return write(parts: parts) }
+            let total = a.count + b.count + c.count
+            guard total > 0 else { return }
+            var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count),
+                       iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count),
+                       iovec(iov_base: UnsafeMutableRawPointer(mutating: c.baseAddress), iov_len: c.count))
+            let n = withUnsafeMutableBytes(of: &iov) { Glibc.writev(fd, $0.baseAddress!.assumingMemoryBound(to: iovec.self), 3) }
+            guard let sent = written(n), sent < total else { return }
+            queue(parts, from: sent)
+            armWrite()
         }
-        armWrite()
+    }
+
+    /// What a writev's result says was written: nil after a failure (reported to the delegate),
+    /// 0 when the kernel took nothing for now.
+    private func written(_ n: Int) -> Int? {
+        guard n < 0 else { return n }
+        let e = errno
+        if e != EAGAIN && e != EWOULDBLOCK && e != EINTR {
+            delegate.socketFailed(error: e)
+            return nil
+        }
+        return 0
     }
 
     /// Copies `parts` into `output`, but their first `skip` bytes.

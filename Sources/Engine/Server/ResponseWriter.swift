@@ -32,19 +32,12 @@ enum ResponseWriter {
         return body.count
     }
 
-    /// One chunk of a stream under way (a read's events, a `: queued` comment); nothing when the
-    /// client is gone.
+    /// One chunk of a stream under way (a `: queued` comment; a read's events go out from the
+    /// relay's buffers, RequestSession.writeEvents); nothing when the client is gone.
     static func chunk(_ bytes: [UInt8], to c: HTTPServerConnection?) -> Int {
         guard !bytes.isEmpty, let c else { return 0 }
         bytes.withUnsafeBytes { c.writeChunk($0) }
         return bytes.count
-    }
-
-    /// One chunk of a stream under way made of `parts` (a read's events in this client's form).
-    static func chunk(_ parts: UnsafeBufferPointer<UnsafeRawBufferPointer>, to c: HTTPServerConnection?) -> Int {
-        guard let c else { return 0 }
-        c.writeChunk(parts: parts)
-        return parts.reduce(0) { $0 + $1.count }
     }
 
     /// The stream's last events and its end, in one write (`close`: close the connection after).

@@ -116,19 +116,17 @@ public struct SSEEventScanner: Sendable {
     /// at a time. An event whose data spans several lines is read on its own; the outcome is the
     /// same as reading every event on its own (`readsEachEvent`, which the tests compare with).
     public mutating func feed(_ bytes: UnsafeRawBufferPointer, all: inout [UInt8], filterUsage: Bool) {
-        // Emptied only when they hold something: on an array that never had storage,
-        // removeAll(keepingCapacity:) still makes a new empty buffer (a call per array per read).
-        if !usageRangesInAll.isEmpty { usageRangesInAll.removeAll(keepingCapacity: true) }
-        if !identitySpansInAll.isEmpty { identitySpansInAll.removeAll(keepingCapacity: true) }
+        usageRangesInAll.removeAllKeepingCapacity()
+        identitySpansInAll.removeAllKeepingCapacity()
         if filterUsage {
             // A read of token chunks leaves one piece: removeLast drops it in place, where
             // removeAll(keepingCapacity:) went through the generic replaceSubrange.
             if clientPieces.count == 1 {
                 clientPieces.removeLast()
-            } else if !clientPieces.isEmpty {
-                clientPieces.removeAll(keepingCapacity: true)
+            } else {
+                clientPieces.removeAllKeepingCapacity()
             }
-            if !released.isEmpty { released.removeAll(keepingCapacity: true) }
+            released.removeAllKeepingCapacity()
         }
         var sink = Sink(filterUsage: filterUsage)
         let n = bytes.count

@@ -40,9 +40,7 @@ struct EventQueue<Event> {
             head += 1
             return events[head - 1]
         }
-        // Emptied only when it holds something: on an array that never had storage,
-        // removeAll(keepingCapacity:) still makes a new empty buffer (a call per drain).
-        if !events.isEmpty { events.removeAll(keepingCapacity: true) }
+        events.removeAllKeepingCapacity()
         head = 0
         isDraining = false
         return nil
