@@ -6,7 +6,7 @@ import Reactor
 
 extension RequestSession {
     func clientClosed() {
-        client = nil
+        client.lost()
         post(.clientClosed)
     }
     func clientDrained() { post(.clientDrained) }

@@ -11,13 +11,7 @@ import Reactor
 
 final class RequestSession {
     let runtime: EngineRuntime
-    var client: HTTPServerConnection? {
-        didSet { clientRef = client.map(Unmanaged.passUnretained) }
-    }
-    /// `client`, unretained, for the per-read calls: loaded from `client` each call took a retain
-    /// and a release. Safe while `client` is set: an open HTTPServerConnection keeps itself
-    /// alive, and a closed one is parked in the loop's graveyard until the pass ends.
-    private var clientRef: Unmanaged<HTTPServerConnection>?
+    var client: SessionClient
     private var machine: RequestMachine
     private var queue = EventQueue<RequestMachine.Event>()
     let request: OpenAIRequest
@@ -39,7 +33,7 @@ final class RequestSession {
     var timer = SessionTimer()
     private var sawFirstToken = false
     var timings = RequestTimings(start: Loop.nowNanos())
-    private(set) var bytesOut = 0
+    var bytesOut: Int { client.bytesOut }
     var bytesIn: Int { body.count }
     /// The backend of the last attempt (the one that answered).
     var backend: Backend? { upstream.backend }
@@ -55,8 +49,7 @@ final class RequestSession {
          requestId: String, requestedModel: String?, servedModel: String?, extraHeaders: HTTPHeaders,
          cachePlan: CachePlan) {
         self.runtime = runtime
-        self.client = client
-        self.clientRef = Unmanaged.passUnretained(client)
+        self.client = SessionClient(client)
         self.request = request
         self.body = body
         self.requestId = requestId
@@ -106,7 +99,7 @@ final class RequestSession {
         // Only a body read asks whether the client is blocked (the machine reads it nowhere
         // else): every other event read the client output buffer's length (libevent) for nothing.
         var blocked = false
-        if case .upstreamBody = e { blocked = isClientBlocked }
+        if case .upstreamBody = e { blocked = client.isWriteBlocked }
         let a = machine.handle(e, clientBlocked: blocked)
         count(e, wasFollower: wasFollower)
         perform(a)
@@ -120,13 +113,11 @@ final class RequestSession {
         }
         if flight {
             perform(machine.flightEvents(bytes))
-        } else if let f = machine.upstreamRead(bytes, clientBlocked: isClientBlocked) {
+        } else if let f = machine.upstreamRead(bytes, clientBlocked: client.isWriteBlocked) {
             forward(f)
         }
         drain()
     }
-
-    private var isClientBlocked: Bool { clientRef?._withUnsafeGuaranteedRef { $0.isWriteBlocked } ?? false }
 
     /// Counters that depend on what the machine made of an event.
     private func count(_ e: RequestMachine.Event, wasFollower: Bool) {
@@ -164,7 +155,7 @@ final class RequestSession {
             take(admission.budget.beforeAdmission(deadline: request.deadline, now: now(), canReserve: runtime.rateLimits != nil))
         case .sendQueuedComment(let writeHead):
             if writeHead { writeSSEHead() }
-            bytesOut += ResponseWriter.chunk(Self.queuedComment, to: client)
+            client.writeChunk(Self.queuedComment)
         case .pickBackend(let excluding, let fallBack):
             if let model = fallBack {
                 endAttempt(.failure)
@@ -192,10 +183,7 @@ final class RequestSession {
             writeEvents()
             // The leader paces the stream for its own client; a follower cannot pause it. One that
             // falls this far behind is closed (style C's hard limit), so it cannot grow without bound.
-            if let c = client, c.pendingOutputBytes > Self.followerMaxPendingBytes {
-                runtime.metrics.clientSlowClosed += 1
-                c.close()
-            }
+            if client.closeIfBehind(by: Self.followerMaxPendingBytes) { runtime.metrics.clientSlowClosed += 1 }
         case .resumeUpstream(let timeout):
             arm(.upstream, timeout, now: Loop.nowNanos())
             upstream.connection?.resumeReading()
@@ -292,19 +280,11 @@ final class RequestSession {
         }
     }
 
-    /// Writes the final response; detaches from the client first, since completing the response
-    /// may start the next pipelined request on the same connection.
     private func reply(_ r: RequestMachine.Reply, at now: UInt64) {
         timings.firstByte(at: now)
-        guard let c = client else { return }
-        client = nil
-        if c.context === self { c.context = nil }
-        // A stream's end needs no headers (they went out with its head): none are built for it.
-        if case .endStream = r {
-            c.endChunked()
-            return
-        }
-        bytesOut += ResponseWriter.reply(r, to: c, stream: request.stream, headers: responseHeaders(), headSent: machine.clientHeadSent)
+        if case .endStream = r { return client.endStream(of: self) }
+        guard client.connection != nil else { return }
+        client.reply(r, of: self, stream: request.stream, headSent: machine.clientHeadSent, headers: responseHeaders())
     }
 
     private func responseHeaders() -> HTTPHeaders {
@@ -314,33 +294,18 @@ final class RequestSession {
 
     private func writeSSEHead() {
         timings.firstByte(at: Loop.nowNanos())
-        client?.writeChunkedHead(status: 200, headers: ResponseWriter.sseHeaders(responseHeaders()))
+        client.writeSSEHead(responseHeaders())
     }
 
     /// The last read's events for this client, straight from the relay's buffers; the first ones
-    /// are the request's first token.
+    /// are the request's first token. Asked and lent in place (inout, see SessionClient): through
+    /// the property, the relay may be copied to ask it.
     private func writeEvents() {
         guard Self.hasClientEvents(&machine) else { return }
         firstToken()
-        guard let c = clientRef else { return }
-        bytesOut += Self.writeClientEvents(of: &machine, to: c)
+        client.writeEvents(of: &machine)
     }
 
-    /// The relay's pieces written where they lie. Lent in place (inout): read through this
-    /// class's property for a call that takes a closure, the relay was copied first (a retain
-    /// and a release of each of its ~10 buffers, per read). The client goes in as Unmanaged: it
-    /// outlives the call (a connection closed meanwhile is parked in the loop's graveyard until
-    /// the pass ends), and captured as an optional reference it took two more retains and
-    /// releases a read; passed on as an optional (ResponseWriter.chunk), one more.
-    private static func writeClientEvents(of m: inout RequestMachine, to c: Unmanaged<HTTPServerConnection>) -> Int {
-        m.withClientEvents { parts in
-            c._withUnsafeGuaranteedRef { $0.writeChunk(parts: parts) }
-            return parts.reduce(0) { $0 + $1.count }
-        }
-    }
-
-    /// Whether the last read has anything for this client, asked in place (inout) for the same
-    /// reason: not through the property, which may copy the relay to ask it.
     private static func hasClientEvents(_ m: inout RequestMachine) -> Bool { m.relay.hasClientEvents }
 
     private func firstToken(at now: UInt64? = nil) {
