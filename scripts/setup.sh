@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh: install what the Engine needs to build and test, and only what is missing (idempotent).
 # Debian packages via apt (one `apt-get update`, only when something is missing); a Python venv at .venv.
-# Usage: scripts/setup.sh [--bench] [--promtool]   (--bench adds wrk nginx-light haproxy; --promtool adds prometheus)
+# Usage: scripts/setup.sh [--bench] [--promtool]   (--bench adds wrk nginx-light haproxy valgrind; --promtool adds prometheus)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +34,7 @@ fi
 # smoke) needs nothing more: the Swift toolchain ships libFuzzer, the sanitizer runtimes and llvm-symbolizer.
 wanted=(libevent-dev libhiredis-dev libyaml-dev libhttp-parser-dev libjansson-dev libsimdjson-dev libstdc++-12-dev nettle-dev libzmq3-dev libmsgpack-dev redis-server curl)
 if ((bench)); then
-    wanted+=(wrk nginx-light haproxy)
+    wanted+=(wrk nginx-light haproxy valgrind)
 fi
 if ((promtool)); then
     wanted+=(prometheus)
