@@ -2,8 +2,9 @@
 // a StreamSocket. Keep-alive, chunked request bodies and pipelining (one request at a time: the
 // parser pauses after each message until its response is complete).
 // Owns: the StreamSocket (and so the fd) and one Timer; both freed in close(), after which the
-// object parks in loop.bury (style E.3). The delegate is the request driver; it is told about
-// complete requests, failures, drained output and the peer's close.
+// object parks in loop.bury (style E.3). The timer serves one deadline (read or idle), kept lazily
+// (see `deadline`). The delegate is the request driver; it is told about complete requests,
+// failures, drained output and the peer's close.
 // A response to HEAD is written as its head alone (RFC 9110 §9.3.2: the headers GET would get,
 // Content-Length included, and no body), whatever the driver hands over.
 import CEventShim
@@ -52,6 +53,17 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).
     private let parser = UnsafeMutablePointer<http_parser>.allocate(capacity: 1)
     private let timer: Timer
+    /// When the read or idle timeout runs out (Loop.coarseNanos; 0: none, a response is awaited).
+    /// Kept lazily: a keep-alive request moves it twice (the read timeout at its first byte, the
+    /// idle timeout after its response) and clears it once, and moving the libevent timer each
+    /// time (a heap removal and insertion) cost ~800 instructions a request. The timer is armed
+    /// for at most `armNanos`, the shorter timeout, so it fires at or before any deadline set
+    /// while it runs (both are at least that far ahead); firing before the deadline it re-arms
+    /// for what is left, after a cleared one it stays off.
+    private var deadline: UInt64 = 0
+    private let readTimeoutNanos: UInt64
+    private let idleTimeoutNanos: UInt64
+    private let armNanos: UInt64
 
     // Request under construction.
     private var url: [UInt8] = []
@@ -82,6 +94,9 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         self.id = id
         self.limits = limits
         self.timer = Timer(loop: loop)
+        readTimeoutNanos = limits.readTimeout.nanoseconds
+        idleTimeoutNanos = limits.idleTimeout.nanoseconds
+        armNanos = min(readTimeoutNanos, idleTimeoutNanos)
         http_parser_init(parser, HTTP_REQUEST)
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let so = StreamSocket(loop: loop, fd: fd, delegate: self)
@@ -89,7 +104,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         sock = so
         so.enableRead()
         timer.onFire = { [unowned self] in self.onTimer() }
-        timer.schedule(after: limits.idleTimeout)
+        setDeadline(after: idleTimeoutNanos)
         selfRef = self
     }
     /// An open connection keeps itself alive; close() drops this (after parking in the graveyard).
@@ -186,7 +201,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         isAwaitingResponse = true
         keepAliveAfterResponse = head.keepAlive
         responseHasNoBody = head.method == "HEAD"
-        timer.cancel()
+        deadline = 0
         let b = body
         body = []
         delegate?.connection(self, didReceive: head, body: b)
@@ -197,7 +212,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         isAwaitingResponse = true
         keepAliveAfterResponse = false
         responseHasNoBody = false
-        timer.cancel()
+        deadline = 0
         sock?.disableRead()
         delegate?.connection(self, didFail: failure)
         if !isClosed && isAwaitingResponse {
@@ -212,7 +227,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         headerFields.reset(reusing: &pendingHeaders)
         headerBytes = 0
         body.removeAll(keepingCapacity: false)
-        timer.schedule(after: limits.readTimeout)
+        setDeadline(after: readTimeoutNanos)
         return 0
     }
 
@@ -431,7 +446,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             return
         }
         pendingAtLastIdleCheck = 0
-        timer.schedule(after: limits.idleTimeout)
+        setDeadline(after: idleTimeoutNanos)
         sock?.enableRead()
         // Pipelined bytes already buffered: the next request starts after this pass, not inside
         // the stack of the driver that just completed this response (the loop in onReadable
@@ -460,7 +475,27 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         }
     }
 
+    /// The deadline `ns` from now; the timer is armed only when it is not running (see `deadline`).
+    private func setDeadline(after ns: UInt64) {
+        let now = Loop.coarseNanos()
+        deadline = now.addingReportingOverflow(ns).overflow ? .max : now + ns
+        if !timer.isArmed { armTimer(for: ns) }
+    }
+
+    private func armTimer(for ns: UInt64) {
+        timer.schedule(after: .nanoseconds(Int64(clamping: min(ns, armNanos))))
+    }
+
     private func onTimer() {
+        guard deadline != 0 else { return }  // cleared since it was armed: stays off
+        let now = Loop.coarseNanos()
+        if now < deadline {
+            // Armed before the deadline moved on (or the coarse clock lags the timer's): the
+            // rest, at least a millisecond so that a lagging clock cannot make it spin.
+            armTimer(for: max(deadline - now, 1_000_000))
+            return
+        }
+        deadline = 0
         if messageInProgress && !isAwaitingResponse {
             fail(.readTimeout)
         } else if !isAwaitingResponse {
@@ -469,7 +504,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             let pending = sock?.unsentBytes ?? 0
             if pending > 0 && pending != pendingAtLastIdleCheck {
                 pendingAtLastIdleCheck = pending
-                timer.schedule(after: limits.idleTimeout)
+                setDeadline(after: idleTimeoutNanos)
                 return
             }
             close()

@@ -291,6 +291,61 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
         spin(loop)
     }
 
+    /// The connection's deadline is kept lazily (its timer is not moved per request): requests
+    /// arriving within the idle timeout keep a connection open long past it, and once they stop,
+    /// it closes one idle timeout after the last response (not earlier, not much later).
+    @Test func keepAliveRequestsMoveTheIdleDeadline() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1,
+                                     limits: HTTPServerLimits(readTimeout: .milliseconds(60), idleTimeout: .milliseconds(150)))
+        c.delegate = rec
+        // Ten requests 50 ms apart: 500 ms, over three idle timeouts.
+        for i in 1...10 {
+            writeAll(peer, "GET /r\(i) HTTP/1.1\r\nHost: x\r\n\r\n")
+            let until = Loop.nowNanos() + 50_000_000
+            while Loop.nowNanos() < until { loop.runOnce(nonBlocking: true); usleep(1000) }
+        }
+        #expect(rec.requests.count == 10)
+        #expect(rec.closed == 0)
+        #expect(readAvailable(peer).split(separator: "HTTP/1.1 200 OK", omittingEmptySubsequences: true).count == 10)
+        // The last answer went out ~50 ms ago: open for ~100 ms more, closed within a second.
+        let last = Loop.nowNanos() - 50_000_000
+        while rec.closed == 0 && Loop.nowNanos() < last + 2_000_000_000 { loop.runOnce(nonBlocking: true); usleep(1000) }
+        let closedAfter = Loop.nowNanos() - last
+        #expect(rec.closed == 1)
+        #expect(closedAfter >= 140_000_000 && closedAfter < 1_000_000_000)
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
+    /// A request that starts while the timer runs for a later idle deadline still times out one
+    /// read timeout after its first byte.
+    @Test func readTimeoutAfterAnAnsweredRequestCountsFromTheFirstByte() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1,
+                                     limits: HTTPServerLimits(readTimeout: .milliseconds(80), idleTimeout: .seconds(5)))
+        c.delegate = rec
+        writeAll(peer, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        spin(loop)
+        #expect(rec.requests.count == 1)
+        let idle = Loop.nowNanos() + 200_000_000
+        while Loop.nowNanos() < idle { loop.runOnce(nonBlocking: true); usleep(1000) }
+        writeAll(peer, "POST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        let start = Loop.nowNanos()
+        while rec.failures.isEmpty && Loop.nowNanos() < start + 3_000_000_000 { loop.runOnce(nonBlocking: true); usleep(1000) }
+        let took = Loop.nowNanos() - start
+        #expect(rec.failures == [.readTimeout])
+        #expect(took >= 70_000_000 && took < 1_000_000_000)
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
     @Test func slowReaderKeepsTheConnectionPastTheIdleTimeout() {
         let loop = Loop()
         let (a, peer) = socketPair()
