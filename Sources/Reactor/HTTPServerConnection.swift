@@ -314,9 +314,14 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 
     /// Status line and headers into `headBuffer`; `contentLength` nil = chunked.
     private func composeHead(status: Int, headers: HTTPHeaders, contentLength: Int?) {
+        headers.block.withUnsafeBytes { composeHead(status: status, lines: $0, contentLength: contentLength) }
+    }
+
+    /// The same with the header lines (`name: value\r\n` each) as bytes.
+    private func composeHead(status: Int, lines: UnsafeRawBufferPointer, contentLength: Int?) {
         headBuffer.removeAll(keepingCapacity: true)
         appendStatusLine(&headBuffer, status)
-        headBuffer.append(contentsOf: headers.block)
+        headBuffer.append(contentsOf: lines)
         if let n = contentLength {
             appendASCII(&headBuffer, "content-length: ")
             appendDecimal(&headBuffer, n)
@@ -333,8 +338,15 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     /// A whole response with a Content-Length body: head and body leave in one writev, without
     /// copying the body.
     public func writeResponse(status: Int, headers: HTTPHeaders, body: UnsafeRawBufferPointer) {
+        headers.block.withUnsafeBytes { writeResponse(status: status, headerLines: $0, body: body) }
+    }
+
+    /// The same with the header lines as bytes, `name: value\r\n` each, composed by the caller
+    /// (who keeps CR and LF out of names and values, as HTTPHeaders does): a cache hit writes its
+    /// few lines straight into a buffer it reuses, not into a new HTTPHeaders.
+    public func writeResponse(status: Int, headerLines: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer) {
         guard !isClosed, let sock else { return }
-        composeHead(status: status, headers: headers, contentLength: body.count)
+        composeHead(status: status, lines: headerLines, contentLength: body.count)
         if responseHasNoBody {
             headBuffer.withUnsafeBytes { sock.write($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
         } else {
