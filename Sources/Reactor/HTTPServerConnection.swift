@@ -113,6 +113,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     deinit {
         sock?.close()
         parser.deallocate()
+        headBuffer.deallocate()
     }
 
     /// Calls `body` with the connection behind a parser, without a retain/release pair per
@@ -317,23 +318,54 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         headers.block.withUnsafeBytes { composeHead(status: status, lines: $0, contentLength: contentLength) }
     }
 
-    /// The same with the header lines (`name: value\r\n` each) as bytes.
+    /// The same with the header lines (`name: value\r\n` each) as bytes. Copied piece by piece
+    /// into raw memory: an Array append per piece (a uniqueness and capacity check each, and the
+    /// length's digits) cost ~850 instructions a head.
     private func composeHead(status: Int, lines: UnsafeRawBufferPointer, contentLength: Int?) {
-        headBuffer.removeAll(keepingCapacity: true)
-        appendStatusLine(&headBuffer, status)
-        headBuffer.append(contentsOf: lines)
-        if let n = contentLength {
-            appendASCII(&headBuffer, "content-length: ")
-            appendDecimal(&headBuffer, n)
-            appendASCII(&headBuffer, "\r\n")
-        } else {
-            appendASCII(&headBuffer, "transfer-encoding: chunked\r\n")
+        // The status line is at most 9 + 20 + 1 + the longest reason (31) + 2 bytes; the rest
+        // at most content-length (16 + 20 + 2), connection (19) and the blank line.
+        let need = lines.count + 160
+        if headBuffer.count < need {
+            headBuffer.deallocate()
+            headBuffer = .allocate(byteCount: max(need, 2 * headBuffer.count), alignment: 8)
         }
-        if !keepAliveAfterResponse { appendASCII(&headBuffer, "connection: close\r\n") }
-        appendASCII(&headBuffer, "\r\n")
+        let p = headBuffer.baseAddress!
+        var n = 0
+        func put(_ s: StaticString) {
+            (p + n).copyMemory(from: s.utf8Start, byteCount: s.utf8CodeUnitCount)
+            n += s.utf8CodeUnitCount
+        }
+        func put(_ b: UnsafeRawBufferPointer) {
+            if let base = b.baseAddress, b.count > 0 { (p + n).copyMemory(from: base, byteCount: b.count) }
+            n += b.count
+        }
+        if status == 200 {
+            put("HTTP/1.1 200 OK\r\n")
+        } else {
+            put("HTTP/1.1 ")
+            n += writeDecimal(status, to: p + n)
+            put(" ")
+            var reason = reasonPhrase(status)
+            reason.withUTF8 { put(UnsafeRawBufferPointer($0)) }
+            put("\r\n")
+        }
+        put(lines)
+        if let length = contentLength {
+            put("content-length: ")
+            n += writeDecimal(length, to: p + n)
+            put("\r\n")
+        } else {
+            put("transfer-encoding: chunked\r\n")
+        }
+        if !keepAliveAfterResponse { put("connection: close\r\n") }
+        put("\r\n")
+        headCount = n
     }
-    /// Reused for every response head on this connection.
-    private var headBuffer: [UInt8] = []
+    /// Reused for every response head on this connection (grown to the largest); freed in deinit.
+    private var headBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 512, alignment: 8)
+    /// The composed head's length in `headBuffer`.
+    private var headCount = 0
+    private var head: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: headBuffer.baseAddress, count: headCount) }
 
     /// A whole response with a Content-Length body: head and body leave in one writev, without
     /// copying the body.
@@ -347,11 +379,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     public func writeResponse(status: Int, headerLines: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer) {
         guard !isClosed, let sock else { return }
         composeHead(status: status, lines: headerLines, contentLength: body.count)
-        if responseHasNoBody {
-            headBuffer.withUnsafeBytes { sock.write($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
-        } else {
-            headBuffer.withUnsafeBytes { sock.write($0, body) }
-        }
+        sock.write(head, responseHasNoBody ? UnsafeRawBufferPointer(start: nil, count: 0) : body)
         responseComplete()
     }
 
@@ -375,7 +403,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         guard let sock else { return }
         sock.limitKernelSendBuffer(Self.streamKernelSendBuffer)
         composeHead(status: status, headers: headers, contentLength: nil)
-        _ = headBuffer.withUnsafeBytes { evbuffer_add(sock.output, $0.baseAddress, $0.count) }
+        _ = evbuffer_add(sock.output, headBuffer.baseAddress, headCount)
         sock.flushSoon()
     }
 

@@ -341,6 +341,24 @@ func appendDecimal(_ out: inout [UInt8], _ value: Int) {
     }
 }
 
+/// A non-negative integer's decimal digits at `p` (room for 20); returns how many.
+func writeDecimal(_ value: Int, to p: UnsafeMutableRawPointer) -> Int {
+    var v = UInt(max(0, value))
+    var count = 1
+    var t = v
+    while t >= 10 {
+        t /= 10
+        count += 1
+    }
+    var i = count
+    repeat {
+        i -= 1
+        p.storeBytes(of: UInt8(truncatingIfNeeded: 48 + v % 10), toByteOffset: i, as: UInt8.self)
+        v /= 10
+    } while v > 0
+    return count
+}
+
 /// "HTTP/1.1 <status> <reason>\r\n".
 func appendStatusLine(_ out: inout [UInt8], _ status: Int) {
     // Nearly every response: one copy of a literal, no digits or reason looked up.

@@ -291,6 +291,46 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
         spin(loop)
     }
 
+    /// Response heads exactly: any status line (with its reason), a header block larger than the
+    /// head buffer starts with, the length's digits, and `connection: close` on the last response.
+    @Test func responseHeadsAreComposedExactly() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        rec.autoRespond = false
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        let big = String(repeating: "v", count: 2000)
+        let cases: [(Int, HTTPHeaders, Int, String)] = [
+            (200, HTTPHeaders([.init("x-a", "1")]), 0, "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"),
+            (431, HTTPHeaders(), 9, "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 9\r\n\r\n"),
+            (299, HTTPHeaders([.init("x-big", big)]), 1234567,
+             "HTTP/1.1 299 Status\r\nx-big: \(big)\r\ncontent-length: 1234567\r\n\r\n"),
+            (503, HTTPHeaders([.init("x-b", "2")]), 10, "HTTP/1.1 503 Service Unavailable\r\nx-b: 2\r\ncontent-length: 10\r\nconnection: close\r\n\r\n"),
+        ]
+        for (i, (status, headers, length, want)) in cases.enumerated() {
+            let last = i == cases.count - 1
+            writeAll(peer, "HEAD /h HTTP/1.1\r\nHost: x\r\n\(last ? "Connection: close\r\n" : "")\r\n")
+            spin(loop)
+            #expect(rec.requests.count == i + 1)
+            // A HEAD response: the head alone, with the length the body would have had.
+            c.writeResponse(status: status, headers: headers, body: [UInt8](repeating: 0x61, count: length))
+            spin(loop)
+            #expect(readAvailable(peer) == want)
+        }
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func decimalDigits() {
+        var buf = [UInt8](repeating: 0, count: 24)
+        for v in [0, 7, 9, 10, 99, 100, 12345, 1 << 40, Int.max] {
+            let n = buf.withUnsafeMutableBytes { writeDecimal(v, to: $0.baseAddress!) }
+            #expect(String(decoding: buf[0..<n], as: UTF8.self) == String(v))
+        }
+        #expect(buf.withUnsafeMutableBytes { writeDecimal(-5, to: $0.baseAddress!) } == 1 && buf[0] == 0x30)
+    }
+
     /// The connection's deadline is kept lazily (its timer is not moved per request): requests
     /// arriving within the idle timeout keep a connection open long past it, and once they stop,
     /// it closes one idle timeout after the last response (not earlier, not much later).
