@@ -227,7 +227,10 @@ public struct HTTPRequestHead: Sendable, Equatable {
     }
 
     /// The path without the query string.
-    public var path: Substring {
+    public var path: Substring { Self.path(of: target) }
+
+    /// `target`'s path: the part before the query string.
+    public static func path(of target: String) -> Substring {
         // Byte search over the UTF-8 buffer (the UTF8View's own firstIndex costs ~30 instructions
         // a byte; Character-based search more).
         var t = target
