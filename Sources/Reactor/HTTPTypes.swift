@@ -128,6 +128,23 @@ public struct HTTPHeaders: Sendable, Equatable {
         }
     }
 
+    /// The first value of `name`, a name the Engine spells itself (no String made for the needle,
+    /// as `subscript` makes one's UTF-8 contiguous per lookup).
+    public func value(_ name: StaticString) -> String? {
+        block.withUnsafeBufferPointer { p -> String? in
+            let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return nil }
+            return String(decoding: UnsafeBufferPointer(rebasing: p[r]), as: UTF8.self)
+        }
+    }
+
+    /// Whether a line named `name` is present (no String made for its value).
+    public func contains(_ name: StaticString) -> Bool {
+        block.withUnsafeBufferPointer { p in
+            HTTPHeaders.valueRange(in: p, of: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)) != nil
+        }
+    }
+
     /// Whether the first value of `name` is exactly `value` (bytes compared, no String made).
     public func hasValue(_ name: StaticString, _ value: StaticString) -> Bool {
         block.withUnsafeBufferPointer { p in

@@ -31,6 +31,19 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
     }
 
     /// `add(name:_:)` (a literal name) writes what `add` writes, the value sanitized the same way.
+    @Test func literalNameLookupsAreTheSubscripts() {
+        var h = HTTPHeaders()
+        h.add("Content-Type", "application/json")
+        h.add("X-Request-Id", "abc")
+        h.add("x-request-id", "second")
+        h.add("Cache-Control", "")
+        #expect(h.value("x-request-id") == "abc" && h.value("x-request-id") == h["x-request-id"])
+        #expect(h.value("content-type") == "application/json")
+        #expect(h.value("x-request") == nil && h.value("authorization") == nil)
+        #expect(h.contains("cache-control") && h.contains("CONTENT-TYPE"))
+        #expect(!h.contains("cache") && !h.contains("pragma") && !HTTPHeaders().contains("x-request-id"))
+    }
+
     @Test func literalNamesWriteTheSameLines() {
         var a = HTTPHeaders(), b = HTTPHeaders()
         for v in ["abc", "", "with\r\nbreak", "lf\nonly", "cr\ronly"] {

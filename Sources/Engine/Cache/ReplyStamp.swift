@@ -219,7 +219,12 @@ public struct ReplyStamp: Equatable, Sendable {
     /// from the request id's bytes (no String, no stamp).
     static func writeIDText(kind: EndpointKind, requestId: UnsafeRawBufferPointer, to dst: UnsafeMutableRawPointer?) -> Int {
         let prefix = idPrefix(kind)
-        let escapes = requestId.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }
+        // A plain loop: `contains(where:)` called its closure per byte.
+        var escapes = false
+        for b in requestId where b < 0x20 || b == 0x22 || b == 0x5C {
+            escapes = true
+            break
+        }
         return IdText(prefix: UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount),
                       suffix: requestId, escapes: escapes).write(dst)
     }

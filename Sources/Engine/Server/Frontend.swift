@@ -149,7 +149,7 @@ final class Frontend: HTTPServerConnectionDelegate {
 
     /// The client's X-Request-Id when it sent a usable one, else a new id.
     func makeRequestId(_ head: HTTPRequestHead) -> RequestID {
-        if let r = head.headers["x-request-id"], !r.isEmpty, r.utf8.count <= 128 { return RequestID(client: r, generated: 0) }
+        if let r = head.headers.value("x-request-id"), !r.isEmpty, r.utf8.count <= 128 { return RequestID(client: r, generated: 0) }
         return RequestID(client: nil, generated: rng.next())
     }
 
@@ -237,7 +237,7 @@ final class Frontend: HTTPServerConnectionDelegate {
                                  identity: String?, startNanos t0: UInt64) {
         // Fast path: a byte-identical repeat of a request seen before (the memo maps its bytes to
         // its cache key, a pure function of them), answered from a fresh entry without parsing.
-        guard let memo = runtime.hitMemo, let cache = runtime.cache, head.headers["cache-control"] == nil else {
+        guard let memo = runtime.hitMemo, let cache = runtime.cache, !head.headers.contains("cache-control") else {
             parseAndStart(c, kind: kind, head: head, body: body, rid: id.string, identity: identity, memoKey: nil, startNanos: t0)
             return
         }
