@@ -98,6 +98,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         idleTimeoutNanos = limits.idleTimeout.nanoseconds
         armNanos = min(readTimeoutNanos, idleTimeoutNanos)
         http_parser_init(parser, HTTP_REQUEST)
+        headerFields.collectsRuns = true
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let so = StreamSocket(loop: loop, fd: fd, delegate: self)
         so.lowWater = writeLowWater
@@ -153,6 +154,8 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         // Parsed in place; what the parser leaves (a pipelined request after a complete one)
         // goes to `input` before the request is dispatched.
         let n = http_parser_execute(parser, serverSettings, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
+        // The header lines collected as runs of `bytes` are copied before `bytes` go.
+        headerFields.endOfInput()
         if isClosed { return }
         if n < bytes.count { evbufferAppend(sock.input, UnsafeRawBufferPointer(rebasing: bytes[n...])) }
         guard afterExecute(consumed: n, offered: bytes.count) else { return }
@@ -172,6 +175,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             var iov = iovec()
             guard evbuffer_peek(input, -1, nil, &iov, 1) > 0 else { break }
             let n = http_parser_execute(parser, serverSettings, iov.iov_base.assumingMemoryBound(to: CChar.self), iov.iov_len)
+            headerFields.endOfInput()  // before the drain frees what its runs point into
             if isClosed { return }
             evbuffer_drain(input, n)
             guard afterExecute(consumed: n, offered: iov.iov_len) else { return }

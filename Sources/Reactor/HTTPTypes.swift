@@ -408,15 +408,29 @@ public func evbufferAppendNumber(_ buf: OpaquePointer, _ value: Int, radix: Int 
 
 /// Collects header fields from http-parser's on_header_field / on_header_value callbacks (either
 /// may arrive in pieces) straight into wire-form lines. Shared by the server and client connections.
+///
+/// Runs (`collectsRuns`, the server's): the parser reports pieces of its input, and a request's
+/// header section usually lies there in exactly the form the block takes (`name: value` lines
+/// ending in CRLF). Pieces separated in the input by exactly what the block would put between
+/// them (`: ` after a name, CRLF after a value) are kept as one pointer range and copied in one
+/// append when something else comes, at `finish()`, or at `endOfInput()` — which the owner must
+/// call after each parser call, before the input goes away. The block is byte for byte what
+/// copying each piece gives (~300 instructions less a header line).
 struct HeaderAccumulator {
     private var block: [UInt8] = []
     private var inValue = false
     private var lineOpen = false
+    var collectsRuns = false
+    /// The run not yet copied: parser input, valid until the parser call returns.
+    private var runStart: UnsafePointer<UInt8>?
+    private var runEnd: UnsafePointer<UInt8>?
 
     mutating func reset() {
         block.removeAll(keepingCapacity: true)
         inValue = false
         lineOpen = false
+        runStart = nil
+        runEnd = nil
     }
 
     /// `reset()`, taking over the storage of `last` (the headers this accumulator finished
@@ -428,33 +442,77 @@ struct HeaderAccumulator {
         reset()
     }
 
+    /// Copies the run into the block: the parser's input it points into is about to go.
+    mutating func endOfInput() {
+        guard let s = runStart, let e = runEnd else { return }
+        if block.isEmpty { block.reserveCapacity(512) }
+        block.append(contentsOf: UnsafeBufferPointer(start: s, count: e - s))
+        runStart = nil
+        runEnd = nil
+    }
+
+    /// Whether the run ends two bytes before `p`, and those two bytes are `a`, `b`.
+    private func runEnds(before p: UnsafePointer<UInt8>, with a: UInt8, _ b: UInt8) -> Bool {
+        guard let e = runEnd else { return false }
+        return p == e + 2 && e[0] == a && e[1] == b
+    }
+
     mutating func field(_ at: UnsafePointer<CChar>, _ len: Int) {
+        let p = UnsafeRawPointer(at).assumingMemoryBound(to: UInt8.self)
         if inValue {
+            inValue = false
+            lineOpen = true
+            if runEnds(before: p, with: 13, 10) {
+                runEnd = p + len
+                return
+            }
+            endOfInput()
             block.append(13)
             block.append(10)
-            inValue = false
+        }
+        lineOpen = true
+        if collectsRuns {
+            endOfInput()
+            runStart = p
+            runEnd = p + len
+            return
         }
         if block.isEmpty { block.reserveCapacity(512) }
-        block.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
-        lineOpen = true
+        block.append(contentsOf: UnsafeBufferPointer(start: p, count: len))
     }
 
     mutating func value(_ at: UnsafePointer<CChar>, _ len: Int) {
+        let p = UnsafeRawPointer(at).assumingMemoryBound(to: UInt8.self)
+        let piece = UnsafeBufferPointer(start: p, count: len)
+        // A folded (obs-fold) value must not break the line structure: such a piece is copied
+        // and cleaned, never part of a run.
+        let breaks = hasLineBreak(piece)
         if !inValue {
             if !lineOpen { return }  // a value without a name: http-parser never does this
+            inValue = true
+            if !breaks && runEnds(before: p, with: UInt8(ascii: ":"), UInt8(ascii: " ")) {
+                runEnd = p + len
+                return
+            }
+            endOfInput()
             block.append(UInt8(ascii: ":"))
             block.append(UInt8(ascii: " "))
-            inValue = true
         }
+        if collectsRuns && !breaks {
+            endOfInput()
+            runStart = p
+            runEnd = p + len
+            return
+        }
+        endOfInput()
         let start = block.count
-        let piece = UnsafeBufferPointer(start: UnsafeRawPointer(at).assumingMemoryBound(to: UInt8.self), count: len)
         block.append(contentsOf: piece)
-        // A folded (obs-fold) value must not break the line structure.
-        if hasLineBreak(piece) { replaceLineBreaks(&block, from: start) }
+        if breaks { replaceLineBreaks(&block, from: start) }
     }
 
     /// The headers so far; the accumulator is empty afterwards.
     mutating func finish() -> HTTPHeaders {
+        endOfInput()
         if lineOpen {
             if !inValue { block.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")]) }
             block.append(13)
