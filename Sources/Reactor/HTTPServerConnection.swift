@@ -16,6 +16,11 @@ import Glibc
 public protocol HTTPServerConnectionDelegate: AnyObject {
     /// A complete request (head and whole body). The delegate must answer it, in order.
     func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8])
+    /// The same with the body as the connection holds it, valid only during the call (what the
+    /// connection calls; by default it hands a copy to the method above). A delegate that often
+    /// needs the bytes only briefly (the Frontend's cache hit: a hash and a length) takes them
+    /// here and copies them only to keep them.
+    func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, bodyBytes: UnsafeRawBufferPointer)
     /// The connection could not produce a request; the delegate writes an error response
     /// (the connection closes after it is flushed).
     func connection(_ c: HTTPServerConnection, didFail failure: HTTPServerFailure)
@@ -23,6 +28,12 @@ public protocol HTTPServerConnectionDelegate: AnyObject {
     func connectionDidDrain(_ c: HTTPServerConnection)
     /// The peer went away (or the connection was closed); no more calls follow.
     func connectionDidClose(_ c: HTTPServerConnection)
+}
+
+extension HTTPServerConnectionDelegate {
+    public func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, bodyBytes: UnsafeRawBufferPointer) {
+        connection(c, didReceive: head, body: Array(bodyBytes))
+    }
 }
 
 // http_parser wants one settings struct with C function pointers; it is immutable after setup.
@@ -70,7 +81,14 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     private var headerFields = HeaderAccumulator()
     private var pendingHeaders = HTTPHeaders()
     private var headerBytes = 0
-    private var body: [UInt8] = []
+    /// The request body under construction, in memory the connection reuses for every request
+    /// (an array per request cost an allocation, its appends and its release on every hit);
+    /// `bodyCount` bytes of it are the body. Grown to the largest body, back to small after a
+    /// large one; freed in deinit.
+    private var body = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    private var bodyCount = 0
+    /// What `body` shrinks back to after a request needed more.
+    private static let keptBodyBytes = 16 << 10
     private var parseFailure: HTTPServerFailure?
     private var completed: HTTPRequestHead?
     private var messageInProgress = false
@@ -115,6 +133,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         sock?.close()
         parser.deallocate()
         headBuffer.deallocate()
+        body.deallocate()
     }
 
     /// Calls `body` with the connection behind a parser, without a retain/release pair per
@@ -207,9 +226,12 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         keepAliveAfterResponse = head.keepAlive
         responseHasNoBody = head.method == "HEAD"
         deadline = 0
-        let b = body
-        body = []
-        delegate?.connection(self, didReceive: head, body: b)
+        delegate?.connection(self, didReceive: head, bodyBytes: UnsafeRawBufferPointer(start: body.baseAddress, count: bodyCount))
+        // A large body's memory is not kept for the requests after it.
+        if body.count > Self.keptBodyBytes {
+            body.deallocate()
+            body = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        }
     }
 
     private func fail(_ failure: HTTPServerFailure) {
@@ -231,7 +253,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         url.removeAll(keepingCapacity: true)
         headerFields.reset(reusing: &pendingHeaders)
         headerBytes = 0
-        body.removeAll(keepingCapacity: false)
+        bodyCount = 0
         setDeadline(after: readTimeoutNanos)
         return 0
     }
@@ -267,14 +289,25 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             parseFailure = .bodyTooLarge
             return -1
         }
-        if cl != UInt64.max && cl > 0 { body.reserveCapacity(Int(cl)) }
+        if cl != UInt64.max && cl > 0 { reserveBody(Int(cl)) }
         return 0
     }
 
     fileprivate func onBody(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
-        if body.count + len > limits.maxBodyBytes { parseFailure = .bodyTooLarge; return 1 }
-        body.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        if bodyCount + len > limits.maxBodyBytes { parseFailure = .bodyTooLarge; return 1 }
+        if bodyCount + len > body.count { reserveBody(max(bodyCount + len, 2 * body.count)) }
+        (body.baseAddress! + bodyCount).copyMemory(from: at, byteCount: len)
+        bodyCount += len
         return 0
+    }
+
+    /// Room for `n` body bytes, keeping the `bodyCount` there are.
+    private func reserveBody(_ n: Int) {
+        guard n > body.count else { return }
+        let grown = UnsafeMutableRawBufferPointer.allocate(byteCount: max(n, 1024), alignment: 16)
+        if bodyCount > 0 { grown.baseAddress!.copyMemory(from: body.baseAddress!, byteCount: bodyCount) }
+        body.deallocate()
+        body = grown
     }
 
     fileprivate func onMessageComplete() -> Int32 {

@@ -217,6 +217,41 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
         spin(loop)
     }
 
+    /// Bodies live in memory the connection reuses: a large one (past what it keeps), then small
+    /// ones, then a chunked one growing past its first room, each arrive whole and alone, on one
+    /// connection, through the array delegate method and the bytes one alike.
+    @Test func bodiesOfEverySizeArriveWholeOnOneConnection() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        let big = String(repeating: "0123456789", count: 10_000)
+        var sent = Array("POST /big HTTP/1.1\r\nContent-Length: \(big.utf8.count)\r\n\r\n\(big)".utf8)
+        sent += Array("POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".utf8)
+        sent += Array("POST /e HTTP/1.1\r\nContent-Length: 0\r\n\r\n".utf8)
+        let chunks = (0..<40).map { String(repeating: Character(UnicodeScalar(UInt8(65 + $0 % 26))), count: 100) }
+        sent += Array("POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+        for ch in chunks { sent += Array("64\r\n\(ch)\r\n".utf8) }
+        sent += Array("0\r\n\r\n".utf8)
+        var at = 0
+        let deadline = Loop.nowNanos() + 5_000_000_000
+        var sink = [UInt8](repeating: 0, count: 65536)
+        while rec.requests.count < 4 && Loop.nowNanos() < deadline {
+            if at < sent.count {
+                let n = sent.withUnsafeBytes { write(peer, $0.baseAddress! + at, min(8192, sent.count - at)) }
+                if n > 0 { at += n }
+            }
+            spin(loop, 2)
+            _ = read(peer, &sink, sink.count)
+        }
+        let bodies = rec.requests.map { String(decoding: $0.1, as: UTF8.self) }
+        #expect(bodies == [big, "abc", "", chunks.joined()])
+        close(peer)
+        spin(loop)
+    }
+
     @Test func oversizedBodyIsRefusedBeforeItIsRead() {
         let loop = Loop()
         let (a, peer) = socketPair()

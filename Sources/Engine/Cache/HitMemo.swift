@@ -38,7 +38,7 @@ final class HitMemo {
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
-    static func rawKey(kind: EndpointKind, identity: String?, body: [UInt8]) -> Key {
+    static func rawKey(kind: EndpointKind, identity: String?, body: UnsafeRawBufferPointer) -> Key {
         let idCount = identity?.utf8.count ?? 0
         // The hashed bytes are assembled on the stack when they are small (a heap buffer otherwise).
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 2 + idCount + body.count) { buf in
@@ -52,9 +52,7 @@ final class HitMemo {
             }
             buf[n] = 0
             n += 1
-            body.withUnsafeBufferPointer { b in
-                if let src = b.baseAddress, b.count > 0 { (buf.baseAddress! + n).update(from: src, count: b.count) }
-            }
+            if let src = body.baseAddress, body.count > 0 { UnsafeMutableRawPointer(buf.baseAddress! + n).copyMemory(from: src, byteCount: body.count) }
             n += body.count
             return Key(sha256: UnsafeRawBufferPointer(start: buf.baseAddress, count: n))
         }

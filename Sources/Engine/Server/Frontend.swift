@@ -157,6 +157,12 @@ final class Frontend: HTTPServerConnectionDelegate {
     func newRequestId() -> String { RequestID(client: nil, generated: rng.next()).string }
 
     func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8]) {
+        body.withUnsafeBytes { connection(c, didReceive: head, bodyBytes: $0) }
+    }
+
+    /// The body as the connection lends it: a cache hit reads it in place (its hash, its
+    /// length); every other path copies it first.
+    func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, bodyBytes b: UnsafeRawBufferPointer) {
         runtime.metrics.requestsTotal += 1
         let id = makeRequestId(head)
         let t0 = Loop.nowNanos()
@@ -165,7 +171,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             let rid = id.string
             let n = runtime.writeError(err, to: c, requestId: rid)
             runtime.frontendAnswered(route: route, status: err.status, requestId: rid, request: runtime.accessInfo(head, c),
-                                     bytesIn: body.count, bytesOut: n, startNanos: t0)
+                                     bytesIn: b.count, bytesOut: n, startNanos: t0)
         }
         guard let (route, method) = route(target: head.target) else {
             reject(EngineError(.routeNotFound, "Unknown path \(head.path)."), route: "-")
@@ -180,7 +186,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             let n = runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(allowed)."),
                                        to: c, requestId: rid, extra: h)
             runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, request: runtime.accessInfo(head, c),
-                                     bytesIn: body.count, bytesOut: n, startNanos: t0)
+                                     bytesIn: b.count, bytesOut: n, startNanos: t0)
             return
         }
         var identity: String?
@@ -196,10 +202,11 @@ final class Frontend: HTTPServerConnectionDelegate {
             }
         }
         if case .generate(let kind) = route {
-            startGeneration(c, kind: kind, head: head, body: body, id: id, identity: identity, startNanos: t0)
+            startGeneration(c, kind: kind, head: head, bodyBytes: b, id: id, identity: identity, startNanos: t0)
             return
         }
         let rid = id.string
+        let body = Array(b)
         switch route {
         case .generate:
             preconditionFailure("answered above")
@@ -233,17 +240,18 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// parse → route → session (cache, coalescer, admission and pool run inside the session).
     /// `t0`: when the request arrived (one clock read serves the memo lookup and a parse error's
     /// access line).
-    private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], id: RequestID,
-                                 identity: String?, startNanos t0: UInt64) {
+    /// `b`: the body as the connection lends it (copied for anything but a hit).
+    private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, bodyBytes b: UnsafeRawBufferPointer,
+                                 id: RequestID, identity: String?, startNanos t0: UInt64) {
         // Fast path: a byte-identical repeat of a request seen before (the memo maps its bytes to
         // its cache key, a pure function of them), answered from a fresh entry without parsing.
         guard let memo = runtime.hitMemo, let cache = runtime.cache, !head.headers.contains("cache-control") else {
-            parseAndStart(c, kind: kind, head: head, body: body, rid: id.string, identity: identity, memoKey: nil, startNanos: t0)
+            parseAndStart(c, kind: kind, head: head, body: Array(b), rid: id.string, identity: identity, memoKey: nil, startNanos: t0)
             return
         }
-        let rk = HitMemo.rawKey(kind: kind, identity: identity, body: body)
+        let rk = HitMemo.rawKey(kind: kind, identity: identity, body: b)
         guard let e = memo.get(rk) else {
-            parseAndStart(c, kind: kind, head: head, body: body, rid: id.string, identity: identity, memoKey: rk, startNanos: t0)
+            parseAndStart(c, kind: kind, head: head, body: Array(b), rid: id.string, identity: identity, memoKey: rk, startNanos: t0)
             return
         }
         // A fresh entry in this client's form, or nil (then the whole pipeline decides).
@@ -264,19 +272,20 @@ final class Frontend: HTTPServerConnectionDelegate {
                 c.writeResponse(status: 200, headerLines: UnsafeRawBufferPointer(rebasing: b[lines]),
                                 body: UnsafeRawBufferPointer(rebasing: b[lines.upperBound..<end]))
                 runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestedModel: e.requestedModel, requestId: id,
-                                        request: runtime.accessInfo(head, c), bytesIn: body.count, bytesOut: end - lines.upperBound,
+                                        request: runtime.accessInfo(head, c), bytesIn: b.count, bytesOut: end - lines.upperBound,
                                         startNanos: t0)
             case .built(let r, let rid)?:
                 answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: runtime.accessInfo(head, c),
-                               bytesIn: body.count, startNanos: t0)
+                               bytesIn: b.count, startNanos: t0)
             case nil:
-                parseAndStart(c, kind: kind, head: head, body: body, rid: id.string, identity: identity, memoKey: rk, startNanos: t0)
+                parseAndStart(c, kind: kind, head: head, body: Array(b), rid: id.string, identity: identity, memoKey: rk, startNanos: t0)
             }
             return
         }
         // The shared store answers later on the loop (never inside this call): a fresh entry is
         // answered here, anything else takes the whole pipeline (which looks it up again).
         let rid = id.string
+        let body = Array(b)  // kept by the closure: the connection's bytes are lent only for this call
         cache.get(key: e.cacheKey, now: t0, wallMillis: Loop.wallMillis()) { [weak self] lookup in
             guard let self, !c.isClosed else { return }
             if case .fresh(let stored) = lookup, let r = stored.withUnsafeBytes({ reply($0, rid) }) {
