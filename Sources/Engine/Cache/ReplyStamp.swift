@@ -217,13 +217,17 @@ public struct ReplyStamp: Equatable, Sendable {
     /// escaped where JSON needs it, `"`), written at `dst` when given; returns its length (at
     /// most `maxIDTextCount(requestId.count)`). The cache hit's form of the id a stamp writes,
     /// from the request id's bytes (no String, no stamp).
-    static func writeIDText(kind: EndpointKind, requestId: UnsafeRawBufferPointer, to dst: UnsafeMutableRawPointer?) -> Int {
+    /// `plain`: the caller knows the id holds nothing JSON escapes (one the Engine made).
+    static func writeIDText(kind: EndpointKind, requestId: UnsafeRawBufferPointer, plain: Bool = false,
+                            to dst: UnsafeMutableRawPointer?) -> Int {
         let prefix = idPrefix(kind)
         // A plain loop: `contains(where:)` called its closure per byte.
         var escapes = false
-        for b in requestId where b < 0x20 || b == 0x22 || b == 0x5C {
-            escapes = true
-            break
+        if !plain {
+            for b in requestId where b < 0x20 || b == 0x22 || b == 0x5C {
+                escapes = true
+                break
+            }
         }
         return IdText(prefix: UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount),
                       suffix: requestId, escapes: escapes).write(dst)
@@ -245,13 +249,32 @@ public struct ReplyStamp: Equatable, Sendable {
     static func splice(entry src: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer, cuts: UnsafeRawBufferPointer,
                        skipping: Bool, idText: UnsafeRawBufferPointer, created: Int,
                        into dst: UnsafeMutableRawPointer, capacity: Int) -> Int? {
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for Int.min
-        return withUnsafeMutableBytes(of: &digits) { d -> Int? in
-            let createdText = UnsafeRawBufferPointer(rebasing: d[decimal(created, into: d)...])
-            let size = rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress, spans.count / 8,
-                                 skipping ? 1 : 0, idText.baseAddress, idText.count, createdText.baseAddress, createdText.count,
-                                 dst, capacity)
-            return size >= 0 ? size : nil
+        CreatedText(created).withBytes {
+            splice(entry: src, spans: spans, cuts: cuts, skipping: skipping, idText: idText, created: $0, into: dst, capacity: capacity)
+        }
+    }
+
+    /// The same with `created` as its digits (CreatedText): a caller answering many hits a
+    /// second writes them once a second.
+    static func splice(entry src: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer, cuts: UnsafeRawBufferPointer,
+                       skipping: Bool, idText: UnsafeRawBufferPointer, created: UnsafeRawBufferPointer,
+                       into dst: UnsafeMutableRawPointer, capacity: Int) -> Int? {
+        let size = rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress, spans.count / 8,
+                             skipping ? 1 : 0, idText.baseAddress, idText.count, created.baseAddress, created.count, dst, capacity)
+        return size >= 0 ? size : nil
+    }
+
+    /// A `created` value's decimal digits, held by value (24 bytes: room for Int.min).
+    struct CreatedText {
+        private var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        private var start = 0
+
+        init(_ v: Int) {
+            start = withUnsafeMutableBytes(of: &digits) { ReplyStamp.decimal(v, into: $0) }
+        }
+
+        func withBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+            withUnsafeBytes(of: digits) { body(UnsafeRawBufferPointer(rebasing: $0[start...])) }
         }
     }
 

@@ -120,19 +120,27 @@ final class Frontend: HTTPServerConnectionDelegate {
         "/ping": (RelaySpec(name: "ping", body: .none), "GET"),
     ]
 
-    /// The last target routed, and its route (nil: none yet, or no route).
+    /// The last target routed, and its route and method (nil: none yet, or no route). Apart,
+    /// not as an optional tuple, which the runtime copied generically.
     private var lastTarget = ""
-    private var lastRoute: (Route, String)?
+    private var lastRoute: Route?
+    private var lastMethod = ""
 
-    /// `route(for:)` of the target's path, the last one's again when the target is the same: a
-    /// keep-alive client repeats its target, and its connection hands over the same String for
-    /// it (compared by identity first), where splitting off the path and matching it against the
-    /// routes went through the generic string comparison (~550 instructions a request).
+    /// `route(for:)` of the target's path, the last one's again when the target is the same (its
+    /// bytes compared): a keep-alive client repeats its target, where splitting off the path and
+    /// matching it against the routes went through the generic string comparison (~550
+    /// instructions a request).
     private func route(target: String) -> (Route, String)? {
-        if let r = lastRoute, target == lastTarget { return r }
+        var t = target
+        var last = lastTarget
+        let same = t.withUTF8 { a in
+            last.withUTF8 { b in a.count == b.count && (a.isEmpty || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0) }
+        }
+        if same, let r = lastRoute { return (r, lastMethod) }
         let r = Frontend.route(for: HTTPRequestHead.path(of: target))
         lastTarget = target
-        lastRoute = r
+        lastRoute = r?.0
+        lastMethod = r?.1 ?? ""
         return r
     }
 
@@ -312,6 +320,10 @@ final class Frontend: HTTPServerConnectionDelegate {
 
     deinit { hitBuffer.deallocate() }
 
+    /// The `created` a hit writes, and its digits: written once a second, not once a hit.
+    private var createdSecond = Int.min
+    private var createdText = ReplyStamp.CreatedText(0)
+
     /// A plain (non-streamed) hit on an entry stored as a JSON body with its id and created
     /// positions: the header lines the memo path sends (x-routed-model when routed, x-request-id,
     /// x-cache, content-type, in that order) and the body spliced with this request's id and
@@ -332,16 +344,22 @@ final class Frontend: HTTPServerConnectionDelegate {
                     hitBuffer = .allocate(byteCount: max(need, 2 * hitBuffer.count), alignment: 16)
                 }
                 let base = hitBuffer.baseAddress!
-                let idCount = ReplyStamp.writeIDText(kind: kind, requestId: rid, to: base)
+                let idCount = ReplyStamp.writeIDText(kind: kind, requestId: rid, plain: id.client == nil, to: base)
                 var lines = HeaderLines(at: base + idMax)
                 if e.routed { lines.add("x-routed-model: ", routed) }
                 lines.add("x-request-id: ", rid)
                 lines.put(HeaderLines.hitTail)
                 let bodyStart = idMax + lines.count
-                guard let n = ReplyStamp.splice(entry: payload, spans: spans, cuts: UnsafeRawBufferPointer(start: nil, count: 0),
-                                                skipping: false, idText: UnsafeRawBufferPointer(start: base, count: idCount),
-                                                created: Int(Loop.wallSeconds()), into: base + bodyStart,
-                                                capacity: hitBuffer.count - bodyStart) else { return nil }
+                let created = Int(Loop.wallSeconds())
+                if created != createdSecond {
+                    createdSecond = created
+                    createdText = ReplyStamp.CreatedText(created)
+                }
+                guard let n = createdText.withBytes({ createdBytes in
+                    ReplyStamp.splice(entry: payload, spans: spans, cuts: UnsafeRawBufferPointer(start: nil, count: 0),
+                                      skipping: false, idText: UnsafeRawBufferPointer(start: base, count: idCount),
+                                      created: createdBytes, into: base + bodyStart, capacity: hitBuffer.count - bodyStart)
+                }) else { return nil }
                 return .composed(lines: idMax..<bodyStart, end: bodyStart + n)
             }
         }

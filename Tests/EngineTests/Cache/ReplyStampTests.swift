@@ -337,6 +337,20 @@ private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
         #expect(refused)
     }
 
+    @Test func createdDigitsAndPlainIdsAreWhatTheStampWrites() {
+        for v in [0, 7, 1_800_000_000, -42, Int.max, Int.min] {
+            #expect(ReplyStamp.CreatedText(v).withBytes { String(decoding: $0, as: UTF8.self) } == String(v))
+        }
+        var hex = "0123456789abcdef"
+        hex.withUTF8 { h in
+            let raw = UnsafeRawBufferPointer(h)
+            var a = [UInt8](repeating: 0, count: 64), b = [UInt8](repeating: 0, count: 64)
+            let n = a.withUnsafeMutableBytes { ReplyStamp.writeIDText(kind: .chat, requestId: raw, plain: true, to: $0.baseAddress) }
+            let m = b.withUnsafeMutableBytes { ReplyStamp.writeIDText(kind: .chat, requestId: raw, to: $0.baseAddress) }
+            #expect(n == m && a == b && String(decoding: a[0..<n], as: UTF8.self) == "\"chatcmpl-0123456789abcdef\"")
+        }
+    }
+
     @Test func aDamagedEntryIsAMissNotAWrongSplice() {
         let body = Array(#"{"id":"a","created":1}"#.utf8)
         func entry(_ spans: [(Int, Int)], usage: [(Int, Int)]? = nil) -> [UInt8] {
