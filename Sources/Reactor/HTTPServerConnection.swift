@@ -78,6 +78,9 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 
     // Request under construction.
     private var url: [UInt8] = []
+    /// The target so far is exactly `lastTarget` (its one piece compared where the parser read
+    /// it, not collected into `url`): a keep-alive client repeats its target.
+    private var urlIsLastTarget = false
     private var headerFields = HeaderAccumulator()
     private var pendingHeaders = HTTPHeaders()
     private var headerBytes = 0
@@ -250,7 +253,8 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 
     fileprivate func onMessageBegin() -> Int32 {
         messageInProgress = true
-        url.removeAll(keepingCapacity: true)
+        if !url.isEmpty { url.removeAll(keepingCapacity: true) }
+        urlIsLastTarget = false
         headerFields.reset(reusing: &pendingHeaders)
         headerBytes = 0
         bodyCount = 0
@@ -266,7 +270,19 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 
     fileprivate func onURL(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
         guard countHeader(len) else { return 1 }
-        url.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        let piece = UnsafeRawBufferPointer(start: at, count: len)
+        if url.isEmpty && !urlIsLastTarget {
+            var last = lastTarget
+            if last.withUTF8({ $0.count == len && (len == 0 || memcmp($0.baseAddress!, at, len) == 0) }) {
+                urlIsLastTarget = true
+                return 0
+            }
+        } else if urlIsLastTarget {
+            // More of the target in a later read: what matched so far, then this.
+            url.append(contentsOf: lastTarget.utf8)
+            urlIsLastTarget = false
+        }
+        url.append(contentsOf: piece)
         return 0
     }
 
@@ -313,12 +329,11 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     fileprivate func onMessageComplete() -> Int32 {
         messageInProgress = false
         // A keep-alive client usually asks for the same path again: reuse that String.
-        var lastTarget = self.lastTarget
-        // Compared with memcmp (a generic elementsEqual steps through both a byte at a time).
-        let sameTarget = lastTarget.withUTF8 { t in
-            t.count == url.count && (t.isEmpty || url.withUnsafeBufferPointer { memcmp(t.baseAddress!, $0.baseAddress!, t.count) == 0 })
+        if urlIsLastTarget {
+            urlIsLastTarget = false
+        } else {
+            setLastTarget()
         }
-        if !sameTarget { self.lastTarget = String(decoding: url, as: UTF8.self) }
         let head = HTTPRequestHead(
             method: httpMethodName(ces_http_method(parser)),
             target: self.lastTarget,
@@ -327,6 +342,16 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         completed = head
         http_parser_pause(parser, 1)
         return 0
+    }
+
+    /// `lastTarget` := the collected `url` (the same String kept when they are equal).
+    private func setLastTarget() {
+        var lastTarget = self.lastTarget
+        // Compared with memcmp (a generic elementsEqual steps through both a byte at a time).
+        let sameTarget = lastTarget.withUTF8 { t in
+            t.count == url.count && (t.isEmpty || url.withUnsafeBufferPointer { memcmp(t.baseAddress!, $0.baseAddress!, t.count) == 0 })
+        }
+        if !sameTarget { self.lastTarget = String(decoding: url, as: UTF8.self) }
     }
 
     /// The client's address (`ip:port`, `[ip]:port`), read once per connection with getpeername;

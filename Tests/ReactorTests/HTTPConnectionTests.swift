@@ -252,6 +252,33 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
         spin(loop)
     }
 
+    /// A target is compared with the last one where the parser reads it; one that arrives in
+    /// pieces (the first of which may equal the last target) is still collected whole.
+    @Test func targetsRepeatedOrSplitAcrossReadsArriveWhole() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        let sends: [[String]] = [
+            ["GET /v1/x HTTP/1.1\r\n\r\n"], ["GET /v1/x HTTP/1.1\r\n\r\n"],
+            ["GET /v1/", "x HTTP/1.1\r\n\r\n"], ["GET /v1/x", "y?q=1 HTTP/1.1\r\n\r\n"],
+            ["GET /v1/xy?q=1 HTTP/1.1\r\n\r\n"], ["GET /z HTTP/1.1\r\n\r\n"], ["GET /v1/x", " HTTP/1.1\r\n\r\n"],
+        ]
+        var sink = [UInt8](repeating: 0, count: 65536)
+        for pieces in sends {
+            for piece in pieces {
+                writeAll(peer, piece)
+                spin(loop, 3)
+            }
+            _ = read(peer, &sink, sink.count)
+        }
+        #expect(rec.requests.map { $0.0.target } == ["/v1/x", "/v1/x", "/v1/x", "/v1/xy?q=1", "/v1/xy?q=1", "/z", "/v1/x"])
+        close(peer)
+        spin(loop)
+    }
+
     @Test func oversizedBodyIsRefusedBeforeItIsRead() {
         let loop = Loop()
         let (a, peer) = socketPair()
