@@ -33,7 +33,13 @@ final class HitMemo {
     /// to hash in the table.
     typealias Key = Digest.Value
 
-    private var map: [Key: Entry] = [:]
+    // An open-addressing table (linear probing) indexed by the digest's first word, which is
+    // already uniform: a Dictionary hashed it again (SipHash) on every lookup, ~230 instructions
+    // a hit. Nothing is ever deleted (the table is cleared when full), so probing stops at the
+    // first empty slot. Slots grow by doubling, at most three quarters full.
+    private var keys: [Key?] = []
+    private var entries: [Entry?] = []
+    private(set) var count = 0
     let capacity: Int
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
@@ -58,10 +64,52 @@ final class HitMemo {
         }
     }
 
-    func get(_ key: Key) -> Entry? { map[key] }
+    func get(_ key: Key) -> Entry? {
+        guard !keys.isEmpty else { return nil }
+        let i = slot(of: key)
+        return keys[i] == nil ? nil : entries[i]
+    }
 
     func put(_ key: Key, _ e: Entry) {
-        if map.count >= capacity { map.removeAll(keepingCapacity: true) }
-        map[key] = e
+        if count >= capacity {
+            // Full: start over (as the Dictionary was cleared), keeping the slots.
+            for i in keys.indices {
+                keys[i] = nil
+                entries[i] = nil
+            }
+            count = 0
+        }
+        if 4 * (count + 1) > 3 * keys.count { grow() }
+        let i = slot(of: key)
+        if keys[i] == nil {
+            keys[i] = key
+            count += 1
+        }
+        entries[i] = e
+    }
+
+    /// Where `key` is, or the empty slot where it would go (the table is never full).
+    private func slot(of key: Key) -> Int {
+        keys.withUnsafeBufferPointer { k in
+            let mask = k.count - 1
+            var i = Int(truncatingIfNeeded: key.w0) & mask
+            while let found = k[i], found != key { i = (i + 1) & mask }
+            return i
+        }
+    }
+
+    /// Twice the slots (64 at first), every entry placed again.
+    private func grow() {
+        let oldKeys = keys
+        let oldEntries = entries
+        let n = max(64, 2 * oldKeys.count)
+        keys = [Key?](repeating: nil, count: n)
+        entries = [Entry?](repeating: nil, count: n)
+        for (i, k) in oldKeys.enumerated() {
+            guard let k else { continue }
+            let j = slot(of: k)
+            keys[j] = k
+            entries[j] = oldEntries[i]
+        }
     }
 }
