@@ -279,8 +279,9 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         guard countHeader(len) else { return 1 }
         let piece = UnsafeRawBufferPointer(start: at, count: len)
         if url.isEmpty && !urlIsLastTarget {
-            var last = lastTarget
-            if last.withUTF8({ $0.count == len && (len == 0 || memcmp($0.baseAddress!, at, len) == 0) }) {
+            // Borrowed in place (a `var` copy to call withUTF8 retained and released the String).
+            let same = lastTarget.utf8.withContiguousStorageIfAvailable { $0.count == len && (len == 0 || memcmp($0.baseAddress!, at, len) == 0) }
+            if same ?? lastTarget.utf8.elementsEqual(UnsafeRawBufferPointer(piece)) {
                 urlIsLastTarget = true
                 return 0
             }

@@ -333,9 +333,10 @@ final class Frontend: HTTPServerConnectionDelegate {
         guard let (payload, spans) = StoredAnswer.stampedJSON(encoded: stored) else { return nil }
         return id.withBytes { rid -> HitReply? in
             let idMax = ReplyStamp.maxIDTextCount(rid.count)
-            var served = e.servedModel
-            return served.withUTF8 { model -> HitReply? in
-                let routed = e.routed ? UnsafeRawBufferPointer(model) : UnsafeRawBufferPointer(start: nil, count: 0)
+            // The served model's bytes only when routed (borrowed in place: a `var` copy to call
+            // withUTF8 retained and released it).
+            let noModel = UnsafeRawBufferPointer(start: nil, count: 0)
+            func compose(_ routed: UnsafeRawBufferPointer) -> HitReply? {
                 let linesMax = 20 + routed.count + 16 + rid.count + HeaderLines.hitTail.utf8CodeUnitCount
                 let bodyMax = ReplyStamp.spliceCapacity(payload: payload.count, spans: spans, idCount: idMax)
                 let need = idMax + linesMax + bodyMax
@@ -362,6 +363,10 @@ final class Frontend: HTTPServerConnectionDelegate {
                 }) else { return nil }
                 return .composed(lines: idMax..<bodyStart, end: bodyStart + n)
             }
+            guard e.routed else { return compose(noModel) }
+            if let r = e.servedModel.utf8.withContiguousStorageIfAvailable({ compose(UnsafeRawBufferPointer($0)) }) { return r }
+            var served = e.servedModel
+            return served.withUTF8 { compose(UnsafeRawBufferPointer($0)) }
         }
     }
 
