@@ -138,6 +138,41 @@ public struct HTTPHeaders: Sendable, Equatable {
         }
     }
 
+    /// The value ranges (in `block`) of the first lines named `a` and `b`, found in one pass (a
+    /// request on the cache-hit path asks for two; each lookup walked every line).
+    public func valueRanges(_ a: StaticString, _ b: StaticString) -> (Range<Int>?, Range<Int>?) {
+        block.withUnsafeBufferPointer { p -> (Range<Int>?, Range<Int>?) in
+            guard let base = p.baseAddress else { return (nil, nil) }
+            let na = UnsafeBufferPointer(start: a.utf8Start, count: a.utf8CodeUnitCount)
+            let nb = UnsafeBufferPointer(start: b.utf8Start, count: b.utf8CodeUnitCount)
+            var ra: Range<Int>?
+            var rb: Range<Int>?
+            let n = p.count
+            /// The value of the line [i, end) when it is named `needle`.
+            func match(_ needle: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int) -> Range<Int>? {
+                let k = needle.count
+                guard i + k < end && base[i + k] == UInt8(ascii: ":")
+                        && asciiCaseEqual(UnsafeBufferPointer(start: base + i, count: k), needle) else { return nil }
+                var v = i + k + 1
+                while v < end && (base[v] == 32 || base[v] == 9) { v += 1 }
+                return v..<end
+            }
+            var i = 0
+            while i < n && (ra == nil || rb == nil) {
+                let end = memchr(base + i, 13, n - i).map { UnsafeRawPointer($0) - UnsafeRawPointer(base) } ?? n
+                if ra == nil { ra = match(na, i, end) }
+                if rb == nil { rb = match(nb, i, end) }
+                i = end + 2
+            }
+            return (ra, rb)
+        }
+    }
+
+    /// The value at `r` (from `valueRanges`).
+    public func value(at r: Range<Int>) -> String {
+        block.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[r]), as: UTF8.self) }
+    }
+
     /// Whether a line named `name` is present (no String made for its value).
     public func contains(_ name: StaticString) -> Bool {
         block.withUnsafeBufferPointer { p in

@@ -44,6 +44,20 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
         #expect(!h.contains("cache") && !h.contains("pragma") && !HTTPHeaders().contains("x-request-id"))
     }
 
+    @Test func twoLookupsInOnePassAreTheTwoLookups() {
+        var rng = SplitMix(seed: 3)
+        let names = ["Host", "X-Request-Id", "x-request-id", "Cache-Control", "cache-control", "X-Request", "Cache-Controls", "A"]
+        for _ in 0..<2000 {
+            var h = HTTPHeaders()
+            for _ in 0..<Int.random(in: 0...6, using: &rng) {
+                h.add(names.randomElement(using: &rng)!, ["", "v", " spaced", "a:b", "\tx"].randomElement(using: &rng)!)
+            }
+            let (a, b) = h.valueRanges("x-request-id", "cache-control")
+            #expect(a.map { h.value(at: $0) } == h["x-request-id"] && (b != nil) == h.contains("cache-control"))
+            #expect(b.map { h.value(at: $0) } == h["cache-control"])
+        }
+    }
+
     @Test func literalNamesWriteTheSameLines() {
         var a = HTTPHeaders(), b = HTTPHeaders()
         for v in ["abc", "", "with\r\nbreak", "lf\nonly", "cr\ronly"] {

@@ -155,9 +155,13 @@ final class Frontend: HTTPServerConnectionDelegate {
         return rest.contains("/") ? nil : (.relay(RelaySpec(name: "responses", body: .none)), "GET")
     }
 
-    /// The client's X-Request-Id when it sent a usable one, else a new id.
-    func makeRequestId(_ head: HTTPRequestHead) -> RequestID {
-        if let r = head.headers.value("x-request-id"), !r.isEmpty, r.utf8.count <= 128 { return RequestID(client: r, generated: 0) }
+    /// The client's X-Request-Id when it sent a usable one (its value at `range` of the head's
+    /// headers), else a new id.
+    func makeRequestId(_ head: HTTPRequestHead, _ range: Range<Int>?) -> RequestID {
+        if let range {
+            let r = head.headers.value(at: range)
+            if !r.isEmpty, r.utf8.count <= 128 { return RequestID(client: r, generated: 0) }
+        }
         return RequestID(client: nil, generated: rng.next())
     }
 
@@ -172,7 +176,9 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// length); every other path copies it first.
     func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, bodyBytes b: UnsafeRawBufferPointer) {
         runtime.metrics.requestsTotal += 1
-        let id = makeRequestId(head)
+        // Both headers the hit path reads, in one pass over the block.
+        let (ridRange, cacheControl) = head.headers.valueRanges("x-request-id", "cache-control")
+        let id = makeRequestId(head, ridRange)
         let t0 = Loop.nowNanos()
         // Every error the Frontend answers itself gets an access line too.
         func reject(_ err: EngineError, route: String) {
@@ -210,7 +216,8 @@ final class Frontend: HTTPServerConnectionDelegate {
             }
         }
         if case .generate(let kind) = route {
-            startGeneration(c, kind: kind, head: head, bodyBytes: b, id: id, identity: identity, startNanos: t0)
+            startGeneration(c, kind: kind, head: head, bodyBytes: b, id: id, identity: identity, hasCacheControl: cacheControl != nil,
+                            startNanos: t0)
             return
         }
         let rid = id.string
@@ -250,10 +257,10 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// access line).
     /// `b`: the body as the connection lends it (copied for anything but a hit).
     private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, bodyBytes b: UnsafeRawBufferPointer,
-                                 id: RequestID, identity: String?, startNanos t0: UInt64) {
+                                 id: RequestID, identity: String?, hasCacheControl: Bool, startNanos t0: UInt64) {
         // Fast path: a byte-identical repeat of a request seen before (the memo maps its bytes to
         // its cache key, a pure function of them), answered from a fresh entry without parsing.
-        guard let memo = runtime.hitMemo, let cache = runtime.cache, !head.headers.contains("cache-control") else {
+        guard let memo = runtime.hitMemo, let cache = runtime.cache, !hasCacheControl else {
             parseAndStart(c, kind: kind, head: head, body: Array(b), rid: id.string, identity: identity, memoKey: nil, startNanos: t0)
             return
         }
