@@ -2,8 +2,9 @@
 // a StreamSocket. Keep-alive, chunked request bodies and pipelining (one request at a time: the
 // parser pauses after each message until its response is complete).
 // Owns: the StreamSocket (and so the fd) and one Timer; both freed in close(), after which the
-// object parks in loop.bury (style E.3). The delegate is the request driver; it is told about
-// complete requests, failures, drained output and the peer's close.
+// object parks in loop.bury (style E.3). The timer serves one deadline (read or idle), kept lazily
+// (see `deadline`). The delegate is the request driver; it is told about complete requests,
+// failures, drained output and the peer's close.
 // A response to HEAD is written as its head alone (RFC 9110 §9.3.2: the headers GET would get,
 // Content-Length included, and no body), whatever the driver hands over.
 import CEventShim
@@ -15,6 +16,11 @@ import Glibc
 public protocol HTTPServerConnectionDelegate: AnyObject {
     /// A complete request (head and whole body). The delegate must answer it, in order.
     func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8])
+    /// The same with the body as the connection holds it, valid only during the call (what the
+    /// connection calls; by default it hands a copy to the method above). A delegate that often
+    /// needs the bytes only briefly (the Frontend's cache hit: a hash and a length) takes them
+    /// here and copies them only to keep them.
+    func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, bodyBytes: UnsafeRawBufferPointer)
     /// The connection could not produce a request; the delegate writes an error response
     /// (the connection closes after it is flushed).
     func connection(_ c: HTTPServerConnection, didFail failure: HTTPServerFailure)
@@ -22,6 +28,12 @@ public protocol HTTPServerConnectionDelegate: AnyObject {
     func connectionDidDrain(_ c: HTTPServerConnection)
     /// The peer went away (or the connection was closed); no more calls follow.
     func connectionDidClose(_ c: HTTPServerConnection)
+}
+
+extension HTTPServerConnectionDelegate {
+    public func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, bodyBytes: UnsafeRawBufferPointer) {
+        connection(c, didReceive: head, body: Array(bodyBytes))
+    }
 }
 
 // http_parser wants one settings struct with C function pointers; it is immutable after setup.
@@ -49,16 +61,43 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     public let limits: HTTPServerLimits
 
     private var sock: StreamSocket?
+    /// The same socket unretained, and its input buffer, for the per-request paths (reading a
+    /// class reference out of `sock` retained and released it each time, ~40 instructions a use,
+    /// five uses a request). Set and cleared with `sock`, so valid exactly while it is: a socket
+    /// closed meanwhile is parked in the graveyard until the pass ends (see close()).
+    private var sockRef: Unmanaged<StreamSocket>?
+    private var input: OpaquePointer?
     // Heap-allocated: callbacks read it while http_parser_execute holds it (no inout access).
     private let parser = UnsafeMutablePointer<http_parser>.allocate(capacity: 1)
     private let timer: Timer
+    /// When the read or idle timeout runs out (Loop.coarseNanos; 0: none, a response is awaited).
+    /// Kept lazily: a keep-alive request moves it twice (the read timeout at its first byte, the
+    /// idle timeout after its response) and clears it once, and moving the libevent timer each
+    /// time (a heap removal and insertion) cost ~800 instructions a request. The timer is armed
+    /// for at most `armNanos`, the shorter timeout, so it fires at or before any deadline set
+    /// while it runs (both are at least that far ahead); firing before the deadline it re-arms
+    /// for what is left, after a cleared one it stays off.
+    private var deadline: UInt64 = 0
+    private let readTimeoutNanos: UInt64
+    private let idleTimeoutNanos: UInt64
+    private let armNanos: UInt64
 
     // Request under construction.
     private var url: [UInt8] = []
+    /// The target so far is exactly `lastTarget` (its one piece compared where the parser read
+    /// it, not collected into `url`): a keep-alive client repeats its target.
+    private var urlIsLastTarget = false
     private var headerFields = HeaderAccumulator()
     private var pendingHeaders = HTTPHeaders()
     private var headerBytes = 0
-    private var body: [UInt8] = []
+    /// The request body under construction, in memory the connection reuses for every request
+    /// (an array per request cost an allocation, its appends and its release on every hit);
+    /// `bodyCount` bytes of it are the body. Grown to the largest body, back to small after a
+    /// large one; freed in deinit.
+    private var body = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    private var bodyCount = 0
+    /// What `body` shrinks back to after a request needed more.
+    private static let keptBodyBytes = 16 << 10
     private var parseFailure: HTTPServerFailure?
     private var completed: HTTPRequestHead?
     private var messageInProgress = false
@@ -82,14 +121,20 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         self.id = id
         self.limits = limits
         self.timer = Timer(loop: loop)
+        readTimeoutNanos = limits.readTimeout.nanoseconds
+        idleTimeoutNanos = limits.idleTimeout.nanoseconds
+        armNanos = min(readTimeoutNanos, idleTimeoutNanos)
         http_parser_init(parser, HTTP_REQUEST)
+        headerFields.collectsRuns = true
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let so = StreamSocket(loop: loop, fd: fd, delegate: self)
         so.lowWater = writeLowWater
         sock = so
+        sockRef = Unmanaged.passUnretained(so)
+        input = so.input
         so.enableRead()
         timer.onFire = { [unowned self] in self.onTimer() }
-        timer.schedule(after: limits.idleTimeout)
+        setDeadline(after: idleTimeoutNanos)
         selfRef = self
     }
     /// An open connection keeps itself alive; close() drops this (after parking in the graveyard).
@@ -98,6 +143,8 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     deinit {
         sock?.close()
         parser.deallocate()
+        headBuffer.deallocate()
+        body.deallocate()
     }
 
     /// Calls `body` with the connection behind a parser, without a retain/release pair per
@@ -128,17 +175,19 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     }
 
     func socketReceived(_ bytes: UnsafeRawBufferPointer) {
-        guard let sock else { return }
-        if isClosed || isAwaitingResponse || closeWhenFlushed {
-            evbufferAppend(sock.input, bytes)
+        guard let input else { return }  // closed
+        if isAwaitingResponse || closeWhenFlushed {
+            evbufferAppend(input, bytes)
             socketReadable(eof: false)
             return
         }
         // Parsed in place; what the parser leaves (a pipelined request after a complete one)
         // goes to `input` before the request is dispatched.
         let n = http_parser_execute(parser, serverSettings, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
+        // The header lines collected as runs of `bytes` are copied before `bytes` go.
+        headerFields.endOfInput()
         if isClosed { return }
-        if n < bytes.count { evbufferAppend(sock.input, UnsafeRawBufferPointer(rebasing: bytes[n...])) }
+        if n < bytes.count { evbufferAppend(input, UnsafeRawBufferPointer(rebasing: bytes[n...])) }
         guard afterExecute(consumed: n, offered: bytes.count) else { return }
         onReadable()
     }
@@ -148,14 +197,14 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     func socketFailed(error: Int32) { close() }
 
     private func onReadable() {
-        guard let sock, !isClosed else { return }
+        guard !isClosed, let input else { return }
         inOnReadable = true
         defer { inOnReadable = false }
-        let input = sock.input
         while !isClosed && !isAwaitingResponse && !closeWhenFlushed && evbuffer_get_length(input) > 0 {
             var iov = iovec()
             guard evbuffer_peek(input, -1, nil, &iov, 1) > 0 else { break }
             let n = http_parser_execute(parser, serverSettings, iov.iov_base.assumingMemoryBound(to: CChar.self), iov.iov_len)
+            headerFields.endOfInput()  // before the drain frees what its runs point into
             if isClosed { return }
             evbuffer_drain(input, n)
             guard afterExecute(consumed: n, offered: iov.iov_len) else { return }
@@ -186,10 +235,13 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         isAwaitingResponse = true
         keepAliveAfterResponse = head.keepAlive
         responseHasNoBody = head.method == "HEAD"
-        timer.cancel()
-        let b = body
-        body = []
-        delegate?.connection(self, didReceive: head, body: b)
+        deadline = 0
+        delegate?.connection(self, didReceive: head, bodyBytes: UnsafeRawBufferPointer(start: body.baseAddress, count: bodyCount))
+        // A large body's memory is not kept for the requests after it.
+        if body.count > Self.keptBodyBytes {
+            body.deallocate()
+            body = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        }
     }
 
     private func fail(_ failure: HTTPServerFailure) {
@@ -197,7 +249,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         isAwaitingResponse = true
         keepAliveAfterResponse = false
         responseHasNoBody = false
-        timer.cancel()
+        deadline = 0
         sock?.disableRead()
         delegate?.connection(self, didFail: failure)
         if !isClosed && isAwaitingResponse {
@@ -208,11 +260,12 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 
     fileprivate func onMessageBegin() -> Int32 {
         messageInProgress = true
-        url.removeAll(keepingCapacity: true)
+        if !url.isEmpty { url.removeAll(keepingCapacity: true) }
+        urlIsLastTarget = false
         headerFields.reset(reusing: &pendingHeaders)
         headerBytes = 0
-        body.removeAll(keepingCapacity: false)
-        timer.schedule(after: limits.readTimeout)
+        bodyCount = 0
+        setDeadline(after: readTimeoutNanos)
         return 0
     }
 
@@ -224,7 +277,20 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 
     fileprivate func onURL(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
         guard countHeader(len) else { return 1 }
-        url.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        let piece = UnsafeRawBufferPointer(start: at, count: len)
+        if url.isEmpty && !urlIsLastTarget {
+            // Borrowed in place (a `var` copy to call withUTF8 retained and released the String).
+            let same = lastTarget.utf8.withContiguousStorageIfAvailable { $0.count == len && (len == 0 || memcmp($0.baseAddress!, at, len) == 0) }
+            if same ?? lastTarget.utf8.elementsEqual(UnsafeRawBufferPointer(piece)) {
+                urlIsLastTarget = true
+                return 0
+            }
+        } else if urlIsLastTarget {
+            // More of the target in a later read: what matched so far, then this.
+            url.append(contentsOf: lastTarget.utf8)
+            urlIsLastTarget = false
+        }
+        url.append(contentsOf: piece)
         return 0
     }
 
@@ -247,25 +313,35 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             parseFailure = .bodyTooLarge
             return -1
         }
-        if cl != UInt64.max && cl > 0 { body.reserveCapacity(Int(cl)) }
+        if cl != UInt64.max && cl > 0 { reserveBody(Int(cl)) }
         return 0
     }
 
     fileprivate func onBody(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
-        if body.count + len > limits.maxBodyBytes { parseFailure = .bodyTooLarge; return 1 }
-        body.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
+        if bodyCount + len > limits.maxBodyBytes { parseFailure = .bodyTooLarge; return 1 }
+        if bodyCount + len > body.count { reserveBody(max(bodyCount + len, 2 * body.count)) }
+        (body.baseAddress! + bodyCount).copyMemory(from: at, byteCount: len)
+        bodyCount += len
         return 0
+    }
+
+    /// Room for `n` body bytes, keeping the `bodyCount` there are.
+    private func reserveBody(_ n: Int) {
+        guard n > body.count else { return }
+        let grown = UnsafeMutableRawBufferPointer.allocate(byteCount: max(n, 1024), alignment: 16)
+        if bodyCount > 0 { grown.baseAddress!.copyMemory(from: body.baseAddress!, byteCount: bodyCount) }
+        body.deallocate()
+        body = grown
     }
 
     fileprivate func onMessageComplete() -> Int32 {
         messageInProgress = false
         // A keep-alive client usually asks for the same path again: reuse that String.
-        var lastTarget = self.lastTarget
-        // Compared with memcmp (a generic elementsEqual steps through both a byte at a time).
-        let sameTarget = lastTarget.withUTF8 { t in
-            t.count == url.count && (t.isEmpty || url.withUnsafeBufferPointer { memcmp(t.baseAddress!, $0.baseAddress!, t.count) == 0 })
+        if urlIsLastTarget {
+            urlIsLastTarget = false
+        } else {
+            setLastTarget()
         }
-        if !sameTarget { self.lastTarget = String(decoding: url, as: UTF8.self) }
         let head = HTTPRequestHead(
             method: httpMethodName(ces_http_method(parser)),
             target: self.lastTarget,
@@ -274,6 +350,16 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         completed = head
         http_parser_pause(parser, 1)
         return 0
+    }
+
+    /// `lastTarget` := the collected `url` (the same String kept when they are equal).
+    private func setLastTarget() {
+        var lastTarget = self.lastTarget
+        // Compared with memcmp (a generic elementsEqual steps through both a byte at a time).
+        let sameTarget = lastTarget.withUTF8 { t in
+            t.count == url.count && (t.isEmpty || url.withUnsafeBufferPointer { memcmp(t.baseAddress!, $0.baseAddress!, t.count) == 0 })
+        }
+        if !sameTarget { self.lastTarget = String(decoding: url, as: UTF8.self) }
     }
 
     /// The client's address (`ip:port`, `[ip]:port`), read once per connection with getpeername;
@@ -299,32 +385,72 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
 
     /// Status line and headers into `headBuffer`; `contentLength` nil = chunked.
     private func composeHead(status: Int, headers: HTTPHeaders, contentLength: Int?) {
-        headBuffer.removeAll(keepingCapacity: true)
-        appendStatusLine(&headBuffer, status)
-        headBuffer.append(contentsOf: headers.block)
-        if let n = contentLength {
-            appendASCII(&headBuffer, "content-length: ")
-            appendDecimal(&headBuffer, n)
-            appendASCII(&headBuffer, "\r\n")
-        } else {
-            appendASCII(&headBuffer, "transfer-encoding: chunked\r\n")
-        }
-        if !keepAliveAfterResponse { appendASCII(&headBuffer, "connection: close\r\n") }
-        appendASCII(&headBuffer, "\r\n")
+        headers.block.withUnsafeBytes { composeHead(status: status, lines: $0, contentLength: contentLength) }
     }
-    /// Reused for every response head on this connection.
-    private var headBuffer: [UInt8] = []
+
+    /// The same with the header lines (`name: value\r\n` each) as bytes. Copied piece by piece
+    /// into raw memory: an Array append per piece (a uniqueness and capacity check each, and the
+    /// length's digits) cost ~850 instructions a head.
+    private func composeHead(status: Int, lines: UnsafeRawBufferPointer, contentLength: Int?) {
+        // The status line is at most 9 + 20 + 1 + the longest reason (31) + 2 bytes; the rest
+        // at most content-length (16 + 20 + 2), connection (19) and the blank line.
+        let need = lines.count + 160
+        if headBuffer.count < need {
+            headBuffer.deallocate()
+            headBuffer = .allocate(byteCount: max(need, 2 * headBuffer.count), alignment: 8)
+        }
+        let p = headBuffer.baseAddress!
+        var n = 0
+        func put(_ s: StaticString) {
+            (p + n).copyMemory(from: s.utf8Start, byteCount: s.utf8CodeUnitCount)
+            n += s.utf8CodeUnitCount
+        }
+        func put(_ b: UnsafeRawBufferPointer) {
+            if let base = b.baseAddress, b.count > 0 { (p + n).copyMemory(from: base, byteCount: b.count) }
+            n += b.count
+        }
+        if status == 200 {
+            put("HTTP/1.1 200 OK\r\n")
+        } else {
+            put("HTTP/1.1 ")
+            n += writeDecimal(status, to: p + n)
+            put(" ")
+            var reason = reasonPhrase(status)
+            reason.withUTF8 { put(UnsafeRawBufferPointer($0)) }
+            put("\r\n")
+        }
+        put(lines)
+        if let length = contentLength {
+            put("content-length: ")
+            n += writeDecimal(length, to: p + n)
+            put("\r\n")
+        } else {
+            put("transfer-encoding: chunked\r\n")
+        }
+        if !keepAliveAfterResponse { put("connection: close\r\n") }
+        put("\r\n")
+        headCount = n
+    }
+    /// Reused for every response head on this connection (grown to the largest); freed in deinit.
+    private var headBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 512, alignment: 8)
+    /// The composed head's length in `headBuffer`.
+    private var headCount = 0
+    private var head: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: headBuffer.baseAddress, count: headCount) }
 
     /// A whole response with a Content-Length body: head and body leave in one writev, without
     /// copying the body.
     public func writeResponse(status: Int, headers: HTTPHeaders, body: UnsafeRawBufferPointer) {
-        guard !isClosed, let sock else { return }
-        composeHead(status: status, headers: headers, contentLength: body.count)
-        if responseHasNoBody {
-            headBuffer.withUnsafeBytes { sock.write($0, UnsafeRawBufferPointer(start: nil, count: 0)) }
-        } else {
-            headBuffer.withUnsafeBytes { sock.write($0, body) }
-        }
+        headers.block.withUnsafeBytes { writeResponse(status: status, headerLines: $0, body: body) }
+    }
+
+    /// The same with the header lines as bytes, `name: value\r\n` each, composed by the caller
+    /// (who keeps CR and LF out of names and values, as HTTPHeaders does): a cache hit writes its
+    /// few lines straight into a buffer it reuses, not into a new HTTPHeaders.
+    public func writeResponse(status: Int, headerLines: UnsafeRawBufferPointer, body: UnsafeRawBufferPointer) {
+        guard !isClosed, let sockRef else { return }
+        composeHead(status: status, lines: headerLines, contentLength: body.count)
+        let out = responseHasNoBody ? UnsafeRawBufferPointer(start: nil, count: 0) : body
+        sockRef._withUnsafeGuaranteedRef { $0.write(head, out) }
         responseComplete()
     }
 
@@ -348,7 +474,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         guard let sock else { return }
         sock.limitKernelSendBuffer(Self.streamKernelSendBuffer)
         composeHead(status: status, headers: headers, contentLength: nil)
-        _ = headBuffer.withUnsafeBytes { evbuffer_add(sock.output, $0.baseAddress, $0.count) }
+        _ = evbuffer_add(sock.output, headBuffer.baseAddress, headCount)
         sock.flushSoon()
     }
 
@@ -431,12 +557,12 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             return
         }
         pendingAtLastIdleCheck = 0
-        timer.schedule(after: limits.idleTimeout)
-        sock?.enableRead()
+        setDeadline(after: idleTimeoutNanos)
+        sockRef?._withUnsafeGuaranteedRef { $0.enableRead() }
         // Pipelined bytes already buffered: the next request starts after this pass, not inside
         // the stack of the driver that just completed this response (the loop in onReadable
         // continues by itself if we are inside it).
-        if let sock, evbuffer_get_length(sock.input) > 0, !inOnReadable, !pipelineScheduled {
+        if let input, evbuffer_get_length(input) > 0, !inOnReadable, !pipelineScheduled {
             pipelineScheduled = true
             loop.runSoon(self)
         }
@@ -460,7 +586,27 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         }
     }
 
+    /// The deadline `ns` from now; the timer is armed only when it is not running (see `deadline`).
+    private func setDeadline(after ns: UInt64) {
+        let now = Loop.coarseNanos()
+        deadline = now.addingReportingOverflow(ns).overflow ? .max : now + ns
+        if !timer.isArmed { armTimer(for: ns) }
+    }
+
+    private func armTimer(for ns: UInt64) {
+        timer.schedule(after: .nanoseconds(Int64(clamping: min(ns, armNanos))))
+    }
+
     private func onTimer() {
+        guard deadline != 0 else { return }  // cleared since it was armed: stays off
+        let now = Loop.coarseNanos()
+        if now < deadline {
+            // Armed before the deadline moved on (or the coarse clock lags the timer's): the
+            // rest, at least a millisecond so that a lagging clock cannot make it spin.
+            armTimer(for: max(deadline - now, 1_000_000))
+            return
+        }
+        deadline = 0
         if messageInProgress && !isAwaitingResponse {
             fail(.readTimeout)
         } else if !isAwaitingResponse {
@@ -469,7 +615,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             let pending = sock?.unsentBytes ?? 0
             if pending > 0 && pending != pendingAtLastIdleCheck {
                 pendingAtLastIdleCheck = pending
-                timer.schedule(after: limits.idleTimeout)
+                setDeadline(after: idleTimeoutNanos)
                 return
             }
             close()
@@ -496,6 +642,8 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             loop.bury(s)
         }
         sock = nil
+        sockRef = nil
+        input = nil
         let d = delegate
         delegate = nil
         loop.bury(self)

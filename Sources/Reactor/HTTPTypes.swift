@@ -128,6 +128,58 @@ public struct HTTPHeaders: Sendable, Equatable {
         }
     }
 
+    /// The first value of `name`, a name the Engine spells itself (no String made for the needle,
+    /// as `subscript` makes one's UTF-8 contiguous per lookup).
+    public func value(_ name: StaticString) -> String? {
+        block.withUnsafeBufferPointer { p -> String? in
+            let needle = UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+            guard let r = HTTPHeaders.valueRange(in: p, of: needle) else { return nil }
+            return String(decoding: UnsafeBufferPointer(rebasing: p[r]), as: UTF8.self)
+        }
+    }
+
+    /// The value ranges (in `block`) of the first lines named `a` and `b`, found in one pass (a
+    /// request on the cache-hit path asks for two; each lookup walked every line).
+    public func valueRanges(_ a: StaticString, _ b: StaticString) -> (Range<Int>?, Range<Int>?) {
+        block.withUnsafeBufferPointer { p -> (Range<Int>?, Range<Int>?) in
+            guard let base = p.baseAddress else { return (nil, nil) }
+            let na = UnsafeBufferPointer(start: a.utf8Start, count: a.utf8CodeUnitCount)
+            let nb = UnsafeBufferPointer(start: b.utf8Start, count: b.utf8CodeUnitCount)
+            var ra: Range<Int>?
+            var rb: Range<Int>?
+            let n = p.count
+            /// The value of the line [i, end) when it is named `needle`.
+            func match(_ needle: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int) -> Range<Int>? {
+                let k = needle.count
+                guard i + k < end && base[i + k] == UInt8(ascii: ":")
+                        && asciiCaseEqual(UnsafeBufferPointer(start: base + i, count: k), needle) else { return nil }
+                var v = i + k + 1
+                while v < end && (base[v] == 32 || base[v] == 9) { v += 1 }
+                return v..<end
+            }
+            var i = 0
+            while i < n && (ra == nil || rb == nil) {
+                let end = memchr(base + i, 13, n - i).map { UnsafeRawPointer($0) - UnsafeRawPointer(base) } ?? n
+                if ra == nil { ra = match(na, i, end) }
+                if rb == nil { rb = match(nb, i, end) }
+                i = end + 2
+            }
+            return (ra, rb)
+        }
+    }
+
+    /// The value at `r` (from `valueRanges`).
+    public func value(at r: Range<Int>) -> String {
+        block.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[r]), as: UTF8.self) }
+    }
+
+    /// Whether a line named `name` is present (no String made for its value).
+    public func contains(_ name: StaticString) -> Bool {
+        block.withUnsafeBufferPointer { p in
+            HTTPHeaders.valueRange(in: p, of: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)) != nil
+        }
+    }
+
     /// Whether the first value of `name` is exactly `value` (bytes compared, no String made).
     public func hasValue(_ name: StaticString, _ value: StaticString) -> Bool {
         block.withUnsafeBufferPointer { p in
@@ -227,7 +279,10 @@ public struct HTTPRequestHead: Sendable, Equatable {
     }
 
     /// The path without the query string.
-    public var path: Substring {
+    public var path: Substring { Self.path(of: target) }
+
+    /// `target`'s path: the part before the query string.
+    public static func path(of target: String) -> Substring {
         // Byte search over the UTF-8 buffer (the UTF8View's own firstIndex costs ~30 instructions
         // a byte; Character-based search more).
         var t = target
@@ -341,6 +396,24 @@ func appendDecimal(_ out: inout [UInt8], _ value: Int) {
     }
 }
 
+/// A non-negative integer's decimal digits at `p` (room for 20); returns how many.
+func writeDecimal(_ value: Int, to p: UnsafeMutableRawPointer) -> Int {
+    var v = UInt(max(0, value))
+    var count = 1
+    var t = v
+    while t >= 10 {
+        t /= 10
+        count += 1
+    }
+    var i = count
+    repeat {
+        i -= 1
+        p.storeBytes(of: UInt8(truncatingIfNeeded: 48 + v % 10), toByteOffset: i, as: UInt8.self)
+        v /= 10
+    } while v > 0
+    return count
+}
+
 /// "HTTP/1.1 <status> <reason>\r\n".
 func appendStatusLine(_ out: inout [UInt8], _ status: Int) {
     // Nearly every response: one copy of a literal, no digits or reason looked up.
@@ -370,15 +443,29 @@ public func evbufferAppendNumber(_ buf: OpaquePointer, _ value: Int, radix: Int 
 
 /// Collects header fields from http-parser's on_header_field / on_header_value callbacks (either
 /// may arrive in pieces) straight into wire-form lines. Shared by the server and client connections.
+///
+/// Runs (`collectsRuns`, the server's): the parser reports pieces of its input, and a request's
+/// header section usually lies there in exactly the form the block takes (`name: value` lines
+/// ending in CRLF). Pieces separated in the input by exactly what the block would put between
+/// them (`: ` after a name, CRLF after a value) are kept as one pointer range and copied in one
+/// append when something else comes, at `finish()`, or at `endOfInput()` — which the owner must
+/// call after each parser call, before the input goes away. The block is byte for byte what
+/// copying each piece gives (~300 instructions less a header line).
 struct HeaderAccumulator {
     private var block: [UInt8] = []
     private var inValue = false
     private var lineOpen = false
+    var collectsRuns = false
+    /// The run not yet copied: parser input, valid until the parser call returns.
+    private var runStart: UnsafePointer<UInt8>?
+    private var runEnd: UnsafePointer<UInt8>?
 
     mutating func reset() {
         block.removeAll(keepingCapacity: true)
         inValue = false
         lineOpen = false
+        runStart = nil
+        runEnd = nil
     }
 
     /// `reset()`, taking over the storage of `last` (the headers this accumulator finished
@@ -390,33 +477,77 @@ struct HeaderAccumulator {
         reset()
     }
 
+    /// Copies the run into the block: the parser's input it points into is about to go.
+    mutating func endOfInput() {
+        guard let s = runStart, let e = runEnd else { return }
+        if block.isEmpty { block.reserveCapacity(512) }
+        block.append(contentsOf: UnsafeBufferPointer(start: s, count: e - s))
+        runStart = nil
+        runEnd = nil
+    }
+
+    /// Whether the run ends two bytes before `p`, and those two bytes are `a`, `b`.
+    private func runEnds(before p: UnsafePointer<UInt8>, with a: UInt8, _ b: UInt8) -> Bool {
+        guard let e = runEnd else { return false }
+        return p == e + 2 && e[0] == a && e[1] == b
+    }
+
     mutating func field(_ at: UnsafePointer<CChar>, _ len: Int) {
+        let p = UnsafeRawPointer(at).assumingMemoryBound(to: UInt8.self)
         if inValue {
+            inValue = false
+            lineOpen = true
+            if runEnds(before: p, with: 13, 10) {
+                runEnd = p + len
+                return
+            }
+            endOfInput()
             block.append(13)
             block.append(10)
-            inValue = false
+        }
+        lineOpen = true
+        if collectsRuns {
+            endOfInput()
+            runStart = p
+            runEnd = p + len
+            return
         }
         if block.isEmpty { block.reserveCapacity(512) }
-        block.append(contentsOf: UnsafeRawBufferPointer(start: at, count: len))
-        lineOpen = true
+        block.append(contentsOf: UnsafeBufferPointer(start: p, count: len))
     }
 
     mutating func value(_ at: UnsafePointer<CChar>, _ len: Int) {
+        let p = UnsafeRawPointer(at).assumingMemoryBound(to: UInt8.self)
+        let piece = UnsafeBufferPointer(start: p, count: len)
+        // A folded (obs-fold) value must not break the line structure: such a piece is copied
+        // and cleaned, never part of a run.
+        let breaks = hasLineBreak(piece)
         if !inValue {
             if !lineOpen { return }  // a value without a name: http-parser never does this
+            inValue = true
+            if !breaks && runEnds(before: p, with: UInt8(ascii: ":"), UInt8(ascii: " ")) {
+                runEnd = p + len
+                return
+            }
+            endOfInput()
             block.append(UInt8(ascii: ":"))
             block.append(UInt8(ascii: " "))
-            inValue = true
         }
+        if collectsRuns && !breaks {
+            endOfInput()
+            runStart = p
+            runEnd = p + len
+            return
+        }
+        endOfInput()
         let start = block.count
-        let piece = UnsafeBufferPointer(start: UnsafeRawPointer(at).assumingMemoryBound(to: UInt8.self), count: len)
         block.append(contentsOf: piece)
-        // A folded (obs-fold) value must not break the line structure.
-        if hasLineBreak(piece) { replaceLineBreaks(&block, from: start) }
+        if breaks { replaceLineBreaks(&block, from: start) }
     }
 
     /// The headers so far; the accumulator is empty afterwards.
     mutating func finish() -> HTTPHeaders {
+        endOfInput()
         if lineOpen {
             if !inValue { block.append(contentsOf: [UInt8(ascii: ":"), UInt8(ascii: " ")]) }
             block.append(13)

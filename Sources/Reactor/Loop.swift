@@ -77,6 +77,14 @@ public final class Loop {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
+    /// Monotonic nanoseconds from the coarse clock (a tick behind at most, a few ms; no TSC read):
+    /// for timeouts counted in seconds (HTTPServerConnection's deadline).
+    public static func coarseNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
     /// Wall-clock seconds since the epoch (for `created` fields and logs).
     public static func wallSeconds() -> Double {
         var ts = timespec()

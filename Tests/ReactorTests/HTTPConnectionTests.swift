@@ -217,6 +217,68 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
         spin(loop)
     }
 
+    /// Bodies live in memory the connection reuses: a large one (past what it keeps), then small
+    /// ones, then a chunked one growing past its first room, each arrive whole and alone, on one
+    /// connection, through the array delegate method and the bytes one alike.
+    @Test func bodiesOfEverySizeArriveWholeOnOneConnection() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        let big = String(repeating: "0123456789", count: 10_000)
+        var sent = Array("POST /big HTTP/1.1\r\nContent-Length: \(big.utf8.count)\r\n\r\n\(big)".utf8)
+        sent += Array("POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".utf8)
+        sent += Array("POST /e HTTP/1.1\r\nContent-Length: 0\r\n\r\n".utf8)
+        let chunks = (0..<40).map { String(repeating: Character(UnicodeScalar(UInt8(65 + $0 % 26))), count: 100) }
+        sent += Array("POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+        for ch in chunks { sent += Array("64\r\n\(ch)\r\n".utf8) }
+        sent += Array("0\r\n\r\n".utf8)
+        var at = 0
+        let deadline = Loop.nowNanos() + 5_000_000_000
+        var sink = [UInt8](repeating: 0, count: 65536)
+        while rec.requests.count < 4 && Loop.nowNanos() < deadline {
+            if at < sent.count {
+                let n = sent.withUnsafeBytes { write(peer, $0.baseAddress! + at, min(8192, sent.count - at)) }
+                if n > 0 { at += n }
+            }
+            spin(loop, 2)
+            _ = read(peer, &sink, sink.count)
+        }
+        let bodies = rec.requests.map { String(decoding: $0.1, as: UTF8.self) }
+        #expect(bodies == [big, "abc", "", chunks.joined()])
+        close(peer)
+        spin(loop)
+    }
+
+    /// A target is compared with the last one where the parser reads it; one that arrives in
+    /// pieces (the first of which may equal the last target) is still collected whole.
+    @Test func targetsRepeatedOrSplitAcrossReadsArriveWhole() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        let sends: [[String]] = [
+            ["GET /v1/x HTTP/1.1\r\n\r\n"], ["GET /v1/x HTTP/1.1\r\n\r\n"],
+            ["GET /v1/", "x HTTP/1.1\r\n\r\n"], ["GET /v1/x", "y?q=1 HTTP/1.1\r\n\r\n"],
+            ["GET /v1/xy?q=1 HTTP/1.1\r\n\r\n"], ["GET /z HTTP/1.1\r\n\r\n"], ["GET /v1/x", " HTTP/1.1\r\n\r\n"],
+        ]
+        var sink = [UInt8](repeating: 0, count: 65536)
+        for pieces in sends {
+            for piece in pieces {
+                writeAll(peer, piece)
+                spin(loop, 3)
+            }
+            _ = read(peer, &sink, sink.count)
+        }
+        #expect(rec.requests.map { $0.0.target } == ["/v1/x", "/v1/x", "/v1/x", "/v1/xy?q=1", "/v1/xy?q=1", "/z", "/v1/x"])
+        close(peer)
+        spin(loop)
+    }
+
     @Test func oversizedBodyIsRefusedBeforeItIsRead() {
         let loop = Loop()
         let (a, peer) = socketPair()
@@ -286,6 +348,101 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
         let deadline = Loop.nowNanos() + 2_000_000_000
         while rec.failures.isEmpty && Loop.nowNanos() < deadline { loop.runOnce() }
         #expect(rec.failures == [.readTimeout])
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
+    /// Response heads exactly: any status line (with its reason), a header block larger than the
+    /// head buffer starts with, the length's digits, and `connection: close` on the last response.
+    @Test func responseHeadsAreComposedExactly() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        rec.autoRespond = false
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        let big = String(repeating: "v", count: 2000)
+        let cases: [(Int, HTTPHeaders, Int, String)] = [
+            (200, HTTPHeaders([.init("x-a", "1")]), 0, "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"),
+            (431, HTTPHeaders(), 9, "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 9\r\n\r\n"),
+            (299, HTTPHeaders([.init("x-big", big)]), 1234567,
+             "HTTP/1.1 299 Status\r\nx-big: \(big)\r\ncontent-length: 1234567\r\n\r\n"),
+            (503, HTTPHeaders([.init("x-b", "2")]), 10, "HTTP/1.1 503 Service Unavailable\r\nx-b: 2\r\ncontent-length: 10\r\nconnection: close\r\n\r\n"),
+        ]
+        for (i, (status, headers, length, want)) in cases.enumerated() {
+            let last = i == cases.count - 1
+            writeAll(peer, "HEAD /h HTTP/1.1\r\nHost: x\r\n\(last ? "Connection: close\r\n" : "")\r\n")
+            spin(loop)
+            #expect(rec.requests.count == i + 1)
+            // A HEAD response: the head alone, with the length the body would have had.
+            c.writeResponse(status: status, headers: headers, body: [UInt8](repeating: 0x61, count: length))
+            spin(loop)
+            #expect(readAvailable(peer) == want)
+        }
+        close(peer)
+        spin(loop)
+    }
+
+    @Test func decimalDigits() {
+        var buf = [UInt8](repeating: 0, count: 24)
+        for v in [0, 7, 9, 10, 99, 100, 12345, 1 << 40, Int.max] {
+            let n = buf.withUnsafeMutableBytes { writeDecimal(v, to: $0.baseAddress!) }
+            #expect(String(decoding: buf[0..<n], as: UTF8.self) == String(v))
+        }
+        #expect(buf.withUnsafeMutableBytes { writeDecimal(-5, to: $0.baseAddress!) } == 1 && buf[0] == 0x30)
+    }
+
+    /// The connection's deadline is kept lazily (its timer is not moved per request): requests
+    /// arriving within the idle timeout keep a connection open long past it, and once they stop,
+    /// it closes one idle timeout after the last response (not earlier, not much later).
+    @Test func keepAliveRequestsMoveTheIdleDeadline() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1,
+                                     limits: HTTPServerLimits(readTimeout: .milliseconds(60), idleTimeout: .milliseconds(150)))
+        c.delegate = rec
+        // Ten requests 50 ms apart: 500 ms, over three idle timeouts.
+        for i in 1...10 {
+            writeAll(peer, "GET /r\(i) HTTP/1.1\r\nHost: x\r\n\r\n")
+            let until = Loop.nowNanos() + 50_000_000
+            while Loop.nowNanos() < until { loop.runOnce(nonBlocking: true); usleep(1000) }
+        }
+        #expect(rec.requests.count == 10)
+        #expect(rec.closed == 0)
+        #expect(readAvailable(peer).split(separator: "HTTP/1.1 200 OK", omittingEmptySubsequences: true).count == 10)
+        // The last answer went out ~50 ms ago: open for ~100 ms more, closed within a second.
+        let last = Loop.nowNanos() - 50_000_000
+        while rec.closed == 0 && Loop.nowNanos() < last + 2_000_000_000 { loop.runOnce(nonBlocking: true); usleep(1000) }
+        let closedAfter = Loop.nowNanos() - last
+        #expect(rec.closed == 1)
+        #expect(closedAfter >= 140_000_000 && closedAfter < 1_000_000_000)
+        _ = c
+        close(peer)
+        spin(loop)
+    }
+
+    /// A request that starts while the timer runs for a later idle deadline still times out one
+    /// read timeout after its first byte.
+    @Test func readTimeoutAfterAnAnsweredRequestCountsFromTheFirstByte() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1,
+                                     limits: HTTPServerLimits(readTimeout: .milliseconds(80), idleTimeout: .seconds(5)))
+        c.delegate = rec
+        writeAll(peer, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        spin(loop)
+        #expect(rec.requests.count == 1)
+        let idle = Loop.nowNanos() + 200_000_000
+        while Loop.nowNanos() < idle { loop.runOnce(nonBlocking: true); usleep(1000) }
+        writeAll(peer, "POST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        let start = Loop.nowNanos()
+        while rec.failures.isEmpty && Loop.nowNanos() < start + 3_000_000_000 { loop.runOnce(nonBlocking: true); usleep(1000) }
+        let took = Loop.nowNanos() - start
+        #expect(rec.failures == [.readTimeout])
+        #expect(took >= 70_000_000 && took < 1_000_000_000)
         _ = c
         close(peer)
         spin(loop)

@@ -31,6 +31,33 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
     }
 
     /// `add(name:_:)` (a literal name) writes what `add` writes, the value sanitized the same way.
+    @Test func literalNameLookupsAreTheSubscripts() {
+        var h = HTTPHeaders()
+        h.add("Content-Type", "application/json")
+        h.add("X-Request-Id", "abc")
+        h.add("x-request-id", "second")
+        h.add("Cache-Control", "")
+        #expect(h.value("x-request-id") == "abc" && h.value("x-request-id") == h["x-request-id"])
+        #expect(h.value("content-type") == "application/json")
+        #expect(h.value("x-request") == nil && h.value("authorization") == nil)
+        #expect(h.contains("cache-control") && h.contains("CONTENT-TYPE"))
+        #expect(!h.contains("cache") && !h.contains("pragma") && !HTTPHeaders().contains("x-request-id"))
+    }
+
+    @Test func twoLookupsInOnePassAreTheTwoLookups() {
+        var rng = SplitMix(seed: 3)
+        let names = ["Host", "X-Request-Id", "x-request-id", "Cache-Control", "cache-control", "X-Request", "Cache-Controls", "A"]
+        for _ in 0..<2000 {
+            var h = HTTPHeaders()
+            for _ in 0..<Int.random(in: 0...6, using: &rng) {
+                h.add(names.randomElement(using: &rng)!, ["", "v", " spaced", "a:b", "\tx"].randomElement(using: &rng)!)
+            }
+            let (a, b) = h.valueRanges("x-request-id", "cache-control")
+            #expect(a.map { h.value(at: $0) } == h["x-request-id"] && (b != nil) == h.contains("cache-control"))
+            #expect(b.map { h.value(at: $0) } == h["cache-control"])
+        }
+    }
+
     @Test func literalNamesWriteTheSameLines() {
         var a = HTTPHeaders(), b = HTTPHeaders()
         for v in ["abc", "", "with\r\nbreak", "lf\nonly", "cr\ronly"] {
@@ -161,5 +188,75 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
         #expect(path("?only") == "")
         #expect(path("") == "")
         #expect(path("/a?") == "/a")
+    }
+
+    /// Runs (the server's accumulator): fed the pieces a parser reports of one input, split into
+    /// reads at any point (each read's bytes in a buffer of their own, `endOfInput` after each),
+    /// the block is byte for byte what copying every piece gives — whatever the spacing, empty or
+    /// missing values, bare LF, folded values with line breaks, trailing blanks.
+    @Test func runsGiveTheBlockCopyingGives() {
+        var rng = SplitMix(seed: 11)
+        let names = ["Host", "Content-Type", "X-A", "x-request-id", "Cache-Control", "A"]
+        let separators = [":", ": ", ":  ", ":\t", ": \t"]
+        let values = ["", "v", "a b", "trail  ", "x\ty", "fold\r\n more", "127.0.0.1:18511"]
+        let ends = ["\r\n", "\n"]
+        for _ in 0..<3000 {
+            // The input, and the pieces as (isField, start, end) offsets into it.
+            var input: [UInt8] = []
+            var pieces: [(Bool, Int, Int)] = []
+            for _ in 0..<Int.random(in: 1...5, using: &rng) {
+                let name = Array(names.randomElement(using: &rng)!.utf8)
+                pieces.append((true, input.count, input.count + name.count))
+                input += name
+                input += Array(separators.randomElement(using: &rng)!.utf8)
+                let value = Array(values.randomElement(using: &rng)!.utf8)
+                // An empty value is reported empty, or not at all.
+                if !value.isEmpty || Bool.random(using: &rng) { pieces.append((false, input.count, input.count + value.count)) }
+                input += value
+                input += Array(ends.randomElement(using: &rng)!.utf8)
+            }
+            // Reads: split at up to two points; a piece across a split is reported in two parts.
+            let cuts = (0..<Int.random(in: 0...2, using: &rng)).map { _ in Int.random(in: 0...input.count, using: &rng) }.sorted()
+            let bounds = [0] + cuts + [input.count]
+            var copying = HeaderAccumulator()
+            var running = HeaderAccumulator()
+            running.collectsRuns = true
+            for r in 0..<(bounds.count - 1) {
+                let lo = bounds[r], hi = bounds[r + 1]
+                // Each read in a buffer of its own (so runs cannot span reads by accident).
+                let read = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, hi - lo))
+                input.withUnsafeBufferPointer { if hi > lo { read.update(from: $0.baseAddress! + lo, count: hi - lo) } }
+                for (isField, a, b) in pieces {
+                    let s = max(a, lo), e = min(b, hi)
+                    guard s < e || (a == b && a >= lo && a < hi) || (a == b && a == hi && r == bounds.count - 2) else { continue }
+                    let at = UnsafeRawPointer(read + (s - lo)).assumingMemoryBound(to: CChar.self)
+                    if isField {
+                        copying.field(at, e - s)
+                        running.field(at, e - s)
+                    } else {
+                        copying.value(at, e - s)
+                        running.value(at, e - s)
+                    }
+                }
+                running.endOfInput()
+                read.update(repeating: 0x5A, count: max(1, hi - lo))  // gone: a run left pointing here would show
+                read.deallocate()
+            }
+            let want = copying.finish().block
+            #expect(running.finish().block == want, "\(String(decoding: input, as: UTF8.self).debugDescription) cut at \(cuts)")
+        }
+    }
+}
+
+/// A seeded generator for the randomized tests here.
+private struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -40,6 +40,16 @@ public struct ReplyStamp: Equatable, Sendable {
         self.init(prefix: prefix, suffix: requestId, created: created)
     }
 
+    /// vLLM's prefix of `kind`'s response ids, as `init(kind:requestId:created:)` spells it (a
+    /// literal here: the cache hit writes it from its bytes).
+    static func idPrefix(_ kind: EndpointKind) -> StaticString {
+        switch kind {
+        case .chat: return "chatcmpl-"
+        case .completion: return "cmpl-"
+        case .relay(let r): return r.name == "embeddings" ? "embd-" : ""
+        }
+    }
+
     private init(prefix: String, suffix: String, created: Int) {
         self.prefix = prefix
         var suffix = suffix
@@ -153,7 +163,7 @@ public struct ReplyStamp: Equatable, Sendable {
                                              into out: inout [UInt8]) {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for Int.min
         withUnsafeMutableBytes(of: &digits) { d in
-            let createdText = UnsafeRawBufferPointer(rebasing: d[decimal(created, into: d)...])
+            let createdText = UnsafeRawBufferPointer(rebasing: d[Self.decimal(created, into: d)...])
             var prefix = self.prefix
             var suffix = self.suffix
             prefix.withUTF8 { p in
@@ -177,7 +187,7 @@ public struct ReplyStamp: Equatable, Sendable {
                 skipping: Bool) -> [UInt8]? {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for Int.min
         return withUnsafeMutableBytes(of: &digits) { d -> [UInt8]? in
-            let created = UnsafeRawBufferPointer(rebasing: d[decimal(self.created, into: d)...])
+            let created = UnsafeRawBufferPointer(rebasing: d[Self.decimal(self.created, into: d)...])
             var prefix = self.prefix
             var suffix = self.suffix
             return prefix.withUTF8 { p in
@@ -200,6 +210,71 @@ public struct ReplyStamp: Equatable, Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// The id's JSON text for `kind`'s answer to `requestId` (`"`, vLLM's prefix, the request id
+    /// escaped where JSON needs it, `"`), written at `dst` when given; returns its length (at
+    /// most `maxIDTextCount(requestId.count)`). The cache hit's form of the id a stamp writes,
+    /// from the request id's bytes (no String, no stamp).
+    /// `plain`: the caller knows the id holds nothing JSON escapes (one the Engine made).
+    static func writeIDText(kind: EndpointKind, requestId: UnsafeRawBufferPointer, plain: Bool = false,
+                            to dst: UnsafeMutableRawPointer?) -> Int {
+        let prefix = idPrefix(kind)
+        // A plain loop: `contains(where:)` called its closure per byte.
+        var escapes = false
+        if !plain {
+            for b in requestId where b < 0x20 || b == 0x22 || b == 0x5C {
+                escapes = true
+                break
+            }
+        }
+        return IdText(prefix: UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount),
+                      suffix: requestId, escapes: escapes).write(dst)
+    }
+
+    /// Room for `writeIDText` of a request id of `count` bytes (`\u00XX` is the longest escape).
+    static func maxIDTextCount(_ count: Int) -> Int { 2 + 9 + 6 * count }
+
+    /// Room for `splice(entry:…into:)` of a `payload`-byte entry with `spans`, the id text
+    /// `idCount` bytes long: every value at its longest (the created value at most 20 digits).
+    static func spliceCapacity(payload: Int, spans: UnsafeRawBufferPointer, idCount: Int) -> Int {
+        payload + spans.count / 8 * max(idCount, 20)
+    }
+
+    /// `splice(entry:…)` of a cache entry straight into `dst` (room for `capacity` bytes, at least
+    /// `spliceCapacity`), with the id given as its JSON text (`writeIDText`) and the `created`
+    /// seconds: the reply's length, or nil when the tables do not fit the payload (a damaged
+    /// entry). A cache hit writes its reply into a buffer it reuses, not a new array.
+    static func splice(entry src: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer, cuts: UnsafeRawBufferPointer,
+                       skipping: Bool, idText: UnsafeRawBufferPointer, created: Int,
+                       into dst: UnsafeMutableRawPointer, capacity: Int) -> Int? {
+        CreatedText(created).withBytes {
+            splice(entry: src, spans: spans, cuts: cuts, skipping: skipping, idText: idText, created: $0, into: dst, capacity: capacity)
+        }
+    }
+
+    /// The same with `created` as its digits (CreatedText): a caller answering many hits a
+    /// second writes them once a second.
+    static func splice(entry src: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer, cuts: UnsafeRawBufferPointer,
+                       skipping: Bool, idText: UnsafeRawBufferPointer, created: UnsafeRawBufferPointer,
+                       into dst: UnsafeMutableRawPointer, capacity: Int) -> Int? {
+        let size = rs_splice(src.baseAddress, src.count, cuts.baseAddress, cuts.count / 8, spans.baseAddress, spans.count / 8,
+                             skipping ? 1 : 0, idText.baseAddress, idText.count, created.baseAddress, created.count, dst, capacity)
+        return size >= 0 ? size : nil
+    }
+
+    /// A `created` value's decimal digits, held by value (24 bytes: room for Int.min).
+    struct CreatedText {
+        private var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        private var start = 0
+
+        init(_ v: Int) {
+            start = withUnsafeMutableBytes(of: &digits) { ReplyStamp.decimal(v, into: $0) }
+        }
+
+        func withBytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+            withUnsafeBytes(of: digits) { body(UnsafeRawBufferPointer(rebasing: $0[start...])) }
         }
     }
 
@@ -294,7 +369,7 @@ public struct ReplyStamp: Equatable, Sendable {
     }
 
     /// Writes `v` in decimal at the end of `buf`; returns where it starts.
-    private func decimal(_ v: Int, into buf: UnsafeMutableRawBufferPointer) -> Int {
+    private static func decimal(_ v: Int, into buf: UnsafeMutableRawBufferPointer) -> Int {
         var n = v.magnitude
         var at = buf.count
         repeat {

@@ -69,16 +69,21 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
     /// status and the value's length.
     private func read(_ key: String, now: UInt64, touch: Bool) -> (Int32, Int) {
         guard let s = segment else { return (Self.closedStatus, 0) }
+        // The key's bytes borrowed in place (a `var` copy to call withUTF8 retained and released
+        // it on every hit); a String without contiguous UTF-8 (never ours) is copied.
+        if let r = key.utf8.withContiguousStorageIfAvailable({ read(s, UnsafeRawBufferPointer($0), now: now, touch: touch) }) { return r }
         var key = key
-        return key.withUTF8 { k in
-            while true {
-                var len = 0
-                let st = sc_get(s, k.baseAddress, k.count, now, touch ? 1 : 0, scratch.baseAddress, scratch.count, &len)
-                guard st == Int32(SC_TOO_SMALL) else { return (st, len) }
-                // Grow to the value's size and look again (it may have changed meanwhile).
-                scratch.deallocate()
-                scratch = .allocate(byteCount: max(len, scratch.count * 2), alignment: 16)
-            }
+        return key.withUTF8 { read(s, UnsafeRawBufferPointer($0), now: now, touch: touch) }
+    }
+
+    private func read(_ s: OpaquePointer, _ k: UnsafeRawBufferPointer, now: UInt64, touch: Bool) -> (Int32, Int) {
+        while true {
+            var len = 0
+            let st = sc_get(s, k.baseAddress, k.count, now, touch ? 1 : 0, scratch.baseAddress, scratch.count, &len)
+            guard st == Int32(SC_TOO_SMALL) else { return (st, len) }
+            // Grow to the value's size and look again (it may have changed meanwhile).
+            scratch.deallocate()
+            scratch = .allocate(byteCount: max(len, scratch.count * 2), alignment: 16)
         }
     }
 

@@ -175,6 +175,15 @@ enum StoredAnswer: Equatable {
         }
     }
 
+    /// A cache entry holding a JSON body with its id and created positions noted ("j"): the body
+    /// and its span table, read in place (the tables are not checked here: the splice checks
+    /// them as it writes). nil for any other entry (`reply(encoded:…)` decides those). A plain
+    /// hit splices these straight into the buffer it writes from.
+    static func stampedJSON(encoded b: UnsafeRawBufferPointer) -> (payload: UnsafeRawBufferPointer, spans: UnsafeRawBufferPointer)? {
+        guard let e = Layout.read(b, checkingSpans: false), !e.isStream, let spans = e.spans else { return nil }
+        return (UnsafeRawBufferPointer(rebasing: b[e.payload]), spans.table)
+    }
+
     /// The cache entry, with the positions of the stored id and created values (found here, once):
     /// `encodedHead()` then the payload, joined.
     func encoded() -> [UInt8] {

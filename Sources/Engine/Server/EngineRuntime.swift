@@ -516,7 +516,7 @@ public final class EngineRuntime {
 
     /// Metrics and access line for a hit answered by the Frontend's fast path. `requestedModel` is
     /// the `model` the client's body named (the memo remembers it from the first parse).
-    func memoHitAnswered(kind: EndpointKind, servedModel: String, requestedModel: String?, requestId: String,
+    func memoHitAnswered(kind: EndpointKind, servedModel: String, requestedModel: String?, requestId: RequestID,
                          request: AccessRequestInfo?, bytesIn: Int, bytesOut: Int, startNanos: UInt64) {
         let now = Loop.nowNanos()
         let route = kind.name
@@ -529,8 +529,9 @@ public final class EngineRuntime {
         metrics.e2eSeconds.observe(labels, d)
         metrics.ttftSeconds.observe(labels, d)
         metrics.overheadSeconds.observe(labels, d)
+        // The id's String only for the log (a hit writes its bytes; a new id's String is a heap one).
         accessLog?.write(AccessLogEntry(
-            requestId: requestId, request: request, route: route, modelAsked: requestedModel, modelServed: servedModel,
+            requestId: requestId.string, request: request, route: route, modelAsked: requestedModel, modelServed: servedModel,
             backend: nil, upstreamStatus: nil, status: 200, cache: "HIT", coalesced: false, bytesIn: bytesIn,
             bytesOut: bytesOut, ttfbSeconds: d, durationSeconds: d, termination: .normal))
     }

@@ -120,6 +120,30 @@ final class Frontend: HTTPServerConnectionDelegate {
         "/ping": (RelaySpec(name: "ping", body: .none), "GET"),
     ]
 
+    /// The last target routed, and its route and method (nil: none yet, or no route). Apart,
+    /// not as an optional tuple, which the runtime copied generically.
+    private var lastTarget = ""
+    private var lastRoute: Route?
+    private var lastMethod = ""
+
+    /// `route(for:)` of the target's path, the last one's again when the target is the same (its
+    /// bytes compared): a keep-alive client repeats its target, where splitting off the path and
+    /// matching it against the routes went through the generic string comparison (~550
+    /// instructions a request).
+    private func route(target: String) -> (Route, String)? {
+        var t = target
+        var last = lastTarget
+        let same = t.withUTF8 { a in
+            last.withUTF8 { b in a.count == b.count && (a.isEmpty || memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0) }
+        }
+        if same, let r = lastRoute { return (r, lastMethod) }
+        let r = Frontend.route(for: HTTPRequestHead.path(of: target))
+        lastTarget = target
+        lastRoute = r?.0
+        lastMethod = r?.1 ?? ""
+        return r
+    }
+
     static func relayRoute(for path: Substring) -> (Route, String)? {
         if let (spec, method) = relayRoutes[path] { return (.relay(spec), method) }
         // GET /v1/responses/{id}, POST /v1/responses/{id}/cancel (a stored response lives on the
@@ -131,36 +155,44 @@ final class Frontend: HTTPServerConnectionDelegate {
         return rest.contains("/") ? nil : (.relay(RelaySpec(name: "responses", body: .none)), "GET")
     }
 
-    /// The client's X-Request-Id when it sent a usable one, else a new id.
-    func makeRequestId(_ head: HTTPRequestHead) -> String {
-        if let r = head.headers["x-request-id"], !r.isEmpty, r.utf8.count <= 128 { return r }
-        return newRequestId()
+    /// The client's X-Request-Id when it sent a usable one (its value at `range` of the head's
+    /// headers), else a new id.
+    func makeRequestId(_ head: HTTPRequestHead, _ range: Range<Int>?) -> RequestID {
+        if let range {
+            let r = head.headers.value(at: range)
+            if !r.isEmpty, r.utf8.count <= 128 { return RequestID(client: r, generated: 0) }
+        }
+        return RequestID(client: nil, generated: rng.next())
     }
 
     /// 16 hex digits from the loop's generator (its bytes most significant first).
-    func newRequestId() -> String {
-        let v = rng.next() as UInt64
-        return String(unsafeUninitializedCapacity: 16) { buf in
-            for i in 0..<8 { Digest.writeHex(UInt8(truncatingIfNeeded: v >> UInt64(56 - 8 * i)), to: buf.baseAddress! + 2 * i) }
-            return 16
-        }
-    }
+    func newRequestId() -> String { RequestID(client: nil, generated: rng.next()).string }
 
     func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, body: [UInt8]) {
+        body.withUnsafeBytes { connection(c, didReceive: head, bodyBytes: $0) }
+    }
+
+    /// The body as the connection lends it: a cache hit reads it in place (its hash, its
+    /// length); every other path copies it first.
+    func connection(_ c: HTTPServerConnection, didReceive head: HTTPRequestHead, bodyBytes b: UnsafeRawBufferPointer) {
         runtime.metrics.requestsTotal += 1
-        let rid = makeRequestId(head)
+        // Both headers the hit path reads, in one pass over the block.
+        let (ridRange, cacheControl) = head.headers.valueRanges("x-request-id", "cache-control")
+        let id = makeRequestId(head, ridRange)
         let t0 = Loop.nowNanos()
         // Every error the Frontend answers itself gets an access line too.
         func reject(_ err: EngineError, route: String) {
+            let rid = id.string
             let n = runtime.writeError(err, to: c, requestId: rid)
             runtime.frontendAnswered(route: route, status: err.status, requestId: rid, request: runtime.accessInfo(head, c),
-                                     bytesIn: body.count, bytesOut: n, startNanos: t0)
+                                     bytesIn: b.count, bytesOut: n, startNanos: t0)
         }
-        guard let (route, method) = Frontend.route(for: head.path) else {
+        guard let (route, method) = route(target: head.target) else {
             reject(EngineError(.routeNotFound, "Unknown path \(head.path)."), route: "-")
             return
         }
         guard head.method == method || (method == "GET" && head.method == "HEAD") else {
+            let rid = id.string
             let allowed = method == "GET" ? "GET, HEAD" : method
             var h = HTTPHeaders()
             h.add("x-request-id", rid)
@@ -168,7 +200,7 @@ final class Frontend: HTTPServerConnectionDelegate {
             let n = runtime.writeError(EngineError(.methodNotAllowed, "Method \(head.method) is not allowed on \(head.path); use \(allowed)."),
                                        to: c, requestId: rid, extra: h)
             runtime.frontendAnswered(route: route.name, status: 405, requestId: rid, request: runtime.accessInfo(head, c),
-                                     bytesIn: body.count, bytesOut: n, startNanos: t0)
+                                     bytesIn: b.count, bytesOut: n, startNanos: t0)
             return
         }
         var identity: String?
@@ -183,9 +215,16 @@ final class Frontend: HTTPServerConnectionDelegate {
                 return
             }
         }
+        if case .generate(let kind) = route {
+            startGeneration(c, kind: kind, head: head, bodyBytes: b, id: id, identity: identity, hasCacheControl: cacheControl != nil,
+                            startNanos: t0)
+            return
+        }
+        let rid = id.string
+        let body = Array(b)
         switch route {
-        case .generate(let kind):
-            startGeneration(c, kind: kind, head: head, body: body, rid: rid, identity: identity, startNanos: t0)
+        case .generate:
+            preconditionFailure("answered above")
         case .relay(let spec):
             startRelay(c, spec, method: method, head: head, body: body, rid: rid, identity: identity)
         case .models:
@@ -216,48 +255,125 @@ final class Frontend: HTTPServerConnectionDelegate {
     /// parse → route → session (cache, coalescer, admission and pool run inside the session).
     /// `t0`: when the request arrived (one clock read serves the memo lookup and a parse error's
     /// access line).
-    private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, body: [UInt8], rid: String,
-                                 identity: String?, startNanos t0: UInt64) {
+    /// `b`: the body as the connection lends it (copied for anything but a hit).
+    private func startGeneration(_ c: HTTPServerConnection, kind: EndpointKind, head: HTTPRequestHead, bodyBytes b: UnsafeRawBufferPointer,
+                                 id: RequestID, identity: String?, hasCacheControl: Bool, startNanos t0: UInt64) {
         // Fast path: a byte-identical repeat of a request seen before (the memo maps its bytes to
         // its cache key, a pure function of them), answered from a fresh entry without parsing.
-        guard let memo = runtime.hitMemo, let cache = runtime.cache, head.headers["cache-control"] == nil else {
-            parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: nil, startNanos: t0)
+        guard let memo = runtime.hitMemo, let cache = runtime.cache, !hasCacheControl else {
+            parseAndStart(c, kind: kind, head: head, body: Array(b), rid: id.string, identity: identity, memoKey: nil, startNanos: t0)
             return
         }
-        let rk = HitMemo.rawKey(kind: kind, identity: identity, body: body)
+        let rk = HitMemo.rawKey(kind: kind, identity: identity, body: b)
         guard let e = memo.get(rk) else {
-            parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk, startNanos: t0)
+            parseAndStart(c, kind: kind, head: head, body: Array(b), rid: id.string, identity: identity, memoKey: rk, startNanos: t0)
             return
         }
         // A fresh entry in this client's form, or nil (then the whole pipeline decides).
-        func reply(_ stored: UnsafeRawBufferPointer) -> [UInt8]? {
+        func reply(_ stored: UnsafeRawBufferPointer, _ rid: String) -> [UInt8]? {
             StoredAnswer.reply(encoded: stored, stream: e.stream, includeUsage: e.includeUsage,
                                stamp: ReplyStamp(kind: kind, requestId: rid, created: Int(Loop.wallSeconds())))
         }
-        func reply(_ lookup: CacheLookup) -> [UInt8]? {
-            guard case .fresh(let stored) = lookup else { return nil }
-            return stored.withUnsafeBytes(reply)
-        }
         if let mem = runtime.syncCache {
             // The entry's bytes as the store lends them (no copy of its own for the splice to read).
-            if let r = mem.withFresh(e.cacheKey, now: t0, reply) ?? nil {
+            switch mem.withFresh(e.cacheKey, now: t0, { stored -> HitReply? in
+                // A plain answer stored plain: spliced straight into the hit buffer.
+                if !e.stream, let r = composePlainHit(stored, kind: kind, entry: e, id: id) { return r }
+                let rid = id.string
+                return reply(stored, rid).map { .built($0, rid: rid) }
+            }) ?? nil {
+            case .composed(let lines, let end)?:
+                let b = UnsafeRawBufferPointer(hitBuffer)
+                c.writeResponse(status: 200, headerLines: UnsafeRawBufferPointer(rebasing: b[lines]),
+                                body: UnsafeRawBufferPointer(rebasing: b[lines.upperBound..<end]))
+                runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestedModel: e.requestedModel, requestId: id,
+                                        request: runtime.accessInfo(head, c), bytesIn: b.count, bytesOut: end - lines.upperBound,
+                                        startNanos: t0)
+            case .built(let r, let rid)?:
                 answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: runtime.accessInfo(head, c),
-                               bytesIn: body.count, startNanos: t0)
-            } else {
-                parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk, startNanos: t0)
+                               bytesIn: b.count, startNanos: t0)
+            case nil:
+                parseAndStart(c, kind: kind, head: head, body: Array(b), rid: id.string, identity: identity, memoKey: rk, startNanos: t0)
             }
             return
         }
         // The shared store answers later on the loop (never inside this call): a fresh entry is
         // answered here, anything else takes the whole pipeline (which looks it up again).
+        let rid = id.string
+        let body = Array(b)  // kept by the closure: the connection's bytes are lent only for this call
         cache.get(key: e.cacheKey, now: t0, wallMillis: Loop.wallMillis()) { [weak self] lookup in
             guard let self, !c.isClosed else { return }
-            if let r = reply(lookup) {
+            if case .fresh(let stored) = lookup, let r = stored.withUnsafeBytes({ reply($0, rid) }) {
                 self.answerFromMemo(c, kind: kind, entry: e, reply: r, rid: rid, request: self.runtime.accessInfo(head, c),
                                     bytesIn: body.count, startNanos: t0)
             } else {
                 self.parseAndStart(c, kind: kind, head: head, body: body, rid: rid, identity: identity, memoKey: rk, startNanos: t0)
             }
+        }
+    }
+
+    /// A hit's reply: composed in `hitBuffer` (header lines, then the body from the end of
+    /// `lines` to `end`), or built as an array (a form that takes more than a splice).
+    private enum HitReply {
+        case composed(lines: Range<Int>, end: Int)
+        case built([UInt8], rid: String)
+    }
+
+    /// Where a plain hit's reply is composed and written from (the id's JSON text, the header
+    /// lines, the body): one buffer for every hit, grown to the largest, instead of a header
+    /// block and a body array per hit. Loop-confined; nothing runs between composing a reply
+    /// and writing it.
+    private var hitBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 << 10, alignment: 16)
+
+    deinit { hitBuffer.deallocate() }
+
+    /// The `created` a hit writes, and its digits: written once a second, not once a hit.
+    private var createdSecond = Int.min
+    private var createdText = ReplyStamp.CreatedText(0)
+
+    /// A plain (non-streamed) hit on an entry stored as a JSON body with its id and created
+    /// positions: the header lines the memo path sends (x-routed-model when routed, x-request-id,
+    /// x-cache, content-type, in that order) and the body spliced with this request's id and
+    /// created, composed in `hitBuffer`. nil for any other entry (the caller builds the reply),
+    /// or a damaged one (then `.built` is tried, which finds it damaged too).
+    private func composePlainHit(_ stored: UnsafeRawBufferPointer, kind: EndpointKind, entry e: HitMemo.Entry, id: RequestID) -> HitReply? {
+        guard let (payload, spans) = StoredAnswer.stampedJSON(encoded: stored) else { return nil }
+        return id.withBytes { rid -> HitReply? in
+            let idMax = ReplyStamp.maxIDTextCount(rid.count)
+            // The served model's bytes only when routed (borrowed in place: a `var` copy to call
+            // withUTF8 retained and released it).
+            let noModel = UnsafeRawBufferPointer(start: nil, count: 0)
+            func compose(_ routed: UnsafeRawBufferPointer) -> HitReply? {
+                let linesMax = 20 + routed.count + 16 + rid.count + HeaderLines.hitTail.utf8CodeUnitCount
+                let bodyMax = ReplyStamp.spliceCapacity(payload: payload.count, spans: spans, idCount: idMax)
+                let need = idMax + linesMax + bodyMax
+                if hitBuffer.count < need {
+                    hitBuffer.deallocate()
+                    hitBuffer = .allocate(byteCount: max(need, 2 * hitBuffer.count), alignment: 16)
+                }
+                let base = hitBuffer.baseAddress!
+                let idCount = ReplyStamp.writeIDText(kind: kind, requestId: rid, plain: id.client == nil, to: base)
+                var lines = HeaderLines(at: base + idMax)
+                if e.routed { lines.add("x-routed-model: ", routed) }
+                lines.add("x-request-id: ", rid)
+                lines.put(HeaderLines.hitTail)
+                let bodyStart = idMax + lines.count
+                let created = Int(Loop.wallSeconds())
+                if created != createdSecond {
+                    createdSecond = created
+                    createdText = ReplyStamp.CreatedText(created)
+                }
+                guard let n = createdText.withBytes({ createdBytes in
+                    ReplyStamp.splice(entry: payload, spans: spans, cuts: UnsafeRawBufferPointer(start: nil, count: 0),
+                                      skipping: false, idText: UnsafeRawBufferPointer(start: base, count: idCount),
+                                      created: createdBytes, into: base + bodyStart, capacity: hitBuffer.count - bodyStart)
+                }) else { return nil }
+                return .composed(lines: idMax..<bodyStart, end: bodyStart + n)
+            }
+            guard e.routed else { return compose(noModel) }
+            if let r = e.servedModel.utf8.withContiguousStorageIfAvailable({ compose(UnsafeRawBufferPointer($0)) }) { return r }
+            var served = e.servedModel
+            return served.withUTF8 { compose(UnsafeRawBufferPointer($0)) }
         }
     }
 
@@ -327,7 +443,8 @@ final class Frontend: HTTPServerConnectionDelegate {
         h.add("x-request-id", rid)
         h.add("x-cache", "HIT")
         let sent = ResponseWriter.answer(c, reply, stream: e.stream, headers: h)
-        runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestedModel: e.requestedModel, requestId: rid,
+        runtime.memoHitAnswered(kind: kind, servedModel: e.servedModel, requestedModel: e.requestedModel,
+                                requestId: RequestID(client: rid, generated: 0),
                                 request: request, bytesIn: bytesIn, bytesOut: sent, startNanos: startNanos)
     }
 
@@ -515,6 +632,38 @@ final class Frontend: HTTPServerConnectionDelegate {
         connections[c.id] = nil
         runtime.metrics.openConnections -= 1
         (c.context as? RequestSession)?.clientClosed()
+    }
+
+    /// Header lines written at a pointer the caller made room at: `name: value\r\n`, with CR and
+    /// LF in a value turned into spaces (as HTTPHeaders.add does).
+    struct HeaderLines {
+        /// The lines after a hit's x-request-id.
+        static let hitTail: StaticString = "x-cache: HIT\r\ncontent-type: application/json\r\n"
+
+        let base: UnsafeMutableRawPointer
+        private(set) var count = 0
+
+        init(at base: UnsafeMutableRawPointer) { self.base = base }
+
+        mutating func put(_ s: StaticString) {
+            (base + count).copyMemory(from: s.utf8Start, byteCount: s.utf8CodeUnitCount)
+            count += s.utf8CodeUnitCount
+        }
+
+        /// `name` (with its `: `), `value`, CRLF.
+        mutating func add(_ name: StaticString, _ value: UnsafeRawBufferPointer) {
+            put(name)
+            if let v = value.baseAddress, value.count > 0 {
+                let at = base + count
+                at.copyMemory(from: v, byteCount: value.count)
+                // Two memchr when there is none (the usual case), as HTTPHeaders.
+                if memchr(v, 13, value.count) != nil || memchr(v, 10, value.count) != nil {
+                    for i in 0..<value.count where value[i] == 13 || value[i] == 10 { at.storeBytes(of: 0x20, toByteOffset: i, as: UInt8.self) }
+                }
+                count += value.count
+            }
+            put("\r\n")
+        }
     }
 
     // MARK: bodies

@@ -276,6 +276,81 @@ private func stampedEvents(_ sse: String, _ s: ReplyStamp = stamp) -> String {
         #expect(String(decoding: sse, as: UTF8.self).ranges(of: #""id":"chatcmpl-new""#).count == 3)
     }
 
+    /// The plain hit's splice (the id as bytes from writeIDText, into a buffer the Frontend reuses)
+    /// writes what a stamp's splice writes, for every kind's prefix and ids JSON must escape; a
+    /// non-"j" entry is not one it takes, and a damaged one it refuses as the stamp does.
+    @Test func thePlainHitSpliceIsTheStampsSplice() throws {
+        let answer = Self.answers[0]
+        let entry = answer.encoded()
+        let kinds: [EndpointKind] = [
+            .chat, .completion,
+            .relay(RelayRoute(name: "embeddings", method: "POST", target: "/v1/embeddings", body: .json, cacheable: true)),
+            .relay(RelayRoute(name: "tokenize", method: "POST", target: "/tokenize", body: .json)),
+        ]
+        for kind in kinds {
+            for rid in ["0123456789abcdef", "a\"b\\c\u{0}\u{1F}\n é", String(repeating: "\u{1}", count: 128), "x"] {
+                for created in [1_800_000_000, 0, -42, Int.max] {
+                    let want = try #require(StoredAnswer.reply(encoded: entry, stream: false, includeUsage: false,
+                                                               stamp: ReplyStamp(kind: kind, requestId: rid, created: created)))
+                    let got: [UInt8]? = entry.withUnsafeBytes { b in
+                        guard let (payload, spans) = StoredAnswer.stampedJSON(encoded: b) else { return nil }
+                        var id = rid
+                        return id.withUTF8 { r -> [UInt8]? in
+                            let raw = UnsafeRawBufferPointer(r)
+                            let idMax = ReplyStamp.maxIDTextCount(raw.count)
+                            var idText = [UInt8](repeating: 0, count: idMax)
+                            let n = idText.withUnsafeMutableBytes { ReplyStamp.writeIDText(kind: kind, requestId: raw, to: $0.baseAddress) }
+                            #expect(n <= idMax && n == ReplyStamp.writeIDText(kind: kind, requestId: raw, to: nil))
+                            let cap = ReplyStamp.spliceCapacity(payload: payload.count, spans: spans, idCount: idMax)
+                            var out = [UInt8](repeating: 0, count: cap)
+                            let size = idText.withUnsafeBytes { t in
+                                out.withUnsafeMutableBytes { o in
+                                    ReplyStamp.splice(entry: payload, spans: spans, cuts: UnsafeRawBufferPointer(start: nil, count: 0),
+                                                      skipping: false, idText: UnsafeRawBufferPointer(rebasing: t[0..<n]),
+                                                      created: created, into: o.baseAddress!, capacity: cap)
+                                }
+                            }
+                            return size.map { Array(out[0..<$0]) }
+                        }
+                    }
+                    #expect(got == want, "\(kind) \(rid) \(created)")
+                }
+            }
+        }
+        // Only a stamped JSON body is taken.
+        let stream = Self.answers[1].encoded()
+        for other in [stream, [UInt8(ascii: "J")] + Array(#"{"id":"a","created":1}"#.utf8), [], [UInt8(ascii: "j"), 0, 0]] {
+            #expect(other.withUnsafeBytes { StoredAnswer.stampedJSON(encoded: $0) } == nil)
+        }
+        // A damaged table: refused, as StoredAnswer.reply refuses it.
+        let body = Array(#"{"id":"a","created":1}"#.utf8)
+        let damaged: [UInt8] = [UInt8(ascii: "j"), 0, 0, 0, 1, 0, 0, 0, 7, 0, 0, 0, 9] + body
+        #expect(StoredAnswer.reply(encoded: damaged, stream: false, includeUsage: false, stamp: stamp) == nil)
+        let refused = damaged.withUnsafeBytes { b -> Bool in
+            guard let (payload, spans) = StoredAnswer.stampedJSON(encoded: b) else { return false }
+            var out = [UInt8](repeating: 0, count: 256)
+            return out.withUnsafeMutableBytes { o in
+                ReplyStamp.splice(entry: payload, spans: spans, cuts: UnsafeRawBufferPointer(start: nil, count: 0), skipping: false,
+                                  idText: UnsafeRawBufferPointer(start: nil, count: 0), created: 1, into: o.baseAddress!, capacity: 256)
+            } == nil
+        }
+        #expect(refused)
+    }
+
+    @Test func createdDigitsAndPlainIdsAreWhatTheStampWrites() {
+        for v in [0, 7, 1_800_000_000, -42, Int.max, Int.min] {
+            #expect(ReplyStamp.CreatedText(v).withBytes { String(decoding: $0, as: UTF8.self) } == String(v))
+        }
+        var hex = "0123456789abcdef"
+        hex.withUTF8 { h in
+            let raw = UnsafeRawBufferPointer(h)
+            var a = [UInt8](repeating: 0, count: 64), b = [UInt8](repeating: 0, count: 64)
+            let n = a.withUnsafeMutableBytes { ReplyStamp.writeIDText(kind: .chat, requestId: raw, plain: true, to: $0.baseAddress) }
+            let m = b.withUnsafeMutableBytes { ReplyStamp.writeIDText(kind: .chat, requestId: raw, to: $0.baseAddress) }
+            #expect(n == m && a == b && String(decoding: a[0..<n], as: UTF8.self) == "\"chatcmpl-0123456789abcdef\"")
+        }
+    }
+
     @Test func aDamagedEntryIsAMissNotAWrongSplice() {
         let body = Array(#"{"id":"a","created":1}"#.utf8)
         func entry(_ spans: [(Int, Int)], usage: [(Int, Int)]? = nil) -> [UInt8] {
