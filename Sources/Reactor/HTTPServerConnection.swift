@@ -90,14 +90,18 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     private var headerFields = HeaderAccumulator()
     private var pendingHeaders = HTTPHeaders()
     private var headerBytes = 0
-    /// The request body under construction, in memory the connection reuses for every request
-    /// (an array per request cost an allocation, its appends and its release on every hit);
-    /// `bodyCount` bytes of it are the body. Grown to the largest body, back to small after a
-    /// large one; freed in deinit.
+    /// The request body is lent to the delegate where it lies (an array per request cost an
+    /// allocation, its appends and its release on every hit). A body that the parser hands over
+    /// in one piece, in the same input as the request's end (the usual case), stays in that
+    /// input: `bodyPiece`, never copied. Only a body that spans inputs (or that `onReadable`
+    /// drains before dispatching) is copied into `body`, allocated for that request and freed
+    /// after it: an idle keep-alive connection holds no body memory.
+    private var bodyPiece = UnsafeRawBufferPointer(start: nil, count: 0)
     private var body = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    /// The body's bytes so far, in `bodyPiece` or in `body`.
     private var bodyCount = 0
-    /// What `body` shrinks back to after a request needed more.
-    private static let keptBodyBytes = 16 << 10
+    /// The Content-Length, to size `body` once when a body must be copied.
+    private var declaredBodyBytes = 0
     private var parseFailure: HTTPServerFailure?
     private var completed: HTTPRequestHead?
     private var messageInProgress = false
@@ -184,8 +188,10 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         // Parsed in place; what the parser leaves (a pipelined request after a complete one)
         // goes to `input` before the request is dispatched.
         let n = http_parser_execute(parser, serverSettings, bytes.baseAddress!.assumingMemoryBound(to: CChar.self), bytes.count)
-        // The header lines collected as runs of `bytes` are copied before `bytes` go.
+        // The header lines collected as runs of `bytes` are copied before `bytes` go, and so is
+        // a body piece unless its request is dispatched below, while `bytes` are still lent.
         headerFields.endOfInput()
+        if completed == nil { keepBodyPiece() }
         if isClosed { return }
         if n < bytes.count { evbufferAppend(input, UnsafeRawBufferPointer(rebasing: bytes[n...])) }
         guard afterExecute(consumed: n, offered: bytes.count) else { return }
@@ -205,6 +211,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             guard evbuffer_peek(input, -1, nil, &iov, 1) > 0 else { break }
             let n = http_parser_execute(parser, serverSettings, iov.iov_base.assumingMemoryBound(to: CChar.self), iov.iov_len)
             headerFields.endOfInput()  // before the drain frees what its runs point into
+            keepBodyPiece()  // the same: the request is dispatched after the drain
             if isClosed { return }
             evbuffer_drain(input, n)
             guard afterExecute(consumed: n, offered: iov.iov_len) else { return }
@@ -236,12 +243,9 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         keepAliveAfterResponse = head.keepAlive
         responseHasNoBody = head.method == "HEAD"
         deadline = 0
-        delegate?.connection(self, didReceive: head, bodyBytes: UnsafeRawBufferPointer(start: body.baseAddress, count: bodyCount))
-        // A large body's memory is not kept for the requests after it.
-        if body.count > Self.keptBodyBytes {
-            body.deallocate()
-            body = UnsafeMutableRawBufferPointer(start: nil, count: 0)
-        }
+        let lent = bodyPiece.baseAddress != nil ? bodyPiece : UnsafeRawBufferPointer(start: body.baseAddress, count: bodyCount)
+        delegate?.connection(self, didReceive: head, bodyBytes: lent)
+        releaseBody()
     }
 
     private func fail(_ failure: HTTPServerFailure) {
@@ -264,7 +268,8 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         urlIsLastTarget = false
         headerFields.reset(reusing: &pendingHeaders)
         headerBytes = 0
-        bodyCount = 0
+        releaseBody()
+        declaredBodyBytes = 0
         setDeadline(after: readTimeoutNanos)
         return 0
     }
@@ -313,25 +318,49 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
             parseFailure = .bodyTooLarge
             return -1
         }
-        if cl != UInt64.max && cl > 0 { reserveBody(Int(cl)) }
+        if cl != UInt64.max && cl > 0 { declaredBodyBytes = Int(cl) }
         return 0
     }
 
     fileprivate func onBody(_ at: UnsafePointer<CChar>, _ len: Int) -> Int32 {
         if bodyCount + len > limits.maxBodyBytes { parseFailure = .bodyTooLarge; return 1 }
+        if bodyCount == 0 {
+            bodyPiece = UnsafeRawBufferPointer(start: at, count: len)
+            bodyCount = len
+            return 0
+        }
+        keepBodyPiece()
         if bodyCount + len > body.count { reserveBody(max(bodyCount + len, 2 * body.count)) }
         (body.baseAddress! + bodyCount).copyMemory(from: at, byteCount: len)
         bodyCount += len
         return 0
     }
 
-    /// Room for `n` body bytes, keeping the `bodyCount` there are.
+    /// Copies a lent body piece into `body`, before the input it lies in goes.
+    private func keepBodyPiece() {
+        guard let p = bodyPiece.baseAddress else { return }
+        bodyPiece = UnsafeRawBufferPointer(start: nil, count: 0)
+        reserveBody(max(bodyCount, declaredBodyBytes))
+        body.baseAddress!.copyMemory(from: p, byteCount: bodyCount)
+    }
+
+    /// Room for `n` body bytes, keeping the copied ones (`bodyCount`, none while `bodyPiece` is lent).
     private func reserveBody(_ n: Int) {
         guard n > body.count else { return }
         let grown = UnsafeMutableRawBufferPointer.allocate(byteCount: max(n, 1024), alignment: 16)
-        if bodyCount > 0 { grown.baseAddress!.copyMemory(from: body.baseAddress!, byteCount: bodyCount) }
+        if bodyCount > 0 && body.baseAddress != nil { grown.baseAddress!.copyMemory(from: body.baseAddress!, byteCount: bodyCount) }
         body.deallocate()
         body = grown
+    }
+
+    /// Forgets the body (a dispatched request's, or an unfinished one's) and frees its copy.
+    private func releaseBody() {
+        bodyPiece = UnsafeRawBufferPointer(start: nil, count: 0)
+        bodyCount = 0
+        if body.baseAddress != nil {
+            body.deallocate()
+            body = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        }
     }
 
     fileprivate func onMessageComplete() -> Int32 {

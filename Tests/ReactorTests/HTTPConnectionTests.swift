@@ -252,6 +252,38 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
         spin(loop)
     }
 
+    /// A body in one read is lent where it lies; one that spans reads is copied before its first
+    /// read goes (its first piece was lent until then): each arrives whole, then, on the same
+    /// connection, a body after it in one read.
+    @Test func bodiesSplitAcrossReadsArriveWhole() {
+        let loop = Loop()
+        let (a, peer) = socketPair()
+        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+        let rec = Recorder()
+        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
+        c.delegate = rec
+        var sink = [UInt8](repeating: 0, count: 65536)
+        let sends: [[String]] = [
+            // (the second read is longer than the first: read into the same memory, it covers
+            // where the first piece lay, so a piece not copied in time would read its bytes)
+            ["POST /a HTTP/1.1\r\nContent-Length: 205\r\n\r\nabcde", String(repeating: "f", count: 200)],
+            ["POST /b HTTP/1.1\r\nContent-Length: 4\r\n\r\nwxyz"],
+            ["POST /c HTTP/1.1\r\nContent-Length: 6\r\n\r\n1", "2", "3456"],
+            ["POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n", "3\r\ncde\r\n0\r\n\r\n"],
+            ["POST /e HTTP/1.1\r\nContent-Length: 3\r\n\r\n", "xyz"],
+        ]
+        for pieces in sends {
+            for piece in pieces {
+                writeAll(peer, piece)
+                spin(loop, 3)
+            }
+            _ = read(peer, &sink, sink.count)
+        }
+        #expect(rec.requests.map { String(decoding: $0.1, as: UTF8.self) } == ["abcde" + String(repeating: "f", count: 200), "wxyz", "123456", "abcde", "xyz"])
+        close(peer)
+        spin(loop)
+    }
+
     /// A target is compared with the last one where the parser reads it; one that arrives in
     /// pieces (the first of which may equal the last target) is still collected whole.
     @Test func targetsRepeatedOrSplitAcrossReadsArriveWhole() {
