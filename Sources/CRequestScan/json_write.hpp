@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <string>
 #include <string_view>
+#include <new>
+#include <type_traits>
 #include <vector>
 
 namespace rs {
@@ -28,18 +30,19 @@ public:
         std::string_view key;
         simdjson::dom::element value;
     };
+    static_assert(std::is_trivially_copyable_v<Member> && std::is_trivially_destructible_v<Member>);
     SortedMembers() = default;
     SortedMembers(const SortedMembers &) = delete;
     SortedMembers &operator=(const SortedMembers &) = delete;
 
     void add(std::string_view key, simdjson::dom::element value) {
         if (!spilled_ && n_ < kInline) {
-            inline_[n_++] = {key, value};
+            new (inlineMembers() + n_++) Member{key, value};
             return;
         }
         if (!spilled_) {
             heap_.reserve(2 * kInline);
-            heap_.assign(inline_, inline_ + n_);
+            heap_.assign(inlineMembers(), inlineMembers() + n_);
             spilled_ = true;
         }
         heap_.push_back({key, value});
@@ -47,13 +50,17 @@ public:
     }
     /// Sorts what was added (std::sort over the same sequence as before: the same order).
     void sort() { std::sort(data(), data() + n_, [](const Member &a, const Member &b) { return a.key < b.key; }); }
-    const Member *begin() const { return spilled_ ? heap_.data() : inline_; }
+    const Member *begin() const { return spilled_ ? heap_.data() : inlineMembers(); }
     const Member *end() const { return begin() + n_; }
 
 private:
-    Member *data() { return spilled_ ? heap_.data() : inline_; }
+    Member *data() { return spilled_ ? heap_.data() : inlineMembers(); }
+    Member *inlineMembers() { return reinterpret_cast<Member *>(inline_); }
+    const Member *inlineMembers() const { return reinterpret_cast<const Member *>(inline_); }
     static constexpr size_t kInline = 8;
-    Member inline_[kInline];
+    // Raw storage, constructed member by member in `add` (Member is trivially copyable and
+    // destructible): an array of Members was zeroed, a memset per object written.
+    alignas(Member) unsigned char inline_[kInline * sizeof(Member)];
     std::vector<Member> heap_;
     size_t n_ = 0;
     bool spilled_ = false;

@@ -85,11 +85,14 @@ void invalid(rs_result *out, int field, long index = -1) {
 // Engine would validate and measure one value while the backend gets another (and the rewrites, which
 // write every member, would send both). Objects whose fields the scan reads are checked; they are small.
 bool duplicateKey(dom::object o, rs_result *out, long index) {
-    std::string_view seen[64];
+    // Plain pointer and length pairs, left uninitialized: an array of string_view was zeroed
+    // (1 KiB, a memset per object checked, three per chat request).
+    struct Key { const char *data; size_t size; };
+    Key seen[64];
     size_t n = 0;
     for (auto field : o) {
         for (size_t i = 0; i < n; i++) {
-            if (seen[i] == field.key) {
+            if (std::string_view(seen[i].data, seen[i].size) == field.key) {
                 out->status = RS_INVALID;
                 out->field = RS_F_DUPLICATE_KEY;
                 out->index = index;
@@ -99,7 +102,7 @@ bool duplicateKey(dom::object o, rs_result *out, long index) {
                 return true;
             }
         }
-        if (n < 64) seen[n++] = field.key;
+        if (n < 64) seen[n++] = {field.key.data(), field.key.size()};
     }
     return false;
 }

@@ -91,6 +91,10 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     private var headerFields = HeaderAccumulator()
     /// The last head's headers, whose buffer the next response reuses once the delegate let go.
     private var lastHeaders = HTTPHeaders()
+    /// The final head's Content-Length as http-parser read it (nil: none, or a chunked body),
+    /// set before the delegate hears of the head: a driver that wants only the length reads it
+    /// here instead of looking the header up in the head's lines again.
+    public private(set) var declaredContentLength: Int?
     private var messageDone = false
     private var reusable = false
     /// The response broke the framing: the exchange fails with `.malformed`.
@@ -372,6 +376,10 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     private func deliverHead() {
         if headStatus < 200 { headerFields.reset(); return }
         gotHead = true
+        // http-parser's count before any body byte: ULLONG_MAX without a Content-Length (it
+        // refuses a malformed or conflicting one, and one beside chunked encoding).
+        let n = parser.pointee.content_length
+        declaredContentLength = n == UInt64.max ? nil : Int(clamping: n)
         lastHeaders = headerFields.finish()
         delegate?.upstream(self, didReceiveHead: headStatus, headers: lastHeaders)
     }

@@ -11,6 +11,8 @@ import Glibc
 
 private final class ClientRecorder: HTTPClientConnectionDelegate {
     var heads: [(Int, HTTPHeaders)] = []
+    /// The connection's declaredContentLength when each head arrived.
+    var lengths: [Int?] = []
     var body: [UInt8] = []
     var finished = 0
     var failures: [HTTPClientFailure] = []
@@ -19,7 +21,10 @@ private final class ClientRecorder: HTTPClientConnectionDelegate {
 
     var bodyText: String { String(decoding: body, as: UTF8.self) }
 
-    func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) { heads.append((status, headers)) }
+    func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
+        heads.append((status, headers))
+        lengths.append(c.declaredContentLength)
+    }
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) { body += bytes }
     func upstreamDidFinish(_ c: HTTPClientConnection) {
         finished += 1
@@ -140,6 +145,33 @@ private func connected(_ up: ScriptedUpstream, _ rec: ClientRecorder) -> HTTPCli
         up.reply("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
         #expect(rec.finished == 2 && rec.bodyText == "firstsecond" && rec.failures.isEmpty)
         #expect(pool.opened == 1)
+        // Each head's own length, as the delegate reads it when the head arrives.
+        #expect(rec.lengths == [5, 6])
+    }
+
+    @Test func declaredContentLengthIsEachFinalHeadsOwn() {
+        let up = ScriptedUpstream()
+        let pool = HTTPClientPool(loop: up.loop, endpoint: up.endpoint)
+        let rec = ClientRecorder()
+        rec.pool = pool
+        func exchange(_ response: String, newConnection: Bool) {
+            let c = pool.acquire()
+            c.delegate = rec
+            get(c)
+            up.awaitRequest(newConnection: newConnection)
+            up.reply(response)
+        }
+        // A length, then a chunked body (none), then an interim head's length that is not the
+        // final one's, then an empty body's zero.
+        exchange("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"id\":\"a\"}\n", newConnection: true)
+        exchange("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", newConnection: false)
+        exchange("HTTP/1.1 103 Early Hints\r\nContent-Length: 7\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", newConnection: false)
+        #expect(rec.lengths == [11, nil, nil])
+        #expect(rec.finished == 2 && rec.failures.isEmpty)
+        up.hangUp()
+        #expect(rec.finished == 3 && rec.bodyText == "{\"id\":\"a\"}\nhello")
+        exchange("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", newConnection: true)
+        #expect(rec.lengths == [11, nil, nil, 0] && rec.finished == 4 && rec.failures.isEmpty)
     }
 
     @Test func prebuiltHeadsStayExactAcrossRequestsOnOneConnection() {
