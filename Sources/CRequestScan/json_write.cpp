@@ -51,7 +51,7 @@ inline size_t plainRun(const unsigned char *p, size_t n) {
 
 } // namespace
 
-void writeString(std::string &out, std::string_view s) {
+void writeString(Out &out, std::string_view s) {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = reinterpret_cast<const unsigned char *>(s.data());
     const size_t n = s.size();
@@ -80,13 +80,13 @@ void writeString(std::string &out, std::string_view s) {
 
 namespace {
 
-template <typename T> void writeNumber(std::string &out, T v) {
+template <typename T> void writeNumber(Out &out, T v) {
     char buf[32];
     auto r = std::to_chars(buf, buf + sizeof(buf), v);
-    out.append(buf, r.ptr);
+    out.append(buf, size_t(r.ptr - buf));
 }
 
-void writeDouble(std::string &out, double d) {
+void writeDouble(Out &out, double d) {
     char buf[32];
     auto r = std::to_chars(buf, buf + sizeof(buf), d);  // shortest round-trip form
     std::string_view s(buf, size_t(r.ptr - buf));
@@ -96,7 +96,7 @@ void writeDouble(std::string &out, double d) {
 
 } // namespace
 
-void writeValue(std::string &out, dom::element e, bool sorted) {
+void writeValue(Out &out, dom::element e, bool sorted) {
     switch (e.type()) {
     case dom::element_type::OBJECT: {
         dom::object o = e.get_object().value_unsafe();
@@ -142,7 +142,9 @@ void writeValue(std::string &out, dom::element e, bool sorted) {
     case dom::element_type::INT64: writeNumber(out, e.get_int64().value_unsafe()); return;
     case dom::element_type::UINT64: writeNumber(out, e.get_uint64().value_unsafe()); return;
     case dom::element_type::DOUBLE: writeDouble(out, e.get_double().value_unsafe()); return;
-    case dom::element_type::BOOL: out.append(e.get_bool().value_unsafe() ? "true" : "false"); return;
+    case dom::element_type::BOOL:
+        if (e.get_bool().value_unsafe()) out.append("true"); else out.append("false");
+        return;
     case dom::element_type::NULL_VALUE: out.append("null"); return;
     default: out.append("null"); return;  // not reached: the DOM has no other types
     }

@@ -150,7 +150,7 @@ void validatePrompt(dom::object root, rs_result *out) {
 }
 
 // The cache key's canonical form of the top-level object (see CRequestScan.h).
-void canonical(dom::object o, std::string &out) {
+void canonical(dom::object o, rs::Out &out) {
     rs::SortedMembers members;
     for (auto field : o) {
         auto k = field.key;
@@ -158,7 +158,6 @@ void canonical(dom::object o, std::string &out) {
         members.add(k, field.value);
     }
     members.sort();
-    out.clear();
     out.push_back('{');
     bool first = true;
     for (auto &m : members) {
@@ -297,9 +296,10 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int fl
     out->deterministic = isDeterministic(o) ? 1 : 0;
     out->max_output_tokens = maxOutputTokens(o);
     if (flags & RS_WANT_CANONICAL) {
-        canonical(o, tlsOut);
-        out->canonical = tlsOut.data();
-        out->canonical_len = tlsOut.size();
+        rs::Out w(tlsOut, rs::Out::fromStart);
+        canonical(o, w);
+        out->canonical = w.data();
+        out->canonical_len = w.size();
     }
     if (promptLimit > 0 && kind != RS_KIND_OTHER) {
         renderPrompt(o, promptLimit, tlsPrompt);
@@ -314,8 +314,7 @@ const char *rewrite(const uint8_t *body, size_t len, const char *model, size_t m
     if (tlsParser.parse(body, len).get(root)) return nullptr;
     dom::object o;
     if (root.get_object().get(o)) return nullptr;
-    std::string &out = tlsOut;
-    out.clear();
+    rs::Out out(tlsOut, rs::Out::fromStart);
     out.push_back('{');
     if (onlyKey) {
         dom::element v;
@@ -514,7 +513,9 @@ void describe(dom::element root, rs_upstream_json *out, std::string &fp) {
         out->has_fingerprint = 1;
         // Its JSON text (a string re-escaped minimally, anything else as written compactly).
         out->fingerprint_at = fp.size();
-        rs::writeValue(fp, fingerprint, false);
+        rs::Out w(fp, rs::Out::afterContents);
+        rs::writeValue(w, fingerprint, false);
+        w.commit();
         out->fingerprint_len = fp.size() - out->fingerprint_at;
     }
 }
