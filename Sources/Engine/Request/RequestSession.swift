@@ -33,6 +33,9 @@ final class RequestSession {
     var timer = SessionTimer()
     private var sawFirstToken = false
     var timings = RequestTimings(start: Loop.nowNanos())
+    /// The metrics labels of the model and backend they were made for (EngineRuntime's, for the
+    /// first token and the end).
+    var labels: (model: String?, backend: Backend?, labels: LatencyLabels)?
     var bytesOut: Int { client.bytesOut }
     var bytesIn: Int { body.count }
     /// The backend of the last attempt (the one that answered).
@@ -193,7 +196,7 @@ final class RequestSession {
             closeUpstream()
             arm(.backoff, after, now: Loop.nowNanos())
         case .finish(let f):
-            finish(f)
+            finish(consume f)
         case .none:
             break
         }
