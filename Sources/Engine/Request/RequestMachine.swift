@@ -60,8 +60,18 @@ public enum TimerKind: Equatable, Sendable {
 }
 
 /// The X-Cache outcome of a request.
-enum CacheOutcome: String, Equatable {
+enum CacheOutcome: String, Equatable, CaseIterable {
     case hit = "HIT", miss = "MISS", stale = "STALE", bypass = "BYPASS"
+
+    /// Its position in `allCases` (tables by outcome).
+    var index: Int {
+        switch self {
+        case .hit: return 0
+        case .miss: return 1
+        case .stale: return 2
+        case .bypass: return 3
+        }
+    }
 }
 
 struct RequestMachine {

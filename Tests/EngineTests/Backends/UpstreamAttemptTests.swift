@@ -25,6 +25,14 @@ private func backendAndRequest(_ loop: Loop, cooldown: Duration) throws -> (Back
 private struct ParseFailed: Error {}
 
 @Suite struct UpstreamAttemptTests {
+    @Test func aBackendsSessionHeaderTailNamesItForEachOutcome() throws {
+        let (b, _) = try backendAndRequest(Loop(), cooldown: .seconds(1))
+        for o in CacheOutcome.allCases {
+            #expect(b.sessionHeaderTail(o) == SessionHeaders.tail(cache: o.rawValue, backendURL: "http://b0:8000"))
+            #expect(b.sessionHeaderTail(o).items == [.init("x-cache", o.rawValue), .init("x-routed-backend", "http://b0:8000")])
+        }
+    }
+
     @Test func failuresByName() {
         #expect(UpstreamAttempt.failure(.connectFailed, exchangesCompleted: 3) == .connect)
         #expect(UpstreamAttempt.failure(.malformed, exchangesCompleted: 0) == .malformed)
