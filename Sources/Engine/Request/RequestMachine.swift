@@ -362,10 +362,11 @@ struct RequestMachine {
     private(set) var buffered: [UInt8] = []
 
     /// `bypassCache`: the request is not cacheable at all (X-Cache: BYPASS whatever happens).
-    init(policy: Policy, cacheable: Bool = true) {
-        self.policy = policy
+    init(policy: consuming Policy, cacheable: Bool = true) {
         self.cacheOutcome = cacheable && policy.lookupCache ? .miss : .bypass
         self.relay = Self.newRelay(policy, records: policy.storesAnswer || policy.mayLead)
+        // Last: the policy moves in (read after it was stored, it was copied).
+        self.policy = policy
     }
 
     /// A relayed route's stream passes through unread; a generation's is read event by event.
