@@ -33,9 +33,6 @@ final class RequestSession {
     var timer = SessionTimer()
     private var sawFirstToken = false
     var timings = RequestTimings(start: Loop.nowNanos())
-    /// The metrics labels of the model and backend they were made for (EngineRuntime's, for the
-    /// first token and the end).
-    var labels: (model: String?, backend: Backend?, labels: LatencyLabels)?
     var bytesOut: Int { client.bytesOut }
     var bytesIn: Int { body.count }
     /// The backend of the last attempt (the one that answered).

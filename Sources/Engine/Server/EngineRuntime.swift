@@ -487,17 +487,8 @@ public final class EngineRuntime {
     /// token; the SSE head and `: queued` comments do not count), or a whole 200 answer did.
     /// RequestSession calls this once per request.
     func firstTokenRelayed(_ s: RequestSession, now: UInt64) {
-        metrics.firstTokenSeconds.observe(latencyLabels(of: s), Double(now - s.timings.start) / 1e9)
-    }
-
-    /// `latencyLabels` of the session's served model and backend, kept in the session for its
-    /// end: a request that relayed a first token is labelled twice with the same two values (the
-    /// model's label checks every backend's model list).
-    private func latencyLabels(of s: RequestSession) -> LatencyLabels {
-        if let l = s.labels, l.backend === s.backend, l.model == s.servedModel { return l.labels }
-        let labels = latencyLabels(model: s.servedModel, backend: s.backend)
-        s.labels = (s.servedModel, s.backend, labels)
-        return labels
+        metrics.firstTokenSeconds.observe(latencyLabels(model: s.servedModel, backend: s.backend),
+                                          Double(now - s.timings.start) / 1e9)
     }
 
     func requestFinished(_ s: RequestSession, termination: Termination) {
@@ -505,7 +496,7 @@ public final class EngineRuntime {
         metrics.recordStatus(s.status)
         metrics.terminationCounts.increment(termination)
         let now = Loop.nowNanos()
-        let labels = latencyLabels(of: s)
+        let labels = latencyLabels(model: s.servedModel, backend: s.backend)
         let route = s.request.kind.name
         metrics.requestsByKey.increment(Metrics.RequestKey(route: route, model: labels.model, statusClass: Metrics.statusClass(s.status), cache: s.cacheOutcome))
         let t = s.timings
