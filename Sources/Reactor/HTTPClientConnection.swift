@@ -183,8 +183,9 @@ public final class HTTPClientConnection: StreamSocketDelegate {
                                     count: headBuffer.count)
         }
         appendString(&headBuffer, value)
-        appendASCII(&headBuffer, "\r\n")
-        endHeadAndWrite(sock, body: body)
+        // The value's line end and the length's line in one literal (each append costs ~40).
+        appendASCII(&headBuffer, "\r\ncontent-length: ")
+        endHeadAndWrite(sock, body: body, lengthNamed: true)
     }
 
     /// What the start of `headBuffer` holds (nil: not a prefix `send(method:path:headerBlock:…)`
@@ -239,15 +240,17 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         appendASCII(&headBuffer, "\r\n")
     }
 
-    /// content-length (when there is a body) and the blank line, then one writev of head and body
-    /// with no copy of the body (queued instead while connecting).
-    private func endHeadAndWrite(_ sock: StreamSocket, body: UnsafeRawBufferPointer?) {
+    /// content-length (when there is a body; `lengthNamed`: its name is written already) and the
+    /// blank line, then one writev of head and body with no copy of the body (queued instead while
+    /// connecting).
+    private func endHeadAndWrite(_ sock: StreamSocket, body: UnsafeRawBufferPointer?, lengthNamed: Bool = false) {
         if let body {
-            appendASCII(&headBuffer, "content-length: ")
+            if !lengthNamed { appendASCII(&headBuffer, "content-length: ") }
             appendDecimal(&headBuffer, body.count)
+            appendASCII(&headBuffer, "\r\n\r\n")
+        } else {
             appendASCII(&headBuffer, "\r\n")
         }
-        appendASCII(&headBuffer, "\r\n")
         headBuffer.withUnsafeBytes { sock.write($0, body ?? UnsafeRawBufferPointer(start: nil, count: 0)) }
         scheduleConnectFailureIfNeeded()
     }
