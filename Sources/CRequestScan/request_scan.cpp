@@ -37,6 +37,12 @@ dom::array arr(dom::element e) { dom::array a; (void)e.get_array().get(a); retur
 dom::object obj(dom::element e) { dom::object o; (void)e.get_object().get(o); return o; }
 bool boolean(dom::element e) { bool b = false; (void)e.get_bool().get(b); return b; }
 
+// A key compared with a literal: length first, then a fixed-size compare the compiler inlines
+// (string_view's == calls memcmp with a run-time length: a library call per member).
+template <size_t N> inline bool keyIs(std::string_view k, const char (&lit)[N]) {
+    return k.size() == N - 1 && std::memcmp(k.data(), lit, N - 1) == 0;
+}
+
 bool isInteger(dom::element e) {
     auto t = e.type();
     return t == dom::element_type::INT64 || t == dom::element_type::UINT64;
@@ -85,11 +91,14 @@ void invalid(rs_result *out, int field, long index = -1) {
 // Engine would validate and measure one value while the backend gets another (and the rewrites, which
 // write every member, would send both). Objects whose fields the scan reads are checked; they are small.
 bool duplicateKey(dom::object o, rs_result *out, long index) {
-    std::string_view seen[64];
+    // Plain pointer and length pairs, left uninitialized: an array of string_view was zeroed
+    // (1 KiB, a memset per object checked, three per chat request).
+    struct Key { const char *data; size_t size; };
+    Key seen[64];
     size_t n = 0;
     for (auto field : o) {
         for (size_t i = 0; i < n; i++) {
-            if (seen[i] == field.key) {
+            if (std::string_view(seen[i].data, seen[i].size) == field.key) {
                 out->status = RS_INVALID;
                 out->field = RS_F_DUPLICATE_KEY;
                 out->index = index;
@@ -99,14 +108,53 @@ bool duplicateKey(dom::object o, rs_result *out, long index) {
                 return true;
             }
         }
-        if (n < 64) seen[n++] = field.key;
+        if (n < 64) seen[n++] = {field.key.data(), field.key.size()};
     }
     return false;
 }
 
-void validateMessages(dom::object root, rs_result *out) {
+// The top-level members the scan reads, found in one pass over the object, where each at_key
+// walked its members again (nine walks a chat request). The first of a repeated key, as at_key
+// gives it (the scan refuses repeated keys at the top level before reading any).
+enum RootKey { kModel, kStream, kStreamOptions, kMessages, kPrompt, kInput, kTemperature, kSeed, kMaxCompletionTokens,
+               kMaxTokens, kRootKeys };
+
+struct RootMembers {
+    dom::element value[kRootKeys];
+    unsigned present = 0;
+
+    explicit RootMembers(dom::object o) {
+        for (auto field : o) {
+            std::string_view k = field.key;
+            int i = -1;
+            switch (k.size()) {
+            case 4: if (keyIs(k, "seed")) i = kSeed; break;
+            case 5: if (keyIs(k, "model")) i = kModel; else if (keyIs(k, "input")) i = kInput; break;
+            case 6: if (keyIs(k, "stream")) i = kStream; else if (keyIs(k, "prompt")) i = kPrompt; break;
+            case 8: if (keyIs(k, "messages")) i = kMessages; break;
+            case 10: if (keyIs(k, "max_tokens")) i = kMaxTokens; break;
+            case 11: if (keyIs(k, "temperature")) i = kTemperature; break;
+            case 14: if (keyIs(k, "stream_options")) i = kStreamOptions; break;
+            case 21: if (keyIs(k, "max_completion_tokens")) i = kMaxCompletionTokens; break;
+            default: break;
+            }
+            if (i >= 0 && !(present >> i & 1)) {
+                value[i] = field.value;
+                present |= 1u << i;
+            }
+        }
+    }
+    /// at_key's answer: false when absent, else the member's value in `v`.
+    bool get(RootKey k, dom::element &v) const {
+        if (!(present >> k & 1)) return false;
+        v = value[k];
+        return true;
+    }
+};
+
+void validateMessages(const RootMembers &root, rs_result *out) {
     dom::element j;
-    if (root.at_key("messages").get(j)) return invalid(out, RS_F_MESSAGES_MISSING);
+    if (!root.get(kMessages, j)) return invalid(out, RS_F_MESSAGES_MISSING);
     if (!j.is_array()) return invalid(out, RS_F_MESSAGES_TYPE);
     dom::array a = arr(j);
     if (a.size() == 0) return invalid(out, RS_F_MESSAGES_EMPTY);
@@ -125,9 +173,9 @@ void validateMessages(dom::object root, rs_result *out) {
     }
 }
 
-void validatePrompt(dom::object root, rs_result *out) {
+void validatePrompt(const RootMembers &root, rs_result *out) {
     dom::element j;
-    if (root.at_key("prompt").get(j) || j.is_null()) return invalid(out, RS_F_PROMPT_MISSING);
+    if (!root.get(kPrompt, j) || j.is_null()) return invalid(out, RS_F_PROMPT_MISSING);
     if (j.is_string()) return;
     if (!j.is_array()) return invalid(out, RS_F_PROMPT_TYPE);
     dom::array a = arr(j);
@@ -147,7 +195,7 @@ void validatePrompt(dom::object root, rs_result *out) {
 }
 
 // The cache key's canonical form of the top-level object (see CRequestScan.h).
-void canonical(dom::object o, std::string &out) {
+void canonical(dom::object o, rs::Out &out) {
     rs::SortedMembers members;
     for (auto field : o) {
         auto k = field.key;
@@ -155,7 +203,6 @@ void canonical(dom::object o, std::string &out) {
         members.add(k, field.value);
     }
     members.sort();
-    out.clear();
     out.push_back('{');
     bool first = true;
     for (auto &m : members) {
@@ -168,19 +215,19 @@ void canonical(dom::object o, std::string &out) {
     out.push_back('}');
 }
 
-bool isDeterministic(dom::object o) {
+bool isDeterministic(const RootMembers &o) {
     dom::element v;
-    if (!o.at_key("temperature").get(v)) {
+    if (o.get(kTemperature, v)) {
         double d;
         if (v.is_number() && !v.get_double().get(d) && d == 0) return true;
     }
-    return !o.at_key("seed").get(v) && !v.is_null();
+    return o.get(kSeed, v) && !v.is_null();
 }
 
-long long maxOutputTokens(dom::object o) {
-    for (const char *key : {"max_completion_tokens", "max_tokens"}) {
+long long maxOutputTokens(const RootMembers &o) {
+    for (RootKey key : {kMaxCompletionTokens, kMaxTokens}) {
         dom::element v;
-        if (o.at_key(key).get(v)) continue;
+        if (!o.get(key, v)) continue;
         int64_t i;
         if (!v.get_int64().get(i) && i >= 0) return i;
         uint64_t u;
@@ -256,20 +303,21 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int fl
     if (!root.is_object()) { out->status = RS_NOT_OBJECT; return; }
     dom::object o = obj(root);
     if (duplicateKey(o, out, -1)) return;
+    const RootMembers members(o);
 
     dom::element v;
-    if (!o.at_key("model").get(v) && !v.is_null()) {
+    if (members.get(kModel, v) && !v.is_null()) {
         if (!v.is_string()) return invalid(out, RS_F_MODEL_TYPE);
         std::string_view s = str(v);
         out->has_model = 1;
         out->model = s.data();
         out->model_len = s.size();
     }
-    if (!o.at_key("stream").get(v) && !v.is_null()) {
+    if (members.get(kStream, v) && !v.is_null()) {
         if (!v.is_bool()) return invalid(out, RS_F_STREAM_TYPE);
         out->stream = boolean(v) ? 1 : 0;
     }
-    if (!o.at_key("stream_options").get(v)) out->has_stream_options = 1;
+    if (members.get(kStreamOptions, v)) out->has_stream_options = 1;
     if (out->has_stream_options && !v.is_null()) {
         if (!v.is_object()) return invalid(out, RS_F_STREAM_OPTIONS_TYPE);
         if (duplicateKey(obj(v), out, -1)) return;
@@ -278,25 +326,26 @@ void scan(dom::parser &parser, const uint8_t *body, size_t len, int kind, int fl
         dom::element cu;
         if (!obj(v).at_key("continuous_usage_stats").get(cu) && cu.is_bool()) out->continuous_usage = boolean(cu) ? 1 : 0;
     }
-    if (kind == RS_KIND_CHAT) validateMessages(o, out);
-    else if (kind == RS_KIND_COMPLETION) validatePrompt(o, out);
+    if (kind == RS_KIND_CHAT) validateMessages(members, out);
+    else if (kind == RS_KIND_COMPLETION) validatePrompt(members, out);
     // RS_KIND_OTHER: vLLM judges the rest of the body.
 
     // The estimate (also for shapes the validation rejected, as far as they make sense): chat when there is a messages array, else the completion's prompt.
-    if (!o.at_key("messages").get(v) && v.is_array()) {
+    if (members.get(kMessages, v) && v.is_array()) {
         measureMessages(arr(v), out);
-    } else if (!o.at_key("prompt").get(v)) {
+    } else if (members.get(kPrompt, v)) {
         measurePrompt(v, 0, out);
-    } else if (kind == RS_KIND_OTHER && !o.at_key("input").get(v)) {
+    } else if (kind == RS_KIND_OTHER && members.get(kInput, v)) {
         measurePrompt(v, 0, out);  // embeddings' and responses' `input`
     }
     if (out->status != RS_OK) return;
-    out->deterministic = isDeterministic(o) ? 1 : 0;
-    out->max_output_tokens = maxOutputTokens(o);
+    out->deterministic = isDeterministic(members) ? 1 : 0;
+    out->max_output_tokens = maxOutputTokens(members);
     if (flags & RS_WANT_CANONICAL) {
-        canonical(o, tlsOut);
-        out->canonical = tlsOut.data();
-        out->canonical_len = tlsOut.size();
+        rs::Out w(tlsOut, rs::Out::fromStart);
+        canonical(o, w);
+        out->canonical = w.data();
+        out->canonical_len = w.size();
     }
     if (promptLimit > 0 && kind != RS_KIND_OTHER) {
         renderPrompt(o, promptLimit, tlsPrompt);
@@ -311,8 +360,7 @@ const char *rewrite(const uint8_t *body, size_t len, const char *model, size_t m
     if (tlsParser.parse(body, len).get(root)) return nullptr;
     dom::object o;
     if (root.get_object().get(o)) return nullptr;
-    std::string &out = tlsOut;
-    out.clear();
+    rs::Out out(tlsOut, rs::Out::fromStart);
     out.push_back('{');
     if (onlyKey) {
         dom::element v;
@@ -431,12 +479,6 @@ bool readCount(dom::object o, const char *key, long long *out) {
     return false;
 }
 
-// A key compared with a literal: length first, then a fixed-size compare the compiler inlines
-// (string_view's == calls memcmp with a run-time length: a library call per member).
-template <size_t N> inline bool keyIs(std::string_view k, const char (&lit)[N]) {
-    return k.size() == N - 1 && std::memcmp(k.data(), lit, N - 1) == 0;
-}
-
 bool isDone(const uint8_t *bytes, size_t len) { return len == 6 && std::memcmp(bytes, "[DONE]", 6) == 0; }
 
 // What rs_inspect_upstream reports of a parsed document; the fingerprint's text goes to `fp`
@@ -511,7 +553,9 @@ void describe(dom::element root, rs_upstream_json *out, std::string &fp) {
         out->has_fingerprint = 1;
         // Its JSON text (a string re-escaped minimally, anything else as written compactly).
         out->fingerprint_at = fp.size();
-        rs::writeValue(fp, fingerprint, false);
+        rs::Out w(fp, rs::Out::afterContents);
+        rs::writeValue(w, fingerprint, false);
+        w.commit();
         out->fingerprint_len = fp.size() - out->fingerprint_at;
     }
 }

@@ -88,9 +88,13 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     public private(set) var inExchange = false
     /// The final (non-1xx) head has been handed to the delegate.
     private var gotHead = false
-    private var headerFields = HeaderAccumulator()
+    private var headerFields = HeadLines()
     /// The last head's headers, whose buffer the next response reuses once the delegate let go.
     private var lastHeaders = HTTPHeaders()
+    /// The final head's Content-Length as http-parser read it (nil: none, or a chunked body),
+    /// set before the delegate hears of the head: a driver that wants only the length reads it
+    /// here instead of looking the header up in the head's lines again.
+    public private(set) var declaredContentLength: Int?
     private var messageDone = false
     private var reusable = false
     /// The response broke the framing: the exchange fails with `.malformed`.
@@ -146,6 +150,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     deinit {
         sock?.close()
         parser.deallocate()
+        headerFields.deallocate()
     }
 
     /// Calls `body` with the connection behind a parser, without a retain/release pair per
@@ -178,8 +183,9 @@ public final class HTTPClientConnection: StreamSocketDelegate {
                                     count: headBuffer.count)
         }
         appendString(&headBuffer, value)
-        appendASCII(&headBuffer, "\r\n")
-        endHeadAndWrite(sock, body: body)
+        // The value's line end and the length's line in one literal (each append costs ~40).
+        appendASCII(&headBuffer, "\r\ncontent-length: ")
+        endHeadAndWrite(sock, body: body, lengthNamed: true)
     }
 
     /// What the start of `headBuffer` holds (nil: not a prefix `send(method:path:headerBlock:…)`
@@ -234,15 +240,17 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         appendASCII(&headBuffer, "\r\n")
     }
 
-    /// content-length (when there is a body) and the blank line, then one writev of head and body
-    /// with no copy of the body (queued instead while connecting).
-    private func endHeadAndWrite(_ sock: StreamSocket, body: UnsafeRawBufferPointer?) {
+    /// content-length (when there is a body; `lengthNamed`: its name is written already) and the
+    /// blank line, then one writev of head and body with no copy of the body (queued instead while
+    /// connecting).
+    private func endHeadAndWrite(_ sock: StreamSocket, body: UnsafeRawBufferPointer?, lengthNamed: Bool = false) {
         if let body {
-            appendASCII(&headBuffer, "content-length: ")
+            if !lengthNamed { appendASCII(&headBuffer, "content-length: ") }
             appendDecimal(&headBuffer, body.count)
+            appendASCII(&headBuffer, "\r\n\r\n")
+        } else {
             appendASCII(&headBuffer, "\r\n")
         }
-        appendASCII(&headBuffer, "\r\n")
         headBuffer.withUnsafeBytes { sock.write($0, body ?? UnsafeRawBufferPointer(start: nil, count: 0)) }
         scheduleConnectFailureIfNeeded()
     }
@@ -364,7 +372,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         framing.startMessage()
         headStatus = 0
         isChunked = false
-        headerFields.reset(reusing: &lastHeaders)
+        headerFields.reset()
     }
 
     /// A final head goes to the delegate; an interim one (100, 102, 103) is dropped (RFC 9110
@@ -372,7 +380,11 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     private func deliverHead() {
         if headStatus < 200 { headerFields.reset(); return }
         gotHead = true
-        lastHeaders = headerFields.finish()
+        // http-parser's count before any body byte: ULLONG_MAX without a Content-Length (it
+        // refuses a malformed or conflicting one, and one beside chunked encoding).
+        let n = parser.pointee.content_length
+        declaredContentLength = n == UInt64.max ? nil : Int(clamping: n)
+        lastHeaders = headerFields.finish(into: lastHeaders.takeBlock())
         delegate?.upstream(self, didReceiveHead: headStatus, headers: lastHeaders)
     }
 
@@ -477,6 +489,111 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         sock = nil
         loop.bury(self)
         selfRef = nil
+    }
+}
+
+/// A response head's header lines as http-parser hands them over (a name or value may come in
+/// pieces), in the wire form HeaderAccumulator writes — `name: value\r\n`, a folded value's line
+/// breaks as spaces — collected in a buffer the connection keeps and copied into the head's
+/// HTTPHeaders once, at its end. HeaderAccumulator appended each piece and separator to an
+/// array (a uniqueness and capacity check and a generic copy each: ~350 instructions a header
+/// line, seven lines in a vLLM or nginx head); here a piece is a bounds check and a memcpy.
+struct HeadLines {
+    private var buffer: UnsafeMutableRawPointer?
+    private var capacity = 0
+    private var count = 0
+    private var inValue = false
+    private var lineOpen = false
+
+    mutating func reset() {
+        count = 0
+        inValue = false
+        lineOpen = false
+    }
+
+    /// Frees the buffer (the connection's deinit).
+    mutating func deallocate() {
+        buffer?.deallocate()
+        buffer = nil
+        capacity = 0
+        count = 0
+    }
+
+    mutating func field(_ at: UnsafePointer<CChar>, _ len: Int) {
+        ensure(len + 2)
+        if inValue {
+            putPair(13, 10)
+            inValue = false
+        }
+        putBytes(UnsafeRawPointer(at), len)
+        lineOpen = true
+    }
+
+    mutating func value(_ at: UnsafePointer<CChar>, _ len: Int) {
+        if !inValue {
+            if !lineOpen { return }  // a value without a name: http-parser never does this
+            ensure(len + 2)
+            putPair(UInt8(ascii: ":"), UInt8(ascii: " "))
+            inValue = true
+        } else {
+            ensure(len)
+        }
+        let start = count
+        putBytes(UnsafeRawPointer(at), len)
+        // A folded (obs-fold) value must not break the line structure.
+        let piece = UnsafeBufferPointer(start: buffer!.advanced(by: start).assumingMemoryBound(to: UInt8.self), count: len)
+        if hasLineBreak(piece) {
+            for i in piece.indices where piece[i] == 13 || piece[i] == 10 {
+                buffer!.storeBytes(of: UInt8(ascii: " "), toByteOffset: start + i, as: UInt8.self)
+            }
+        }
+    }
+
+    /// The lines so far, written into `block`'s storage (the last head's) when nobody else holds
+    /// it any more (else into new storage); empty afterwards.
+    mutating func finish(into block: consuming [UInt8]) -> HTTPHeaders {
+        if lineOpen {
+            ensure(4)
+            if !inValue { putPair(UInt8(ascii: ":"), UInt8(ascii: " ")) }
+            putPair(13, 10)
+        }
+        var block = block
+        block.removeAll(keepingCapacity: true)
+        if count > 0 { block.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: count)) }
+        reset()
+        return HTTPHeaders(block: block)
+    }
+
+    /// Room for `n` more bytes.
+    @inline(__always)
+    private mutating func ensure(_ n: Int) {
+        if count + n > capacity { grow(n) }
+    }
+
+    private mutating func grow(_ n: Int) {
+        let c = max(512, 2 * (count + n))
+        let b = UnsafeMutableRawPointer.allocate(byteCount: c, alignment: 1)
+        if let old = buffer {
+            b.copyMemory(from: old, byteCount: count)
+            old.deallocate()
+        }
+        buffer = b
+        capacity = c
+    }
+
+    /// After `ensure`.
+    @inline(__always)
+    private mutating func putBytes(_ p: UnsafeRawPointer, _ n: Int) {
+        if n > 0 { buffer!.advanced(by: count).copyMemory(from: p, byteCount: n) }
+        count += n
+    }
+
+    /// After `ensure`.
+    @inline(__always)
+    private mutating func putPair(_ a: UInt8, _ b: UInt8) {
+        buffer!.storeBytes(of: a, toByteOffset: count, as: UInt8.self)
+        buffer!.storeBytes(of: b, toByteOffset: count + 1, as: UInt8.self)
+        count += 2
     }
 }
 

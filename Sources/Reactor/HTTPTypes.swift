@@ -381,18 +381,17 @@ func appendString(_ out: inout [UInt8], _ s: String) {
 }
 
 func appendDecimal(_ out: inout [UInt8], _ value: Int) {
-    var v = max(0, value)
-    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    withUnsafeMutableBytes(of: &digits) { p in
+    var v = UInt(max(0, value))
+    // The digits from the last, on the stack, then one typed copy (a slice of raw bytes went
+    // through the generic sequence copy).
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { p in
         var i = p.count
         repeat {
             i -= 1
-            p[i] = UInt8(48 + v % 10)
+            p[i] = UInt8(truncatingIfNeeded: 48 &+ v % 10)
             v /= 10
         } while v > 0
-        out.append(contentsOf: p[i...])
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: p[i...]))
     }
 }
 

@@ -42,8 +42,16 @@ public struct ResponseFramingCheck {
             if prefixMatched == 5 && !afterCR && !chunkDataEnded {
                 // Inside header lines only a CR matters: jump to the next one.
                 guard let p = memchr(base + i, Int32(Self.cr), bytes.count - i) else { return true }
-                afterCR = true
-                i = base.distance(to: UnsafeRawPointer(p)) + 1
+                let next = base.distance(to: UnsafeRawPointer(p)) + 1
+                if next < bytes.count {
+                    // Its LF, checked here when it is in these bytes (one pass of the loop a line
+                    // instead of two).
+                    guard bytes[next] == Self.lf else { return false }
+                    i = next + 1
+                } else {
+                    afterCR = true
+                    i = next
+                }
                 continue
             }
             let b = bytes[i]

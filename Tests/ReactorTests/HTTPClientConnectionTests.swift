@@ -11,6 +11,8 @@ import Glibc
 
 private final class ClientRecorder: HTTPClientConnectionDelegate {
     var heads: [(Int, HTTPHeaders)] = []
+    /// The connection's declaredContentLength when each head arrived.
+    var lengths: [Int?] = []
     var body: [UInt8] = []
     var finished = 0
     var failures: [HTTPClientFailure] = []
@@ -19,7 +21,10 @@ private final class ClientRecorder: HTTPClientConnectionDelegate {
 
     var bodyText: String { String(decoding: body, as: UTF8.self) }
 
-    func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) { heads.append((status, headers)) }
+    func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
+        heads.append((status, headers))
+        lengths.append(c.declaredContentLength)
+    }
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) { body += bytes }
     func upstreamDidFinish(_ c: HTTPClientConnection) {
         finished += 1
@@ -140,6 +145,71 @@ private func connected(_ up: ScriptedUpstream, _ rec: ClientRecorder) -> HTTPCli
         up.reply("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
         #expect(rec.finished == 2 && rec.bodyText == "firstsecond" && rec.failures.isEmpty)
         #expect(pool.opened == 1)
+        // Each head's own length, as the delegate reads it when the head arrives.
+        #expect(rec.lengths == [5, 6])
+    }
+
+    /// The head's lines in wire form whatever pieces http-parser hands them over in: a head read
+    /// a byte at a time and the same head in one read give the same headers (a folded value's
+    /// line break as a space, an empty value), and the next head on the connection is its own.
+    @Test func headLinesAreTheSameWhateverThePieces() {
+        let up = ScriptedUpstream()
+        let pool = HTTPClientPool(loop: up.loop, endpoint: up.endpoint)
+        let rec = ClientRecorder()
+        rec.pool = pool
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Folded: one\r\n two\r\nX-Empty:\r\nContent-Length: 2\r\n\r\n"
+        let want: [HTTPHeaders.Field] = [.init("Content-Type", "application/json"), .init("X-Folded", "one two"),
+                                         .init("X-Empty", ""), .init("Content-Length", "2")]
+        for byteAtATime in [true, false] {
+            let c = pool.acquire()
+            c.delegate = rec
+            get(c)
+            up.awaitRequest(newConnection: byteAtATime)
+            if byteAtATime {
+                for b in head.utf8 { up.reply(String(decoding: [b], as: UTF8.self)) }
+                up.reply("ok")
+            } else {
+                up.reply(head + "ok")
+            }
+        }
+        #expect(rec.heads.count == 2 && rec.finished == 2 && rec.failures.isEmpty && rec.bodyText == "okok")
+        #expect(rec.heads.map { $0.1.items } == [want, want])
+        #expect(rec.heads[0].1 == rec.heads[1].1)
+        // The next head on the same connection is its own; the ones still held are unchanged.
+        let again = pool.acquire()
+        again.delegate = rec
+        get(again)
+        up.awaitRequest(newConnection: false)
+        up.reply("HTTP/1.1 404 Not Found\r\nX-Only: this\r\nContent-Length: 0\r\n\r\n")
+        #expect(rec.heads.count == 3 && rec.heads[2].0 == 404)
+        #expect(rec.heads[2].1.items == [.init("X-Only", "this"), .init("Content-Length", "0")])
+        #expect(rec.heads[0].1.items == want && rec.heads[1].1.items == want)
+        #expect(pool.opened == 1)
+    }
+
+    @Test func declaredContentLengthIsEachFinalHeadsOwn() {
+        let up = ScriptedUpstream()
+        let pool = HTTPClientPool(loop: up.loop, endpoint: up.endpoint)
+        let rec = ClientRecorder()
+        rec.pool = pool
+        func exchange(_ response: String, newConnection: Bool) {
+            let c = pool.acquire()
+            c.delegate = rec
+            get(c)
+            up.awaitRequest(newConnection: newConnection)
+            up.reply(response)
+        }
+        // A length, then a chunked body (none), then an interim head's length that is not the
+        // final one's, then an empty body's zero.
+        exchange("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"id\":\"a\"}\n", newConnection: true)
+        exchange("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", newConnection: false)
+        exchange("HTTP/1.1 103 Early Hints\r\nContent-Length: 7\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", newConnection: false)
+        #expect(rec.lengths == [11, nil, nil])
+        #expect(rec.finished == 2 && rec.failures.isEmpty)
+        up.hangUp()
+        #expect(rec.finished == 3 && rec.bodyText == "{\"id\":\"a\"}\nhello")
+        exchange("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", newConnection: true)
+        #expect(rec.lengths == [11, nil, nil, 0] && rec.finished == 4 && rec.failures.isEmpty)
     }
 
     @Test func prebuiltHeadsStayExactAcrossRequestsOnOneConnection() {

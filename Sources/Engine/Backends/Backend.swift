@@ -47,6 +47,14 @@ public final class Backend {
 
     public var models: [String] { configuredModels ?? discoveredModels }
 
+    /// The x-cache and x-routed-backend lines of a response this backend answered, for each
+    /// cache outcome (SessionHeaders.tail), built on first use.
+    private lazy var sessionHeaderTails: [HTTPHeaders] = CacheOutcome.allCases.map {
+        SessionHeaders.tail(cache: $0.rawValue, backendURL: url)
+    }
+
+    func sessionHeaderTail(_ outcome: CacheOutcome) -> HTTPHeaders { sessionHeaderTails[outcome.index] }
+
     /// True when this backend may serve `model` (unknown lists serve anything).
     public func serves(_ model: String?) -> Bool {
         guard let model else { return true }

@@ -23,45 +23,34 @@ struct FlightOwner: ClaimOwnerName, Equatable {
     /// The flight's number (its FlightID's raw value).
     let flight: UInt64
 
-    /// The number's decimal digits.
-    private var digits: Int {
-        var n = 1
+    /// Writes the name at the end of `out` (room for the instance's bytes, a dash and 20 digits),
+    /// the number's digits first, from the last (no pass to count them: a claim and its end each
+    /// write the name); where it starts.
+    private func write(_ id: UnsafeBufferPointer<UInt8>, toEndOf out: UnsafeMutableBufferPointer<UInt8>) -> Int {
+        var i = out.count
         var v = flight
-        while v >= 10 { v /= 10; n += 1 }
-        return n
-    }
-
-    /// Writes the name at `out` (room for the instance's bytes, a dash and `digits`); its length.
-    private func write(_ id: UnsafeBufferPointer<UInt8>, to out: UnsafeMutableBufferPointer<UInt8>, digits: Int) -> Int {
-        if let src = id.baseAddress, id.count > 0 { out.baseAddress!.update(from: src, count: id.count) }
-        out[id.count] = UInt8(ascii: "-")
-        var v = flight
-        var i = id.count + digits
         repeat {
+            i -= 1
             out[i] = UInt8(truncatingIfNeeded: 48 &+ v % 10)
             v /= 10
-            i -= 1
         } while v > 0
-        return id.count + 1 + digits
+        i -= 1
+        out[i] = UInt8(ascii: "-")
+        i -= id.count
+        if let src = id.baseAddress, id.count > 0 { (out.baseAddress! + i).update(from: src, count: id.count) }
+        return i
     }
 
     func withOwnerBytes<R>(_ body: (UnsafeBufferPointer<UInt8>) -> R) -> R {
         var id = instance
-        let d = digits
         return id.withUTF8 { p in
-            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: p.count + 1 + d) { out in
-                let n = write(p, to: out, digits: d)
-                return body(UnsafeBufferPointer(rebasing: out[0..<n]))
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: p.count + 21) { out in
+                let start = write(p, toEndOf: out)
+                return body(UnsafeBufferPointer(rebasing: out[start...]))
             }
         }
     }
 
     /// The name as a String (for Redis keys and commands).
-    var string: String {
-        var id = instance
-        let d = digits
-        return id.withUTF8 { p in
-            String(unsafeUninitializedCapacity: p.count + 1 + d) { out in write(p, to: out, digits: d) }
-        }
-    }
+    var string: String { withOwnerBytes { String(decoding: $0, as: UTF8.self) } }
 }

@@ -60,8 +60,18 @@ public enum TimerKind: Equatable, Sendable {
 }
 
 /// The X-Cache outcome of a request.
-enum CacheOutcome: String, Equatable {
+enum CacheOutcome: String, Equatable, CaseIterable {
     case hit = "HIT", miss = "MISS", stale = "STALE", bypass = "BYPASS"
+
+    /// Its position in `allCases` (tables by outcome).
+    var index: Int {
+        switch self {
+        case .hit: return 0
+        case .miss: return 1
+        case .stale: return 2
+        case .bypass: return 3
+        }
+    }
 }
 
 struct RequestMachine {
@@ -352,10 +362,11 @@ struct RequestMachine {
     private(set) var buffered: [UInt8] = []
 
     /// `bypassCache`: the request is not cacheable at all (X-Cache: BYPASS whatever happens).
-    init(policy: Policy, cacheable: Bool = true) {
-        self.policy = policy
+    init(policy: consuming Policy, cacheable: Bool = true) {
         self.cacheOutcome = cacheable && policy.lookupCache ? .miss : .bypass
         self.relay = Self.newRelay(policy, records: policy.storesAnswer || policy.mayLead)
+        // Last: the policy moves in (read after it was stored, it was copied).
+        self.policy = policy
     }
 
     /// A relayed route's stream passes through unread; a generation's is read event by event.
@@ -688,20 +699,22 @@ struct RequestMachine {
                 return retryOrFail(EngineError(.badGateway, "The backend answered HTTP \(st) without a valid completion.", source: .upstream, retry: .yes), phase: .data)
             }
             if let u = body?.usage { usage = u }
-            var f = Finish(reuseUpstream: true, verdict: st < 500 ? .success : .failure)
+            var store: StoredAnswer?
             if st == 200 && policy.storesAnswer && !usedFallback && !buffered.isEmpty {
                 // The values as the store would find them by parsing (none for an object with more
                 // than ReplyStamp.maxSpans); what is not an object is parsed when stored.
-                f.store = .json(buffered, identitySpans: body?.kind == .object ? identitySpans ?? [] : nil)
+                store = .json(buffered, identitySpans: body?.kind == .object ? identitySpans ?? [] : nil)
             }
-            if clientHeadSent {
-                // The SSE head went out while queued: the answer becomes the stream's last event.
-                f.reply = .lastEvents(Self.dataEvent(buffered) + (st == 200 ? Self.doneEvent : []), close: st != 200)
-            } else {
-                f.reply = .json(status: st, body: buffered, contentType: ct, retryAfter: nil)
-            }
-            f.outcome = .buffered(status: st, contentType: ct, body: buffered)
-            return end(.normal, f)
+            // The SSE head went out while queued: the answer becomes the stream's last event.
+            let reply: Reply = clientHeadSent
+                ? .lastEvents(Self.dataEvent(buffered) + (st == 200 ? Self.doneEvent : []), close: st != 200)
+                : .json(status: st, body: buffered, contentType: ct, retryAfter: nil)
+            // Made whole in one step: each field set afterwards destroyed the value it replaced
+            // first (a call per field, through the payload enums' value witnesses), and the
+            // Finish was copied into `end`.
+            let f = Finish(reuseUpstream: true, verdict: st < 500 ? .success : .failure, store: store, reply: reply,
+                           outcome: .buffered(status: st, contentType: ct, body: buffered))
+            return end(.normal, consume f)
         case .streaming:
             guard relay.sawDone || relay.passthrough else {
                 return fail(EngineError(.badGateway, "The backend ended the stream without completing it.", source: .upstream), Termination(.server, .data))
@@ -878,7 +891,8 @@ struct RequestMachine {
         switch role {
         case .leading(let id, _):
             f.flight = id
-            if case .none = f.outcome { f.outcome = .abandoned }
+            // Compared with nil, not matched: a match copied the outcome out (and destroyed it).
+            if f.outcome == nil { f.outcome = .abandoned }
         case .asking, .following:
             f.leaveFlight = true
             f.outcome = nil

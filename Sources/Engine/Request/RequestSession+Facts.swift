@@ -17,7 +17,7 @@ extension RequestSession: HTTPClientConnectionDelegate {
     func upstream(_ c: HTTPClientConnection, didReceiveHead status: Int, headers: HTTPHeaders) {
         guard c === upstream.connection else { return }
         runtime.noteUpstreamStatus(self, status)
-        post(UpstreamAttempt.headEvent(status: status, headers: headers))
+        post(UpstreamAttempt.headEvent(status: status, headers: headers, contentLength: c.declaredContentLength))
     }
     func upstream(_ c: HTTPClientConnection, didReceiveBody bytes: UnsafeRawBufferPointer) {
         guard c === upstream.connection else { return }

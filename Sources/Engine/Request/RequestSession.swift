@@ -193,7 +193,7 @@ final class RequestSession {
             closeUpstream()
             arm(.backoff, after, now: Loop.nowNanos())
         case .finish(let f):
-            finish(f)
+            finish(consume f)
         case .none:
             break
         }
@@ -288,8 +288,11 @@ final class RequestSession {
     }
 
     private func responseHeaders() -> HTTPHeaders {
-        SessionHeaders.make(extraHeaders, requestId: requestId, cache: cacheOutcome, usedFallback: machine.usedFallback,
-                            isFollower: machine.isFollower, backendURL: backend?.url, rateStatus: admission.budget.rateStatus)
+        let outcome = machine.cacheOutcome
+        return SessionHeaders.make(extraHeaders, requestId: requestId,
+                                   tail: backend?.sessionHeaderTail(outcome) ?? SessionHeaders.tails[outcome.index],
+                                   usedFallback: machine.usedFallback, isFollower: machine.isFollower,
+                                   rateStatus: admission.budget.rateStatus)
     }
 
     private func writeSSEHead() {

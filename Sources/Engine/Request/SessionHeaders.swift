@@ -9,15 +9,34 @@ enum SessionHeaders {
     /// the last attempt, on every proxied answer.
     static func make(_ base: HTTPHeaders, requestId: String, cache: String, usedFallback: Bool, isFollower: Bool,
                      backendURL: String?, rateStatus: RateLimitStatus?) -> HTTPHeaders {
+        make(base, requestId: requestId, tail: tail(cache: cache, backendURL: backendURL), usedFallback: usedFallback,
+             isFollower: isFollower, rateStatus: rateStatus)
+    }
+
+    /// `make` with the x-cache and x-routed-backend lines given as `tail` (built once per backend
+    /// and outcome: Backend.sessionHeaderTail), appended in one copy where two adds each wrote
+    /// and checked their name and value.
+    static func make(_ base: HTTPHeaders, requestId: String, tail: HTTPHeaders, usedFallback: Bool, isFollower: Bool,
+                     rateStatus: RateLimitStatus?) -> HTTPHeaders {
         var h = base
         if usedFallback { h.add(name: "x-fallback", "model") }
         if isFollower { h.add(name: "x-coalesced", "true") }
         h.add(name: "x-request-id", requestId)
-        h.add(name: "x-cache", cache)
-        if let backendURL { h.add(name: "x-routed-backend", backendURL) }
+        h.append(tail)
         if let rateStatus { addRateLimitHeaders(rateStatus, to: &h) }
         return h
     }
+
+    /// The x-cache line, then x-routed-backend's when a backend answered.
+    static func tail(cache: String, backendURL: String?) -> HTTPHeaders {
+        var h = HTTPHeaders()
+        h.add(name: "x-cache", cache)
+        if let backendURL { h.add(name: "x-routed-backend", backendURL) }
+        return h
+    }
+
+    /// `tail` without a backend, for each outcome (by `CacheOutcome.index`).
+    static let tails: [HTTPHeaders] = CacheOutcome.allCases.map { tail(cache: $0.rawValue, backendURL: nil) }
 
     /// OpenAI's x-ratelimit-* headers for a tenant with limits.
     static func addRateLimitHeaders(_ st: RateLimitStatus, to h: inout HTTPHeaders) {

@@ -1,8 +1,9 @@
 // SessionTimer: a RequestSession's one timer, held inline. A libevent timer is taken from the
 // runtime's pool on first use (a cache hit never needs one), armed for the upstream's silence
-// or a retry's backoff, and given back when the request ends. When it must fire is TimerDeadline's
-// decision (a deadline pushed back moves without touching the libevent timer); a wake reaches the
-// session as a TimerTarget (no closure) and goes through `woke`.
+// or a retry's backoff, and given back when the request ends — still set, when it was: the next
+// request that takes it, with a later deadline, need not set it again. When it must fire is
+// TimerDeadline's decision (a deadline pushed back or cancelled leaves the libevent timer as it
+// is); a wake reaches the session as a TimerTarget (no closure) and goes through `woke`.
 import Reactor
 
 struct SessionTimer {
@@ -22,18 +23,22 @@ struct SessionTimer {
             lastDuration = d
             lastNanos = d.nanoseconds
         }
+        if timer == nil {
+            let (t, wakes) = runtime.takeTimer(for: target)
+            timer = t
+            deadline = TimerDeadline(wakes: wakes)
+        }
         guard deadline.arm(kind, due: now &+ lastNanos) == .set else { return }
-        if timer == nil { timer = runtime.takeTimer(for: target) }
         timer?.schedule(after: d)
     }
 
+    /// Nothing is due any more; the libevent timer stays set (it wakes, finds nothing, stops).
     mutating func cancel() {
         deadline.cancelled()
-        timer?.cancel()
     }
 
     /// The libevent timer fired at `now`: what to handle (nil: it woke early for a deadline that
-    /// moved, and is set again for the rest).
+    /// moved, and is set again for the rest; or nothing is due).
     mutating func woke(now: UInt64) -> TimerKind? {
         switch deadline.woke(now: now) {
         case .fire(let kind):
@@ -41,14 +46,17 @@ struct SessionTimer {
         case .setAgain(let ns):
             timer?.schedule(after: .nanoseconds(Int64(clamping: ns)))
             return nil
+        case .idle:
+            return nil
         }
     }
 
-    /// The request ended: the timer goes back to the pool (cancelled, its target cleared).
+    /// The request ended: the timer goes back to the pool (its target cleared), with when it is
+    /// still set to wake.
     mutating func giveBack(to runtime: EngineRuntime) {
         deadline.cancelled()
         guard let t = timer else { return }
         timer = nil
-        runtime.returnTimer(t)
+        runtime.returnTimer(t, wakes: deadline.wakes)
     }
 }

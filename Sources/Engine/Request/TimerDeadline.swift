@@ -1,9 +1,11 @@
 // TimerDeadline: when a session's one timer must fire, kept apart from when the libevent timer
-// under it is set to wake (SessionTimer drives it). Arming it again for the same purpose and no
-// earlier — the upstream deadline, pushed back at the stream's head and by every read — only
-// moves `due`, where re-adding the libevent timer updated its heap each time (an `event_add`:
-// ~350 instructions, per read of a stream); the timer then wakes at the earlier time, finds the
-// deadline moved, and is set again for the rest. Any other arm sets the timer.
+// under it is set to wake (SessionTimer drives it). An arm for a time no earlier than the timer
+// already wakes — the upstream deadline, pushed back at the stream's head and by every read, a
+// request's deadline on a pooled timer a previous request left set — only moves `due`, where
+// re-adding the libevent timer updated its heap each time (an `event_add`: ~350 instructions);
+// the timer then wakes at the earlier time, finds the deadline moved, and is set again for the
+// rest. Cancelling only clears `due`: the timer stays set, wakes, finds nothing due and stops
+// (an `event_del` per request cost ~160 instructions). Any earlier arm sets the timer.
 // Pure: no imports, no I/O.
 
 struct TimerDeadline: Equatable {
@@ -19,6 +21,10 @@ struct TimerDeadline: Equatable {
     /// much before it by ours (as it did when every arm set it).
     static let slackNanos: UInt64 = 10_000_000
 
+    /// A deadline over a timer that is already set to wake at `wakes` (a pooled timer's), or not
+    /// set (nil).
+    init(wakes: UInt64? = nil) { self.wakes = wakes }
+
     enum Step: Equatable {
         /// Set the timer to wake after the armed duration (from now).
         case set
@@ -29,16 +35,15 @@ struct TimerDeadline: Equatable {
     /// Armed for `kind`, to fire at `due` (`now` plus the duration asked).
     mutating func arm(_ kind: TimerKind, due: UInt64) -> Step {
         self.due = due
-        if kind == self.kind, let w = wakes, due >= w { return .none }
         self.kind = kind
+        if let w = wakes, due >= w { return .none }
         wakes = due
         return .set
     }
 
-    /// The timer was cancelled (or given back): nothing is due.
+    /// The timer was cancelled (or given back): nothing is due. The timer under it stays set.
     mutating func cancelled() {
         due = nil
-        wakes = nil
     }
 
     enum Wake: Equatable {
@@ -47,16 +52,19 @@ struct TimerDeadline: Equatable {
         /// Woke early for a deadline that moved: set the timer to wake after this many
         /// nanoseconds, and nothing fires.
         case setAgain(afterNanos: UInt64)
+        /// Nothing is due (cancelled since the timer was set): it stays unset, nothing fires.
+        case idle
     }
 
-    /// The timer woke at `now`.
+    /// The timer woke at `now` (it is no longer set).
     mutating func woke(now: UInt64) -> Wake {
-        if let d = due, d > now &+ Self.slackNanos {
+        wakes = nil
+        guard let d = due else { return .idle }
+        if d > now &+ Self.slackNanos {
             wakes = d
             return .setAgain(afterNanos: d &- now)
         }
         due = nil
-        wakes = nil
         return .fire(kind)
     }
 }

@@ -351,7 +351,7 @@ public final class EngineRuntime {
         coalescer.stop()
         redis?.close()
         for b in backends.all { b.pool.closeAll() }
-        for t in idleTimers { t.close() }
+        for t in idleTimers { t.timer.close() }
         idleTimers.removeAll()
     }
 
@@ -416,21 +416,29 @@ public final class EngineRuntime {
         metrics.cacheStores += 1
     }
 
-    /// Idle session timers (a libevent event each), reused instead of one allocation per request.
-    private var idleTimers: [Timer] = []
+    /// Idle session timers (a libevent event each), reused instead of one allocation per request,
+    /// each with when it is still set to wake (nil: not set). A timer given back set stays set:
+    /// the next request's deadline is later, and the timer then needs no `event_add` (SessionTimer).
+    /// One that wakes while idle has no target and does nothing (`isArmed` turns false).
+    private var idleTimers: [(timer: Timer, wakes: UInt64?)] = []
 
-    /// An idle timer (or a new one) that tells `target` when it fires.
-    func takeTimer(for target: any TimerTarget) -> Timer {
-        let t = idleTimers.popLast() ?? Timer(loop: loop)
+    /// An idle timer (or a new one) that tells `target` when it fires, and when it is set to wake.
+    func takeTimer(for target: any TimerTarget) -> (Timer, wakes: UInt64?) {
+        guard let (t, wakes) = idleTimers.popLast() else {
+            let t = Timer(loop: loop)
+            t.target = target
+            return (t, nil)
+        }
         t.target = target
-        return t
+        return (t, t.isArmed ? wakes : nil)
     }
 
-    func returnTimer(_ t: Timer) {
-        t.cancel()
+    /// Takes `t` back (`wakes`: when it is set to wake; nil: it is cancelled here).
+    func returnTimer(_ t: Timer, wakes: UInt64?) {
+        if wakes == nil { t.cancel() }
         t.onFire = nil
         t.target = nil
-        if idleTimers.count < 4096 { idleTimers.append(t) } else { t.close() }
+        if idleTimers.count < 4096 { idleTimers.append((t, wakes)) } else { t.close() }
     }
 
     // MARK: access log and latency metrics

@@ -25,6 +25,14 @@ private func backendAndRequest(_ loop: Loop, cooldown: Duration) throws -> (Back
 private struct ParseFailed: Error {}
 
 @Suite struct UpstreamAttemptTests {
+    @Test func aBackendsSessionHeaderTailNamesItForEachOutcome() throws {
+        let (b, _) = try backendAndRequest(Loop(), cooldown: .seconds(1))
+        for o in CacheOutcome.allCases {
+            #expect(b.sessionHeaderTail(o) == SessionHeaders.tail(cache: o.rawValue, backendURL: "http://b0:8000"))
+            #expect(b.sessionHeaderTail(o).items == [.init("x-cache", o.rawValue), .init("x-routed-backend", "http://b0:8000")])
+        }
+    }
+
     @Test func failuresByName() {
         #expect(UpstreamAttempt.failure(.connectFailed, exchangesCompleted: 3) == .connect)
         #expect(UpstreamAttempt.failure(.malformed, exchangesCompleted: 0) == .malformed)
@@ -35,18 +43,19 @@ private struct ParseFailed: Error {}
     }
 
     @Test func headEvents() {
-        func head(_ status: Int, _ h: HTTPHeaders) -> (Int, String?, Int?)? {
-            guard case .upstreamHead(let s, let ct, let cl) = UpstreamAttempt.headEvent(status: status, headers: h) else { return nil }
+        func head(_ status: Int, _ h: HTTPHeaders, _ length: Int?) -> (Int, String?, Int?)? {
+            guard case .upstreamHead(let s, let ct, let cl) = UpstreamAttempt.headEvent(status: status, headers: h, contentLength: length)
+            else { return nil }
             return (s, ct, cl)
         }
         var json = HTTPHeaders()
         json.add("content-type", "application/json")
         json.add("content-length", "12")
-        #expect(head(200, json)! == (200, "application/json", 12))
+        #expect(head(200, json, 12)! == (200, "application/json", 12))
         var sse = HTTPHeaders()
         sse.add("content-type", "text/event-stream; charset=utf-8")
-        #expect(head(503, sse)! == (503, "text/event-stream; charset=utf-8", nil))
-        #expect(head(204, HTTPHeaders())! == (204, nil, nil))
+        #expect(head(503, sse, nil)! == (503, "text/event-stream; charset=utf-8", nil))
+        #expect(head(204, HTTPHeaders(), nil)! == (204, nil, nil))
     }
 
     @Test func anAttemptHoldsItsPermitAndCountsUntilItsVerdict() throws {

@@ -22,6 +22,18 @@ import Testing
         #expect(all["x-ratelimit-reset-tokens"] == "1m0.5s")
     }
 
+    /// The tables the session takes its tails from hold the lines `tail` makes, in outcome order.
+    @Test func prebuiltTailsAreTheLinesForEachOutcome() {
+        #expect(CacheOutcome.allCases.map(\.index) == [0, 1, 2, 3])
+        for o in CacheOutcome.allCases {
+            #expect(SessionHeaders.tails[o.index].items == [.init("x-cache", o.rawValue)])
+            let h = SessionHeaders.make(HTTPHeaders(), requestId: "r", tail: SessionHeaders.tail(cache: o.rawValue, backendURL: "http://b:1"),
+                                        usedFallback: false, isFollower: true, rateStatus: nil)
+            #expect(h.items == [.init("x-coalesced", "true"), .init("x-request-id", "r"), .init("x-cache", o.rawValue),
+                                .init("x-routed-backend", "http://b:1")])
+        }
+    }
+
     @Test func onlyTheLimitsATenantHas() {
         var h = HTTPHeaders()
         SessionHeaders.addRateLimitHeaders(RateLimitStatus(limitTokens: 600, remainingTokens: 300), to: &h)

@@ -19,23 +19,45 @@ import Testing
         #expect(t.due == nil && t.wakes == nil)
     }
 
-    @Test func anEarlierDeadlineOrAnotherKindSetsTheTimer() {
+    @Test func anEarlierDeadlineSetsTheTimerAndAnyKindFiresAsLastArmed() {
         var t = TimerDeadline()
         #expect(t.arm(.upstream, due: 1000 * ms) == .set)
         #expect(t.arm(.upstream, due: 900 * ms) == .set)        // sooner than it would wake
         #expect(t.wakes == 900 * ms)
-        #expect(t.arm(.backoff, due: 950 * ms) == .set)         // another purpose
+        #expect(t.arm(.backoff, due: 950 * ms) == .none)        // another purpose, later: the wake re-checks
         #expect(t.kind == .backoff)
+        #expect(t.woke(now: 900 * ms) == .setAgain(afterNanos: 50 * ms))
         #expect(t.woke(now: 950 * ms) == .fire(.backoff))
         #expect(t.arm(.backoff, due: 2000 * ms) == .set)        // after a firing nothing is set
+        #expect(t.arm(.upstream, due: 1500 * ms) == .set)       // another purpose, sooner
+        #expect(t.woke(now: 1500 * ms) == .fire(.upstream))
     }
 
-    @Test func afterCancellingTheNextArmSetsTheTimer() {
+    @Test func cancellingLeavesTheTimerSetAndItsWakeDoesNothing() {
         var t = TimerDeadline()
         #expect(t.arm(.upstream, due: 1000 * ms) == .set)
         t.cancelled()                                           // upstream paused for a slow client
-        #expect(t.arm(.upstream, due: 3000 * ms) == .set)       // resumed
-        #expect(t.wakes == 3000 * ms)
+        #expect(t.due == nil && t.wakes == 1000 * ms)
+        #expect(t.arm(.upstream, due: 3000 * ms) == .none)      // resumed: the timer wakes first
+        #expect(t.woke(now: 1000 * ms) == .setAgain(afterNanos: 2000 * ms))
+        t.cancelled()
+        #expect(t.woke(now: 3000 * ms) == .idle)                // nothing due: nothing fires
+        #expect(t.due == nil && t.wakes == nil)
+        #expect(t.arm(.upstream, due: 4000 * ms) == .set)       // not set any more
+    }
+
+    @Test func aPooledTimerStillSetServesTheNextRequestsLaterDeadline() {
+        // The previous request gave its timer back set to wake at 1000 ms.
+        var t = TimerDeadline(wakes: 1000 * ms)
+        #expect(t.due == nil)
+        #expect(t.arm(.upstream, due: 1500 * ms) == .none)
+        #expect(t.woke(now: 1000 * ms) == .setAgain(afterNanos: 500 * ms))
+        #expect(t.woke(now: 1500 * ms) == .fire(.upstream))
+        // An earlier deadline than the pooled timer's wake sets it.
+        var u = TimerDeadline(wakes: 1000 * ms)
+        #expect(u.arm(.backoff, due: 200 * ms) == .set)
+        #expect(u.wakes == 200 * ms)
+        #expect(u.woke(now: 200 * ms) == .fire(.backoff))
     }
 
     @Test func aWakeWithinTheSlackFires() {
@@ -49,8 +71,9 @@ import Testing
     }
 
     @Test func randomArmsFireAtTheLastDeadlineOfTheirKind() {
-        // Against a model that sets the timer on every arm: a wake fires exactly when the model's
-        // timer would (within the slack), and the real timer is never set to wake after the due time.
+        // Against a model that sets the timer on every arm and unsets it on cancel: a wake fires
+        // exactly when the model's timer would (within the slack), a wake with nothing due does
+        // nothing, and the real timer is never set to wake after the due time.
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<200 {
             var t = TimerDeadline()
@@ -67,8 +90,8 @@ import Testing
                     modelDue = due
                     modelKind = kind
                 case 6:
+                    // The libevent timer stays set: its wake must do nothing.
                     t.cancelled()
-                    timerAt = nil
                     modelDue = nil
                 default:
                     // Time passes to the timer's wake, if it is set.
@@ -83,9 +106,12 @@ import Testing
                     case .setAgain(let after):
                         #expect(modelDue == now + after)
                         timerAt = now + after
+                    case .idle:
+                        #expect(modelDue == nil)
                     }
                 }
                 if let d = modelDue { #expect(timerAt.map { $0 <= d } == true) }
+                #expect(t.wakes == timerAt)
             }
         }
     }
