@@ -55,6 +55,18 @@ private func readAvailable(_ fd: Int32) -> String {
     return String(decoding: out, as: UTF8.self)
 }
 
+/// A server connection on a socket pair, recorded by a Recorder, its peer nonblocking (the
+/// tests that write and read in turns). Keep `c` alive for the test.
+private func recordedServer(_ limits: HTTPServerLimits = HTTPServerLimits()) -> (Loop, Int32, Recorder, HTTPServerConnection) {
+    let loop = Loop()
+    let (a, peer) = socketPair()
+    _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
+    let rec = Recorder()
+    let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: limits)
+    c.delegate = rec
+    return (loop, peer, rec, c)
+}
+
 private func offset(of needle: String, in hay: String) -> Int {
     let h = Array(hay.utf8), n = Array(needle.utf8)
     guard h.count >= n.count else { return -1 }
@@ -221,12 +233,7 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// ones, then a chunked one growing past its first room, each arrive whole and alone, on one
     /// connection, through the array delegate method and the bytes one alike.
     @Test func bodiesOfEverySizeArriveWholeOnOneConnection() {
-        let loop = Loop()
-        let (a, peer) = socketPair()
-        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
-        let rec = Recorder()
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
-        c.delegate = rec
+        let (loop, peer, rec, c) = recordedServer()
         let big = String(repeating: "0123456789", count: 10_000)
         var sent = Array("POST /big HTTP/1.1\r\nContent-Length: \(big.utf8.count)\r\n\r\n\(big)".utf8)
         sent += Array("POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".utf8)
@@ -256,12 +263,7 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// read goes (its first piece was lent until then): each arrives whole, then, on the same
     /// connection, a body after it in one read.
     @Test func bodiesSplitAcrossReadsArriveWhole() {
-        let loop = Loop()
-        let (a, peer) = socketPair()
-        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
-        let rec = Recorder()
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
-        c.delegate = rec
+        let (loop, peer, rec, c) = recordedServer()
         var sink = [UInt8](repeating: 0, count: 65536)
         let sends: [[String]] = [
             // (the second read is longer than the first: read into the same memory, it covers
@@ -287,12 +289,7 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// A target is compared with the last one where the parser reads it; one that arrives in
     /// pieces (the first of which may equal the last target) is still collected whole.
     @Test func targetsRepeatedOrSplitAcrossReadsArriveWhole() {
-        let loop = Loop()
-        let (a, peer) = socketPair()
-        _ = fcntl(peer, F_SETFL, fcntl(peer, F_GETFL) | O_NONBLOCK)
-        let rec = Recorder()
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
-        c.delegate = rec
+        let (loop, peer, rec, c) = recordedServer()
         let sends: [[String]] = [
             ["GET /v1/x HTTP/1.1\r\n\r\n"], ["GET /v1/x HTTP/1.1\r\n\r\n"],
             ["GET /v1/", "x HTTP/1.1\r\n\r\n"], ["GET /v1/x", "y?q=1 HTTP/1.1\r\n\r\n"],
@@ -388,12 +385,8 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// Response heads exactly: any status line (with its reason), a header block larger than the
     /// head buffer starts with, the length's digits, and `connection: close` on the last response.
     @Test func responseHeadsAreComposedExactly() {
-        let loop = Loop()
-        let (a, peer) = socketPair()
-        let rec = Recorder()
+        let (loop, peer, rec, c) = recordedServer()
         rec.autoRespond = false
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1, limits: HTTPServerLimits())
-        c.delegate = rec
         let big = String(repeating: "v", count: 2000)
         let cases: [(Int, HTTPHeaders, Int, String)] = [
             (200, HTTPHeaders([.init("x-a", "1")]), 0, "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"),
@@ -429,12 +422,7 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// arriving within the idle timeout keep a connection open long past it, and once they stop,
     /// it closes one idle timeout after the last response (not earlier, not much later).
     @Test func keepAliveRequestsMoveTheIdleDeadline() {
-        let loop = Loop()
-        let (a, peer) = socketPair()
-        let rec = Recorder()
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1,
-                                     limits: HTTPServerLimits(readTimeout: .milliseconds(60), idleTimeout: .milliseconds(150)))
-        c.delegate = rec
+        let (loop, peer, rec, c) = recordedServer(HTTPServerLimits(readTimeout: .milliseconds(60), idleTimeout: .milliseconds(150)))
         // Ten requests 50 ms apart: 500 ms, over three idle timeouts.
         for i in 1...10 {
             writeAll(peer, "GET /r\(i) HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -458,12 +446,7 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// A request that starts while the timer runs for a later idle deadline still times out one
     /// read timeout after its first byte.
     @Test func readTimeoutAfterAnAnsweredRequestCountsFromTheFirstByte() {
-        let loop = Loop()
-        let (a, peer) = socketPair()
-        let rec = Recorder()
-        let c = HTTPServerConnection(loop: loop, fd: a, id: 1,
-                                     limits: HTTPServerLimits(readTimeout: .milliseconds(80), idleTimeout: .seconds(5)))
-        c.delegate = rec
+        let (loop, peer, rec, c) = recordedServer(HTTPServerLimits(readTimeout: .milliseconds(80), idleTimeout: .seconds(5)))
         writeAll(peer, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
         spin(loop)
         #expect(rec.requests.count == 1)
