@@ -109,6 +109,11 @@ struct StreamRelay {
             return .relay
         }
         let invalidBefore = scanner.invalidEvents
+        // Room for everything this read can complete (the held partial event and the read), so
+        // `events` is allocated once: the scanner appends in runs (up to a final or usage chunk,
+        // then the rest), and the second run grew the buffer and copied the first (a whole
+        // stream's ~11 KB per one-read stream).
+        events.reserveCapacity(scanner.pendingBytes + bytes.count)
         scanner.feed(bytes, all: &events, filterUsage: !includeUsage)
         if records && !recordingOverflowed && !events.isEmpty {
             if recording.count + events.count > Self.maxRecordedBytes {
