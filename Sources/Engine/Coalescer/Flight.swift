@@ -56,7 +56,17 @@ final class Flight {
             recorded = []
             return false
         }
-        if recorded.isEmpty { recorded = events } else { recorded += events }
+        if recorded.isEmpty {
+            recorded = events
+        } else {
+            // Room ahead from 16 KiB, as StreamRelay's recording: growing from the first read's
+            // size reallocated and copied the recording ~5 times for a stream of an event a read.
+            if recorded.capacity < recorded.count + events.count {
+                recorded.reserveCapacity(Swift.min(Flight.maxRecordedBytes,
+                                                   StreamRelay.roomAhead(for: recorded.count + events.count, floor: StreamRelay.recordingFloorBytes)))
+            }
+            recorded += events
+        }
         return true
     }
 

@@ -532,12 +532,14 @@ public struct SSEEventScanner: Sendable {
             if usageOnly, !heldHasFingerprint, let fp = fingerprint {
                 // The held chunk's bytes may still be pending in the run.
                 sink.flush(src, all: &all)
-                let bytes: [UInt8]
+                // Written into `released` where it goes: copying the chunk and the fingerprint
+                // out first, then building the result, took three arrays per stream.
                 switch held {
-                case .inAll(let r): bytes = Array(all[r])
-                case .bytes(let b): bytes = b
+                case .inAll(let r):
+                    all.withUnsafeBytes { releaseAdding(fingerprint: fp, to: UnsafeRawBufferPointer(rebasing: $0[r]), &sink) }
+                case .bytes(let b):
+                    b.withUnsafeBytes { releaseAdding(fingerprint: fp, to: $0, &sink) }
                 }
-                release(Self.adding(fingerprint: Array(fp), to: bytes), &sink)
             } else {
                 switch held {
                 case .inAll(let r): addClient(r, &sink)
@@ -580,6 +582,15 @@ public struct SSEEventScanner: Sendable {
         clientPieces.append(.released(s..<released.count))
     }
 
+    /// The client gets `ev` with `fp` added (`adding(fingerprint:to:)`), written in `released`.
+    private mutating func releaseAdding(fingerprint fp: UnsafeRawBufferPointer, to ev: UnsafeRawBufferPointer,
+                                        _ sink: inout Sink) {
+        flushClientRun(&sink)
+        let s = released.count
+        Self.append(ev, adding: fp, to: &released)
+        clientPieces.append(.released(s..<released.count))
+    }
+
     /// Notes the top-level id and created values of one event's data (which goes at `offset` in
     /// `all`), as ReplyStamp.spans(ofJSON:) finds them: reused from the last parsed event when this
     /// one starts with the same bytes through the byte after its last value and the parser counted
@@ -594,16 +605,24 @@ public struct SSEEventScanner: Sendable {
     /// `ev` (one `data:` line holding a JSON object, then its blank line) with
     /// `,"system_fingerprint":<fp>` before the object's closing brace, where vLLM writes it.
     static func adding(fingerprint fp: [UInt8], to ev: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        fp.withUnsafeBytes { f in ev.withUnsafeBytes { append($0, adding: f, to: &out) } }
+        return out
+    }
+
+    /// Appends `adding(fingerprint: fp, to: ev)` to `out`.
+    static func append(_ ev: UnsafeRawBufferPointer, adding fp: UnsafeRawBufferPointer, to out: inout [UInt8]) {
         var close = ev.count - 1
         while close >= 0 && ev[close] != 0x7D { close -= 1 }  // "}": the last byte of the data line's object
-        guard close > 0 else { return ev }
-        var out: [UInt8] = []
-        out.reserveCapacity(ev.count + fp.count + 24)
-        out += ev[..<close]
-        out += #","system_fingerprint":"#.utf8
-        out += fp
-        out += ev[close...]
-        return out
+        guard close > 0 else {
+            out.append(contentsOf: ev)
+            return
+        }
+        out.reserveCapacity(out.count + ev.count + fp.count + 24)
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[..<close]))
+        out.append(contentsOf: #","system_fingerprint":"#.utf8)
+        out.append(contentsOf: fp)
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: ev[close...]))
     }
 
     /// An event's data as the parser read it, and where it is when it was one `data:` line (nil

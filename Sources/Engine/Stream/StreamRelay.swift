@@ -10,6 +10,11 @@
 struct StreamRelay {
     /// Past this the stream is still relayed, but not recorded: not cached, not shared as whole.
     static let maxRecordedBytes = 8 << 20
+    /// The recording's first room once it needs its own buffer (see `read`).
+    static let recordingFloorBytes = 16 << 10
+
+    /// Capacity for `needed` elements that leaves room ahead: twice as many, at least `floor`.
+    static func roomAhead(for needed: Int, floor: Int) -> Int { Swift.max(floor, 2 * needed) }
 
     let includeUsage: Bool
     let records: Bool
@@ -109,6 +114,11 @@ struct StreamRelay {
             return .relay
         }
         let invalidBefore = scanner.invalidEvents
+        // Room for everything this read can complete (the held partial event and the read), so
+        // `events` is allocated once: the scanner appends in runs (up to a final or usage chunk,
+        // then the rest), and the second run grew the buffer and copied the first (a whole
+        // stream's ~11 KB per one-read stream).
+        events.reserveCapacity(scanner.pendingBytes + bytes.count)
         scanner.feed(bytes, all: &events, filterUsage: !includeUsage)
         if records && !recordingOverflowed && !events.isEmpty {
             if recording.count + events.count > Self.maxRecordedBytes {
@@ -127,6 +137,14 @@ struct StreamRelay {
                 identitySpans = scanner.identitySpansInAll
             } else {
                 let base = recording.count
+                // Room ahead of need, from 16 KiB (a typical answer whole): vLLM sends an event
+                // a read, and growing from the first read's size reallocated and copied the
+                // recording ~5 times a stream (its spans ~3 times more).
+                if recording.capacity < base + events.count {
+                    recording.reserveCapacity(Self.roomAhead(for: base + events.count, floor: Self.recordingFloorBytes))
+                }
+                let spans = identitySpans.count + scanner.identitySpansInAll.count
+                if identitySpans.capacity < spans { identitySpans.reserveCapacity(Self.roomAhead(for: spans, floor: 128)) }
                 for r in scanner.usageRangesInAll { usageRanges.append((base + r.lowerBound)..<(base + r.upperBound)) }
                 for r in scanner.identitySpansInAll { identitySpans.append((base + r.lowerBound)..<(base + r.upperBound)) }
                 recording += events

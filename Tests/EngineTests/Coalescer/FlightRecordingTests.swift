@@ -17,6 +17,26 @@ import Testing
         #expect(fl.recorded == Array("data: 1\n\ndata: 2\n\n".utf8))
     }
 
+    /// vLLM sends an event a read: from the second read on the recording has room ahead (16 KiB
+    /// at least, never past the cap), so a typical stream's recording stays in one buffer.
+    @Test func theRecordingHasRoomAheadWhenEventsComeOneARead() {
+        let fl = Flight(id: CoalescerMachine.FlightID(1), key: "k")
+        var expected: [UInt8] = []
+        var buffers: Set<UnsafeRawPointer?> = []
+        for k in 0..<40 {
+            let ev = Array("data: {\"k\":\(k)}\n\n".utf8)
+            #expect(fl.record(ev))
+            expected += ev
+            #expect(fl.recorded == expected)
+            if k >= 1 {
+                #expect(fl.recorded.capacity >= StreamRelay.recordingFloorBytes)
+                buffers.insert(fl.recorded.withUnsafeBytes { $0.baseAddress })
+            }
+        }
+        #expect(buffers.count == 1, "one buffer from the second read on")
+        #expect(StreamRelay.roomAhead(for: 100, floor: 16) == 200 && StreamRelay.roomAhead(for: 5, floor: 16) == 16)
+    }
+
     @Test func overflowDropsTheRecordingOnce() {
         let fl = Flight(id: CoalescerMachine.FlightID(1), key: "k")
         #expect(fl.record([UInt8](repeating: 0x61, count: Flight.maxRecordedBytes - 1)))

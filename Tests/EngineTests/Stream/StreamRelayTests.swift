@@ -58,6 +58,33 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
         #expect(r.answer?.usageRanges == [u..<(u + usageChunk.utf8.count)])
     }
 
+    /// vLLM sends an event a read: from the second read on the recording (and its identity
+    /// spans) has room ahead, so a typical answer's recording stays in one buffer, and it is
+    /// still every read's events in order, as is the identity the recording carries.
+    @Test func theRecordingHasRoomAheadWhenEventsComeOneARead() throws {
+        var r = StreamRelay(includeUsage: true, records: true, maxEventBytes: 1 << 20)
+        var text = ""
+        for k in 0..<40 { text += chunk(#"{"content":"t\#(k)"}"#) }
+        text += chunk("{}", finish: "stop") + usageChunk + done
+        var expected: [UInt8] = []
+        var buffers: Set<UnsafeRawPointer?> = []
+        for (k, part) in text.split(separator: "\n\n", omittingEmptySubsequences: true).enumerated() {
+            let ev = Array((part + "\n\n").utf8)
+            #expect(ev.withUnsafeBytes { r.read($0) } == .relay)
+            #expect(r.events == ev, "an event a read, relayed whole")
+            expected += ev
+            #expect(r.recording == expected)
+            if k >= 1 {
+                #expect(r.recording.capacity >= StreamRelay.recordingFloorBytes)
+                buffers.insert(r.recording.withUnsafeBytes { $0.baseAddress })
+            }
+        }
+        #expect(buffers.count == 1, "one buffer from the second read on")
+        let a = try #require(r.answer)
+        #expect(a.events == Array(text.utf8))
+        #expect(a.identitySpans != nil && a.identitySpans == a.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) })
+    }
+
     @Test(arguments: [1, 5, 64, 100_000])
     func aReadsEventsGoOutWholeAndOnce(step: Int) {
         let (r, client, flight, reads) = relay(whole, step: step)
