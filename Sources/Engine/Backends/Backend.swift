@@ -81,14 +81,22 @@ public final class BackendSet {
 
     /// The pool of `model` in preference order: the weighted round-robin pick first, then the
     /// other eligible backends. Empty when none serves the model or every breaker is open.
+    /// Refilled in place by the next call (its capacity kept): the usual caller, admission's fast
+    /// path, lets go of the list within the request's call, so no array is allocated per request.
+    /// A list still held (a queued request's) is shared, and copy-on-write leaves it alone: the
+    /// refill then gets a new buffer.
     public func candidates(model: String?, now: UInt64) -> [BackendID] {
         guard let first = selector.pick(eligible: { self.isEligible(self.all[$0.index], model: model, now: now) }) else {
             return []
         }
-        var out = [first]
-        for b in all where b.id != first && isEligible(b, model: model, now: now) { out.append(b.id) }
-        return out
+        // removeLast, not removeAll(keepingCapacity:), whose replaceSubrange cost more than the
+        // list's usual one element.
+        while !lastCandidates.isEmpty { lastCandidates.removeLast() }
+        lastCandidates.append(first)
+        for b in all where b.id != first && isEligible(b, model: model, now: now) { lastCandidates.append(b.id) }
+        return lastCandidates
     }
+    private var lastCandidates: [BackendID] = []
 
     /// `candidates` as routing.policy orders them: the scorer's order for prefix_aware (by the
     /// prompt's chunks), the round-robin order otherwise; and why the first is first.
