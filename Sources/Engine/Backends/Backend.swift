@@ -13,7 +13,12 @@ public final class Backend {
     public let weight: Int
     /// Models from the config (fixed) or learned from GET /v1/models.
     public let configuredModels: [String]?
-    public internal(set) var discoveredModels: [String] = []
+    public internal(set) var discoveredModels: [String] = [] {
+        didSet { modelsVersion &+= 1 }
+    }
+    /// Counts the changes of `discoveredModels`: BackendSet.isKnown's memo holds while no
+    /// backend's count moved.
+    private(set) var modelsVersion = 0
     /// Raw JSON objects from the backend's /v1/models `data`, for the union listing.
     public internal(set) var modelObjects: [[UInt8]] = []
     public internal(set) var isHealthy = false
@@ -114,12 +119,33 @@ public final class BackendSet {
 
     /// Whether some backend serves `model`: nil while any backend's model list is still unknown.
     public func isKnown(_ model: String) -> Bool? {
+        let versions = modelsVersions
+        if let k = knownModel, versions == knownVersions, k == model { return true }
         var unknown = false
         for b in all {
             let m = b.models
-            if m.isEmpty { unknown = true } else if m.contains(model) { return true }
+            if m.isEmpty {
+                unknown = true
+            } else if m.contains(model) {
+                knownModel = model
+                knownVersions = versions
+                return true
+            }
         }
         return unknown ? nil : false
+    }
+
+    /// The last model `isKnown` found served, and `modelsVersions` then: a request asks three or
+    /// four times (routing, fallback, the metrics' model label), each walk copying every backend's
+    /// list and comparing its names; until some list changes, the same model is one compare.
+    private var knownModel: String?
+    private var knownVersions = 0
+
+    /// The backends' model-list versions summed: each only grows, so any change moves the sum.
+    private var modelsVersions: Int {
+        var v = 0
+        for b in all { v &+= b.modelsVersion }
+        return v
     }
 
     /// Every model the backends serve, sorted; nil while some backend's list is not known yet.

@@ -155,4 +155,29 @@ private struct ParseFailed: Error {}
         }
         #expect(ua.routeFirst(a, req, model: "none", now: 0) == nil)
     }
+
+    /// `isKnown` remembers the last model it found served until some backend's discovered list
+    /// changes: a model dropped from every list is no longer known, one added is.
+    @Test func isKnownFollowsDiscoveredModelLists() {
+        let loop = Loop()
+        let set = BackendSet((0..<2).map { i in
+            Backend(id: BackendID(i), url: "http://b\(i):8000", endpoint: Endpoint(host: "127.0.0.1", port: 9)!, loop: loop,
+                    apiKey: nil, weight: 1, models: nil, breaker: CircuitBreaker(threshold: 1, cooldown: .seconds(1)))
+        })
+        #expect(set.isKnown("a") == nil)
+        set.all[1].discoveredModels = ["a"]
+        #expect(set.isKnown("a") == true)
+        #expect(set.isKnown("a") == true)
+        #expect(set.isKnown("b") == nil)
+        set.all[0].discoveredModels = ["b"]
+        #expect(set.isKnown("a") == true)
+        #expect(set.isKnown("b") == true)
+        set.all[1].discoveredModels = ["c"]
+        #expect(set.isKnown("a") == false)
+        #expect(set.isKnown("b") == true)
+        set.all[0].discoveredModels = ["c"]
+        #expect(set.isKnown("b") == false)
+        set.all[1].discoveredModels = ["a", "c"]
+        #expect(set.isKnown("a") == true)
+    }
 }
