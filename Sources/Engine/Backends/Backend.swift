@@ -13,7 +13,12 @@ public final class Backend {
     public let weight: Int
     /// Models from the config (fixed) or learned from GET /v1/models.
     public let configuredModels: [String]?
-    public internal(set) var discoveredModels: [String] = []
+    public internal(set) var discoveredModels: [String] = [] {
+        didSet { modelsVersion &+= 1 }
+    }
+    /// Counts the changes of `discoveredModels`: BackendSet.isKnown's memo holds while no
+    /// backend's count moved.
+    private(set) var modelsVersion = 0
     /// Raw JSON objects from the backend's /v1/models `data`, for the union listing.
     public internal(set) var modelObjects: [[UInt8]] = []
     public internal(set) var isHealthy = false
@@ -81,14 +86,22 @@ public final class BackendSet {
 
     /// The pool of `model` in preference order: the weighted round-robin pick first, then the
     /// other eligible backends. Empty when none serves the model or every breaker is open.
+    /// Refilled in place by the next call (its capacity kept): the usual caller, admission's fast
+    /// path, lets go of the list within the request's call, so no array is allocated per request.
+    /// A list still held (a queued request's) is shared, and copy-on-write leaves it alone: the
+    /// refill then gets a new buffer.
     public func candidates(model: String?, now: UInt64) -> [BackendID] {
         guard let first = selector.pick(eligible: { self.isEligible(self.all[$0.index], model: model, now: now) }) else {
             return []
         }
-        var out = [first]
-        for b in all where b.id != first && isEligible(b, model: model, now: now) { out.append(b.id) }
-        return out
+        // removeLast, not removeAll(keepingCapacity:), whose replaceSubrange cost more than the
+        // list's usual one element.
+        while !lastCandidates.isEmpty { lastCandidates.removeLast() }
+        lastCandidates.append(first)
+        for b in all where b.id != first && isEligible(b, model: model, now: now) { lastCandidates.append(b.id) }
+        return lastCandidates
     }
+    private var lastCandidates: [BackendID] = []
 
     /// `candidates` as routing.policy orders them: the scorer's order for prefix_aware (by the
     /// prompt's chunks), the round-robin order otherwise; and why the first is first.
@@ -106,12 +119,33 @@ public final class BackendSet {
 
     /// Whether some backend serves `model`: nil while any backend's model list is still unknown.
     public func isKnown(_ model: String) -> Bool? {
+        let versions = modelsVersions
+        if let k = knownModel, versions == knownVersions, k == model { return true }
         var unknown = false
         for b in all {
             let m = b.models
-            if m.isEmpty { unknown = true } else if m.contains(model) { return true }
+            if m.isEmpty {
+                unknown = true
+            } else if m.contains(model) {
+                knownModel = model
+                knownVersions = versions
+                return true
+            }
         }
         return unknown ? nil : false
+    }
+
+    /// The last model `isKnown` found served, and `modelsVersions` then: a request asks three or
+    /// four times (routing, fallback, the metrics' model label), each walk copying every backend's
+    /// list and comparing its names; until some list changes, the same model is one compare.
+    private var knownModel: String?
+    private var knownVersions = 0
+
+    /// The backends' model-list versions summed: each only grows, so any change moves the sum.
+    private var modelsVersions: Int {
+        var v = 0
+        for b in all { v &+= b.modelsVersion }
+        return v
     }
 
     /// Every model the backends serve, sorted; nil while some backend's list is not known yet.

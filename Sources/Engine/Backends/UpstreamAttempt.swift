@@ -28,6 +28,19 @@ struct UpstreamAttempt {
         return r.order
     }
 
+    /// `route`'s first backend, without the list when routing.policy has no scorer: the selector
+    /// picks it as `candidates` picks its first (one round, the same state change), and the rest of
+    /// that list, an array allocated per request, was never read here (no admission, no retry yet).
+    mutating func routeFirst(_ backends: BackendSet, _ request: OpenAIRequest, model: String?,
+                             excluding: [BackendID] = [], now: UInt64) -> BackendID? {
+        guard backends.routing != nil else {
+            routeReason = .roundRobin
+            routeExact = nil
+            return backends.pick(model: model, excluding: excluding, now: now)
+        }
+        return route(backends, request, model: model, excluding: excluding, now: now).first
+    }
+
     /// Starts an attempt on `b`: its breaker's permit, its counts, a pooled connection that reports
     /// to `delegate` (returned, for `send`). Nil when the breaker refused: its half-open probe went
     /// out since `b` was chosen (e.g. while the request was queued); not this backend, and not a

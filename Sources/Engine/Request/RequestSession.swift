@@ -163,7 +163,7 @@ final class RequestSession {
                 if let b = OpenAIRequest.rewrite(body, model: model, includeUsage: false) { body = b }
                 servedModel = model
             }
-            post(.backendChosen(upstream.route(runtime.backends, request, model: servedModel, excluding: excluding, now: Loop.nowNanos()).first))
+            post(.backendChosen(upstream.routeFirst(runtime.backends, request, model: servedModel, excluding: excluding, now: Loop.nowNanos())))
         case .sendUpstream(let id, let timeout):
             let b = runtime.backends[id]
             let now = Loop.nowNanos()

@@ -16,7 +16,15 @@ final class Frontend: HTTPServerConnectionDelegate {
     private var nextId: UInt64 = 0
     private var rng = FastRandom()
 
-    init(runtime: EngineRuntime) { self.runtime = runtime }
+    /// The runtime's router (a value from the immutable config), kept here: read through the
+    /// unowned(unsafe) reference, each request's route copied the struct (its Strings retained)
+    /// and destroyed it after the call.
+    private let router: ModelRouter
+
+    init(runtime: EngineRuntime) {
+        self.runtime = runtime
+        self.router = runtime.router
+    }
 
     /// Open client connections by id (for graceful drain).
     private(set) var connections: [UInt64: HTTPServerConnection] = [:]
@@ -472,7 +480,7 @@ final class Frontend: HTTPServerConnectionDelegate {
         var forward = body
         var extra = HTTPHeaders()
         let served: String
-        switch runtime.router.route(requested: req.model, promptTokens: tokens, isKnown: { self.runtime.backends.isKnown($0) },
+        switch router.route(requested: req.model, promptTokens: tokens, isKnown: { self.runtime.backends.isKnown($0) },
                                     servedModels: { self.runtime.backends.servedModels() }) {
         case .unservedDefault(let m, let served):
             // The client named no model; the registry's choice is the operator's: say which one is

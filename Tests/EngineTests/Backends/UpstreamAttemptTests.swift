@@ -113,4 +113,71 @@ private struct ParseFailed: Error {}
         #expect(next != nil)
         other.close()
     }
+
+    /// Three backends weighted 3:2:1, the last serving another model.
+    private func weightedSet(_ loop: Loop) -> BackendSet {
+        BackendSet((0..<3).map { i in
+            Backend(id: BackendID(i), url: "http://b\(i):8000", endpoint: Endpoint(host: "127.0.0.1", port: 9)!, loop: loop,
+                    apiKey: nil, weight: 3 - i, models: i == 2 ? ["other"] : ["m"],
+                    breaker: CircuitBreaker(threshold: 1, cooldown: .seconds(1)))
+        })
+    }
+
+    /// `candidates` refills one list in place: a list a caller still holds (a queued request's)
+    /// keeps what it was given when the next call refills.
+    @Test func candidatesHeldAcrossCallsKeepTheirOrder() {
+        let set = weightedSet(Loop())
+        var held: [[BackendID]] = []
+        for _ in 0..<6 { held.append(set.candidates(model: "m", now: 0)) }
+        // Smooth weighted round-robin over weights 3 and 2: a b a b a, then a again.
+        let firsts = [0, 1, 0, 1, 0, 0].map(BackendID.init)
+        for (list, first) in zip(held, firsts) {
+            #expect(list == [first, BackendID(first.index == 0 ? 1 : 0)])
+        }
+        #expect(set.candidates(model: "none", now: 0).isEmpty)
+        // A list let go of is refilled (and reads as its own call's).
+        for _ in 0..<4 { _ = set.candidates(model: "other", now: 0) }
+        #expect(set.candidates(model: "other", now: 0) == [BackendID(2)])
+    }
+
+    /// `routeFirst` (round-robin, no list) picks what `route`'s first would: the same selector
+    /// rounds, with and without tried backends excluded.
+    @Test func routeFirstPicksRoutesFirst() throws {
+        let loop = Loop()
+        let a = weightedSet(loop), b = weightedSet(loop)
+        let (_, req) = try backendAndRequest(loop, cooldown: .seconds(1))
+        var ua = UpstreamAttempt(), ub = UpstreamAttempt()
+        for i in 0..<12 {
+            let excluding = i % 3 == 0 ? [] : [BackendID(i % 2)]
+            let first = ua.routeFirst(a, req, model: "m", excluding: excluding, now: 0)
+            #expect(first != nil)
+            #expect(first == ub.route(b, req, model: "m", excluding: excluding, now: 0).first)
+        }
+        #expect(ua.routeFirst(a, req, model: "none", now: 0) == nil)
+    }
+
+    /// `isKnown` remembers the last model it found served until some backend's discovered list
+    /// changes: a model dropped from every list is no longer known, one added is.
+    @Test func isKnownFollowsDiscoveredModelLists() {
+        let loop = Loop()
+        let set = BackendSet((0..<2).map { i in
+            Backend(id: BackendID(i), url: "http://b\(i):8000", endpoint: Endpoint(host: "127.0.0.1", port: 9)!, loop: loop,
+                    apiKey: nil, weight: 1, models: nil, breaker: CircuitBreaker(threshold: 1, cooldown: .seconds(1)))
+        })
+        #expect(set.isKnown("a") == nil)
+        set.all[1].discoveredModels = ["a"]
+        #expect(set.isKnown("a") == true)
+        #expect(set.isKnown("a") == true)
+        #expect(set.isKnown("b") == nil)
+        set.all[0].discoveredModels = ["b"]
+        #expect(set.isKnown("a") == true)
+        #expect(set.isKnown("b") == true)
+        set.all[1].discoveredModels = ["c"]
+        #expect(set.isKnown("a") == false)
+        #expect(set.isKnown("b") == true)
+        set.all[0].discoveredModels = ["c"]
+        #expect(set.isKnown("b") == false)
+        set.all[1].discoveredModels = ["a", "c"]
+        #expect(set.isKnown("a") == true)
+    }
 }
