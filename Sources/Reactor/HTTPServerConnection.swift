@@ -460,8 +460,9 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         put("\r\n")
         headCount = n
     }
-    /// Reused for every response head on this connection (grown to the largest); freed in deinit.
-    private var headBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 512, alignment: 8)
+    /// Reused for every response head on this connection (allocated by the first, grown to the
+    /// largest: a connection that never answers holds none); freed in deinit.
+    private var headBuffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
     /// The composed head's length in `headBuffer`.
     private var headCount = 0
     private var head: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: headBuffer.baseAddress, count: headCount) }
