@@ -67,19 +67,17 @@ private func relay(_ text: String, step: Int, includeUsage: Bool = false, record
         for k in 0..<40 { text += chunk(#"{"content":"t\#(k)"}"#) }
         text += chunk("{}", finish: "stop") + usageChunk + done
         var expected: [UInt8] = []
-        var buffers: Set<UnsafeRawPointer?> = []
+        var watch = RecordingBufferWatch()
         for (k, part) in text.split(separator: "\n\n", omittingEmptySubsequences: true).enumerated() {
             let ev = Array((part + "\n\n").utf8)
             #expect(ev.withUnsafeBytes { r.read($0) } == .relay)
             #expect(r.events == ev, "an event a read, relayed whole")
             expected += ev
             #expect(r.recording == expected)
-            if k >= 1 {
-                #expect(r.recording.capacity >= StreamRelay.recordingFloorBytes)
-                buffers.insert(r.recording.withUnsafeBytes { $0.baseAddress })
-            }
+            watch.saw(r.recording, afterRead: k)
         }
-        #expect(buffers.count == 1, "one buffer from the second read on")
+        #expect(watch.roomAheadEveryTime)
+        #expect(watch.stayedInOneBuffer, "one buffer from the second read on")
         let a = try #require(r.answer)
         #expect(a.events == Array(text.utf8))
         #expect(a.identitySpans != nil && a.identitySpans == a.events.withUnsafeBytes { ReplyStamp.spans(ofEvents: $0) })
