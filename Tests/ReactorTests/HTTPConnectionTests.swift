@@ -233,7 +233,7 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// ones, then a chunked one growing past its first room, each arrive whole and alone, on one
     /// connection, through the array delegate method and the bytes one alike.
     @Test func bodiesOfEverySizeArriveWholeOnOneConnection() {
-        let (loop, peer, rec, c) = recordedServer()
+        let (loop, peer, rec, _) = recordedServer()  // the connection holds itself until closed
         let big = String(repeating: "0123456789", count: 10_000)
         var sent = Array("POST /big HTTP/1.1\r\nContent-Length: \(big.utf8.count)\r\n\r\n\(big)".utf8)
         sent += Array("POST /s HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".utf8)
@@ -263,7 +263,7 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// read goes (its first piece was lent until then): each arrives whole, then, on the same
     /// connection, a body after it in one read.
     @Test func bodiesSplitAcrossReadsArriveWhole() {
-        let (loop, peer, rec, c) = recordedServer()
+        let (loop, peer, rec, _) = recordedServer()  // the connection holds itself until closed
         var sink = [UInt8](repeating: 0, count: 65536)
         let sends: [[String]] = [
             // (the second read is longer than the first: read into the same memory, it covers
@@ -289,7 +289,7 @@ private func readChunkedBody(_ peer: Int32, _ loop: Loop, already: [UInt8] = [],
     /// A target is compared with the last one where the parser reads it; one that arrives in
     /// pieces (the first of which may equal the last target) is still collected whole.
     @Test func targetsRepeatedOrSplitAcrossReadsArriveWhole() {
-        let (loop, peer, rec, c) = recordedServer()
+        let (loop, peer, rec, _) = recordedServer()  // the connection holds itself until closed
         let sends: [[String]] = [
             ["GET /v1/x HTTP/1.1\r\n\r\n"], ["GET /v1/x HTTP/1.1\r\n\r\n"],
             ["GET /v1/", "x HTTP/1.1\r\n\r\n"], ["GET /v1/x", "y?q=1 HTTP/1.1\r\n\r\n"],
