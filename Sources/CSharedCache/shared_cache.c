@@ -871,6 +871,27 @@ sc_claim_readers(sc_segment *s, const void *key, size_t klen, const void *owner,
 }
 
 int
+sc_claim_may_have_readers(sc_segment *s, const void *key, size_t klen, uint64_t now)
+{
+    if (klen == 0 || klen > SC_CLAIM_KEY_MAX) {
+        return 0;
+    }
+    uint64_t hash = sc_hash(s, key, klen);
+    struct sc_claim *t = sc_claims(s);
+    uint32_t mask = s->h->nclaims - 1;
+    /* Words only, each read atomically (another process may be writing the slot): no key bytes
+     * compared. A torn or stale view errs either way, and both ways are safe (see the header). */
+    for (uint32_t p = 0; p < SC_CLAIM_PROBES; p++) {
+        struct sc_claim *c = &t[(hash + p) & mask];
+        if (__atomic_load_n(&c->hash, __ATOMIC_RELAXED) == hash && __atomic_load_n(&c->lease_until, __ATOMIC_RELAXED) > now
+            && __atomic_load_n(&c->readers, __ATOMIC_ACQUIRE) > 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int
 sc_claim_join(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now)
 {
     return sc_claim_op(s, key, klen, owner, olen, now, 0, SC_OP_JOIN) >= 0;

@@ -106,6 +106,11 @@ int sc_claim_refresh(sc_segment *s, const void *key, size_t klen, const void *ow
 /* Readers joined so far (-1: not held). With `close_if_none`, a claim with none becomes CLOSED. */
 int sc_claim_readers(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now,
                      int close_if_none);
+/* Whether a live claim on `key` may have readers, read without the lock (a leader asks on every
+ * upstream read): 0 means none had joined when it looked (one joining meanwhile is seen at the
+ * next look, or by the locked call at the end); 1 means a claim slot for this key's hash counts
+ * readers, which the caller confirms with sc_claim_readers (the slot may be another owner's). */
+int sc_claim_may_have_readers(sc_segment *s, const void *key, size_t klen, uint64_t now);
 /* A reader joins `owner`'s claim: 1 joined, 0 not (gone, expired, CLOSED). */
 int sc_claim_join(sc_segment *s, const void *key, size_t klen, const void *owner, size_t olen, uint64_t now);
 /* 1 while `owner` holds the claim (OPEN, CLOSED or ENDING, lease running). */

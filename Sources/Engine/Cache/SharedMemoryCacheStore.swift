@@ -178,6 +178,14 @@ public final class SharedMemoryCacheStore: SynchronousCacheStore {
         return n < 0 ? nil : n
     }
 
+    /// Whether `key`'s claim may have readers, looked at without the lock: false is exact as of
+    /// the look, true must be confirmed with `claimReaders` (CSharedCache.h).
+    func claimMayHaveReaders(_ key: String, now: UInt64) -> Bool {
+        guard let s = segment else { return false }
+        var key = key
+        return key.withUTF8 { k in sc_claim_may_have_readers(s, k.baseAddress, k.count, now) == 1 }
+    }
+
     /// A reader joins `owner`'s claim; false when it cannot (the flight ended, or takes no readers).
     func joinClaim(_ key: String, owner: some ClaimOwnerName, now: UInt64) -> Bool {
         withClaim(key, owner, { s, k, o in sc_claim_join(s, k.baseAddress, k.count, o.baseAddress, o.count, now) == 1 },

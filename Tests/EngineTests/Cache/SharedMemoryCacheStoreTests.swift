@@ -211,6 +211,26 @@ private func segment(entries: Int, bytes: Int) throws -> (Int32, SharedMemoryCac
         #expect(b.claim("k", owner: "B-4", now: 8) == .won)
     }
 
+    /// The leader's look without the lock (every upstream read): no readers, none; a reader that
+    /// joined (through the other mapping), seen; another key, an ended claim, an expired one: none.
+    @Test func theUnlockedLookSeesAJoinedReader() throws {
+        let (fd, a) = try segment(entries: 8, bytes: 1 << 20)
+        defer { close(fd) }
+        let b = try #require(SharedMemoryCacheStore(fd: fd))
+        #expect(a.claim("k", owner: "A-1", now: 0) == .won)
+        #expect(b.claim("j", owner: "B-1", now: 0) == .won)
+        #expect(!a.claimMayHaveReaders("k", now: 1))
+        #expect(a.joinClaim("j", owner: "B-1", now: 1))  // a reader on another key
+        #expect(!a.claimMayHaveReaders("k", now: 2))
+        #expect(b.joinClaim("k", owner: "A-1", now: 2))
+        #expect(a.claimMayHaveReaders("k", now: 3))
+        #expect(a.claimReaders("k", owner: "A-1", now: 3) == 1)
+        #expect(!a.claimMayHaveReaders("k", now: SharedMemoryCacheStore.claimLease.nanoseconds + 10))  // lease ran out
+        #expect(a.endClaim("j", owner: "B-1", now: 4, keep: false) == 1)
+        b.releaseClaim("j", owner: "B-1", now: 5)
+        #expect(!b.claimMayHaveReaders("j", now: 6))
+    }
+
     @Test func anEndWithoutReadersRemovesTheClaimAtOnce() throws {
         let (fd, a) = try segment(entries: 8, bytes: 1 << 20)
         defer { close(fd) }
