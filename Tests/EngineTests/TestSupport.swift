@@ -1,19 +1,10 @@
 // Shared test helpers: one deterministic PRNG for every randomized test, and a watch over a
 // stream recording's buffer (the relay's and the flight's tests).
 @testable import Engine
+import Reactor
 
-/// SplitMix64: reproducible random sequences for the randomized tests.
-struct TestRNG: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// Reproducible random sequences for the randomized tests (Reactor's SplitMix64).
+typealias TestRNG = SplitMix64
 
 /// A stream's recording watched read by read (a relay's or a flight's): from the second read on it
 /// must have room ahead (StreamRelay.recordingFloorBytes at least) and stay in one buffer.

@@ -45,7 +45,7 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
     }
 
     @Test func twoLookupsInOnePassAreTheTwoLookups() {
-        var rng = SplitMix(seed: 3)
+        var rng = SplitMix64(seed: 3)
         let names = ["Host", "X-Request-Id", "x-request-id", "Cache-Control", "cache-control", "X-Request", "Cache-Controls", "A"]
         for _ in 0..<2000 {
             var h = HTTPHeaders()
@@ -195,7 +195,7 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
     /// the block is byte for byte what copying every piece gives — whatever the spacing, empty or
     /// missing values, bare LF, folded values with line breaks, trailing blanks.
     @Test func runsGiveTheBlockCopyingGives() {
-        var rng = SplitMix(seed: 11)
+        var rng = SplitMix64(seed: 11)
         let names = ["Host", "Content-Type", "X-A", "x-request-id", "Cache-Control", "A"]
         let separators = [":", ": ", ":  ", ":\t", ": \t"]
         let values = ["", "v", "a b", "trail  ", "x\ty", "fold\r\n more", "127.0.0.1:18511"]
@@ -245,18 +245,5 @@ private func accumulate(_ steps: [(Bool, String)]) -> HTTPHeaders {
             let want = copying.finish().block
             #expect(running.finish().block == want, "\(String(decoding: input, as: UTF8.self).debugDescription) cut at \(cuts)")
         }
-    }
-}
-
-/// A seeded generator for the randomized tests here.
-private struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

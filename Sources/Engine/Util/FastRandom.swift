@@ -1,19 +1,15 @@
-// FastRandom: request ids without a getrandom(2) syscall per request. SplitMix64 seeded once from
-// the system generator; ids must be unique, not secret (the X-Request-Id is echoed to clients).
+// FastRandom: request ids without a getrandom(2) syscall per request. SplitMix64 (Reactor) seeded
+// once from the system generator; ids must be unique, not secret (the X-Request-Id is echoed to
+// clients).
+import Reactor
 
 struct FastRandom: RandomNumberGenerator {
-    private var state: UInt64
+    private var g: SplitMix64
 
     init() {
         var sys = SystemRandomNumberGenerator()
-        state = sys.next()
+        g = SplitMix64(seed: sys.next())
     }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { g.next() }
 }
