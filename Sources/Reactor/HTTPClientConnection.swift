@@ -88,7 +88,9 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     public private(set) var inExchange = false
     /// The final (non-1xx) head has been handed to the delegate.
     private var gotHead = false
-    private var headerFields = HeadLines()
+    /// A head's lines, collected as runs of the parser's input (HeaderAccumulator, as the server's):
+    /// copied at the end of each parser call (`parse`), before that input is drained.
+    private var headerFields = HeaderAccumulator(collectsRuns: true)
     /// The last head's headers, whose buffer the next response reuses once the delegate let go.
     private var lastHeaders = HTTPHeaders()
     /// The final head's Content-Length as http-parser read it (nil: none, or a chunked body),
@@ -150,7 +152,6 @@ public final class HTTPClientConnection: StreamSocketDelegate {
     deinit {
         sock?.close()
         parser.deallocate()
-        headerFields.deallocate()
     }
 
     /// Calls `body` with the connection behind a parser, without a retain/release pair per
@@ -316,6 +317,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
             let start = bytes.baseAddress! + used
             scanFrom = UnsafeRawPointer(start)
             let n = http_parser_execute(parser, clientSettings, start.assumingMemoryBound(to: CChar.self), bytes.count - used)
+            headerFields.endOfInput()  // the runs point into `bytes`, which the caller may drain
             if isClosed { return used + n }
             let err = ces_http_errno(parser)
             let rest = UnsafeRawBufferPointer(start: scanFrom, count: scanFrom!.distance(to: start + n))
@@ -372,7 +374,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         framing.startMessage()
         headStatus = 0
         isChunked = false
-        headerFields.reset()
+        headerFields.reset(reusing: &lastHeaders)
     }
 
     /// A final head goes to the delegate; an interim one (100, 102, 103) is dropped (RFC 9110
@@ -384,7 +386,7 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         // refuses a malformed or conflicting one, and one beside chunked encoding).
         let n = parser.pointee.content_length
         declaredContentLength = n == UInt64.max ? nil : Int(clamping: n)
-        lastHeaders = headerFields.finish(into: lastHeaders.takeBlock())
+        lastHeaders = headerFields.finish()
         delegate?.upstream(self, didReceiveHead: headStatus, headers: lastHeaders)
     }
 
@@ -489,111 +491,6 @@ public final class HTTPClientConnection: StreamSocketDelegate {
         sock = nil
         loop.bury(self)
         selfRef = nil
-    }
-}
-
-/// A response head's header lines as http-parser hands them over (a name or value may come in
-/// pieces), in the wire form HeaderAccumulator writes — `name: value\r\n`, a folded value's line
-/// breaks as spaces — collected in a buffer the connection keeps and copied into the head's
-/// HTTPHeaders once, at its end. HeaderAccumulator appended each piece and separator to an
-/// array (a uniqueness and capacity check and a generic copy each: ~350 instructions a header
-/// line, seven lines in a vLLM or nginx head); here a piece is a bounds check and a memcpy.
-struct HeadLines {
-    private var buffer: UnsafeMutableRawPointer?
-    private var capacity = 0
-    private var count = 0
-    private var inValue = false
-    private var lineOpen = false
-
-    mutating func reset() {
-        count = 0
-        inValue = false
-        lineOpen = false
-    }
-
-    /// Frees the buffer (the connection's deinit).
-    mutating func deallocate() {
-        buffer?.deallocate()
-        buffer = nil
-        capacity = 0
-        count = 0
-    }
-
-    mutating func field(_ at: UnsafePointer<CChar>, _ len: Int) {
-        ensure(len + 2)
-        if inValue {
-            putPair(13, 10)
-            inValue = false
-        }
-        putBytes(UnsafeRawPointer(at), len)
-        lineOpen = true
-    }
-
-    mutating func value(_ at: UnsafePointer<CChar>, _ len: Int) {
-        if !inValue {
-            if !lineOpen { return }  // a value without a name: http-parser never does this
-            ensure(len + 2)
-            putPair(UInt8(ascii: ":"), UInt8(ascii: " "))
-            inValue = true
-        } else {
-            ensure(len)
-        }
-        let start = count
-        putBytes(UnsafeRawPointer(at), len)
-        // A folded (obs-fold) value must not break the line structure.
-        let piece = UnsafeBufferPointer(start: buffer!.advanced(by: start).assumingMemoryBound(to: UInt8.self), count: len)
-        if hasLineBreak(piece) {
-            for i in piece.indices where piece[i] == 13 || piece[i] == 10 {
-                buffer!.storeBytes(of: UInt8(ascii: " "), toByteOffset: start + i, as: UInt8.self)
-            }
-        }
-    }
-
-    /// The lines so far, written into `block`'s storage (the last head's) when nobody else holds
-    /// it any more (else into new storage); empty afterwards.
-    mutating func finish(into block: consuming [UInt8]) -> HTTPHeaders {
-        if lineOpen {
-            ensure(4)
-            if !inValue { putPair(UInt8(ascii: ":"), UInt8(ascii: " ")) }
-            putPair(13, 10)
-        }
-        var block = block
-        block.removeAll(keepingCapacity: true)
-        if count > 0 { block.append(contentsOf: UnsafeRawBufferPointer(start: buffer, count: count)) }
-        reset()
-        return HTTPHeaders(block: block)
-    }
-
-    /// Room for `n` more bytes.
-    @inline(__always)
-    private mutating func ensure(_ n: Int) {
-        if count + n > capacity { grow(n) }
-    }
-
-    private mutating func grow(_ n: Int) {
-        let c = max(512, 2 * (count + n))
-        let b = UnsafeMutableRawPointer.allocate(byteCount: c, alignment: 1)
-        if let old = buffer {
-            b.copyMemory(from: old, byteCount: count)
-            old.deallocate()
-        }
-        buffer = b
-        capacity = c
-    }
-
-    /// After `ensure`.
-    @inline(__always)
-    private mutating func putBytes(_ p: UnsafeRawPointer, _ n: Int) {
-        if n > 0 { buffer!.advanced(by: count).copyMemory(from: p, byteCount: n) }
-        count += n
-    }
-
-    /// After `ensure`.
-    @inline(__always)
-    private mutating func putPair(_ a: UInt8, _ b: UInt8) {
-        buffer!.storeBytes(of: a, toByteOffset: count, as: UInt8.self)
-        buffer!.storeBytes(of: b, toByteOffset: count + 1, as: UInt8.self)
-        count += 2
     }
 }
 

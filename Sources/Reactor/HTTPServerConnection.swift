@@ -87,7 +87,7 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
     /// The target so far is exactly `lastTarget` (its one piece compared where the parser read
     /// it, not collected into `url`): a keep-alive client repeats its target.
     private var urlIsLastTarget = false
-    private var headerFields = HeaderAccumulator()
+    private var headerFields = HeaderAccumulator(collectsRuns: true)
     private var pendingHeaders = HTTPHeaders()
     private var headerBytes = 0
     /// The request body is lent to the delegate where it lies (an array per request cost an
@@ -129,7 +129,6 @@ public final class HTTPServerConnection: StreamSocketDelegate, LoopDeferred {
         idleTimeoutNanos = limits.idleTimeout.nanoseconds
         armNanos = min(readTimeoutNanos, idleTimeoutNanos)
         http_parser_init(parser, HTTP_REQUEST)
-        headerFields.collectsRuns = true
         parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
         let so = StreamSocket(loop: loop, fd: fd, delegate: self)
         so.lowWater = writeLowWater

@@ -443,7 +443,8 @@ public func evbufferAppendNumber(_ buf: OpaquePointer, _ value: Int, radix: Int 
 /// Collects header fields from http-parser's on_header_field / on_header_value callbacks (either
 /// may arrive in pieces) straight into wire-form lines. Shared by the server and client connections.
 ///
-/// Runs (`collectsRuns`, the server's): the parser reports pieces of its input, and a request's
+/// Runs (`collectsRuns`, what both connections use; without it each piece is copied, the
+/// reference the tests compare with): the parser reports pieces of its input, and a request's
 /// header section usually lies there in exactly the form the block takes (`name: value` lines
 /// ending in CRLF). Pieces separated in the input by exactly what the block would put between
 /// them (`: ` after a name, CRLF after a value) are kept as one pointer range and copied in one
@@ -455,6 +456,8 @@ struct HeaderAccumulator {
     private var inValue = false
     private var lineOpen = false
     var collectsRuns = false
+
+    init(collectsRuns: Bool = false) { self.collectsRuns = collectsRuns }
     /// The run not yet copied: parser input, valid until the parser call returns.
     private var runStart: UnsafePointer<UInt8>?
     private var runEnd: UnsafePointer<UInt8>?

@@ -223,35 +223,31 @@ final class Frontend: HTTPServerConnectionDelegate {
                 return
             }
         }
-        if case .generate(let kind) = route {
+        // The id's text and the body's copy are made only where a route keeps them (a generation
+        // makes them itself, except on a hit).
+        switch route {
+        case .generate(let kind):
             startGeneration(c, kind: kind, head: head, bodyBytes: b, id: id, identity: identity, hasCacheControl: cacheControl != nil,
                             startNanos: t0)
-            return
-        }
-        let rid = id.string
-        let body = Array(b)
-        switch route {
-        case .generate:
-            preconditionFailure("answered above")
         case .relay(let spec):
-            startRelay(c, spec, method: method, head: head, body: body, rid: rid, identity: identity)
+            startRelay(c, spec, method: method, head: head, body: Array(b), rid: id.string, identity: identity)
         case .models:
-            writeJSON(c, 200, modelsBody(), rid)
+            writeJSON(c, 200, modelsBody(), id.string)
         case .health, .readyz:
             let up = runtime.backends.healthyCount
             let total = runtime.backends.all.count
             let ready = up > 0 && !isDraining
             let status = isDraining ? "draining" : up > 0 ? "ok" : "unavailable"
             let s = "{\"status\":\"\(status)\",\"version\":\"\(engineVersion)\",\"backends\":{\"up\":\(up),\"total\":\(total)}}"
-            writeJSON(c, ready ? 200 : 503, Array(s.utf8), rid)
+            writeJSON(c, ready ? 200 : 503, Array(s.utf8), id.string)
         case .livez:
-            writeJSON(c, 200, Array("{\"status\":\"ok\",\"version\":\"\(engineVersion)\"}".utf8), rid)
+            writeJSON(c, 200, Array("{\"status\":\"ok\",\"version\":\"\(engineVersion)\"}".utf8), id.string)
         case .metrics:
             // Prometheus text unless the client prefers JSON; caches must key on Accept.
             var h = HTTPHeaders()
             h.add("vary", "accept")
             if AcceptHeader.prefersJSONToPrometheusText(head.headers["accept"]) {
-                writeJSON(c, 200, Array(metricsJSON().utf8), rid, headers: h)
+                writeJSON(c, 200, Array(metricsJSON().utf8), id.string, headers: h)
             } else {
                 writePrometheus(c, headers: h)
             }
